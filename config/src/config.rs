@@ -1,0 +1,839 @@
+//! The typed server configuration, built from the merged raw values.
+//!
+//! Building runs in three passes so that nothing is half-constructed when an
+//! error is found:
+//! 1. every setting's raw text is parsed by its [`Kind`] (syntax errors name
+//!    the flag and the source);
+//! 2. support status is applied: a non-default `NotYet` value is an error, a
+//!    non-default `NoEffect` value a warning;
+//! 3. typed fields are filled in and cross-checked with etcd's rules.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use url::Url;
+
+use crate::error::{ConfigError, Resolved, Source};
+use crate::registry::{self, Kind, SETTINGS, Setting, Status};
+use crate::values::{
+    UintError, format_url, is_bindable, parse_go_bool, parse_go_duration, parse_go_uint, parse_url,
+    split_list,
+};
+
+/// The quota used when `--quota-backend-bytes` is 0 (etcd's 2 GiB).
+pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+/// Above this etcd warns that the quota exceeds the recommended maximum.
+pub const RECOMMENDED_MAX_QUOTA_BACKEND_BYTES: u64 = 8 * 1024 * 1024 * 1024;
+/// Cairn refuses quotas above 1 TiB: far beyond what a raft-replicated store
+/// can snapshot and ship to a new member in reasonable time, so such a value
+/// is almost certainly a typo (an extra digit or a unit mix-up).
+pub const MAX_QUOTA_BACKEND_BYTES: u64 = 1024 * 1024 * 1024 * 1024;
+/// etcd warns when requests may be larger than this (10 MiB).
+pub const RECOMMENDED_MAX_REQUEST_BYTES: u64 = 10 * 1024 * 1024;
+/// etcd's upper bound on `--election-timeout`, in milliseconds.
+pub const MAX_ELECTION_TIMEOUT_MS: u64 = 50_000;
+
+/// `--initial-cluster-state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClusterState {
+    New,
+    Existing,
+}
+
+/// `--metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MetricsLevel {
+    Basic,
+    Extensive,
+}
+
+/// `--log-level` (or `debug` when `--debug` is set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+    Panic,
+    Fatal,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+            LogLevel::Panic => "panic",
+            LogLevel::Fatal => "fatal",
+        }
+    }
+}
+
+impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One `name=url` item of `--initial-cluster`. A member with several peer
+/// URLs appears once per URL, in the order given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitialMember {
+    pub name: String,
+    pub peer_url: Url,
+}
+
+/// A validated server configuration. Field names carry their units; URL
+/// lists keep the order the operator gave. Print URLs with
+/// [`crate::format_url`], not `Url`'s `Display`, which adds a trailing `/`.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    pub name: String,
+    /// `<name>.etcd` unless set.
+    pub data_dir: PathBuf,
+    pub snapshot_count: u64,
+    pub heartbeat_interval_ms: u64,
+    pub election_timeout_ms: u64,
+    pub initial_election_tick_advance: bool,
+    pub listen_peer_urls: Vec<Url>,
+    pub listen_client_urls: Vec<Url>,
+    /// Empty unless `--listen-metrics-urls` is set (it is `NotYet` for now,
+    /// so currently always empty).
+    pub listen_metrics_urls: Vec<Url>,
+    pub max_snapshots: u32,
+    /// As given; 0 means the default, see
+    /// [`ServerConfig::effective_quota_backend_bytes`].
+    pub quota_backend_bytes: u64,
+    pub max_txn_ops: u32,
+    pub max_request_bytes: u32,
+    pub max_concurrent_streams: u32,
+    pub grpc_keepalive_min_time: Duration,
+    /// Zero disables server-to-client pings.
+    pub grpc_keepalive_interval: Duration,
+    /// Zero disables the ping timeout.
+    pub grpc_keepalive_timeout: Duration,
+    pub initial_advertise_peer_urls: Vec<Url>,
+    /// Defaults to `<name>=<each initial-advertise-peer-url>`.
+    pub initial_cluster: Vec<InitialMember>,
+    pub initial_cluster_token: String,
+    pub initial_cluster_state: ClusterState,
+    pub advertise_client_urls: Vec<Url>,
+    pub strict_reconfig_check: bool,
+    /// Cairn default `true` (etcd 3.4: `false`).
+    pub pre_vote: bool,
+    /// Cairn default `true` (etcd 3.4: `false`).
+    pub enable_v2: bool,
+    /// Allowed CORS origins; `["*"]` (the default) or empty allows all.
+    pub cors: Vec<String>,
+    /// Accepted `Host` headers on plain HTTP; `["*"]` or empty allows all.
+    pub host_whitelist: Vec<String>,
+    pub metrics: MetricsLevel,
+    /// `capnslog` or `zap`; Cairn logs the same way for both.
+    pub logger: String,
+    /// Each one of `default`, `stdout`, `stderr`.
+    pub log_outputs: Vec<String>,
+    /// `Debug` when `--debug` is set, whatever `--log-level` says.
+    pub log_level: LogLevel,
+    pub experimental_compaction_batch_limit: u32,
+    pub experimental_warning_apply_duration: Duration,
+    pub experimental_watch_progress_notify_interval: Duration,
+    /// `simple` (jwt is not supported yet, so always `simple` for now,
+    /// possibly followed by ignored `,options`).
+    pub auth_token: String,
+    pub bcrypt_cost: u32,
+    pub auth_token_ttl_secs: u64,
+    /// Things the operator should hear about but that do not stop the
+    /// server. The caller logs them; this crate never prints.
+    pub warnings: Vec<String>,
+    provenance: BTreeMap<&'static str, Resolved>,
+}
+
+impl ServerConfig {
+    /// Where the value of setting `name` (flag name without dashes) came
+    /// from; `None` for a name that is not a setting.
+    pub fn source_of(&self, name: &str) -> Option<&Source> {
+        self.provenance.get(name).map(|r| &r.source)
+    }
+
+    /// The winning raw text of setting `name` (derived defaults such as
+    /// `data-dir` and `initial-cluster` show the derived text).
+    pub fn raw_value(&self, name: &str) -> Option<&str> {
+        self.provenance.get(name).map(|r| r.raw.as_str())
+    }
+
+    /// Raw value and source of every setting, keyed by flag name.
+    pub fn resolved(&self) -> &BTreeMap<&'static str, Resolved> {
+        &self.provenance
+    }
+
+    /// The backend quota in force: 2 GiB when `--quota-backend-bytes` is 0.
+    pub fn effective_quota_backend_bytes(&self) -> u64 {
+        if self.quota_backend_bytes == 0 {
+            DEFAULT_QUOTA_BACKEND_BYTES
+        } else {
+            self.quota_backend_bytes
+        }
+    }
+
+    pub fn heartbeat_interval(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_interval_ms)
+    }
+
+    pub fn election_timeout(&self) -> Duration {
+        Duration::from_millis(self.election_timeout_ms)
+    }
+
+    /// Raft election timeout in ticks of one heartbeat (10 by default).
+    pub fn election_ticks(&self) -> usize {
+        let ticks = self
+            .election_timeout_ms
+            .checked_div(self.heartbeat_interval_ms)
+            .unwrap_or(0);
+        usize::try_from(ticks).unwrap_or(usize::MAX)
+    }
+
+    /// How long a client request may wait for raft: 5 s plus twice the
+    /// election timeout, as etcd computes it (7 s by default).
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(5).saturating_add(self.election_timeout().saturating_mul(2))
+    }
+
+    /// `--initial-cluster` grouped by member name, in order of first
+    /// appearance: what a member ID is computed from.
+    pub fn initial_cluster_members(&self) -> Vec<(&str, Vec<&Url>)> {
+        let mut out: Vec<(&str, Vec<&Url>)> = Vec::new();
+        for m in &self.initial_cluster {
+            match out.iter_mut().find(|(n, _)| *n == m.name) {
+                Some((_, urls)) => urls.push(&m.peer_url),
+                None => out.push((&m.name, vec![&m.peer_url])),
+            }
+        }
+        out
+    }
+}
+
+impl Default for ServerConfig {
+    /// The configuration of `cairn` run with no flags and no `ETCD_*`
+    /// environment (a one-member cluster named `default`).
+    fn default() -> Self {
+        let empty: [(String, String); 0] = [];
+        match crate::parse(std::iter::empty::<String>(), empty) {
+            Ok(crate::Invocation::Serve(cfg)) => *cfg,
+            // Unreachable unless the registry's defaults are themselves
+            // invalid, which the `defaults` test rules out.
+            other => panic!("built-in defaults do not form a valid config: {other:?}"),
+        }
+    }
+}
+
+/// A setting's value after syntax parsing, comparable with its default.
+#[derive(Debug, Clone, PartialEq)]
+enum Parsed {
+    Bool(bool),
+    Uint(u64),
+    Duration(Duration),
+    Text(String),
+    List(Vec<String>),
+}
+
+/// Parses `raw` by the setting's kind; `Err` holds what was expected.
+fn parse_raw(s: &Setting, raw: &str) -> Result<Parsed, String> {
+    match s.kind {
+        Kind::Bool => parse_go_bool(raw)
+            .map(Parsed::Bool)
+            .ok_or_else(|| "true or false".to_string()),
+        Kind::Uint(unit) => match parse_go_uint(raw) {
+            Ok(v) => Ok(Parsed::Uint(v)),
+            Err(UintError::Syntax) => Err(format!("a whole number of {unit}")),
+            Err(UintError::Range) => Err(format!(
+                "a whole number of {unit} no larger than {}",
+                u64::MAX
+            )),
+        },
+        Kind::Duration => parse_go_duration(raw)
+            .map(Parsed::Duration)
+            .map_err(|e| format!("a duration such as 5s, 100ms or 1h30m ({e})")),
+        Kind::Text | Kind::Ignored => Ok(Parsed::Text(raw.to_string())),
+        Kind::Choice(options) => {
+            if options.contains(&raw) {
+                Ok(Parsed::Text(raw.to_string()))
+            } else {
+                Err(one_of(options))
+            }
+        }
+        Kind::UrlList | Kind::List => Ok(Parsed::List(split_list(raw))),
+        Kind::InitialCluster => Ok(Parsed::Text(raw.trim().to_string())),
+        // etcd reads a bare number as hours (in periodic mode); either way
+        // only "zero or not" matters while auto-compaction is not built.
+        Kind::Retention => match parse_go_uint(raw) {
+            Ok(hours) => Ok(Parsed::Duration(Duration::from_secs(
+                hours.saturating_mul(3600),
+            ))),
+            Err(_) => parse_go_duration(raw)
+                .map(Parsed::Duration)
+                .map_err(|e| format!("a number of hours or a duration such as 30m or 1h ({e})")),
+        },
+    }
+}
+
+/// "new or existing", "basic or extensive", "a, b or c".
+fn one_of(options: &[&str]) -> String {
+    match options {
+        [] => "nothing".to_string(),
+        [one] => (*one).to_string(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
+    }
+}
+
+/// Whether a (parsed) value equals the setting's default. Ignored legacy
+/// flags have no meaningful default: setting them at all is worth a warning.
+fn is_default(s: &Setting, value: &Parsed) -> bool {
+    s.kind != Kind::Ignored && parse_raw(s, s.default).as_ref() == Ok(value)
+}
+
+/// The resolved and parsed values, with helpers that turn them into typed
+/// fields and produce errors naming the flag and its source.
+struct Inputs {
+    resolved: BTreeMap<&'static str, Resolved>,
+    parsed: BTreeMap<&'static str, Parsed>,
+}
+
+impl Inputs {
+    fn setting(&self, name: &str) -> Result<&'static Setting, ConfigError> {
+        registry::lookup(name)
+            .ok_or_else(|| ConfigError::invalid(format!("internal error: no setting --{name}")))
+    }
+
+    fn resolved(&self, name: &str) -> Result<&Resolved, ConfigError> {
+        self.resolved
+            .get(name)
+            .ok_or_else(|| ConfigError::invalid(format!("internal error: --{name} unresolved")))
+    }
+
+    fn explicit(&self, name: &str) -> bool {
+        self.resolved
+            .get(name)
+            .is_some_and(|r| r.source.is_explicit())
+    }
+
+    /// A `BadValue` for the current value of `name`.
+    fn bad(&self, name: &str, expected: impl Into<String>) -> ConfigError {
+        let (value, origin) = match self.resolved.get(name) {
+            Some(r) => (r.raw.clone(), r.source.clone()),
+            None => (String::new(), Source::Default),
+        };
+        ConfigError::BadValue {
+            flag: format!("--{name}"),
+            origin,
+            value,
+            expected: expected.into(),
+        }
+    }
+
+    fn not_yet(&self, name: &str, what: impl Into<String>, hint: &str) -> ConfigError {
+        ConfigError::NotSupportedYet {
+            flag: format!("--{name}"),
+            origin: self
+                .resolved
+                .get(name)
+                .map_or(Source::Default, |r| r.source.clone()),
+            what: what.into(),
+            hint: hint.to_string(),
+        }
+    }
+
+    fn parsed(&self, name: &str) -> Result<&Parsed, ConfigError> {
+        self.parsed
+            .get(name)
+            .ok_or_else(|| ConfigError::invalid(format!("internal error: --{name} unparsed")))
+    }
+
+    fn wrong_kind(name: &str) -> ConfigError {
+        ConfigError::invalid(format!("internal error: --{name} read as the wrong kind"))
+    }
+
+    fn bool(&self, name: &str) -> Result<bool, ConfigError> {
+        match self.parsed(name)? {
+            Parsed::Bool(b) => Ok(*b),
+            _ => Err(Self::wrong_kind(name)),
+        }
+    }
+
+    fn uint(&self, name: &str) -> Result<u64, ConfigError> {
+        match self.parsed(name)? {
+            Parsed::Uint(v) => Ok(*v),
+            _ => Err(Self::wrong_kind(name)),
+        }
+    }
+
+    fn u32(&self, name: &str) -> Result<u32, ConfigError> {
+        let v = self.uint(name)?;
+        u32::try_from(v).map_err(|_| {
+            let unit = match self.setting(name).map(|s| s.kind) {
+                Ok(Kind::Uint(unit)) => unit,
+                _ => "units",
+            };
+            self.bad(
+                name,
+                format!("a whole number of {unit} no larger than {}", u32::MAX),
+            )
+        })
+    }
+
+    fn positive(&self, name: &str) -> Result<u64, ConfigError> {
+        let v = self.uint(name)?;
+        if v == 0 {
+            return Err(self.bad(name, "a number greater than 0"));
+        }
+        Ok(v)
+    }
+
+    fn duration(&self, name: &str) -> Result<Duration, ConfigError> {
+        match self.parsed(name)? {
+            Parsed::Duration(d) => Ok(*d),
+            _ => Err(Self::wrong_kind(name)),
+        }
+    }
+
+    fn text(&self, name: &str) -> Result<String, ConfigError> {
+        match self.parsed(name)? {
+            Parsed::Text(t) => Ok(t.clone()),
+            _ => Err(Self::wrong_kind(name)),
+        }
+    }
+
+    fn list(&self, name: &str) -> Result<Vec<String>, ConfigError> {
+        match self.parsed(name)? {
+            Parsed::List(items) => Ok(items.clone()),
+            _ => Err(Self::wrong_kind(name)),
+        }
+    }
+
+    /// A URL list that must not be empty.
+    fn urls(
+        &self,
+        name: &str,
+        bind: bool,
+        tls: &str,
+        example: &str,
+    ) -> Result<Vec<Url>, ConfigError> {
+        let urls = self.optional_urls(name, bind, tls, example)?;
+        if urls.is_empty() {
+            return Err(self.bad(name, format!("at least one URL, such as {example}")));
+        }
+        Ok(urls)
+    }
+
+    /// A URL list that may be empty. `bind` adds etcd's listener rule (the
+    /// host must be an IP address or `localhost`); `tls` names the TLS
+    /// feature that `https` would need.
+    fn optional_urls(
+        &self,
+        name: &str,
+        bind: bool,
+        tls: &str,
+        example: &str,
+    ) -> Result<Vec<Url>, ConfigError> {
+        let mut out = Vec::new();
+        for item in self.list(name)? {
+            let url = parse_url(&item).map_err(|e| {
+                self.bad(
+                    name,
+                    format!(
+                        "a comma-separated list of URLs such as {example} ({})",
+                        e.describe(&item)
+                    ),
+                )
+            })?;
+            if url.scheme() == "https" {
+                return Err(self.not_yet(
+                    name,
+                    format!("{tls} (https:// URLs)"),
+                    "use http:// URLs",
+                ));
+            }
+            if bind && !is_bindable(&url) {
+                return Err(self.bad(name, format!("IP in URL for binding ({item})")));
+            }
+            out.push(url);
+        }
+        Ok(out)
+    }
+}
+
+/// Builds and validates the configuration from the merged values.
+pub(crate) fn build(
+    resolved: BTreeMap<&'static str, Resolved>,
+    mut warnings: Vec<String>,
+) -> Result<ServerConfig, ConfigError> {
+    // Pass 1 and 2: syntax, then support status, in registry order.
+    let mut parsed = BTreeMap::new();
+    for s in SETTINGS {
+        let Some(r) = resolved.get(s.name) else {
+            return Err(ConfigError::invalid(format!(
+                "internal error: --{} unresolved",
+                s.name
+            )));
+        };
+        let value = parse_raw(s, &r.raw).map_err(|expected| ConfigError::BadValue {
+            flag: s.flag(),
+            origin: r.source.clone(),
+            value: r.raw.clone(),
+            expected,
+        })?;
+        if r.source.is_explicit() && !is_default(s, &value) {
+            match s.status {
+                Status::Supported => {}
+                Status::NotYet { what } => {
+                    return Err(ConfigError::NotSupportedYet {
+                        flag: s.flag(),
+                        origin: r.source.clone(),
+                        what: what.to_string(),
+                        hint: "the flag is recognised; leave it unset".to_string(),
+                    });
+                }
+                Status::NoEffect { why } => warnings.push(format!(
+                    "{}{} is set to {:?} but has no effect in cairn: {why}",
+                    s.flag(),
+                    r.source.suffix(),
+                    r.raw
+                )),
+            }
+        }
+        parsed.insert(s.name, value);
+    }
+    let mut inputs = Inputs { resolved, parsed };
+
+    // Pass 3: typed fields.
+    let name = inputs.text("name")?;
+    if name.is_empty() {
+        return Err(inputs.bad("name", "a non-empty member name"));
+    }
+    let data_dir_text = inputs.text("data-dir")?;
+    let data_dir = if data_dir_text.is_empty() {
+        let derived = format!("{name}.etcd");
+        set_raw(&mut inputs, "data-dir", &derived);
+        PathBuf::from(derived)
+    } else {
+        PathBuf::from(data_dir_text)
+    };
+
+    let snapshot_count = inputs.positive("snapshot-count")?;
+    let heartbeat_interval_ms = inputs.uint("heartbeat-interval")?;
+    let election_timeout_ms = inputs.uint("election-timeout")?;
+    check_timing(heartbeat_interval_ms, election_timeout_ms)?;
+
+    const PEER_EXAMPLE: &str = "http://10.0.0.1:2380";
+    const CLIENT_EXAMPLE: &str = "http://10.0.0.1:2379";
+    let listen_peer_urls = inputs.urls("listen-peer-urls", true, "peer TLS", PEER_EXAMPLE)?;
+    let listen_client_urls =
+        inputs.urls("listen-client-urls", true, "client TLS", CLIENT_EXAMPLE)?;
+    let listen_metrics_urls =
+        inputs.optional_urls("listen-metrics-urls", true, "metrics TLS", CLIENT_EXAMPLE)?;
+    let initial_advertise_peer_urls = inputs.urls(
+        "initial-advertise-peer-urls",
+        false,
+        "peer TLS",
+        PEER_EXAMPLE,
+    )?;
+    if inputs.explicit("listen-client-urls") && !inputs.explicit("advertise-client-urls") {
+        return Err(ConfigError::invalid(
+            "--advertise-client-urls is required when --listen-client-urls is set explicitly",
+        ));
+    }
+    let advertise_client_urls =
+        inputs.urls("advertise-client-urls", false, "client TLS", CLIENT_EXAMPLE)?;
+
+    let max_snapshots = inputs.u32("max-snapshots")?;
+    let quota_backend_bytes = inputs.uint("quota-backend-bytes")?;
+    if quota_backend_bytes > MAX_QUOTA_BACKEND_BYTES {
+        return Err(inputs.bad(
+            "quota-backend-bytes",
+            format!("at most {MAX_QUOTA_BACKEND_BYTES} bytes (1 TiB)"),
+        ));
+    }
+    if quota_backend_bytes > RECOMMENDED_MAX_QUOTA_BACKEND_BYTES {
+        warnings.push(format!(
+            "--quota-backend-bytes={quota_backend_bytes} exceeds the maximum recommended quota of {RECOMMENDED_MAX_QUOTA_BACKEND_BYTES} bytes (8 GiB)"
+        ));
+    }
+    let max_txn_ops = inputs.u32("max-txn-ops")?;
+    if max_txn_ops == 0 {
+        return Err(inputs.bad("max-txn-ops", "a number greater than 0"));
+    }
+    let max_request_bytes = inputs.u32("max-request-bytes")?;
+    if max_request_bytes == 0 {
+        return Err(inputs.bad("max-request-bytes", "a number greater than 0"));
+    }
+    if u64::from(max_request_bytes) > RECOMMENDED_MAX_REQUEST_BYTES {
+        warnings.push(format!(
+            "--max-request-bytes={max_request_bytes} exceeds the maximum recommended size of {RECOMMENDED_MAX_REQUEST_BYTES} bytes (10 MiB)"
+        ));
+    }
+    let max_concurrent_streams = inputs.u32("max-concurrent-streams")?;
+
+    let initial_cluster_state = match inputs.text("initial-cluster-state")?.as_str() {
+        "existing" => ClusterState::Existing,
+        _ => ClusterState::New,
+    };
+    let initial_cluster = initial_cluster(&mut inputs, &name, &initial_advertise_peer_urls)?;
+    if initial_cluster_state == ClusterState::New {
+        check_own_membership(
+            &inputs,
+            &name,
+            &initial_cluster,
+            &initial_advertise_peer_urls,
+        )?;
+    }
+
+    let metrics = match inputs.text("metrics")?.as_str() {
+        "extensive" => MetricsLevel::Extensive,
+        _ => MetricsLevel::Basic,
+    };
+    let log_level = if inputs.bool("debug")? {
+        warnings.push("--debug is deprecated; use --log-level=debug".to_string());
+        LogLevel::Debug
+    } else {
+        match inputs.text("log-level")?.as_str() {
+            "debug" => LogLevel::Debug,
+            "warn" => LogLevel::Warn,
+            "error" => LogLevel::Error,
+            "panic" => LogLevel::Panic,
+            "fatal" => LogLevel::Fatal,
+            _ => LogLevel::Info,
+        }
+    };
+    let log_outputs = log_outputs(&inputs, &mut warnings)?;
+
+    let auth_token = inputs.text("auth-token")?;
+    match auth_token.split(',').next().unwrap_or_default() {
+        "simple" => {}
+        "jwt" => {
+            return Err(inputs.not_yet(
+                "auth-token",
+                "the JWT auth token type",
+                "use --auth-token=simple",
+            ));
+        }
+        _ => return Err(inputs.bad("auth-token", "simple or jwt,<options>")),
+    }
+    let bcrypt_cost = inputs.u32("bcrypt-cost")?;
+    if !(4..=31).contains(&bcrypt_cost) {
+        return Err(inputs.bad("bcrypt-cost", "a bcrypt cost between 4 and 31"));
+    }
+
+    Ok(ServerConfig {
+        name,
+        data_dir,
+        snapshot_count,
+        heartbeat_interval_ms,
+        election_timeout_ms,
+        initial_election_tick_advance: inputs.bool("initial-election-tick-advance")?,
+        listen_peer_urls,
+        listen_client_urls,
+        listen_metrics_urls,
+        max_snapshots,
+        quota_backend_bytes,
+        max_txn_ops,
+        max_request_bytes,
+        max_concurrent_streams,
+        grpc_keepalive_min_time: inputs.duration("grpc-keepalive-min-time")?,
+        grpc_keepalive_interval: inputs.duration("grpc-keepalive-interval")?,
+        grpc_keepalive_timeout: inputs.duration("grpc-keepalive-timeout")?,
+        initial_advertise_peer_urls,
+        initial_cluster,
+        initial_cluster_token: inputs.text("initial-cluster-token")?,
+        initial_cluster_state,
+        advertise_client_urls,
+        strict_reconfig_check: inputs.bool("strict-reconfig-check")?,
+        pre_vote: inputs.bool("pre-vote")?,
+        enable_v2: inputs.bool("enable-v2")?,
+        cors: dedup(inputs.list("cors")?),
+        host_whitelist: dedup(inputs.list("host-whitelist")?),
+        metrics,
+        logger: inputs.text("logger")?,
+        log_outputs,
+        log_level,
+        experimental_compaction_batch_limit: inputs.u32("experimental-compaction-batch-limit")?,
+        experimental_warning_apply_duration: inputs
+            .duration("experimental-warning-apply-duration")?,
+        experimental_watch_progress_notify_interval: inputs
+            .duration("experimental-watch-progress-notify-interval")?,
+        auth_token,
+        bcrypt_cost,
+        auth_token_ttl_secs: inputs.uint("auth-token-ttl")?,
+        warnings,
+        provenance: inputs.resolved,
+    })
+}
+
+/// Records a derived default so provenance shows the value in force.
+fn set_raw(inputs: &mut Inputs, name: &'static str, raw: &str) {
+    if let Some(r) = inputs.resolved.get_mut(name) {
+        r.raw = raw.to_string();
+    }
+}
+
+/// etcd's timing rules, with etcd's wording.
+fn check_timing(heartbeat_ms: u64, election_ms: u64) -> Result<(), ConfigError> {
+    if heartbeat_ms == 0 {
+        return Err(ConfigError::invalid(format!(
+            "--heartbeat-interval must be >0 (set to {heartbeat_ms}ms)"
+        )));
+    }
+    if heartbeat_ms.saturating_mul(5) > election_ms {
+        return Err(ConfigError::invalid(format!(
+            "--election-timeout[{election_ms}ms] should be at least as 5 times as --heartbeat-interval[{heartbeat_ms}ms]"
+        )));
+    }
+    if election_ms > MAX_ELECTION_TIMEOUT_MS {
+        return Err(ConfigError::invalid(format!(
+            "--election-timeout[{election_ms}ms] is too long, and should be set less than {MAX_ELECTION_TIMEOUT_MS}ms"
+        )));
+    }
+    Ok(())
+}
+
+/// `--initial-cluster`, or `<name>=<each advertised peer URL>` when it was
+/// not given (so `--name infra1` alone starts a one-member cluster).
+fn initial_cluster(
+    inputs: &mut Inputs,
+    name: &str,
+    advertise_peer: &[Url],
+) -> Result<Vec<InitialMember>, ConfigError> {
+    const FLAG: &str = "initial-cluster";
+    const SHAPE: &str = "comma-separated name=peer-URL pairs such as infra1=http://10.0.0.1:2380";
+    if !inputs.explicit(FLAG) {
+        let members: Vec<InitialMember> = advertise_peer
+            .iter()
+            .map(|u| InitialMember {
+                name: name.to_string(),
+                peer_url: u.clone(),
+            })
+            .collect();
+        let derived = join_members(&members);
+        set_raw(inputs, FLAG, &derived);
+        return Ok(members);
+    }
+    let text = inputs.text(FLAG)?;
+    let mut members = Vec::new();
+    let mut seen = BTreeSet::new();
+    for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let Some((member, url_text)) = item.split_once('=') else {
+            return Err(inputs.bad(FLAG, format!("{SHAPE} ({item:?} has no '=')")));
+        };
+        let (member, url_text) = (member.trim(), url_text.trim());
+        if member.is_empty() {
+            return Err(inputs.bad(FLAG, format!("{SHAPE} ({item:?} has an empty member name)")));
+        }
+        let url = parse_url(url_text).map_err(|e| {
+            inputs.bad(
+                FLAG,
+                format!("{SHAPE} (member {member:?}: {})", e.describe(url_text)),
+            )
+        })?;
+        if url.scheme() == "https" {
+            return Err(inputs.not_yet(FLAG, "peer TLS (https:// URLs)", "use http:// URLs"));
+        }
+        if !seen.insert(format_url(&url)) {
+            return Err(inputs.bad(
+                FLAG,
+                format!("{SHAPE} (URL {} is listed twice)", format_url(&url)),
+            ));
+        }
+        members.push(InitialMember {
+            name: member.to_string(),
+            peer_url: url,
+        });
+    }
+    if members.is_empty() {
+        return Err(inputs.bad(FLAG, SHAPE));
+    }
+    Ok(members)
+}
+
+fn join_members(members: &[InitialMember]) -> String {
+    members
+        .iter()
+        .map(|m| format!("{}={}", m.name, format_url(&m.peer_url)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn join_urls<'a>(urls: impl IntoIterator<Item = &'a Url>) -> String {
+    urls.into_iter()
+        .map(format_url)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// When bootstrapping a new cluster, this member must be in
+/// `--initial-cluster` with exactly the URLs it advertises, or the members
+/// would compute different member IDs and never form a quorum.
+fn check_own_membership(
+    inputs: &Inputs,
+    name: &str,
+    cluster: &[InitialMember],
+    advertise_peer: &[Url],
+) -> Result<(), ConfigError> {
+    let mine: Vec<&Url> = cluster
+        .iter()
+        .filter(|m| m.name == name)
+        .map(|m| &m.peer_url)
+        .collect();
+    let cluster_text = inputs.resolved("initial-cluster")?.raw.clone();
+    if mine.is_empty() {
+        return Err(ConfigError::invalid(format!(
+            "couldn't find local name {name:?} in the initial cluster configuration (--initial-cluster={cluster_text})"
+        )));
+    }
+    let in_cluster: BTreeSet<String> = mine.iter().map(|u| format_url(u)).collect();
+    let advertised: BTreeSet<String> = advertise_peer.iter().map(format_url).collect();
+    if in_cluster != advertised {
+        return Err(ConfigError::invalid(format!(
+            "--initial-cluster has {name}={} but --initial-advertise-peer-urls={}; the member's own peer URLs must be the same in both when --initial-cluster-state is new",
+            join_urls(mine.iter().copied()),
+            join_urls(advertise_peer),
+        )));
+    }
+    Ok(())
+}
+
+/// `--log-outputs`, or the deprecated `--log-output` when only that is set.
+fn log_outputs(inputs: &Inputs, warnings: &mut Vec<String>) -> Result<Vec<String>, ConfigError> {
+    let mut flag = "log-outputs";
+    if inputs.explicit("log-output") {
+        warnings.push("--log-output is deprecated; use --log-outputs".to_string());
+        if !inputs.explicit("log-outputs") {
+            flag = "log-output";
+        }
+    }
+    let outputs = inputs.list(flag)?;
+    if outputs.is_empty() {
+        return Err(inputs.bad(flag, "default, stdout or stderr"));
+    }
+    for out in &outputs {
+        if !matches!(out.as_str(), "default" | "stdout" | "stderr") {
+            return Err(inputs.not_yet(
+                flag,
+                format!("logging to {out:?}"),
+                "use default, stdout or stderr",
+            ));
+        }
+    }
+    Ok(dedup(outputs))
+}
+
+/// Drops repeated items, keeping the first (etcd keeps these as sets).
+fn dedup(items: Vec<String>) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    items
+        .into_iter()
+        .filter(|i| seen.insert(i.clone()))
+        .collect()
+}

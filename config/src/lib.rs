@@ -1,0 +1,174 @@
+//! Configuration for the `cairn` server: the etcd 3.4 flag set, read from the
+//! command line and `ETCD_*` environment variables and layered with figment.
+//!
+//! ```no_run
+//! match cairn_config::parse_process() {
+//!     Ok(cairn_config::Invocation::Serve(cfg)) => {
+//!         for w in &cfg.warnings {
+//!             eprintln!("warning: {w}");
+//!         }
+//!         // run the server with *cfg
+//!     }
+//!     Ok(cairn_config::Invocation::Help(text)) => print!("{text}"),
+//!     Ok(cairn_config::Invocation::Version) => println!("cairn ..."),
+//!     Err(e) => {
+//!         eprintln!("cairn: {e}");
+//!         std::process::exit(e.exit_code());
+//!     }
+//! }
+//! ```
+//!
+//! # Sources and precedence
+//!
+//! Lowest first: built-in defaults, then `ETCD_*` environment variables, then
+//! command-line flags. Each is a figment provider (see `layers.rs`); the merged
+//! figment tags every value with its source, exposed as
+//! [`ServerConfig::source_of`]. A config-file layer will go between the
+//! defaults and the environment.
+//!
+//! # Deliberate differences from etcd 3.4
+//!
+//! Cairn is a drop-in replacement, so it accepts everything etcd 3.4.23
+//! accepts on the command line and in the environment, with the same
+//! syntax and meaning, except:
+//!
+//! 1. **Flag and environment variable both set:** the flag wins and a
+//!    warning names both. etcd 3.4 exits instead, which broke distro units
+//!    that load `/etc/etcd/etcd.conf` and also pass `--name=${ETCD_NAME}`.
+//! 2. **Defaults:** `--pre-vote` and `--enable-v2` default to `true` (etcd
+//!    3.4: `false`). Pre-vote keeps a partitioned member from disrupting the
+//!    cluster when it returns and is always wanted.
+//! 3. **Unknown `ETCD_*` variables** produce a warning, as in etcd, with a
+//!    did-you-mean suggestion added. `ETCD_VERSION` is ignored with a
+//!    warning (as in etcd); empty variables count as unset (as in etcd);
+//!    variables without the `ETCD_` prefix are ignored, and so is
+//!    `ETCD_UNSUPPORTED_ARCH` (etcd's arm64 opt-in, meaningless for Cairn).
+//! 4. **Not-yet-supported features** (TLS, discovery, auto-compaction, the
+//!    v2 proxy, config files, ...) are recognised; setting one to anything but
+//!    its default is an error rather than being silently ignored. Settings
+//!    that only tune etcd internals Cairn lacks (`--max-wals`, bbolt tuning,
+//!    `--log-package-levels`) are accepted with a warning. `--log-outputs`
+//!    accepts only `default`, `stdout` and `stderr` for now.
+//! 5. **Unknown flags** are an error that suggests the closest known flag;
+//!    etcd prints its whole usage text instead.
+//! 6. **`--help` and `--version`** win wherever they appear on the line, even
+//!    after an error; Go's flag parser stops at the first error.
+//! 7. **Exit codes:** 2 for malformed argv (unknown flag, missing value,
+//!    stray argument), 1 for bad values. etcd also exits 2 for a value that
+//!    fails to parse on the command line, and 1 for a stray argument.
+//! 8. **URLs:** items of URL lists are trimmed of surrounding whitespace and
+//!    keep the order given (etcd sorts them); `unix://` URLs are rejected,
+//!    and so are URLs with a query or fragment (etcd ignores those parts);
+//!    `https://` is an error until TLS lands.
+//! 9. **`--initial-cluster`** items are trimmed and not URL-unescaped (etcd
+//!    parses the list as a URL query string); a URL listed twice is an error.
+//! 10. **`--quota-backend-bytes`** must be between 0 and 1 TiB; etcd takes a
+//!     negative value to mean "no quota".
+//! 11. **`--debug`, `--log-output`** and values above etcd's recommended
+//!     maximums (`--quota-backend-bytes` over 8 GiB, `--max-request-bytes`
+//!     over 10 MiB) produce warnings, where etcd logs the same advice.
+
+mod argv;
+mod config;
+mod error;
+mod help;
+mod layers;
+pub mod registry;
+pub mod values;
+
+#[cfg(test)]
+mod tests;
+
+use std::ffi::OsString;
+
+pub use config::{
+    ClusterState, DEFAULT_QUOTA_BACKEND_BYTES, InitialMember, LogLevel, MAX_ELECTION_TIMEOUT_MS,
+    MAX_QUOTA_BACKEND_BYTES, MetricsLevel, RECOMMENDED_MAX_QUOTA_BACKEND_BYTES, ServerConfig,
+};
+pub use error::{ConfigError, Resolved, Source};
+pub use help::help_text;
+pub use registry::{Kind, Reload, SETTINGS, Section, Setting, Status};
+pub use values::{format_go_duration, format_url, parse_go_duration};
+
+/// What the command line asks `cairn` to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Invocation {
+    /// Run the server with this configuration.
+    Serve(Box<ServerConfig>),
+    /// `--version`: print the version and exit 0.
+    Version,
+    /// `-h` / `--help`: print this text (to stdout) and exit 0.
+    Help(String),
+}
+
+/// Parses a command line and an environment.
+///
+/// `args` are the arguments **after** the program name (argv\[0\] must not be
+/// included). `env` is the whole environment as `(name, value)` pairs;
+/// only `ETCD_*` names are looked at. Nothing is read from the process, so
+/// tests can call this freely.
+pub fn parse<A, T, E>(args: A, env: E) -> Result<Invocation, ConfigError>
+where
+    A: IntoIterator<Item = T>,
+    T: Into<OsString>,
+    E: IntoIterator<Item = (String, String)>,
+{
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let flags = match argv::parse_argv(args)? {
+        argv::Argv::Help => return Ok(Invocation::Help(help_text())),
+        argv::Argv::Version => return Ok(Invocation::Version),
+        argv::Argv::Flags(flags) => flags,
+    };
+
+    let defaults = layers::Layer::defaults();
+    let (env, mut warnings) = layers::Layer::env(env);
+    let flags = layers::Layer::flags(flags);
+    warnings.extend(conflict_warnings(&env, &flags));
+
+    let figment = layers::merge_layers(&defaults, &env, &flags);
+    let resolved = layers::resolve(&figment)?;
+    let config = config::build(resolved, warnings)?;
+    Ok(Invocation::Serve(Box::new(config)))
+}
+
+/// [`parse`] on this process's arguments (skipping argv\[0\]) and
+/// environment. An `ETCD_*` variable whose value is not UTF-8 is an error;
+/// other variables are not looked at.
+pub fn parse_process() -> Result<Invocation, ConfigError> {
+    let mut env = Vec::new();
+    for (key, value) in std::env::vars_os() {
+        let Some(key) = key.to_str().filter(|k| k.starts_with("ETCD_")) else {
+            continue;
+        };
+        match value.into_string() {
+            Ok(v) => env.push((key.to_string(), v)),
+            Err(v) => {
+                return Err(ConfigError::BadValue {
+                    flag: registry::lookup_env(key).map_or_else(|| key.to_string(), |s| s.flag()),
+                    origin: Source::Env {
+                        var: key.to_string(),
+                    },
+                    value: v.to_string_lossy().into_owned(),
+                    expected: "valid UTF-8 text".into(),
+                });
+            }
+        }
+    }
+    parse(std::env::args_os().skip(1), env)
+}
+
+/// One warning per setting given both ways (etcd 3.4 would exit).
+fn conflict_warnings(env: &layers::Layer, flags: &layers::Layer) -> Vec<String> {
+    SETTINGS
+        .iter()
+        .filter_map(|s| {
+            let env_value = env.get(s.name)?;
+            let flag_value = flags.get(s.name)?;
+            Some(format!(
+                "both {}={flag_value:?} (command line) and {}={env_value:?} (environment) are set; using the command-line value",
+                s.flag(),
+                s.env_var(),
+            ))
+        })
+        .collect()
+}

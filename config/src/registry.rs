@@ -1,0 +1,1068 @@
+//! The settings registry: one table that says, for every flag etcd 3.4 knows,
+//! how Cairn treats it.
+//!
+//! Everything else in this crate (the argv lexer, the clap command, the
+//! environment layer, `--help`, the "is this a default value?" check) is
+//! derived from [`SETTINGS`], so adding a flag or changing its status is an
+//! edit to one row here.
+//!
+//! # Flipping a support status
+//!
+//! Each row starts from `setting(..)` (which means `Supported`, `Reload::Restart`)
+//! and is refined by chained `const fn` calls. To mark a feature as built,
+//! delete the `.not_yet(..)` call on its row; to stop supporting one, add it.
+//! The typed [`crate::ServerConfig`] field for a newly supported flag still has
+//! to be added by hand, because the type of that field is a design decision.
+
+/// Where `--help` lists a setting; the order of the variants is the order
+/// of the sections in the help text (the same order etcd uses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Section {
+    Member,
+    Clustering,
+    Security,
+    Auth,
+    Monitoring,
+    Logging,
+    Proxy,
+    Experimental,
+    Unsafe,
+    Deprecated,
+}
+
+impl Section {
+    /// Every section, in help order.
+    pub const ALL: [Section; 10] = [
+        Section::Member,
+        Section::Clustering,
+        Section::Security,
+        Section::Auth,
+        Section::Monitoring,
+        Section::Logging,
+        Section::Proxy,
+        Section::Experimental,
+        Section::Unsafe,
+        Section::Deprecated,
+    ];
+
+    /// The heading printed by `--help`.
+    pub fn title(self) -> &'static str {
+        match self {
+            Section::Member => "Member",
+            Section::Clustering => "Clustering",
+            Section::Security => "Security",
+            Section::Auth => "Auth",
+            Section::Monitoring => "Profiling and Monitoring",
+            Section::Logging => "Logging",
+            Section::Proxy => "v2 Proxy",
+            Section::Experimental => "Experimental feature",
+            Section::Unsafe => "Unsafe feature",
+            Section::Deprecated => "To be deprecated",
+        }
+    }
+}
+
+/// How a raw (string) value of a setting is read. The same parser is used for
+/// command-line, environment and (later) file values, so `ETCD_PRE_VOTE=1`
+/// and `--pre-vote=1` mean the same thing, as they do in etcd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Go `strconv.ParseBool` spellings. A bare `--flag` means `true`.
+    Bool,
+    /// An unsigned integer in Go `flag` syntax (decimal, `0x..`, `0o..`,
+    /// `0b..`, leading-zero octal, `_` separators). The string names the unit
+    /// for error messages ("milliseconds", "bytes", ...).
+    Uint(&'static str),
+    /// A Go `time.Duration` string such as `5s` or `1h30m`.
+    Duration,
+    /// Free text (names, tokens, paths). May be empty.
+    Text,
+    /// One of a fixed set of words.
+    Choice(&'static [&'static str]),
+    /// A comma-separated list of URLs.
+    UrlList,
+    /// A comma-separated list of words; blanks are dropped.
+    List,
+    /// `name=url,name=url`.
+    InitialCluster,
+    /// `--auto-compaction-retention`: hours as a number, or a Go duration.
+    Retention,
+    /// A flag etcd 3.4 still accepts but ignores (etcd 2 leftovers). It takes
+    /// an optional value like a boolean and is never applied.
+    Ignored,
+}
+
+impl Kind {
+    /// Whether a bare `--flag` is complete on its own (Go's "boolean flag"
+    /// rule). Such flags never take the next argv token as their value.
+    pub fn is_boolean(self) -> bool {
+        matches!(self, Kind::Bool | Kind::Ignored)
+    }
+}
+
+/// Whether a later live-reload feature may apply a new value without a
+/// restart. Recorded now so the reload change does not have to rediscover it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reload {
+    Live,
+    Restart,
+}
+
+/// How far Cairn implements a setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Implemented: the value is parsed, validated and lands in `ServerConfig`.
+    Supported,
+    /// Recognised but not built. A non-default value is an error, because
+    /// running without a feature the operator asked for (TLS, say) is unsafe.
+    NotYet { what: &'static str },
+    /// Accepted and ignored. A non-default value produces a warning, since
+    /// ignoring it cannot hurt (it tunes something Cairn does not have).
+    NoEffect { why: &'static str },
+}
+
+/// One row of the registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Setting {
+    /// The flag name without dashes, e.g. `initial-cluster-token`.
+    pub name: &'static str,
+    pub section: Section,
+    pub kind: Kind,
+    /// The built-in default as a raw string, in the same syntax a user would
+    /// type. Cairn deviates from etcd 3.4 for `pre-vote` and `enable-v2`.
+    pub default: &'static str,
+    /// What `--help` prints as the default when the raw default would
+    /// mislead (`${name}.etcd` for an empty data dir, for example).
+    pub shown_default: Option<&'static str>,
+    pub help: &'static str,
+    pub reload: Reload,
+    pub status: Status,
+    /// Accepted but left out of `--help`, as etcd does for its hidden flags.
+    pub hidden: bool,
+}
+
+impl Setting {
+    /// The environment variable that sets this flag: `ETCD_` + the name in
+    /// upper case with `-` replaced by `_` (etcd's `FlagToEnv` rule).
+    pub fn env_var(&self) -> String {
+        env_var_for(self.name)
+    }
+
+    /// The flag as written on a command line, `--name`.
+    pub fn flag(&self) -> String {
+        format!("--{}", self.name)
+    }
+
+    const fn live(mut self) -> Self {
+        self.reload = Reload::Live;
+        self
+    }
+
+    const fn not_yet(mut self, what: &'static str) -> Self {
+        self.status = Status::NotYet { what };
+        self
+    }
+
+    const fn no_effect(mut self, why: &'static str) -> Self {
+        self.status = Status::NoEffect { why };
+        self
+    }
+
+    const fn hidden(mut self) -> Self {
+        self.hidden = true;
+        self
+    }
+
+    const fn shows(mut self, shown_default: &'static str) -> Self {
+        self.shown_default = Some(shown_default);
+        self
+    }
+}
+
+/// `ETCD_` + upper-cased name with `-` → `_`.
+pub fn env_var_for(name: &str) -> String {
+    format!("ETCD_{}", name.to_ascii_uppercase().replace('-', "_"))
+}
+
+/// A supported, restart-only setting; refine with the chained methods.
+const fn setting(
+    name: &'static str,
+    section: Section,
+    kind: Kind,
+    default: &'static str,
+    help: &'static str,
+) -> Setting {
+    Setting {
+        name,
+        section,
+        kind,
+        default,
+        shown_default: None,
+        help,
+        reload: Reload::Restart,
+        status: Status::Supported,
+        hidden: false,
+    }
+}
+
+/// The setting with this flag name, if any.
+pub fn lookup(name: &str) -> Option<&'static Setting> {
+    SETTINGS.iter().find(|s| s.name == name)
+}
+
+/// The setting whose environment variable is `var`, if any.
+pub fn lookup_env(var: &str) -> Option<&'static Setting> {
+    let name = var.strip_prefix("ETCD_")?;
+    // Only the exact upper-case spelling is etcd's; `ETCD_name` is not.
+    if name.bytes().any(|b| b.is_ascii_lowercase() || b == b'-') {
+        return None;
+    }
+    let flag = name.to_ascii_lowercase().replace('_', "-");
+    lookup(&flag)
+}
+
+use Kind::*;
+use Section::*;
+
+const TLS_CLIENT: &str = "client TLS";
+const TLS_PEER: &str = "peer TLS";
+const DISCOVERY: &str = "cluster discovery";
+const PROXY: &str = "the v2 proxy";
+const LEGACY: &str = "the flag is an etcd 2 leftover that etcd 3.4 also ignores";
+
+/// Every flag etcd 3.4.23 accepts, plus `--config-file`. `--help` and
+/// `--version` are not settings and are handled by the argv lexer.
+pub static SETTINGS: &[Setting] = &[
+    // ---------------------------------------------------------------- Member
+    setting("name", Member, Text, "default", "Human-readable name of this member."),
+    setting("data-dir", Member, Text, "", "Directory that holds this member's data.")
+        .shows("${name}.etcd"),
+    setting("wal-dir", Member, Text, "", "Separate directory for the write-ahead log.")
+        .not_yet("a dedicated WAL directory"),
+    setting(
+        "snapshot-count",
+        Member,
+        Uint("committed entries"),
+        "100000",
+        "Committed entries between two snapshots of the state machine.",
+    )
+    .live(),
+    setting(
+        "heartbeat-interval",
+        Member,
+        Uint("milliseconds"),
+        "100",
+        "Raft heartbeat interval in milliseconds.",
+    ),
+    setting(
+        "election-timeout",
+        Member,
+        Uint("milliseconds"),
+        "1000",
+        "Raft election timeout in milliseconds.",
+    ),
+    setting(
+        "initial-election-tick-advance",
+        Member,
+        Bool,
+        "true",
+        "Skip most of the first election timeout after boot so a leader is elected sooner.",
+    ),
+    setting(
+        "listen-peer-urls",
+        Member,
+        UrlList,
+        "http://localhost:2380",
+        "URLs to accept peer (raft) connections on.",
+    ),
+    setting(
+        "listen-client-urls",
+        Member,
+        UrlList,
+        "http://localhost:2379",
+        "URLs to accept client connections on.",
+    ),
+    setting(
+        "max-snapshots",
+        Member,
+        Uint("snapshot files"),
+        "5",
+        "Snapshot files to keep (0 keeps all).",
+    )
+    .live(),
+    setting("max-wals", Member, Uint("WAL files"), "5", "WAL files to keep (0 keeps all).")
+        .no_effect("cairn keeps its raft log in its storage engine, there are no WAL files to retain"),
+    setting(
+        "quota-backend-bytes",
+        Member,
+        Uint("bytes"),
+        "0",
+        "Storage size that raises the NOSPACE alarm (0 means the 2 GiB default).",
+    )
+    .live(),
+    setting(
+        "backend-batch-interval",
+        Member,
+        Duration,
+        "0s",
+        "Longest time a backend transaction stays open before it is committed.",
+    )
+    .shows("")
+    .no_effect("it tunes etcd's bbolt backend, which cairn does not use"),
+    setting(
+        "backend-batch-limit",
+        Member,
+        Uint("operations"),
+        "0",
+        "Most operations in a backend transaction before it is committed.",
+    )
+    .no_effect("it tunes etcd's bbolt backend, which cairn does not use"),
+    setting(
+        "max-txn-ops",
+        Member,
+        Uint("operations"),
+        "128",
+        "Most operations allowed in one transaction.",
+    )
+    .live(),
+    setting(
+        "max-request-bytes",
+        Member,
+        Uint("bytes"),
+        "1572864",
+        "Largest client request, in bytes, the server accepts.",
+    ),
+    setting(
+        "max-concurrent-streams",
+        Member,
+        Uint("streams"),
+        "4294967295",
+        "Most concurrent gRPC streams one client connection may open.",
+    )
+    .shows("math.MaxUint32"),
+    setting(
+        "grpc-keepalive-min-time",
+        Member,
+        Duration,
+        "5s",
+        "Shortest interval a client may use between keepalive pings.",
+    ),
+    setting(
+        "grpc-keepalive-interval",
+        Member,
+        Duration,
+        "2h",
+        "How often the server pings an idle client connection (0 disables).",
+    ),
+    setting(
+        "grpc-keepalive-timeout",
+        Member,
+        Duration,
+        "20s",
+        "How long to wait for a ping reply before closing the connection (0 disables).",
+    ),
+    // ------------------------------------------------------------ Clustering
+    setting(
+        "initial-advertise-peer-urls",
+        Clustering,
+        UrlList,
+        "http://localhost:2380",
+        "Peer URLs of this member that the other members should use.",
+    ),
+    setting(
+        "initial-cluster",
+        Clustering,
+        InitialCluster,
+        "",
+        "Members of the cluster at bootstrap, as name=peer-url pairs.",
+    )
+    .shows("default=http://localhost:2380"),
+    setting(
+        "initial-cluster-state",
+        Clustering,
+        Choice(&["new", "existing"]),
+        "new",
+        "'new' to bootstrap a cluster, 'existing' to join a running one.",
+    ),
+    setting(
+        "initial-cluster-token",
+        Clustering,
+        Text,
+        "etcd-cluster",
+        "Token that keeps separately bootstrapped clusters from mixing up.",
+    ),
+    setting(
+        "advertise-client-urls",
+        Clustering,
+        UrlList,
+        "http://localhost:2379",
+        "Client URLs of this member published to clients.",
+    ),
+    setting("discovery", Clustering, Text, "", "Discovery service URL to bootstrap from.")
+        .not_yet(DISCOVERY),
+    setting(
+        "discovery-fallback",
+        Clustering,
+        Choice(&["exit", "proxy"]),
+        "proxy",
+        "What to do when the discovery service fails ('exit' or 'proxy').",
+    )
+    .not_yet(DISCOVERY),
+    setting(
+        "discovery-proxy",
+        Clustering,
+        Text,
+        "",
+        "HTTP proxy for talking to the discovery service.",
+    )
+    .not_yet(DISCOVERY),
+    setting(
+        "discovery-srv",
+        Clustering,
+        Text,
+        "",
+        "DNS domain whose SRV records list the cluster.",
+    )
+    .not_yet(DISCOVERY),
+    setting(
+        "discovery-srv-name",
+        Clustering,
+        Text,
+        "",
+        "Suffix added to the SRV name looked up for discovery.",
+    )
+    .not_yet(DISCOVERY),
+    setting(
+        "strict-reconfig-check",
+        Clustering,
+        Bool,
+        "true",
+        "Refuse membership changes that would lose quorum.",
+    )
+    .live(),
+    setting(
+        "pre-vote",
+        Clustering,
+        Bool,
+        "true",
+        "Run raft's pre-vote phase before an election (cairn default: true; etcd 3.4: false).",
+    ),
+    setting(
+        "auto-compaction-retention",
+        Clustering,
+        Retention,
+        "0",
+        "History to keep when compacting automatically (0 disables).",
+    )
+    .not_yet("auto-compaction"),
+    setting(
+        "auto-compaction-mode",
+        Clustering,
+        Choice(&["periodic", "revision"]),
+        "periodic",
+        "How --auto-compaction-retention is read: 'periodic' or 'revision'.",
+    )
+    .no_effect(
+        "auto-compaction is not supported yet, and the mode only matters with a non-zero --auto-compaction-retention",
+    ),
+    setting(
+        "enable-v2",
+        Clustering,
+        Bool,
+        "true",
+        "Serve the etcd v2 API (cairn default: true; etcd 3.4: false).",
+    ),
+    // -------------------------------------------------------------- Security
+    setting("cert-file", Security, Text, "", "TLS certificate for client connections.")
+        .not_yet(TLS_CLIENT),
+    setting("key-file", Security, Text, "", "TLS key for client connections.").not_yet(TLS_CLIENT),
+    setting(
+        "client-cert-auth",
+        Security,
+        Bool,
+        "false",
+        "Require client certificates on client connections.",
+    )
+    .not_yet(TLS_CLIENT),
+    setting(
+        "client-crl-file",
+        Security,
+        Text,
+        "",
+        "Certificate revocation list for client certificates.",
+    )
+    .not_yet(TLS_CLIENT),
+    setting(
+        "client-cert-allowed-hostname",
+        Security,
+        Text,
+        "",
+        "Hostname a client certificate must carry.",
+    )
+    .not_yet(TLS_CLIENT),
+    setting(
+        "trusted-ca-file",
+        Security,
+        Text,
+        "",
+        "CA bundle that signs client certificates.",
+    )
+    .not_yet(TLS_CLIENT),
+    setting(
+        "auto-tls",
+        Security,
+        Bool,
+        "false",
+        "Serve clients with a generated self-signed certificate.",
+    )
+    .not_yet(TLS_CLIENT),
+    setting("peer-cert-file", Security, Text, "", "TLS certificate for peer connections.")
+        .not_yet(TLS_PEER),
+    setting("peer-key-file", Security, Text, "", "TLS key for peer connections.")
+        .not_yet(TLS_PEER),
+    setting(
+        "peer-client-cert-auth",
+        Security,
+        Bool,
+        "false",
+        "Require certificates on peer connections.",
+    )
+    .not_yet(TLS_PEER),
+    setting(
+        "peer-trusted-ca-file",
+        Security,
+        Text,
+        "",
+        "CA bundle that signs peer certificates.",
+    )
+    .not_yet(TLS_PEER),
+    setting(
+        "peer-cert-allowed-cn",
+        Security,
+        Text,
+        "",
+        "Common name a peer certificate must carry.",
+    )
+    .not_yet(TLS_PEER),
+    setting(
+        "peer-cert-allowed-hostname",
+        Security,
+        Text,
+        "",
+        "Hostname a peer certificate must carry.",
+    )
+    .not_yet(TLS_PEER),
+    setting(
+        "peer-auto-tls",
+        Security,
+        Bool,
+        "false",
+        "Use a generated self-signed certificate between peers.",
+    )
+    .not_yet(TLS_PEER),
+    setting(
+        "peer-crl-file",
+        Security,
+        Text,
+        "",
+        "Certificate revocation list for peer certificates.",
+    )
+    .not_yet(TLS_PEER),
+    setting(
+        "cipher-suites",
+        Security,
+        Text,
+        "",
+        "Comma-separated TLS cipher suites for clients and peers.",
+    )
+    .not_yet("TLS"),
+    setting(
+        "cors",
+        Security,
+        List,
+        "*",
+        "Comma-separated origins allowed for CORS ('*' or empty allows all).",
+    )
+    .live(),
+    setting(
+        "host-whitelist",
+        Security,
+        List,
+        "*",
+        "Comma-separated Host header values accepted on plain HTTP ('*' or empty allows all).",
+    )
+    .live(),
+    // ------------------------------------------------------------------ Auth
+    setting(
+        "auth-token",
+        Auth,
+        Text,
+        "simple",
+        "Auth token type: 'simple', or 'jwt,...' with its options.",
+    ),
+    setting(
+        "bcrypt-cost",
+        Auth,
+        Uint("bcrypt rounds"),
+        "10",
+        "bcrypt cost for hashing passwords (4 to 31).",
+    )
+    .live(),
+    setting(
+        "auth-token-ttl",
+        Auth,
+        Uint("seconds"),
+        "300",
+        "Lifetime of a simple auth token, in seconds.",
+    )
+    .live(),
+    // ------------------------------------------------------------ Monitoring
+    setting(
+        "enable-pprof",
+        Monitoring,
+        Bool,
+        "false",
+        "Serve runtime profiles under /debug/pprof/ on the client URLs.",
+    )
+    .not_yet("the pprof endpoint"),
+    setting(
+        "metrics",
+        Monitoring,
+        Choice(&["basic", "extensive"]),
+        "basic",
+        "Metrics detail: 'basic', or 'extensive' to add histograms.",
+    ),
+    setting(
+        "listen-metrics-urls",
+        Monitoring,
+        UrlList,
+        "",
+        "Extra URLs that serve only /metrics and /health.",
+    )
+    .not_yet("a separate metrics listener"),
+    // --------------------------------------------------------------- Logging
+    setting(
+        "logger",
+        Logging,
+        Choice(&["capnslog", "zap"]),
+        "capnslog",
+        "Logger flavour, 'capnslog' or 'zap' (cairn formats both the same way).",
+    ),
+    setting(
+        "log-outputs",
+        Logging,
+        List,
+        "default",
+        "Where logs go: 'default', 'stdout' or 'stderr'.",
+    ),
+    setting(
+        "log-level",
+        Logging,
+        Choice(&["debug", "info", "warn", "error", "panic", "fatal"]),
+        "info",
+        "Least severe level that is logged: debug, info, warn, error, panic or fatal.",
+    )
+    .live(),
+    // ----------------------------------------------------------------- Proxy
+    setting(
+        "proxy",
+        Proxy,
+        Choice(&["off", "readonly", "on"]),
+        "off",
+        "v2 proxy mode: 'off', 'readonly' or 'on'.",
+    )
+    .not_yet(PROXY),
+    setting(
+        "proxy-failure-wait",
+        Proxy,
+        Uint("milliseconds"),
+        "5000",
+        "Milliseconds a failed endpoint is left alone.",
+    )
+    .not_yet(PROXY),
+    setting(
+        "proxy-refresh-interval",
+        Proxy,
+        Uint("milliseconds"),
+        "30000",
+        "Milliseconds between endpoint refreshes.",
+    )
+    .not_yet(PROXY),
+    setting(
+        "proxy-dial-timeout",
+        Proxy,
+        Uint("milliseconds"),
+        "1000",
+        "Milliseconds before a dial gives up.",
+    )
+    .not_yet(PROXY),
+    setting(
+        "proxy-write-timeout",
+        Proxy,
+        Uint("milliseconds"),
+        "5000",
+        "Milliseconds before a write gives up.",
+    )
+    .not_yet(PROXY),
+    setting(
+        "proxy-read-timeout",
+        Proxy,
+        Uint("milliseconds"),
+        "0",
+        "Milliseconds before a read gives up (0 never).",
+    )
+    .not_yet(PROXY),
+    // ---------------------------------------------------------- Experimental
+    setting(
+        "experimental-initial-corrupt-check",
+        Experimental,
+        Bool,
+        "false",
+        "Compare data with the other members before serving.",
+    )
+    .not_yet("the corruption check"),
+    setting(
+        "experimental-corrupt-check-time",
+        Experimental,
+        Duration,
+        "0s",
+        "Interval between cluster-wide corruption checks.",
+    )
+    .not_yet("the corruption check"),
+    setting(
+        "experimental-enable-v2v3",
+        Experimental,
+        Text,
+        "",
+        "Serve the v2 API from the v3 store under this prefix.",
+    )
+    .not_yet("v2-on-v3 emulation"),
+    setting(
+        "experimental-backend-bbolt-freelist-type",
+        Experimental,
+        Choice(&["array", "map"]),
+        "array",
+        "Freelist type of the bbolt backend ('array' or 'map').",
+    )
+    .no_effect("it tunes etcd's bbolt backend, which cairn does not use"),
+    setting(
+        "experimental-enable-lease-checkpoint",
+        Experimental,
+        Bool,
+        "false",
+        "Have the leader persist lease TTLs so they survive leader changes.",
+    )
+    .not_yet("lease checkpointing"),
+    setting(
+        "experimental-compaction-batch-limit",
+        Experimental,
+        Uint("revisions"),
+        "1000",
+        "Most revisions removed in one compaction batch.",
+    )
+    .live(),
+    setting(
+        "experimental-peer-skip-client-san-verification",
+        Experimental,
+        Bool,
+        "false",
+        "Do not check the SAN of peer client certificates.",
+    )
+    .not_yet(TLS_PEER),
+    setting(
+        "experimental-watch-progress-notify-interval",
+        Experimental,
+        Duration,
+        "10m",
+        "Interval of progress notifications sent on idle watches.",
+    ),
+    setting(
+        "experimental-warning-apply-duration",
+        Experimental,
+        Duration,
+        "100ms",
+        "Log a warning when applying a request takes longer than this.",
+    )
+    .live(),
+    // ---------------------------------------------------------------- Unsafe
+    setting(
+        "force-new-cluster",
+        Unsafe,
+        Bool,
+        "false",
+        "Rewrite membership to a one-member cluster (recovery only).",
+    )
+    .not_yet("forcing a new cluster"),
+    // ------------------------------------------------------------ Deprecated
+    setting(
+        "debug",
+        Deprecated,
+        Bool,
+        "false",
+        "Log at debug level (prefer --log-level=debug).",
+    )
+    .live(),
+    setting(
+        "log-package-levels",
+        Deprecated,
+        Text,
+        "",
+        "Per-package log levels, e.g. 'etcdserver=DEBUG'.",
+    )
+    .no_effect("cairn has no per-package capnslog levels; use --log-level"),
+    // ---------------------------------------------------- Top-level / hidden
+    setting(
+        "config-file",
+        Member,
+        Text,
+        "",
+        "Read the configuration from this file instead of flags and environment.",
+    )
+    .not_yet("reading a configuration file")
+    .hidden(),
+    // etcd 3.4 accepts these but leaves them out of its help text.
+    setting(
+        "enable-grpc-gateway",
+        Clustering,
+        Bool,
+        "true",
+        "Serve the JSON gateway to the v3 API under /v3/.",
+    )
+    .not_yet("disabling the gRPC gateway")
+    .hidden(),
+    setting(
+        "log-output",
+        Logging,
+        List,
+        "",
+        "Deprecated spelling of --log-outputs.",
+    )
+    .hidden(),
+    setting(
+        "unsafe-no-fsync",
+        Unsafe,
+        Bool,
+        "false",
+        "Skip fsync (unsafe; testing only).",
+    )
+    .no_effect("cairn always syncs its storage engine; ignoring the flag only keeps data safer")
+    .hidden(),
+    setting(
+        "experimental-enable-lease-checkpoint-persist",
+        Experimental,
+        Bool,
+        "false",
+        "Persist lease checkpoints across restarts.",
+    )
+    .not_yet("lease checkpointing")
+    .hidden(),
+    // etcd 2 flags that etcd 3.4 still swallows with a warning.
+    setting("cluster-active-size", Deprecated, Ignored, "", "").no_effect(LEGACY).hidden(),
+    setting("cluster-remove-delay", Deprecated, Ignored, "", "").no_effect(LEGACY).hidden(),
+    setting("cluster-sync-interval", Deprecated, Ignored, "", "").no_effect(LEGACY).hidden(),
+    setting("config", Deprecated, Ignored, "", "").no_effect(LEGACY).hidden(),
+    setting("force", Deprecated, Ignored, "", "").no_effect(LEGACY).hidden(),
+    setting("max-result-buffer", Deprecated, Ignored, "", "").no_effect(LEGACY).hidden(),
+    setting("max-retry-attempts", Deprecated, Ignored, "", "").no_effect(LEGACY).hidden(),
+    setting("peer-heartbeat-interval", Deprecated, Ignored, "", "").no_effect(LEGACY).hidden(),
+    setting("peer-election-timeout", Deprecated, Ignored, "", "").no_effect(LEGACY).hidden(),
+    setting("retry-interval", Deprecated, Ignored, "", "").no_effect(LEGACY).hidden(),
+    setting("snapshot", Deprecated, Ignored, "", "").no_effect(LEGACY).hidden(),
+    setting("v", Deprecated, Ignored, "", "").no_effect(LEGACY).hidden(),
+    setting("vv", Deprecated, Ignored, "", "").no_effect(LEGACY).hidden(),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn names_are_unique_and_well_formed() {
+        let mut seen = HashSet::new();
+        for s in SETTINGS {
+            assert!(seen.insert(s.name), "duplicate setting {}", s.name);
+            assert!(
+                s.name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'),
+                "bad name {}",
+                s.name
+            );
+            assert!(s.hidden || !s.help.is_empty(), "{} has no help", s.name);
+        }
+    }
+
+    #[test]
+    fn env_var_names_follow_etcd_rule() {
+        let s = lookup("initial-cluster-token").unwrap();
+        assert_eq!(s.env_var(), "ETCD_INITIAL_CLUSTER_TOKEN");
+        assert_eq!(
+            lookup_env("ETCD_INITIAL_CLUSTER_TOKEN").unwrap().name,
+            s.name
+        );
+        assert!(lookup_env("ETCD_initial_cluster_token").is_none());
+        assert!(lookup_env("ETCDCTL_ENDPOINTS").is_none());
+        for s in SETTINGS {
+            assert_eq!(lookup_env(&s.env_var()).unwrap().name, s.name);
+        }
+    }
+
+    /// Every flag printed by `etcd --help` (3.4.23) must be in the table.
+    #[test]
+    fn covers_every_flag_in_etcd_help() {
+        const ETCD_HELP_FLAGS: &[&str] = &[
+            "name",
+            "data-dir",
+            "wal-dir",
+            "snapshot-count",
+            "heartbeat-interval",
+            "election-timeout",
+            "initial-election-tick-advance",
+            "listen-peer-urls",
+            "listen-client-urls",
+            "max-snapshots",
+            "max-wals",
+            "quota-backend-bytes",
+            "backend-batch-interval",
+            "backend-batch-limit",
+            "max-txn-ops",
+            "max-request-bytes",
+            "max-concurrent-streams",
+            "grpc-keepalive-min-time",
+            "grpc-keepalive-interval",
+            "grpc-keepalive-timeout",
+            "initial-advertise-peer-urls",
+            "initial-cluster",
+            "initial-cluster-state",
+            "initial-cluster-token",
+            "advertise-client-urls",
+            "discovery",
+            "discovery-fallback",
+            "discovery-proxy",
+            "discovery-srv",
+            "discovery-srv-name",
+            "strict-reconfig-check",
+            "pre-vote",
+            "auto-compaction-retention",
+            "auto-compaction-mode",
+            "enable-v2",
+            "cert-file",
+            "key-file",
+            "client-cert-auth",
+            "client-crl-file",
+            "client-cert-allowed-hostname",
+            "trusted-ca-file",
+            "auto-tls",
+            "peer-cert-file",
+            "peer-key-file",
+            "peer-client-cert-auth",
+            "peer-trusted-ca-file",
+            "peer-cert-allowed-cn",
+            "peer-cert-allowed-hostname",
+            "peer-auto-tls",
+            "peer-crl-file",
+            "cipher-suites",
+            "cors",
+            "host-whitelist",
+            "auth-token",
+            "bcrypt-cost",
+            "auth-token-ttl",
+            "enable-pprof",
+            "metrics",
+            "listen-metrics-urls",
+            "logger",
+            "log-outputs",
+            "log-level",
+            "proxy",
+            "proxy-failure-wait",
+            "proxy-refresh-interval",
+            "proxy-dial-timeout",
+            "proxy-write-timeout",
+            "proxy-read-timeout",
+            "experimental-initial-corrupt-check",
+            "experimental-corrupt-check-time",
+            "experimental-enable-v2v3",
+            "experimental-backend-bbolt-freelist-type",
+            "experimental-enable-lease-checkpoint",
+            "experimental-compaction-batch-limit",
+            "experimental-peer-skip-client-san-verification",
+            "experimental-watch-progress-notify-interval",
+            "experimental-warning-apply-duration",
+            "force-new-cluster",
+            "debug",
+            "log-package-levels",
+            "config-file",
+        ];
+        for f in ETCD_HELP_FLAGS {
+            let s = lookup(f).unwrap_or_else(|| panic!("--{f} missing from registry"));
+            assert!(!s.hidden || *f == "config-file", "--{f} hidden from help");
+        }
+    }
+
+    #[test]
+    fn statuses_match_the_plan() {
+        let supported = [
+            "name",
+            "data-dir",
+            "snapshot-count",
+            "heartbeat-interval",
+            "election-timeout",
+            "initial-election-tick-advance",
+            "listen-peer-urls",
+            "listen-client-urls",
+            "max-snapshots",
+            "quota-backend-bytes",
+            "max-txn-ops",
+            "max-request-bytes",
+            "max-concurrent-streams",
+            "grpc-keepalive-min-time",
+            "grpc-keepalive-interval",
+            "grpc-keepalive-timeout",
+            "initial-advertise-peer-urls",
+            "initial-cluster",
+            "initial-cluster-state",
+            "initial-cluster-token",
+            "advertise-client-urls",
+            "strict-reconfig-check",
+            "pre-vote",
+            "enable-v2",
+            "cors",
+            "host-whitelist",
+            "metrics",
+            "logger",
+            "log-outputs",
+            "log-level",
+            "debug",
+            "experimental-compaction-batch-limit",
+            "experimental-warning-apply-duration",
+            "experimental-watch-progress-notify-interval",
+            "auth-token",
+            "bcrypt-cost",
+            "auth-token-ttl",
+            "log-output",
+        ];
+        for s in SETTINGS {
+            let want_supported = supported.contains(&s.name);
+            assert_eq!(
+                s.status == Status::Supported,
+                want_supported,
+                "unexpected status for --{}: {:?}",
+                s.name,
+                s.status
+            );
+        }
+        for f in [
+            "max-wals",
+            "backend-batch-interval",
+            "backend-batch-limit",
+            "experimental-backend-bbolt-freelist-type",
+            "log-package-levels",
+        ] {
+            assert!(
+                matches!(lookup(f).unwrap().status, Status::NoEffect { .. }),
+                "{f}"
+            );
+        }
+    }
+}

@@ -1,0 +1,48 @@
+//! The API layer: gRPC services and HTTP endpoints on the client URLs, and
+//! the peer endpoints on the peer URLs. Handlers validate requests the way
+//! etcd's API layer does, then call into `server::EtcdServer`.
+
+pub mod cluster;
+pub mod http;
+pub mod kv;
+pub mod listener;
+pub mod maintenance;
+
+use crate::error::Error;
+use crate::server::EtcdServer;
+use prost::Message;
+use tonic::{Request, Status};
+
+/// The etcd release whose client API Cairn implements; reported wherever
+/// etcd reports its version, so client version checks pass.
+pub const ETCD_COMPAT_VERSION: &str = "3.4.23";
+/// The cluster version etcd 3.4 reports once the cluster is up.
+pub const ETCD_CLUSTER_VERSION: &str = "3.4.0";
+/// gRPC allows this much on top of `--max-request-bytes`, as etcd does.
+pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// `hasleader: true` asks to fail at once when this member knows no leader.
+pub fn check_leader<T>(srv: &EtcdServer, req: &Request<T>) -> Result<(), Status> {
+    let wants = req
+        .metadata()
+        .get("hasleader")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == "true");
+    if wants && !srv.status.has_leader() {
+        return Err(Error::NoLeader.into());
+    }
+    Ok(())
+}
+
+/// Enforces the receive limit with grpc-go's code and wording (tonic's own
+/// limit is set higher so that this check is the one clients see).
+pub fn check_size<M: Message>(srv: &EtcdServer, m: &M) -> Result<(), Status> {
+    let limit = srv.limits.max_request_bytes + GRPC_OVERHEAD_BYTES;
+    let len = m.encoded_len();
+    if len > limit {
+        return Err(Status::resource_exhausted(format!(
+            "grpc: received message larger than max ({len} vs. {limit})"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,14 @@
+//! Cairn: an etcd-compatible, Raft-replicated key-value store.
+//!
+//! Layers (see `docs/architecture.md`): `api` (gRPC and HTTP) → `server`
+//! (raft node, apply loop) → `storage` (MVCC and raft log on fjall), with
+//! `transport` carrying raft messages between members.
+
+pub mod api;
+pub mod error;
+pub mod ids;
+pub mod logging;
+pub mod pb;
+pub mod server;
+pub mod storage;
+pub mod transport;

@@ -1,0 +1,98 @@
+//! The `cairn` binary: etcd's command line, Cairn's server.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let invocation = match cairn_config::parse_process() {
+        Ok(i) => i,
+        Err(e) => {
+            eprintln!("cairn: {e}");
+            eprintln!("Run 'cairn --help' for the list of flags.");
+            return ExitCode::from(e.exit_code() as u8);
+        }
+    };
+    let cfg = match invocation {
+        cairn_config::Invocation::Version => {
+            print_version();
+            return ExitCode::SUCCESS;
+        }
+        cairn_config::Invocation::Help(text) => {
+            println!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        cairn_config::Invocation::Serve(cfg) => cfg,
+    };
+    cairn::logging::init(cfg.log_level.as_str());
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
+    print_version_log();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("cairn")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cairn: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let member = match cairn::server::bootstrap::start(&cfg).await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!("cannot start: {e}");
+                eprintln!("cairn: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        wait_for_signal().await;
+        tracing::info!("received terminated signal, shutting down...");
+        // Everything acknowledged is already durable; this flushes the rest.
+        if let Err(e) = member.server.db.sync() {
+            tracing::warn!(error = %e, "final flush failed");
+        }
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers, run until killed.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}
+
+fn print_version() {
+    println!("cairn Version: {}", env!("CARGO_PKG_VERSION"));
+    println!("etcd Version: {}", cairn::api::ETCD_COMPAT_VERSION);
+    println!("API version: 3.4");
+    println!(
+        "OS/Arch: {}/{}",
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    );
+}
+
+fn print_version_log() {
+    tracing::info!("cairn Version: {}", env!("CARGO_PKG_VERSION"));
+    tracing::info!(
+        "etcd Version: {} (the etcd API this server implements)",
+        cairn::api::ETCD_COMPAT_VERSION
+    );
+    tracing::info!(
+        "OS/Arch: {}/{}",
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    );
+}

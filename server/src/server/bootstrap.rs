@@ -1,0 +1,479 @@
+//! Starting a member: open (or create) its data, build the raft node and
+//! apply loop, bind the listeners, and publish the member to the cluster.
+//!
+//! A new member of a new cluster starts from the static `--initial-cluster`:
+//! every initial member computes the same member IDs, cluster ID and voter
+//! set, and stores them before raft runs, so all of them start from the same
+//! configuration at index 0 (no conf-change entries needed). A restarting
+//! member ignores the `--initial-*` flags and recovers from its data dir.
+
+use super::apply::{ApplyConfig, ApplyLoop};
+use super::membership::Membership;
+use super::node::{Node, NodeConfig, RaftMsg};
+use super::wait::Waiters;
+use super::{EtcdServer, Limits, RaftStatus};
+use crate::api;
+use crate::ids::{self, RequestIdGenerator};
+use crate::pb::cairnpb::{
+    MemberAttributes, MemberRecord, Membership as MembershipPb, internal_request::Request,
+};
+use crate::pb::etcdserverpb::{
+    cluster_server::ClusterServer, kv_server::KvServer, maintenance_server::MaintenanceServer,
+};
+use crate::storage::meta::{self, AppliedState};
+use crate::storage::mvcc::Store;
+use crate::storage::raftlog::{self, RaftLog};
+use crate::storage::snapfile::{self, SnapshotRegistry};
+use crate::storage::{self, Db};
+use crate::transport::{PEER_MAX_MESSAGE_BYTES, Transport, service::PeerService};
+use cairn_config::{ClusterState, ServerConfig};
+use raft::prelude::ConfState;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Raft log entries kept behind the applied index when the log is
+/// compacted, so a follower that is only a little behind catches up from
+/// the log instead of a snapshot (etcd keeps 5000).
+const SNAPSHOT_CATCHUP_ENTRIES: u64 = 5000;
+const RAFT_INBOX: usize = 16 * 1024;
+const APPLY_QUEUE: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    #[error("{0}")]
+    Storage(#[from] storage::Error),
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot listen on {url}: {source}")]
+    Listen {
+        url: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+}
+
+/// URL strings exactly as etcd writes them (no trailing slash): member IDs
+/// are hashed from these strings.
+fn url_string(u: &url::Url) -> String {
+    cairn_config::format_url(u)
+}
+
+fn url_strings(urls: &[url::Url]) -> Vec<String> {
+    urls.iter().map(url_string).collect()
+}
+
+/// Creates the stored identity, membership and voter set of a brand-new
+/// member of a brand-new cluster.
+fn bootstrap_new(db: &Db, cfg: &ServerConfig) -> Result<(u64, u64), BootError> {
+    let mut members = Vec::new();
+    for (name, urls) in cfg.initial_cluster_members() {
+        let peer_urls: Vec<String> = urls.iter().map(|u| url_string(u)).collect();
+        let id = ids::member_id(&peer_urls, &cfg.initial_cluster_token);
+        members.push(MemberRecord {
+            id,
+            name: name.to_string(),
+            peer_urls,
+            client_urls: Vec::new(),
+            is_learner: false,
+        });
+    }
+    let ids_list: Vec<u64> = members.iter().map(|m| m.id).collect();
+    let mut unique = ids_list.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    if unique.len() != ids_list.len() {
+        return Err(BootError::Config(
+            "--initial-cluster lists the same peer URLs under two names".into(),
+        ));
+    }
+    let self_id = members
+        .iter()
+        .find(|m| m.name == cfg.name)
+        .map(|m| m.id)
+        .ok_or_else(|| {
+            BootError::Config(format!(
+                "--initial-cluster has no member named {:?} (--name)",
+                cfg.name
+            ))
+        })?;
+    let cluster_id = ids::cluster_id(&ids_list);
+    let cs = ConfState {
+        voters: ids_list,
+        ..Default::default()
+    };
+    let membership = MembershipPb {
+        cluster_id,
+        members,
+    };
+    let mut batch = db.db.batch();
+    meta::put_membership(&mut batch, db, &membership);
+    meta::put_conf_state(&mut batch, db, &cs)?;
+    meta::put_applied(&mut batch, db, AppliedState::default());
+    raftlog::put_identity(&mut batch, db, self_id, cluster_id);
+    batch
+        .durability(Some(fjall::PersistMode::SyncData))
+        .commit()
+        .map_err(storage::Error::from)?;
+    for m in &membership.members {
+        tracing::info!(
+            "added member {:x} {:?} to cluster {:x}",
+            m.id,
+            m.peer_urls,
+            cluster_id
+        );
+    }
+    Ok((self_id, cluster_id))
+}
+
+/// Finishes a snapshot install that a crash interrupted: the state machine
+/// may be half replaced, so load the file again before anything reads it.
+fn finish_interrupted_install(db: &Db, snapshots: &SnapshotRegistry) -> Result<(), BootError> {
+    let Some(path) = raftlog::interrupted_install(db)? else {
+        return Ok(());
+    };
+    tracing::warn!(path = %path.display(), "redoing a snapshot install interrupted by a crash");
+    let header = snapfile::load(db, &path)?;
+    let mut log = RaftLog::open(
+        db.clone(),
+        Arc::new(SnapshotRegistry::new(snapshots.dir().to_path_buf(), 1)?),
+    )?;
+    let mut md = raft::prelude::SnapshotMetadata {
+        index: header.index,
+        term: header.term,
+        ..Default::default()
+    };
+    md.set_conf_state(header.conf_state);
+    log.apply_snapshot(&md)?;
+    Ok(())
+}
+
+async fn bind(url: &url::Url) -> Result<TcpListener, BootError> {
+    let host = url.host_str().unwrap_or("localhost");
+    let port = url.port_or_known_default().unwrap_or(0);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| BootError::Listen {
+            url: url_string(url),
+            source: e,
+        })?
+        .collect();
+    let mut last_err = None;
+    for addr in addrs {
+        match TcpListener::bind(addr).await {
+            Ok(l) => return Ok(l),
+            Err(e) => last_err = Some(e),
+        }
+    }
+    Err(BootError::Listen {
+        url: url_string(url),
+        source: last_err.unwrap_or_else(|| std::io::Error::other("no address")),
+    })
+}
+
+/// A started member. Dropping it does not stop the threads; the process
+/// exits to stop (everything acknowledged is already durable).
+pub struct Member {
+    pub server: Arc<EtcdServer>,
+}
+
+pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
+    let started_at = Instant::now();
+    let member_dir = cfg.data_dir.join("member");
+    tracing::info!("name = {}", cfg.name);
+    tracing::info!("data dir = {}", cfg.data_dir.display());
+    tracing::info!("member dir = {}", member_dir.display());
+    tracing::info!("heartbeat = {}ms", cfg.heartbeat_interval_ms);
+    tracing::info!("election = {}ms", cfg.election_timeout_ms);
+    tracing::info!("snapshot count = {}", cfg.snapshot_count);
+    tracing::info!(
+        "advertise client URLs = {}",
+        url_strings(&cfg.advertise_client_urls).join(",")
+    );
+
+    let db = Db::open(&member_dir)?;
+    let snapshots = Arc::new(SnapshotRegistry::new(
+        member_dir.join("snap"),
+        cfg.max_snapshots.max(1) as usize,
+    )?);
+    finish_interrupted_install(&db, &snapshots)?;
+
+    let (member_id, cluster_id) = match raftlog::identity(&db)? {
+        Some(ids) => {
+            tracing::info!(
+                "restarting member {:x} in cluster {:x} from {}",
+                ids.0,
+                ids.1,
+                cfg.data_dir.display()
+            );
+            ids
+        }
+        None => {
+            if cfg.initial_cluster_state == ClusterState::Existing {
+                return Err(BootError::Config(
+                    "joining an existing cluster (--initial-cluster-state=existing) is not supported yet by cairn; start every initial member with --initial-cluster-state=new".into(),
+                ));
+            }
+            let ids = bootstrap_new(&db, cfg)?;
+            tracing::info!("starting member {:x} in cluster {:x}", ids.0, ids.1);
+            ids
+        }
+    };
+
+    let store = Store::open(db.clone(), cfg.experimental_compaction_batch_limit as usize)
+        .map_err(|e| BootError::Config(format!("opening the MVCC store: {e}")))?;
+    let membership_pb =
+        meta::membership(&db)?.ok_or_else(|| storage::Error::corrupt("membership", "missing"))?;
+    let membership = Arc::new(Membership::new(membership_pb));
+    let applied = meta::applied(&db)?;
+    let conf_state = meta::conf_state(&db)?;
+    let mut log = RaftLog::open(db.clone(), Arc::clone(&snapshots))?;
+    log.set_conf_state(conf_state.clone());
+    let hs = log.hard_state().clone();
+    let last_index = log.last_index_value();
+
+    let election_ticks = cfg.election_ticks().max(2);
+    let raft_cfg = raft::Config {
+        id: member_id,
+        election_tick: election_ticks,
+        heartbeat_tick: 1,
+        applied: applied.index,
+        pre_vote: cfg.pre_vote,
+        check_quorum: true,
+        max_size_per_msg: 1024 * 1024,
+        max_inflight_msgs: 256,
+        max_uncommitted_size: 512 * 1024 * 1024,
+        max_committed_size_per_ready: 64 * 1024 * 1024,
+        read_only_option: raft::ReadOnlyOption::Safe,
+        ..Default::default()
+    };
+    let raw = raft::RawNode::new(&raft_cfg, log, &crate::logging::raft_logger())?;
+
+    let (raft_tx, raft_rx) = crossbeam_channel::bounded::<RaftMsg>(RAFT_INBOX);
+    let (ctl_tx, ctl_rx) = crossbeam_channel::unbounded();
+    let (apply_tx, apply_rx) = crossbeam_channel::bounded(APPLY_QUEUE);
+    let (applied_tx, applied_rx) = watch::channel(applied.index);
+    let status = Arc::new(RaftStatus::default());
+    status.term.store(hs.term, Ordering::Release);
+    status.commit.store(hs.commit, Ordering::Release);
+    status.applied.store(applied.index, Ordering::Release);
+    status.last_index.store(last_index, Ordering::Release);
+    let waiters = Arc::new(Waiters::new(super::MAX_PENDING_PROPOSALS));
+
+    let transport = Transport::new(
+        member_id,
+        cluster_id,
+        Arc::clone(&membership),
+        Arc::clone(&snapshots),
+        tokio::runtime::Handle::current(),
+    );
+    transport.attach(raft_tx.clone());
+
+    let (ready_tx, _) = watch::channel(false);
+    let server = Arc::new(EtcdServer {
+        member_id,
+        cluster_id,
+        name: cfg.name.clone(),
+        db: db.clone(),
+        store: Arc::clone(&store),
+        membership: Arc::clone(&membership),
+        status: Arc::clone(&status),
+        snapshots: Arc::clone(&snapshots),
+        limits: Limits {
+            max_request_bytes: cfg.max_request_bytes as usize,
+            max_txn_ops: cfg.max_txn_ops as usize,
+            request_timeout: cfg.request_timeout(),
+        },
+        raft_tx: raft_tx.clone(),
+        waiters: Arc::clone(&waiters),
+        applied_rx,
+        ids: RequestIdGenerator::new(member_id),
+        ready: ready_tx,
+        started_at,
+    });
+
+    // A lone voter needs no peers: skip most of the first election timeout,
+    // as etcd does with --initial-election-tick-advance.
+    let fast_forward = if cfg.initial_election_tick_advance && conf_state.voters.len() == 1 {
+        election_ticks.saturating_sub(1)
+    } else {
+        0
+    };
+    let node = Node::new(
+        raw,
+        member_id,
+        raft_rx,
+        ctl_rx,
+        apply_tx,
+        Arc::clone(&transport),
+        Arc::clone(&status),
+        Arc::clone(&waiters),
+        Arc::clone(&snapshots),
+        NodeConfig {
+            tick: Duration::from_millis(cfg.heartbeat_interval_ms),
+            election_ticks,
+            request_timeout: cfg.request_timeout(),
+            fast_forward_ticks: fast_forward,
+        },
+        applied.index,
+    );
+    let apply = ApplyLoop {
+        db: db.clone(),
+        store: Arc::clone(&store),
+        membership: Arc::clone(&membership),
+        rx: apply_rx,
+        ctl: ctl_tx,
+        waiters: Arc::clone(&waiters),
+        status: Arc::clone(&status),
+        applied_tx,
+        snapshots: Arc::clone(&snapshots),
+        cfg: ApplyConfig {
+            snapshot_count: cfg.snapshot_count.max(1),
+            snapshot_catchup_entries: SNAPSHOT_CATCHUP_ENTRIES.min(cfg.snapshot_count),
+            warn_apply_duration: cfg.experimental_warning_apply_duration,
+        },
+        applied,
+        conf_state,
+        last_log_compaction: applied.index,
+    };
+
+    // Bind everything before any thread runs, so a taken port fails fast.
+    let mut peer_listeners = Vec::new();
+    for url in &cfg.listen_peer_urls {
+        peer_listeners.push((url_string(url), bind(url).await?));
+    }
+    let mut client_listeners = Vec::new();
+    for url in &cfg.listen_client_urls {
+        client_listeners.push((url_string(url), bind(url).await?));
+    }
+
+    std::thread::Builder::new()
+        .name("raft".into())
+        .spawn(move || node.run())
+        .map_err(|e| BootError::Config(format!("cannot start the raft thread: {e}")))?;
+    std::thread::Builder::new()
+        .name("apply".into())
+        .spawn(move || apply.run())
+        .map_err(|e| BootError::Config(format!("cannot start the apply thread: {e}")))?;
+
+    let peer_router = tonic::service::Routes::new(
+        crate::pb::cairnpb::peer_server::PeerServer::new(PeerService {
+            self_id: member_id,
+            cluster_id,
+            raft_tx: raft_tx.clone(),
+            snapshots: Arc::clone(&snapshots),
+        })
+        .max_decoding_message_size(PEER_MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(PEER_MAX_MESSAGE_BYTES),
+    )
+    .prepare()
+    .into_axum_router()
+    .merge(api::http::peer_routes(Arc::clone(&server)));
+    for (url, l) in peer_listeners {
+        tracing::info!("listening for peers on {url}");
+        tokio::spawn(api::listener::serve(
+            l,
+            peer_router.clone(),
+            api::listener::ServeOptions::default(),
+        ));
+    }
+    transport.start();
+
+    let client_router = client_router(&server, cfg);
+    let serve_opts = api::listener::ServeOptions {
+        max_concurrent_streams: cfg.max_concurrent_streams,
+        keepalive_interval: if cfg.grpc_keepalive_interval.is_zero() {
+            None
+        } else {
+            Some(cfg.grpc_keepalive_interval)
+        },
+        keepalive_timeout: cfg.grpc_keepalive_timeout,
+    };
+    let mut ready = server.ready_watch();
+    tokio::spawn(async move {
+        // Like etcd, accept client connections only once this member has
+        // joined the cluster; until then they wait in the backlog.
+        if ready.wait_for(|r| *r).await.is_err() {
+            return;
+        }
+        for (url, l) in client_listeners {
+            tracing::info!(
+                "serving insecure client requests on {}, this is strongly discouraged!",
+                url.trim_start_matches("http://")
+            );
+            tokio::spawn(api::listener::serve(
+                l,
+                client_router.clone(),
+                serve_opts.clone(),
+            ));
+        }
+    });
+
+    tokio::spawn(publish(
+        Arc::clone(&server),
+        cfg.name.clone(),
+        url_strings(&cfg.advertise_client_urls),
+    ));
+    Ok(Member { server })
+}
+
+fn client_router(server: &Arc<EtcdServer>, cfg: &ServerConfig) -> axum::Router {
+    // tonic's own limit sits above etcd's so that `api::check_size` answers
+    // with grpc-go's wording; this bound still caps memory per message.
+    let decode_limit = 2 * (cfg.max_request_bytes as usize + api::GRPC_OVERHEAD_BYTES);
+    let kv = KvServer::new(api::kv::KvService {
+        srv: Arc::clone(server),
+    })
+    .max_decoding_message_size(decode_limit)
+    .max_encoding_message_size(usize::MAX);
+    let maintenance = MaintenanceServer::new(api::maintenance::MaintenanceService {
+        srv: Arc::clone(server),
+    })
+    .max_decoding_message_size(decode_limit);
+    let cluster = ClusterServer::new(api::cluster::ClusterService {
+        srv: Arc::clone(server),
+    })
+    .max_decoding_message_size(decode_limit);
+    // Services not registered here (Watch, Lease, Auth until their issues
+    // land) answer gRPC's Unimplemented from the router's fallback.
+    tonic::service::Routes::new(kv)
+        .add_service(maintenance)
+        .add_service(cluster)
+        .prepare()
+        .into_axum_router()
+        .merge(api::http::client_routes(Arc::clone(server)))
+}
+
+/// Publishes this member's name and client URLs through raft (etcd's
+/// "publish"), retrying until it is applied; then the member serves clients.
+async fn publish(server: Arc<EtcdServer>, name: String, client_urls: Vec<String>) {
+    let attrs = MemberAttributes {
+        member_id: server.member_id,
+        name: name.clone(),
+        client_urls: client_urls.clone(),
+    };
+    loop {
+        match server.propose(Request::Publish(attrs.clone())).await {
+            Ok(_) => break,
+            Err(e) => {
+                tracing::debug!(error = %e, "publishing this member failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    tracing::info!(
+        "published local member to cluster through raft: {{Name:{} ClientURLs:[{}]}} to cluster {:x}",
+        name,
+        client_urls.join(" "),
+        server.cluster_id
+    );
+    server.set_ready();
+    tracing::info!("ready to serve client requests");
+    tracing::info!("enabled capabilities for version 3.4");
+}

@@ -1,0 +1,487 @@
+//! The raft loop: the only owner of the `RawNode`, and the only place a
+//! `Ready` is handled.
+//!
+//! Order per Ready (raft-rs 0.7 semantics): send the leader's messages at
+//! once; install a snapshot if any; persist entries and hard state with one
+//! fsync (group commit: every proposal drained before `ready()` shares it);
+//! only then send the messages that require persistence; advance; hand the
+//! committed entries to the apply loop. Proposals, peer messages and
+//! ReadIndex requests arrive on one bounded inbox; the apply loop talks back
+//! on a separate control channel so the two loops can never wait on each
+//! other in a cycle.
+
+use super::wait::Waiters;
+use super::{Applied, RaftStatus};
+use crate::error::Error;
+use crate::storage::raftlog::RaftLog;
+use crate::storage::snapfile::{self, SnapshotRegistry};
+use crate::transport::Transport;
+use crossbeam_channel::{Receiver, Sender};
+use raft::prelude::{ConfChangeV2, ConfState, Entry, Message, SnapshotMetadata};
+use raft::{RawNode, SnapshotStatus, StateRole};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// Inbox messages handled per loop turn before a Ready is processed, so a
+/// flood of proposals cannot starve ticks.
+const MAX_DRAIN: usize = 4096;
+/// How often a member without a leader says so in its log.
+const NO_LEADER_LOG_INTERVAL: Duration = Duration::from_secs(5);
+
+pub enum RaftMsg {
+    /// A client proposal; its waiter is already registered under `id`.
+    Propose { id: u64, data: Vec<u8> },
+    /// A linearizable read wants the current commit index confirmed.
+    ReadIndex(oneshot::Sender<Result<u64, Error>>),
+    /// A message from a peer.
+    Step(Message),
+    /// The transport could not deliver to this peer.
+    Unreachable(u64),
+    /// Outcome of sending a snapshot to a peer.
+    SnapshotSent { to: u64, ok: bool },
+    /// Ask raft to hand leadership to this member.
+    TransferLeader(u64),
+}
+
+/// From the apply loop; unbounded but naturally small (one per apply batch).
+pub enum CtlMsg {
+    Applied(u64),
+    /// The state machine durably covers everything up to here: the log may
+    /// drop entries up to this index.
+    CompactLog(u64),
+    ApplyConfChange(
+        ConfChangeV2,
+        crossbeam_channel::Sender<Result<ConfState, String>>,
+    ),
+}
+
+pub enum ApplyMsg {
+    Entries(Vec<Entry>),
+    Snapshot {
+        metadata: SnapshotMetadata,
+        path: PathBuf,
+        done: crossbeam_channel::Sender<Result<(), String>>,
+    },
+}
+
+struct PendingRead {
+    issued: Instant,
+    first_issued: Instant,
+    waiters: Vec<oneshot::Sender<Result<u64, Error>>>,
+}
+
+pub struct NodeConfig {
+    pub tick: Duration,
+    pub election_ticks: usize,
+    pub request_timeout: Duration,
+    pub fast_forward_ticks: usize,
+}
+
+pub struct Node {
+    raw: RawNode<RaftLog>,
+    id: u64,
+    inbox: Receiver<RaftMsg>,
+    ctl: Receiver<CtlMsg>,
+    apply_tx: Sender<ApplyMsg>,
+    transport: Arc<Transport>,
+    status: Arc<RaftStatus>,
+    waiters: Arc<Waiters<Applied>>,
+    snapshots: Arc<SnapshotRegistry>,
+    cfg: NodeConfig,
+    /// Reads collected this turn, issued as one ReadIndex.
+    new_reads: Vec<oneshot::Sender<Result<u64, Error>>>,
+    reads: HashMap<u64, PendingRead>,
+    next_read_ctx: u64,
+    /// Highest index handed to the apply loop / reported applied by it.
+    sent_to_apply: u64,
+    applied: u64,
+    no_leader_since: Option<Instant>,
+    last_no_leader_log: Instant,
+    leader: u64,
+}
+
+impl Node {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        raw: RawNode<RaftLog>,
+        id: u64,
+        inbox: Receiver<RaftMsg>,
+        ctl: Receiver<CtlMsg>,
+        apply_tx: Sender<ApplyMsg>,
+        transport: Arc<Transport>,
+        status: Arc<RaftStatus>,
+        waiters: Arc<Waiters<Applied>>,
+        snapshots: Arc<SnapshotRegistry>,
+        cfg: NodeConfig,
+        applied: u64,
+    ) -> Node {
+        let now = Instant::now();
+        Node {
+            raw,
+            id,
+            inbox,
+            ctl,
+            apply_tx,
+            transport,
+            status,
+            waiters,
+            snapshots,
+            cfg,
+            new_reads: Vec::new(),
+            reads: HashMap::new(),
+            next_read_ctx: 1,
+            sent_to_apply: applied,
+            applied,
+            no_leader_since: Some(now),
+            last_no_leader_log: now,
+            leader: 0,
+        }
+    }
+
+    /// Runs until every sender of the inbox is gone (shutdown) or storage
+    /// fails, which stops the member: a raft node must not continue on a disk
+    /// it cannot trust.
+    pub fn run(mut self) {
+        for _ in 0..self.cfg.fast_forward_ticks {
+            self.raw.tick();
+        }
+        let mut next_tick = Instant::now() + self.cfg.tick;
+        loop {
+            let timeout = next_tick.saturating_duration_since(Instant::now());
+            crossbeam_channel::select! {
+                recv(self.inbox) -> m => match m {
+                    Ok(m) => self.handle(m),
+                    Err(_) => break,
+                },
+                recv(self.ctl) -> m => {
+                    if let Ok(m) = m {
+                        self.handle_ctl(m);
+                    }
+                },
+                default(timeout) => {},
+            }
+            for _ in 0..MAX_DRAIN {
+                match self.inbox.try_recv() {
+                    Ok(m) => self.handle(m),
+                    Err(_) => break,
+                }
+            }
+            while let Ok(m) = self.ctl.try_recv() {
+                self.handle_ctl(m);
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                self.raw.tick();
+                self.on_tick(now);
+                next_tick += self.cfg.tick;
+                if next_tick < now {
+                    // We fell behind (a long fsync or snapshot install);
+                    // don't burst ticks, which would trigger elections.
+                    next_tick = now + self.cfg.tick;
+                }
+            }
+            if !self.new_reads.is_empty() {
+                let reads = std::mem::take(&mut self.new_reads);
+                self.issue_read(reads, now);
+            }
+            if let Err(e) = self.process_ready() {
+                tracing::error!(error = %e, "raft storage failed; stopping this member");
+                std::process::exit(1);
+            }
+        }
+        tracing::info!("raft loop stopped");
+    }
+
+    fn handle(&mut self, m: RaftMsg) {
+        match m {
+            RaftMsg::Propose { id, data } => match self.raw.propose(vec![], data) {
+                Ok(()) => {}
+                Err(raft::Error::ProposalDropped) => {
+                    self.waiters.complete(id, Err(Error::NoLeader))
+                }
+                Err(e) => self.waiters.complete(
+                    id,
+                    Err(Error::Internal(format!("raft refused proposal: {e}"))),
+                ),
+            },
+            RaftMsg::ReadIndex(tx) => self.new_reads.push(tx),
+            RaftMsg::Step(msg) => {
+                if let Err(e) = self.raw.step(msg) {
+                    tracing::debug!(error = %e, "dropped raft message");
+                }
+            }
+            RaftMsg::Unreachable(id) => self.raw.report_unreachable(id),
+            RaftMsg::SnapshotSent { to, ok } => {
+                let status = if ok {
+                    SnapshotStatus::Finish
+                } else {
+                    SnapshotStatus::Failure
+                };
+                self.raw.report_snapshot(to, status);
+            }
+            RaftMsg::TransferLeader(to) => self.raw.transfer_leader(to),
+        }
+    }
+
+    fn handle_ctl(&mut self, m: CtlMsg) {
+        match m {
+            CtlMsg::Applied(idx) => {
+                if idx > self.applied {
+                    self.applied = idx;
+                    self.raw.advance_apply_to(idx);
+                }
+            }
+            CtlMsg::CompactLog(idx) => {
+                let idx = idx.min(self.applied);
+                if let Err(e) = self.raw.mut_store().compact(idx) {
+                    tracing::warn!(error = %e, index = idx, "raft log compaction failed");
+                } else {
+                    tracing::info!(index = idx, "compacted raft log");
+                }
+            }
+            CtlMsg::ApplyConfChange(cc, reply) => {
+                let result = self.raw.apply_conf_change(&cc).map_err(|e| e.to_string());
+                if let Ok(cs) = &result {
+                    self.raw.mut_store().set_conf_state(cs.clone());
+                }
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    fn issue_read(&mut self, waiters: Vec<oneshot::Sender<Result<u64, Error>>>, now: Instant) {
+        let ctx = self.next_read_ctx;
+        self.next_read_ctx += 1;
+        self.raw.read_index(ctx.to_be_bytes().to_vec());
+        self.reads.insert(
+            ctx,
+            PendingRead {
+                issued: now,
+                first_issued: now,
+                waiters,
+            },
+        );
+    }
+
+    fn on_tick(&mut self, now: Instant) {
+        // raft-rs drops a ReadIndex silently when the leader has not yet
+        // committed in its term or a follower knows no leader: re-issue
+        // stale ones, and give up on those past the request timeout.
+        let retry_after = self.cfg.tick * 3;
+        let stale: Vec<u64> = self
+            .reads
+            .iter()
+            .filter(|(_, r)| now.duration_since(r.issued) >= retry_after)
+            .map(|(ctx, _)| *ctx)
+            .collect();
+        for ctx in stale {
+            let Some(mut r) = self.reads.remove(&ctx) else {
+                continue;
+            };
+            r.waiters.retain(|w| !w.is_closed());
+            if r.waiters.is_empty() {
+                continue;
+            }
+            if now.duration_since(r.first_issued) >= self.cfg.request_timeout {
+                for w in r.waiters {
+                    let _ = w.send(Err(Error::Timeout));
+                }
+                continue;
+            }
+            let new_ctx = self.next_read_ctx;
+            self.next_read_ctx += 1;
+            self.raw.read_index(new_ctx.to_be_bytes().to_vec());
+            r.issued = now;
+            self.reads.insert(new_ctx, r);
+        }
+
+        if self.leader == 0 {
+            let since = *self.no_leader_since.get_or_insert(now);
+            if now.duration_since(since) >= NO_LEADER_LOG_INTERVAL
+                && now.duration_since(self.last_no_leader_log) >= NO_LEADER_LOG_INTERVAL
+            {
+                self.last_no_leader_log = now;
+                let voters = self.raw.raft.prs().conf().voters().ids().len();
+                let reachable = self.transport.connected_peers();
+                tracing::warn!(
+                    "waiting for peers: no leader for {}s; {} of {} other voting members reachable ({}), a quorum of {} is needed to elect a leader",
+                    now.duration_since(since).as_secs(),
+                    reachable.len(),
+                    voters.saturating_sub(1),
+                    self.transport.describe_peers(),
+                    voters / 2 + 1,
+                );
+            }
+        }
+    }
+
+    fn resolve_reads(&mut self, states: Vec<raft::ReadState>) {
+        for rs in states {
+            if rs.request_ctx.len() != 8 {
+                continue;
+            }
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&rs.request_ctx);
+            let ctx = u64::from_be_bytes(b);
+            if let Some(r) = self.reads.remove(&ctx) {
+                for w in r.waiters {
+                    let _ = w.send(Ok(rs.index));
+                }
+            }
+        }
+    }
+
+    fn on_soft_state(&mut self, leader: u64, role: StateRole) {
+        let term = self.raw.raft.term;
+        if leader != self.leader {
+            if leader == 0 {
+                tracing::info!(
+                    "raft.node: {:x} lost leader {:x} at term {}",
+                    self.id,
+                    self.leader,
+                    term
+                );
+                self.no_leader_since = Some(Instant::now());
+            } else {
+                tracing::info!(
+                    "raft.node: {:x} elected leader {:x} at term {}",
+                    self.id,
+                    leader,
+                    term
+                );
+                self.no_leader_since = None;
+                self.status.leader_changes.fetch_add(1, Ordering::Relaxed);
+            }
+            self.leader = leader;
+            // Reads waiting on the old leader will never be answered.
+            let pending: Vec<u64> = self.reads.keys().copied().collect();
+            for ctx in pending {
+                if let Some(r) = self.reads.remove(&ctx) {
+                    self.new_reads.extend(r.waiters);
+                }
+            }
+        }
+        self.status.leader.store(leader, Ordering::Release);
+        self.status
+            .is_leader
+            .store(role == StateRole::Leader, Ordering::Release);
+    }
+
+    fn process_ready(&mut self) -> Result<(), crate::storage::Error> {
+        if !self.raw.has_ready() {
+            return Ok(());
+        }
+        // Backpressure: if the apply loop is saturated, let raft wait (it
+        // keeps everything in its unstable log) rather than queue unboundedly.
+        if self.apply_tx.is_full() {
+            return Ok(());
+        }
+        // A snapshot replaces the state machine: let the apply loop finish
+        // what it has first, so nothing is applied on top of the wrong state.
+        if self.raw.snap().is_some_and(|s| s.get_metadata().index != 0)
+            && self.applied < self.sent_to_apply
+        {
+            return Ok(());
+        }
+
+        let mut rd = self.raw.ready();
+
+        if let Some(ss) = rd.ss() {
+            let (leader, role) = (ss.leader_id, ss.raft_state);
+            self.on_soft_state(leader, role);
+        }
+
+        // The leader may send before persisting (raft thesis 10.2.1).
+        self.transport.send(rd.take_messages());
+
+        if !rd.snapshot().is_empty() {
+            let md = rd.snapshot().get_metadata().clone();
+            self.install_snapshot(md)?;
+        }
+
+        let mut committed = rd.take_committed_entries();
+
+        self.raw
+            .mut_store()
+            .persist(rd.entries(), rd.hs(), rd.must_sync())?;
+        if let Some(hs) = rd.hs() {
+            self.status.term.store(hs.term, Ordering::Release);
+            self.status.commit.store(hs.commit, Ordering::Release);
+        }
+        self.status
+            .last_index
+            .store(self.raw.store().last_index_value(), Ordering::Release);
+
+        let states = rd.take_read_states();
+        self.resolve_reads(states);
+
+        // Votes and append responses only after the fsync above.
+        self.transport.send(rd.take_persisted_messages());
+
+        let mut light = self.raw.advance_append(rd);
+        if let Some(commit) = light.commit_index() {
+            self.raw.mut_store().set_commit(commit)?;
+            self.status.commit.store(commit, Ordering::Release);
+        }
+        self.transport.send(light.take_messages());
+        committed.extend(light.take_committed_entries());
+
+        if let Some(last) = committed.last() {
+            self.sent_to_apply = last.index;
+            // Capacity was checked above and only this thread sends.
+            if self.apply_tx.send(ApplyMsg::Entries(committed)).is_err() {
+                return Err(crate::storage::Error::Raft("apply loop is gone".into()));
+            }
+        }
+        Ok(())
+    }
+
+    fn install_snapshot(&mut self, md: SnapshotMetadata) -> Result<(), crate::storage::Error> {
+        let path = self
+            .snapshots
+            .dir()
+            .join(snapfile::file_name(md.term, md.index));
+        tracing::info!(
+            index = md.index,
+            term = md.term,
+            "applying snapshot from leader"
+        );
+        self.raw.mut_store().mark_installing(&path)?;
+        let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+        self.apply_tx
+            .send(ApplyMsg::Snapshot {
+                metadata: md.clone(),
+                path: path.clone(),
+                done: done_tx,
+            })
+            .map_err(|_| crate::storage::Error::Raft("apply loop is gone".into()))?;
+        match done_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                return Err(crate::storage::Error::Raft(format!(
+                    "snapshot install: {e}"
+                )));
+            }
+            Err(_) => return Err(crate::storage::Error::Raft("apply loop is gone".into())),
+        }
+        self.raw.mut_store().apply_snapshot(&md)?;
+        self.applied = md.index;
+        self.sent_to_apply = md.index;
+        self.status.applied.store(md.index, Ordering::Release);
+        if let Ok(meta) = std::fs::metadata(&path) {
+            self.snapshots.adopt_received(snapfile::SnapshotInfo {
+                index: md.index,
+                term: md.term,
+                conf_state: md.get_conf_state().clone(),
+                path,
+                size_bytes: meta.len(),
+            });
+        }
+        tracing::info!(index = md.index, "applied snapshot");
+        Ok(())
+    }
+}

@@ -1,0 +1,791 @@
+//! MVCC on fjall with etcd's semantics.
+//!
+//! Layout: the `kv` keyspace maps `revision (16 bytes, big endian)` to
+//! `kind ‖ mvccpb.KeyValue`; kind 0 is a put, 1 a tombstone. The key →
+//! revisions index lives in memory ([`index::TreeIndex`]) and is rebuilt from
+//! the `kv` keyspace at startup, as etcd rebuilds its tree index.
+//!
+//! Concurrency: only the apply loop writes. It updates the index as it goes
+//! but publishes the new store revision (`current`) only after the fjall batch
+//! holding the values is committed, and readers never look past the published
+//! revision — so a reader never finds an index entry whose value is missing.
+//! Readers take a fjall snapshot while holding the index lock, so a
+//! concurrent physical compaction cannot delete a value they are about to read.
+
+pub mod index;
+
+use super::{Db, Error as StorageError, meta};
+use crate::pb::etcdserverpb::RangeRequest;
+use crate::pb::etcdserverpb::range_request::{SortOrder, SortTarget};
+use crate::pb::mvccpb::KeyValue;
+use bytes::Bytes;
+use fjall::{OwnedWriteBatch, PersistMode, Readable};
+use index::{KeyRange, Rev, TreeIndex, Visible};
+use parking_lot::{Mutex, RwLock};
+use prost::Message as _;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+const KIND_PUT: u8 = 0;
+const KIND_TOMBSTONE: u8 = 1;
+
+/// MVCC-level failures.
+#[derive(Debug, thiserror::Error)]
+pub enum MvccError {
+    #[error("required revision has been compacted")]
+    Compacted,
+    #[error("required revision is a future revision")]
+    FutureRev,
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl From<fjall::Error> for MvccError {
+    fn from(e: fjall::Error) -> Self {
+        MvccError::Storage(e.into())
+    }
+}
+
+impl From<MvccError> for crate::error::Error {
+    fn from(e: MvccError) -> Self {
+        match e {
+            MvccError::Compacted => crate::error::Error::Compacted,
+            MvccError::FutureRev => crate::error::Error::FutureRev,
+            MvccError::Storage(s) => s.into(),
+        }
+    }
+}
+
+pub type Result<T, E = MvccError> = std::result::Result<T, E>;
+
+fn encode_value(kind: u8, kv: &KeyValue) -> Vec<u8> {
+    let mut v = Vec::with_capacity(1 + kv.encoded_len());
+    v.push(kind);
+    kv.encode(&mut v).expect("Vec grows as needed");
+    v
+}
+
+fn decode_value(bytes: &[u8]) -> Result<(u8, KeyValue)> {
+    let Some((&kind, rest)) = bytes.split_first() else {
+        return Err(StorageError::corrupt("mvcc value", "empty").into());
+    };
+    if kind != KIND_PUT && kind != KIND_TOMBSTONE {
+        return Err(StorageError::corrupt("mvcc value", format!("kind {kind}")).into());
+    }
+    let kv = KeyValue::decode(rest).map_err(|e| StorageError::corrupt("mvcc value", e))?;
+    Ok((kind, kv))
+}
+
+/// The answer to a range read, before it becomes a `RangeResponse`.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct RangeResult {
+    pub kvs: Vec<KeyValue>,
+    pub more: bool,
+    pub count: i64,
+}
+
+/// What the first (index-only) half of a range read decided.
+struct RangePlan {
+    pairs: Vec<(Bytes, Rev)>,
+    count: i64,
+}
+
+/// Whether the request needs every matching key fetched before the limit is
+/// applied (sorting or revision filters), as etcd does.
+fn fetches_everything(r: &RangeRequest) -> bool {
+    // Only an explicit sort order counts here: a non-key sort target with
+    // order NONE sorts just the first `limit + 1` keys, an etcd quirk that
+    // clients can observe and that we keep.
+    r.sort_order() != SortOrder::None
+        || r.min_mod_revision != 0
+        || r.max_mod_revision != 0
+        || r.min_create_revision != 0
+        || r.max_create_revision != 0
+}
+
+fn plan(index: &TreeIndex, r: &RangeRequest, at: i64) -> RangePlan {
+    let range = KeyRange::new(&r.key, &r.range_end);
+    let keep = if r.count_only {
+        0
+    } else if r.limit > 0 && !fetches_everything(r) {
+        // One more than asked, so the caller can tell whether there is more.
+        (r.limit as usize).saturating_add(1)
+    } else {
+        usize::MAX
+    };
+    let mut pairs = Vec::new();
+    let mut count = 0i64;
+    index.visit(&range, at, |k, v: Visible| {
+        count += 1;
+        if pairs.len() < keep {
+            pairs.push((k.clone(), v.modified));
+        }
+        true
+    });
+    RangePlan { pairs, count }
+}
+
+/// Filters, sorts and limits fetched key-values exactly as etcd's applier does.
+fn finish(r: &RangeRequest, mut kvs: Vec<KeyValue>, count: i64) -> RangeResult {
+    // Non-zero (not positive) enables a filter, as in etcd.
+    if r.max_mod_revision != 0 {
+        kvs.retain(|kv| kv.mod_revision <= r.max_mod_revision);
+    }
+    if r.min_mod_revision != 0 {
+        kvs.retain(|kv| kv.mod_revision >= r.min_mod_revision);
+    }
+    if r.max_create_revision != 0 {
+        kvs.retain(|kv| kv.create_revision <= r.max_create_revision);
+    }
+    if r.min_create_revision != 0 {
+        kvs.retain(|kv| kv.create_revision >= r.min_create_revision);
+    }
+    let mut order = r.sort_order();
+    if r.sort_target() != SortTarget::Key && order == SortOrder::None {
+        order = SortOrder::Ascend;
+    }
+    if order != SortOrder::None {
+        let target = r.sort_target();
+        // Stable sort: ties keep key order.
+        let cmp = |a: &KeyValue, b: &KeyValue| match target {
+            SortTarget::Key => a.key.cmp(&b.key),
+            SortTarget::Version => a.version.cmp(&b.version),
+            SortTarget::Create => a.create_revision.cmp(&b.create_revision),
+            SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
+            SortTarget::Value => a.value.cmp(&b.value),
+        };
+        if order == SortOrder::Descend {
+            kvs.sort_by(|a, b| cmp(b, a));
+        } else {
+            kvs.sort_by(cmp);
+        }
+    }
+    let mut more = false;
+    if r.limit > 0 && kvs.len() > r.limit as usize {
+        kvs.truncate(r.limit as usize);
+        more = true;
+    }
+    if r.keys_only {
+        for kv in &mut kvs {
+            kv.value = Bytes::new();
+        }
+    }
+    RangeResult { kvs, more, count }
+}
+
+/// A completed physical compaction up to this revision can be awaited.
+pub type CompactionWatch = tokio::sync::watch::Receiver<i64>;
+
+struct CompactionJob {
+    rev: i64,
+    keep: HashSet<Rev>,
+}
+
+pub struct Store {
+    db: Db,
+    index: RwLock<TreeIndex>,
+    /// The published store revision: everything at or below it is readable.
+    current: AtomicI64,
+    /// The compacted revision (-1: never compacted).
+    compacted: AtomicI64,
+    /// Physical compaction runs on its own thread so it never stalls applies.
+    compactor: Mutex<Option<crossbeam_channel::Sender<CompactionJob>>>,
+    compaction_done: tokio::sync::watch::Sender<i64>,
+    batch_limit: usize,
+}
+
+impl Store {
+    /// Opens the store: rebuilds the index from disk and resumes any
+    /// physical compaction a crash interrupted.
+    pub fn open(db: Db, compaction_batch_limit: usize) -> Result<Arc<Store>> {
+        let (index, current, compacted, finished) = Self::rebuild(&db)?;
+        let (done_tx, _) = tokio::sync::watch::channel(finished);
+        let store = Arc::new(Store {
+            db,
+            index: RwLock::new(index),
+            current: AtomicI64::new(current),
+            compacted: AtomicI64::new(compacted),
+            compactor: Mutex::new(None),
+            compaction_done: done_tx,
+            batch_limit: compaction_batch_limit.max(1),
+        });
+        store.start_compactor();
+        store.resume_compaction(compacted, finished);
+        Ok(store)
+    }
+
+    /// Re-reads everything from disk after the state machine was replaced
+    /// (a snapshot from the leader was installed).
+    pub fn reload(&self) -> Result<()> {
+        let mut index = self.index.write();
+        let (fresh, current, compacted, finished) = Self::rebuild(&self.db)?;
+        *index = fresh;
+        self.current.store(current, Ordering::Release);
+        self.compacted.store(compacted, Ordering::Release);
+        self.compaction_done.send_replace(finished);
+        drop(index);
+        self.resume_compaction(compacted, finished);
+        Ok(())
+    }
+
+    fn resume_compaction(&self, compacted: i64, finished: i64) {
+        if compacted > 0 {
+            // Re-derive the index's view of the compaction point (a no-op on
+            // history that was already removed), and redo the physical part
+            // if a restart interrupted it.
+            let keep = self.index.write().compact(compacted);
+            if finished < compacted {
+                tracing::info!(
+                    revision = compacted,
+                    "resuming physical compaction interrupted by a restart"
+                );
+                self.schedule_physical(compacted, keep);
+            }
+        }
+    }
+
+    /// (index, current revision, compacted revision, finished compaction).
+    fn rebuild(db: &Db) -> Result<(TreeIndex, i64, i64, i64)> {
+        let mut index = TreeIndex::default();
+        let mut last = 0i64;
+        for guard in db.kv.iter() {
+            let (k, v) = guard.into_inner()?;
+            let rev = Rev::from_key(&k)
+                .ok_or_else(|| StorageError::corrupt("mvcc revision key", hex::encode(&k)))?;
+            let (kind, kv) = decode_value(&v)?;
+            if kind == KIND_PUT {
+                let created = Rev::new(kv.create_revision, 0);
+                index.restore_put(&kv.key, rev, created, kv.version);
+            } else {
+                index.tombstone(&kv.key, rev);
+            }
+            last = last.max(rev.main);
+        }
+        let (scheduled, finished) = meta::compaction(db)?;
+        let compacted = if scheduled > 0 { scheduled } else { -1 };
+        // The empty store is at revision 1; the first write creates 2.
+        let current = last.max(compacted).max(1);
+        Ok((index, current, compacted, finished))
+    }
+
+    pub fn current_rev(&self) -> i64 {
+        self.current.load(Ordering::Acquire)
+    }
+
+    pub fn compact_rev(&self) -> i64 {
+        self.compacted.load(Ordering::Acquire)
+    }
+
+    pub fn key_count(&self) -> usize {
+        self.index.read().len()
+    }
+
+    pub fn compaction_watch(&self) -> CompactionWatch {
+        self.compaction_done.subscribe()
+    }
+
+    fn check_rev(&self, requested: i64, current: i64) -> Result<i64> {
+        let at = if requested <= 0 { current } else { requested };
+        if at > current {
+            return Err(MvccError::FutureRev);
+        }
+        if at < self.compact_rev() {
+            return Err(MvccError::Compacted);
+        }
+        Ok(at)
+    }
+
+    /// A read at the published revision (or an older one), as the client
+    /// API's Range.
+    pub fn range(&self, r: &RangeRequest) -> Result<(RangeResult, i64)> {
+        let (plan, view, current) = {
+            let index = self.index.read();
+            let current = self.current_rev();
+            let at = self.check_rev(r.revision, current)?;
+            let plan = plan(&index, r, at);
+            // Taken under the index lock: see the module comment.
+            let view = if plan.pairs.is_empty() {
+                None
+            } else {
+                Some(self.db.db.snapshot())
+            };
+            (plan, view, current)
+        };
+        let mut kvs = Vec::with_capacity(plan.pairs.len());
+        if let Some(view) = view {
+            for (key, rev) in &plan.pairs {
+                kvs.push(self.read_kv(&view, key, *rev)?);
+            }
+        }
+        Ok((finish(r, kvs, plan.count), current))
+    }
+
+    fn read_kv(&self, view: &impl Readable, key: &[u8], rev: Rev) -> Result<KeyValue> {
+        self.decode_found(view.get(&self.db.kv, rev.to_key())?, key, rev)
+    }
+
+    fn decode_found(
+        &self,
+        found: Option<fjall::UserValue>,
+        key: &[u8],
+        rev: Rev,
+    ) -> Result<KeyValue> {
+        match found {
+            Some(v) => {
+                let (kind, kv) = decode_value(&v)?;
+                if kind != KIND_PUT {
+                    return Err(StorageError::corrupt(
+                        "mvcc index",
+                        format!("revision {rev:?} is a tombstone"),
+                    )
+                    .into());
+                }
+                Ok(kv)
+            }
+            None => Err(StorageError::corrupt(
+                "mvcc index",
+                format!(
+                    "revision {}.{} of key {:?} is not on disk",
+                    rev.main,
+                    rev.sub,
+                    String::from_utf8_lossy(key)
+                ),
+            )
+            .into()),
+        }
+    }
+
+    /// Starts the writes of one apply batch. Only the apply loop calls this,
+    /// and only one batch exists at a time.
+    pub fn begin_batch(self: &Arc<Self>) -> ApplyBatch {
+        ApplyBatch {
+            store: Arc::clone(self),
+            batch: self.db.db.batch(),
+            overlay: HashMap::new(),
+            rev: self.current_rev(),
+            compaction: None,
+        }
+    }
+
+    fn start_compactor(self: &Arc<Self>) {
+        let (tx, rx) = crossbeam_channel::bounded::<CompactionJob>(16);
+        *self.compactor.lock() = Some(tx);
+        let weak = Arc::downgrade(self);
+        let spawned = std::thread::Builder::new()
+            .name("mvcc-compactor".into())
+            .spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    let Some(store) = weak.upgrade() else { return };
+                    if let Err(e) = store.physical_compaction(&job) {
+                        tracing::error!(error = %e, revision = job.rev, "physical compaction failed");
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the compaction thread");
+        }
+    }
+
+    fn schedule_physical(&self, rev: i64, keep: HashSet<Rev>) {
+        let tx = self.compactor.lock().clone();
+        if let Some(tx) = tx
+            && tx.send(CompactionJob { rev, keep }).is_err()
+        {
+            tracing::error!(revision = rev, "compaction thread is gone");
+        }
+    }
+
+    /// Deletes every revision at or below `job.rev` that the index no longer
+    /// needs, in bounded batches with a pause between them so applies and
+    /// reads keep flowing.
+    fn physical_compaction(&self, job: &CompactionJob) -> Result<()> {
+        let start = std::time::Instant::now();
+        let end = Rev::new(job.rev + 1, 0).to_key();
+        let mut cursor = Rev::new(0, 0).to_key().to_vec();
+        let mut deleted = 0usize;
+        loop {
+            let mut doomed = Vec::new();
+            let mut next_cursor = None;
+            for guard in self.db.kv.range(cursor.clone()..end.to_vec()) {
+                let k = guard.key()?;
+                let rev = Rev::from_key(&k)
+                    .ok_or_else(|| StorageError::corrupt("mvcc revision key", hex::encode(&k)))?;
+                if doomed.len() >= self.batch_limit {
+                    next_cursor = Some(k.to_vec());
+                    break;
+                }
+                if !job.keep.contains(&rev) {
+                    doomed.push(k);
+                }
+            }
+            if !doomed.is_empty() {
+                let mut batch = self.db.db.batch();
+                for k in &doomed {
+                    batch.remove(&self.db.kv, k.clone());
+                }
+                batch.durability(Some(PersistMode::Buffer)).commit()?;
+                deleted += doomed.len();
+            }
+            match next_cursor {
+                Some(c) => {
+                    cursor = c;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                None => break,
+            }
+        }
+        let mut batch = self.db.db.batch();
+        meta::put_compact_finished(&mut batch, &self.db, job.rev);
+        batch.durability(Some(PersistMode::Buffer)).commit()?;
+        self.compaction_done.send_replace(job.rev);
+        tracing::info!(
+            revision = job.rev,
+            deleted_revisions = deleted,
+            took_ms = start.elapsed().as_millis() as u64,
+            "finished scheduled compaction"
+        );
+        Ok(())
+    }
+}
+
+/// A write request in progress: one main revision, one sub revision per change.
+#[derive(Debug)]
+pub struct TxnWrite {
+    main: i64,
+    sub: i64,
+}
+
+impl TxnWrite {
+    /// The revision reads inside this request see: its own changes included.
+    fn read_rev(&self) -> i64 {
+        if self.sub > 0 {
+            self.main
+        } else {
+            self.main - 1
+        }
+    }
+    pub fn changed(&self) -> bool {
+        self.sub > 0
+    }
+}
+
+/// The changes of one apply batch (several raft entries). Values written in
+/// the batch are kept in `overlay` until the batch commits, so later entries
+/// in the same batch can read them.
+pub struct ApplyBatch {
+    store: Arc<Store>,
+    batch: OwnedWriteBatch,
+    overlay: HashMap<Rev, KeyValue>,
+    /// Highest main revision assigned so far in this batch.
+    rev: i64,
+    compaction: Option<(i64, HashSet<Rev>)>,
+}
+
+impl ApplyBatch {
+    pub fn db(&self) -> &Db {
+        &self.store.db
+    }
+
+    /// The fjall batch, for metadata records that must commit atomically
+    /// with this batch's data.
+    pub fn raw(&mut self) -> &mut OwnedWriteBatch {
+        &mut self.batch
+    }
+
+    /// The store revision as of the last completed write in this batch.
+    pub fn rev(&self) -> i64 {
+        self.rev
+    }
+
+    pub fn compact_rev(&self) -> i64 {
+        self.store.compact_rev()
+    }
+
+    pub fn begin_write(&self) -> TxnWrite {
+        TxnWrite {
+            main: self.rev + 1,
+            sub: 0,
+        }
+    }
+
+    /// Ends a write request; returns the store revision after it.
+    pub fn end_write(&mut self, w: TxnWrite) -> i64 {
+        if w.changed() {
+            self.rev = w.main;
+        }
+        self.rev
+    }
+
+    fn fetch(&self, key: &[u8], rev: Rev) -> Result<KeyValue> {
+        if let Some(kv) = self.overlay.get(&rev) {
+            return Ok(kv.clone());
+        }
+        // The apply loop is the only writer and compaction never removes a
+        // revision it can still see, so it reads the keyspace directly.
+        self.store
+            .decode_found(self.store.db.kv.get(rev.to_key())?, key, rev)
+    }
+
+    /// The latest value of `key` as seen inside `w` (or at batch level).
+    pub fn get(&self, key: &[u8], w: Option<&TxnWrite>) -> Result<Option<KeyValue>> {
+        let at = w.map_or(self.rev, TxnWrite::read_rev);
+        let visible = self.store.index.read().get(key, at);
+        match visible {
+            Some(v) => Ok(Some(self.fetch(key, v.modified)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// A range read inside the apply loop (txn ops, prev_kv). Sees this
+    /// batch's earlier writes.
+    pub fn range(&self, r: &RangeRequest, w: Option<&TxnWrite>) -> Result<RangeResult> {
+        let current = w.map_or(self.rev, TxnWrite::read_rev);
+        let at = self.store.check_rev(r.revision, current)?;
+        let plan = plan(&self.store.index.read(), r, at);
+        let mut kvs = Vec::with_capacity(plan.pairs.len());
+        for (key, rev) in &plan.pairs {
+            kvs.push(self.fetch(key, *rev)?);
+        }
+        Ok(finish(r, kvs, plan.count))
+    }
+
+    /// Keys visible in `range` inside `w`, with their current values.
+    pub fn visible(&self, range: &KeyRange, w: &TxnWrite) -> Result<Vec<KeyValue>> {
+        let at = w.read_rev();
+        let mut pairs = Vec::new();
+        self.store.index.read().visit(range, at, |k, v| {
+            pairs.push((k.clone(), v.modified));
+            true
+        });
+        pairs.iter().map(|(k, rev)| self.fetch(k, *rev)).collect()
+    }
+
+    pub fn put(
+        &mut self,
+        w: &mut TxnWrite,
+        key: Bytes,
+        value: Bytes,
+        lease: i64,
+    ) -> Result<KeyValue> {
+        let rev = Rev::new(w.main, w.sub);
+        let prev = self.store.index.read().get(&key, w.read_rev());
+        let (created, version) = match prev {
+            Some(v) => (v.created.main, v.version + 1),
+            None => (w.main, 1),
+        };
+        let kv = KeyValue {
+            key: key.clone(),
+            create_revision: created,
+            mod_revision: w.main,
+            version,
+            value,
+            lease,
+        };
+        self.batch
+            .insert(&self.store.db.kv, rev.to_key(), encode_value(KIND_PUT, &kv));
+        self.overlay.insert(rev, kv.clone());
+        self.store.index.write().put(&key, rev);
+        w.sub += 1;
+        Ok(kv)
+    }
+
+    /// Deletes every key visible in `range`; returns how many.
+    pub fn delete_range(&mut self, w: &mut TxnWrite, range: &KeyRange) -> Result<i64> {
+        let at = w.read_rev();
+        let mut keys = Vec::new();
+        self.store.index.read().visit(range, at, |k, _| {
+            keys.push(k.clone());
+            true
+        });
+        for key in &keys {
+            let rev = Rev::new(w.main, w.sub);
+            let tomb = KeyValue {
+                key: key.clone(),
+                mod_revision: w.main,
+                ..Default::default()
+            };
+            self.batch.insert(
+                &self.store.db.kv,
+                rev.to_key(),
+                encode_value(KIND_TOMBSTONE, &tomb),
+            );
+            self.store.index.write().tombstone(key, rev);
+            w.sub += 1;
+        }
+        Ok(keys.len() as i64)
+    }
+
+    /// Compacts history at `rev` (etcd's rules: at most the current revision,
+    /// more than the last compaction). Physical deletion follows the commit.
+    pub fn compact(&mut self, rev: i64) -> Result<()> {
+        if rev <= self.store.compact_rev() {
+            return Err(MvccError::Compacted);
+        }
+        if rev > self.rev {
+            return Err(MvccError::FutureRev);
+        }
+        let keep = self.store.index.write().compact(rev);
+        self.store.compacted.store(rev, Ordering::Release);
+        meta::put_compact_scheduled(&mut self.batch, &self.store.db, rev);
+        self.compaction = Some((rev, keep));
+        Ok(())
+    }
+
+    /// Commits the batch (no fsync: the raft log is the durable record; the
+    /// next log fsync covers this batch too) and publishes its revision.
+    pub fn commit(self) -> Result<i64> {
+        let ApplyBatch {
+            store,
+            batch,
+            rev,
+            compaction,
+            ..
+        } = self;
+        batch.durability(Some(PersistMode::Buffer)).commit()?;
+        store.current.store(rev, Ordering::Release);
+        if let Some((crev, keep)) = compaction {
+            store.schedule_physical(crev, keep);
+        }
+        Ok(rev)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open() -> (tempfile::TempDir, Arc<Store>) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let s = Store::open(db, 1000).unwrap();
+        (dir, s)
+    }
+
+    fn put(s: &Arc<Store>, k: &str, v: &str) -> i64 {
+        let mut b = s.begin_batch();
+        let mut w = b.begin_write();
+        b.put(
+            &mut w,
+            Bytes::from(k.to_string()),
+            Bytes::from(v.to_string()),
+            0,
+        )
+        .unwrap();
+        b.end_write(w);
+        b.commit().unwrap()
+    }
+
+    fn get(s: &Store, k: &str, rev: i64) -> Result<RangeResult> {
+        let r = RangeRequest {
+            key: Bytes::from(k.to_string()),
+            revision: rev,
+            ..Default::default()
+        };
+        s.range(&r).map(|(res, _)| res)
+    }
+
+    #[test]
+    fn revisions_start_at_one_and_history_is_readable() {
+        let (_d, s) = open();
+        assert_eq!(s.current_rev(), 1);
+        assert_eq!(put(&s, "foo", "a"), 2);
+        assert_eq!(put(&s, "foo", "b"), 3);
+        let r = get(&s, "foo", 2).unwrap();
+        assert_eq!(&r.kvs[0].value[..], b"a");
+        assert_eq!(r.kvs[0].version, 1);
+        let r = get(&s, "foo", 0).unwrap();
+        assert_eq!(&r.kvs[0].value[..], b"b");
+        assert_eq!(
+            (
+                r.kvs[0].create_revision,
+                r.kvs[0].mod_revision,
+                r.kvs[0].version
+            ),
+            (2, 3, 2)
+        );
+        assert!(matches!(get(&s, "foo", 4), Err(MvccError::FutureRev)));
+    }
+
+    #[test]
+    fn compaction_and_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = Store::open(Db::open(dir.path()).unwrap(), 2).unwrap();
+            for i in 0..10 {
+                put(&s, "k", &i.to_string());
+            }
+            put(&s, "other", "x");
+            let mut w = s.compaction_watch();
+            let mut b = s.begin_batch();
+            b.compact(8).unwrap();
+            b.commit().unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            rt.block_on(w.wait_for(|r| *r >= 8)).unwrap();
+            assert!(matches!(get(&s, "k", 7), Err(MvccError::Compacted)));
+            let r = get(&s, "k", 8).unwrap();
+            assert_eq!(&r.kvs[0].value[..], b"6");
+            let mut b = s.begin_batch();
+            assert!(matches!(b.compact(8), Err(MvccError::Compacted)));
+            assert!(matches!(b.compact(100), Err(MvccError::FutureRev)));
+        }
+        let s = Store::open(Db::open(dir.path()).unwrap(), 1000).unwrap();
+        assert_eq!(s.current_rev(), 12);
+        assert_eq!(s.compact_rev(), 8);
+        let r = get(&s, "k", 0).unwrap();
+        assert_eq!(r.kvs[0].version, 10);
+        assert_eq!(put(&s, "k", "new"), 13);
+        assert_eq!(get(&s, "k", 0).unwrap().kvs[0].version, 11);
+        // On disk: k's kept revision 8, its revisions 9-11 and 13, other's 12.
+        assert_eq!(s.db.kv.iter().count(), 6);
+    }
+
+    #[test]
+    fn range_limits_sorting_and_count() {
+        let (_d, s) = open();
+        for k in ["a", "b", "c", "d"] {
+            put(&s, k, k);
+        }
+        put(&s, "b", "bb");
+        let mut r = RangeRequest {
+            key: Bytes::from_static(b"a"),
+            range_end: Bytes::from_static(b"\0"),
+            limit: 2,
+            ..Default::default()
+        };
+        let (res, rev) = s.range(&r).unwrap();
+        assert_eq!(rev, 6);
+        assert_eq!(res.count, 4);
+        assert!(res.more);
+        assert_eq!(res.kvs.len(), 2);
+        r.sort_target = SortTarget::Mod as i32;
+        r.sort_order = SortOrder::Descend as i32;
+        let (res, _) = s.range(&r).unwrap();
+        assert_eq!(&res.kvs[0].key[..], b"b");
+        assert_eq!(&res.kvs[1].key[..], b"d");
+        r.limit = 0;
+        r.sort_order = 0;
+        r.sort_target = 0;
+        r.min_mod_revision = 4;
+        let (res, _) = s.range(&r).unwrap();
+        let keys: Vec<_> = res.kvs.iter().map(|kv| kv.key.clone()).collect();
+        assert_eq!(
+            keys,
+            vec![
+                Bytes::from_static(b"b"),
+                Bytes::from_static(b"c"),
+                Bytes::from_static(b"d")
+            ]
+        );
+        // etcd counts before filtering.
+        assert_eq!(res.count, 4);
+        r.min_mod_revision = 0;
+        r.count_only = true;
+        let (res, _) = s.range(&r).unwrap();
+        assert!(res.kvs.is_empty());
+        assert_eq!(res.count, 4);
+    }
+}

@@ -1,0 +1,432 @@
+//! Raft snapshots as files: the state machine (the `kv` and `meta` keyspaces)
+//! at one applied index, written from a consistent fjall snapshot.
+//!
+//! File layout (all integers big endian):
+//! `MAGIC`, index u64, term u64, conf-state length u32 + bytes, then records
+//! `tag u8 (1 = kv, 2 = meta) ‖ key length u32 ‖ key ‖ value length u32 ‖ value`,
+//! then tag 0, then the SHA-256 of every preceding byte.
+//!
+//! Files live in `<data-dir>/member/snap/` named `<term>-<index>.snap` (hex).
+//! The leader streams one to a follower that fell behind its log; the
+//! follower verifies the checksum before raft ever sees the snapshot.
+
+use super::{Db, Error, Result};
+use parking_lot::Mutex;
+use protobuf::Message as _;
+use raft::prelude::{ConfState, Snapshot};
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+const MAGIC: &[u8; 10] = b"CAIRNSNAP\x01";
+const TAG_END: u8 = 0;
+/// Largest key or value a record may hold; anything bigger is corruption.
+const MAX_RECORD_BYTES: u32 = 64 * 1024 * 1024;
+/// Records loaded per write batch when installing a snapshot.
+const LOAD_BATCH_BYTES: usize = 8 * 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotInfo {
+    pub index: u64,
+    pub term: u64,
+    pub conf_state: ConfState,
+    pub path: PathBuf,
+    pub size_bytes: u64,
+}
+
+impl SnapshotInfo {
+    pub fn to_raft_snapshot(&self) -> Snapshot {
+        let mut s = Snapshot::default();
+        let md = s.mut_metadata();
+        md.index = self.index;
+        md.term = self.term;
+        md.set_conf_state(self.conf_state.clone());
+        // The data travels as a file on the snapshot stream, not inside the
+        // raft message; the message only names the format.
+        s.data = bytes::Bytes::from_static(b"cairn-snapfile-v1");
+        s
+    }
+}
+
+pub fn file_name(term: u64, index: u64) -> String {
+    format!("{term:016x}-{index:016x}.snap")
+}
+
+/// Shared between the raft thread (which asks for snapshots), the apply loop
+/// (which builds them) and the transport (which sends them).
+pub struct SnapshotRegistry {
+    dir: PathBuf,
+    latest: Mutex<Option<SnapshotInfo>>,
+    requested: AtomicBool,
+    generating: AtomicBool,
+    max_files: usize,
+}
+
+impl SnapshotRegistry {
+    pub fn new(dir: PathBuf, max_files: usize) -> Result<SnapshotRegistry> {
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        // Leftovers of interrupted transfers are useless.
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            for ent in rd.flatten() {
+                if ent.path().extension().is_some_and(|x| x == "tmp") {
+                    let _ = std::fs::remove_file(ent.path());
+                }
+            }
+        }
+        Ok(SnapshotRegistry {
+            dir,
+            latest: Mutex::new(None),
+            requested: AtomicBool::new(false),
+            generating: AtomicBool::new(false),
+            max_files: max_files.max(1),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn latest(&self) -> Option<SnapshotInfo> {
+        self.latest.lock().clone()
+    }
+
+    /// The newest snapshot if it covers at least `index`.
+    pub fn latest_at_least(&self, index: u64) -> Option<SnapshotInfo> {
+        self.latest
+            .lock()
+            .as_ref()
+            .filter(|s| s.index >= index && s.index > 0)
+            .cloned()
+    }
+
+    pub fn request_generation(&self) {
+        self.requested.store(true, Ordering::Release);
+    }
+
+    /// Claims a pending request; at most one generation runs at a time.
+    pub fn take_request(&self) -> bool {
+        if !self.requested.load(Ordering::Acquire) {
+            return false;
+        }
+        if self.generating.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        self.requested.store(false, Ordering::Release);
+        true
+    }
+
+    pub fn finish_generation(&self, result: Option<SnapshotInfo>) {
+        if let Some(info) = result {
+            *self.latest.lock() = Some(info);
+            self.prune();
+        }
+        self.generating.store(false, Ordering::Release);
+    }
+
+    /// Keeps only the newest `max_files` snapshot files.
+    fn prune(&self) {
+        let Ok(rd) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        let mut files: Vec<PathBuf> = rd
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "snap"))
+            .collect();
+        // Names sort by (term, index) because both are fixed-width hex.
+        files.sort();
+        let keep_from = files.len().saturating_sub(self.max_files);
+        for p in &files[..keep_from] {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+
+    /// Registers a snapshot received from the leader (already verified).
+    pub fn adopt_received(&self, info: SnapshotInfo) {
+        let mut latest = self.latest.lock();
+        if latest.as_ref().is_none_or(|l| l.index < info.index) {
+            *latest = Some(info);
+        }
+    }
+}
+
+struct HashingWriter<W: Write> {
+    inner: W,
+    hasher: Sha256,
+    written: u64,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes the state machine as seen by `view` to `dir/<term>-<index>.snap`.
+pub fn write(
+    db: &Db,
+    view: &fjall::Snapshot,
+    dir: &Path,
+    index: u64,
+    term: u64,
+    conf_state: &ConfState,
+) -> Result<SnapshotInfo> {
+    use fjall::Readable;
+    let final_path = dir.join(file_name(term, index));
+    let tmp_path = dir.join(format!("{}.tmp", file_name(term, index)));
+    let io = |e| Error::io(&tmp_path, e);
+    let file = File::create(&tmp_path).map_err(io)?;
+    let mut w = HashingWriter {
+        inner: BufWriter::with_capacity(1 << 20, file),
+        hasher: Sha256::new(),
+        written: 0,
+    };
+    let cs = conf_state
+        .write_to_bytes()
+        .map_err(|e| Error::corrupt("conf state", e))?;
+    w.write_all(MAGIC).map_err(io)?;
+    w.write_all(&index.to_be_bytes()).map_err(io)?;
+    w.write_all(&term.to_be_bytes()).map_err(io)?;
+    w.write_all(&(cs.len() as u32).to_be_bytes()).map_err(io)?;
+    w.write_all(&cs).map_err(io)?;
+    for (tag, ks) in [(1u8, &db.kv), (2u8, &db.meta)] {
+        for guard in view.iter(ks) {
+            let (k, v) = guard.into_inner()?;
+            w.write_all(&[tag]).map_err(io)?;
+            w.write_all(&(k.len() as u32).to_be_bytes()).map_err(io)?;
+            w.write_all(&k).map_err(io)?;
+            w.write_all(&(v.len() as u32).to_be_bytes()).map_err(io)?;
+            w.write_all(&v).map_err(io)?;
+        }
+    }
+    w.write_all(&[TAG_END]).map_err(io)?;
+    let digest = w.hasher.finalize_reset();
+    let written = w.written;
+    let mut inner = w.inner;
+    inner.write_all(&digest).map_err(io)?;
+    let file = inner.into_inner().map_err(|e| io(e.into_error()))?;
+    file.sync_all().map_err(io)?;
+    drop(file);
+    std::fs::rename(&tmp_path, &final_path).map_err(|e| Error::io(&final_path, e))?;
+    sync_dir(dir)?;
+    Ok(SnapshotInfo {
+        index,
+        term,
+        conf_state: conf_state.clone(),
+        path: final_path,
+        size_bytes: written + 32,
+    })
+}
+
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))
+}
+
+struct Reader<R: Read> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> Reader<R> {
+    fn exact(&mut self, buf: &mut [u8]) -> std::io::Result<()> {
+        self.inner.read_exact(buf)?;
+        self.hasher.update(&*buf);
+        Ok(())
+    }
+    fn u32(&mut self) -> std::io::Result<u32> {
+        let mut b = [0u8; 4];
+        self.exact(&mut b)?;
+        Ok(u32::from_be_bytes(b))
+    }
+    fn u64(&mut self) -> std::io::Result<u64> {
+        let mut b = [0u8; 8];
+        self.exact(&mut b)?;
+        Ok(u64::from_be_bytes(b))
+    }
+    fn bytes(&mut self, what: &'static str) -> Result<Vec<u8>> {
+        let n = self.u32().map_err(|e| Error::corrupt(what, e))?;
+        if n > MAX_RECORD_BYTES {
+            return Err(Error::corrupt(what, format!("record of {n} bytes")));
+        }
+        let mut v = vec![0u8; n as usize];
+        self.exact(&mut v).map_err(|e| Error::corrupt(what, e))?;
+        Ok(v)
+    }
+}
+
+/// Snapshot header fields.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Header {
+    pub index: u64,
+    pub term: u64,
+    pub conf_state: ConfState,
+}
+
+/// Reads a snapshot file, checking structure and checksum; calls `record`
+/// for each record. Returns the header.
+fn scan(path: &Path, mut record: impl FnMut(u8, Vec<u8>, Vec<u8>) -> Result<()>) -> Result<Header> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut r = Reader {
+        inner: BufReader::with_capacity(1 << 20, file),
+        hasher: Sha256::new(),
+    };
+    let bad = |e: std::io::Error| Error::corrupt("snapshot file", e);
+    let mut magic = [0u8; 10];
+    r.exact(&mut magic).map_err(bad)?;
+    if &magic != MAGIC {
+        return Err(Error::corrupt("snapshot file", "not a cairn snapshot"));
+    }
+    let index = r.u64().map_err(bad)?;
+    let term = r.u64().map_err(bad)?;
+    let cs_bytes = r.bytes("snapshot conf state")?;
+    let mut conf_state = ConfState::default();
+    conf_state
+        .merge_from_bytes(&cs_bytes)
+        .map_err(|e| Error::corrupt("snapshot conf state", e))?;
+    loop {
+        let mut tag = [0u8; 1];
+        r.exact(&mut tag).map_err(bad)?;
+        if tag[0] == TAG_END {
+            break;
+        }
+        if tag[0] != 1 && tag[0] != 2 {
+            return Err(Error::corrupt(
+                "snapshot file",
+                format!("record tag {}", tag[0]),
+            ));
+        }
+        let k = r.bytes("snapshot key")?;
+        let v = r.bytes("snapshot value")?;
+        record(tag[0], k, v)?;
+    }
+    let computed = r.hasher.finalize();
+    let mut stored = [0u8; 32];
+    r.inner.read_exact(&mut stored).map_err(bad)?;
+    if computed.as_slice() != stored {
+        return Err(Error::corrupt("snapshot file", "checksum mismatch"));
+    }
+    let mut extra = [0u8; 1];
+    if r.inner.read(&mut extra).map_err(bad)? != 0 {
+        return Err(Error::corrupt("snapshot file", "trailing bytes"));
+    }
+    Ok(Header {
+        index,
+        term,
+        conf_state,
+    })
+}
+
+/// Checks a snapshot file end to end without loading it.
+pub fn verify(path: &Path) -> Result<Header> {
+    scan(path, |_, _, _| Ok(()))
+}
+
+/// Replaces the state machine with the snapshot's contents, durably. The
+/// caller has verified the file and made sure nothing else writes the state
+/// machine meanwhile. Crash safety: the raft log is only truncated after this
+/// returns, and an interrupted install is redone at startup (see
+/// `raftlog::RaftLog` and `server::node`), so the file must stay on disk
+/// until then.
+pub fn load(db: &Db, path: &Path) -> Result<Header> {
+    db.kv.clear()?;
+    db.meta.clear()?;
+    let mut batch = db.db.batch();
+    let mut batch_bytes = 0usize;
+    let mut meta_records = Vec::new();
+    let header = scan(path, |tag, k, v| {
+        if tag == 2 {
+            // Metadata (including the applied index) goes in last, so a
+            // half-loaded state machine never claims to be complete.
+            meta_records.push((k, v));
+            return Ok(());
+        }
+        batch_bytes += k.len() + v.len();
+        batch.insert(&db.kv, k, v);
+        if batch_bytes >= LOAD_BATCH_BYTES {
+            let full = std::mem::replace(&mut batch, db.db.batch());
+            full.durability(Some(fjall::PersistMode::Buffer)).commit()?;
+            batch_bytes = 0;
+        }
+        Ok(())
+    })?;
+    batch
+        .durability(Some(fjall::PersistMode::Buffer))
+        .commit()?;
+    let mut batch = db.db.batch();
+    for (k, v) in meta_records {
+        batch.insert(&db.meta, k, v);
+    }
+    batch
+        .durability(Some(fjall::PersistMode::SyncData))
+        .commit()?;
+    Ok(header)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_verify_load_roundtrip() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("a")).unwrap();
+        let mut b = db.db.batch();
+        b.insert(&db.kv, b"k1".to_vec(), b"v1".to_vec());
+        b.insert(&db.kv, b"k2".to_vec(), vec![7u8; 100_000]);
+        b.insert(&db.meta, b"m".to_vec(), b"x".to_vec());
+        b.commit().unwrap();
+        let cs = ConfState {
+            voters: vec![1, 2, 3],
+            ..Default::default()
+        };
+        let snapdir = dir.path().join("snap");
+        std::fs::create_dir_all(&snapdir).unwrap();
+        let info = write(&db, &db.db.snapshot(), &snapdir, 42, 3, &cs).unwrap();
+        let h = verify(&info.path).unwrap();
+        assert_eq!((h.index, h.term), (42, 3));
+        assert_eq!(h.conf_state.voters, vec![1, 2, 3]);
+
+        let other = Db::open(&dir.path().join("b")).unwrap();
+        other.kv.insert(b"stale".to_vec(), b"x".to_vec()).unwrap();
+        load(&other, &info.path).unwrap();
+        assert!(other.kv.get(b"stale").unwrap().is_none());
+        assert_eq!(&*other.kv.get(b"k1").unwrap().unwrap(), b"v1");
+        assert_eq!(other.kv.get(b"k2").unwrap().unwrap().len(), 100_000);
+        assert_eq!(&*other.meta.get(b"m").unwrap().unwrap(), b"x");
+    }
+
+    #[test]
+    fn corruption_is_detected() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("a")).unwrap();
+        db.kv.insert(b"k".to_vec(), b"v".to_vec()).unwrap();
+        let snapdir = dir.path().join("snap");
+        std::fs::create_dir_all(&snapdir).unwrap();
+        let info = write(
+            &db,
+            &db.db.snapshot(),
+            &snapdir,
+            5,
+            1,
+            &ConfState::default(),
+        )
+        .unwrap();
+        let mut bytes = std::fs::read(&info.path).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0xff;
+        std::fs::write(&info.path, &bytes).unwrap();
+        assert!(verify(&info.path).is_err());
+        std::fs::write(&info.path, &bytes[..bytes.len() - 5]).unwrap();
+        assert!(verify(&info.path).is_err());
+    }
+}

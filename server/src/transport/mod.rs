@@ -1,0 +1,338 @@
+//! Peer transport: raft messages between members over the peer URLs.
+//!
+//! Sending: one long-lived gRPC client stream per peer, fed from a bounded
+//! queue. The raft loop never blocks on the network: a full queue drops the
+//! message (raft retransmits) and reports the peer unreachable. Snapshots go
+//! on their own stream so they never delay heartbeats.
+//!
+//! Receiving: `service::PeerService` (in the peer listener) checks the
+//! cluster ID and destination of every stream, decodes the messages and
+//! hands them to the raft loop's inbox.
+
+pub mod service;
+
+use crate::pb::cairnpb::peer_client::PeerClient;
+use crate::pb::cairnpb::{RaftBatch, SnapshotChunk, snapshot_chunk::Chunk};
+use crate::server::membership::Membership;
+use crate::server::node::RaftMsg;
+use crate::storage::snapfile::{self, SnapshotRegistry};
+use parking_lot::Mutex;
+use protobuf::Message as _;
+use raft::prelude::{Message, MessageType};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+use tonic::transport::{Channel, Endpoint};
+
+/// Raft messages queued per peer before new ones are dropped.
+const PEER_QUEUE_MESSAGES: usize = 4096;
+/// Upper bounds for one batch on the wire.
+const BATCH_MAX_MESSAGES: usize = 512;
+const BATCH_MAX_BYTES: usize = 4 * 1024 * 1024;
+/// Largest gRPC message a peer accepts (a batch, or one big entry).
+pub const PEER_MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+pub const HDR_CLUSTER_ID: &str = "x-cairn-cluster-id";
+pub const HDR_FROM: &str = "x-cairn-from";
+pub const HDR_TO: &str = "x-cairn-to";
+
+struct Peer {
+    queue: mpsc::Sender<Message>,
+    connected: Arc<AtomicBool>,
+}
+
+pub struct Transport {
+    self_id: u64,
+    cluster_id: u64,
+    membership: Arc<Membership>,
+    snapshots: Arc<SnapshotRegistry>,
+    peers: Mutex<HashMap<u64, Peer>>,
+    raft_tx: OnceLock<crossbeam_channel::Sender<RaftMsg>>,
+    rt: tokio::runtime::Handle,
+}
+
+impl Transport {
+    pub fn new(
+        self_id: u64,
+        cluster_id: u64,
+        membership: Arc<Membership>,
+        snapshots: Arc<SnapshotRegistry>,
+        rt: tokio::runtime::Handle,
+    ) -> Arc<Transport> {
+        Arc::new(Transport {
+            self_id,
+            cluster_id,
+            membership,
+            snapshots,
+            peers: Mutex::new(HashMap::new()),
+            raft_tx: OnceLock::new(),
+            rt,
+        })
+    }
+
+    /// Connects the transport to the raft loop (they are built in a cycle).
+    pub fn attach(&self, raft_tx: crossbeam_channel::Sender<RaftMsg>) {
+        let _ = self.raft_tx.set(raft_tx);
+    }
+
+    fn report(&self, m: RaftMsg) {
+        if let Some(tx) = self.raft_tx.get() {
+            // Reports are advisory; if the inbox is full raft will notice
+            // the peer's silence on its own.
+            let _ = tx.try_send(m);
+        }
+    }
+
+    /// Starts senders for every other member now, so connections (and the
+    /// "waiting for peers" picture) exist before raft has anything to say.
+    pub fn start(self: &Arc<Self>) {
+        for id in self.membership.ids() {
+            if id != self.self_id {
+                self.with_peer(id, |_| {});
+            }
+        }
+    }
+
+    fn with_peer(self: &Arc<Self>, id: u64, f: impl FnOnce(&Peer)) {
+        let mut peers = self.peers.lock();
+        let peer = peers.entry(id).or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(PEER_QUEUE_MESSAGES);
+            let connected = Arc::new(AtomicBool::new(false));
+            let this = Arc::clone(self);
+            let flag = Arc::clone(&connected);
+            self.rt
+                .spawn(async move { this.run_sender(id, rx, flag).await });
+            Peer {
+                queue: tx,
+                connected,
+            }
+        });
+        f(peer);
+    }
+
+    /// Queues messages for their peers. Never blocks.
+    pub fn send(self: &Arc<Self>, msgs: Vec<Message>) {
+        for m in msgs {
+            let to = m.to;
+            if to == self.self_id || to == 0 {
+                continue;
+            }
+            if m.get_msg_type() == MessageType::MsgSnapshot {
+                let this = Arc::clone(self);
+                self.rt.spawn(async move { this.send_snapshot(m).await });
+                continue;
+            }
+            let mut dropped = false;
+            self.with_peer(to, |p| dropped = p.queue.try_send(m).is_err());
+            if dropped {
+                self.report(RaftMsg::Unreachable(to));
+            }
+        }
+    }
+
+    pub fn connected_peers(&self) -> Vec<u64> {
+        self.peers
+            .lock()
+            .iter()
+            .filter(|(_, p)| p.connected.load(Ordering::Acquire))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// "name at url: connected|unreachable" for every other member.
+    pub fn describe_peers(&self) -> String {
+        let connected = self.connected_peers();
+        let mut parts = Vec::new();
+        for id in self.membership.ids() {
+            if id == self.self_id {
+                continue;
+            }
+            let rec = self.membership.member(id);
+            let name = rec.as_ref().map(|r| r.name.clone()).unwrap_or_default();
+            let url = rec
+                .and_then(|r| r.peer_urls.first().cloned())
+                .unwrap_or_default();
+            let state = if connected.contains(&id) {
+                "connected"
+            } else {
+                "unreachable"
+            };
+            parts.push(format!("{name} {id:x} at {url}: {state}"));
+        }
+        parts.join("; ")
+    }
+
+    fn endpoint(&self, url: &str) -> Option<Endpoint> {
+        Endpoint::from_shared(url.to_string()).ok().map(|e| {
+            e.connect_timeout(CONNECT_TIMEOUT)
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(5))
+                .keep_alive_timeout(Duration::from_secs(5))
+        })
+    }
+
+    async fn connect(&self, id: u64, attempt: usize) -> Option<PeerClient<Channel>> {
+        let urls = self.membership.peer_urls(id);
+        if urls.is_empty() {
+            return None;
+        }
+        let url = &urls[attempt % urls.len()];
+        let channel = self.endpoint(url)?.connect().await.ok()?;
+        Some(
+            PeerClient::new(channel)
+                .max_decoding_message_size(PEER_MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(PEER_MAX_MESSAGE_BYTES),
+        )
+    }
+
+    fn request<T>(&self, to: u64, body: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(body);
+        let md = req.metadata_mut();
+        if let Ok(v) = format!("{:x}", self.cluster_id).parse() {
+            md.insert(HDR_CLUSTER_ID, v);
+        }
+        if let Ok(v) = format!("{:x}", self.self_id).parse() {
+            md.insert(HDR_FROM, v);
+        }
+        if let Ok(v) = format!("{to:x}").parse() {
+            md.insert(HDR_TO, v);
+        }
+        req
+    }
+
+    async fn run_sender(
+        self: Arc<Self>,
+        id: u64,
+        mut queue: mpsc::Receiver<Message>,
+        connected: Arc<AtomicBool>,
+    ) {
+        let mut attempt = 0usize;
+        let mut backoff = Duration::from_millis(50);
+        let mut was_connected = false;
+        loop {
+            let Some(mut client) = self.connect(id, attempt).await else {
+                if was_connected {
+                    tracing::warn!(peer = %format!("{id:x}"), "lost the connection to peer");
+                    was_connected = false;
+                }
+                connected.store(false, Ordering::Release);
+                attempt += 1;
+                // Drop what piled up for an unreachable peer; raft resends.
+                let mut dropped = false;
+                while queue.try_recv().is_ok() {
+                    dropped = true;
+                }
+                if dropped {
+                    self.report(RaftMsg::Unreachable(id));
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            };
+            backoff = Duration::from_millis(50);
+            let (tx, rx) = mpsc::channel::<RaftBatch>(8);
+            let req = self.request(id, tokio_stream::wrappers::ReceiverStream::new(rx));
+            let call = tokio::spawn(async move { client.stream(req).await });
+            connected.store(true, Ordering::Release);
+            if !was_connected {
+                tracing::info!(peer = %format!("{id:x}"), "established a stream to peer");
+                was_connected = true;
+            }
+            loop {
+                let Some(first) = queue.recv().await else {
+                    call.abort();
+                    return; // transport shut down
+                };
+                let mut batch = RaftBatch::default();
+                let mut bytes = 0usize;
+                let mut next = Some(first);
+                while let Some(m) = next.take() {
+                    if let Ok(b) = m.write_to_bytes() {
+                        bytes += b.len();
+                        batch.messages.push(b.into());
+                    }
+                    if batch.messages.len() < BATCH_MAX_MESSAGES && bytes < BATCH_MAX_BYTES {
+                        next = queue.try_recv().ok();
+                    }
+                }
+                if tx.send(batch).await.is_err() || call.is_finished() {
+                    self.report(RaftMsg::Unreachable(id));
+                    break;
+                }
+            }
+            call.abort();
+            connected.store(false, Ordering::Release);
+            attempt += 1;
+        }
+    }
+
+    async fn send_snapshot(self: Arc<Self>, m: Message) {
+        let to = m.to;
+        let md = m.get_snapshot().get_metadata().clone();
+        let ok = match self.stream_snapshot(&m).await {
+            Ok(()) => {
+                tracing::info!(
+                    peer = %format!("{to:x}"),
+                    index = md.index,
+                    "sent snapshot to peer"
+                );
+                true
+            }
+            Err(e) => {
+                tracing::warn!(peer = %format!("{to:x}"), index = md.index, error = %e, "failed to send snapshot");
+                false
+            }
+        };
+        self.report(RaftMsg::SnapshotSent { to, ok });
+    }
+
+    async fn stream_snapshot(&self, m: &Message) -> Result<(), String> {
+        let md = m.get_snapshot().get_metadata();
+        let path = self
+            .snapshots
+            .dir()
+            .join(snapfile::file_name(md.term, md.index));
+        let mut file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| format!("open {}: {e}", path.display()))?;
+        let header = m.write_to_bytes().map_err(|e| e.to_string())?;
+        let mut client = self
+            .connect(m.to, 0)
+            .await
+            .ok_or_else(|| "peer unreachable".to_string())?;
+        let (tx, rx) = mpsc::channel::<SnapshotChunk>(4);
+        let req = self.request(m.to, tokio_stream::wrappers::ReceiverStream::new(rx));
+        let call = tokio::spawn(async move { client.snapshot(req).await });
+        let feed = async {
+            tx.send(SnapshotChunk {
+                chunk: Some(Chunk::Message(header.into())),
+            })
+            .await
+            .map_err(|_| "stream closed".to_string())?;
+            let mut buf = vec![0u8; SNAPSHOT_CHUNK_BYTES];
+            loop {
+                let n = file.read(&mut buf).await.map_err(|e| e.to_string())?;
+                if n == 0 {
+                    break;
+                }
+                tx.send(SnapshotChunk {
+                    chunk: Some(Chunk::Data(bytes::Bytes::copy_from_slice(&buf[..n]))),
+                })
+                .await
+                .map_err(|_| "stream closed".to_string())?;
+            }
+            Ok::<(), String>(())
+        };
+        let fed = feed.await;
+        drop(tx);
+        let answer = call.await.map_err(|e| e.to_string())?;
+        fed?;
+        answer.map(|_| ()).map_err(|s| s.message().to_string())
+    }
+}

@@ -1,0 +1,1 @@
+//! Test support for Cairn's cross-process tests (see `tests/tests/`).
