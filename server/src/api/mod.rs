@@ -46,3 +46,36 @@ pub fn check_size<M: Message>(srv: &EtcdServer, m: &M) -> Result<(), Status> {
     }
     Ok(())
 }
+
+/// One router for a listener: gRPC requests (HTTP/2 with an
+/// `application/grpc` content type, as etcd tells them apart) go to the
+/// gRPC services; everything else to the HTTP routes, whose unknown paths
+/// get Go's plain "404 page not found" like etcd's HTTP mux.
+pub fn grpc_and_http(grpc: tonic::service::Routes, http: axum::Router) -> axum::Router {
+    use axum::response::IntoResponse;
+    let grpc = grpc.prepare().into_axum_router();
+    http.fallback(move |req: axum::extract::Request| {
+        let grpc = grpc.clone();
+        async move {
+            let is_grpc = req
+                .headers()
+                .get(::http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|ct| ct.starts_with("application/grpc"));
+            if is_grpc {
+                use tower::ServiceExt;
+                match grpc.oneshot(req).await {
+                    Ok(resp) => resp.into_response(),
+                    Err(never) => match never {},
+                }
+            } else {
+                (
+                    ::http::StatusCode::NOT_FOUND,
+                    [(::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+                    "404 page not found\n",
+                )
+                    .into_response()
+            }
+        }
+    })
+}

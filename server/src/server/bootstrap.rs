@@ -362,19 +362,19 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
         .spawn(move || apply.run())
         .map_err(|e| BootError::Config(format!("cannot start the apply thread: {e}")))?;
 
-    let peer_router = tonic::service::Routes::new(
-        crate::pb::cairnpb::peer_server::PeerServer::new(PeerService {
-            self_id: member_id,
-            cluster_id,
-            raft_tx: raft_tx.clone(),
-            snapshots: Arc::clone(&snapshots),
-        })
-        .max_decoding_message_size(PEER_MAX_MESSAGE_BYTES)
-        .max_encoding_message_size(PEER_MAX_MESSAGE_BYTES),
-    )
-    .prepare()
-    .into_axum_router()
-    .merge(api::http::peer_routes(Arc::clone(&server)));
+    let peer_router = api::grpc_and_http(
+        tonic::service::Routes::new(
+            crate::pb::cairnpb::peer_server::PeerServer::new(PeerService {
+                self_id: member_id,
+                cluster_id,
+                raft_tx: raft_tx.clone(),
+                snapshots: Arc::clone(&snapshots),
+            })
+            .max_decoding_message_size(PEER_MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(PEER_MAX_MESSAGE_BYTES),
+        ),
+        api::http::peer_routes(Arc::clone(&server)),
+    );
     for (url, l) in peer_listeners {
         tracing::info!("listening for peers on {url}");
         tokio::spawn(api::listener::serve(
@@ -441,13 +441,11 @@ fn client_router(server: &Arc<EtcdServer>, cfg: &ServerConfig) -> axum::Router {
     })
     .max_decoding_message_size(decode_limit);
     // Services not registered here (Watch, Lease, Auth until their issues
-    // land) answer gRPC's Unimplemented from the router's fallback.
-    tonic::service::Routes::new(kv)
+    // land) answer gRPC's Unimplemented from the gRPC router's fallback.
+    let grpc = tonic::service::Routes::new(kv)
         .add_service(maintenance)
-        .add_service(cluster)
-        .prepare()
-        .into_axum_router()
-        .merge(api::http::client_routes(Arc::clone(server)))
+        .add_service(cluster);
+    api::grpc_and_http(grpc, api::http::client_routes(Arc::clone(server)))
 }
 
 /// Publishes this member's name and client URLs through raft (etcd's

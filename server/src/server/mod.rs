@@ -136,6 +136,7 @@ impl EtcdServer {
         if commit.saturating_sub(applied) > MAX_APPLY_LAG {
             return Err(Error::TooManyRequests);
         }
+        let leader_changes_at_start = self.status.leader_changes.load(Ordering::Acquire);
         let id = self.ids.next();
         let data = InternalRequest {
             id,
@@ -175,10 +176,14 @@ impl EtcdServer {
                 Ok(Err(_)) => return Err(Error::Stopped),
                 Err(_) => {
                     self.waiters.cancel(id);
-                    return Err(if self.status.has_leader() {
-                        Error::Timeout
-                    } else {
+                    // As etcd: say so when the leader failed meanwhile (the
+                    // write may or may not have been committed).
+                    let changed = self.status.leader_changes.load(Ordering::Acquire)
+                        != leader_changes_at_start;
+                    return Err(if changed || !self.status.has_leader() {
                         Error::TimeoutDueToLeaderFail
+                    } else {
+                        Error::Timeout
                     });
                 }
             }

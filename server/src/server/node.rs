@@ -256,7 +256,7 @@ impl Node {
     fn issue_read(&mut self, waiters: Vec<oneshot::Sender<Result<u64, Error>>>, now: Instant) {
         let ctx = self.next_read_ctx;
         self.next_read_ctx += 1;
-        self.raw.read_index(ctx.to_be_bytes().to_vec());
+        self.raw.read_index(self.read_ctx(ctx));
         self.reads.insert(
             ctx,
             PendingRead {
@@ -294,7 +294,7 @@ impl Node {
             }
             let new_ctx = self.next_read_ctx;
             self.next_read_ctx += 1;
-            self.raw.read_index(new_ctx.to_be_bytes().to_vec());
+            self.raw.read_index(self.read_ctx(new_ctx));
             r.issued = now;
             self.reads.insert(new_ctx, r);
         }
@@ -319,13 +319,23 @@ impl Node {
         }
     }
 
+    /// ReadIndex contexts must be unique across the cluster: the leader
+    /// ignores a request whose context it already has pending, so two
+    /// members counting from 1 would silently starve each other's reads.
+    fn read_ctx(&self, ctx: u64) -> Vec<u8> {
+        let mut v = Vec::with_capacity(16);
+        v.extend_from_slice(&self.id.to_be_bytes());
+        v.extend_from_slice(&ctx.to_be_bytes());
+        v
+    }
+
     fn resolve_reads(&mut self, states: Vec<raft::ReadState>) {
         for rs in states {
-            if rs.request_ctx.len() != 8 {
+            if rs.request_ctx.len() != 16 || rs.request_ctx[..8] != self.id.to_be_bytes() {
                 continue;
             }
             let mut b = [0u8; 8];
-            b.copy_from_slice(&rs.request_ctx);
+            b.copy_from_slice(&rs.request_ctx[8..]);
             let ctx = u64::from_be_bytes(b);
             if let Some(r) = self.reads.remove(&ctx) {
                 for w in r.waiters {

@@ -167,67 +167,74 @@ pub fn check_txn(r: &TxnRequest, max_ops: usize) -> Result<(), Error> {
     Ok(())
 }
 
-/// Keys written by puts and ranges removed by deletes in one branch (nested
-/// txns included, both of their branches).
-fn collect_writes(
-    ops: &[RequestOp],
-    puts: &mut Vec<Bytes>,
-    dels: &mut Vec<KeyRange>,
-) -> Result<(), Error> {
+/// A delete's key interval for the duplicate check. etcd compares the raw
+/// bytes, so a from-key delete (`range_end = "\0"`) is an empty interval
+/// here and conflicts with nothing; we keep that quirk.
+struct DelInterval {
+    key: Bytes,
+    end: Bytes,
+}
+
+impl DelInterval {
+    fn contains(&self, k: &[u8]) -> bool {
+        if self.end.is_empty() {
+            self.key.as_ref() == k
+        } else {
+            self.key.as_ref() <= k && k < self.end.as_ref()
+        }
+    }
+}
+
+/// etcd's rule for one list of ops: no key may be put twice, and no key may
+/// be both put and covered by a delete — counting nested txns, whose two
+/// branches are mutually exclusive and so may put the same key. Returns the
+/// keys put and the delete intervals of this level and below.
+fn check_intervals(ops: &[RequestOp]) -> Result<(Vec<Bytes>, Vec<DelInterval>), Error> {
+    let mut dels: Vec<DelInterval> = ops
+        .iter()
+        .filter_map(|op| match &op.request {
+            Some(Request::RequestDeleteRange(d)) => Some(DelInterval {
+                key: d.key.clone(),
+                end: d.range_end.clone(),
+            }),
+            _ => None,
+        })
+        .collect();
+    let mut puts: Vec<Bytes> = Vec::new();
+    let covered = |dels: &[DelInterval], k: &[u8]| dels.iter().any(|d| d.contains(k));
     for op in ops {
-        match &op.request {
-            Some(Request::RequestPut(p)) => {
-                if puts.contains(&p.key) {
-                    return Err(Error::DuplicateKey);
-                }
-                puts.push(p.key.clone());
+        let Some(Request::RequestTxn(t)) = &op.request else {
+            continue;
+        };
+        let (puts_then, dels_then) = check_intervals(&t.success)?;
+        let (puts_else, dels_else) = check_intervals(&t.failure)?;
+        for k in &puts_then {
+            if puts.contains(k) || covered(&dels, k) {
+                return Err(Error::DuplicateKey);
             }
-            Some(Request::RequestDeleteRange(d)) => dels.push(KeyRange::new(&d.key, &d.range_end)),
-            Some(Request::RequestTxn(t)) => {
-                // Either branch of a nested txn may run; each must be free of
-                // duplicates against this branch's own writes.
-                for branch in [&t.success, &t.failure] {
-                    let mut p = puts.clone();
-                    let mut d = dels.clone();
-                    collect_writes(branch, &mut p, &mut d)?;
-                    merge_new(puts, p);
-                    merge_new_ranges(dels, d);
-                }
+            puts.push(k.clone());
+        }
+        for k in &puts_else {
+            if (puts.contains(k) && !puts_then.contains(k)) || covered(&dels, k) {
+                return Err(Error::DuplicateKey);
             }
-            _ => {}
+            if !puts.contains(k) {
+                puts.push(k.clone());
+            }
         }
+        dels.extend(dels_then);
+        dels.extend(dels_else);
     }
-    Ok(())
-}
-
-fn merge_new(into: &mut Vec<Bytes>, from: Vec<Bytes>) {
-    for k in from {
-        if !into.contains(&k) {
-            into.push(k);
-        }
-    }
-}
-
-fn merge_new_ranges(into: &mut Vec<KeyRange>, from: Vec<KeyRange>) {
-    for r in from {
-        if !into.contains(&r) {
-            into.push(r);
-        }
-    }
-}
-
-/// etcd rejects a branch that puts the same key twice, or puts a key that a
-/// delete in the same branch covers. Overlapping deletes are fine.
-fn check_intervals(ops: &[RequestOp]) -> Result<(), Error> {
-    let mut puts = Vec::new();
-    let mut dels = Vec::new();
-    collect_writes(ops, &mut puts, &mut dels)?;
-    for k in &puts {
-        if dels.iter().any(|d| d.contains(k)) {
+    for op in ops {
+        let Some(Request::RequestPut(p)) = &op.request else {
+            continue;
+        };
+        if puts.contains(&p.key) || covered(&dels, &p.key) {
             return Err(Error::DuplicateKey);
         }
+        puts.push(p.key.clone());
     }
-    Ok(())
+    Ok((puts, dels))
 }
 
 pub fn is_txn_read_only(r: &TxnRequest) -> bool {
@@ -548,6 +555,31 @@ mod tests {
         let t = TxnRequest {
             success: vec![del_op("a", "c"), del_op("b", "d"), put_op("x")],
             failure: vec![put_op("x")],
+            ..Default::default()
+        };
+        assert_eq!(check_txn(&t, 128), Ok(()));
+        // ... also inside a nested txn ...
+        let both = RequestOp {
+            request: Some(Request::RequestTxn(TxnRequest {
+                success: vec![put_op("n")],
+                failure: vec![put_op("n")],
+                ..Default::default()
+            })),
+        };
+        let t = TxnRequest {
+            success: vec![put_op("o"), both.clone()],
+            ..Default::default()
+        };
+        assert_eq!(check_txn(&t, 128), Ok(()));
+        // ... but not against a put of the outer level.
+        let t = TxnRequest {
+            success: vec![put_op("n"), both],
+            ..Default::default()
+        };
+        assert_eq!(check_txn(&t, 128), Err(Error::DuplicateKey));
+        // A from-key delete conflicts with nothing (etcd compares raw bytes).
+        let t = TxnRequest {
+            success: vec![del_op("a", "\0"), put_op("b")],
             ..Default::default()
         };
         assert_eq!(check_txn(&t, 128), Ok(()));

@@ -69,7 +69,9 @@ impl Db {
     /// Opens (or creates) the database under `member_dir`.
     pub fn open(member_dir: &Path) -> Result<Db> {
         let dir = member_dir.join("db");
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        if !dir.exists() {
+            Self::create(member_dir, &dir)?;
+        }
         let db = Database::builder(&dir)
             // The raft loop decides when to fsync (once per Ready); every
             // other write only needs to reach the OS, because the raft log
@@ -87,6 +89,21 @@ impl Db {
             meta,
             dir,
         })
+    }
+
+    /// Creates an empty database atomically: fjall writes its "this is a
+    /// database" marker last, so a process killed while fjall creates one
+    /// leaves a folder fjall can neither recover nor recreate. We build it
+    /// aside and rename it into place.
+    fn create(member_dir: &Path, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(member_dir).map_err(|e| Error::io(member_dir, e))?;
+        let tmp = member_dir.join("db.creating");
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+        }
+        drop(Database::builder(&tmp).open()?);
+        std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
+        snapfile::sync_dir(member_dir)
     }
 
     pub fn keyspace_by_tag(&self, tag: u8) -> Option<&Keyspace> {

@@ -1,0 +1,728 @@
+//! cairn-bench: a load generator for anything that speaks etcd's v3 gRPC API
+//! (Cairn, or a real etcd for comparison), built on the `etcd-client` crate.
+//!
+//! `--clients` tasks each keep exactly one request in flight, so the
+//! concurrency is exactly N. The tasks share `--conns` clients round-robin
+//! (one `etcd_client::Client` = one set of connections to the endpoints).
+//! Every workload runs a short unmeasured warm-up first, then is measured for
+//! `--total` requests or for `--duration`.
+//!
+//! Latency is recorded per successful request (microseconds, kept in memory
+//! and sorted at the end: exact percentiles, and memory bounded by the number
+//! of requests). QPS counts successful requests only.
+//!
+//! Progress and errors go to stderr; the report goes to stdout, so
+//! `--format json` output can be piped (xtask's `bench compare` does).
+
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, ValueEnum};
+use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, KvClient, Txn, TxnOp};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use tokio::task::JoinSet;
+
+/// Distinct error messages kept per workload (the rest are only counted).
+const MAX_ERROR_MESSAGES: usize = 5;
+/// How long the first contact with the endpoints may take.
+const PREFLIGHT_TIMEOUT: Duration = Duration::from_secs(15);
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "cairn-bench",
+    version,
+    about = "Load generator for Cairn and etcd v3 (gRPC) endpoints",
+    // Lets a wrapper (xtask bench compare) append e.g. `--format json` after
+    // the user's own flags: the last occurrence wins instead of an error.
+    args_override_self = true
+)]
+struct Args {
+    /// Comma-separated client endpoints (host:port or http://host:port).
+    #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:2379")]
+    endpoints: Vec<String>,
+
+    /// Workloads to run, in order (repeatable or comma-separated).
+    /// `mixed` is 80% linearizable single-key reads, 20% puts.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        action = clap::ArgAction::Append,
+        default_values_t = [
+            Workload::Put,
+            Workload::RangeLinearizable,
+            Workload::RangeSerializable,
+            Workload::Txn,
+        ]
+    )]
+    workload: Vec<Workload>,
+
+    /// Concurrent clients; each keeps exactly one request in flight.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    clients: u32,
+
+    /// Connections (etcd clients) shared round-robin by the clients.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    conns: u32,
+
+    /// Measured requests per workload (ignored with --duration).
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
+    total: u64,
+
+    /// Measure each workload for this long instead of --total requests
+    /// (e.g. 10s, 1500ms, 2m).
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<Duration>,
+
+    /// Key length in bytes (keys are zero-padded decimal numbers).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    key_size: u32,
+
+    /// Value length in bytes.
+    #[arg(long, default_value_t = 256)]
+    val_size: usize,
+
+    /// Number of distinct keys; each request picks one uniformly. Read
+    /// workloads first write every key once.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    key_space: u64,
+
+    /// Unmeasured warm-up requests before each workload.
+    #[arg(long, default_value_t = 500)]
+    warmup: u64,
+
+    /// Per-request timeout (a timed-out request counts as an error).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    timeout: Duration,
+
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+enum Workload {
+    /// Put of a random key.
+    Put,
+    /// Get of one random key, linearizable (the default consistency).
+    RangeLinearizable,
+    /// Get of one random key, serializable (served by any member locally).
+    RangeSerializable,
+    /// Write transaction: if mod_revision(key) > 0 then put else put.
+    Txn,
+    /// 80% linearizable gets, 20% puts.
+    Mixed,
+}
+
+impl Workload {
+    fn name(self) -> &'static str {
+        match self {
+            Workload::Put => "put",
+            Workload::RangeLinearizable => "range-linearizable",
+            Workload::RangeSerializable => "range-serializable",
+            Workload::Txn => "txn",
+            Workload::Mixed => "mixed",
+        }
+    }
+
+    /// Reads want every key to exist, or they would measure misses.
+    fn reads(self) -> bool {
+        matches!(
+            self,
+            Workload::RangeLinearizable | Workload::RangeSerializable | Workload::Mixed
+        )
+    }
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    Text,
+    Markdown,
+    Json,
+}
+
+/// Accepts `10s`, `1500ms`, `2m`, `1h`, `250us` or a bare number of seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (number, unit) = s.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration (try 10s, 500ms, 2m)"))?;
+    let seconds = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1e3,
+        "us" | "µs" => value / 1e6,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        other => return Err(format!("unknown duration unit {other:?} (use s, ms, m, h)")),
+    };
+    if !seconds.is_finite() || seconds <= 0.0 {
+        return Err(format!("{s:?}: duration must be positive"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// What is shared by every request of a run.
+struct Setup {
+    kv: Vec<KvClient>,
+    clients: u32,
+    key_size: usize,
+    key_space: u64,
+    value: Vec<u8>,
+    timeout: Duration,
+}
+
+/// When a phase stops issuing requests.
+#[derive(Clone, Copy)]
+enum Budget {
+    Requests(u64),
+    Until(Instant),
+}
+
+/// Per-task tallies, merged after the phase.
+#[derive(Default)]
+struct Tally {
+    requests: u64,
+    errors: u64,
+    latencies_us: Vec<u32>,
+    messages: BTreeSet<String>,
+}
+
+impl Tally {
+    fn merge(&mut self, other: Tally) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.latencies_us.extend(other.latencies_us);
+        for m in other.messages {
+            if self.messages.len() < MAX_ERROR_MESSAGES {
+                self.messages.insert(m);
+            }
+        }
+    }
+}
+
+#[derive(Serialize, Debug)]
+struct WorkloadReport {
+    workload: &'static str,
+    requests: u64,
+    errors: u64,
+    elapsed_secs: f64,
+    qps: f64,
+    mean_ms: f64,
+    p50_ms: f64,
+    p90_ms: f64,
+    p99_ms: f64,
+    p999_ms: f64,
+    max_ms: f64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    error_messages: Vec<String>,
+}
+
+#[derive(Serialize, Debug)]
+struct Settings {
+    endpoints: Vec<String>,
+    clients: u32,
+    conns: u32,
+    total: Option<u64>,
+    duration_secs: Option<f64>,
+    warmup: u64,
+    key_size: u32,
+    val_size: usize,
+    key_space: u64,
+}
+
+#[derive(Serialize, Debug)]
+struct Report {
+    settings: Settings,
+    results: Vec<WorkloadReport>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(args).await {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("cairn-bench: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<ExitCode> {
+    // Keys are zero-padded decimals, so the key space must fit the width.
+    let digits = (args.key_space - 1).to_string().len();
+    if digits > args.key_size as usize {
+        bail!(
+            "--key-space {} needs keys of at least {digits} bytes (--key-size is {})",
+            args.key_space,
+            args.key_size
+        );
+    }
+    let mut workloads: Vec<Workload> = Vec::new();
+    for w in &args.workload {
+        if !workloads.contains(w) {
+            workloads.push(*w);
+        }
+    }
+
+    let setup = connect(&args).await?;
+    let budget_text = match args.duration {
+        Some(d) => format!("{:.1}s per workload", d.as_secs_f64()),
+        None => format!("{} requests per workload", args.total),
+    };
+    eprintln!(
+        "cairn-bench: {} clients over {} connections to {}; {budget_text}; \
+         {}-byte keys (space {}), {}-byte values",
+        args.clients,
+        args.conns,
+        args.endpoints.join(","),
+        args.key_size,
+        args.key_space,
+        args.val_size
+    );
+
+    let mut populated = false;
+    let mut results = Vec::new();
+    for &workload in &workloads {
+        if workload.reads() && !populated {
+            populate(&setup).await?;
+            populated = true;
+        }
+        if args.warmup > 0 {
+            run_phase(&setup, workload, Budget::Requests(args.warmup)).await;
+        }
+        let budget = match args.duration {
+            Some(d) => Budget::Until(Instant::now() + d),
+            None => Budget::Requests(args.total),
+        };
+        let started = Instant::now();
+        let tally = run_phase(&setup, workload, budget).await;
+        let report = summarize(workload, tally, started.elapsed());
+        eprintln!(
+            "cairn-bench: {}: {} requests, {} errors, {:.2}s, {:.0} QPS, p99 {:.2} ms",
+            report.workload,
+            report.requests,
+            report.errors,
+            report.elapsed_secs,
+            report.qps,
+            report.p99_ms
+        );
+        for m in &report.error_messages {
+            eprintln!("cairn-bench:   error: {m}");
+        }
+        results.push(report);
+    }
+
+    let report = Report {
+        settings: Settings {
+            endpoints: args.endpoints.clone(),
+            clients: args.clients,
+            conns: args.conns,
+            total: args.duration.is_none().then_some(args.total),
+            duration_secs: args.duration.map(|d| d.as_secs_f64()),
+            warmup: args.warmup,
+            key_size: args.key_size,
+            val_size: args.val_size,
+            key_space: args.key_space,
+        },
+        results,
+    };
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Text => print!("{}", render_text(&report)),
+        Format::Markdown => print!("{}", render_markdown(&report)),
+    }
+
+    let all_failed: Vec<&str> = report
+        .results
+        .iter()
+        .filter(|r| r.requests > 0 && r.errors == r.requests)
+        .map(|r| r.workload)
+        .collect();
+    if !all_failed.is_empty() {
+        eprintln!(
+            "cairn-bench: every request failed in: {}",
+            all_failed.join(", ")
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Opens `--conns` clients and checks, with one bounded request, that the
+/// endpoints answer at all (a typo in --endpoints should fail in seconds,
+/// not after N timeouts per workload).
+async fn connect(args: &Args) -> Result<Setup> {
+    let options = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(5))
+        .with_timeout(args.timeout);
+    let mut kv = Vec::new();
+    for _ in 0..args.conns {
+        let client = Client::connect(&args.endpoints, Some(options.clone()))
+            .await
+            .with_context(|| format!("cannot connect to {}", args.endpoints.join(",")))?;
+        kv.push(client.kv_client());
+    }
+    let mut probe = kv[0].clone();
+    match tokio::time::timeout(PREFLIGHT_TIMEOUT, probe.get("cairn-bench-preflight", None)).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(err)) => bail!("{} did not answer: {err}", args.endpoints.join(",")),
+        Err(_) => bail!(
+            "{} did not answer within {}s",
+            args.endpoints.join(","),
+            PREFLIGHT_TIMEOUT.as_secs()
+        ),
+    }
+    // Values are random printable bytes, made once: what is sent matters for
+    // size, not content.
+    let value: Vec<u8> = StdRng::from_entropy()
+        .sample_iter(rand::distributions::Alphanumeric)
+        .take(args.val_size)
+        .collect();
+    Ok(Setup {
+        kv,
+        clients: args.clients,
+        key_size: args.key_size as usize,
+        key_space: args.key_space,
+        value,
+        timeout: args.timeout,
+    })
+}
+
+/// Writes every key of the key space once (unmeasured), with the same
+/// bounded concurrency as the workloads.
+async fn populate(setup: &Setup) -> Result<()> {
+    let started = Instant::now();
+    eprintln!(
+        "cairn-bench: writing {} keys for the read workloads",
+        setup.key_space
+    );
+    let next = Arc::new(AtomicU64::new(0));
+    let mut tasks = JoinSet::new();
+    for i in 0..setup.clients {
+        let mut kv = setup.kv[i as usize % setup.kv.len()].clone();
+        let next = next.clone();
+        let (key_space, key_size, value, timeout) = (
+            setup.key_space,
+            setup.key_size,
+            setup.value.clone(),
+            setup.timeout,
+        );
+        tasks.spawn(async move {
+            let mut tally = Tally::default();
+            loop {
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                if index >= key_space {
+                    return tally;
+                }
+                let key = format!("{index:0key_size$}");
+                tally.requests += 1;
+                let put = kv.put(key, value.clone(), None);
+                if let Err(message) = flatten(tokio::time::timeout(timeout, put).await, timeout) {
+                    tally.errors += 1;
+                    if tally.messages.len() < MAX_ERROR_MESSAGES {
+                        tally.messages.insert(message);
+                    }
+                }
+            }
+        });
+    }
+    let mut total = Tally::default();
+    while let Some(joined) = tasks.join_next().await {
+        total.merge(joined.context("populate task panicked")?);
+    }
+    if total.errors > 0 {
+        let messages: Vec<String> = total.messages.into_iter().collect();
+        if total.errors == total.requests {
+            bail!("could not write any key: {}", messages.join("; "));
+        }
+        eprintln!(
+            "cairn-bench: warning: {} of {} initial puts failed: {}",
+            total.errors,
+            total.requests,
+            messages.join("; ")
+        );
+    }
+    eprintln!(
+        "cairn-bench: wrote {} keys in {:.1}s",
+        setup.key_space,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Runs `workload` with exactly `setup.clients` requests in flight until the
+/// budget is spent.
+async fn run_phase(setup: &Setup, workload: Workload, budget: Budget) -> Tally {
+    let issued = Arc::new(AtomicU64::new(0));
+    let mut tasks = JoinSet::new();
+    for i in 0..setup.clients {
+        let mut kv = setup.kv[i as usize % setup.kv.len()].clone();
+        let issued = issued.clone();
+        let value = setup.value.clone();
+        let timeout = setup.timeout;
+        // Each task picks its own keys; only the per-request key choice
+        // needs the shared setup, so copy what it uses.
+        let keys = KeyPicker {
+            key_size: setup.key_size,
+            key_space: setup.key_space,
+        };
+        tasks.spawn(async move {
+            let mut rng = StdRng::from_entropy();
+            let mut tally = Tally::default();
+            loop {
+                let go = match budget {
+                    Budget::Requests(n) => issued.fetch_add(1, Ordering::Relaxed) < n,
+                    Budget::Until(deadline) => Instant::now() < deadline,
+                };
+                if !go {
+                    return tally;
+                }
+                let key = keys.pick(&mut rng);
+                let started = Instant::now();
+                let outcome = tokio::time::timeout(
+                    timeout,
+                    one_request(&mut kv, workload, key, &value, &mut rng),
+                )
+                .await;
+                let latency = started.elapsed();
+                tally.requests += 1;
+                match flatten(outcome, timeout) {
+                    Ok(()) => tally
+                        .latencies_us
+                        .push(u32::try_from(latency.as_micros()).unwrap_or(u32::MAX)),
+                    Err(message) => {
+                        tally.errors += 1;
+                        if tally.messages.len() < MAX_ERROR_MESSAGES {
+                            tally.messages.insert(message);
+                        }
+                    }
+                }
+            }
+        });
+    }
+    let mut total = Tally::default();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(tally) => total.merge(tally),
+            Err(err) => {
+                // A panicking task is a bug in this tool; count it loudly
+                // rather than hiding it.
+                total.errors += 1;
+                total.messages.insert(format!("client task failed: {err}"));
+            }
+        }
+    }
+    total
+}
+
+#[derive(Clone, Copy)]
+struct KeyPicker {
+    key_size: usize,
+    key_space: u64,
+}
+
+impl KeyPicker {
+    fn pick(&self, rng: &mut StdRng) -> Vec<u8> {
+        let index = rng.gen_range(0..self.key_space);
+        format!("{index:0width$}", width = self.key_size).into_bytes()
+    }
+}
+
+/// Turns "timed out or failed" into one error message.
+fn flatten<T>(
+    outcome: Result<Result<T, etcd_client::Error>, tokio::time::error::Elapsed>,
+    timeout: Duration,
+) -> Result<(), String> {
+    match outcome {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(err)) => Err(err.to_string()),
+        Err(_) => Err(format!("timed out after {:.1}s", timeout.as_secs_f64())),
+    }
+}
+
+async fn one_request(
+    kv: &mut KvClient,
+    workload: Workload,
+    key: Vec<u8>,
+    value: &[u8],
+    rng: &mut StdRng,
+) -> Result<(), etcd_client::Error> {
+    match workload {
+        Workload::Put => kv.put(key, value, None).await.map(drop),
+        Workload::RangeLinearizable => kv.get(key, None).await.map(drop),
+        Workload::RangeSerializable => kv
+            .get(key, Some(GetOptions::new().with_serializable()))
+            .await
+            .map(drop),
+        Workload::Txn => {
+            // Both branches write, so every txn goes through consensus; the
+            // compare makes the server evaluate a condition first.
+            let txn = Txn::new()
+                .when([Compare::mod_revision(key.clone(), CompareOp::Greater, 0)])
+                .and_then([TxnOp::put(key.clone(), value, None)])
+                .or_else([TxnOp::put(key, value, None)]);
+            kv.txn(txn).await.map(drop)
+        }
+        Workload::Mixed => {
+            if rng.gen_bool(0.8) {
+                kv.get(key, None).await.map(drop)
+            } else {
+                kv.put(key, value, None).await.map(drop)
+            }
+        }
+    }
+}
+
+fn summarize(workload: Workload, mut tally: Tally, elapsed: Duration) -> WorkloadReport {
+    tally.latencies_us.sort_unstable();
+    let lat = &tally.latencies_us;
+    let ms = |us: u32| f64::from(us) / 1000.0;
+    // Nearest-rank percentile over the sorted latencies.
+    let pct = |q: f64| -> f64 {
+        if lat.is_empty() {
+            return 0.0;
+        }
+        let rank = (q * lat.len() as f64).ceil() as usize;
+        ms(lat[rank.clamp(1, lat.len()) - 1])
+    };
+    let mean_ms = if lat.is_empty() {
+        0.0
+    } else {
+        lat.iter().map(|&us| f64::from(us)).sum::<f64>() / lat.len() as f64 / 1000.0
+    };
+    let secs = elapsed.as_secs_f64();
+    WorkloadReport {
+        workload: workload.name(),
+        requests: tally.requests,
+        errors: tally.errors,
+        elapsed_secs: secs,
+        qps: if secs > 0.0 {
+            lat.len() as f64 / secs
+        } else {
+            0.0
+        },
+        mean_ms,
+        p50_ms: pct(0.50),
+        p90_ms: pct(0.90),
+        p99_ms: pct(0.99),
+        p999_ms: pct(0.999),
+        max_ms: lat.last().map_or(0.0, |&us| ms(us)),
+        error_messages: tally.messages.into_iter().collect(),
+    }
+}
+
+fn header(report: &Report) -> String {
+    let s = &report.settings;
+    let amount = match (s.duration_secs, s.total) {
+        (Some(d), _) => format!("{d:.1}s per workload"),
+        (_, Some(t)) => format!("{t} requests per workload"),
+        _ => String::new(),
+    };
+    format!(
+        "{} clients over {} connections to {}; {amount}; {}-byte keys (space {}), {}-byte values",
+        s.clients,
+        s.conns,
+        s.endpoints.join(","),
+        s.key_size,
+        s.key_space,
+        s.val_size
+    )
+}
+
+fn render_text(report: &Report) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{}", header(report));
+    let _ = writeln!(
+        out,
+        "{:<20} {:>9} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "workload", "requests", "errors", "elapsed", "QPS", "p50 ms", "p99 ms", "max ms"
+    );
+    for r in &report.results {
+        let _ = writeln!(
+            out,
+            "{:<20} {:>9} {:>7} {:>8.2}s {:>9.0} {:>9.2} {:>9.2} {:>9.2}",
+            r.workload, r.requests, r.errors, r.elapsed_secs, r.qps, r.p50_ms, r.p99_ms, r.max_ms
+        );
+    }
+    out
+}
+
+fn render_markdown(report: &Report) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{}\n", header(report));
+    out.push_str("| Workload | Requests | Errors | Elapsed s | QPS | p50 ms | p99 ms | max ms |\n");
+    out.push_str("|---|--:|--:|--:|--:|--:|--:|--:|\n");
+    for r in &report.results {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {:.2} | {:.0} | {:.2} | {:.2} | {:.2} |",
+            r.workload, r.requests, r.errors, r.elapsed_secs, r.qps, r.p50_ms, r.p99_ms, r.max_ms
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("0s").is_err());
+        assert!(parse_duration("ten").is_err());
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let tally = Tally {
+            requests: 100,
+            errors: 0,
+            latencies_us: (1..=100).rev().map(|ms| ms * 1000).collect(),
+            messages: BTreeSet::new(),
+        };
+        let r = summarize(Workload::Put, tally, Duration::from_secs(2));
+        assert_eq!(r.p50_ms, 50.0);
+        assert_eq!(r.p99_ms, 99.0);
+        assert_eq!(r.max_ms, 100.0);
+        assert_eq!(r.qps, 50.0);
+    }
+
+    #[test]
+    fn flags_repeat_and_override() {
+        let args = Args::try_parse_from([
+            "cairn-bench",
+            "--workload",
+            "put,txn",
+            "--workload",
+            "mixed",
+            "--format",
+            "text",
+            "--format",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(
+            args.workload,
+            [Workload::Put, Workload::Txn, Workload::Mixed]
+        );
+        assert_eq!(args.format, Format::Json);
+    }
+}

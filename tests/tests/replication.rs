@@ -1,0 +1,212 @@
+//! Replication across real processes: writes through followers, linearizable
+//! reads on other members, leader failover and catch-up, and catch-up through
+//! a snapshot after the log was compacted.
+
+use cairn_tests::{Cluster, Options, client, runtime};
+use etcd_client::GetOptions;
+use std::time::{Duration, Instant};
+
+#[test]
+fn follower_write_then_linearizable_read_on_another_member() {
+    let cluster = Cluster::start(Options::default());
+    let leader = cluster.wait_leader(Duration::from_secs(10));
+    let followers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    let (f1, f2) = (followers[0], followers[1]);
+    runtime().block_on(async {
+        let mut via_f1 = client(&[cluster.members[f1].endpoint()]).await;
+        let mut via_f2 = client(&[cluster.members[f2].endpoint()]).await;
+        let mut via_leader = client(&[cluster.members[leader].endpoint()]).await;
+        for i in 0..50 {
+            let key = format!("key-{i}");
+            let put = via_f1
+                .put(key.clone(), format!("v{i}"), None)
+                .await
+                .unwrap();
+            let rev = put.header().unwrap().revision();
+            // Right after the write, on a different member: must see it.
+            let r = via_f2.get(key.clone(), None).await.unwrap();
+            assert_eq!(r.kvs().len(), 1, "{key} missing on the other follower");
+            assert_eq!(r.kvs()[0].mod_revision(), rev);
+            assert!(r.header().unwrap().revision() >= rev);
+            let r = via_leader.get(key, None).await.unwrap();
+            assert_eq!(r.kvs()[0].value(), format!("v{i}").as_bytes());
+        }
+        // Every member reports the same data at the same revision.
+        let mut revs = Vec::new();
+        for m in &cluster.members {
+            let mut c = client(&[m.endpoint()]).await;
+            let r = c
+                .get("key-", Some(GetOptions::new().with_prefix()))
+                .await
+                .unwrap();
+            revs.push((r.count(), r.header().unwrap().revision()));
+        }
+        assert!(
+            revs.iter().all(|r| *r == revs[0]),
+            "members disagree: {revs:?}"
+        );
+    });
+}
+
+#[test]
+fn leader_failover_and_old_leader_catches_up() {
+    let opts = Options::default();
+    let election = Duration::from_millis(opts.election_ms);
+    let mut cluster = Cluster::start(opts);
+    let old_leader = cluster.wait_leader(Duration::from_secs(10));
+    let rt = runtime();
+    let survivors: Vec<String> = (0..3)
+        .filter(|i| *i != old_leader)
+        .map(|i| cluster.members[i].endpoint())
+        .collect();
+    rt.block_on(async {
+        let mut c = client(&survivors).await;
+        c.put("before", "1", None).await.unwrap();
+    });
+
+    cluster.kill(old_leader);
+    let killed_at = Instant::now();
+    let recovered = rt.block_on(async {
+        let mut c = client(&survivors).await;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        // Like a client with a per-request deadline: a write that was in
+        // flight to the dead leader is abandoned (etcd, too, only answers it
+        // when its request timeout expires) and a fresh one is sent.
+        loop {
+            match tokio::time::timeout(Duration::from_millis(500), c.put("after", "2", None)).await
+            {
+                Ok(Ok(_)) => return killed_at.elapsed(),
+                _ if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                other => panic!("writes did not resume: {other:?}"),
+            }
+        }
+    });
+    // A new leader needs one election timeout to notice, plus an election
+    // (randomized up to another timeout) — a few timeouts in all.
+    assert!(
+        recovered <= election * 6,
+        "writes resumed only after {recovered:?} (election timeout {election:?})"
+    );
+    eprintln!("writes resumed {recovered:?} after killing the leader");
+    let new_leader = cluster.wait_leader(Duration::from_secs(10));
+    assert_ne!(new_leader, old_leader);
+
+    rt.block_on(async {
+        let mut c = client(&survivors).await;
+        for i in 0..100 {
+            c.put(format!("later-{i}"), "x", None).await.unwrap();
+        }
+    });
+    cluster.restart(old_leader);
+    cluster.wait_healthy(Duration::from_secs(30));
+    rt.block_on(async {
+        let mut old = client(&[cluster.members[old_leader].endpoint()]).await;
+        let mut other = client(&survivors).await;
+        let want = other
+            .get(
+                "later-",
+                Some(GetOptions::new().with_prefix().with_count_only()),
+            )
+            .await
+            .unwrap();
+        // Serializable: answered from the restarted member's own state.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let got = old
+                .get(
+                    "later-",
+                    Some(
+                        GetOptions::new()
+                            .with_prefix()
+                            .with_count_only()
+                            .with_serializable(),
+                    ),
+                )
+                .await
+                .unwrap();
+            if got.count() == want.count() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "old leader did not catch up");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let r = old.get("after", None).await.unwrap();
+        assert_eq!(r.kvs()[0].value(), b"2");
+    });
+}
+
+#[test]
+fn stopped_member_catches_up_through_a_snapshot() {
+    let mut cluster = Cluster::start(Options {
+        snapshot_count: Some(100),
+        ..Options::default()
+    });
+    let leader = cluster.wait_leader(Duration::from_secs(10));
+    let lagger = (leader + 1) % 3;
+    cluster.stop(lagger);
+    let live: Vec<String> = (0..3)
+        .filter(|i| *i != lagger)
+        .map(|i| cluster.members[i].endpoint())
+        .collect();
+    let rt = runtime();
+    rt.block_on(async {
+        let mut c = client(&live).await;
+        for i in 0..400 {
+            c.put(format!("k{i:04}"), vec![b'v'; 512], None)
+                .await
+                .unwrap();
+        }
+    });
+    // The log was compacted past what the stopped member has.
+    let leader_log = cluster.members[leader].log();
+    assert!(
+        leader_log.contains("compacted raft log"),
+        "leader never compacted its log:\n{}",
+        cairn_tests::tail(&leader_log, 30)
+    );
+    cluster.restart(lagger);
+    cluster.wait_healthy(Duration::from_secs(30));
+    rt.block_on(async {
+        let mut c = client(&[cluster.members[lagger].endpoint()]).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = c
+                .get(
+                    "k",
+                    Some(
+                        GetOptions::new()
+                            .with_prefix()
+                            .with_count_only()
+                            .with_serializable(),
+                    ),
+                )
+                .await
+                .unwrap();
+            if r.count() == 400 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "lagging member did not catch up");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let r = c
+            .get("k0399", Some(GetOptions::new().with_serializable()))
+            .await
+            .unwrap();
+        assert_eq!(r.kvs()[0].value().len(), 512);
+        // Writes keep working with the caught-up member in the cluster.
+        c.put("after-snapshot", "ok", None).await.unwrap();
+    });
+    let log = cluster.members[lagger].log();
+    assert!(
+        log.contains("applied snapshot"),
+        "the lagging member caught up without a snapshot:\n{}",
+        cairn_tests::tail(&log, 30)
+    );
+    assert!(
+        cluster.members[leader]
+            .log()
+            .contains("sent snapshot to peer")
+    );
+}
