@@ -210,3 +210,44 @@ fn stopped_member_catches_up_through_a_snapshot() {
             .contains("sent snapshot to peer")
     );
 }
+
+#[test]
+fn without_quorum_hasleader_requests_fail_fast_and_health_says_so() {
+    let mut cluster = Cluster::start(Options::default());
+    cluster.stop(1);
+    cluster.stop(2);
+    let addr = cluster.members[0].client_addr();
+    // check-quorum makes a lone leader step down within an election timeout.
+    let unhealthy = cairn_tests::eventually(Duration::from_secs(15), || {
+        (cairn_tests::health(&addr) == Some(false)).then_some(())
+    });
+    assert!(
+        unhealthy.is_some(),
+        "/health never reported the lost quorum"
+    );
+    let (status, body) = cairn_tests::http_get(&addr, "/health").expect("health");
+    assert_eq!((status, body.as_str()), (503, "{\"health\":\"false\"}"));
+    runtime().block_on(async {
+        let opts = etcd_client::ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(3))
+            .with_require_leader(true);
+        let mut c = etcd_client::Client::connect([cluster.members[0].endpoint()], Some(opts))
+            .await
+            .expect("connect");
+        let started = Instant::now();
+        let err = c.put("k", "v", None).await.unwrap_err();
+        match err {
+            etcd_client::Error::GRpcStatus(s) => {
+                assert_eq!(s.code(), tonic::Code::Unavailable);
+                assert_eq!(s.message(), "etcdserver: no leader");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "hasleader must fail at once"
+        );
+    });
+    cluster.restart(1);
+    cluster.wait_healthy(Duration::from_secs(30));
+}

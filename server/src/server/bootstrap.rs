@@ -31,7 +31,7 @@ use raft::prelude::ConfState;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -184,7 +184,6 @@ pub struct Member {
 }
 
 pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
-    let started_at = Instant::now();
     let member_dir = cfg.data_dir.join("member");
     tracing::info!("name = {}", cfg.name);
     tracing::info!("data dir = {}", cfg.data_dir.display());
@@ -295,7 +294,6 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
         applied_rx,
         ids: RequestIdGenerator::new(member_id),
         ready: ready_tx,
-        started_at,
     });
 
     // A lone voter needs no peers: skip most of the first election timeout,

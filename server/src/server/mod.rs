@@ -26,7 +26,7 @@ use membership::Membership;
 use prost::Message as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 use wait::Waiters;
 
@@ -96,7 +96,6 @@ pub struct EtcdServer {
     ids: RequestIdGenerator,
     /// Set once this member has published itself and serves clients.
     ready: watch::Sender<bool>,
-    pub started_at: Instant,
 }
 
 impl EtcdServer {
@@ -210,14 +209,5 @@ impl EtcdServer {
             Ok(Err(_)) => Err(Error::Stopped),
             Err(_) => Err(Error::Timeout),
         }
-    }
-
-    /// Asks raft to step (used by the transport for incoming messages).
-    pub fn raft_sender(&self) -> crossbeam_channel::Sender<node::RaftMsg> {
-        self.raft_tx.clone()
-    }
-
-    pub fn pending_proposals(&self) -> usize {
-        self.waiters.len()
     }
 }

@@ -62,9 +62,6 @@ pub struct Db {
     pub dir: PathBuf,
 }
 
-/// The keyspaces that make up the state machine (what a raft snapshot carries).
-pub const STATE_MACHINE_KEYSPACES: [&str; 2] = ["kv", "meta"];
-
 impl Db {
     /// Opens (or creates) the database under `member_dir`.
     pub fn open(member_dir: &Path) -> Result<Db> {
@@ -104,14 +101,6 @@ impl Db {
         drop(Database::builder(&tmp).open()?);
         std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
         snapfile::sync_dir(member_dir)
-    }
-
-    pub fn keyspace_by_tag(&self, tag: u8) -> Option<&Keyspace> {
-        match tag {
-            1 => Some(&self.kv),
-            2 => Some(&self.meta),
-            _ => None,
-        }
     }
 
     /// Makes everything written so far durable (one fsync of the journal).

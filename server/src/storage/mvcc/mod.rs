@@ -278,10 +278,6 @@ impl Store {
         self.compacted.load(Ordering::Acquire)
     }
 
-    pub fn key_count(&self) -> usize {
-        self.index.read().len()
-    }
-
     pub fn compaction_watch(&self) -> CompactionWatch {
         self.compaction_done.subscribe()
     }
@@ -528,16 +524,6 @@ impl ApplyBatch {
             .decode_found(self.store.db.kv.get(rev.to_key())?, key, rev)
     }
 
-    /// The latest value of `key` as seen inside `w` (or at batch level).
-    pub fn get(&self, key: &[u8], w: Option<&TxnWrite>) -> Result<Option<KeyValue>> {
-        let at = w.map_or(self.rev, TxnWrite::read_rev);
-        let visible = self.store.index.read().get(key, at);
-        match visible {
-            Some(v) => Ok(Some(self.fetch(key, v.modified)?)),
-            None => Ok(None),
-        }
-    }
-
     /// A range read inside the apply loop (txn ops, prev_kv). Sees this
     /// batch's earlier writes.
     pub fn range(&self, r: &RangeRequest, w: Option<&TxnWrite>) -> Result<RangeResult> {
@@ -549,17 +535,6 @@ impl ApplyBatch {
             kvs.push(self.fetch(key, *rev)?);
         }
         Ok(finish(r, kvs, plan.count))
-    }
-
-    /// Keys visible in `range` inside `w`, with their current values.
-    pub fn visible(&self, range: &KeyRange, w: &TxnWrite) -> Result<Vec<KeyValue>> {
-        let at = w.read_rev();
-        let mut pairs = Vec::new();
-        self.store.index.read().visit(range, at, |k, v| {
-            pairs.push((k.clone(), v.modified));
-            true
-        });
-        pairs.iter().map(|(k, rev)| self.fetch(k, *rev)).collect()
     }
 
     pub fn put(
