@@ -27,7 +27,9 @@ use crate::values::{closest, parse_go_bool};
 pub(crate) enum Argv {
     Help,
     Version,
-    /// The flags given, in registry order, last occurrence winning.
+    /// The flags given, in registry order, last occurrence winning, except
+    /// for `--config-file`: every occurrence counts, joined with commas (the
+    /// same list syntax `ETCD_CONFIG_FILE` uses).
     Flags(Vec<(&'static Setting, String)>),
 }
 
@@ -50,10 +52,12 @@ pub(crate) fn parse_argv(args: Vec<OsString>) -> Result<Argv, ConfigError> {
     }
     let mut flags = Vec::new();
     for s in SETTINGS {
-        if matches.value_source(s.name) == Some(ValueSource::CommandLine)
-            && let Some(v) = matches.get_one::<String>(s.name)
-        {
-            flags.push((s, v.clone()));
+        if matches.value_source(s.name) != Some(ValueSource::CommandLine) {
+            continue;
+        }
+        if let Some(values) = matches.get_many::<String>(s.name) {
+            let values: Vec<&str> = values.map(String::as_str).collect();
+            flags.push((s, values.join(",")));
         }
     }
     Ok(Argv::Flags(flags))
@@ -210,6 +214,9 @@ fn positional(arg: &str, first: bool, after_bare_bool: Option<&str>) -> ConfigEr
     }
 }
 
+/// The one flag whose occurrences add up instead of overriding each other.
+const REPEATABLE: &str = "config-file";
+
 /// The clap command for the canonical tokens. Every setting takes exactly
 /// one value after `=`; the lexer already turned bare booleans into
 /// `--flag=true`.
@@ -223,10 +230,15 @@ fn command() -> Command {
         .args_override_self(true)
         .color(ColorChoice::Never);
     for s in SETTINGS {
+        let action = if s.name == REPEATABLE {
+            ArgAction::Append
+        } else {
+            ArgAction::Set
+        };
         cmd = cmd.arg(
             Arg::new(s.name)
                 .long(s.name)
-                .action(ArgAction::Set)
+                .action(action)
                 .num_args(1)
                 .require_equals(true)
                 .allow_hyphen_values(true),
@@ -407,6 +419,19 @@ mod tests {
             assert!(matches!(got, Ok(Argv::Version)), "{args:?}: {got:?}");
         }
         assert!(flags(&["--version=false"]).is_empty());
+    }
+
+    #[test]
+    fn config_file_is_repeatable() {
+        assert_eq!(
+            flags(&["--config-file=a.yml", "-config-file", "b.toml", "--name=x"]),
+            vec![
+                ("name", "x".to_string()),
+                ("config-file", "a.yml,b.toml".to_string())
+            ]
+        );
+        // Other flags still override themselves.
+        assert_eq!(flags(&["--name=a", "--name=b"]), one("name", "b"));
     }
 
     #[test]

@@ -16,6 +16,7 @@ use std::time::Duration;
 use url::Url;
 
 use crate::error::{ConfigError, Resolved, Source};
+use crate::load::Sources;
 use crate::registry::{self, Kind, SETTINGS, Setting, Status};
 use crate::values::{
     UintError, format_url, is_bindable, parse_go_bool, parse_go_duration, parse_go_uint, parse_url,
@@ -78,6 +79,53 @@ impl fmt::Display for LogLevel {
         f.write_str(self.as_str())
     }
 }
+
+/// `--auto-compaction-mode`: how `--auto-compaction-retention` is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AutoCompactionMode {
+    /// Keep history for a period of time.
+    Periodic,
+    /// Keep a number of revisions.
+    Revision,
+}
+
+impl AutoCompactionMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AutoCompactionMode::Periodic => "periodic",
+            AutoCompactionMode::Revision => "revision",
+        }
+    }
+}
+
+impl fmt::Display for AutoCompactionMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `--auto-compaction-retention`, read according to the mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AutoCompactionRetention {
+    /// `0` or empty: no automatic compaction.
+    Disabled,
+    /// Periodic mode: keep this much history. A bare number is hours (etcd:
+    /// `1` is one hour); otherwise a Go duration such as `30m`.
+    Period(Duration),
+    /// Revision mode: keep this many revisions.
+    Revisions(u64),
+}
+
+impl AutoCompactionRetention {
+    pub fn is_enabled(self) -> bool {
+        self != AutoCompactionRetention::Disabled
+    }
+}
+
+/// Longest periodic retention in whole hours: Go's `time.Duration` limit
+/// (about 292 years), which etcd's `time.Duration(n) * time.Hour` would
+/// silently overflow.
+const MAX_RETENTION_HOURS: u64 = i64::MAX as u64 / 3_600_000_000_000;
 
 /// One `name=url` item of `--initial-cluster`. A member with several peer
 /// URLs appears once per URL, in the order given.
@@ -147,10 +195,23 @@ pub struct ServerConfig {
     pub auth_token: String,
     pub bcrypt_cost: u32,
     pub auth_token_ttl_secs: u64,
+    pub auto_compaction_mode: AutoCompactionMode,
+    /// Disabled by default.
+    pub auto_compaction_retention: AutoCompactionRetention,
+    /// The config files that were read, lowest precedence first: those
+    /// named by `--config-file` / `ETCD_CONFIG_FILE`, or else the default
+    /// paths that exist.
+    pub config_files: Vec<PathBuf>,
+    /// The `[plugins]` tables of the TOML config files, merged (a later
+    /// file's plugin entry replaces an earlier one of the same name). Kept as
+    /// raw TOML: the plugin system defines what it means. Empty if none.
+    pub plugins: toml::Table,
     /// Things the operator should hear about but that do not stop the
     /// server. The caller logs them; this crate never prints.
     pub warnings: Vec<String>,
     provenance: BTreeMap<&'static str, Resolved>,
+    /// What this configuration was parsed from, for [`ServerConfig::reparse`].
+    sources: Sources,
 }
 
 impl ServerConfig {
@@ -169,6 +230,12 @@ impl ServerConfig {
     /// Raw value and source of every setting, keyed by flag name.
     pub fn resolved(&self) -> &BTreeMap<&'static str, Resolved> {
         &self.provenance
+    }
+
+    /// The command line, `ETCD_*` environment and default config-file paths
+    /// this configuration was parsed from.
+    pub fn sources(&self) -> &Sources {
+        &self.sources
     }
 
     /// The backend quota in force: 2 GiB when `--quota-backend-bytes` is 0.
@@ -222,7 +289,8 @@ impl Default for ServerConfig {
     /// environment (a one-member cluster named `default`).
     fn default() -> Self {
         let empty: [(String, String); 0] = [];
-        match crate::parse(std::iter::empty::<String>(), empty) {
+        // No default config-file paths: defaults must not depend on /etc.
+        match crate::parse_with(std::iter::empty::<String>(), empty, &[]) {
             Ok(crate::Invocation::Serve(cfg)) => *cfg,
             // Unreachable unless the registry's defaults are themselves
             // invalid, which the `defaults` test rules out.
@@ -233,7 +301,7 @@ impl Default for ServerConfig {
 
 /// A setting's value after syntax parsing, comparable with its default.
 #[derive(Debug, Clone, PartialEq)]
-enum Parsed {
+pub(crate) enum Parsed {
     Bool(bool),
     Uint(u64),
     Duration(Duration),
@@ -268,16 +336,74 @@ fn parse_raw(s: &Setting, raw: &str) -> Result<Parsed, String> {
         }
         Kind::UrlList | Kind::List => Ok(Parsed::List(split_list(raw))),
         Kind::InitialCluster => Ok(Parsed::Text(raw.trim().to_string())),
-        // etcd reads a bare number as hours (in periodic mode); either way
-        // only "zero or not" matters while auto-compaction is not built.
-        Kind::Retention => match parse_go_uint(raw) {
-            Ok(hours) => Ok(Parsed::Duration(Duration::from_secs(
-                hours.saturating_mul(3600),
-            ))),
-            Err(_) => parse_go_duration(raw)
-                .map(Parsed::Duration)
-                .map_err(|e| format!("a number of hours or a duration such as 30m or 1h ({e})")),
-        },
+        // Only the syntax is checked here: whether a number means hours or
+        // revisions depends on --auto-compaction-mode (see `retention`).
+        Kind::Retention => {
+            if raw.is_empty() || decimal(raw).is_some() || parse_go_duration(raw).is_ok() {
+                Ok(Parsed::Text(raw.to_string()))
+            } else {
+                Err(RETENTION_EXPECTED.to_string())
+            }
+        }
+    }
+}
+
+const RETENTION_EXPECTED: &str = "a number of hours or a duration such as 30m in periodic mode, or a number of revisions in revision mode (0 disables)";
+
+/// A plain decimal number, as Go's `strconv.Atoi` reads etcd's retention
+/// (no base prefixes: `010` is ten, not eight).
+fn decimal(raw: &str) -> Option<u64> {
+    if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    raw.parse().ok()
+}
+
+/// Syntax and support status of one value, the checks that need no other
+/// setting. Returns the parsed value and, for a non-default `NoEffect`
+/// value, a warning. Shared by [`build`] and `check`, which runs it on
+/// every value of a file, also those that a later source overrides.
+pub(crate) fn check_value(
+    s: &Setting,
+    raw: &str,
+    source: &Source,
+) -> Result<(Parsed, Option<String>), ConfigError> {
+    let value = parse_raw(s, raw).map_err(|expected| ConfigError::BadValue {
+        flag: s.flag(),
+        origin: source.clone(),
+        value: raw.to_string(),
+        expected,
+    })?;
+    let mut warning = None;
+    if source.is_explicit() && !is_default(s, &value) {
+        match s.status {
+            Status::Supported => {}
+            Status::NotYet { what } => {
+                return Err(ConfigError::NotSupportedYet {
+                    flag: s.flag(),
+                    origin: source.clone(),
+                    what: what.to_string(),
+                    hint: "the flag is recognised; leave it unset".to_string(),
+                });
+            }
+            Status::NoEffect { why } => {
+                warning = Some(format!(
+                    "{}{} is set to {raw:?} but has no effect in cairn: {why}",
+                    s.flag(),
+                    source.suffix(),
+                ));
+            }
+        }
+    }
+    Ok((value, warning))
+}
+
+/// Whether two raw values of `s` mean the same (`100` and `0x64` do), for
+/// the reload diff. Values that do not parse compare as text.
+pub(crate) fn same_value(s: &Setting, a: &str, b: &str) -> bool {
+    match (parse_raw(s, a), parse_raw(s, b)) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => a == b,
     }
 }
 
@@ -319,6 +445,15 @@ impl Inputs {
         self.resolved
             .get(name)
             .is_some_and(|r| r.source.is_explicit())
+    }
+
+    /// Where a value in a file is, for messages about combinations of
+    /// settings (empty for other sources, which those messages predate).
+    fn at(&self, name: &str) -> String {
+        self.resolved
+            .get(name)
+            .map(|r| r.source.file_suffix())
+            .unwrap_or_default()
     }
 
     /// A `BadValue` for the current value of `name`.
@@ -466,10 +601,18 @@ impl Inputs {
     }
 }
 
+/// What a configuration carries besides setting values.
+pub(crate) struct Extras {
+    pub(crate) sources: Sources,
+    pub(crate) config_files: Vec<PathBuf>,
+    pub(crate) plugins: toml::Table,
+}
+
 /// Builds and validates the configuration from the merged values.
 pub(crate) fn build(
     resolved: BTreeMap<&'static str, Resolved>,
     mut warnings: Vec<String>,
+    extras: Extras,
 ) -> Result<ServerConfig, ConfigError> {
     // Pass 1 and 2: syntax, then support status, in registry order.
     let mut parsed = BTreeMap::new();
@@ -480,31 +623,8 @@ pub(crate) fn build(
                 s.name
             )));
         };
-        let value = parse_raw(s, &r.raw).map_err(|expected| ConfigError::BadValue {
-            flag: s.flag(),
-            origin: r.source.clone(),
-            value: r.raw.clone(),
-            expected,
-        })?;
-        if r.source.is_explicit() && !is_default(s, &value) {
-            match s.status {
-                Status::Supported => {}
-                Status::NotYet { what } => {
-                    return Err(ConfigError::NotSupportedYet {
-                        flag: s.flag(),
-                        origin: r.source.clone(),
-                        what: what.to_string(),
-                        hint: "the flag is recognised; leave it unset".to_string(),
-                    });
-                }
-                Status::NoEffect { why } => warnings.push(format!(
-                    "{}{} is set to {:?} but has no effect in cairn: {why}",
-                    s.flag(),
-                    r.source.suffix(),
-                    r.raw
-                )),
-            }
-        }
+        let (value, warning) = check_value(s, &r.raw, &r.source)?;
+        warnings.extend(warning);
         parsed.insert(s.name, value);
     }
     let mut inputs = Inputs { resolved, parsed };
@@ -526,7 +646,12 @@ pub(crate) fn build(
     let snapshot_count = inputs.positive("snapshot-count")?;
     let heartbeat_interval_ms = inputs.uint("heartbeat-interval")?;
     let election_timeout_ms = inputs.uint("election-timeout")?;
-    check_timing(heartbeat_interval_ms, election_timeout_ms)?;
+    check_timing(
+        heartbeat_interval_ms,
+        election_timeout_ms,
+        &inputs.at("heartbeat-interval"),
+        &inputs.at("election-timeout"),
+    )?;
 
     const PEER_EXAMPLE: &str = "http://10.0.0.1:2380";
     const CLIENT_EXAMPLE: &str = "http://10.0.0.1:2379";
@@ -542,9 +667,10 @@ pub(crate) fn build(
         PEER_EXAMPLE,
     )?;
     if inputs.explicit("listen-client-urls") && !inputs.explicit("advertise-client-urls") {
-        return Err(ConfigError::invalid(
-            "--advertise-client-urls is required when --listen-client-urls is set explicitly",
-        ));
+        return Err(ConfigError::invalid(format!(
+            "--advertise-client-urls is required when --listen-client-urls{} is set explicitly",
+            inputs.at("listen-client-urls")
+        )));
     }
     let advertise_client_urls =
         inputs.urls("advertise-client-urls", false, "client TLS", CLIENT_EXAMPLE)?;
@@ -559,7 +685,8 @@ pub(crate) fn build(
     }
     if quota_backend_bytes > RECOMMENDED_MAX_QUOTA_BACKEND_BYTES {
         warnings.push(format!(
-            "--quota-backend-bytes={quota_backend_bytes} exceeds the maximum recommended quota of {RECOMMENDED_MAX_QUOTA_BACKEND_BYTES} bytes (8 GiB)"
+            "--quota-backend-bytes={quota_backend_bytes}{} exceeds the maximum recommended quota of {RECOMMENDED_MAX_QUOTA_BACKEND_BYTES} bytes (8 GiB)",
+            inputs.at("quota-backend-bytes")
         ));
     }
     let max_txn_ops = inputs.u32("max-txn-ops")?;
@@ -572,7 +699,8 @@ pub(crate) fn build(
     }
     if u64::from(max_request_bytes) > RECOMMENDED_MAX_REQUEST_BYTES {
         warnings.push(format!(
-            "--max-request-bytes={max_request_bytes} exceeds the maximum recommended size of {RECOMMENDED_MAX_REQUEST_BYTES} bytes (10 MiB)"
+            "--max-request-bytes={max_request_bytes}{} exceeds the maximum recommended size of {RECOMMENDED_MAX_REQUEST_BYTES} bytes (10 MiB)",
+            inputs.at("max-request-bytes")
         ));
     }
     let max_concurrent_streams = inputs.u32("max-concurrent-streams")?;
@@ -627,6 +755,12 @@ pub(crate) fn build(
         return Err(inputs.bad("bcrypt-cost", "a bcrypt cost between 4 and 31"));
     }
 
+    let auto_compaction_mode = match inputs.text("auto-compaction-mode")?.as_str() {
+        "revision" => AutoCompactionMode::Revision,
+        _ => AutoCompactionMode::Periodic,
+    };
+    let auto_compaction_retention = retention(&inputs, auto_compaction_mode)?;
+
     Ok(ServerConfig {
         name,
         data_dir,
@@ -667,9 +801,59 @@ pub(crate) fn build(
         auth_token,
         bcrypt_cost,
         auth_token_ttl_secs: inputs.uint("auth-token-ttl")?,
+        auto_compaction_mode,
+        auto_compaction_retention,
+        config_files: extras.config_files,
+        plugins: extras.plugins,
         warnings,
         provenance: inputs.resolved,
+        sources: extras.sources,
     })
+}
+
+/// `--auto-compaction-retention` read by mode, as etcd does: periodic takes
+/// hours or a duration, revision takes a count; zero or empty disables.
+fn retention(
+    inputs: &Inputs,
+    mode: AutoCompactionMode,
+) -> Result<AutoCompactionRetention, ConfigError> {
+    const FLAG: &str = "auto-compaction-retention";
+    let raw = inputs.text(FLAG)?;
+    if raw.is_empty() {
+        return Ok(AutoCompactionRetention::Disabled);
+    }
+    let number = decimal(&raw);
+    let retention = match mode {
+        AutoCompactionMode::Periodic => {
+            let period = match number {
+                Some(hours) if hours > MAX_RETENTION_HOURS => {
+                    return Err(inputs.bad(FLAG, format!("at most {MAX_RETENTION_HOURS} hours")));
+                }
+                Some(hours) => Duration::from_secs(hours * 3600),
+                None => parse_go_duration(&raw)
+                    .map_err(|e| inputs.bad(FLAG, format!("{RETENTION_EXPECTED} ({e})")))?,
+            };
+            if period.is_zero() {
+                AutoCompactionRetention::Disabled
+            } else {
+                AutoCompactionRetention::Period(period)
+            }
+        }
+        AutoCompactionMode::Revision => match number {
+            Some(0) => AutoCompactionRetention::Disabled,
+            Some(revisions) => AutoCompactionRetention::Revisions(revisions),
+            None => {
+                return Err(inputs.bad(
+                    FLAG,
+                    format!(
+                        "a number of revisions such as 1000, because --auto-compaction-mode{} is revision",
+                        inputs.at("auto-compaction-mode")
+                    ),
+                ));
+            }
+        },
+    };
+    Ok(retention)
 }
 
 /// Records a derived default so provenance shows the value in force.
@@ -679,21 +863,27 @@ fn set_raw(inputs: &mut Inputs, name: &'static str, raw: &str) {
     }
 }
 
-/// etcd's timing rules, with etcd's wording.
-fn check_timing(heartbeat_ms: u64, election_ms: u64) -> Result<(), ConfigError> {
+/// etcd's timing rules, with etcd's wording. `hb_at` and `el_at` locate
+/// values that came from a file.
+fn check_timing(
+    heartbeat_ms: u64,
+    election_ms: u64,
+    hb_at: &str,
+    el_at: &str,
+) -> Result<(), ConfigError> {
     if heartbeat_ms == 0 {
         return Err(ConfigError::invalid(format!(
-            "--heartbeat-interval must be >0 (set to {heartbeat_ms}ms)"
+            "--heartbeat-interval{hb_at} must be >0 (set to {heartbeat_ms}ms)"
         )));
     }
     if heartbeat_ms.saturating_mul(5) > election_ms {
         return Err(ConfigError::invalid(format!(
-            "--election-timeout[{election_ms}ms] should be at least as 5 times as --heartbeat-interval[{heartbeat_ms}ms]"
+            "--election-timeout[{election_ms}ms]{el_at} should be at least as 5 times as --heartbeat-interval[{heartbeat_ms}ms]{hb_at}"
         )));
     }
     if election_ms > MAX_ELECTION_TIMEOUT_MS {
         return Err(ConfigError::invalid(format!(
-            "--election-timeout[{election_ms}ms] is too long, and should be set less than {MAX_ELECTION_TIMEOUT_MS}ms"
+            "--election-timeout[{election_ms}ms]{el_at} is too long, and should be set less than {MAX_ELECTION_TIMEOUT_MS}ms"
         )));
     }
     Ok(())
@@ -787,18 +977,21 @@ fn check_own_membership(
         .map(|m| &m.peer_url)
         .collect();
     let cluster_text = inputs.resolved("initial-cluster")?.raw.clone();
+    let cluster_at = inputs.at("initial-cluster");
     if mine.is_empty() {
         return Err(ConfigError::invalid(format!(
-            "couldn't find local name {name:?} in the initial cluster configuration (--initial-cluster={cluster_text})"
+            "couldn't find local name {name:?}{} in the initial cluster configuration (--initial-cluster={cluster_text}){cluster_at}",
+            inputs.at("name"),
         )));
     }
     let in_cluster: BTreeSet<String> = mine.iter().map(|u| format_url(u)).collect();
     let advertised: BTreeSet<String> = advertise_peer.iter().map(format_url).collect();
     if in_cluster != advertised {
         return Err(ConfigError::invalid(format!(
-            "--initial-cluster has {name}={} but --initial-advertise-peer-urls={}; the member's own peer URLs must be the same in both when --initial-cluster-state is new",
+            "--initial-cluster has {name}={}{cluster_at} but --initial-advertise-peer-urls={}{}; the member's own peer URLs must be the same in both when --initial-cluster-state is new",
             join_urls(mine.iter().copied()),
             join_urls(advertise_peer),
+            inputs.at("initial-advertise-peer-urls"),
         )));
     }
     Ok(())

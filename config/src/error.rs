@@ -1,16 +1,25 @@
 //! Where a value came from, and what can go wrong.
 
 use std::fmt;
+use std::path::PathBuf;
 
 /// Where a resolved setting got its value. Ordered from lowest to highest
-/// precedence. `#[non_exhaustive]` because a config-file layer
-/// (`File { path, line }`) will slot in between `Default` and `Env`.
+/// precedence.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Source {
     /// Cairn's built-in default (or a value derived from other settings,
     /// such as `data-dir` = `<name>.etcd`).
     Default,
+    /// A config file: the path as given (or the default path it was found
+    /// at), the 1-based line of the key, and the key as spelled in that file
+    /// (`ETCD_NAME`, `name`, or `client-transport-security.cert-file`), so a
+    /// message can point the operator at exactly what to edit.
+    File {
+        path: PathBuf,
+        line: usize,
+        key: String,
+    },
     /// An `ETCD_*` environment variable, e.g. `ETCD_NAME`.
     Env { var: String },
     /// A command-line flag, always in its canonical `--name` spelling even if
@@ -30,6 +39,30 @@ impl Source {
         match self {
             Source::Default | Source::Flag { .. } => String::new(),
             Source::Env { var } => format!(" (from environment variable {var})"),
+            Source::File { .. } => self.file_suffix(),
+        }
+    }
+
+    /// " (from file PATH:LINE, key KEY)" for a file value, else nothing.
+    /// Used in messages about combinations of settings, which predate config
+    /// files and name flags only: a file value must still be findable.
+    pub(crate) fn file_suffix(&self) -> String {
+        match self {
+            Source::File { path, line, key } => {
+                format!(" (from file {}:{line}, key {key})", path.display())
+            }
+            _ => String::new(),
+        }
+    }
+
+    /// The short form used by `cairn config show --sources`:
+    /// `default`, `file PATH:LINE`, `env VAR`, `flag --name`.
+    pub fn short(&self) -> String {
+        match self {
+            Source::Default => "default".to_string(),
+            Source::File { path, line, .. } => format!("file {}:{line}", path.display()),
+            Source::Env { var } => format!("env {var}"),
+            Source::Flag { flag } => format!("flag {flag}"),
         }
     }
 }
@@ -38,6 +71,9 @@ impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Source::Default => f.write_str("built-in default"),
+            Source::File { path, line, key } => {
+                write!(f, "config file {}:{line} (key {key})", path.display())
+            }
             Source::Env { var } => write!(f, "environment variable {var}"),
             Source::Flag { flag } => write!(f, "command-line flag {flag}"),
         }
@@ -102,6 +138,23 @@ pub enum ConfigError {
     /// heartbeat, initial cluster vs advertised URLs, ...).
     #[error("{message}")]
     Invalid { message: String },
+
+    /// A config file that cannot be read or is not well-formed (a line
+    /// that is not `KEY=value`, YAML or TOML syntax, a value of the wrong
+    /// shape). `line` is 1-based; `None` when the problem is the whole file.
+    #[error("{}{}: {message}", .path.display(), line_suffix(.line))]
+    File {
+        path: PathBuf,
+        line: Option<usize>,
+        message: String,
+    },
+}
+
+fn line_suffix(line: &Option<usize>) -> String {
+    match line {
+        Some(l) => format!(":{l}"),
+        None => String::new(),
+    }
 }
 
 fn did_you_mean(suggestion: &Option<String>) -> String {
@@ -123,12 +176,25 @@ impl ConfigError {
             | ConfigError::UnexpectedArgument { .. } => 2,
             ConfigError::BadValue { .. }
             | ConfigError::NotSupportedYet { .. }
-            | ConfigError::Invalid { .. } => 1,
+            | ConfigError::Invalid { .. }
+            | ConfigError::File { .. } => 1,
         }
     }
 
     pub(crate) fn invalid(message: impl Into<String>) -> Self {
         ConfigError::Invalid {
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn file(
+        path: impl Into<PathBuf>,
+        line: Option<usize>,
+        message: impl Into<String>,
+    ) -> Self {
+        ConfigError::File {
+            path: path.into(),
+            line,
             message: message.into(),
         }
     }

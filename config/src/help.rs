@@ -21,14 +21,19 @@ pub fn help_text() -> String {
   cairn -h | --help
     Print this help and exit.
 
-  cairn --config-file PATH (not supported yet)
-    Read the configuration from a file instead of flags and environment.
+  cairn --config-file PATH [--config-file PATH ...] [flags]
+    Read settings from config files: etcd's YAML file, the distro etcd.conf
+    (ETCD_NAME=\"...\" lines) or cairn TOML. Later files win over earlier ones;
+    ETCD_* variables and flags win over files. ETCD_CONFIG_FILE may name files
+    too (comma-separated). Without either, /etc/etcd/etcd.conf and
+    /etc/cairn/cairn.toml are read if they exist; --config-file= reads none.
 
 Flags take the forms --flag=value, --flag value, -flag=value and -flag value;
 boolean flags may be given bare (--pre-vote) or as --pre-vote=false. Every flag
 can also be set with an environment variable named ETCD_ plus the flag in upper
 case with dashes as underscores (--initial-cluster-token is
-ETCD_INITIAL_CLUSTER_TOKEN). A flag wins over its environment variable.
+ETCD_INITIAL_CLUSTER_TOKEN), and in a config file under its flag name. A flag
+wins over its environment variable.
 Flags marked (not supported yet) are recognised but refuse any value other
 than their default.
 ",
@@ -74,7 +79,7 @@ mod tests {
         assert!(text.contains("\n  --cert-file '' (not supported yet)\n"));
         assert!(text.contains("\n  --max-wals '5' (accepted; no effect in cairn)\n"));
         assert!(!text.contains("--peer-heartbeat-interval"));
-        assert!(text.contains("\n  cairn --config-file PATH (not supported yet)\n"));
+        assert!(text.contains("\n  cairn --config-file PATH [--config-file PATH ...] [flags]\n"));
         // Sections in etcd's order.
         let member = text.find("\nMember:\n").unwrap();
         let clustering = text.find("\nClustering:\n").unwrap();

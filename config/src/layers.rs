@@ -7,11 +7,11 @@
 //! ([`resolve`]) rather than tracked on the side.
 //!
 //! Values stay strings in every layer and are parsed once, after the merge,
-//! by the same code whatever the source. A config-file layer (etcd YAML,
-//! TOML, the distro env-file) is another [`Layer`] inserted in
-//! [`merge_layers`] between the defaults and the environment; its provider
-//! would turn YAML numbers, booleans and lists into the same raw text (figment
-//! values of those types are already accepted by [`value_to_raw`]).
+//! by the same code whatever the source. Each config file (etcd YAML, TOML,
+//! the distro env-file) is one more [`Layer`], merged between the defaults
+//! and the environment in the order the files were given; the format
+//! modules under `files/` have already turned YAML and TOML numbers,
+//! booleans and lists into raw text.
 
 use std::collections::BTreeMap;
 
@@ -19,6 +19,7 @@ use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
 
 use crate::error::{ConfigError, Resolved, Source};
+use crate::files::LoadedFile;
 use crate::registry::{self, SETTINGS, Setting, env_var_for};
 use crate::values::closest;
 
@@ -26,11 +27,15 @@ use crate::values::closest;
 const DEFAULTS_TAG: &str = "cairn:defaults";
 const ENV_TAG: &str = "cairn:env";
 const FLAGS_TAG: &str = "cairn:flags";
+/// Followed by the file's index in the list given to [`resolve`].
+const FILE_TAG_PREFIX: &str = "cairn:file:";
 
 /// Which source a [`Layer`] holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum LayerKind {
     Defaults,
+    /// The n-th config file, lowest precedence first.
+    File(usize),
     Env,
     Flags,
 }
@@ -40,24 +45,56 @@ pub(crate) enum LayerKind {
 pub(crate) struct Layer {
     kind: LayerKind,
     values: BTreeMap<&'static str, String>,
+    /// For a file layer, where in the file each value is (figment metadata
+    /// is per provider, so the line of a key has to be kept here).
+    origins: BTreeMap<&'static str, Source>,
+    /// For a file layer, its path, for the figment metadata name.
+    name: String,
 }
 
 impl Layer {
     /// Every setting at its built-in default.
     pub(crate) fn defaults() -> Self {
-        Layer {
-            kind: LayerKind::Defaults,
-            values: SETTINGS
+        Layer::new(
+            LayerKind::Defaults,
+            SETTINGS
                 .iter()
                 .map(|s| (s.name, s.default.to_string()))
                 .collect(),
-        }
+        )
     }
 
     pub(crate) fn flags(flags: Vec<(&'static Setting, String)>) -> Self {
+        Layer::new(
+            LayerKind::Flags,
+            flags.into_iter().map(|(s, v)| (s.name, v)).collect(),
+        )
+    }
+
+    /// The values of config file number `index` (lowest precedence first).
+    pub(crate) fn file(index: usize, file: &LoadedFile) -> Self {
+        let mut layer = Layer::new(
+            LayerKind::File(index),
+            file.values
+                .iter()
+                .map(|(name, v)| (*name, v.raw.clone()))
+                .collect(),
+        );
+        layer.origins = file
+            .values
+            .iter()
+            .map(|(name, v)| (*name, file.source(v)))
+            .collect();
+        layer.name = file.path.display().to_string();
+        layer
+    }
+
+    fn new(kind: LayerKind, values: BTreeMap<&'static str, String>) -> Self {
         Layer {
-            kind: LayerKind::Flags,
-            values: flags.into_iter().map(|(s, v)| (s.name, v)).collect(),
+            kind,
+            values,
+            origins: BTreeMap::new(),
+            name: String::new(),
         }
     }
 
@@ -99,11 +136,7 @@ impl Layer {
                 None => warnings.push(unknown_env_warning(&var, &value)),
             }
         }
-        let layer = Layer {
-            kind: LayerKind::Env,
-            values,
-        };
-        (layer, warnings)
+        (Layer::new(LayerKind::Env, values), warnings)
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<&str> {
@@ -131,6 +164,8 @@ impl Provider for Layer {
             LayerKind::Defaults => {
                 Metadata::named("cairn built-in defaults").source(DEFAULTS_TAG.to_string())
             }
+            LayerKind::File(index) => Metadata::named(format!("config file {}", self.name))
+                .source(format!("{FILE_TAG_PREFIX}{index}")),
             LayerKind::Env => Metadata::named("ETCD_* environment variables")
                 .source(ENV_TAG.to_string())
                 .interpolater(|_: &Profile, keys: &[&str]| env_var_for(&keys.join("."))),
@@ -150,16 +185,28 @@ impl Provider for Layer {
     }
 }
 
-/// Merges the layers, lowest precedence first.
-pub(crate) fn merge_layers(defaults: &Layer, env: &Layer, flags: &Layer) -> Figment {
-    Figment::from(defaults)
-        // A config-file layer goes here: above defaults, below env.
-        .merge(env)
-        .merge(flags)
+/// Merges the layers, lowest precedence first: defaults, the config files in
+/// the order given, the environment, the command line.
+pub(crate) fn merge_layers(
+    defaults: &Layer,
+    files: &[Layer],
+    env: &Layer,
+    flags: &Layer,
+) -> Figment {
+    let mut figment = Figment::from(defaults);
+    for file in files {
+        figment = figment.merge(file);
+    }
+    figment.merge(env).merge(flags)
 }
 
 /// Reads every setting's winning value and its source back from figment.
-pub(crate) fn resolve(figment: &Figment) -> Result<BTreeMap<&'static str, Resolved>, ConfigError> {
+/// `files` are the file layers given to [`merge_layers`], which hold the
+/// line of each file value.
+pub(crate) fn resolve(
+    figment: &Figment,
+    files: &[Layer],
+) -> Result<BTreeMap<&'static str, Resolved>, ConfigError> {
     // The empty path is the whole merged dictionary of the selected profile.
     // Taking it once matters: every `find_value` call re-merges all layers.
     let merged = figment
@@ -175,7 +222,7 @@ pub(crate) fn resolve(figment: &Figment) -> Result<BTreeMap<&'static str, Resolv
         let value = dict.get(s.name).ok_or_else(|| {
             ConfigError::invalid(format!("internal error: --{} has no value", s.name))
         })?;
-        let source = source_of(figment.get_metadata(value.tag()), s.name);
+        let source = source_of(figment.get_metadata(value.tag()), s.name, files);
         let raw = value_to_raw(value).ok_or_else(|| ConfigError::BadValue {
             flag: s.flag(),
             origin: source.clone(),
@@ -189,7 +236,7 @@ pub(crate) fn resolve(figment: &Figment) -> Result<BTreeMap<&'static str, Resolv
 
 /// Maps figment metadata back to our [`Source`], using the interpolater to
 /// name the exact variable or flag.
-fn source_of(metadata: Option<&Metadata>, name: &str) -> Source {
+fn source_of(metadata: Option<&Metadata>, name: &str, files: &[Layer]) -> Source {
     let Some(md) = metadata else {
         return Source::Default;
     };
@@ -200,6 +247,13 @@ fn source_of(metadata: Option<&Metadata>, name: &str) -> Source {
         Some(FLAGS_TAG) => Source::Flag {
             flag: md.interpolate(&Profile::Default, &[name]),
         },
+        Some(tag) if tag.starts_with(FILE_TAG_PREFIX) => tag[FILE_TAG_PREFIX.len()..]
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| files.get(i))
+            .and_then(|layer| layer.origins.get(name))
+            .cloned()
+            .unwrap_or(Source::Default),
         _ => Source::Default,
     }
 }
@@ -240,8 +294,8 @@ mod tests {
             registry::lookup("name").unwrap(),
             "from-flag".into(),
         )]);
-        let fig = merge_layers(&defaults, &env, &flags);
-        let r = resolve(&fig).unwrap();
+        let fig = merge_layers(&defaults, &[], &env, &flags);
+        let r = resolve(&fig, &[]).unwrap();
         assert_eq!(
             r["name"],
             Resolved {

@@ -1,5 +1,6 @@
-//! Configuration for the `cairn` server: the etcd 3.4 flag set, read from the
-//! command line and `ETCD_*` environment variables and layered with figment.
+//! Configuration for the `cairn` server: the etcd 3.4 flag set, read from
+//! config files, `ETCD_*` environment variables and the command line, and
+//! layered with figment.
 //!
 //! ```no_run
 //! match cairn_config::parse_process() {
@@ -20,17 +21,28 @@
 //!
 //! # Sources and precedence
 //!
-//! Lowest first: built-in defaults, then `ETCD_*` environment variables, then
-//! command-line flags. Each is a figment provider (see `layers.rs`); the merged
-//! figment tags every value with its source, exposed as
-//! [`ServerConfig::source_of`]. A config-file layer will go between the
-//! defaults and the environment.
+//! Lowest first: built-in defaults, then config files in the order given,
+//! then `ETCD_*` environment variables, then command-line flags. Each is a
+//! figment provider (see `layers.rs`); the merged figment tags every value
+//! with its source, exposed as [`ServerConfig::source_of`] (for a file
+//! value: the path, line and key).
+//!
+//! Config files come from `--config-file PATH` (repeatable) or
+//! `ETCD_CONFIG_FILE` (comma-separated); when neither is set, from the
+//! [`DEFAULT_CONFIG_FILES`] that exist. Three formats are read, told apart
+//! by extension or content (see `files/`): the distro `etcd.conf` env-file,
+//! etcd's YAML file and Cairn's TOML file.
+//!
+//! For the `cairn config` commands and live reload: [`show`], [`check`],
+//! [`ServerConfig::reparse`], [`diff`] and [`apply_live`].
+//! `docs/configuration.md` is the operator's guide; its table of settings is
+//! generated from the registry and checked by a test.
 //!
 //! # Deliberate differences from etcd 3.4
 //!
 //! Cairn is a drop-in replacement, so it accepts everything etcd 3.4.23
-//! accepts on the command line and in the environment, with the same
-//! syntax and meaning, except:
+//! accepts on the command line, in the environment and in its YAML config
+//! file, with the same syntax and meaning, except:
 //!
 //! 1. **Flag and environment variable both set:** the flag wins and a
 //!    warning names both. etcd 3.4 exits instead, which broke distro units
@@ -43,9 +55,9 @@
 //!    warning (as in etcd); empty variables count as unset (as in etcd);
 //!    variables without the `ETCD_` prefix are ignored, and so is
 //!    `ETCD_UNSUPPORTED_ARCH` (etcd's arm64 opt-in, meaningless for Cairn).
-//! 4. **Not-yet-supported features** (TLS, discovery, auto-compaction, the
-//!    v2 proxy, config files, ...) are recognised; setting one to anything but
-//!    its default is an error rather than being silently ignored. Settings
+//! 4. **Not-yet-supported features** (TLS, discovery, the v2 proxy, ...)
+//!    are recognised; setting one to anything but its default is an error
+//!    rather than being silently ignored. Settings
 //!    that only tune etcd internals Cairn lacks (`--max-wals`, bbolt tuning,
 //!    `--log-package-levels`) are accepted with a warning. `--log-outputs`
 //!    accepts only `default`, `stdout` and `stderr` for now.
@@ -67,27 +79,72 @@
 //! 11. **`--debug`, `--log-output`** and values above etcd's recommended
 //!     maximums (`--quota-backend-bytes` over 8 GiB, `--max-request-bytes`
 //!     over 10 MiB) produce warnings, where etcd logs the same advice.
+//! 12. **A config file does not switch off flags and environment.** etcd
+//!     reads only the file once `--config-file` is given and ignores every
+//!     other flag and `ETCD_*` variable; Cairn layers them (defaults < files
+//!     < environment < flags), so a flag can override one file value.
+//!     Several files may be given, and without any, Cairn reads
+//!     `/etc/etcd/etcd.conf` and `/etc/cairn/cairn.toml` if they exist (etcd
+//!     reads no file by default). `--config-file=` (empty) reads none.
+//! 13. **etcd's YAML file:** durations may also be Go duration strings
+//!     (`10m`; etcd takes only integer nanoseconds), URL lists may also be
+//!     YAML lists, and unknown keys, including anything inside a TLS section
+//!     Cairn does not know, produce a warning with a suggestion (etcd
+//!     ignores them silently). A setting given twice (also once flat and
+//!     once in its TLS section) is an error, and so is a second YAML
+//!     document. TLS flag names are also accepted at the top level.
+//! 14. **The `etcd.conf` env-file** is read by Cairn itself, in systemd's
+//!     syntax, except that a comment after a value (`ETCD_NAME="m1" # note`)
+//!     is dropped with a warning, where systemd keeps it in the value.
+//!     Unknown keys are warnings with a suggestion. etcd never reads this
+//!     file; systemd exports it into etcd's environment.
+//! 15. **`--auto-compaction-retention`** is read as a plain decimal number
+//!     (as etcd's `Atoi`), not with the Go flag prefixes (`0x..`, leading-0
+//!     octal) other integer flags take; a periodic retention longer than
+//!     Go's duration limit is an error instead of overflowing.
+
+// `ConfigError` carries the offending value and its full source (a file
+// path, line and key), which makes it larger than clippy likes in a
+// `Result`. Errors are made at most once per start or reload, so boxing them
+// would buy nothing and cost clarity at every construction site.
+#![allow(clippy::result_large_err)]
 
 mod argv;
 mod config;
 mod error;
+mod files;
 mod help;
 mod layers;
+mod load;
 pub mod registry;
+mod reload;
+mod show;
 pub mod values;
 
+#[cfg(test)]
+mod docs;
+#[cfg(test)]
+mod file_tests;
 #[cfg(test)]
 mod tests;
 
 use std::ffi::OsString;
+use std::path::PathBuf;
 
 pub use config::{
-    ClusterState, DEFAULT_QUOTA_BACKEND_BYTES, InitialMember, LogLevel, MAX_ELECTION_TIMEOUT_MS,
-    MAX_QUOTA_BACKEND_BYTES, MetricsLevel, RECOMMENDED_MAX_QUOTA_BACKEND_BYTES, ServerConfig,
+    AutoCompactionMode, AutoCompactionRetention, ClusterState, DEFAULT_QUOTA_BACKEND_BYTES,
+    InitialMember, LogLevel, MAX_ELECTION_TIMEOUT_MS, MAX_QUOTA_BACKEND_BYTES, MetricsLevel,
+    RECOMMENDED_MAX_QUOTA_BACKEND_BYTES, ServerConfig,
 };
 pub use error::{ConfigError, Resolved, Source};
+pub use files::FileFormat;
 pub use help::help_text;
+pub use load::{DEFAULT_CONFIG_FILES, Sources};
 pub use registry::{Kind, Reload, SETTINGS, Section, Setting, Status};
+pub use reload::{Change, apply_live, diff};
+pub use show::{CheckReport, check, show};
+/// The TOML crate whose `Table` holds [`ServerConfig::plugins`].
+pub use toml;
 pub use values::{format_go_duration, format_url, parse_go_duration};
 
 /// What the command line asks `cairn` to do.
@@ -101,13 +158,30 @@ pub enum Invocation {
     Help(String),
 }
 
-/// Parses a command line and an environment.
+/// Parses a command line and an environment, and reads the config files
+/// they name or, if none, the [`DEFAULT_CONFIG_FILES`] that exist.
 ///
 /// `args` are the arguments **after** the program name (argv\[0\] must not be
 /// included). `env` is the whole environment as `(name, value)` pairs;
-/// only `ETCD_*` names are looked at. Nothing is read from the process, so
-/// tests can call this freely.
+/// only `ETCD_*` names are looked at. Nothing else is read from the process.
 pub fn parse<A, T, E>(args: A, env: E) -> Result<Invocation, ConfigError>
+where
+    A: IntoIterator<Item = T>,
+    T: Into<OsString>,
+    E: IntoIterator<Item = (String, String)>,
+{
+    let defaults: Vec<PathBuf> = DEFAULT_CONFIG_FILES.iter().map(PathBuf::from).collect();
+    parse_with(args, env, &defaults)
+}
+
+/// [`parse`] with other default config-file paths (looked at, in order, only
+/// when neither `--config-file` nor `ETCD_CONFIG_FILE` names a file), so
+/// tests never depend on what is in `/etc`. Pass `&[]` for none.
+pub fn parse_with<A, T, E>(
+    args: A,
+    env: E,
+    default_config_files: &[PathBuf],
+) -> Result<Invocation, ConfigError>
 where
     A: IntoIterator<Item = T>,
     T: Into<OsString>,
@@ -119,15 +193,9 @@ where
         argv::Argv::Version => return Ok(Invocation::Version),
         argv::Argv::Flags(flags) => flags,
     };
-
-    let defaults = layers::Layer::defaults();
-    let (env, mut warnings) = layers::Layer::env(env);
-    let flags = layers::Layer::flags(flags);
-    warnings.extend(conflict_warnings(&env, &flags));
-
-    let figment = layers::merge_layers(&defaults, &env, &flags);
-    let resolved = layers::resolve(&figment)?;
-    let config = config::build(resolved, warnings)?;
+    let flags = flags.into_iter().map(|(s, v)| (s.name, v)).collect();
+    let sources = Sources::new(flags, env, default_config_files);
+    let config = load::load(sources)?;
     Ok(Invocation::Serve(Box::new(config)))
 }
 
@@ -155,20 +223,4 @@ pub fn parse_process() -> Result<Invocation, ConfigError> {
         }
     }
     parse(std::env::args_os().skip(1), env)
-}
-
-/// One warning per setting given both ways (etcd 3.4 would exit).
-fn conflict_warnings(env: &layers::Layer, flags: &layers::Layer) -> Vec<String> {
-    SETTINGS
-        .iter()
-        .filter_map(|s| {
-            let env_value = env.get(s.name)?;
-            let flag_value = flags.get(s.name)?;
-            Some(format!(
-                "both {}={flag_value:?} (command line) and {}={env_value:?} (environment) are set; using the command-line value",
-                s.flag(),
-                s.env_var(),
-            ))
-        })
-        .collect()
 }
