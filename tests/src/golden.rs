@@ -78,6 +78,39 @@ impl Transcript {
         stdout
     }
 
+    /// Masks another cluster-chosen ID (a lease ID, say) as `label`, in hex
+    /// and decimal.
+    pub fn alias(&mut self, id: u64, label: &str) {
+        self.ids.push((id, label.to_string()));
+    }
+
+    /// Records a command that ran elsewhere (in the background).
+    pub fn record(
+        &mut self,
+        args: &[&str],
+        input: &str,
+        stdout: &str,
+        stderr: &str,
+        code: Option<i32>,
+    ) {
+        self.text
+            .push_str(&format!("$ etcdctl {}\n", args.join(" ")));
+        for line in input.lines() {
+            self.text.push_str(&format!("< {line}\n"));
+        }
+        self.text.push_str(stdout);
+        if !stdout.is_empty() && !stdout.ends_with('\n') {
+            self.text.push('\n');
+        }
+        for line in stderr.lines() {
+            self.text.push_str(&format!("! {line}\n"));
+        }
+        match code {
+            Some(c) => self.text.push_str(&format!("= exit {c}\n\n")),
+            None => self.text.push_str("= (stopped)\n\n"),
+        }
+    }
+
     /// The transcript with cluster-specific values masked.
     pub fn normalized(&self) -> String {
         normalize(&self.text, &self.ids)
@@ -160,6 +193,8 @@ pub fn normalize(text: &str, ids: &[(u64, String)]) -> String {
     // Which member leads, and the client's random connection name, vary.
     s = mask_token_after(&s, "\"leader\":");
     s = mask_token_after(&s, "endpoint://client-");
+    // The remaining TTL depends on timing.
+    s = mask_token_after(&s, "remaining(");
     s
 }
 

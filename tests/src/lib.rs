@@ -201,6 +201,8 @@ impl Cluster {
                 format!("--initial-cluster={initial_cluster}"),
                 format!("--initial-cluster-token={}", opts.token),
                 "--initial-cluster-state=new".into(),
+                // Never read the host's /etc/etcd/etcd.conf or /etc/cairn/cairn.toml.
+                "--config-file=".into(),
                 format!("--heartbeat-interval={}", opts.heartbeat_ms),
                 format!("--election-timeout={}", opts.election_ms),
             ];
@@ -431,6 +433,148 @@ pub fn etcdctl_stdin(
         w.write_all(input.as_bytes()).expect("etcdctl stdin");
     }
     wait_output(child, Duration::from_secs(30))
+}
+
+/// A command running in the background (etcdctl watch, lock, elect...)
+/// whose output is collected as it comes.
+pub struct Background {
+    child: Child,
+    stdin: Option<std::process::ChildStdin>,
+    out: std::sync::Arc<std::sync::Mutex<String>>,
+    err: std::sync::Arc<std::sync::Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+fn collect(
+    mut r: impl Read + Send + 'static,
+    into: std::sync::Arc<std::sync::Mutex<String>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = r.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            into.lock()
+                .expect("output lock")
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    })
+}
+
+impl Background {
+    /// Starts etcdctl (v3 API) against `endpoints`, stdin kept open.
+    pub fn etcdctl(endpoints: &str, args: &[&str]) -> Background {
+        let mut cmd = Command::new("etcdctl");
+        for (k, _) in std::env::vars() {
+            if k.starts_with("ETCDCTL_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={endpoints}"))
+            .arg("--dial-timeout=3s")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("etcdctl must be installed");
+        let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let err = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let readers = vec![
+            collect(
+                child.stdout.take().expect("stdout"),
+                std::sync::Arc::clone(&out),
+            ),
+            collect(
+                child.stderr.take().expect("stderr"),
+                std::sync::Arc::clone(&err),
+            ),
+        ];
+        Background {
+            stdin: child.stdin.take(),
+            child,
+            out,
+            err,
+            readers,
+        }
+    }
+
+    pub fn write_stdin(&mut self, text: &str) {
+        if let Some(w) = &mut self.stdin {
+            let _ = w.write_all(text.as_bytes());
+            let _ = w.flush();
+        }
+    }
+
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    pub fn stdout(&self) -> String {
+        self.out.lock().expect("output lock").clone()
+    }
+
+    pub fn stderr(&self) -> String {
+        self.err.lock().expect("output lock").clone()
+    }
+
+    /// Waits until stdout satisfies `pred`; false on timeout.
+    pub fn wait_for(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> bool {
+        eventually(timeout, || pred(&self.stdout()).then_some(())).is_some()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Waits for the process to exit by itself (killing it at the deadline);
+    /// returns (stdout, stderr, exit code).
+    pub fn finish(mut self, timeout: Duration) -> (String, String, Option<i32>) {
+        self.stdin = None;
+        let deadline = Instant::now() + timeout;
+        let code = loop {
+            match self.child.try_wait() {
+                Ok(Some(st)) => break st.code(),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => {
+                    let _ = self.child.kill();
+                    break self.child.wait().ok().and_then(|s| s.code());
+                }
+            }
+        };
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        (self.stdout(), self.stderr(), code)
+    }
+
+    /// SIGKILL (a client that dies without cleaning up).
+    pub fn kill(mut self) -> (String, String) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        (self.stdout(), self.stderr())
+    }
+
+    /// SIGTERM (Ctrl-C-like: etcdctl cleans up).
+    pub fn interrupt(self, timeout: Duration) -> (String, String, Option<i32>) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        self.finish(timeout)
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Waits for a child with a deadline; kills it past the deadline.

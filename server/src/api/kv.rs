@@ -8,7 +8,6 @@ use crate::pb::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
     PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
-use crate::server::txn::{self, ReadBackend};
 use crate::server::{Applied, EtcdServer};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,44 +24,20 @@ fn unexpected(a: Applied) -> Status {
     Error::Internal(format!("unexpected apply result {a:?}")).into()
 }
 
-impl KvService {
-    async fn read(&self, serializable: bool) -> Result<(), Status> {
-        if !serializable {
-            self.srv.linearizable_read_notify().await?;
-        }
-        Ok(())
-    }
-}
-
 #[tonic::async_trait]
 impl Kv for KvService {
     async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
         check_leader(&self.srv, &req)?;
         let r = req.into_inner();
         check_size(&self.srv, &r)?;
-        txn::check_range(&r)?;
-        self.read(r.serializable).await?;
-        let (res, rev) = self.srv.store.range(&r).map_err(Error::from)?;
-        Ok(Response::new(RangeResponse {
-            header: Some(self.srv.header(rev)),
-            kvs: res.kvs,
-            more: res.more,
-            count: res.count,
-        }))
+        Ok(Response::new(self.srv.range(r).await?))
     }
 
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         check_leader(&self.srv, &req)?;
         let r = req.into_inner();
         check_size(&self.srv, &r)?;
-        txn::check_put(&r)?;
-        match self.srv.propose(Internal::Put(r)).await? {
-            Applied::Put(mut resp) => {
-                self.srv.fill_header(&mut resp.header);
-                Ok(Response::new(resp))
-            }
-            other => Err(unexpected(other)),
-        }
+        Ok(Response::new(self.srv.put(r).await?))
     }
 
     async fn delete_range(
@@ -72,39 +47,14 @@ impl Kv for KvService {
         check_leader(&self.srv, &req)?;
         let r = req.into_inner();
         check_size(&self.srv, &r)?;
-        txn::check_delete(&r)?;
-        match self.srv.propose(Internal::DeleteRange(r)).await? {
-            Applied::DeleteRange(mut resp) => {
-                self.srv.fill_header(&mut resp.header);
-                Ok(Response::new(resp))
-            }
-            other => Err(unexpected(other)),
-        }
+        Ok(Response::new(self.srv.delete_range(r).await?))
     }
 
     async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         check_leader(&self.srv, &req)?;
         let r = req.into_inner();
         check_size(&self.srv, &r)?;
-        txn::check_txn(&r, self.srv.limits.max_txn_ops)?;
-        if txn::is_txn_read_only(&r) {
-            self.read(txn::is_txn_serializable(&r)).await?;
-            let store = &self.srv.store;
-            let mut backend = ReadBackend {
-                store,
-                rev: store.current_rev(),
-            };
-            let mut resp = txn::txn(&mut backend, &r, store.compact_rev())?;
-            self.srv.fill_header(&mut resp.header);
-            return Ok(Response::new(resp));
-        }
-        match self.srv.propose(Internal::Txn(r)).await? {
-            Applied::Txn(mut resp) => {
-                self.srv.fill_header(&mut resp.header);
-                Ok(Response::new(resp))
-            }
-            other => Err(unexpected(other)),
-        }
+        Ok(Response::new(self.srv.txn(r).await?))
     }
 
     async fn compact(

@@ -3,10 +3,15 @@
 //! etcd's API layer does, then call into `server::EtcdServer`.
 
 pub mod cluster;
+pub mod concurrency;
+pub mod election;
 pub mod http;
 pub mod kv;
+pub mod lease;
 pub mod listener;
+pub mod lock;
 pub mod maintenance;
+pub mod watch;
 
 use crate::error::Error;
 use crate::server::EtcdServer;

@@ -8,15 +8,20 @@
 //! revision published, so a client that saw its write acknowledged can read
 //! it back from this member.
 
+use super::lease::Lessor;
 use super::membership::Membership;
 use super::node::{ApplyMsg, CtlMsg};
 use super::txn::{self, WriteBackend};
 use super::wait::Waiters;
+use super::watch::WatchHub;
 use super::{Applied, RaftStatus};
 use crate::error::Error;
 use crate::pb::cairnpb::{InternalRequest, MemberAttributes, internal_request::Request};
-use crate::pb::etcdserverpb::{CompactionResponse, ResponseHeader};
+use crate::pb::etcdserverpb::{
+    CompactionResponse, LeaseGrantResponse, LeaseRevokeResponse, ResponseHeader,
+};
 use crate::storage::meta::{self, AppliedState};
+use crate::storage::mvcc::index::KeyRange;
 use crate::storage::mvcc::{ApplyBatch, Store};
 use crate::storage::snapfile::{self, SnapshotRegistry};
 use crate::storage::{self, Db};
@@ -40,12 +45,16 @@ pub struct ApplyConfig {
     pub snapshot_count: u64,
     pub snapshot_catchup_entries: u64,
     pub warn_apply_duration: Duration,
+    /// Added to every lease's TTL when this member becomes leader.
+    pub election_timeout: Duration,
 }
 
 pub struct ApplyLoop {
     pub db: Db,
     pub store: Arc<Store>,
     pub membership: Arc<Membership>,
+    pub lessor: Arc<Lessor>,
+    pub hub: Arc<WatchHub>,
     pub rx: Receiver<ApplyMsg>,
     pub ctl: Sender<CtlMsg>,
     pub waiters: Arc<Waiters<Applied>>,
@@ -131,6 +140,11 @@ impl ApplyLoop {
                 EntryType::EntryNormal => {
                     if !e.data.is_empty() {
                         self.apply_normal(&mut batch, &e.data, &mut results, &mut membership)?;
+                    } else if self.status.is_leader() {
+                        // A new leader's first entry: everything before it is
+                        // applied, so this member knows every lease; start
+                        // their clocks (etcd's "promote").
+                        self.lessor.promote(self.cfg.election_timeout);
                     }
                 }
                 EntryType::EntryConfChange => {
@@ -166,6 +180,7 @@ impl ApplyLoop {
         for (id, r) in results {
             self.waiters.complete(id, r);
         }
+        self.hub.notify();
         self.status.applied.store(last.index, Ordering::Release);
         self.applied_tx.send_replace(last.index);
         let _ = self.ctl.send(CtlMsg::Applied(last.index));
@@ -201,16 +216,56 @@ impl ApplyLoop {
         };
         let id = req.id;
         let wanted = id != 0 && self.waiters.is_registered(id);
+        let lessor = &*self.lessor;
         let result = match req.request {
             None => return Ok(()),
-            Some(Request::Put(p)) => with_write(batch, |b| txn::put(b, &p)).map(Applied::Put),
+            Some(Request::Put(p)) => {
+                with_write(batch, lessor, |b| txn::put(b, &p)).map(Applied::Put)
+            }
             Some(Request::DeleteRange(d)) => {
-                with_write(batch, |b| txn::delete_range(b, &d)).map(Applied::DeleteRange)
+                with_write(batch, lessor, |b| txn::delete_range(b, &d)).map(Applied::DeleteRange)
             }
             Some(Request::Txn(t)) => {
                 let compact_rev = batch.compact_rev();
-                with_write(batch, |b| txn::txn(b, &t, compact_rev)).map(Applied::Txn)
+                with_write(batch, lessor, |b| txn::txn(b, &t, compact_rev)).map(Applied::Txn)
             }
+            Some(Request::LeaseGrant(g)) => {
+                if lessor.grant(g.id, g.ttl) {
+                    meta::put_lease(batch.raw(), &self.db, g.id, g.ttl);
+                    Ok(Applied::LeaseGrant(LeaseGrantResponse {
+                        header: Some(ResponseHeader {
+                            revision: batch.rev(),
+                            ..Default::default()
+                        }),
+                        id: g.id,
+                        ttl: g.ttl,
+                        error: String::new(),
+                    }))
+                } else {
+                    Err(Error::LeaseExists)
+                }
+            }
+            Some(Request::LeaseRevoke(r)) => match lessor.revoke(r.id) {
+                None => Err(Error::LeaseNotFound),
+                Some(keys) => {
+                    meta::delete_lease(batch.raw(), &self.db, r.id);
+                    // All of the lease's keys go in one revision.
+                    with_write(batch, lessor, |b| {
+                        for k in keys {
+                            txn::Backend::delete(b, &KeyRange::Single(k)).map_err(Error::from)?;
+                        }
+                        Ok(())
+                    })
+                    .map(|()| {
+                        Applied::LeaseRevoke(LeaseRevokeResponse {
+                            header: Some(ResponseHeader {
+                                revision: batch.rev(),
+                                ..Default::default()
+                            }),
+                        })
+                    })
+                }
+            },
             Some(Request::Compaction(c)) => match batch.compact(c.revision) {
                 Ok(()) => {
                     tracing::info!(revision = c.revision, "scheduled compaction");
@@ -356,8 +411,14 @@ impl ApplyLoop {
                 format!("file holds index {}, raft expected {index}", header.index),
             ));
         }
-        self.store.reload().map_err(storage_err)?;
+        let attachments = self.store.reload().map_err(storage_err)?;
+        self.lessor.restore(
+            meta::leases(&self.db)?,
+            attachments,
+            self.cfg.election_timeout,
+        );
         self.membership.reload(&self.db)?;
+        self.hub.reset();
         self.applied = meta::applied(&self.db)?;
         self.conf_state = meta::conf_state(&self.db)?;
         self.last_log_compaction = self.applied.index;
@@ -378,12 +439,13 @@ impl ApplyLoop {
 /// Runs one write request: one main revision for all its changes.
 fn with_write<T>(
     batch: &mut ApplyBatch,
+    lessor: &Lessor,
     f: impl FnOnce(&mut WriteBackend<'_>) -> Result<T, Error>,
 ) -> Result<T, Error> {
     let w = batch.begin_write();
-    let mut backend = WriteBackend { batch, w };
+    let mut backend = WriteBackend { batch, w, lessor };
     let result = f(&mut backend);
-    let WriteBackend { batch, w } = backend;
+    let WriteBackend { batch, w, .. } = backend;
     if result.is_err() && w.changed() {
         // Checks run before the first write, so only a storage failure can
         // get here; keep the revision accounting in step with what was written.

@@ -8,9 +8,11 @@
 //! member ignores the `--initial-*` flags and recovers from its data dir.
 
 use super::apply::{ApplyConfig, ApplyLoop};
+use super::lease::{Lessor, MAX_REVOKES_PER_SWEEP};
 use super::membership::Membership;
 use super::node::{Node, NodeConfig, RaftMsg};
 use super::wait::Waiters;
+use super::watch::WatchHub;
 use super::{EtcdServer, Limits, RaftStatus};
 use crate::api;
 use crate::ids::{self, RequestIdGenerator};
@@ -18,8 +20,11 @@ use crate::pb::cairnpb::{
     MemberAttributes, MemberRecord, Membership as MembershipPb, internal_request::Request,
 };
 use crate::pb::etcdserverpb::{
-    cluster_server::ClusterServer, kv_server::KvServer, maintenance_server::MaintenanceServer,
+    LeaseRevokeRequest, cluster_server::ClusterServer, kv_server::KvServer,
+    lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
+use crate::pb::v3electionpb::election_server::ElectionServer;
+use crate::pb::v3lockpb::lock_server::LockServer;
 use crate::storage::meta::{self, AppliedState};
 use crate::storage::mvcc::Store;
 use crate::storage::raftlog::{self, RaftLog};
@@ -225,8 +230,16 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
         }
     };
 
-    let store = Store::open(db.clone(), cfg.experimental_compaction_batch_limit as usize)
-        .map_err(|e| BootError::Config(format!("opening the MVCC store: {e}")))?;
+    let (store, attachments) =
+        Store::open(db.clone(), cfg.experimental_compaction_batch_limit as usize)
+            .map_err(|e| BootError::Config(format!("opening the MVCC store: {e}")))?;
+    let election_timeout = Duration::from_millis(cfg.election_timeout_ms);
+    let lessor = Arc::new(Lessor::default());
+    lessor.restore(meta::leases(&db)?, attachments, election_timeout);
+    let hub = WatchHub::start(
+        Arc::clone(&store),
+        cfg.experimental_watch_progress_notify_interval,
+    );
     let membership_pb =
         meta::membership(&db)?.ok_or_else(|| storage::Error::corrupt("membership", "missing"))?;
     let membership = Arc::new(Membership::new(membership_pb));
@@ -284,6 +297,11 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
         membership: Arc::clone(&membership),
         status: Arc::clone(&status),
         snapshots: Arc::clone(&snapshots),
+        lessor: Arc::clone(&lessor),
+        hub: Arc::clone(&hub),
+        transport: Arc::clone(&transport),
+        min_lease_ttl_secs: min_lease_ttl_secs(election_ticks, cfg.heartbeat_interval_ms),
+        election_timeout,
         limits: Limits {
             max_request_bytes: cfg.max_request_bytes as usize,
             max_txn_ops: cfg.max_txn_ops as usize,
@@ -318,6 +336,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
             election_ticks,
             request_timeout: cfg.request_timeout(),
             fast_forward_ticks: fast_forward,
+            lessor: Arc::clone(&lessor),
         },
         applied.index,
     );
@@ -325,6 +344,8 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
         db: db.clone(),
         store: Arc::clone(&store),
         membership: Arc::clone(&membership),
+        lessor: Arc::clone(&lessor),
+        hub: Arc::clone(&hub),
         rx: apply_rx,
         ctl: ctl_tx,
         waiters: Arc::clone(&waiters),
@@ -335,6 +356,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
             snapshot_count: cfg.snapshot_count.max(1),
             snapshot_catchup_entries: SNAPSHOT_CATCHUP_ENTRIES.min(cfg.snapshot_count),
             warn_apply_duration: cfg.experimental_warning_apply_duration,
+            election_timeout,
         },
         applied,
         conf_state,
@@ -367,6 +389,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
                 cluster_id,
                 raft_tx: raft_tx.clone(),
                 snapshots: Arc::clone(&snapshots),
+                srv: Arc::clone(&server),
             })
             .max_decoding_message_size(PEER_MAX_MESSAGE_BYTES)
             .max_encoding_message_size(PEER_MAX_MESSAGE_BYTES),
@@ -413,6 +436,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
         }
     });
 
+    tokio::spawn(expire_leases(Arc::clone(&server)));
     tokio::spawn(publish(
         Arc::clone(&server),
         cfg.name.clone(),
@@ -438,11 +462,33 @@ fn client_router(server: &Arc<EtcdServer>, cfg: &ServerConfig) -> axum::Router {
         srv: Arc::clone(server),
     })
     .max_decoding_message_size(decode_limit);
-    // Services not registered here (Watch, Lease, Auth until their issues
-    // land) answer gRPC's Unimplemented from the gRPC router's fallback.
+    let watch = WatchServer::new(api::watch::WatchService {
+        srv: Arc::clone(server),
+        election_timeout: server.election_timeout,
+    })
+    .max_decoding_message_size(decode_limit)
+    .max_encoding_message_size(usize::MAX);
+    let lease = LeaseServer::new(api::lease::LeaseService {
+        srv: Arc::clone(server),
+    })
+    .max_decoding_message_size(decode_limit);
+    let lock = LockServer::new(api::lock::LockService {
+        srv: Arc::clone(server),
+    })
+    .max_decoding_message_size(decode_limit);
+    let election = ElectionServer::new(api::election::ElectionService {
+        srv: Arc::clone(server),
+    })
+    .max_decoding_message_size(decode_limit);
+    // Services not registered here (Auth until its issue lands) answer
+    // gRPC's Unimplemented from the gRPC router's fallback.
     let grpc = tonic::service::Routes::new(kv)
         .add_service(maintenance)
-        .add_service(cluster);
+        .add_service(cluster)
+        .add_service(watch)
+        .add_service(lease)
+        .add_service(lock)
+        .add_service(election);
     api::grpc_and_http(grpc, api::http::client_routes(Arc::clone(server)))
 }
 
@@ -472,4 +518,36 @@ async fn publish(server: Arc<EtcdServer>, name: String, client_urls: Vec<String>
     server.set_ready();
     tracing::info!("ready to serve client requests");
     tracing::info!("enabled capabilities for version 3.4");
+}
+
+/// etcd's minimum lease TTL: 1.5 election timeouts, rounded up to seconds,
+/// so a lease cannot expire during a leader election.
+fn min_lease_ttl_secs(election_ticks: usize, heartbeat_ms: u64) -> i64 {
+    let ms = (3 * election_ticks as u64 / 2) * heartbeat_ms;
+    ms.div_ceil(1000) as i64
+}
+
+/// The leader revokes expired leases through raft (at most
+/// `MAX_REVOKES_PER_SWEEP` per half second, as etcd limits the rate).
+async fn expire_leases(server: Arc<EtcdServer>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        if !server.status.is_leader() {
+            continue;
+        }
+        for id in server.lessor.expired(MAX_REVOKES_PER_SWEEP) {
+            let srv = Arc::clone(&server);
+            tokio::spawn(async move {
+                let r = srv
+                    .propose(Request::LeaseRevoke(LeaseRevokeRequest { id }))
+                    .await;
+                if let Err(e) = r
+                    && e != crate::error::Error::LeaseNotFound
+                {
+                    tracing::warn!(lease = %format!("{id:016x}"), error = %e, "revoking an expired lease failed; will retry");
+                }
+            });
+        }
+    }
 }

@@ -8,27 +8,35 @@
 
 pub mod apply;
 pub mod bootstrap;
+pub mod lease;
 pub mod membership;
 pub mod node;
 pub mod txn;
 pub mod wait;
+pub mod watch;
 
 use crate::error::Error;
 use crate::ids::RequestIdGenerator;
+use crate::pb::cairnpb::LeaseRenewRequest;
 use crate::pb::cairnpb::{InternalRequest, internal_request::Request};
 use crate::pb::etcdserverpb::{
-    CompactionResponse, DeleteRangeResponse, PutResponse, ResponseHeader, TxnResponse,
+    CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantResponse,
+    LeaseRevokeResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
 };
 use crate::storage::Db;
 use crate::storage::mvcc::Store;
 use crate::storage::snapfile::SnapshotRegistry;
+use crate::transport::Transport;
+use lease::{Lessor, Renewal};
 use membership::Membership;
 use prost::Message as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{oneshot, watch as tokio_watch};
 use wait::Waiters;
+use watch::WatchHub;
 
 /// Most proposals a member keeps waiting at once before it answers
 /// `too many requests`.
@@ -43,6 +51,8 @@ pub enum Applied {
     DeleteRange(DeleteRangeResponse),
     Txn(TxnResponse),
     Compaction(CompactionResponse),
+    LeaseGrant(LeaseGrantResponse),
+    LeaseRevoke(LeaseRevokeResponse),
     Published,
 }
 
@@ -70,6 +80,9 @@ impl RaftStatus {
     pub fn has_leader(&self) -> bool {
         self.leader() != 0
     }
+    pub fn is_leader(&self) -> bool {
+        self.is_leader.load(Ordering::Acquire)
+    }
 }
 
 /// Limits the API layer enforces, from the configuration.
@@ -90,12 +103,18 @@ pub struct EtcdServer {
     pub status: Arc<RaftStatus>,
     pub snapshots: Arc<SnapshotRegistry>,
     pub limits: Limits,
+    pub lessor: Arc<Lessor>,
+    pub hub: Arc<WatchHub>,
+    pub transport: Arc<Transport>,
+    /// Shortest lease TTL granted, in seconds (etcd: 1.5 election timeouts).
+    pub min_lease_ttl_secs: i64,
+    pub election_timeout: Duration,
     raft_tx: crossbeam_channel::Sender<node::RaftMsg>,
     waiters: Arc<Waiters<Applied>>,
-    applied_rx: watch::Receiver<u64>,
+    applied_rx: tokio_watch::Receiver<u64>,
     ids: RequestIdGenerator,
     /// Set once this member has published itself and serves clients.
-    ready: watch::Sender<bool>,
+    ready: tokio_watch::Sender<bool>,
 }
 
 impl EtcdServer {
@@ -118,7 +137,7 @@ impl EtcdServer {
         *h = Some(self.header(revision));
     }
 
-    pub fn ready_watch(&self) -> watch::Receiver<bool> {
+    pub fn ready_watch(&self) -> tokio_watch::Receiver<bool> {
         self.ready.subscribe()
     }
 
@@ -210,4 +229,172 @@ impl EtcdServer {
             Err(_) => Err(Error::Timeout),
         }
     }
+
+    /// A new lease ID chosen by this member: positive and cluster-unique.
+    pub fn new_lease_id(&self) -> i64 {
+        loop {
+            let id = (self.ids.next() & (i64::MAX as u64)) as i64;
+            if id != 0 {
+                return id;
+            }
+        }
+    }
+
+    /// Keep-alive: renews on the leader (forwarding there if this member is
+    /// a follower). Returns the lease's TTL, or 0 if it does not exist.
+    pub async fn lease_renew(&self, id: i64) -> Result<i64, Error> {
+        let deadline = tokio::time::Instant::now() + self.limits.request_timeout;
+        let mut waited_for_apply = false;
+        loop {
+            if self.status.is_leader() {
+                match self.lessor.renew(id) {
+                    Renewal::Renewed(ttl) => return Ok(ttl),
+                    Renewal::NotFound if waited_for_apply => return Ok(0),
+                    Renewal::NotFound => {
+                        // The grant may be committed but not yet applied here.
+                        self.linearizable_read_notify().await?;
+                        waited_for_apply = true;
+                        continue;
+                    }
+                    // A new leader promotes once it applied its first entry.
+                    Renewal::NotPrimary => {}
+                }
+            } else if self.status.has_leader() {
+                let leader = self.status.leader();
+                if let Some(mut c) = self.transport.client(leader) {
+                    let req = self.transport.request(leader, LeaseRenewRequest { id });
+                    if let Ok(resp) = c.lease_renew(req).await {
+                        let resp = resp.into_inner();
+                        if resp.leader {
+                            return Ok(resp.ttl.max(0));
+                        }
+                    }
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(if self.status.has_leader() {
+                    Error::Timeout
+                } else {
+                    Error::NoLeader
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// TimeToLive, answered by the leader (which alone knows expiry). TTL -1
+    /// means the lease does not exist.
+    pub async fn lease_time_to_live(
+        &self,
+        req: LeaseTimeToLiveRequest,
+    ) -> Result<LeaseTimeToLiveResponse, Error> {
+        let deadline = tokio::time::Instant::now() + self.limits.request_timeout;
+        loop {
+            if self.status.is_leader() && self.lessor.is_primary() {
+                self.linearizable_read_notify().await?;
+                let info = self.lessor.time_to_live(req.id, req.keys);
+                return Ok(match info {
+                    Some(i) => LeaseTimeToLiveResponse {
+                        header: Some(self.header(self.store.current_rev())),
+                        id: req.id,
+                        ttl: i.remaining_secs,
+                        granted_ttl: i.granted_secs,
+                        keys: i.keys,
+                    },
+                    None => LeaseTimeToLiveResponse {
+                        header: Some(self.header(self.store.current_rev())),
+                        id: req.id,
+                        ttl: -1,
+                        ..Default::default()
+                    },
+                });
+            }
+            if !self.status.is_leader() && self.status.has_leader() {
+                let leader = self.status.leader();
+                if let Some(mut c) = self.transport.client(leader) {
+                    let r = self.transport.request(leader, req);
+                    if let Ok(resp) = c.lease_time_to_live(r).await {
+                        let mut resp = resp.into_inner();
+                        // The header speaks for the member the client asked.
+                        resp.header = Some(self.header(self.store.current_rev()));
+                        return Ok(resp);
+                    }
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(if self.status.has_leader() {
+                    Error::Timeout
+                } else {
+                    Error::NoLeader
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    // --- KV operations, shared by the KV service and the lock/election
+    // services. Request checks run here, before anything is proposed.
+
+    pub async fn range(&self, r: RangeRequest) -> Result<RangeResponse, Error> {
+        txn::check_range(&r)?;
+        if !r.serializable {
+            self.linearizable_read_notify().await?;
+        }
+        let (res, rev) = self.store.range(&r)?;
+        Ok(RangeResponse {
+            header: Some(self.header(rev)),
+            kvs: res.kvs,
+            more: res.more,
+            count: res.count,
+        })
+    }
+
+    pub async fn put(&self, r: PutRequest) -> Result<PutResponse, Error> {
+        txn::check_put(&r)?;
+        match self.propose(Request::Put(r)).await? {
+            Applied::Put(mut resp) => {
+                self.fill_header(&mut resp.header);
+                Ok(resp)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn delete_range(&self, r: DeleteRangeRequest) -> Result<DeleteRangeResponse, Error> {
+        txn::check_delete(&r)?;
+        match self.propose(Request::DeleteRange(r)).await? {
+            Applied::DeleteRange(mut resp) => {
+                self.fill_header(&mut resp.header);
+                Ok(resp)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn txn(&self, r: TxnRequest) -> Result<TxnResponse, Error> {
+        txn::check_txn(&r, self.limits.max_txn_ops)?;
+        if txn::is_txn_read_only(&r) {
+            if !txn::is_txn_serializable(&r) {
+                self.linearizable_read_notify().await?;
+            }
+            let mut backend = txn::ReadBackend {
+                store: &self.store,
+                rev: self.store.current_rev(),
+            };
+            let mut resp = txn::txn(&mut backend, &r, self.store.compact_rev())?;
+            self.fill_header(&mut resp.header);
+            return Ok(resp);
+        }
+        match self.propose(Request::Txn(r)).await? {
+            Applied::Txn(mut resp) => {
+                self.fill_header(&mut resp.header);
+                Ok(resp)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+fn unexpected(a: Applied) -> Error {
+    Error::Internal(format!("unexpected apply result {a:?}"))
 }

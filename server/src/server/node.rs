@@ -10,6 +10,7 @@
 //! on a separate control channel so the two loops can never wait on each
 //! other in a cycle.
 
+use super::lease::Lessor;
 use super::wait::Waiters;
 use super::{Applied, RaftStatus};
 use crate::error::Error;
@@ -79,6 +80,7 @@ pub struct NodeConfig {
     pub election_ticks: usize,
     pub request_timeout: Duration,
     pub fast_forward_ticks: usize,
+    pub lessor: Arc<Lessor>,
 }
 
 pub struct Node {
@@ -379,6 +381,11 @@ impl Node {
         self.status
             .is_leader
             .store(role == StateRole::Leader, Ordering::Release);
+        if role != StateRole::Leader && self.cfg.lessor.is_primary() {
+            // Only the leader tracks expiry; a new leader promotes once it
+            // has applied its first entry (see the apply loop).
+            self.cfg.lessor.demote();
+        }
     }
 
     fn process_ready(&mut self) -> Result<(), crate::storage::Error> {

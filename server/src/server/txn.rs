@@ -14,6 +14,7 @@ use crate::pb::etcdserverpb::{
     response_op::Response,
 };
 use crate::pb::mvccpb::KeyValue;
+use crate::server::lease::Lessor;
 use crate::storage::mvcc::index::KeyRange;
 use crate::storage::mvcc::{ApplyBatch, MvccError, RangeResult, Store, TxnWrite};
 use bytes::Bytes;
@@ -36,8 +37,7 @@ pub trait Backend {
     fn delete(&mut self, range: &KeyRange) -> Result<i64, MvccError>;
     /// Whether this request has changed anything yet.
     fn changed(&self) -> bool;
-    /// Does a lease with this ID exist? (Leases arrive with their own
-    /// subsystem; until then none exists.)
+    /// Does a lease with this ID exist?
     fn lease_exists(&self, id: i64) -> bool;
 }
 
@@ -45,6 +45,7 @@ pub trait Backend {
 pub struct WriteBackend<'a> {
     pub batch: &'a mut ApplyBatch,
     pub w: TxnWrite,
+    pub lessor: &'a Lessor,
 }
 
 impl Backend for WriteBackend<'_> {
@@ -59,16 +60,22 @@ impl Backend for WriteBackend<'_> {
         self.batch.range(r, Some(&self.w))
     }
     fn put(&mut self, key: Bytes, value: Bytes, lease: i64) -> Result<(), MvccError> {
-        self.batch.put(&mut self.w, key, value, lease).map(|_| ())
+        self.batch.put(&mut self.w, key.clone(), value, lease)?;
+        self.lessor.set_key_lease(&key, lease);
+        Ok(())
     }
     fn delete(&mut self, range: &KeyRange) -> Result<i64, MvccError> {
-        self.batch.delete_range(&mut self.w, range)
+        let keys = self.batch.delete_range(&mut self.w, range)?;
+        for k in &keys {
+            self.lessor.set_key_lease(k, 0);
+        }
+        Ok(keys.len() as i64)
     }
     fn changed(&self) -> bool {
         self.w.changed()
     }
-    fn lease_exists(&self, _id: i64) -> bool {
-        false
+    fn lease_exists(&self, id: i64) -> bool {
+        self.lessor.exists(id)
     }
 }
 
@@ -101,6 +108,7 @@ impl Backend for ReadBackend<'_> {
         false
     }
     fn lease_exists(&self, _id: i64) -> bool {
+        // Read-only txns never put, so never ask.
         false
     }
 }

@@ -112,3 +112,32 @@ pub fn put_compact_scheduled(batch: &mut OwnedWriteBatch, db: &Db, rev: i64) {
 pub fn put_compact_finished(batch: &mut OwnedWriteBatch, db: &Db, rev: i64) {
     batch.insert(&db.meta, COMPACT_FINISHED, rev.to_be_bytes().to_vec());
 }
+
+const LEASE_PREFIX: &[u8] = b"lease/";
+
+fn lease_key(id: i64) -> Vec<u8> {
+    let mut k = LEASE_PREFIX.to_vec();
+    k.extend_from_slice(&id.to_be_bytes());
+    k
+}
+
+/// Every lease as (id, ttl seconds).
+pub fn leases(db: &Db) -> Result<Vec<(i64, i64)>> {
+    let mut out = Vec::new();
+    for guard in db.meta.prefix(LEASE_PREFIX) {
+        let (_, v) = guard.into_inner()?;
+        let rec = crate::pb::cairnpb::LeaseRecord::decode(&*v)
+            .map_err(|e| Error::corrupt("lease record", e))?;
+        out.push((rec.id, rec.ttl));
+    }
+    Ok(out)
+}
+
+pub fn put_lease(batch: &mut OwnedWriteBatch, db: &Db, id: i64, ttl: i64) {
+    let rec = crate::pb::cairnpb::LeaseRecord { id, ttl };
+    batch.insert(&db.meta, lease_key(id), rec.encode_to_vec());
+}
+
+pub fn delete_lease(batch: &mut OwnedWriteBatch, db: &Db, id: i64) {
+    batch.remove(&db.meta, lease_key(id));
+}

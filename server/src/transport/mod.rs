@@ -37,6 +37,8 @@ pub const PEER_MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// Deadline of one forwarded request (lease keep-alive, TTL).
+const RPC_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub const HDR_CLUSTER_ID: &str = "x-cairn-cluster-id";
 pub const HDR_FROM: &str = "x-cairn-from";
@@ -53,6 +55,9 @@ pub struct Transport {
     membership: Arc<Membership>,
     snapshots: Arc<SnapshotRegistry>,
     peers: Mutex<HashMap<u64, Peer>>,
+    /// Channels for request/response RPCs to peers (lease forwarding),
+    /// connected lazily and reused.
+    rpc_channels: Mutex<HashMap<u64, Channel>>,
     raft_tx: OnceLock<crossbeam_channel::Sender<RaftMsg>>,
     rt: tokio::runtime::Handle,
 }
@@ -71,6 +76,7 @@ impl Transport {
             membership,
             snapshots,
             peers: Mutex::new(HashMap::new()),
+            rpc_channels: Mutex::new(HashMap::new()),
             raft_tx: OnceLock::new(),
             rt,
         })
@@ -191,7 +197,24 @@ impl Transport {
         )
     }
 
-    fn request<T>(&self, to: u64, body: T) -> tonic::Request<T> {
+    /// A client for request/response calls to a peer, on a cached lazily
+    /// connected channel.
+    pub fn client(&self, id: u64) -> Option<PeerClient<Channel>> {
+        let mut channels = self.rpc_channels.lock();
+        let channel = match channels.get(&id) {
+            Some(c) => c.clone(),
+            None => {
+                let url = self.membership.peer_urls(id).into_iter().next()?;
+                let c = self.endpoint(&url)?.timeout(RPC_TIMEOUT).connect_lazy();
+                channels.insert(id, c.clone());
+                c
+            }
+        };
+        Some(PeerClient::new(channel))
+    }
+
+    /// A request carrying this cluster's and both members' IDs.
+    pub fn request<T>(&self, to: u64, body: T) -> tonic::Request<T> {
         let mut req = tonic::Request::new(body);
         let md = req.metadata_mut();
         if let Ok(v) = format!("{:x}", self.cluster_id).parse() {

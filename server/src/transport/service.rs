@@ -2,7 +2,13 @@
 
 use super::{HDR_CLUSTER_ID, HDR_FROM, HDR_TO};
 use crate::pb::cairnpb::peer_server::Peer;
-use crate::pb::cairnpb::{RaftBatch, SnapshotAck, SnapshotChunk, StreamAck, snapshot_chunk::Chunk};
+use crate::pb::cairnpb::{
+    LeaseRenewRequest, LeaseRenewResponse, RaftBatch, SnapshotAck, SnapshotChunk, StreamAck,
+    snapshot_chunk::Chunk,
+};
+use crate::pb::etcdserverpb::{LeaseTimeToLiveRequest, LeaseTimeToLiveResponse};
+use crate::server::EtcdServer;
+use crate::server::lease::Renewal;
 use crate::server::node::RaftMsg;
 use crate::storage::snapfile::{self, SnapshotRegistry};
 use protobuf::Message as _;
@@ -20,6 +26,7 @@ pub struct PeerService {
     pub cluster_id: u64,
     pub raft_tx: crossbeam_channel::Sender<RaftMsg>,
     pub snapshots: Arc<SnapshotRegistry>,
+    pub srv: Arc<EtcdServer>,
 }
 
 fn header_id<T>(req: &Request<T>, name: &str) -> Result<u64, Status> {
@@ -66,6 +73,52 @@ impl PeerService {
 
 #[tonic::async_trait]
 impl Peer for PeerService {
+    async fn lease_renew(
+        &self,
+        req: Request<LeaseRenewRequest>,
+    ) -> Result<Response<LeaseRenewResponse>, Status> {
+        self.check(&req)?;
+        let id = req.into_inner().id;
+        if !self.srv.status.is_leader() {
+            return Ok(Response::new(LeaseRenewResponse {
+                ttl: -1,
+                leader: false,
+            }));
+        }
+        let ttl = match self.srv.lessor.renew(id) {
+            Renewal::Renewed(ttl) => ttl,
+            Renewal::NotFound => {
+                // The grant may be committed but not applied here yet.
+                self.srv.linearizable_read_notify().await?;
+                match self.srv.lessor.renew(id) {
+                    Renewal::Renewed(ttl) => ttl,
+                    _ => -1,
+                }
+            }
+            // Leader, but not yet promoted: the caller retries.
+            Renewal::NotPrimary => {
+                return Ok(Response::new(LeaseRenewResponse {
+                    ttl: -1,
+                    leader: false,
+                }));
+            }
+        };
+        Ok(Response::new(LeaseRenewResponse { ttl, leader: true }))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        req: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        self.check(&req)?;
+        if !(self.srv.status.is_leader() && self.srv.lessor.is_primary()) {
+            return Err(Status::failed_precondition("not the leader"));
+        }
+        let r = req.into_inner();
+        let resp = self.srv.lease_time_to_live(r).await?;
+        Ok(Response::new(resp))
+    }
+
     async fn stream(
         &self,
         req: Request<Streaming<RaftBatch>>,

@@ -175,6 +175,27 @@ fn finish(r: &RangeRequest, mut kvs: Vec<KeyValue>, count: i64) -> RangeResult {
     RangeResult { kvs, more, count }
 }
 
+/// (key, lease) for every live key that has a lease.
+pub type LeaseAttachments = Vec<(Bytes, i64)>;
+
+struct Rebuilt {
+    index: TreeIndex,
+    current: i64,
+    compacted: i64,
+    finished: i64,
+    leases: Vec<(Bytes, i64)>,
+}
+
+/// One change read back from the revision keyspace (for watchers).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    pub rev: Rev,
+    pub deleted: bool,
+    /// For a delete: the key and the deletion's revision only, as etcd
+    /// reports delete events.
+    pub kv: KeyValue,
+}
+
 /// A completed physical compaction up to this revision can be awaited.
 pub type CompactionWatch = tokio::sync::watch::Receiver<i64>;
 
@@ -190,6 +211,10 @@ pub struct Store {
     current: AtomicI64,
     /// The compacted revision (-1: never compacted).
     compacted: AtomicI64,
+    /// How far the watch hub has dispatched events; physical compaction
+    /// never deletes revisions the hub has not read yet (`i64::MAX` until a
+    /// hub exists).
+    dispatched: AtomicI64,
     /// Physical compaction runs on its own thread so it never stalls applies.
     compactor: Mutex<Option<crossbeam_channel::Sender<CompactionJob>>>,
     compaction_done: tokio::sync::watch::Sender<i64>,
@@ -199,35 +224,38 @@ pub struct Store {
 impl Store {
     /// Opens the store: rebuilds the index from disk and resumes any
     /// physical compaction a crash interrupted.
-    pub fn open(db: Db, compaction_batch_limit: usize) -> Result<Arc<Store>> {
-        let (index, current, compacted, finished) = Self::rebuild(&db)?;
-        let (done_tx, _) = tokio::sync::watch::channel(finished);
+    /// Also returns the lease of every live key that has one, for the lessor.
+    pub fn open(db: Db, compaction_batch_limit: usize) -> Result<(Arc<Store>, LeaseAttachments)> {
+        let r = Self::rebuild(&db)?;
+        let (done_tx, _) = tokio::sync::watch::channel(r.finished);
         let store = Arc::new(Store {
             db,
-            index: RwLock::new(index),
-            current: AtomicI64::new(current),
-            compacted: AtomicI64::new(compacted),
+            index: RwLock::new(r.index),
+            current: AtomicI64::new(r.current),
+            compacted: AtomicI64::new(r.compacted),
+            dispatched: AtomicI64::new(i64::MAX),
             compactor: Mutex::new(None),
             compaction_done: done_tx,
             batch_limit: compaction_batch_limit.max(1),
         });
         store.start_compactor();
-        store.resume_compaction(compacted, finished);
-        Ok(store)
+        store.resume_compaction(r.compacted, r.finished);
+        Ok((store, r.leases))
     }
 
     /// Re-reads everything from disk after the state machine was replaced
     /// (a snapshot from the leader was installed).
-    pub fn reload(&self) -> Result<()> {
+    /// Returns the lease attachments like `open`.
+    pub fn reload(&self) -> Result<LeaseAttachments> {
         let mut index = self.index.write();
-        let (fresh, current, compacted, finished) = Self::rebuild(&self.db)?;
-        *index = fresh;
-        self.current.store(current, Ordering::Release);
-        self.compacted.store(compacted, Ordering::Release);
-        self.compaction_done.send_replace(finished);
+        let r = Self::rebuild(&self.db)?;
+        *index = r.index;
+        self.current.store(r.current, Ordering::Release);
+        self.compacted.store(r.compacted, Ordering::Release);
+        self.compaction_done.send_replace(r.finished);
         drop(index);
-        self.resume_compaction(compacted, finished);
-        Ok(())
+        self.resume_compaction(r.compacted, r.finished);
+        Ok(r.leases)
     }
 
     fn resume_compaction(&self, compacted: i64, finished: i64) {
@@ -247,8 +275,9 @@ impl Store {
     }
 
     /// (index, current revision, compacted revision, finished compaction).
-    fn rebuild(db: &Db) -> Result<(TreeIndex, i64, i64, i64)> {
+    fn rebuild(db: &Db) -> Result<Rebuilt> {
         let mut index = TreeIndex::default();
+        let mut leases: HashMap<Bytes, i64> = HashMap::new();
         let mut last = 0i64;
         for guard in db.kv.iter() {
             let (k, v) = guard.into_inner()?;
@@ -258,8 +287,14 @@ impl Store {
             if kind == KIND_PUT {
                 let created = Rev::new(kv.create_revision, 0);
                 index.restore_put(&kv.key, rev, created, kv.version);
+                if kv.lease != 0 {
+                    leases.insert(kv.key.clone(), kv.lease);
+                } else {
+                    leases.remove(&kv.key);
+                }
             } else {
                 index.tombstone(&kv.key, rev);
+                leases.remove(&kv.key);
             }
             last = last.max(rev.main);
         }
@@ -267,7 +302,13 @@ impl Store {
         let compacted = if scheduled > 0 { scheduled } else { -1 };
         // The empty store is at revision 1; the first write creates 2.
         let current = last.max(compacted).max(1);
-        Ok((index, current, compacted, finished))
+        Ok(Rebuilt {
+            index,
+            current,
+            compacted,
+            finished,
+            leases: leases.into_iter().collect(),
+        })
     }
 
     pub fn current_rev(&self) -> i64 {
@@ -276,6 +317,70 @@ impl Store {
 
     pub fn compact_rev(&self) -> i64 {
         self.compacted.load(Ordering::Acquire)
+    }
+
+    /// Records the watch hub's progress (see `dispatched`).
+    pub fn set_dispatched(&self, rev: i64) {
+        self.dispatched.store(rev, Ordering::Release);
+    }
+
+    /// Changes with revisions in `[from, to]`, in revision order, at most
+    /// about `max` of them — but never splitting one revision's changes (a
+    /// txn's events stay together). Returns the changes and the last
+    /// revision fully covered. Reads a fjall snapshot taken before checking
+    /// the compaction point, so a concurrent compaction cannot tear it.
+    pub fn changes(&self, from: i64, to: i64, max: usize) -> Result<(Vec<Change>, i64)> {
+        let view = self.db.db.snapshot();
+        if from < self.compact_rev() {
+            return Err(MvccError::Compacted);
+        }
+        let mut out: Vec<Change> = Vec::new();
+        if to < from {
+            return Ok((out, from - 1));
+        }
+        let start = Rev::new(from.max(0), 0).to_key();
+        let end = Rev::new(to + 1, 0).to_key();
+        for guard in view.range(&self.db.kv, start..end) {
+            let (k, v) = guard.into_inner()?;
+            let rev = Rev::from_key(&k)
+                .ok_or_else(|| StorageError::corrupt("mvcc revision key", hex::encode(&k)))?;
+            let starts_revision = out.last().is_none_or(|c| c.rev.main != rev.main);
+            if starts_revision && out.len() >= max {
+                // Every revision before this one is complete.
+                return Ok((out, rev.main - 1));
+            }
+            let (kind, kv) = decode_value(&v)?;
+            out.push(Change {
+                rev,
+                deleted: kind == KIND_TOMBSTONE,
+                kv,
+            });
+        }
+        Ok((out, to))
+    }
+
+    /// The value of `key` as of revision `at`, if still readable (watchers'
+    /// `prev_kv`). `None` when the key did not exist or history is compacted.
+    pub fn get_at(&self, key: &[u8], at: i64) -> Result<Option<KeyValue>> {
+        if at < self.compact_rev() {
+            return Ok(None);
+        }
+        let found = {
+            let index = self.index.read();
+            index
+                .get(key, at)
+                .map(|v| (v.modified, self.db.db.snapshot()))
+        };
+        match found {
+            None => Ok(None),
+            Some((rev, view)) => match view.get(&self.db.kv, rev.to_key())? {
+                None => Ok(None),
+                Some(v) => {
+                    let (kind, kv) = decode_value(&v)?;
+                    Ok((kind == KIND_PUT).then_some(kv))
+                }
+            },
+        }
     }
 
     pub fn compaction_watch(&self) -> CompactionWatch {
@@ -398,6 +503,15 @@ impl Store {
     /// reads keep flowing.
     fn physical_compaction(&self, job: &CompactionJob) -> Result<()> {
         let start = std::time::Instant::now();
+        // Watchers must see every event before its revision disappears; the
+        // hub is normally a few milliseconds behind. Bounded: a stuck hub
+        // must not stop compaction forever (its watchers then get
+        // "compacted", as a slow etcd watcher does).
+        while self.dispatched.load(Ordering::Acquire) < job.rev
+            && start.elapsed() < Duration::from_secs(30)
+        {
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let end = Rev::new(job.rev + 1, 0).to_key();
         let mut cursor = Rev::new(0, 0).to_key().to_vec();
         let mut deleted = 0usize;
@@ -566,8 +680,8 @@ impl ApplyBatch {
         Ok(kv)
     }
 
-    /// Deletes every key visible in `range`; returns how many.
-    pub fn delete_range(&mut self, w: &mut TxnWrite, range: &KeyRange) -> Result<i64> {
+    /// Deletes every key visible in `range`; returns the keys deleted.
+    pub fn delete_range(&mut self, w: &mut TxnWrite, range: &KeyRange) -> Result<Vec<Bytes>> {
         let at = w.read_rev();
         let mut keys = Vec::new();
         self.store.index.read().visit(range, at, |k, _| {
@@ -589,7 +703,7 @@ impl ApplyBatch {
             self.store.index.write().tombstone(key, rev);
             w.sub += 1;
         }
-        Ok(keys.len() as i64)
+        Ok(keys)
     }
 
     /// Compacts history at `rev` (etcd's rules: at most the current revision,
@@ -634,7 +748,7 @@ mod tests {
     fn open() -> (tempfile::TempDir, Arc<Store>) {
         let dir = tempfile::tempdir().unwrap();
         let db = Db::open(dir.path()).unwrap();
-        let s = Store::open(db, 1000).unwrap();
+        let (s, _) = Store::open(db, 1000).unwrap();
         (dir, s)
     }
 
@@ -687,7 +801,7 @@ mod tests {
     fn compaction_and_restart() {
         let dir = tempfile::tempdir().unwrap();
         {
-            let s = Store::open(Db::open(dir.path()).unwrap(), 2).unwrap();
+            let (s, _) = Store::open(Db::open(dir.path()).unwrap(), 2).unwrap();
             for i in 0..10 {
                 put(&s, "k", &i.to_string());
             }
@@ -707,7 +821,7 @@ mod tests {
             assert!(matches!(b.compact(8), Err(MvccError::Compacted)));
             assert!(matches!(b.compact(100), Err(MvccError::FutureRev)));
         }
-        let s = Store::open(Db::open(dir.path()).unwrap(), 1000).unwrap();
+        let (s, _) = Store::open(Db::open(dir.path()).unwrap(), 1000).unwrap();
         assert_eq!(s.current_rev(), 12);
         assert_eq!(s.compact_rev(), 8);
         let r = get(&s, "k", 0).unwrap();

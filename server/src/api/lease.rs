@@ -1,0 +1,133 @@
+//! The Lease service.
+
+use super::check_leader;
+use crate::error::Error;
+use crate::pb::cairnpb::internal_request::Request as Internal;
+use crate::pb::etcdserverpb::lease_server::Lease;
+use crate::pb::etcdserverpb::{
+    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
+    LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus,
+    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+};
+use crate::server::lease::MAX_LEASE_TTL_SECS;
+use crate::server::{Applied, EtcdServer};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status, Streaming};
+
+pub struct LeaseService {
+    pub srv: Arc<EtcdServer>,
+}
+
+type KeepAliveStream = tonic::codegen::BoxStream<LeaseKeepAliveResponse>;
+
+fn unexpected(a: Applied) -> Status {
+    Error::Internal(format!("unexpected apply result {a:?}")).into()
+}
+
+#[tonic::async_trait]
+impl Lease for LeaseService {
+    async fn lease_grant(
+        &self,
+        req: Request<LeaseGrantRequest>,
+    ) -> Result<Response<LeaseGrantResponse>, Status> {
+        check_leader(&self.srv, &req)?;
+        let mut r = req.into_inner();
+        if r.ttl > MAX_LEASE_TTL_SECS {
+            return Err(Error::LeaseTtlTooLarge.into());
+        }
+        // The proposer settles ID and TTL so every member applies the same.
+        if r.id == 0 {
+            r.id = self.srv.new_lease_id();
+        }
+        r.ttl = r.ttl.max(self.srv.min_lease_ttl_secs);
+        match self.srv.propose(Internal::LeaseGrant(r)).await? {
+            Applied::LeaseGrant(mut resp) => {
+                self.srv.fill_header(&mut resp.header);
+                Ok(Response::new(resp))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn lease_revoke(
+        &self,
+        req: Request<LeaseRevokeRequest>,
+    ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        check_leader(&self.srv, &req)?;
+        match self
+            .srv
+            .propose(Internal::LeaseRevoke(req.into_inner()))
+            .await?
+        {
+            Applied::LeaseRevoke(mut resp) => {
+                self.srv.fill_header(&mut resp.header);
+                Ok(Response::new(resp))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn lease_keep_alive(
+        &self,
+        req: Request<Streaming<LeaseKeepAliveRequest>>,
+    ) -> Result<Response<KeepAliveStream>, Status> {
+        check_leader(&self.srv, &req)?;
+        let mut incoming = req.into_inner();
+        let (tx, rx) = mpsc::channel(16);
+        let srv = Arc::clone(&self.srv);
+        tokio::spawn(async move {
+            loop {
+                let r = match incoming.message().await {
+                    Ok(Some(r)) => r,
+                    Ok(None) | Err(_) => return,
+                };
+                // An unknown lease answers TTL 0 without an error (etcd);
+                // any other failure ends the stream with its error.
+                let resp = match srv.lease_renew(r.id).await {
+                    Ok(ttl) => Ok(LeaseKeepAliveResponse {
+                        header: Some(srv.header(srv.store.current_rev())),
+                        id: r.id,
+                        ttl,
+                    }),
+                    Err(e) => Err(Status::from(e)),
+                };
+                let failed = resp.is_err();
+                if tx.send(resp).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn lease_time_to_live(
+        &self,
+        req: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        check_leader(&self.srv, &req)?;
+        let resp = self.srv.lease_time_to_live(req.into_inner()).await?;
+        Ok(Response::new(resp))
+    }
+
+    async fn lease_leases(
+        &self,
+        req: Request<LeaseLeasesRequest>,
+    ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        check_leader(&self.srv, &req)?;
+        self.srv.linearizable_read_notify().await?;
+        let leases = self
+            .srv
+            .lessor
+            .ids()
+            .into_iter()
+            .map(|id| LeaseStatus { id })
+            .collect();
+        Ok(Response::new(LeaseLeasesResponse {
+            header: Some(self.srv.header(self.srv.store.current_rev())),
+            leases,
+        }))
+    }
+}

@@ -1,0 +1,384 @@
+//! The Watch service: one bidirectional stream carries many watchers.
+//!
+//! Each stream has one task that owns it: it handles create / cancel /
+//! progress requests in order (so create responses come back in request
+//! order, which clientv3 relies on), and turns the hub's messages for this
+//! stream's watchers into responses, fragmenting large ones when asked.
+
+use super::check_leader;
+use crate::error::Error;
+use crate::pb::etcdserverpb::watch_create_request::FilterType;
+use crate::pb::etcdserverpb::watch_request::RequestUnion;
+use crate::pb::etcdserverpb::watch_server::Watch;
+use crate::pb::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
+use crate::server::EtcdServer;
+use crate::server::watch::{HubMsg, WatchSpec};
+use crate::storage::mvcc::index::KeyRange;
+use bytes::Bytes;
+use prost::Message as _;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Hub messages queued per stream before its watchers count as slow.
+const STREAM_QUEUE: usize = 1024;
+/// Responses queued towards the client.
+const OUT_QUEUE: usize = 64;
+/// Watchers one stream may hold.
+const MAX_WATCHERS_PER_STREAM: usize = 100_000;
+/// etcd cancels `hasleader` streams after this many election timeouts
+/// without a leader.
+const NO_LEADER_TIMEOUTS: u32 = 3;
+
+/// etcd's error for a client-chosen ID already in use on the stream.
+const DUPLICATE_ID: &str = "mvcc: duplicate watch ID provided on the WatchStream";
+
+pub struct WatchService {
+    pub srv: Arc<EtcdServer>,
+    pub election_timeout: Duration,
+}
+
+type ResponseStream = tonic::codegen::BoxStream<WatchResponse>;
+
+/// etcd's key normalisation for watches: an empty key means "\0", and a
+/// range end of "\0" means "every key from here on".
+pub fn watch_range(key: &Bytes, range_end: &Bytes) -> KeyRange {
+    let key = if key.is_empty() {
+        Bytes::from_static(b"\0")
+    } else {
+        key.clone()
+    };
+    KeyRange::new(&key, range_end)
+}
+
+struct StreamState {
+    srv: Arc<EtcdServer>,
+    hub_tx: mpsc::Sender<HubMsg>,
+    out: mpsc::Sender<Result<WatchResponse, Status>>,
+    /// watch id → hub handle.
+    watchers: HashMap<i64, u64>,
+    fragment: HashSet<i64>,
+    next_id: i64,
+}
+
+impl StreamState {
+    fn header(&self, revision: i64) -> Option<crate::pb::etcdserverpb::ResponseHeader> {
+        Some(self.srv.header(revision))
+    }
+
+    async fn send(&self, r: WatchResponse) -> bool {
+        self.out.send(Ok(r)).await.is_ok()
+    }
+
+    async fn create(&mut self, c: WatchCreateRequest) -> bool {
+        let current = self.srv.store.current_rev();
+        let start_rev = if c.start_revision == 0 {
+            current + 1
+        } else {
+            c.start_revision
+        };
+        let id = if c.watch_id != 0 {
+            if self.watchers.contains_key(&c.watch_id) {
+                return self
+                    .send(WatchResponse {
+                        header: self.header(current),
+                        watch_id: -1,
+                        created: true,
+                        canceled: true,
+                        cancel_reason: DUPLICATE_ID.to_string(),
+                        ..Default::default()
+                    })
+                    .await;
+            }
+            c.watch_id
+        } else {
+            while self.watchers.contains_key(&self.next_id) {
+                self.next_id += 1;
+            }
+            let id = self.next_id;
+            self.next_id += 1;
+            id
+        };
+        if self.watchers.len() >= MAX_WATCHERS_PER_STREAM {
+            return self
+                .send(WatchResponse {
+                    header: self.header(current),
+                    watch_id: -1,
+                    created: true,
+                    canceled: true,
+                    cancel_reason: format!(
+                        "cairn: too many watchers on one stream (limit {MAX_WATCHERS_PER_STREAM})"
+                    ),
+                    ..Default::default()
+                })
+                .await;
+        }
+        // The created response goes out before the watcher is registered,
+        // so no event can overtake it.
+        if !self
+            .send(WatchResponse {
+                header: self.header(current),
+                watch_id: id,
+                created: true,
+                ..Default::default()
+            })
+            .await
+        {
+            return false;
+        }
+        let spec = WatchSpec {
+            range: watch_range(&c.key, &c.range_end),
+            start_rev,
+            no_put: c.filters.contains(&(FilterType::Noput as i32)),
+            no_delete: c.filters.contains(&(FilterType::Nodelete as i32)),
+            prev_kv: c.prev_kv,
+            progress_notify: c.progress_notify,
+        };
+        let handle = self.srv.hub.add(spec, id, self.hub_tx.clone());
+        self.watchers.insert(id, handle);
+        if c.fragment {
+            self.fragment.insert(id);
+        }
+        true
+    }
+
+    async fn cancel(&mut self, id: i64) -> bool {
+        let Some(handle) = self.watchers.remove(&id) else {
+            // etcd says nothing about an unknown ID.
+            return true;
+        };
+        self.srv.hub.remove(handle);
+        self.fragment.remove(&id);
+        self.send(WatchResponse {
+            header: self.header(self.srv.store.current_rev()),
+            watch_id: id,
+            canceled: true,
+            ..Default::default()
+        })
+        .await
+    }
+
+    async fn progress(&self) -> bool {
+        let handles: Vec<u64> = self.watchers.values().copied().collect();
+        let rev = self.srv.hub.progress_rev(&handles);
+        self.send(WatchResponse {
+            header: self.header(rev),
+            watch_id: -1,
+            ..Default::default()
+        })
+        .await
+    }
+
+    async fn deliver(&mut self, msg: HubMsg) -> bool {
+        match msg {
+            HubMsg::Events {
+                watch_id,
+                events,
+                revision,
+            } => {
+                if !self.watchers.contains_key(&watch_id) {
+                    return true; // cancelled meanwhile
+                }
+                let resp = WatchResponse {
+                    header: self.header(revision),
+                    watch_id,
+                    events,
+                    ..Default::default()
+                };
+                let limit = self.srv.limits.max_request_bytes;
+                if self.fragment.contains(&watch_id)
+                    && resp.encoded_len() >= limit
+                    && resp.events.len() > 1
+                {
+                    for part in fragments(resp, limit) {
+                        if !self.send(part).await {
+                            return false;
+                        }
+                    }
+                    true
+                } else {
+                    self.send(resp).await
+                }
+            }
+            HubMsg::Compacted {
+                watch_id,
+                compact_revision,
+            } => {
+                let Some(handle) = self.watchers.remove(&watch_id) else {
+                    return true;
+                };
+                self.srv.hub.remove(handle);
+                self.send(WatchResponse {
+                    // etcd leaves the revision out of this header.
+                    header: self.header(0),
+                    watch_id,
+                    canceled: true,
+                    // etcd 3.4 sets no cancel reason here: clients turn the
+                    // compact revision itself into "required revision has
+                    // been compacted".
+                    compact_revision,
+                    ..Default::default()
+                })
+                .await
+            }
+            HubMsg::Progress { watch_id, revision } => {
+                if !self.watchers.contains_key(&watch_id) {
+                    return true;
+                }
+                self.send(WatchResponse {
+                    header: self.header(revision),
+                    watch_id,
+                    ..Default::default()
+                })
+                .await
+            }
+        }
+    }
+
+    fn close(&mut self) {
+        for (_, handle) in self.watchers.drain() {
+            self.srv.hub.remove(handle);
+        }
+    }
+}
+
+/// Splits a response whose events exceed the limit: every part but the last
+/// is marked `fragment`, and a part holds at least one event.
+fn fragments(resp: WatchResponse, limit: usize) -> Vec<WatchResponse> {
+    let mut parts = Vec::new();
+    let mut cur = WatchResponse {
+        header: resp.header,
+        watch_id: resp.watch_id,
+        fragment: true,
+        ..Default::default()
+    };
+    for ev in resp.events {
+        if !cur.events.is_empty() && cur.encoded_len() + ev.encoded_len() + 16 > limit {
+            let next = WatchResponse {
+                header: resp.header,
+                watch_id: resp.watch_id,
+                fragment: true,
+                ..Default::default()
+            };
+            parts.push(std::mem::replace(&mut cur, next));
+        }
+        cur.events.push(ev);
+    }
+    cur.fragment = false;
+    parts.push(cur);
+    parts
+}
+
+#[tonic::async_trait]
+impl Watch for WatchService {
+    async fn watch(
+        &self,
+        req: Request<Streaming<WatchRequest>>,
+    ) -> Result<Response<ResponseStream>, Status> {
+        check_leader(&self.srv, &req)?;
+        let require_leader = req
+            .metadata()
+            .get("hasleader")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v == "true");
+        let mut incoming = req.into_inner();
+        let (hub_tx, mut hub_rx) = mpsc::channel(STREAM_QUEUE);
+        let (out_tx, out_rx) = mpsc::channel(OUT_QUEUE);
+        let mut state = StreamState {
+            srv: Arc::clone(&self.srv),
+            hub_tx,
+            out: out_tx,
+            watchers: HashMap::new(),
+            fragment: HashSet::new(),
+            next_id: 0,
+        };
+        let election = self.election_timeout;
+        tokio::spawn(async move {
+            let mut leader_check = tokio::time::interval(election.max(Duration::from_millis(10)));
+            let mut no_leader_since: Option<Instant> = None;
+            loop {
+                tokio::select! {
+                    req = incoming.message() => {
+                        let keep = match req {
+                            Ok(Some(r)) => match r.request_union {
+                                Some(RequestUnion::CreateRequest(c)) => state.create(c).await,
+                                Some(RequestUnion::CancelRequest(c)) => state.cancel(c.watch_id).await,
+                                Some(RequestUnion::ProgressRequest(_)) => state.progress().await,
+                                None => true,
+                            },
+                            // The client closed its side, or the stream broke.
+                            Ok(None) | Err(_) => false,
+                        };
+                        if !keep {
+                            break;
+                        }
+                    }
+                    msg = hub_rx.recv() => {
+                        let Some(msg) = msg else { break };
+                        if !state.deliver(msg).await {
+                            break;
+                        }
+                    }
+                    _ = leader_check.tick(), if require_leader => {
+                        if state.srv.status.has_leader() {
+                            no_leader_since = None;
+                        } else {
+                            let since = *no_leader_since.get_or_insert_with(Instant::now);
+                            if since.elapsed() >= election * NO_LEADER_TIMEOUTS {
+                                let _ = state.out.send(Err(Error::NoLeader.into())).await;
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            state.close();
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(out_rx),
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pb::mvccpb::{Event, KeyValue};
+
+    #[test]
+    fn fragments_split_by_size_and_mark_all_but_last() {
+        let ev = |n: usize| Event {
+            kv: Some(KeyValue {
+                key: Bytes::from(format!("k{n}")),
+                value: Bytes::from(vec![b'x'; 100]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let resp = WatchResponse {
+            watch_id: 3,
+            events: (0..10).map(ev).collect(),
+            ..Default::default()
+        };
+        let parts = fragments(resp, 300);
+        assert!(parts.len() > 1);
+        assert!(parts[..parts.len() - 1].iter().all(|p| p.fragment));
+        assert!(!parts[parts.len() - 1].fragment);
+        assert_eq!(parts.iter().map(|p| p.events.len()).sum::<usize>(), 10);
+        assert!(
+            parts
+                .iter()
+                .all(|p| p.watch_id == 3 && !p.events.is_empty())
+        );
+    }
+
+    #[test]
+    fn empty_key_means_nul() {
+        let r = watch_range(&Bytes::new(), &Bytes::from_static(b"\0"));
+        assert!(r.contains(b"anything"));
+        let r = watch_range(&Bytes::from_static(b"a"), &Bytes::new());
+        assert!(r.contains(b"a") && !r.contains(b"b"));
+    }
+}
