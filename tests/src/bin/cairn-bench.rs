@@ -105,6 +105,19 @@ struct Args {
     /// Report format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
+
+    /// Open this many watchers before the workloads (each on one key of the
+    /// key space, round-robin), to measure writes with watchers attached.
+    #[arg(long, default_value_t = 0)]
+    watchers: u64,
+
+    /// Watchers per gRPC watch stream.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    watchers_per_stream: u64,
+
+    /// Member the watchers connect to (default: the first endpoint).
+    #[arg(long)]
+    watch_endpoint: Option<String>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -278,6 +291,11 @@ async fn run(args: Args) -> Result<ExitCode> {
     }
 
     let setup = connect(&args).await?;
+    let watch_events = if args.watchers > 0 {
+        Some(open_watchers(&args).await?)
+    } else {
+        None
+    };
     let budget_text = match args.duration {
         Some(d) => format!("{:.1}s per workload", d.as_secs_f64()),
         None => format!("{} requests per workload", args.total),
@@ -325,6 +343,16 @@ async fn run(args: Args) -> Result<ExitCode> {
         results.push(report);
     }
 
+    if let Some(events) = &watch_events {
+        // Let in-flight events arrive before counting.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        eprintln!(
+            "cairn-bench: {} watchers received {} events",
+            args.watchers,
+            events.load(std::sync::atomic::Ordering::Relaxed)
+        );
+    }
+
     let report = Report {
         settings: Settings {
             endpoints: args.endpoints.clone(),
@@ -359,6 +387,45 @@ async fn run(args: Args) -> Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Opens `--watchers` watchers over streams of `--watchers-per-stream`,
+/// each on one key; returns a counter of the events they receive.
+async fn open_watchers(args: &Args) -> Result<std::sync::Arc<std::sync::atomic::AtomicU64>> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let events = std::sync::Arc::new(AtomicU64::new(0));
+    let endpoint = args
+        .watch_endpoint
+        .clone()
+        .unwrap_or_else(|| args.endpoints[0].clone());
+    let options = ConnectOptions::new().with_connect_timeout(Duration::from_secs(5));
+    let client = Client::connect([endpoint.clone()], Some(options))
+        .await
+        .with_context(|| format!("cannot connect to {endpoint} for watchers"))?;
+    let started = Instant::now();
+    let width = args.key_size as usize;
+    let mut opened = 0u64;
+    while opened < args.watchers {
+        let n = args.watchers_per_stream.min(args.watchers - opened);
+        let key = |i: u64| format!("{:0width$}", i % args.key_space).into_bytes();
+        let mut stream = client.watch_client().watch(key(opened), None).await?;
+        for i in 1..n {
+            stream.watch(key(opened + i), None).await?;
+        }
+        let counter = std::sync::Arc::clone(&events);
+        tokio::spawn(async move {
+            while let Ok(Some(resp)) = stream.message().await {
+                counter.fetch_add(resp.events().len() as u64, Ordering::Relaxed);
+            }
+        });
+        opened += n;
+    }
+    eprintln!(
+        "cairn-bench: opened {} watchers on {endpoint} in {:.1}s",
+        args.watchers,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(events)
 }
 
 /// Opens `--conns` clients and checks, with one bounded request, that the
