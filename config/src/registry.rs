@@ -653,8 +653,7 @@ pub static SETTINGS: &[Setting] = &[
         UrlList,
         "",
         "Extra URLs that serve only /metrics and /health.",
-    )
-    .not_yet("a separate metrics listener"),
+    ),
     // --------------------------------------------------------------- Logging
     setting(
         "logger",
@@ -1078,6 +1077,7 @@ mod tests {
             "auto-compaction-retention",
             "auto-compaction-mode",
             "config-file",
+            "listen-metrics-urls",
         ];
         for s in SETTINGS {
             let want_supported = supported.contains(&s.name);

@@ -5,9 +5,11 @@
 //! `transport` carrying raft messages between members.
 
 pub mod api;
+pub mod cli;
 pub mod error;
 pub mod ids;
 pub mod logging;
+pub mod metrics;
 pub mod pb;
 pub mod server;
 pub mod storage;

@@ -1,27 +1,54 @@
 //! Logging: `tracing` everywhere, with raft-rs's `slog` records bridged in.
+//! The level can change at runtime (config reload).
 
 use std::fmt::Write as _;
+use std::sync::OnceLock;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Registry, reload};
 
-/// Installs the global subscriber. `level` is etcd's log level name.
-pub fn init(level: &str) {
+static LEVEL: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
+
+fn filter_for(level: &str) -> EnvFilter {
     let directive = match level {
         "debug" => "debug",
         "warn" => "warn",
         "error" | "panic" | "fatal" => "error",
         _ => "info",
     };
-    // Dependencies are chatty at debug; keep them at warn unless asked.
-    let filter = tracing_subscriber::EnvFilter::try_from_env("CAIRN_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(format!(
-            "{directive},h2=warn,hyper=warn,tower=warn,fjall=warn,lsm_tree=warn"
-        ))
-    });
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    // Dependencies are chatty at debug; keep them at warn.
+    EnvFilter::new(format!(
+        "{directive},h2=warn,hyper=warn,hyper_util=warn,tower=warn,fjall=warn,lsm_tree=warn,notify=warn"
+    ))
+}
+
+/// Installs the global subscriber. `level` is etcd's log level name;
+/// `CAIRN_LOG` (an `EnvFilter` directive) overrides it for debugging.
+pub fn init(level: &str) {
+    let filter = EnvFilter::try_from_env("CAIRN_LOG").unwrap_or_else(|_| filter_for(level));
+    let (filter, handle) = reload::Layer::new(filter);
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(true)
-        .try_init();
+        .with_target(true);
+    if tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .try_init()
+        .is_ok()
+    {
+        let _ = LEVEL.set(handle);
+    }
+}
+
+/// Changes the log level of the running process.
+pub fn set_level(level: &str) -> bool {
+    if std::env::var_os("CAIRN_LOG").is_some() {
+        return false;
+    }
+    LEVEL
+        .get()
+        .is_some_and(|h| h.reload(filter_for(level)).is_ok())
 }
 
 /// A slog drain that forwards raft-rs's log records to `tracing`.

@@ -3,6 +3,10 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("config") {
+        return cairn::cli::config_command(&args[1..]);
+    }
     let invocation = match cairn_config::parse_process() {
         Ok(i) => i,
         Err(e) => {

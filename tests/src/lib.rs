@@ -90,6 +90,9 @@ pub struct Options {
     /// Fixed member addresses instead of random ones: golden tests need the
     /// same peer URLs (hence the same member IDs) against etcd and Cairn.
     pub hosts: Option<Vec<String>>,
+    /// Give every member a `cairn.toml` with this content (in its folder,
+    /// see `Cluster::config_path`), passed with `--config-file`.
+    pub config_toml: Option<String>,
 }
 
 impl Default for Options {
@@ -103,6 +106,7 @@ impl Default for Options {
             extra_args: Vec::new(),
             token: "cairn-test".into(),
             hosts: None,
+            config_toml: None,
         }
     }
 }
@@ -136,6 +140,11 @@ impl Member {
     pub fn client_addr(&self) -> SocketAddr {
         self.endpoint().parse().expect("client addr")
     }
+    /// The process ID (0 when not running).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
     pub fn is_running(&mut self) -> bool {
         match &mut self.child {
             Some(c) => matches!(c.try_wait(), Ok(None)),
@@ -201,11 +210,27 @@ impl Cluster {
                 format!("--initial-cluster={initial_cluster}"),
                 format!("--initial-cluster-token={}", opts.token),
                 "--initial-cluster-state=new".into(),
-                // Never read the host's /etc/etcd/etcd.conf or /etc/cairn/cairn.toml.
-                "--config-file=".into(),
-                format!("--heartbeat-interval={}", opts.heartbeat_ms),
-                format!("--election-timeout={}", opts.election_ms),
             ];
+            match &opts.config_toml {
+                // Timing goes in the file, where a reload can change it
+                // (flags would shadow the file).
+                Some(toml) => {
+                    let path = m.data_dir.parent().expect("member dir").join("cairn.toml");
+                    std::fs::create_dir_all(path.parent().expect("dir")).expect("member dir");
+                    let text = format!(
+                        "heartbeat-interval = {}\nelection-timeout = {}\n{toml}",
+                        opts.heartbeat_ms, opts.election_ms
+                    );
+                    std::fs::write(&path, text).expect("write config");
+                    args.push(format!("--config-file={}", path.display()));
+                }
+                None => {
+                    // Never read the host's /etc/etcd/etcd.conf or /etc/cairn/cairn.toml.
+                    args.push("--config-file=".into());
+                    args.push(format!("--heartbeat-interval={}", opts.heartbeat_ms));
+                    args.push(format!("--election-timeout={}", opts.election_ms));
+                }
+            }
             if let Some(n) = opts.snapshot_count {
                 args.push(format!("--snapshot-count={n}"));
             }
@@ -274,6 +299,15 @@ impl Cluster {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Member `i`'s config file (with `Options::config_toml`).
+    pub fn config_path(&self, i: usize) -> PathBuf {
+        self.members[i]
+            .data_dir
+            .parent()
+            .expect("member dir")
+            .join("cairn.toml")
     }
 
     pub fn restart(&mut self, i: usize) {

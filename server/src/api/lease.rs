@@ -40,7 +40,7 @@ impl Lease for LeaseService {
         if r.id == 0 {
             r.id = self.srv.new_lease_id();
         }
-        r.ttl = r.ttl.max(self.srv.min_lease_ttl_secs);
+        r.ttl = r.ttl.max(self.srv.min_lease_ttl_secs());
         match self.srv.propose(Internal::LeaseGrant(r)).await? {
             Applied::LeaseGrant(mut resp) => {
                 self.srv.fill_header(&mut resp.header);

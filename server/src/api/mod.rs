@@ -4,7 +4,9 @@
 
 pub mod cluster;
 pub mod concurrency;
+pub mod config;
 pub mod election;
+pub mod grpc_metrics;
 pub mod http;
 pub mod kv;
 pub mod lease;
@@ -42,7 +44,7 @@ pub fn check_leader<T>(srv: &EtcdServer, req: &Request<T>) -> Result<(), Status>
 /// Enforces the receive limit with grpc-go's code and wording (tonic's own
 /// limit is set higher so that this check is the one clients see).
 pub fn check_size<M: Message>(srv: &EtcdServer, m: &M) -> Result<(), Status> {
-    let limit = srv.limits.max_request_bytes + GRPC_OVERHEAD_BYTES;
+    let limit = srv.max_request_bytes() + GRPC_OVERHEAD_BYTES;
     let len = m.encoded_len();
     if len > limit {
         return Err(Status::resource_exhausted(format!(
@@ -56,9 +58,16 @@ pub fn check_size<M: Message>(srv: &EtcdServer, m: &M) -> Result<(), Status> {
 /// `application/grpc` content type, as etcd tells them apart) go to the
 /// gRPC services; everything else to the HTTP routes, whose unknown paths
 /// get Go's plain "404 page not found" like etcd's HTTP mux.
-pub fn grpc_and_http(grpc: tonic::service::Routes, http: axum::Router) -> axum::Router {
+pub fn grpc_and_http(
+    grpc: tonic::service::Routes,
+    http: axum::Router,
+    count_calls: bool,
+) -> axum::Router {
     use axum::response::IntoResponse;
-    let grpc = grpc.prepare().into_axum_router();
+    let mut grpc = grpc.prepare().into_axum_router();
+    if count_calls {
+        grpc = grpc.layer(axum::middleware::from_fn(grpc_metrics::count));
+    }
     http.fallback(move |req: axum::extract::Request| {
         let grpc = grpc.clone();
         async move {

@@ -187,7 +187,7 @@ impl StreamState {
                     events,
                     ..Default::default()
                 };
-                let limit = self.srv.limits.max_request_bytes;
+                let limit = self.srv.max_request_bytes();
                 if self.fragment.contains(&watch_id)
                     && resp.encoded_len() >= limit
                     && resp.events.len() > 1

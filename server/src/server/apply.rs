@@ -16,6 +16,7 @@ use super::wait::Waiters;
 use super::watch::WatchHub;
 use super::{Applied, RaftStatus};
 use crate::error::Error;
+use crate::metrics::METRICS;
 use crate::pb::cairnpb::{InternalRequest, MemberAttributes, internal_request::Request};
 use crate::pb::etcdserverpb::{
     CompactionResponse, LeaseGrantResponse, LeaseRevokeResponse, ResponseHeader,
@@ -42,11 +43,9 @@ const MAX_APPLY_BATCH_ENTRIES: usize = 2048;
 const IDLE_POLL: Duration = Duration::from_millis(50);
 
 pub struct ApplyConfig {
-    pub snapshot_count: u64,
+    /// The live configuration (snapshot count, slow-apply warning).
+    pub config: Arc<arc_swap::ArcSwap<cairn_config::ServerConfig>>,
     pub snapshot_catchup_entries: u64,
-    pub warn_apply_duration: Duration,
-    /// Added to every lease's TTL when this member becomes leader.
-    pub election_timeout: Duration,
 }
 
 pub struct ApplyLoop {
@@ -126,6 +125,10 @@ impl ApplyLoop {
         tracing::info!("apply loop stopped");
     }
 
+    fn election_timeout(&self) -> Duration {
+        Duration::from_millis(self.cfg.config.load().election_timeout_ms)
+    }
+
     fn apply_entries(&mut self, entries: Vec<Entry>) -> storage::Result<()> {
         let started = Instant::now();
         let mut batch = self.store.begin_batch();
@@ -144,7 +147,7 @@ impl ApplyLoop {
                         // A new leader's first entry: everything before it is
                         // applied, so this member knows every lease; start
                         // their clocks (etcd's "promote").
-                        self.lessor.promote(self.cfg.election_timeout);
+                        self.lessor.promote(self.election_timeout());
                     }
                 }
                 EntryType::EntryConfChange => {
@@ -169,10 +172,16 @@ impl ApplyLoop {
             return Ok(());
         }
         meta::put_applied(batch.raw(), &self.db, last);
+        let commit_started = Instant::now();
         batch.commit().map_err(|e| match e {
             storage::mvcc::MvccError::Storage(s) => s,
             other => storage_err(other),
         })?;
+        METRICS
+            .backend_commit
+            .observe(commit_started.elapsed().as_secs_f64());
+        METRICS.apply_batch_entries.observe(entries.len() as f64);
+        METRICS.proposals_applied.set(last.index as i64);
         self.applied = last;
         if let Some(m) = membership {
             self.membership.set(m);
@@ -186,11 +195,13 @@ impl ApplyLoop {
         let _ = self.ctl.send(CtlMsg::Applied(last.index));
 
         let took = started.elapsed();
-        if took > self.cfg.warn_apply_duration {
+        let warn_after = self.cfg.config.load().experimental_warning_apply_duration;
+        if took > warn_after {
+            METRICS.slow_apply.inc();
             tracing::warn!(
                 took_ms = took.as_millis() as u64,
                 entries = entries.len(),
-                expected_ms = self.cfg.warn_apply_duration.as_millis() as u64,
+                expected_ms = warn_after.as_millis() as u64,
                 "apply request took too long"
             );
         }
@@ -279,6 +290,10 @@ impl ApplyLoop {
                 Err(storage::mvcc::MvccError::Storage(s)) => return Err(s),
                 Err(e) => Err(e.into()),
             },
+            // Written by the v2 API (wired in with its module).
+            Some(Request::V2(_)) => Err(Error::Internal(
+                "v2 request in a build without the v2 store".into(),
+            )),
             Some(Request::Publish(attrs)) => {
                 let m = self.publish(batch, membership, &attrs);
                 m.map(|_| Applied::Published)
@@ -346,15 +361,17 @@ impl ApplyLoop {
     /// that are only a little behind.
     fn maybe_compact_log(&mut self) {
         let applied = self.applied.index;
-        if applied.saturating_sub(self.last_log_compaction) < self.cfg.snapshot_count {
+        let snapshot_count = self.cfg.config.load().snapshot_count.max(1);
+        if applied.saturating_sub(self.last_log_compaction) < snapshot_count {
             return;
         }
         self.last_log_compaction = applied;
-        let to = applied.saturating_sub(self.cfg.snapshot_catchup_entries);
+        let catchup = self.cfg.snapshot_catchup_entries.min(snapshot_count);
+        let to = applied.saturating_sub(catchup);
         tracing::info!(
             applied_index = applied,
             compact_to = to,
-            snapshot_count = self.cfg.snapshot_count,
+            snapshot_count,
             "triggering raft log compaction"
         );
         if to > 0 {
@@ -415,7 +432,7 @@ impl ApplyLoop {
         self.lessor.restore(
             meta::leases(&self.db)?,
             attachments,
-            self.cfg.election_timeout,
+            self.election_timeout(),
         );
         self.membership.reload(&self.db)?;
         self.hub.reset();

@@ -13,7 +13,7 @@ use super::membership::Membership;
 use super::node::{Node, NodeConfig, RaftMsg};
 use super::wait::Waiters;
 use super::watch::WatchHub;
-use super::{EtcdServer, Limits, RaftStatus};
+use super::{EtcdServer, RaftStatus};
 use crate::api;
 use crate::ids::{self, RequestIdGenerator};
 use crate::pb::cairnpb::{
@@ -300,13 +300,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
         lessor: Arc::clone(&lessor),
         hub: Arc::clone(&hub),
         transport: Arc::clone(&transport),
-        min_lease_ttl_secs: min_lease_ttl_secs(election_ticks, cfg.heartbeat_interval_ms),
-        election_timeout,
-        limits: Limits {
-            max_request_bytes: cfg.max_request_bytes as usize,
-            max_txn_ops: cfg.max_txn_ops as usize,
-            request_timeout: cfg.request_timeout(),
-        },
+        config: Arc::new(arc_swap::ArcSwap::from_pointee(cfg.clone())),
         raft_tx: raft_tx.clone(),
         waiters: Arc::clone(&waiters),
         applied_rx,
@@ -332,9 +326,8 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
         Arc::clone(&waiters),
         Arc::clone(&snapshots),
         NodeConfig {
-            tick: Duration::from_millis(cfg.heartbeat_interval_ms),
+            config: Arc::clone(&server.config),
             election_ticks,
-            request_timeout: cfg.request_timeout(),
             fast_forward_ticks: fast_forward,
             lessor: Arc::clone(&lessor),
         },
@@ -353,10 +346,8 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
         applied_tx,
         snapshots: Arc::clone(&snapshots),
         cfg: ApplyConfig {
-            snapshot_count: cfg.snapshot_count.max(1),
-            snapshot_catchup_entries: SNAPSHOT_CATCHUP_ENTRIES.min(cfg.snapshot_count),
-            warn_apply_duration: cfg.experimental_warning_apply_duration,
-            election_timeout,
+            config: Arc::clone(&server.config),
+            snapshot_catchup_entries: SNAPSHOT_CATCHUP_ENTRIES,
         },
         applied,
         conf_state,
@@ -395,6 +386,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
             .max_encoding_message_size(PEER_MAX_MESSAGE_BYTES),
         ),
         api::http::peer_routes(Arc::clone(&server)),
+        false,
     );
     for (url, l) in peer_listeners {
         tracing::info!("listening for peers on {url}");
@@ -406,7 +398,10 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
     }
     transport.start();
 
-    let client_router = client_router(&server, cfg);
+    let reloader = super::reload::Reloader::new(Arc::clone(&server));
+    reloader.spawn_triggers();
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    let client_router = client_router(&server, cfg, Arc::clone(&reloader), health_service);
     let serve_opts = api::listener::ServeOptions {
         max_concurrent_streams: cfg.max_concurrent_streams,
         keepalive_interval: if cfg.grpc_keepalive_interval.is_zero() {
@@ -416,12 +411,29 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
         },
         keepalive_timeout: cfg.grpc_keepalive_timeout,
     };
+    let mut metrics_listeners = Vec::new();
+    for url in &cfg.listen_metrics_urls {
+        metrics_listeners.push((url_string(url), bind(url).await?));
+    }
+    let metrics_router = api::http::metrics_routes(Arc::clone(&server));
     let mut ready = server.ready_watch();
     tokio::spawn(async move {
         // Like etcd, accept client connections only once this member has
         // joined the cluster; until then they wait in the backlog.
         if ready.wait_for(|r| *r).await.is_err() {
             return;
+        }
+        // The gRPC health service says SERVING once this member serves.
+        health_reporter
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+        for (url, l) in metrics_listeners {
+            tracing::info!("serving metrics and health on {url}");
+            tokio::spawn(api::listener::serve(
+                l,
+                metrics_router.clone(),
+                Default::default(),
+            ));
         }
         for (url, l) in client_listeners {
             tracing::info!(
@@ -437,6 +449,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
     });
 
     tokio::spawn(expire_leases(Arc::clone(&server)));
+    tokio::spawn(super::compactor::run(Arc::clone(&server)));
     tokio::spawn(publish(
         Arc::clone(&server),
         cfg.name.clone(),
@@ -445,7 +458,14 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
     Ok(Member { server })
 }
 
-fn client_router(server: &Arc<EtcdServer>, cfg: &ServerConfig) -> axum::Router {
+fn client_router(
+    server: &Arc<EtcdServer>,
+    cfg: &ServerConfig,
+    reloader: Arc<super::reload::Reloader>,
+    health: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+) -> axum::Router {
     // tonic's own limit sits above etcd's so that `api::check_size` answers
     // with grpc-go's wording; this bound still caps memory per message.
     let decode_limit = 2 * (cfg.max_request_bytes as usize + api::GRPC_OVERHEAD_BYTES);
@@ -464,7 +484,7 @@ fn client_router(server: &Arc<EtcdServer>, cfg: &ServerConfig) -> axum::Router {
     .max_decoding_message_size(decode_limit);
     let watch = WatchServer::new(api::watch::WatchService {
         srv: Arc::clone(server),
-        election_timeout: server.election_timeout,
+        election_timeout: server.election_timeout(),
     })
     .max_decoding_message_size(decode_limit)
     .max_encoding_message_size(usize::MAX);
@@ -488,8 +508,10 @@ fn client_router(server: &Arc<EtcdServer>, cfg: &ServerConfig) -> axum::Router {
         .add_service(watch)
         .add_service(lease)
         .add_service(lock)
-        .add_service(election);
-    api::grpc_and_http(grpc, api::http::client_routes(Arc::clone(server)))
+        .add_service(election)
+        .add_service(health);
+    let http = api::http::client_routes(Arc::clone(server)).merge(api::config::routes(reloader));
+    api::grpc_and_http(grpc, http, true)
 }
 
 /// Publishes this member's name and client URLs through raft (etcd's
@@ -518,13 +540,6 @@ async fn publish(server: Arc<EtcdServer>, name: String, client_urls: Vec<String>
     server.set_ready();
     tracing::info!("ready to serve client requests");
     tracing::info!("enabled capabilities for version 3.4");
-}
-
-/// etcd's minimum lease TTL: 1.5 election timeouts, rounded up to seconds,
-/// so a lease cannot expire during a leader election.
-fn min_lease_ttl_secs(election_ticks: usize, heartbeat_ms: u64) -> i64 {
-    let ms = (3 * election_ticks as u64 / 2) * heartbeat_ms;
-    ms.div_ceil(1000) as i64
 }
 
 /// The leader revokes expired leases through raft (at most

@@ -8,9 +8,11 @@
 
 pub mod apply;
 pub mod bootstrap;
+pub mod compactor;
 pub mod lease;
 pub mod membership;
 pub mod node;
+pub mod reload;
 pub mod txn;
 pub mod wait;
 pub mod watch;
@@ -85,14 +87,6 @@ impl RaftStatus {
     }
 }
 
-/// Limits the API layer enforces, from the configuration.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    pub max_request_bytes: usize,
-    pub max_txn_ops: usize,
-    pub request_timeout: Duration,
-}
-
 pub struct EtcdServer {
     pub member_id: u64,
     pub cluster_id: u64,
@@ -102,13 +96,11 @@ pub struct EtcdServer {
     pub membership: Arc<Membership>,
     pub status: Arc<RaftStatus>,
     pub snapshots: Arc<SnapshotRegistry>,
-    pub limits: Limits,
+    /// The live configuration: swapped whole by a reload, read per request.
+    pub config: Arc<arc_swap::ArcSwap<cairn_config::ServerConfig>>,
     pub lessor: Arc<Lessor>,
     pub hub: Arc<WatchHub>,
     pub transport: Arc<Transport>,
-    /// Shortest lease TTL granted, in seconds (etcd: 1.5 election timeouts).
-    pub min_lease_ttl_secs: i64,
-    pub election_timeout: Duration,
     raft_tx: crossbeam_channel::Sender<node::RaftMsg>,
     waiters: Arc<Waiters<Applied>>,
     applied_rx: tokio_watch::Receiver<u64>,
@@ -137,6 +129,30 @@ impl EtcdServer {
         *h = Some(self.header(revision));
     }
 
+    pub fn max_request_bytes(&self) -> usize {
+        self.config.load().max_request_bytes as usize
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        self.config.load().request_timeout()
+    }
+
+    pub fn quota_backend_bytes(&self) -> u64 {
+        self.config.load().effective_quota_backend_bytes()
+    }
+
+    /// etcd's minimum lease TTL: 1.5 election timeouts, rounded up to
+    /// seconds, so a lease cannot expire during a leader election.
+    pub fn min_lease_ttl_secs(&self) -> i64 {
+        let cfg = self.config.load();
+        let ms = (3 * cfg.election_ticks() as u64 / 2) * cfg.heartbeat_interval_ms;
+        ms.div_ceil(1000) as i64
+    }
+
+    pub fn election_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.load().election_timeout_ms)
+    }
+
     pub fn ready_watch(&self) -> tokio_watch::Receiver<bool> {
         self.ready.subscribe()
     }
@@ -148,7 +164,25 @@ impl EtcdServer {
     /// Proposes a request through raft and waits until this member applied
     /// it, returning the apply result.
     pub async fn propose(&self, request: Request) -> Result<Applied, Error> {
-        let deadline = tokio::time::Instant::now() + self.limits.request_timeout;
+        crate::metrics::METRICS.proposals_pending.inc();
+        let result = self.propose_inner(request).await;
+        crate::metrics::METRICS.proposals_pending.dec();
+        // Failures of consensus, not requests refused by the state machine.
+        if matches!(
+            result,
+            Err(Error::Timeout
+                | Error::TimeoutDueToLeaderFail
+                | Error::NoLeader
+                | Error::Stopped
+                | Error::TooManyRequests)
+        ) {
+            crate::metrics::METRICS.proposals_failed.inc();
+        }
+        result
+    }
+
+    async fn propose_inner(&self, request: Request) -> Result<Applied, Error> {
+        let deadline = tokio::time::Instant::now() + self.request_timeout();
         let commit = self.status.commit.load(Ordering::Acquire);
         let applied = self.status.applied.load(Ordering::Acquire);
         if commit.saturating_sub(applied) > MAX_APPLY_LAG {
@@ -161,7 +195,7 @@ impl EtcdServer {
             request: Some(request),
         }
         .encode_to_vec();
-        if data.len() > self.limits.max_request_bytes {
+        if data.len() > self.max_request_bytes() {
             return Err(Error::RequestTooLarge);
         }
         // A proposal raft refuses outright (no leader yet, leadership in
@@ -212,7 +246,7 @@ impl EtcdServer {
     /// call started, confirmed by a quorum (raft ReadIndex). After it
     /// returns, a local read is linearizable.
     pub async fn linearizable_read_notify(&self) -> Result<(), Error> {
-        let deadline = tokio::time::Instant::now() + self.limits.request_timeout;
+        let deadline = tokio::time::Instant::now() + self.request_timeout();
         let (tx, rx) = oneshot::channel();
         if self.raft_tx.try_send(node::RaftMsg::ReadIndex(tx)).is_err() {
             return Err(Error::TooManyRequests);
@@ -243,7 +277,7 @@ impl EtcdServer {
     /// Keep-alive: renews on the leader (forwarding there if this member is
     /// a follower). Returns the lease's TTL, or 0 if it does not exist.
     pub async fn lease_renew(&self, id: i64) -> Result<i64, Error> {
-        let deadline = tokio::time::Instant::now() + self.limits.request_timeout;
+        let deadline = tokio::time::Instant::now() + self.request_timeout();
         let mut waited_for_apply = false;
         loop {
             if self.status.is_leader() {
@@ -288,7 +322,7 @@ impl EtcdServer {
         &self,
         req: LeaseTimeToLiveRequest,
     ) -> Result<LeaseTimeToLiveResponse, Error> {
-        let deadline = tokio::time::Instant::now() + self.limits.request_timeout;
+        let deadline = tokio::time::Instant::now() + self.request_timeout();
         loop {
             if self.status.is_leader() && self.lessor.is_primary() {
                 self.linearizable_read_notify().await?;
@@ -372,7 +406,7 @@ impl EtcdServer {
     }
 
     pub async fn txn(&self, r: TxnRequest) -> Result<TxnResponse, Error> {
-        txn::check_txn(&r, self.limits.max_txn_ops)?;
+        txn::check_txn(&r, self.config.load().max_txn_ops as usize)?;
         if txn::is_txn_read_only(&r) {
             if !txn::is_txn_serializable(&r) {
                 self.linearizable_read_notify().await?;

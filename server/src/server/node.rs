@@ -14,6 +14,7 @@ use super::lease::Lessor;
 use super::wait::Waiters;
 use super::{Applied, RaftStatus};
 use crate::error::Error;
+use crate::metrics::METRICS;
 use crate::storage::raftlog::RaftLog;
 use crate::storage::snapfile::{self, SnapshotRegistry};
 use crate::transport::Transport;
@@ -76,9 +77,10 @@ struct PendingRead {
 }
 
 pub struct NodeConfig {
-    pub tick: Duration,
+    /// The live configuration; tick periods are read from it every turn.
+    pub config: Arc<arc_swap::ArcSwap<cairn_config::ServerConfig>>,
+    /// The election timeout in ticks raft was created with (fixed).
     pub election_ticks: usize,
-    pub request_timeout: Duration,
     pub fast_forward_ticks: usize,
     pub lessor: Arc<Lessor>,
 }
@@ -151,7 +153,7 @@ impl Node {
         for _ in 0..self.cfg.fast_forward_ticks {
             self.raw.tick();
         }
-        let mut next_tick = Instant::now() + self.cfg.tick;
+        let mut next_tick = Instant::now() + self.tick_period();
         loop {
             let timeout = next_tick.saturating_duration_since(Instant::now());
             crossbeam_channel::select! {
@@ -179,11 +181,12 @@ impl Node {
             if now >= next_tick {
                 self.raw.tick();
                 self.on_tick(now);
-                next_tick += self.cfg.tick;
+                let tick = self.tick_period();
+                next_tick += tick;
                 if next_tick < now {
                     // We fell behind (a long fsync or snapshot install);
                     // don't burst ticks, which would trigger elections.
-                    next_tick = now + self.cfg.tick;
+                    next_tick = now + tick;
                 }
             }
             if !self.new_reads.is_empty() {
@@ -196,6 +199,20 @@ impl Node {
             }
         }
         tracing::info!("raft loop stopped");
+    }
+
+    /// raft-rs counts both timeouts in ticks fixed at creation (heartbeat =
+    /// 1 tick, election = `election_ticks`). A leader only uses the heartbeat
+    /// and a follower only the election timeout, so each role ticks at its
+    /// own period: that lets both intervals change live with a reload.
+    fn tick_period(&self) -> Duration {
+        let cfg = self.cfg.config.load();
+        let ms = if self.raw.raft.state == StateRole::Leader {
+            cfg.heartbeat_interval_ms
+        } else {
+            cfg.election_timeout_ms / self.cfg.election_ticks.max(1) as u64
+        };
+        Duration::from_millis(ms.max(1))
     }
 
     fn handle(&mut self, m: RaftMsg) {
@@ -273,7 +290,7 @@ impl Node {
         // raft-rs drops a ReadIndex silently when the leader has not yet
         // committed in its term or a follower knows no leader: re-issue
         // stale ones, and give up on those past the request timeout.
-        let retry_after = self.cfg.tick * 3;
+        let retry_after = self.tick_period() * 3;
         let stale: Vec<u64> = self
             .reads
             .iter()
@@ -288,7 +305,7 @@ impl Node {
             if r.waiters.is_empty() {
                 continue;
             }
-            if now.duration_since(r.first_issued) >= self.cfg.request_timeout {
+            if now.duration_since(r.first_issued) >= self.cfg.config.load().request_timeout() {
                 for w in r.waiters {
                     let _ = w.send(Err(Error::Timeout));
                 }
@@ -358,7 +375,10 @@ impl Node {
                     term
                 );
                 self.no_leader_since = Some(Instant::now());
+                METRICS.has_leader.set(0);
             } else {
+                METRICS.has_leader.set(1);
+                METRICS.leader_changes.inc();
                 tracing::info!(
                     "raft.node: {:x} elected leader {:x} at term {}",
                     self.id,
@@ -381,6 +401,7 @@ impl Node {
         self.status
             .is_leader
             .store(role == StateRole::Leader, Ordering::Release);
+        METRICS.is_leader.set(i64::from(role == StateRole::Leader));
         if role != StateRole::Leader && self.cfg.lessor.is_primary() {
             // Only the leader tracks expiry; a new leader promotes once it
             // has applied its first entry (see the apply loop).
@@ -422,6 +443,11 @@ impl Node {
 
         let mut committed = rd.take_committed_entries();
 
+        if !rd.entries().is_empty() {
+            METRICS
+                .raft_ready_entries
+                .observe(rd.entries().len() as f64);
+        }
         self.raw
             .mut_store()
             .persist(rd.entries(), rd.hs(), rd.must_sync())?;
@@ -443,6 +469,7 @@ impl Node {
         if let Some(commit) = light.commit_index() {
             self.raw.mut_store().set_commit(commit)?;
             self.status.commit.store(commit, Ordering::Release);
+            METRICS.proposals_committed.set(commit as i64);
         }
         self.transport.send(light.take_messages());
         committed.extend(light.take_committed_entries());

@@ -184,7 +184,13 @@ impl RaftLog {
         } else {
             PersistMode::Buffer
         };
+        let started = std::time::Instant::now();
         batch.durability(Some(mode)).commit()?;
+        if sync {
+            crate::metrics::METRICS
+                .wal_fsync
+                .observe(started.elapsed().as_secs_f64());
+        }
 
         if let Some(hs) = hs {
             self.hard_state = hs.clone();

@@ -383,6 +383,11 @@ impl Store {
         }
     }
 
+    /// Keys that currently exist or have history (the index size).
+    pub fn key_count(&self) -> usize {
+        self.index.read().len()
+    }
+
     pub fn compaction_watch(&self) -> CompactionWatch {
         self.compaction_done.subscribe()
     }

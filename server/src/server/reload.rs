@@ -1,0 +1,306 @@
+//! Live configuration reload.
+//!
+//! Triggers: an edit of a config file (its folder is watched, so editors'
+//! rename-on-save and symlink swaps count; events are debounced), SIGHUP,
+//! and `POST /config/reload`. A reload re-reads everything and validates the
+//! whole new configuration first: if anything is wrong nothing changes and
+//! the error is reported (log, `/metrics`, `GET /config/status`). Otherwise
+//! the live settings are swapped in at once (one `ArcSwap` store) — every
+//! part of the server reads them from there — and restart-only changes are
+//! reported as such.
+
+use super::EtcdServer;
+use crate::metrics::METRICS;
+use cairn_config::{ServerConfig, apply_live, diff};
+use parking_lot::Mutex;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Quiet time after the last file event before reloading.
+const DEBOUNCE: Duration = Duration::from_millis(100);
+/// A burst of events still reloads at least this often.
+const MAX_DEBOUNCE: Duration = Duration::from_secs(1);
+
+/// The outcome of the last reload, as `GET /config/status` shows it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReloadStatus {
+    pub last_attempt_unix: u64,
+    pub last_trigger: String,
+    pub last_reload_successful: bool,
+    pub last_success_unix: u64,
+    pub last_error: Option<String>,
+    /// Settings applied by the last successful reload.
+    pub applied: Vec<String>,
+    /// Settings changed in the files but waiting for a restart.
+    pub pending_restart: Vec<String>,
+    pub config_files: Vec<String>,
+}
+
+pub struct Reloader {
+    srv: Arc<EtcdServer>,
+    status: Mutex<ReloadStatus>,
+    /// One reload at a time.
+    running: Mutex<()>,
+    /// What the config files looked like at the last reload, so events from
+    /// other files in the same folders (logs, say) do not cause reloads.
+    fingerprint: Mutex<Vec<u8>>,
+}
+
+/// A digest of the config files' resolved paths and contents.
+fn fingerprint(files: &[PathBuf]) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for f in files {
+        h.update(f.as_os_str().as_encoded_bytes());
+        if let Ok(target) = std::fs::canonicalize(f) {
+            h.update(target.as_os_str().as_encoded_bytes());
+        }
+        // Config files are capped at 1 MiB by the parser; read a little more
+        // so an oversized file still changes the digest.
+        match std::fs::File::open(f) {
+            Ok(file) => {
+                use std::io::Read;
+                let mut buf = Vec::new();
+                let _ = file.take(2 << 20).read_to_end(&mut buf);
+                h.update((buf.len() as u64).to_be_bytes());
+                h.update(&buf);
+            }
+            Err(_) => h.update(b"missing"),
+        }
+    }
+    h.finalize().to_vec()
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Reloader {
+    pub fn new(srv: Arc<EtcdServer>) -> Arc<Reloader> {
+        let cfg = srv.config.load_full();
+        let now = now_unix();
+        METRICS.config_reload_successful.set(1);
+        METRICS.config_reload_success_timestamp.set(now as i64);
+        Arc::new(Reloader {
+            status: Mutex::new(ReloadStatus {
+                last_attempt_unix: now,
+                last_trigger: "startup".into(),
+                last_reload_successful: true,
+                last_success_unix: now,
+                config_files: files(&cfg)
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect(),
+                ..Default::default()
+            }),
+            fingerprint: Mutex::new(fingerprint(&files(&cfg))),
+            srv,
+            running: Mutex::new(()),
+        })
+    }
+
+    /// The configuration in effect.
+    pub fn config(&self) -> Arc<ServerConfig> {
+        self.srv.config.load_full()
+    }
+
+    pub fn status(&self) -> ReloadStatus {
+        self.status.lock().clone()
+    }
+
+    /// Re-reads and applies the configuration. Never leaves a half-applied
+    /// configuration: either the new one is swapped in whole or nothing.
+    pub fn reload(&self, trigger: &str) -> ReloadStatus {
+        let _one = self.running.lock();
+        let running = self.srv.config.load_full();
+        *self.fingerprint.lock() = fingerprint(&files(&running));
+        let now = now_unix();
+        // Boxed: the config error type is large, and this is not a hot path.
+        let outcome: Result<_, Box<cairn_config::ConfigError>> = match running.reparse() {
+            Ok(fresh) => {
+                let changes = diff(&running, &fresh);
+                apply_live(&running, &fresh)
+                    .map(|next| (changes, next))
+                    .map_err(Box::new)
+            }
+            Err(e) => Err(Box::new(e)),
+        };
+        let mut st = self.status.lock();
+        st.last_attempt_unix = now;
+        st.last_trigger = trigger.to_string();
+        match outcome {
+            Err(e) => {
+                let msg = e.to_string();
+                tracing::error!(trigger, error = %msg, "configuration reload failed; still serving on the previous configuration");
+                st.last_reload_successful = false;
+                st.last_error = Some(msg);
+                METRICS.config_reload_successful.set(0);
+                METRICS
+                    .config_reloads
+                    .with_label_values(&[trigger, "failure"])
+                    .inc();
+            }
+            Ok((changes, next)) => {
+                let next = Arc::new(next);
+                self.apply(&running, &next);
+                self.srv.config.store(Arc::clone(&next));
+                st.applied.clear();
+                st.pending_restart.clear();
+                for c in &changes {
+                    tracing::info!(trigger, "config: {c}");
+                    if c.is_live() {
+                        st.applied.push(c.to_string());
+                    } else {
+                        st.pending_restart.push(c.to_string());
+                    }
+                }
+                if changes.is_empty() {
+                    tracing::info!(trigger, "configuration reloaded: nothing changed");
+                }
+                st.last_reload_successful = true;
+                st.last_success_unix = now;
+                st.last_error = None;
+                st.config_files = files(&next)
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect();
+                METRICS.config_reload_successful.set(1);
+                METRICS.config_reload_success_timestamp.set(now as i64);
+                METRICS
+                    .config_reloads
+                    .with_label_values(&[trigger, "success"])
+                    .inc();
+            }
+        }
+        st.clone()
+    }
+
+    /// Pushes the live settings that are not simply read on demand.
+    fn apply(&self, old: &ServerConfig, new: &ServerConfig) {
+        if old.log_level != new.log_level {
+            crate::logging::set_level(new.log_level.as_str());
+        }
+    }
+
+    /// Reloads on file changes and on SIGHUP, for as long as the process runs.
+    pub fn spawn_triggers(self: &Arc<Self>) {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let Ok(mut hup) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            else {
+                tracing::warn!("cannot listen for SIGHUP; reload with POST /config/reload instead");
+                return;
+            };
+            while hup.recv().await.is_some() {
+                let r = Arc::clone(&this);
+                let _ = tokio::task::spawn_blocking(move || r.reload("sighup")).await;
+            }
+        });
+        let cfg = self.srv.config.load_full();
+        let watched = files(&cfg);
+        if watched.is_empty() {
+            return;
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+        let names: Vec<PathBuf> = watched.clone();
+        let handler = move |res: notify::Result<notify::Event>| {
+            if let Ok(ev) = res
+                && ev.paths.iter().any(|p| relevant(p, &names))
+            {
+                // A full channel already holds a pending trigger.
+                let _ = tx.try_send(());
+            }
+        };
+        let mut watcher = match notify::recommended_watcher(handler) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch config files; reload with SIGHUP or POST /config/reload");
+                return;
+            }
+        };
+        use notify::Watcher;
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        for f in &watched {
+            for dir in watch_dirs(f) {
+                if !dirs.contains(&dir) {
+                    dirs.push(dir);
+                }
+            }
+        }
+        for d in &dirs {
+            if let Err(e) = watcher.watch(d, notify::RecursiveMode::NonRecursive) {
+                tracing::warn!(dir = %d.display(), error = %e, "cannot watch config folder");
+            } else {
+                tracing::info!(dir = %d.display(), "watching config folder for changes");
+            }
+        }
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            // The watcher lives as long as this task.
+            let _watcher = watcher;
+            while rx.recv().await.is_some() {
+                // Debounce: wait for a quiet moment, but not forever.
+                let burst = tokio::time::Instant::now();
+                loop {
+                    match tokio::time::timeout(DEBOUNCE, rx.recv()).await {
+                        Ok(Some(())) if burst.elapsed() < MAX_DEBOUNCE => continue,
+                        Ok(None) => return,
+                        _ => break,
+                    }
+                }
+                let r = Arc::clone(&this);
+                let _ = tokio::task::spawn_blocking(move || {
+                    let now = fingerprint(&files(&r.srv.config.load()));
+                    if *r.fingerprint.lock() != now {
+                        r.reload("file");
+                    }
+                })
+                .await;
+            }
+        });
+    }
+}
+
+/// The config files in effect (the ones given, or the defaults that exist).
+fn files(cfg: &ServerConfig) -> Vec<PathBuf> {
+    cfg.config_files.clone()
+}
+
+/// The folders to watch for a config file: its own folder, and — when it is
+/// a symlink — the folder of its target, so swapping either is noticed.
+fn watch_dirs(file: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Some(parent) = file.parent() {
+        out.push(if parent.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            parent.to_path_buf()
+        });
+    }
+    if let Ok(target) = std::fs::canonicalize(file)
+        && let Some(parent) = target.parent()
+    {
+        out.push(parent.to_path_buf());
+    }
+    out
+}
+
+/// Whether an event on `p` may have changed one of the config files: the
+/// file itself, a temp file being renamed over it, or (for symlink swaps,
+/// e.g. Kubernetes' `..data`) anything in the folder. Reloading on a
+/// false positive is harmless: nothing changes.
+fn relevant(p: &Path, files: &[PathBuf]) -> bool {
+    files.iter().any(|f| {
+        p == f
+            || p.parent() == f.parent()
+            || std::fs::canonicalize(f)
+                .ok()
+                .is_some_and(|t| t.parent() == p.parent())
+    })
+}

@@ -1,0 +1,412 @@
+//! Layered configuration and live reload, seen from outside: `cairn config`
+//! subcommands, a distro-style etcd.conf, live changes to a serving
+//! three-member cluster, bad edits, editors' save styles and save storms.
+
+use cairn_tests::{Cluster, Options, cairn_bin, client, http_get, runtime, wait_output};
+use etcd_client::{GetOptions, Txn, TxnOp};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+fn run_cairn(args: &[&str], env: &[(&str, &str)], dir: &Path) -> (String, String, Option<i32>) {
+    let mut cmd = Command::new(cairn_bin());
+    cmd.args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("ETCD_") {
+            cmd.env_remove(k);
+        }
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = wait_output(cmd.spawn().expect("spawn cairn"), WAIT);
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        out.status.code(),
+    )
+}
+
+fn line<'a>(show: &'a str, key: &str) -> &'a str {
+    show.lines()
+        .find(|l| l.starts_with(&format!("{key} = ")))
+        .unwrap_or_else(|| panic!("no {key} in:\n{show}"))
+}
+
+#[test]
+fn precedence_across_every_source() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("etcd.conf"),
+        "#[Member]\nETCD_NAME=\"from-file\"\nETCD_SNAPSHOT_COUNT=\"5000\"\nETCD_MAX_TXN_OPS=\"64\"\nETCD_HEARTBEAT_INTERVAL=\"90\"\n",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("second.toml"), "max-txn-ops = 32\n").unwrap();
+    let (out, err, code) = run_cairn(
+        &[
+            "config",
+            "show",
+            "--sources",
+            "--config-file=etcd.conf",
+            "--config-file=second.toml",
+            "--heartbeat-interval=70",
+        ],
+        &[
+            ("ETCD_SNAPSHOT_COUNT", "6000"),
+            ("ETCD_HEARTBEAT_INTERVAL", "80"),
+        ],
+        dir.path(),
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        line(&out, "name"),
+        "name = from-file  # from file etcd.conf:2"
+    );
+    assert_eq!(
+        line(&out, "data-dir"),
+        "data-dir = from-file.etcd  # from default"
+    );
+    assert_eq!(
+        line(&out, "max-txn-ops"),
+        "max-txn-ops = 32  # from file second.toml:1"
+    );
+    assert_eq!(
+        line(&out, "snapshot-count"),
+        "snapshot-count = 6000  # from env ETCD_SNAPSHOT_COUNT"
+    );
+    assert_eq!(
+        line(&out, "heartbeat-interval"),
+        "heartbeat-interval = 70  # from flag --heartbeat-interval"
+    );
+    // A flag and its env var both set: the flag wins, with a warning.
+    assert!(err.contains("ETCD_HEARTBEAT_INTERVAL"), "{err}");
+}
+
+#[test]
+fn config_check_names_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.conf");
+    std::fs::write(&good, "ETCD_NAME=\"a\"\nETCD_HEARTBEAT_INTERVAL=\"100\"\n").unwrap();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "name = \"a\"\nheartbeat-interval = \"soon\"\n").unwrap();
+    let (out, _, code) = run_cairn(&["config", "check", "good.conf"], &[], dir.path());
+    assert_eq!(code, Some(0), "{out}");
+    let (out, err, code) = run_cairn(&["config", "check", "bad.toml"], &[], dir.path());
+    assert_eq!(code, Some(1));
+    let text = format!("{out}{err}");
+    assert!(text.contains("bad.toml:2"), "{text}");
+    assert!(text.contains("heartbeat-interval"), "{text}");
+}
+
+#[test]
+fn distro_etcd_conf_with_trailing_comments_and_unknown_key_starts() {
+    let mut c = Cluster::launch(Options {
+        members: 1,
+        config_toml: Some(String::new()),
+        ..Options::default()
+    });
+    // Replace the TOML with a distro-style env-file.
+    let m = &c.members[0];
+    let conf = c.config_path(0).with_file_name("etcd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "#[Member]\n#ETCD_CORS=\"\"\nETCD_DATA_DIR=\"{}\" # where the data lives\nETCD_NAME=\"{}\"\n#ETCD_SNAPSHOT_COUNT=\"100000\"\nCD_MAX_SNAPSHOTS=\"5\"\n\
+             ETCD_LISTEN_PEER_URLS=\"{}\"\nETCD_LISTEN_CLIENT_URLS=\"{}\"\n#\n#[Clustering]\n\
+             ETCD_INITIAL_ADVERTISE_PEER_URLS=\"{}\"\nETCD_ADVERTISE_CLIENT_URLS=\"{}\"\n\
+             ETCD_INITIAL_CLUSTER=\"{}={}\"\nETCD_INITIAL_CLUSTER_TOKEN=\"distro\"\nETCD_INITIAL_CLUSTER_STATE=\"new\"\n",
+            m.data_dir.display(),
+            m.name,
+            m.peer_url(),
+            m.client_url(),
+            m.peer_url(),
+            m.client_url(),
+            m.name,
+            m.peer_url()
+        ),
+    )
+    .unwrap();
+    let log = m.log_path.clone();
+    c.stop(0);
+    let mut child = Command::new(cairn_bin())
+        .arg(format!("--config-file={}", conf.display()))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let healthy = cairn_tests::eventually(Duration::from_secs(20), || {
+        (cairn_tests::health(&c.members[0].client_addr()) == Some(true)).then_some(())
+    });
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(healthy.is_some(), "did not start:\n{text}");
+    assert!(text.contains("CD_MAX_SNAPSHOTS"), "{text}");
+    assert!(text.contains("did you mean ETCD_MAX_SNAPSHOTS"), "{text}");
+    assert!(
+        text.contains("etcd.conf:3"),
+        "trailing comment not reported:\n{text}"
+    );
+}
+
+/// Appends (or replaces) `key = value` in every member's file, in place.
+fn set_everywhere(c: &Cluster, key: &str, value: &str) {
+    for i in 0..c.members.len() {
+        let path = c.config_path(i);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut lines: Vec<String> = text
+            .lines()
+            .filter(|l| !l.starts_with(&format!("{key} =")))
+            .map(String::from)
+            .collect();
+        lines.push(format!("{key} = {value}"));
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    }
+}
+
+fn status(c: &Cluster, i: usize) -> serde_json::Value {
+    let (_, body) = http_get(&c.members[i].client_addr(), "/config/status").expect("status");
+    serde_json::from_str(&body).expect("status json")
+}
+
+fn wait_applied(c: &Cluster, key: &str, value: &str) {
+    for i in 0..c.members.len() {
+        let (_, body) = http_get(&c.members[i].client_addr(), "/config").expect("config");
+        let want = format!("{key} = {value}");
+        let ok = cairn_tests::eventually(WAIT, || {
+            let (_, body) = http_get(&c.members[i].client_addr(), "/config").ok()?;
+            body.lines().any(|l| l == want).then_some(())
+        });
+        assert!(
+            ok.is_some(),
+            "member {i} never applied {want}:\n{body}\n{}",
+            status(c, i)
+        );
+    }
+}
+
+#[test]
+fn live_settings_change_without_a_restart() {
+    let c = Cluster::start(Options {
+        config_toml: Some("max-request-bytes = 1048576\nmax-txn-ops = 4\n".into()),
+        ..Options::default()
+    });
+    let pids_before: Vec<u32> = (0..3).map(|i| c.members[i].pid()).collect();
+    let rt = runtime();
+    rt.block_on(async {
+        let mut cl = client(&c.endpoint_list()).await;
+        let two_mib = vec![b'x'; 2 * 1024 * 1024];
+
+        // --max-request-bytes
+        let e = cl.put("big", two_mib.clone(), None).await.unwrap_err();
+        assert!(e.to_string().contains("larger than max"), "{e}");
+        set_everywhere(&c, "max-request-bytes", "4194304");
+        wait_applied(&c, "max-request-bytes", "4194304");
+        cl.put("big", two_mib.clone(), None)
+            .await
+            .expect("2 MiB put after raising the limit");
+
+        // --max-txn-ops
+        let ops = || {
+            (0..6)
+                .map(|i| TxnOp::put(format!("t{i}"), "v", None))
+                .collect::<Vec<_>>()
+        };
+        let e = cl.txn(Txn::new().and_then(ops())).await.unwrap_err();
+        assert!(e.to_string().contains("too many operations"), "{e}");
+        set_everywhere(&c, "max-txn-ops", "16");
+        wait_applied(&c, "max-txn-ops", "16");
+        cl.txn(Txn::new().and_then(ops()))
+            .await
+            .expect("6-op txn after raising the limit");
+
+        // --log-level
+        set_everywhere(&c, "log-level", "\"debug\"");
+        wait_applied(&c, "log-level", "debug");
+        cl.put("after-debug", "x", None).await.unwrap();
+
+        // --snapshot-count: the log gets compacted after that many entries.
+        set_everywhere(&c, "snapshot-count", "20");
+        wait_applied(&c, "snapshot-count", "20");
+        for i in 0..50 {
+            cl.put(format!("s{i}"), "x", None).await.unwrap();
+        }
+
+        // --quota-backend-bytes, visible in the metrics.
+        set_everywhere(&c, "quota-backend-bytes", "123456789");
+        wait_applied(&c, "quota-backend-bytes", "123456789");
+
+        // --heartbeat-interval and --election-timeout together.
+        set_everywhere(&c, "heartbeat-interval", "60");
+        set_everywhere(&c, "election-timeout", "900");
+        wait_applied(&c, "heartbeat-interval", "60");
+        wait_applied(&c, "election-timeout", "900");
+        cl.put("after-timing", "x", None)
+            .await
+            .expect("writes after a timing change");
+
+        // Auto-compaction, periodic: history older than 1 s goes.
+        let old = cl
+            .put("hist", "1", None)
+            .await
+            .unwrap()
+            .header()
+            .unwrap()
+            .revision();
+        cl.put("hist", "2", None).await.unwrap();
+        set_everywhere(&c, "auto-compaction-mode", "\"periodic\"");
+        set_everywhere(&c, "auto-compaction-retention", "\"1s\"");
+        wait_applied(&c, "auto-compaction-retention", "1s");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let r = cl
+                .get("hist", Some(GetOptions::new().with_revision(old)))
+                .await;
+            match r {
+                Err(e) if e.to_string().contains("compacted") => break,
+                _ => {
+                    assert!(Instant::now() < deadline, "auto-compaction never ran");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    });
+    // No restart happened, and the effects are visible.
+    let pids_after: Vec<u32> = (0..3).map(|i| c.members[i].pid()).collect();
+    assert_eq!(pids_before, pids_after);
+    let leader = c.wait_leader(WAIT);
+    assert!(
+        c.members[leader]
+            .log()
+            .contains("triggering raft log compaction")
+    );
+    assert!(
+        c.members[0].log().contains("DEBUG"),
+        "no debug logs after the level change"
+    );
+    let (_, metrics) = http_get(&c.members[0].client_addr(), "/metrics").unwrap();
+    assert!(
+        metrics.contains("etcd_server_quota_backend_bytes 123456789"),
+        "{metrics}"
+    );
+    // Restart-only settings are reported, not applied.
+    set_everywhere(&c, "max-concurrent-streams", "1000");
+    let pending = cairn_tests::eventually(WAIT, || {
+        let st = status(&c, 0);
+        let text = st["pending_restart"].to_string();
+        text.contains("takes effect after restart").then_some(text)
+    });
+    assert!(pending.is_some(), "{}", status(&c, 0));
+}
+
+#[test]
+fn bad_edit_keeps_serving_on_the_old_config() {
+    let c = Cluster::start(Options {
+        members: 1,
+        config_toml: Some("max-txn-ops = 8\n".into()),
+        ..Options::default()
+    });
+    let path = c.config_path(0);
+    let good = std::fs::read_to_string(&path).unwrap();
+    // An election timeout below 5 heartbeats is refused.
+    let bad: String = good
+        .lines()
+        .map(|l| {
+            if l.starts_with("election-timeout") {
+                "election-timeout = 10".to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&path, bad + "\n").unwrap();
+    let failed = cairn_tests::eventually(WAIT, || {
+        let st = status(&c, 0);
+        (st["last_reload_successful"] == false).then_some(st)
+    })
+    .expect("the bad edit was not noticed");
+    let err = failed["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(err.contains("cairn.toml"), "{err}");
+    assert!(err.contains("election-timeout"), "{err}");
+    let (_, metrics) = http_get(&c.members[0].client_addr(), "/metrics").unwrap();
+    assert!(metrics.contains("cairn_config_last_reload_successful 0"));
+    // Still serving, on the old values.
+    assert_eq!(cairn_tests::health(&c.members[0].client_addr()), Some(true));
+    let (_, cfg) = http_get(&c.members[0].client_addr(), "/config").unwrap();
+    assert!(cfg.lines().any(|l| l == "max-txn-ops = 8"), "{cfg}");
+    // A syntax error names the line.
+    std::fs::write(&path, format!("{good}this is not toml\n")).unwrap();
+    let st = cairn_tests::eventually(WAIT, || {
+        let st = status(&c, 0);
+        st["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cairn.toml:"))
+            .then_some(st)
+    });
+    assert!(st.is_some(), "{}", status(&c, 0));
+    // Fixing it recovers.
+    std::fs::write(&path, good.replace("max-txn-ops = 8", "max-txn-ops = 9")).unwrap();
+    wait_applied(&c, "max-txn-ops", "9");
+    let (_, metrics) = http_get(&c.members[0].client_addr(), "/metrics").unwrap();
+    assert!(metrics.contains("cairn_config_last_reload_successful 1"));
+    // SIGHUP and the admin endpoint reload too.
+    let _ = Command::new("kill")
+        .args(["-HUP", &c.members[0].pid().to_string()])
+        .status();
+    let hup = cairn_tests::eventually(WAIT, || {
+        (status(&c, 0)["last_trigger"] == "sighup").then_some(())
+    });
+    assert!(hup.is_some());
+}
+
+#[test]
+fn rename_on_save_symlink_swap_and_save_storms() {
+    let c = Cluster::start(Options {
+        members: 1,
+        config_toml: Some("max-txn-ops = 8\n".into()),
+        ..Options::default()
+    });
+    let path = c.config_path(0);
+    let base = std::fs::read_to_string(&path).unwrap();
+    let base = base.replace("max-txn-ops = 8\n", "");
+    // An editor's save: write a temp file, rename it over the original.
+    let tmp = path.with_extension("toml.swp");
+    std::fs::write(&tmp, format!("{base}max-txn-ops = 11\n")).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    wait_applied(&c, "max-txn-ops", "11");
+    // A symlink swap (as Kubernetes updates mounted ConfigMaps): the config
+    // path becomes a link; a new version is linked in atomically.
+    let v1 = path.with_file_name("v1.toml");
+    let v2 = path.with_file_name("v2.toml");
+    std::fs::write(&v1, format!("{base}max-txn-ops = 12\n")).unwrap();
+    std::fs::write(&v2, format!("{base}max-txn-ops = 13\n")).unwrap();
+    let link_tmp = path.with_file_name("link.tmp");
+    std::os::unix::fs::symlink(&v1, &link_tmp).unwrap();
+    std::fs::rename(&link_tmp, &path).unwrap();
+    wait_applied(&c, "max-txn-ops", "12");
+    std::os::unix::fs::symlink(&v2, &link_tmp).unwrap();
+    std::fs::rename(&link_tmp, &path).unwrap();
+    wait_applied(&c, "max-txn-ops", "13");
+    // 100 saves in one second, the last one wins.
+    std::fs::remove_file(&path).unwrap();
+    let started = Instant::now();
+    for i in 0..100 {
+        std::fs::write(&path, format!("{base}max-txn-ops = {}\n", 100 + i)).unwrap();
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(started.elapsed() < Duration::from_secs(3));
+    wait_applied(&c, "max-txn-ops", "199");
+    assert_eq!(cairn_tests::health(&c.members[0].client_addr()), Some(true));
+    assert_eq!(status(&c, 0)["last_reload_successful"], true);
+}
