@@ -3,6 +3,8 @@
 //!
 //! - `cargo xtask test`: the project's one test command (lint + whole suite).
 //! - `cargo xtask cluster up|down|status`: a local three-member cluster.
+//! - `cargo xtask plugins build`: builds the example WASM plugins into
+//!   `plugins/dist/` (needs the wasm32-wasip2 target).
 //! - `cargo xtask bench [args]`: the `cairn-bench` load generator;
 //!   `cargo xtask bench compare` runs it against Cairn and real etcd 3.4.
 //!
@@ -12,6 +14,7 @@
 mod bench;
 mod cluster;
 mod health;
+mod plugins;
 mod protoc;
 mod test;
 mod util;
@@ -51,6 +54,11 @@ enum Command {
     /// Build and run the cairn-bench load generator (args after `bench` are
     /// passed through; `cargo xtask bench -- --help` shows them).
     Bench(BenchArgs),
+    /// Build the example WASM policy plugins into plugins/dist/.
+    Plugins {
+        #[command(subcommand)]
+        action: plugins::PluginsAction,
+    },
 }
 
 #[derive(Subcommand)]
@@ -120,6 +128,7 @@ fn main() -> ExitCode {
             Some(BenchCommand::Compare(c)) => bench::compare(c),
             None => bench::run(args.args),
         },
+        Command::Plugins { action } => plugins::run(action),
     };
     match result {
         Ok(code) => code,
