@@ -23,6 +23,7 @@ pub struct TestArgs {
 
 pub fn run(args: TestArgs) -> Result<ExitCode> {
     check_etcdctl()?;
+    check_curl()?;
 
     if args.no_lint {
         eprintln!("xtask: --no-lint: skipping cargo fmt and cargo clippy");
@@ -84,6 +85,17 @@ pub fn run(args: TestArgs) -> Result<ExitCode> {
     run_streamed(&mut suite)?;
     eprintln!("xtask: all checks passed");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The HTTP tests (the /v3 gateway, /v2, health) use curl, as operators do.
+fn check_curl() -> Result<()> {
+    match Command::new("curl").arg("--version").output() {
+        Ok(out) if out.status.success() => Ok(()),
+        _ => bail!(
+            "curl is not on PATH; the HTTP tests need it: sudo apt-get install -y curl \
+             (Debian/Ubuntu)"
+        ),
+    }
 }
 
 /// The cross-process tests drive the real `etcdctl` 3.4 against Cairn, so a

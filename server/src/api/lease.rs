@@ -19,10 +19,42 @@ pub struct LeaseService {
     pub srv: Arc<EtcdServer>,
 }
 
-type KeepAliveStream = tonic::codegen::BoxStream<LeaseKeepAliveResponse>;
+pub type KeepAliveStream = tonic::codegen::BoxStream<LeaseKeepAliveResponse>;
 
 fn unexpected(a: Applied) -> Status {
     Error::Internal(format!("unexpected apply result {a:?}")).into()
+}
+
+/// Serves one keep-alive stream (gRPC or the JSON gateway).
+pub fn keep_alive_stream<S>(srv: Arc<EtcdServer>, mut incoming: S) -> KeepAliveStream
+where
+    S: tokio_stream::Stream<Item = Result<LeaseKeepAliveRequest, Status>> + Send + Unpin + 'static,
+{
+    use tokio_stream::StreamExt;
+    let (tx, rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        loop {
+            let r = match incoming.next().await {
+                Some(Ok(r)) => r,
+                None | Some(Err(_)) => return,
+            };
+            // An unknown lease answers TTL 0 without an error (etcd); any
+            // other failure ends the stream with its error.
+            let resp = match srv.lease_renew(r.id).await {
+                Ok(ttl) => Ok(LeaseKeepAliveResponse {
+                    header: Some(srv.header(srv.store.current_rev())),
+                    id: r.id,
+                    ttl,
+                }),
+                Err(e) => Err(Status::from(e)),
+            };
+            let failed = resp.is_err();
+            if tx.send(resp).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
 #[tonic::async_trait]
@@ -73,33 +105,9 @@ impl Lease for LeaseService {
         req: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<KeepAliveStream>, Status> {
         check_leader(&self.srv, &req)?;
-        let mut incoming = req.into_inner();
-        let (tx, rx) = mpsc::channel(16);
-        let srv = Arc::clone(&self.srv);
-        tokio::spawn(async move {
-            loop {
-                let r = match incoming.message().await {
-                    Ok(Some(r)) => r,
-                    Ok(None) | Err(_) => return,
-                };
-                // An unknown lease answers TTL 0 without an error (etcd);
-                // any other failure ends the stream with its error.
-                let resp = match srv.lease_renew(r.id).await {
-                    Ok(ttl) => Ok(LeaseKeepAliveResponse {
-                        header: Some(srv.header(srv.store.current_rev())),
-                        id: r.id,
-                        ttl,
-                    }),
-                    Err(e) => Err(Status::from(e)),
-                };
-                let failed = resp.is_err();
-                if tx.send(resp).await.is_err() || failed {
-                    return;
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
+        Ok(Response::new(keep_alive_stream(
+            Arc::clone(&self.srv),
+            req.into_inner(),
         )))
     }
 

@@ -40,7 +40,7 @@ pub struct WatchService {
     pub election_timeout: Duration,
 }
 
-type ResponseStream = tonic::codegen::BoxStream<WatchResponse>;
+pub type ResponseStream = tonic::codegen::BoxStream<WatchResponse>;
 
 /// etcd's key normalisation for watches: an empty key means "\0", and a
 /// range end of "\0" means "every key from here on".
@@ -271,6 +271,72 @@ fn fragments(resp: WatchResponse, limit: usize) -> Vec<WatchResponse> {
     parts
 }
 
+/// Serves one watch stream: `incoming` carries the client's requests, the
+/// returned stream the responses. Shared by gRPC and the JSON gateway.
+pub fn serve_stream<S>(
+    srv: Arc<EtcdServer>,
+    election: Duration,
+    require_leader: bool,
+    mut incoming: S,
+) -> ResponseStream
+where
+    S: tokio_stream::Stream<Item = Result<WatchRequest, Status>> + Send + Unpin + 'static,
+{
+    use tokio_stream::StreamExt;
+    let (hub_tx, mut hub_rx) = mpsc::channel(STREAM_QUEUE);
+    let (out_tx, out_rx) = mpsc::channel(OUT_QUEUE);
+    let mut state = StreamState {
+        srv,
+        hub_tx,
+        out: out_tx,
+        watchers: HashMap::new(),
+        fragment: HashSet::new(),
+        next_id: 0,
+    };
+    tokio::spawn(async move {
+        let mut leader_check = tokio::time::interval(election.max(Duration::from_millis(10)));
+        let mut no_leader_since: Option<Instant> = None;
+        loop {
+            tokio::select! {
+                req = incoming.next() => {
+                    let keep = match req {
+                        Some(Ok(r)) => match r.request_union {
+                            Some(RequestUnion::CreateRequest(c)) => state.create(c).await,
+                            Some(RequestUnion::CancelRequest(c)) => state.cancel(c.watch_id).await,
+                            Some(RequestUnion::ProgressRequest(_)) => state.progress().await,
+                            None => true,
+                        },
+                        // The client closed its side, or the stream broke.
+                        None | Some(Err(_)) => false,
+                    };
+                    if !keep {
+                        break;
+                    }
+                }
+                msg = hub_rx.recv() => {
+                    let Some(msg) = msg else { break };
+                    if !state.deliver(msg).await {
+                        break;
+                    }
+                }
+                _ = leader_check.tick(), if require_leader => {
+                    if state.srv.status.has_leader() {
+                        no_leader_since = None;
+                    } else {
+                        let since = *no_leader_since.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= election * NO_LEADER_TIMEOUTS {
+                            let _ = state.out.send(Err(Error::NoLeader.into())).await;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        state.close();
+    });
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(out_rx))
+}
+
 #[tonic::async_trait]
 impl Watch for WatchService {
     async fn watch(
@@ -283,61 +349,11 @@ impl Watch for WatchService {
             .get("hasleader")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v == "true");
-        let mut incoming = req.into_inner();
-        let (hub_tx, mut hub_rx) = mpsc::channel(STREAM_QUEUE);
-        let (out_tx, out_rx) = mpsc::channel(OUT_QUEUE);
-        let mut state = StreamState {
-            srv: Arc::clone(&self.srv),
-            hub_tx,
-            out: out_tx,
-            watchers: HashMap::new(),
-            fragment: HashSet::new(),
-            next_id: 0,
-        };
-        let election = self.election_timeout;
-        tokio::spawn(async move {
-            let mut leader_check = tokio::time::interval(election.max(Duration::from_millis(10)));
-            let mut no_leader_since: Option<Instant> = None;
-            loop {
-                tokio::select! {
-                    req = incoming.message() => {
-                        let keep = match req {
-                            Ok(Some(r)) => match r.request_union {
-                                Some(RequestUnion::CreateRequest(c)) => state.create(c).await,
-                                Some(RequestUnion::CancelRequest(c)) => state.cancel(c.watch_id).await,
-                                Some(RequestUnion::ProgressRequest(_)) => state.progress().await,
-                                None => true,
-                            },
-                            // The client closed its side, or the stream broke.
-                            Ok(None) | Err(_) => false,
-                        };
-                        if !keep {
-                            break;
-                        }
-                    }
-                    msg = hub_rx.recv() => {
-                        let Some(msg) = msg else { break };
-                        if !state.deliver(msg).await {
-                            break;
-                        }
-                    }
-                    _ = leader_check.tick(), if require_leader => {
-                        if state.srv.status.has_leader() {
-                            no_leader_since = None;
-                        } else {
-                            let since = *no_leader_since.get_or_insert_with(Instant::now);
-                            if since.elapsed() >= election * NO_LEADER_TIMEOUTS {
-                                let _ = state.out.send(Err(Error::NoLeader.into())).await;
-                                break;
-                            }
-                        }
-                    }
-                }
-            }
-            state.close();
-        });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(out_rx),
+        Ok(Response::new(serve_stream(
+            Arc::clone(&self.srv),
+            self.election_timeout,
+            require_leader,
+            req.into_inner(),
         )))
     }
 }
