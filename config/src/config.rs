@@ -18,6 +18,7 @@ use url::Url;
 use crate::error::{ConfigError, Resolved, Source};
 use crate::load::Sources;
 use crate::registry::{self, Kind, SETTINGS, Setting, Status};
+use crate::tls::{self, SuiteName, TlsIdentity, TlsSettings, TlsSide};
 use crate::values::{
     UintError, format_url, is_bindable, parse_go_bool, parse_go_duration, parse_go_uint, parse_url,
     split_list,
@@ -198,6 +199,18 @@ pub struct ServerConfig {
     pub auto_compaction_mode: AutoCompactionMode,
     /// Disabled by default.
     pub auto_compaction_retention: AutoCompactionRetention,
+    /// TLS for the client listeners (`--cert-file`, `--key-file`,
+    /// `--trusted-ca-file`, `--client-cert-auth`, `--auto-tls`); `None`
+    /// when no certificate is configured.
+    pub client_tls: Option<TlsSettings>,
+    /// TLS for the peer listeners and for connections to other members
+    /// (the `--peer-*` flags); `None` when no certificate is configured.
+    pub peer_tls: Option<TlsSettings>,
+    /// `--cipher-suites`, as canonical names from
+    /// [`crate::TLS12_CIPHER_SUITES`]. `None`: the TLS library's defaults.
+    /// `Some`: only these TLS 1.2 suites (possibly none); TLS 1.3 suites
+    /// stay on either way, as in Go.
+    pub cipher_suites: Option<Vec<String>>,
     /// The config files that were read, lowest precedence first: those
     /// named by `--config-file` / `ETCD_CONFIG_FILE`, or else the default
     /// paths that exist.
@@ -550,14 +563,8 @@ impl Inputs {
     }
 
     /// A URL list that must not be empty.
-    fn urls(
-        &self,
-        name: &str,
-        bind: bool,
-        tls: &str,
-        example: &str,
-    ) -> Result<Vec<Url>, ConfigError> {
-        let urls = self.optional_urls(name, bind, tls, example)?;
+    fn urls(&self, name: &str, bind: bool, example: &str) -> Result<Vec<Url>, ConfigError> {
+        let urls = self.optional_urls(name, bind, example)?;
         if urls.is_empty() {
             return Err(self.bad(name, format!("at least one URL, such as {example}")));
         }
@@ -565,13 +572,11 @@ impl Inputs {
     }
 
     /// A URL list that may be empty. `bind` adds etcd's listener rule (the
-    /// host must be an IP address or `localhost`); `tls` names the TLS
-    /// feature that `https` would need.
+    /// host must be an IP address or `localhost`).
     fn optional_urls(
         &self,
         name: &str,
         bind: bool,
-        tls: &str,
         example: &str,
     ) -> Result<Vec<Url>, ConfigError> {
         let mut out = Vec::new();
@@ -585,13 +590,6 @@ impl Inputs {
                     ),
                 )
             })?;
-            if url.scheme() == "https" {
-                return Err(self.not_yet(
-                    name,
-                    format!("{tls} (https:// URLs)"),
-                    "use http:// URLs",
-                ));
-            }
             if bind && !is_bindable(&url) {
                 return Err(self.bad(name, format!("IP in URL for binding ({item})")));
             }
@@ -655,25 +653,18 @@ pub(crate) fn build(
 
     const PEER_EXAMPLE: &str = "http://10.0.0.1:2380";
     const CLIENT_EXAMPLE: &str = "http://10.0.0.1:2379";
-    let listen_peer_urls = inputs.urls("listen-peer-urls", true, "peer TLS", PEER_EXAMPLE)?;
-    let listen_client_urls =
-        inputs.urls("listen-client-urls", true, "client TLS", CLIENT_EXAMPLE)?;
-    let listen_metrics_urls =
-        inputs.optional_urls("listen-metrics-urls", true, "metrics TLS", CLIENT_EXAMPLE)?;
-    let initial_advertise_peer_urls = inputs.urls(
-        "initial-advertise-peer-urls",
-        false,
-        "peer TLS",
-        PEER_EXAMPLE,
-    )?;
+    let listen_peer_urls = inputs.urls("listen-peer-urls", true, PEER_EXAMPLE)?;
+    let listen_client_urls = inputs.urls("listen-client-urls", true, CLIENT_EXAMPLE)?;
+    let listen_metrics_urls = inputs.optional_urls("listen-metrics-urls", true, CLIENT_EXAMPLE)?;
+    let initial_advertise_peer_urls =
+        inputs.urls("initial-advertise-peer-urls", false, PEER_EXAMPLE)?;
     if inputs.explicit("listen-client-urls") && !inputs.explicit("advertise-client-urls") {
         return Err(ConfigError::invalid(format!(
             "--advertise-client-urls is required when --listen-client-urls{} is set explicitly",
             inputs.at("listen-client-urls")
         )));
     }
-    let advertise_client_urls =
-        inputs.urls("advertise-client-urls", false, "client TLS", CLIENT_EXAMPLE)?;
+    let advertise_client_urls = inputs.urls("advertise-client-urls", false, CLIENT_EXAMPLE)?;
 
     let max_snapshots = inputs.u32("max-snapshots")?;
     let quota_backend_bytes = inputs.uint("quota-backend-bytes")?;
@@ -739,15 +730,10 @@ pub(crate) fn build(
     let log_outputs = log_outputs(&inputs, &mut warnings)?;
 
     let auth_token = inputs.text("auth-token")?;
+    // The JWT options (keys, sign method, ttl) are checked when the server
+    // loads the keys.
     match auth_token.split(',').next().unwrap_or_default() {
-        "simple" => {}
-        "jwt" => {
-            return Err(inputs.not_yet(
-                "auth-token",
-                "the JWT auth token type",
-                "use --auth-token=simple",
-            ));
-        }
+        "simple" | "jwt" => {}
         _ => return Err(inputs.bad("auth-token", "simple or jwt,<options>")),
     }
     let bcrypt_cost = inputs.u32("bcrypt-cost")?;
@@ -760,6 +746,32 @@ pub(crate) fn build(
         _ => AutoCompactionMode::Periodic,
     };
     let auto_compaction_retention = retention(&inputs, auto_compaction_mode)?;
+
+    let cipher_suites = cipher_suites(&inputs, &mut warnings)?;
+    let client_tls = tls_settings(&inputs, TlsSide::Client, &mut warnings)?;
+    let peer_tls = tls_settings(&inputs, TlsSide::Peer, &mut warnings)?;
+    let https_peers = initial_cluster
+        .iter()
+        .any(|m| m.peer_url.scheme() == "https");
+    check_https_listeners(
+        &inputs,
+        TlsSide::Client,
+        client_tls.as_ref(),
+        &[
+            ("listen-client-urls", &listen_client_urls),
+            ("listen-metrics-urls", &listen_metrics_urls),
+        ],
+        false,
+        &mut warnings,
+    )?;
+    check_https_listeners(
+        &inputs,
+        TlsSide::Peer,
+        peer_tls.as_ref(),
+        &[("listen-peer-urls", &listen_peer_urls)],
+        https_peers,
+        &mut warnings,
+    )?;
 
     Ok(ServerConfig {
         name,
@@ -803,6 +815,9 @@ pub(crate) fn build(
         auth_token_ttl_secs: inputs.uint("auth-token-ttl")?,
         auto_compaction_mode,
         auto_compaction_retention,
+        client_tls,
+        peer_tls,
+        cipher_suites,
         config_files: extras.config_files,
         plugins: extras.plugins,
         warnings,
@@ -854,6 +869,227 @@ fn retention(
         },
     };
     Ok(retention)
+}
+
+/// `--cipher-suites`: Go's names, checked as etcd checks them (an unknown
+/// name is an error with etcd's wording). Suites Go knows but rustls does
+/// not implement (CBC, RC4, 3DES, RSA key exchange) are dropped with a
+/// warning: offering fewer suites than asked never weakens a connection.
+fn cipher_suites(
+    inputs: &Inputs,
+    warnings: &mut Vec<String>,
+) -> Result<Option<Vec<String>>, ConfigError> {
+    const FLAG: &str = "cipher-suites";
+    let names = inputs.list(FLAG)?;
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let mut out: Vec<String> = Vec::new();
+    let mut dropped = Vec::new();
+    for name in &names {
+        match tls::lookup_suite(name) {
+            None => {
+                return Err(inputs.bad(
+                    FLAG,
+                    format!(
+                        "a comma-separated list of Go TLS cipher suite names such as TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 (unexpected TLS cipher suite {name:?})"
+                    ),
+                ));
+            }
+            Some(SuiteName::Tls12(canonical)) => {
+                if !out.iter().any(|s| s == canonical) {
+                    out.push(canonical.to_string());
+                }
+            }
+            Some(SuiteName::Tls13) => {}
+            Some(SuiteName::Unavailable) => dropped.push(name.as_str()),
+        }
+    }
+    if !dropped.is_empty() {
+        warnings.push(format!(
+            "--cipher-suites{}: {} not offered by cairn (only ECDHE suites with AES-GCM or ChaCha20-Poly1305 are implemented); {}",
+            inputs.at(FLAG),
+            dropped.join(", "),
+            if out.is_empty() {
+                "no TLS 1.2 suite is left, so only TLS 1.3 is served".to_string()
+            } else {
+                format!("offering {}", out.join(", "))
+            }
+        ));
+    }
+    Ok(Some(out))
+}
+
+/// One side's TLS flags, checked together. `None` when the side has no
+/// certificate (no files and no auto TLS); the other flags of that side
+/// then have nothing to apply to and produce a warning, as in etcd.
+fn tls_settings(
+    inputs: &Inputs,
+    side: TlsSide,
+    warnings: &mut Vec<String>,
+) -> Result<Option<TlsSettings>, ConfigError> {
+    let f = side.flags();
+    let path = |name: &str| -> Result<Option<PathBuf>, ConfigError> {
+        let text = inputs.text(name)?;
+        Ok((!text.is_empty()).then(|| PathBuf::from(text)))
+    };
+    let cert_file = path(f.cert_file)?;
+    let key_file = path(f.key_file)?;
+    let trusted_ca_file = path(f.trusted_ca_file)?;
+    let cert_auth_flag = inputs.bool(f.client_cert_auth)?;
+    let auto_tls = inputs.bool(f.auto_tls)?;
+    let allowed_cn = match side {
+        TlsSide::Client => None,
+        TlsSide::Peer => Some(inputs.text("peer-cert-allowed-cn")?).filter(|cn| !cn.is_empty()),
+    };
+    let identity = match (cert_file, key_file) {
+        (Some(cert_file), Some(key_file)) => {
+            if auto_tls {
+                warnings.push(format!(
+                    "ignoring --{}{} since --{} and --{} are given",
+                    f.auto_tls,
+                    inputs.at(f.auto_tls),
+                    f.cert_file,
+                    f.key_file
+                ));
+            }
+            TlsIdentity::Files {
+                cert_file,
+                key_file,
+            }
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            let (given, missing) = if inputs.text(f.cert_file)?.is_empty() {
+                (f.key_file, f.cert_file)
+            } else {
+                (f.cert_file, f.key_file)
+            };
+            return Err(ConfigError::invalid(format!(
+                "--{given}{} is set but --{missing} is not: a TLS certificate needs both its certificate and its key file",
+                inputs.at(given)
+            )));
+        }
+        (None, None) if auto_tls => TlsIdentity::Auto,
+        (None, None) => {
+            let stray: Vec<String> = [
+                (trusted_ca_file.is_some(), f.trusted_ca_file),
+                (cert_auth_flag, f.client_cert_auth),
+                (allowed_cn.is_some(), "peer-cert-allowed-cn"),
+            ]
+            .iter()
+            .filter(|(set, _)| *set)
+            .map(|(_, name)| format!("--{name}{}", inputs.at(name)))
+            .collect();
+            if !stray.is_empty() {
+                warnings.push(format!(
+                    "{} set without --{} and --{} (or --{}); ignored",
+                    stray.join(", "),
+                    f.cert_file,
+                    f.key_file,
+                    f.auto_tls
+                ));
+            }
+            return Ok(None);
+        }
+    };
+    if identity == TlsIdentity::Auto {
+        // etcd replaces the whole TLS setup of an auto-TLS side with the
+        // generated certificate, dropping client certificate checks.
+        let dropped: Vec<String> = [
+            (trusted_ca_file.is_some(), f.trusted_ca_file),
+            (cert_auth_flag, f.client_cert_auth),
+        ]
+        .iter()
+        .filter(|(set, _)| *set)
+        .map(|(_, name)| format!("--{name}{}", inputs.at(name)))
+        .collect();
+        if !dropped.is_empty() {
+            warnings.push(format!(
+                "{} ignored with --{}: a generated certificate is not checked against a CA, so client certificates are not required",
+                dropped.join(" and "),
+                f.auto_tls
+            ));
+        }
+        if allowed_cn.is_some() {
+            warnings.push(format!(
+                "--peer-cert-allowed-cn{} ignored with --{}: peers' certificates are not checked",
+                inputs.at("peer-cert-allowed-cn"),
+                f.auto_tls
+            ));
+        }
+        return Ok(Some(TlsSettings {
+            side,
+            identity,
+            trusted_ca_file: None,
+            client_cert_auth: false,
+            allowed_cn: None,
+        }));
+    }
+    if cert_auth_flag && trusted_ca_file.is_none() {
+        return Err(ConfigError::invalid(format!(
+            "--{}{} needs --{}: the PEM bundle of the CAs that sign the certificates to accept",
+            f.client_cert_auth,
+            inputs.at(f.client_cert_auth),
+            f.trusted_ca_file
+        )));
+    }
+    // etcd requires client certificates whenever a trusted CA is given.
+    let client_cert_auth = cert_auth_flag || trusted_ca_file.is_some();
+    if allowed_cn.is_some() && !client_cert_auth {
+        warnings.push(format!(
+            "--peer-cert-allowed-cn{} has no effect without --peer-client-cert-auth and --peer-trusted-ca-file",
+            inputs.at("peer-cert-allowed-cn")
+        ));
+    }
+    Ok(Some(TlsSettings {
+        side,
+        identity,
+        trusted_ca_file,
+        client_cert_auth,
+        allowed_cn: if client_cert_auth { allowed_cn } else { None },
+    }))
+}
+
+/// An `https` listener needs a certificate (etcd's startup errors); TLS
+/// settings without any `https` URL to use them are worth a warning.
+/// `https_elsewhere`: the side's settings are also used for outgoing
+/// connections to these (peer) URLs.
+fn check_https_listeners(
+    inputs: &Inputs,
+    side: TlsSide,
+    settings: Option<&TlsSettings>,
+    listeners: &[(&str, &Vec<Url>)],
+    https_elsewhere: bool,
+    warnings: &mut Vec<String>,
+) -> Result<(), ConfigError> {
+    let f = side.flags();
+    let mut any_https = https_elsewhere;
+    for (flag, urls) in listeners {
+        for url in urls.iter().filter(|u| u.scheme() == "https") {
+            any_https = true;
+            if settings.is_none() {
+                return Err(ConfigError::invalid(format!(
+                    "TLS key/cert (--{}, --{}) must be provided for {} url {} with HTTPS scheme (--{flag}{}); or use --{} for a generated certificate",
+                    f.cert_file,
+                    f.key_file,
+                    side.as_str(),
+                    format_url(url),
+                    inputs.at(flag),
+                    f.auto_tls
+                )));
+            }
+        }
+    }
+    if settings.is_some() && !any_https {
+        warnings.push(format!(
+            "{} TLS is configured (--{} or --{}) but no {} URL uses https://, so it is not used",
+            side.as_str(),
+            f.cert_file,
+            f.auto_tls,
+            side.as_str()
+        ));
+    }
+    Ok(())
 }
 
 /// Records a derived default so provenance shows the value in force.
@@ -927,9 +1163,6 @@ fn initial_cluster(
                 format!("{SHAPE} (member {member:?}: {})", e.describe(url_text)),
             )
         })?;
-        if url.scheme() == "https" {
-            return Err(inputs.not_yet(FLAG, "peer TLS (https:// URLs)", "use http:// URLs"));
-        }
         if !seen.insert(format_url(&url)) {
             return Err(inputs.bad(
                 FLAG,

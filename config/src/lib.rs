@@ -55,7 +55,7 @@
 //!    warning (as in etcd); empty variables count as unset (as in etcd);
 //!    variables without the `ETCD_` prefix are ignored, and so is
 //!    `ETCD_UNSUPPORTED_ARCH` (etcd's arm64 opt-in, meaningless for Cairn).
-//! 4. **Not-yet-supported features** (TLS, discovery, the v2 proxy, ...)
+//! 4. **Not-yet-supported features** (discovery, the v2 proxy, CRLs, ...)
 //!    are recognised; setting one to anything but its default is an error
 //!    rather than being silently ignored. Settings
 //!    that only tune etcd internals Cairn lacks (`--max-wals`, bbolt tuning,
@@ -70,8 +70,7 @@
 //!    fails to parse on the command line, and 1 for a stray argument.
 //! 8. **URLs:** items of URL lists are trimmed of surrounding whitespace and
 //!    keep the order given (etcd sorts them); `unix://` URLs are rejected,
-//!    and so are URLs with a query or fragment (etcd ignores those parts);
-//!    `https://` is an error until TLS lands.
+//!    and so are URLs with a query or fragment (etcd ignores those parts).
 //! 9. **`--initial-cluster`** items are trimmed and not URL-unescaped (etcd
 //!    parses the list as a URL query string); a URL listed twice is an error.
 //! 10. **`--quota-backend-bytes`** must be between 0 and 1 TiB; etcd takes a
@@ -102,6 +101,12 @@
 //!     (as etcd's `Atoi`), not with the Go flag prefixes (`0x..`, leading-0
 //!     octal) other integer flags take; a periodic retention longer than
 //!     Go's duration limit is an error instead of overflowing.
+//! 16. **TLS** (see [`TlsSettings`]): `--client-cert-auth` without
+//!     `--trusted-ca-file` is an error (etcd would verify client certificates
+//!     against the system roots); Go names of cipher suites rustls does not
+//!     implement are dropped with a warning; CRL files and the
+//!     allowed-hostname checks are not supported yet. The server reloads
+//!     certificates *and* CA bundles when their files change.
 
 // `ConfigError` carries the offending value and its full source (a file
 // path, line and key), which makes it larger than clippy likes in a
@@ -119,6 +124,7 @@ mod load;
 pub mod registry;
 mod reload;
 mod show;
+mod tls;
 pub mod values;
 
 #[cfg(test)]
@@ -143,6 +149,7 @@ pub use load::{DEFAULT_CONFIG_FILES, Sources};
 pub use registry::{Kind, Reload, SETTINGS, Section, Setting, Status};
 pub use reload::{Change, apply_live, diff};
 pub use show::{CheckReport, check, show};
+pub use tls::{TLS12_CIPHER_SUITES, TlsFlags, TlsIdentity, TlsSettings, TlsSide};
 /// The TOML crate whose `Table` holds [`ServerConfig::plugins`].
 pub use toml;
 pub use values::{format_go_duration, format_url, parse_go_duration};

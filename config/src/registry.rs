@@ -238,8 +238,8 @@ pub fn lookup_env(var: &str) -> Option<&'static Setting> {
 use Kind::*;
 use Section::*;
 
-const TLS_CLIENT: &str = "client TLS";
-const TLS_PEER: &str = "peer TLS";
+const CRL: &str = "checking certificate revocation lists";
+const ALLOWED_HOSTNAME: &str = "checking the hostname of client certificates";
 const DISCOVERY: &str = "cluster discovery";
 const PROXY: &str = "the v2 proxy";
 const LEGACY: &str = "the flag is an etcd 2 leftover that etcd 3.4 also ignores";
@@ -488,17 +488,15 @@ pub static SETTINGS: &[Setting] = &[
         "Serve the etcd v2 API (cairn default: true; etcd 3.4: false).",
     ),
     // -------------------------------------------------------------- Security
-    setting("cert-file", Security, Text, "", "TLS certificate for client connections.")
-        .not_yet(TLS_CLIENT),
-    setting("key-file", Security, Text, "", "TLS key for client connections.").not_yet(TLS_CLIENT),
+    setting("cert-file", Security, Text, "", "TLS certificate for client connections."),
+    setting("key-file", Security, Text, "", "TLS key for client connections."),
     setting(
         "client-cert-auth",
         Security,
         Bool,
         "false",
         "Require client certificates on client connections.",
-    )
-    .not_yet(TLS_CLIENT),
+    ),
     setting(
         "client-crl-file",
         Security,
@@ -506,7 +504,7 @@ pub static SETTINGS: &[Setting] = &[
         "",
         "Certificate revocation list for client certificates.",
     )
-    .not_yet(TLS_CLIENT),
+    .not_yet(CRL),
     setting(
         "client-cert-allowed-hostname",
         Security,
@@ -514,51 +512,44 @@ pub static SETTINGS: &[Setting] = &[
         "",
         "Hostname a client certificate must carry.",
     )
-    .not_yet(TLS_CLIENT),
+    .not_yet(ALLOWED_HOSTNAME),
     setting(
         "trusted-ca-file",
         Security,
         Text,
         "",
         "CA bundle that signs client certificates.",
-    )
-    .not_yet(TLS_CLIENT),
+    ),
     setting(
         "auto-tls",
         Security,
         Bool,
         "false",
         "Serve clients with a generated self-signed certificate.",
-    )
-    .not_yet(TLS_CLIENT),
-    setting("peer-cert-file", Security, Text, "", "TLS certificate for peer connections.")
-        .not_yet(TLS_PEER),
-    setting("peer-key-file", Security, Text, "", "TLS key for peer connections.")
-        .not_yet(TLS_PEER),
+    ),
+    setting("peer-cert-file", Security, Text, "", "TLS certificate for peer connections."),
+    setting("peer-key-file", Security, Text, "", "TLS key for peer connections."),
     setting(
         "peer-client-cert-auth",
         Security,
         Bool,
         "false",
         "Require certificates on peer connections.",
-    )
-    .not_yet(TLS_PEER),
+    ),
     setting(
         "peer-trusted-ca-file",
         Security,
         Text,
         "",
         "CA bundle that signs peer certificates.",
-    )
-    .not_yet(TLS_PEER),
+    ),
     setting(
         "peer-cert-allowed-cn",
         Security,
         Text,
         "",
         "Common name a peer certificate must carry.",
-    )
-    .not_yet(TLS_PEER),
+    ),
     setting(
         "peer-cert-allowed-hostname",
         Security,
@@ -566,15 +557,14 @@ pub static SETTINGS: &[Setting] = &[
         "",
         "Hostname a peer certificate must carry.",
     )
-    .not_yet(TLS_PEER),
+    .not_yet(ALLOWED_HOSTNAME),
     setting(
         "peer-auto-tls",
         Security,
         Bool,
         "false",
         "Use a generated self-signed certificate between peers.",
-    )
-    .not_yet(TLS_PEER),
+    ),
     setting(
         "peer-crl-file",
         Security,
@@ -582,15 +572,14 @@ pub static SETTINGS: &[Setting] = &[
         "",
         "Certificate revocation list for peer certificates.",
     )
-    .not_yet(TLS_PEER),
+    .not_yet(CRL),
     setting(
         "cipher-suites",
         Security,
-        Text,
+        List,
         "",
         "Comma-separated TLS cipher suites for clients and peers.",
-    )
-    .not_yet("TLS"),
+    ),
     setting(
         "cors",
         Security,
@@ -782,7 +771,7 @@ pub static SETTINGS: &[Setting] = &[
         "false",
         "Do not check the SAN of peer client certificates.",
     )
-    .not_yet(TLS_PEER),
+    .no_effect("cairn never checks peer client certificates' SANs against the connecting address"),
     setting(
         "experimental-watch-progress-notify-interval",
         Experimental,
@@ -1078,6 +1067,18 @@ mod tests {
             "auto-compaction-mode",
             "config-file",
             "listen-metrics-urls",
+            "cert-file",
+            "key-file",
+            "client-cert-auth",
+            "trusted-ca-file",
+            "auto-tls",
+            "peer-cert-file",
+            "peer-key-file",
+            "peer-client-cert-auth",
+            "peer-trusted-ca-file",
+            "peer-cert-allowed-cn",
+            "peer-auto-tls",
+            "cipher-suites",
         ];
         for s in SETTINGS {
             let want_supported = supported.contains(&s.name);

@@ -388,15 +388,19 @@ fn not_yet_flags_accept_their_default() {
 
 #[test]
 fn not_yet_flags_refuse_other_values() {
-    let e = fail_env(&["--cert-file=/etc/ssl/server.pem"], &[]);
+    let e = fail_env(&["--client-crl-file=/etc/ssl/revoked.pem"], &[]);
     assert_eq!(
         e.to_string(),
-        "--cert-file: client TLS is not supported yet by cairn (the flag is recognised; leave it unset)"
+        "--client-crl-file: checking certificate revocation lists is not supported yet by cairn (the flag is recognised; leave it unset)"
     );
     assert_eq!(e.exit_code(), 1);
     assert_eq!(
-        fail_env(&[], &[("ETCD_PEER_CLIENT_CERT_AUTH", "true")]).to_string(),
-        "--peer-client-cert-auth (from environment variable ETCD_PEER_CLIENT_CERT_AUTH): peer TLS is not supported yet by cairn (the flag is recognised; leave it unset)"
+        fail_env(
+            &[],
+            &[("ETCD_PEER_CERT_ALLOWED_HOSTNAME", "m1.example.com")]
+        )
+        .to_string(),
+        "--peer-cert-allowed-hostname (from environment variable ETCD_PEER_CERT_ALLOWED_HOSTNAME): checking the hostname of client certificates is not supported yet by cairn (the flag is recognised; leave it unset)"
     );
     assert_eq!(
         fail(&["--discovery-srv=example.com"]),
@@ -493,14 +497,155 @@ fn url_scheme_must_be_http() {
 }
 
 #[test]
-fn https_urls_are_not_supported_yet() {
+fn https_listener_needs_a_certificate() {
     let args = [
         "--listen-client-urls=https://127.0.0.1:2379",
         "--advertise-client-urls=https://127.0.0.1:2379",
     ];
     assert_eq!(
         fail(&args),
-        "--listen-client-urls: client TLS (https:// URLs) is not supported yet by cairn (use http:// URLs)"
+        "TLS key/cert (--cert-file, --key-file) must be provided for client url https://127.0.0.1:2379 with HTTPS scheme (--listen-client-urls); or use --auto-tls for a generated certificate"
+    );
+    assert_eq!(
+        fail(&[
+            "--listen-peer-urls=https://127.0.0.1:2380",
+            "--initial-advertise-peer-urls=https://127.0.0.1:2380"
+        ]),
+        "TLS key/cert (--peer-cert-file, --peer-key-file) must be provided for peer url https://127.0.0.1:2380 with HTTPS scheme (--listen-peer-urls); or use --peer-auto-tls for a generated certificate"
+    );
+    let c = serve(&[&args[..], &["--auto-tls"]].concat());
+    let tls = c.client_tls.expect("client TLS");
+    assert!(tls.is_auto());
+    assert_eq!(c.peer_tls, None);
+}
+
+#[test]
+fn tls_flags_become_typed_settings() {
+    let c = serve(&[
+        "--listen-client-urls=https://127.0.0.1:2379",
+        "--advertise-client-urls=https://127.0.0.1:2379",
+        "--cert-file=/pki/server.crt",
+        "--key-file=/pki/server.key",
+        "--client-cert-auth",
+        "--trusted-ca-file=/pki/ca.crt",
+        "--listen-peer-urls=https://127.0.0.1:2380",
+        "--initial-advertise-peer-urls=https://127.0.0.1:2380",
+        "--peer-cert-file=/pki/peer.crt",
+        "--peer-key-file=/pki/peer.key",
+        "--peer-trusted-ca-file=/pki/ca.crt",
+        "--peer-cert-allowed-cn=etcd-peer",
+        "--cipher-suites=TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305,TLS_AES_128_GCM_SHA256",
+    ]);
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    assert_eq!(
+        c.client_tls,
+        Some(TlsSettings {
+            side: TlsSide::Client,
+            identity: TlsIdentity::Files {
+                cert_file: "/pki/server.crt".into(),
+                key_file: "/pki/server.key".into(),
+            },
+            trusted_ca_file: Some("/pki/ca.crt".into()),
+            client_cert_auth: true,
+            allowed_cn: None,
+        })
+    );
+    let peer = c.peer_tls.expect("peer TLS");
+    // A trusted CA alone requires peers' certificates, as in etcd.
+    assert!(peer.client_cert_auth);
+    assert_eq!(peer.allowed_cn.as_deref(), Some("etcd-peer"));
+    assert_eq!(
+        urls(
+            &c.initial_cluster
+                .iter()
+                .map(|m| m.peer_url.clone())
+                .collect::<Vec<_>>()
+        ),
+        ["https://127.0.0.1:2380"]
+    );
+    assert_eq!(
+        c.cipher_suites,
+        Some(vec![
+            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256".to_string(),
+            "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256".to_string(),
+        ])
+    );
+    assert_eq!(serve(&[]).cipher_suites, None);
+}
+
+#[test]
+fn tls_flag_combinations_are_checked() {
+    assert_eq!(
+        fail(&["--cert-file=/pki/server.crt"]),
+        "--cert-file is set but --key-file is not: a TLS certificate needs both its certificate and its key file"
+    );
+    assert_eq!(
+        fail_env(&[], &[("ETCD_PEER_KEY_FILE", "/pki/peer.key")]).to_string(),
+        "--peer-key-file is set but --peer-cert-file is not: a TLS certificate needs both its certificate and its key file"
+    );
+    assert_eq!(
+        fail(&[
+            "--cert-file=/pki/server.crt",
+            "--key-file=/pki/server.key",
+            "--client-cert-auth"
+        ]),
+        "--client-cert-auth needs --trusted-ca-file: the PEM bundle of the CAs that sign the certificates to accept"
+    );
+    // Certificates without an https URL, or auth flags without a
+    // certificate, are warnings.
+    let c = serve(&["--cert-file=/pki/server.crt", "--key-file=/pki/server.key"]);
+    assert!(c.client_tls.is_some());
+    assert_eq!(
+        c.warnings,
+        [
+            "client TLS is configured (--cert-file or --auto-tls) but no client URL uses https://, so it is not used"
+        ]
+    );
+    let c = serve(&["--peer-client-cert-auth"]);
+    assert_eq!(c.peer_tls, None);
+    assert_eq!(
+        c.warnings,
+        [
+            "--peer-client-cert-auth set without --peer-cert-file and --peer-key-file (or --peer-auto-tls); ignored"
+        ]
+    );
+    // Auto TLS drops client certificate checks (etcd replaces the whole
+    // TLS setup with the generated certificate).
+    let c = serve(&[
+        "--listen-peer-urls=https://127.0.0.1:2380",
+        "--initial-advertise-peer-urls=https://127.0.0.1:2380",
+        "--peer-auto-tls",
+        "--peer-client-cert-auth",
+        "--peer-trusted-ca-file=/pki/ca.crt",
+    ]);
+    let peer = c.peer_tls.expect("peer TLS");
+    assert!(peer.is_auto() && !peer.client_cert_auth && peer.trusted_ca_file.is_none());
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+}
+
+#[test]
+fn cipher_suites_use_go_names() {
+    assert_eq!(
+        fail(&["--cipher-suites=TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,FOO"]),
+        "invalid value \"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,FOO\" for --cipher-suites: expected a comma-separated list of Go TLS cipher suite names such as TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 (unexpected TLS cipher suite \"FOO\")"
+    );
+    let c = serve(&[
+        "--cipher-suites=TLS_RSA_WITH_AES_128_CBC_SHA,TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+    ]);
+    assert_eq!(
+        c.cipher_suites,
+        Some(vec!["TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384".to_string()])
+    );
+    assert_eq!(
+        c.warnings,
+        [
+            "--cipher-suites: TLS_RSA_WITH_AES_128_CBC_SHA not offered by cairn (only ECDHE suites with AES-GCM or ChaCha20-Poly1305 are implemented); offering TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384"
+        ]
+    );
+    // Only TLS 1.3 names: no TLS 1.2 suite at all, as in Go.
+    assert_eq!(
+        serve(&["--cipher-suites=TLS_AES_256_GCM_SHA384"]).cipher_suites,
+        Some(vec![])
     );
 }
 
@@ -769,10 +914,9 @@ fn log_outputs_values() {
 
 #[test]
 fn auth_token_values() {
-    assert_eq!(
-        fail(&["--auth-token=jwt,pub-key=a.pub,priv-key=a.key,sign-method=RS256"]),
-        "--auth-token: the JWT auth token type is not supported yet by cairn (use --auth-token=simple)"
-    );
+    // JWT options are passed through; the server checks the keys.
+    let jwt = "jwt,pub-key=a.pub,priv-key=a.key,sign-method=RS256";
+    assert_eq!(serve(&[&format!("--auth-token={jwt}")]).auth_token, jwt);
     assert_eq!(
         fail(&["--auth-token=oauth"]),
         "invalid value \"oauth\" for --auth-token: expected simple or jwt,<options>"
@@ -890,7 +1034,7 @@ fn help_and_version() {
     );
     let text = help_text();
     assert!(text.starts_with("Usage:\n"));
-    assert!(text.contains("\n  --auto-tls 'false' (not supported yet)\n"));
+    assert!(text.contains("\n  --peer-crl-file '' (not supported yet)\n"));
 }
 
 // ----------------------------------------------------------- robustness
