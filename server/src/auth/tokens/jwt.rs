@@ -1,0 +1,550 @@
+//! etcd's JWT tokens (`--auth-token jwt,pub-key=…,priv-key=…,sign-method=…,ttl=…`).
+//!
+//! A token is a compact JWS with etcd's header and claims:
+//! `{"alg":"RS256","typ":"JWT"}` and `{"exp":…,"revision":…,"username":…}`
+//! (the same bytes etcd writes, keys in Go's sorted order). Any member
+//! verifies a token with the public key alone, so JWT tokens need no raft
+//! round trip to be known; they carry the auth revision they were issued at.
+//!
+//! Cryptography: the `jsonwebtoken` crate (pure-Rust RustCrypto backend)
+//! signs and verifies HS/RS/PS 256–512 and ES256/ES384; it has no ES512,
+//! which etcd supports, so ES512 uses the `p521` crate directly. Keys are
+//! parsed here (PKCS#1, PKCS#8, SEC1 and SPKI PEM) so that every form
+//! `openssl` writes and etcd reads works, including `EC PRIVATE KEY`.
+//!
+//! Validation follows etcd (jwt-go v3): the header's `alg` must be the
+//! configured method, the signature must verify, `exp` (seconds) must not
+//! be in the past (`now <= exp`, no leeway), `nbf`/`iat` if present must
+//! not be in the future, and `username` and `revision` must be present.
+
+use super::super::AuthError;
+use base64::Engine;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
+use p256::elliptic_curve::sec1::ToEncodedPoint;
+use p256::pkcs8::{DecodePrivateKey, DecodePublicKey, EncodePrivateKey};
+use rsa::pkcs1::{DecodeRsaPrivateKey, DecodeRsaPublicKey, EncodeRsaPrivateKey};
+use rsa::traits::PublicKeyParts;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// etcd's default JWT lifetime when `ttl` is not given.
+pub const DEFAULT_JWT_TTL: Duration = Duration::from_secs(300);
+
+/// Base64url without padding on output, padding tolerated on input (as
+/// jwt-go's decoder does).
+const B64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    GeneralPurposeConfig::new()
+        .with_encode_padding(false)
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// The signing methods etcd 3.4 accepts (jwt-go v3's set).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SignMethod {
+    HS256,
+    HS384,
+    HS512,
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+    ES256,
+    ES384,
+    ES512,
+}
+
+impl SignMethod {
+    pub fn parse(s: &str) -> Option<SignMethod> {
+        use SignMethod::*;
+        Some(match s {
+            "HS256" => HS256,
+            "HS384" => HS384,
+            "HS512" => HS512,
+            "RS256" => RS256,
+            "RS384" => RS384,
+            "RS512" => RS512,
+            "PS256" => PS256,
+            "PS384" => PS384,
+            "PS512" => PS512,
+            "ES256" => ES256,
+            "ES384" => ES384,
+            "ES512" => ES512,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        use SignMethod::*;
+        match self {
+            HS256 => "HS256",
+            HS384 => "HS384",
+            HS512 => "HS512",
+            RS256 => "RS256",
+            RS384 => "RS384",
+            RS512 => "RS512",
+            PS256 => "PS256",
+            PS384 => "PS384",
+            PS512 => "PS512",
+            ES256 => "ES256",
+            ES384 => "ES384",
+            ES512 => "ES512",
+        }
+    }
+
+    /// The `jsonwebtoken` algorithm; None for ES512 (done with `p521`).
+    fn jwt_alg(self) -> Option<Algorithm> {
+        use SignMethod::*;
+        Some(match self {
+            HS256 => Algorithm::HS256,
+            HS384 => Algorithm::HS384,
+            HS512 => Algorithm::HS512,
+            RS256 => Algorithm::RS256,
+            RS384 => Algorithm::RS384,
+            RS512 => Algorithm::RS512,
+            PS256 => Algorithm::PS256,
+            PS384 => Algorithm::PS384,
+            PS512 => Algorithm::PS512,
+            ES256 => Algorithm::ES256,
+            ES384 => Algorithm::ES384,
+            ES512 => return None,
+        })
+    }
+}
+
+/// The `jwt` part of `--auth-token`, parsed (keys not yet read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtOptions {
+    pub sign_method: SignMethod,
+    pub pub_key: Option<PathBuf>,
+    pub priv_key: Option<PathBuf>,
+    pub ttl: Duration,
+    /// Options etcd does not know: etcd logs a warning and carries on.
+    pub unknown: Vec<String>,
+}
+
+enum Signer {
+    Jwt(EncodingKey),
+    Es512(p521::ecdsa::SigningKey),
+}
+
+enum Verifier {
+    Jwt(DecodingKey),
+    Es512(p521::ecdsa::VerifyingKey),
+}
+
+/// Signs and verifies etcd JWT tokens.
+pub struct JwtTokens {
+    method: SignMethod,
+    /// None: only a public key was configured (verify-only member).
+    signer: Option<Signer>,
+    verifier: Verifier,
+    ttl: Duration,
+}
+
+impl std::fmt::Debug for JwtTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtTokens")
+            .field("method", &self.method)
+            .field("can_sign", &self.signer.is_some())
+            .field("ttl", &self.ttl)
+            .finish()
+    }
+}
+
+/// etcd's claims, fields in the order Go's JSON encoder writes a map.
+#[derive(Serialize)]
+struct Claims<'a> {
+    exp: i64,
+    revision: u64,
+    username: &'a str,
+}
+
+#[derive(Serialize)]
+struct Header<'a> {
+    alg: &'a str,
+    typ: &'a str,
+}
+
+fn unix_secs(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
+    }
+}
+
+fn invalid_key(what: impl std::fmt::Display) -> AuthError {
+    AuthError::InvalidKey(what.to_string())
+}
+
+/// The PEM blocks of a file, as (label, block text). A file may hold more
+/// than one (`openssl ecparam -genkey` writes `EC PARAMETERS` first).
+fn pem_blocks(text: &str) -> Vec<(&str, &str)> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("-----BEGIN ") {
+        let after = &rest[start + 11..];
+        let Some(label_end) = after.find("-----") else {
+            break;
+        };
+        let label = &after[..label_end];
+        let end_marker = format!("-----END {label}-----");
+        let Some(end) = after.find(&end_marker) else {
+            break;
+        };
+        let block_end = start + 11 + end + end_marker.len();
+        out.push((label, &rest[start..block_end]));
+        rest = &rest[block_end..];
+    }
+    out
+}
+
+fn pem_text(bytes: &[u8]) -> Result<&str, AuthError> {
+    std::str::from_utf8(bytes).map_err(|_| invalid_key("key file is not PEM text"))
+}
+
+/// The first block with one of `labels`.
+fn find_block<'a>(text: &'a str, labels: &[&str]) -> Option<(&'a str, &'a str)> {
+    pem_blocks(text)
+        .into_iter()
+        .find(|(l, _)| labels.contains(l))
+}
+
+fn rsa_private(pem: &[u8]) -> Result<rsa::RsaPrivateKey, AuthError> {
+    let text = pem_text(pem)?;
+    match find_block(text, &["RSA PRIVATE KEY", "PRIVATE KEY"]) {
+        Some(("RSA PRIVATE KEY", b)) => rsa::RsaPrivateKey::from_pkcs1_pem(b).map_err(invalid_key),
+        Some((_, b)) => rsa::RsaPrivateKey::from_pkcs8_pem(b).map_err(invalid_key),
+        None => Err(invalid_key("key is not a valid RSA private key")),
+    }
+}
+
+fn rsa_public(pem: &[u8]) -> Result<rsa::RsaPublicKey, AuthError> {
+    let text = pem_text(pem)?;
+    match find_block(text, &["RSA PUBLIC KEY", "PUBLIC KEY"]) {
+        Some(("RSA PUBLIC KEY", b)) => rsa::RsaPublicKey::from_pkcs1_pem(b).map_err(invalid_key),
+        Some((_, b)) => rsa::RsaPublicKey::from_public_key_pem(b).map_err(invalid_key),
+        None => Err(invalid_key("key is not a valid RSA public key")),
+    }
+}
+
+/// Private and public key of one NIST curve: (PKCS#8 DER of the private
+/// key, SEC1 uncompressed public point). The curve crates share their
+/// traits, so one macro serves P-256 and P-384.
+macro_rules! ec_keys {
+    ($name:ident, $curve:ident, $label:literal) => {
+        fn $name(
+            priv_pem: Option<&[u8]>,
+            pub_pem: Option<&[u8]>,
+        ) -> Result<(Option<Vec<u8>>, Vec<u8>), AuthError> {
+            let secret = match priv_pem {
+                Some(p) => {
+                    let text = pem_text(p)?;
+                    Some(match find_block(text, &["EC PRIVATE KEY", "PRIVATE KEY"]) {
+                        Some(("EC PRIVATE KEY", b)) => $curve::SecretKey::from_sec1_pem(b)
+                            .map_err(|_| {
+                                invalid_key(concat!("key is not a valid ", $label, " private key"))
+                            })?,
+                        Some((_, b)) => $curve::SecretKey::from_pkcs8_pem(b).map_err(|_| {
+                            invalid_key(concat!("key is not a valid ", $label, " private key"))
+                        })?,
+                        None => {
+                            return Err(invalid_key("key is not a valid ECDSA private key"));
+                        }
+                    })
+                }
+                None => None,
+            };
+            let public = match pub_pem {
+                Some(p) => {
+                    let text = pem_text(p)?;
+                    let Some((_, b)) = find_block(text, &["PUBLIC KEY"]) else {
+                        return Err(invalid_key("key is not a valid ECDSA public key"));
+                    };
+                    Some($curve::PublicKey::from_public_key_pem(b).map_err(|_| {
+                        invalid_key(concat!("key is not a valid ", $label, " public key"))
+                    })?)
+                }
+                None => None,
+            };
+            let derived = secret.as_ref().map(|s| s.public_key());
+            let public = match (derived, public) {
+                (Some(d), Some(p)) if d != p => return Err(AuthError::KeyMismatch),
+                (Some(d), _) => d,
+                (None, Some(p)) => p,
+                (None, None) => return Err(AuthError::MissingKey),
+            };
+            let der = match secret {
+                Some(s) => Some(s.to_pkcs8_der().map_err(invalid_key)?.as_bytes().to_vec()),
+                None => None,
+            };
+            Ok((der, public.to_encoded_point(false).as_bytes().to_vec()))
+        }
+    };
+}
+
+ec_keys!(p256_keys, p256, "P-256");
+ec_keys!(p384_keys, p384, "P-384");
+
+fn p521_keys(
+    priv_pem: Option<&[u8]>,
+    pub_pem: Option<&[u8]>,
+) -> Result<(Option<p521::ecdsa::SigningKey>, p521::ecdsa::VerifyingKey), AuthError> {
+    fn bad_priv<E>(_: E) -> AuthError {
+        invalid_key("key is not a valid P-521 private key")
+    }
+    let secret = match priv_pem {
+        Some(p) => {
+            let text = pem_text(p)?;
+            Some(match find_block(text, &["EC PRIVATE KEY", "PRIVATE KEY"]) {
+                Some(("EC PRIVATE KEY", b)) => {
+                    p521::SecretKey::from_sec1_pem(b).map_err(bad_priv)?
+                }
+                Some((_, b)) => p521::SecretKey::from_pkcs8_pem(b).map_err(bad_priv)?,
+                None => return Err(invalid_key("key is not a valid ECDSA private key")),
+            })
+        }
+        None => None,
+    };
+    let public = match pub_pem {
+        Some(p) => {
+            let text = pem_text(p)?;
+            let Some((_, b)) = find_block(text, &["PUBLIC KEY"]) else {
+                return Err(invalid_key("key is not a valid ECDSA public key"));
+            };
+            Some(
+                p521::PublicKey::from_public_key_pem(b)
+                    .map_err(|_| invalid_key("key is not a valid P-521 public key"))?,
+            )
+        }
+        None => None,
+    };
+    let derived = secret.as_ref().map(|s| s.public_key());
+    let public = match (derived, public) {
+        (Some(d), Some(p)) if d != p => return Err(AuthError::KeyMismatch),
+        (Some(d), _) => d,
+        (None, Some(p)) => p,
+        (None, None) => return Err(AuthError::MissingKey),
+    };
+    let signer = match secret {
+        Some(s) => Some(p521::ecdsa::SigningKey::from_bytes(&s.to_bytes()).map_err(invalid_key)?),
+        None => None,
+    };
+    let verifier =
+        p521::ecdsa::VerifyingKey::from_affine(*public.as_affine()).map_err(invalid_key)?;
+    Ok((signer, verifier))
+}
+
+impl JwtTokens {
+    /// Reads the key files named by the options.
+    pub fn new(opts: &JwtOptions) -> Result<JwtTokens, AuthError> {
+        let read = |p: &Option<PathBuf>| -> Result<Option<Vec<u8>>, AuthError> {
+            match p {
+                Some(path) => std::fs::read(path)
+                    .map(Some)
+                    .map_err(|e| invalid_key(format!("{}: {e}", path.display()))),
+                None => Ok(None),
+            }
+        };
+        let private = read(&opts.priv_key)?;
+        let public = read(&opts.pub_key)?;
+        JwtTokens::from_keys(
+            opts.sign_method,
+            private.as_deref(),
+            public.as_deref(),
+            opts.ttl,
+        )
+    }
+
+    /// From key material. HMAC methods use the private-key file's bytes as
+    /// the secret (as etcd; a trailing newline is part of it). Asymmetric
+    /// methods need a private key to sign; with only a public key the
+    /// provider can verify but not sign. With both, they must match.
+    pub fn from_keys(
+        method: SignMethod,
+        private_pem: Option<&[u8]>,
+        public_pem: Option<&[u8]>,
+        ttl: Duration,
+    ) -> Result<JwtTokens, AuthError> {
+        use SignMethod::*;
+        let (signer, verifier) = match method {
+            HS256 | HS384 | HS512 => {
+                let secret = private_pem
+                    .filter(|s| !s.is_empty())
+                    .ok_or(AuthError::MissingKey)?;
+                (
+                    Some(Signer::Jwt(EncodingKey::from_secret(secret))),
+                    Verifier::Jwt(DecodingKey::from_secret(secret)),
+                )
+            }
+            RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => {
+                let private = private_pem.map(rsa_private).transpose()?;
+                let public = public_pem.map(rsa_public).transpose()?;
+                let derived = private.as_ref().map(|k| k.to_public_key());
+                let public = match (derived, public) {
+                    (Some(d), Some(p)) if d != p => return Err(AuthError::KeyMismatch),
+                    (Some(d), _) => d,
+                    (None, Some(p)) => p,
+                    (None, None) => return Err(AuthError::MissingKey),
+                };
+                let signer = match private {
+                    Some(k) => {
+                        let der = k.to_pkcs1_der().map_err(invalid_key)?;
+                        Some(Signer::Jwt(EncodingKey::from_rsa_der(der.as_bytes())))
+                    }
+                    None => None,
+                };
+                let verifier = Verifier::Jwt(DecodingKey::from_rsa_raw_components(
+                    &public.n().to_bytes_be(),
+                    &public.e().to_bytes_be(),
+                ));
+                (signer, verifier)
+            }
+            ES256 | ES384 => {
+                let (der, point) = if method == ES256 {
+                    p256_keys(private_pem, public_pem)?
+                } else {
+                    p384_keys(private_pem, public_pem)?
+                };
+                (
+                    der.map(|d| Signer::Jwt(EncodingKey::from_ec_der(&d))),
+                    Verifier::Jwt(DecodingKey::from_ec_der(&point)),
+                )
+            }
+            ES512 => {
+                let (s, v) = p521_keys(private_pem, public_pem)?;
+                (s.map(Signer::Es512), Verifier::Es512(v))
+            }
+        };
+        Ok(JwtTokens {
+            method,
+            signer,
+            verifier,
+            ttl,
+        })
+    }
+
+    pub fn method(&self) -> SignMethod {
+        self.method
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// False on a verify-only member (public key only).
+    pub fn can_sign(&self) -> bool {
+        self.signer.is_some()
+    }
+
+    /// A token for `username` at auth revision `revision`, expiring `ttl`
+    /// after `now` (whole seconds, as etcd).
+    pub fn sign(
+        &self,
+        username: &str,
+        revision: u64,
+        now: SystemTime,
+    ) -> Result<String, AuthError> {
+        let signer = self.signer.as_ref().ok_or(AuthError::VerifyOnly)?;
+        let ttl = i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX);
+        let claims = Claims {
+            exp: unix_secs(now).saturating_add(ttl),
+            revision,
+            username,
+        };
+        let header = Header {
+            alg: self.method.name(),
+            typ: "JWT",
+        };
+        let mut token = format!("{}.{}", b64_json(&header)?, b64_json(&claims)?);
+        let sig = match signer {
+            Signer::Jwt(key) => {
+                let alg = self
+                    .method
+                    .jwt_alg()
+                    .ok_or_else(|| AuthError::Internal("no jsonwebtoken algorithm".into()))?;
+                jsonwebtoken::crypto::sign(token.as_bytes(), key, alg)
+                    .map_err(|e| AuthError::Internal(format!("jwt sign: {e}")))?
+            }
+            Signer::Es512(key) => {
+                use p521::ecdsa::signature::Signer as _;
+                let sig: p521::ecdsa::Signature = key
+                    .try_sign(token.as_bytes())
+                    .map_err(|e| AuthError::Internal(format!("jwt sign: {e}")))?;
+                B64.encode(sig.to_bytes())
+            }
+        };
+        token.push('.');
+        token.push_str(&sig);
+        Ok(token)
+    }
+
+    /// The (username, revision) of a valid token; None for anything else
+    /// (bad form, other algorithm, bad signature, expired, missing claims).
+    pub fn verify(&self, token: &str, now: SystemTime) -> Option<(String, u64)> {
+        let mut parts = token.split('.');
+        let (h, c, s) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() {
+            return None;
+        }
+        let header: serde_json::Value = serde_json::from_slice(&B64.decode(h).ok()?).ok()?;
+        if header.get("alg")?.as_str()? != self.method.name() {
+            return None;
+        }
+        let signed = &token[..h.len() + 1 + c.len()];
+        let ok = match &self.verifier {
+            Verifier::Jwt(key) => {
+                let alg = self.method.jwt_alg()?;
+                jsonwebtoken::crypto::verify(s, signed.as_bytes(), key, alg).unwrap_or(false)
+            }
+            Verifier::Es512(key) => {
+                use p521::ecdsa::signature::Verifier as _;
+                let raw = B64.decode(s).ok()?;
+                let sig = p521::ecdsa::Signature::from_slice(&raw).ok()?;
+                key.verify(signed.as_bytes(), &sig).is_ok()
+            }
+        };
+        if !ok {
+            return None;
+        }
+        let claims: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(&B64.decode(c).ok()?).ok()?;
+        let now = unix_secs(now);
+        let secs = |v: &serde_json::Value| v.as_i64().or_else(|| v.as_f64().map(|f| f as i64));
+        if let Some(exp) = claims.get("exp")
+            && now > secs(exp)?
+        {
+            return None;
+        }
+        for not_before in ["nbf", "iat"] {
+            if let Some(t) = claims.get(not_before)
+                && now < secs(t)?
+            {
+                return None;
+            }
+        }
+        let username = claims.get("username")?.as_str()?.to_string();
+        // Go decodes JSON numbers as float64; accept either spelling.
+        let rev = claims.get("revision")?;
+        let revision = rev.as_u64().or_else(|| {
+            rev.as_f64()
+                .filter(|f| f.is_finite() && *f >= 0.0 && f.fract() == 0.0)
+                .map(|f| f as u64)
+        })?;
+        Some((username, revision))
+    }
+}
+
+fn b64_json<T: Serialize>(v: &T) -> Result<String, AuthError> {
+    serde_json::to_vec(v)
+        .map(|j| B64.encode(j))
+        .map_err(|e| AuthError::Internal(format!("jwt encode: {e}")))
+}
+
+#[cfg(test)]
+#[path = "jwt_tests.rs"]
+mod tests;

@@ -1,0 +1,222 @@
+//! Auth on the server side: who is calling, the checks reads and admin calls
+//! make, and the Auth service's operations.
+//!
+//! Who is calling is a task-local ([`with_caller`]) that the API layer sets
+//! from the request's token before any handler runs, so every path — KV,
+//! lock and election (built on KV), the JSON gateway — sees the same caller
+//! without threading it through every signature. Code that runs outside
+//! such a scope (a spawned task) sees an anonymous caller, which auth
+//! refuses: a forgotten scope fails closed, never open.
+//!
+//! Writes are checked in the apply loop against the auth state at that
+//! point of the log (the entry carries the caller, see `propose`), so every
+//! member reaches the same verdict. Reads are checked on the serving member
+//! before reading and re-checked after (`check_unchanged`), as etcd does.
+
+use super::{Applied, EtcdServer};
+use crate::auth::tokens::simple::SimpleTokens;
+use crate::auth::{Access, AuthError, AuthInfo, AuthStore, Now, TokenProvider};
+use crate::error::Error;
+use crate::pb::cairnpb::internal_request::Request;
+use crate::pb::cairnpb::{AuthenticateEntry, RequestAuth};
+use crate::pb::etcdserverpb::*;
+use parking_lot::RwLock;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+tokio::task_local! {
+    static CALLER: Option<AuthInfo>;
+}
+
+/// A simple token whose index is further ahead of this member's log than
+/// this cannot be one the cluster issued recently: refuse it at once
+/// instead of waiting for the index to be applied.
+const MAX_TOKEN_INDEX_AHEAD: u64 = 10_000;
+/// etcd retries `Authenticate` when the auth store changed between the
+/// password check and the apply; this many times.
+const AUTHENTICATE_ATTEMPTS: usize = 3;
+
+/// The caller of the request being served: `None` for no token.
+pub fn caller() -> Option<AuthInfo> {
+    CALLER.try_with(Clone::clone).ok().flatten()
+}
+
+/// Runs `f` as `info`.
+pub async fn with_caller<F: std::future::Future>(info: Option<AuthInfo>, f: F) -> F::Output {
+    CALLER.scope(info, f).await
+}
+
+/// What a client proposal carries into its raft entry.
+pub fn request_auth() -> RequestAuth {
+    match caller() {
+        Some(i) => RequestAuth {
+            username: i.username,
+            revision: i.revision,
+        },
+        None => RequestAuth::default(),
+    }
+}
+
+/// The caller recorded in an entry, as the auth store expects it.
+pub fn entry_caller(a: &RequestAuth) -> Option<AuthInfo> {
+    (a.revision != 0).then(|| AuthInfo {
+        username: a.username.clone(),
+        revision: a.revision,
+    })
+}
+
+/// The replicated auth store, this member's tokens and the hashing cost.
+pub struct AuthState {
+    pub store: RwLock<AuthStore>,
+    pub tokens: TokenProvider,
+    pub bcrypt_cost: u32,
+}
+
+impl EtcdServer {
+    pub fn auth_enabled(&self) -> bool {
+        self.auth.store.read().is_enabled()
+    }
+
+    /// Who a token stands for. Any failure is `invalid auth token`, as etcd
+    /// answers (even while auth is disabled).
+    pub async fn resolve_token(&self, token: &str) -> Result<AuthInfo, Error> {
+        if let (TokenProvider::Simple(_), Some(index)) =
+            (&self.auth.tokens, SimpleTokens::index_of(token))
+        {
+            // Issued at `index`: this member knows it once it applied that.
+            let last = self.status.last_index.load(Ordering::Acquire);
+            if index > last.saturating_add(MAX_TOKEN_INDEX_AHEAD) {
+                return Err(AuthError::InvalidAuthToken.into());
+            }
+            let mut applied = self.applied_rx.clone();
+            let waited =
+                tokio::time::timeout(self.request_timeout(), applied.wait_for(|a| *a >= index))
+                    .await;
+            if !matches!(waited, Ok(Ok(_))) {
+                return Err(AuthError::InvalidAuthToken.into());
+            }
+        }
+        let revision = self.auth.store.read().revision();
+        Ok(self.auth.tokens.info(token, Now::current(), revision)?)
+    }
+
+    /// READ over `[key, range_end)` for the current caller.
+    pub fn check_read(&self, key: &[u8], range_end: &[u8]) -> Result<(), Error> {
+        let info = caller();
+        Ok(self
+            .auth
+            .store
+            .read()
+            .authorize_request(info.as_ref(), Access::Read, key, range_end)?)
+    }
+
+    /// After a local read: the auth state must not have changed since the
+    /// check, or data a revoke meant to hide could leak.
+    pub fn check_unchanged(&self) -> Result<(), Error> {
+        let info = caller();
+        Ok(self.auth.store.read().check_unchanged(info.as_ref())?)
+    }
+
+    /// The root role (membership changes, maintenance, auth management).
+    pub fn check_admin(&self) -> Result<(), Error> {
+        let info = caller();
+        Ok(self
+            .auth
+            .store
+            .read()
+            .authorize_request(info.as_ref(), Access::Admin, b"", b"")?)
+    }
+
+    /// Any authenticated user (lease operations when auth is on). Stricter
+    /// than etcd 3.4, which lets anonymous clients grant leases.
+    pub fn check_authenticated(&self) -> Result<(), Error> {
+        let store = self.auth.store.read();
+        if !store.is_enabled() {
+            return Ok(());
+        }
+        match caller() {
+            Some(i) if !i.username.is_empty() && i.revision != 0 => Ok(()),
+            _ => Err(AuthError::UserEmpty.into()),
+        }
+    }
+
+    /// `Authenticate`: check the password here (bcrypt off the async
+    /// threads), then replicate the login so every member knows the token.
+    pub async fn authenticate(
+        &self,
+        r: AuthenticateRequest,
+    ) -> Result<AuthenticateResponse, Error> {
+        for _ in 0..AUTHENTICATE_ATTEMPTS {
+            // Check against the latest auth state, as etcd does.
+            self.linearizable_read_notify().await?;
+            let check = self.auth.store.read().password_check(&r.name)?;
+            let password = r.password.clone();
+            let verified = tokio::task::spawn_blocking(move || check.verify(&password))
+                .await
+                .map_err(|e| Error::Internal(format!("password check failed: {e}")))??;
+            let entry = AuthenticateEntry {
+                name: r.name.clone(),
+                simple_token_prefix: self.auth.tokens.generate_prefix(),
+            };
+            match self.propose_internal(Request::Authenticate(entry)).await? {
+                Applied::Authenticated { token, revision } => {
+                    if revision != verified {
+                        // The user changed meanwhile: check again.
+                        continue;
+                    }
+                    return Ok(AuthenticateResponse {
+                        header: Some(self.header(self.store.current_rev())),
+                        token,
+                    });
+                }
+                other => {
+                    return Err(Error::Internal(format!(
+                        "unexpected apply result {other:?}"
+                    )));
+                }
+            }
+        }
+        Err(AuthError::AuthOldRevision.into())
+    }
+
+    /// An auth-management write through raft; the apply loop checks that
+    /// the caller may do it.
+    pub async fn auth_write(&self, mut request: Request) -> Result<Applied, Error> {
+        let cost = self.auth.bcrypt_cost;
+        // Hash passwords before they enter the log (never store plaintext).
+        let hashed = tokio::task::spawn_blocking(move || {
+            match &mut request {
+                Request::UserAdd(r) => crate::auth::prepare_user_add(r, cost)?,
+                Request::UserChangePassword(r) => crate::auth::prepare_change_password(r, cost)?,
+                _ => {}
+            }
+            Ok::<_, AuthError>(request)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("password hashing failed: {e}")))??;
+        self.propose(hashed).await
+    }
+
+    /// Auth reads (`user get|list`, `role get|list`, `auth status`) are
+    /// served from this member's copy after a ReadIndex.
+    pub async fn auth_read<T>(
+        &self,
+        f: impl FnOnce(&AuthStore, Option<&AuthInfo>) -> Result<T, AuthError>,
+    ) -> Result<T, Error> {
+        self.linearizable_read_notify().await?;
+        let info = caller();
+        let store = self.auth.store.read();
+        Ok(f(&store, info.as_ref())?)
+    }
+}
+
+/// How often expired simple tokens are swept (etcd: every second).
+pub const TOKEN_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+pub async fn sweep_tokens(srv: std::sync::Arc<EtcdServer>) {
+    let mut tick = tokio::time::interval(TOKEN_SWEEP_INTERVAL);
+    loop {
+        tick.tick().await;
+        srv.auth.tokens.expire(std::time::Instant::now());
+    }
+}
