@@ -7,7 +7,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{HasSelf, Linker, ResourceTable};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, OptLevel, PoolingAllocationConfig,
+};
 use wasmtime_wasi::WasiView;
 use wasmtime_wasi::cli::{WasiCli, WasiCliView};
 use wasmtime_wasi::random::WasiRandom;
@@ -99,6 +101,13 @@ pub(crate) struct HostInner {
 const MAX_CORE_INSTANCES_PER_COMPONENT: u32 = 16;
 const MAX_MEMORIES_PER_COMPONENT: u32 = 2;
 const MAX_TABLES_PER_COMPONENT: u32 = 8;
+/// Dirtied bytes of a memory (a table) reset with `memset` when its slot is
+/// freed, instead of `madvise`: a call dirties a few pages (its stack, a
+/// little heap), and `madvise` on every call costs a TLB shootdown on every
+/// core and page faults on the next use — measured at a third of a
+/// 64-client put workload's throughput. Kept resident per used slot.
+const MEMORY_KEEP_RESIDENT: usize = 1 << 20;
+const TABLE_KEEP_RESIDENT: usize = 64 << 10;
 
 impl PluginHost {
     /// Creates the engine (pooling allocator sized from `options`, epoch
@@ -172,7 +181,11 @@ fn engine_config(o: &HostOptions) -> Config {
         .max_memories_per_component(MAX_MEMORIES_PER_COMPONENT)
         .total_tables(calls.saturating_mul(MAX_TABLES_PER_COMPONENT))
         .max_tables_per_component(MAX_TABLES_PER_COMPONENT)
-        .max_memory_size(o.max_memory_bytes);
+        .max_memory_size(o.max_memory_bytes)
+        .linear_memory_keep_resident(MEMORY_KEEP_RESIDENT)
+        .table_keep_resident(TABLE_KEEP_RESIDENT)
+        // Linux >= 6.7: find the pages a call dirtied and reset only those.
+        .pagemap_scan(Enabled::Auto);
 
     let mut config = Config::new();
     config

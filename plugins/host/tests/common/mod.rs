@@ -54,7 +54,13 @@ pub fn load(
     source: WasmSource,
     config: &[(&str, &str)],
 ) -> Arc<LoadedPlugin> {
-    let mut spec = PluginSpec::new(name, source);
+    // A deadline far above any honest call: these plugins are not the ones
+    // being timed, and a loaded 2-core machine may deschedule a call for
+    // longer than the default 50 ms. (Timeout tests set their own limits.)
+    let mut spec = PluginSpec::new(name, source).with_limits(Limits {
+        deadline: std::time::Duration::from_secs(10),
+        ..Limits::default()
+    });
     for (k, v) in config {
         spec = spec.with_config(*k, *v);
     }
