@@ -24,7 +24,7 @@ const CLUSTER_START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// `cargo build --release -p cairn-tests --bin cairn-bench`; returns the
 /// binary. cairn-tests depends on etcd-client, hence the protoc shim.
-fn build_bench() -> Result<PathBuf> {
+pub(crate) fn build_bench() -> Result<PathBuf> {
     let mut cmd = cargo();
     cmd.args([
         "build",
@@ -303,7 +303,7 @@ fn bench_against(
         &format!("cairn-bench-{kind}"),
         &dir,
         &format!("{kind}.log"),
-        cluster::bench_addresses(layout, slot),
+        &cluster::bench_addresses(layout, slot),
     );
     eprintln!(
         "xtask: starting a three-member {kind} cluster ({}) in {}",

@@ -1,12 +1,26 @@
-//! `cargo xtask cluster up|down|status`: a local three-member cluster whose
-//! members behave like separate hosts (127.0.0.1, .2 and .3, each on the
-//! standard ports 2379/2380), so etcd tooling works unchanged against it.
+//! `cargo xtask cluster ...`: a local cluster whose members behave like
+//! separate hosts (127.0.0.1, .2, .3, ... each on the standard ports
+//! 2379/2380), so etcd tooling works unchanged against it.
 //!
 //! Everything lives in one folder (default `target/cluster/`): per member
-//! `mN/data` and `mN/cairn.log`, plus `cluster.json`, which records the pids,
-//! endpoints and layout so later `down`/`status` calls find the members.
+//! `<name>/etcd.conf` (its whole configuration, in the distro env-file
+//! format), `<name>/data` and `<name>/cairn.log`, plus `cluster.json`, which
+//! records the pids, addresses and layout so later calls find the members.
+//! Members run as `cairn --config-file <name>/etcd.conf`, so editing that
+//! file changes the running member (Cairn reloads it live).
 //!
-//! The same machinery starts the throwaway clusters of `bench compare`.
+//! The verbs live in the submodules: `members` (stop/start/restart/kill,
+//! add/remove), `status`, `logs`; `conf` writes the config files, `build`
+//! builds cairn with a short progress summary, `etcdctl` runs the real
+//! etcdctl for membership and raft status. The same start/stop machinery
+//! starts the throwaway clusters of `bench compare`.
+
+mod build;
+mod conf;
+mod etcdctl;
+mod logs;
+mod members;
+mod status;
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
@@ -23,11 +37,15 @@ use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
 use crate::health::{Health, probe};
-use crate::util::{
-    cargo, describe, find_on_path, run_captured, run_streamed, tail, target_dir, wait_timeout,
-};
+use crate::util::{describe, find_on_path, run_captured, tail, target_dir, wait_timeout};
 
-/// How long `up` waits for a healthy cluster unless told otherwise.
+pub use logs::{LogsArgs, logs};
+pub use members::{
+    AddArgs, MemberArgs, RemoveArgs, add, kill_member, remove, restart, start_member, stop,
+};
+pub use status::status;
+
+/// How long `up`, `start` and `add` wait for health unless told otherwise.
 const DEFAULT_UP_TIMEOUT_SECS: u64 = 30;
 /// How long members get to exit after SIGTERM before they are SIGKILLed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
@@ -35,10 +53,12 @@ const STOP_GRACE: Duration = Duration::from_secs(10);
 const KILL_WAIT: Duration = Duration::from_secs(5);
 const STATE_FILE: &str = "cluster.json";
 const LOG_TAIL_LINES: usize = 25;
+/// While waiting for health, how often to repeat what is still missing.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 pub struct DirArgs {
-    /// Folder holding the members' data and logs and cluster.json
+    /// Folder holding the members' configs, data and logs and cluster.json
     /// [default: target/cluster].
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -48,10 +68,30 @@ pub struct DirArgs {
 pub struct UpArgs {
     #[command(flatten)]
     dir: DirArgs,
-    /// Put all members on 127.0.0.1 (client ports 2379/22379/32379, peer
-    /// ports 2380/22380/32380), for systems without 127.0.0.2 and 127.0.0.3.
+    /// Put all members on one address (client ports 2379/22379/32379, peer
+    /// ports 2380/22380/32380 by default), for systems without 127.0.0.2
+    /// and 127.0.0.3.
     #[arg(long)]
     one_address: bool,
+    /// Address of the first member; the others get the next addresses
+    /// (127.0.0.1, .2, .3 by default), or this one with --one-address.
+    #[arg(long, value_name = "IPV4")]
+    address: Option<Ipv4Addr>,
+    /// Client port of the first member [default: 2379].
+    #[arg(long, value_name = "PORT")]
+    client_port: Option<u16>,
+    /// Peer port of the first member [default: 2380].
+    #[arg(long, value_name = "PORT")]
+    peer_port: Option<u16>,
+    /// How many members a new cluster gets [default: 3].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=9))]
+    members: Option<u16>,
+    /// Stop the cluster and delete its folder (data, logs, configs) first,
+    /// then start a new one on the same addresses and ports (unless flags
+    /// say otherwise). Without it, `up` restarts the members from their
+    /// existing data and configs.
+    #[arg(long)]
+    fresh: bool,
     /// Seconds to wait for the cluster to become healthy.
     #[arg(long, default_value_t = DEFAULT_UP_TIMEOUT_SECS)]
     timeout: u64,
@@ -61,7 +101,7 @@ pub struct UpArgs {
 pub struct DownArgs {
     #[command(flatten)]
     dir: DirArgs,
-    /// Also delete the folder (data and logs).
+    /// Also delete the folder (data, logs and configs).
     #[arg(long)]
     clean: bool,
 }
@@ -72,7 +112,7 @@ pub struct DownArgs {
 pub enum Layout {
     /// One loopback address per member, standard ports: like three hosts.
     ThreeAddresses,
-    /// Everything on 127.0.0.1, told apart by port.
+    /// Everything on one address, told apart by port.
     OneAddress,
 }
 
@@ -87,10 +127,42 @@ impl Layout {
 
     fn describe(self) -> &'static str {
         match self {
-            Layout::ThreeAddresses => "three addresses (127.0.0.x style), standard ports",
-            Layout::OneAddress => "one address (127.0.0.1), distinct ports",
+            Layout::ThreeAddresses => "one address per member (127.0.0.x style), standard ports",
+            Layout::OneAddress => "one address, distinct ports",
         }
     }
+}
+
+/// Where the first member listens; every other member's address is derived
+/// from it (see [`slot`]), so `add` can find the next one.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Base {
+    pub address: Ipv4Addr,
+    pub client_port: u16,
+    pub peer_port: u16,
+}
+
+impl Default for Base {
+    fn default() -> Self {
+        Base {
+            address: Ipv4Addr::LOCALHOST,
+            client_port: 2379,
+            peer_port: 2380,
+        }
+    }
+}
+
+/// How a member gets its settings.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConfigVia {
+    /// `cairn --config-file <member>/etcd.conf`: the file is live.
+    File,
+    /// Flags built from `<member>/etcd.conf` at each start: for servers that
+    /// cannot read an env-file themselves (real etcd, via `CAIRN_BIN`).
+    /// Also what state files written before config files existed mean.
+    #[default]
+    Flags,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
@@ -107,6 +179,19 @@ pub struct Member {
 }
 
 impl Member {
+    fn new(dir: &Path, name: &str, log_name: &str, (host, client_port, peer_port): Slot) -> Self {
+        let member_dir = dir.join(name);
+        Member {
+            name: name.to_string(),
+            host,
+            client_port,
+            peer_port,
+            data_dir: member_dir.join("data"),
+            log: member_dir.join(log_name),
+            pid: None,
+        }
+    }
+
     pub fn client_addr(&self) -> SocketAddr {
         SocketAddr::V4(SocketAddrV4::new(self.host, self.client_port))
     }
@@ -122,14 +207,27 @@ impl Member {
     fn member_dir(&self) -> &Path {
         self.data_dir.parent().unwrap_or(Path::new("."))
     }
+    /// The member's configuration file (see `conf`).
+    pub fn config_path(&self) -> PathBuf {
+        self.member_dir().join(conf::CONFIG_FILE)
+    }
 
-    /// Is the recorded pid still this member? The data dir is on the command
-    /// line, so checking it guards against the pid having been reused by an
+    /// Is the recorded pid still this member? The config file (or, for
+    /// members started with flags, the data dir) is on the command line, so
+    /// checking it guards against the pid having been reused by an
     /// unrelated process since (we must never signal one of those).
     fn alive(&self) -> bool {
-        self.pid.is_some_and(|pid| process_is(pid, &self.data_dir))
+        self.pid
+            .is_some_and(|pid| process_is(pid, &[&self.config_path(), &self.data_dir]))
+    }
+
+    fn slot(&self) -> Slot {
+        (self.host, self.client_port, self.peer_port)
     }
 }
+
+/// A member's address, client port and peer port.
+pub type Slot = (Ipv4Addr, u16, u16);
 
 /// Everything needed to start, find and stop one cluster; persisted as
 /// `cluster.json`.
@@ -140,52 +238,50 @@ pub struct ClusterSpec {
     pub token: String,
     pub dir: PathBuf,
     pub members: Vec<Member>,
+    /// Missing in state files from before `add` existed: the old defaults.
+    #[serde(default)]
+    pub base: Base,
+    #[serde(default)]
+    pub config_via: ConfigVia,
 }
 
 impl ClusterSpec {
-    /// Three members m1..m3 under `dir`. `hosts_and_ports` gives each member's
-    /// address, client port and peer port.
+    /// Members m1..mN under `dir`, one per entry of `slots` (address, client
+    /// port, peer port).
     pub fn new(
         layout: Layout,
         binary: PathBuf,
         token: &str,
         dir: &Path,
         log_name: &str,
-        hosts_and_ports: [(Ipv4Addr, u16, u16); 3],
+        slots: &[Slot],
     ) -> Self {
-        let members = hosts_and_ports
+        let members: Vec<Member> = slots
             .iter()
             .enumerate()
-            .map(|(i, &(host, client_port, peer_port))| {
-                let member_dir = dir.join(format!("m{}", i + 1));
-                Member {
-                    name: format!("m{}", i + 1),
-                    host,
-                    client_port,
-                    peer_port,
-                    data_dir: member_dir.join("data"),
-                    log: member_dir.join(log_name),
-                    pid: None,
-                }
-            })
+            .map(|(i, &s)| Member::new(dir, &format!("m{}", i + 1), log_name, s))
             .collect();
+        let base = slots.first().map_or_else(Base::default, |&(a, c, p)| Base {
+            address: a,
+            client_port: c,
+            peer_port: p,
+        });
+        let config_via = config_via_for(&binary);
         ClusterSpec {
             layout,
             binary,
             token: token.to_string(),
             dir: dir.to_path_buf(),
             members,
+            base,
+            config_via,
         }
     }
 
     /// `host:port` of every member's client listener, comma separated: the
     /// form `etcdctl --endpoints` and cairn-bench take.
     pub fn endpoints(&self) -> String {
-        self.members
-            .iter()
-            .map(|m| m.client_addr().to_string())
-            .collect::<Vec<_>>()
-            .join(",")
+        endpoints_of(self.members.iter())
     }
 
     fn initial_cluster(&self) -> String {
@@ -194,6 +290,20 @@ impl ClusterSpec {
             .map(|m| format!("{}={}", m.name, m.peer_url()))
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    fn member_index(&self, name: &str) -> Result<usize> {
+        self.members
+            .iter()
+            .position(|m| m.name == name)
+            .with_context(|| {
+                let names: Vec<&str> = self.members.iter().map(|m| m.name.as_str()).collect();
+                format!(
+                    "no member called {name:?} in {} (members: {})",
+                    self.dir.display(),
+                    names.join(", ")
+                )
+            })
     }
 
     fn state_path(&self) -> PathBuf {
@@ -219,21 +329,89 @@ impl ClusterSpec {
             Err(err) => Err(err).with_context(|| format!("cannot read {}", path.display())),
         }
     }
+
+    /// The state file, or an error telling how to create one.
+    fn load_existing(dir: &Path) -> Result<Self> {
+        Self::load(dir)?.with_context(|| {
+            format!(
+                "no cluster in {} (start one with `cargo xtask cluster up{}`)",
+                dir.display(),
+                dir_flag_hint(dir)
+            )
+        })
+    }
 }
 
-/// Addresses for `cluster up`.
-fn local_addresses(layout: Layout) -> [(Ipv4Addr, u16, u16); 3] {
+fn endpoints_of<'a>(members: impl Iterator<Item = &'a Member>) -> String {
+    members
+        .map(|m| m.client_addr().to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// ` --dir <dir>` when `dir` is not the default folder, for hints that show
+/// a command to run.
+fn dir_flag_hint(dir: &Path) -> String {
+    if std::path::absolute(default_dir()).is_ok_and(|d| d == dir) {
+        String::new()
+    } else {
+        format!(" --dir {}", dir.display())
+    }
+}
+
+/// Cairn reads the member's etcd.conf itself; anything else (real etcd via
+/// `CAIRN_BIN`) gets the same settings as flags. `--version` tells them
+/// apart: cairn's first line is "cairn Version: ...".
+fn config_via_for(binary: &Path) -> ConfigVia {
+    let out = run_captured(
+        Command::new(binary).arg("--version"),
+        Duration::from_secs(10),
+    );
+    match out {
+        Ok(out) if out.stdout.contains("cairn Version") => ConfigVia::File,
+        _ => ConfigVia::Flags,
+    }
+}
+
+/// Member `k`'s (0-based) address and ports for a cluster laid out from
+/// `base`. One address per member: the next addresses, same ports. One
+/// address: 2379, 22379, 32379, ... (the ports etcd's docs use for local
+/// clusters), then base + 10, + 20, ... when those run out.
+fn slot(layout: Layout, base: Base, k: usize) -> Option<Slot> {
+    let k16 = u16::try_from(k).ok()?;
     match layout {
-        Layout::ThreeAddresses => [1, 2, 3].map(|n| (Ipv4Addr::new(127, 0, 0, n), 2379, 2380)),
-        Layout::OneAddress => [(2379, 2380), (22379, 22380), (32379, 32380)]
-            .map(|(client, peer)| (Ipv4Addr::LOCALHOST, client, peer)),
+        Layout::ThreeAddresses => {
+            let addr = u32::from(base.address).checked_add(u32::from(k16))?;
+            let addr = Ipv4Addr::from(addr);
+            // All of 127/8 is local on Linux; nothing past it is.
+            addr.is_loopback()
+                .then_some((addr, base.client_port, base.peer_port))
+        }
+        Layout::OneAddress => {
+            let spaced = |port: u16| {
+                if k == 0 {
+                    Some(port)
+                } else {
+                    port.checked_add(10_000u16.checked_mul(k16 + 1)?)
+                }
+            };
+            let (client, peer) = match (spaced(base.client_port), spaced(base.peer_port)) {
+                (Some(c), Some(p)) => (c, p),
+                // Past 65535: fall back to small steps above the base.
+                _ => (
+                    base.client_port.checked_add(10 * k16)?,
+                    base.peer_port.checked_add(10 * k16)?,
+                ),
+            };
+            (client != peer).then_some((base.address, client, peer))
+        }
     }
 }
 
 /// Addresses for the throwaway clusters of `bench compare`: `slot` (1, 2, ...)
 /// keeps them apart from each other and from a running `cluster up`, which
-/// uses 127.0.0.x and ports 2379-32380.
-pub fn bench_addresses(layout: Layout, slot: u8) -> [(Ipv4Addr, u16, u16); 3] {
+/// uses 127.0.0.x and ports 2379-32380 by default.
+pub fn bench_addresses(layout: Layout, slot: u8) -> [Slot; 3] {
     match layout {
         Layout::ThreeAddresses => [1, 2, 3].map(|n| (Ipv4Addr::new(127, 0, slot, n), 2379, 2380)),
         Layout::OneAddress => [0u16, 1, 2].map(|i| {
@@ -252,51 +430,73 @@ fn resolve_dir(args: &DirArgs) -> Result<PathBuf> {
     std::path::absolute(&dir).with_context(|| format!("bad --dir {}", dir.display()))
 }
 
-/// The server binary: `$CAIRN_BIN` if set (e.g. /usr/bin/etcd, to try the
-/// tooling against real etcd), else a fresh `cargo build --release -p cairn`.
-/// Building cairn needs no protoc (the server compiles its protos with protox).
+/// `$CAIRN_BIN` if set (e.g. target/debug/cairn, or /usr/bin/etcd to try the
+/// tooling against real etcd), resolved to an absolute path.
+fn cairn_bin_from_env() -> Result<Option<PathBuf>> {
+    let Some(bin) = std::env::var_os("CAIRN_BIN").filter(|b| !b.is_empty()) else {
+        return Ok(None);
+    };
+    let bin = PathBuf::from(bin);
+    let path = if bin.components().count() == 1 {
+        find_on_path(&bin.to_string_lossy())
+            .with_context(|| format!("CAIRN_BIN={} is not on PATH", bin.display()))?
+    } else {
+        std::path::absolute(&bin)?
+    };
+    if !path.is_file() {
+        bail!("CAIRN_BIN={} does not exist", path.display());
+    }
+    eprintln!("xtask: using CAIRN_BIN={}", path.display());
+    Ok(Some(path))
+}
+
+/// The server binary: `$CAIRN_BIN` if set, else a fresh
+/// `cargo build --release -p cairn` (with a progress summary). Building
+/// cairn needs no protoc (the server compiles its protos with protox).
 pub fn cairn_binary() -> Result<PathBuf> {
-    if let Some(bin) = std::env::var_os("CAIRN_BIN").filter(|b| !b.is_empty()) {
-        let bin = PathBuf::from(bin);
-        let path = if bin.components().count() == 1 {
-            find_on_path(&bin.to_string_lossy())
-                .with_context(|| format!("CAIRN_BIN={} is not on PATH", bin.display()))?
-        } else {
-            std::path::absolute(&bin)?
-        };
-        if !path.is_file() {
-            bail!("CAIRN_BIN={} does not exist", path.display());
-        }
-        eprintln!("xtask: using CAIRN_BIN={}", path.display());
+    if let Some(path) = cairn_bin_from_env()? {
         return Ok(path);
     }
-    run_streamed(cargo().args(["build", "--release", "-p", "cairn"]))?;
-    let path = target_dir().join("release").join("cairn");
-    if !path.is_file() {
-        bail!("cargo built cairn but {} is missing", path.display());
+    build::build_cairn_release()
+}
+
+/// The binary for starting members of an existing cluster without a build:
+/// `$CAIRN_BIN`, else the one `up` used.
+fn binary_for(spec: &ClusterSpec) -> Result<PathBuf> {
+    if let Some(path) = cairn_bin_from_env()? {
+        return Ok(path);
     }
-    Ok(path)
+    if !spec.binary.is_file() {
+        bail!(
+            "{} (the server binary this cluster was started with) is gone; \
+             `cargo xtask cluster up` builds it again",
+            spec.binary.display()
+        );
+    }
+    Ok(spec.binary.clone())
 }
 
 pub fn up(args: UpArgs) -> Result<ExitCode> {
     let dir = resolve_dir(&args.dir)?;
-    let layout = Layout::from_flag(args.one_address);
-    let existing = ClusterSpec::load(&dir)?;
+    let mut existing = ClusterSpec::load(&dir)?;
+
+    // `--fresh` keeps the addresses and ports of the cluster it replaces
+    // unless flags say otherwise: starting over should not move it.
+    let mut inherited = None;
+    if args.fresh {
+        if let Some(old) = existing.take() {
+            inherited = Some((old.layout, old.base));
+            let running: Vec<&Member> = old.members.iter().filter(|m| m.alive()).collect();
+            if !running.is_empty() {
+                eprintln!("xtask: --fresh: stopping {}", names(&running));
+                stop_members(&running)?;
+            }
+        }
+        wipe_dir(&dir)?;
+    }
 
     if let Some(old) = &existing {
-        if old.layout != layout {
-            bail!(
-                "the cluster in {} was created with layout \"{}\"; run \
-                 `cargo xtask cluster down --clean` first, or {} --one-address",
-                dir.display(),
-                old.layout.describe(),
-                if old.layout == Layout::OneAddress {
-                    "pass"
-                } else {
-                    "drop"
-                }
-            );
-        }
+        check_same_layout(old, &args)?;
         if old.members.iter().all(Member::alive) {
             println!("The cluster in {} is already up.", dir.display());
             print_summary(old);
@@ -305,40 +505,54 @@ pub fn up(args: UpArgs) -> Result<ExitCode> {
     }
 
     let binary = cairn_binary()?;
-    let mut spec = ClusterSpec::new(
-        layout,
-        binary,
-        "cairn-local",
-        &dir,
-        "cairn.log",
-        local_addresses(layout),
-    );
-    // Keep members of a half-running cluster that are still alive; start
-    // the rest. A member whose data dir already exists restarts from it
-    // (the --initial-cluster* flags only matter on first start).
-    if let Some(old) = &existing {
-        for (member, old_member) in spec.members.iter_mut().zip(&old.members) {
-            if old_member.alive() {
-                member.pid = old_member.pid;
-            }
+    let mut spec = match existing {
+        Some(mut old) => {
+            // The binary may be a new build; how it takes its settings may
+            // have changed with it.
+            old.config_via = config_via_for(&binary);
+            old.binary = binary;
+            old
         }
-    }
+        None => new_spec(&args, &dir, binary, inherited)?,
+    };
+
+    // Keep members that are still alive; start the rest. A member whose data
+    // dir exists restarts from it (its config's initial-cluster settings
+    // only matter on first start).
     let to_start: Vec<usize> = (0..spec.members.len())
-        .filter(|&i| spec.members[i].pid.is_none())
+        .filter(|&i| !spec.members[i].alive())
         .collect();
-    if to_start.len() < spec.members.len() {
-        let names: Vec<&str> = to_start
-            .iter()
-            .map(|&i| spec.members[i].name.as_str())
-            .collect();
+    for &i in &to_start {
+        spec.members[i].pid = None;
+    }
+    let restarting: Vec<&Member> = to_start
+        .iter()
+        .map(|&i| &spec.members[i])
+        .filter(|m| has_data(m))
+        .collect();
+    let fresh: Vec<&Member> = to_start
+        .iter()
+        .map(|&i| &spec.members[i])
+        .filter(|m| !has_data(m))
+        .collect();
+    if !restarting.is_empty() {
         eprintln!(
-            "xtask: some members are still running; starting {}",
-            names.join(", ")
+            "xtask: restarting {} from existing data in {} (--fresh starts over)",
+            names(&restarting),
+            dir.display()
         );
+    }
+    if !fresh.is_empty() {
+        eprintln!("xtask: starting {} with new data", names(&fresh));
+    }
+    let alive: Vec<&Member> = spec.members.iter().filter(|m| m.alive()).collect();
+    if !alive.is_empty() {
+        eprintln!("xtask: already running: {}", names(&alive));
     }
 
     let mut running = start(spec, &to_start, true)?;
-    if let Err(err) = wait_healthy(&mut running, Duration::from_secs(args.timeout)) {
+    let all: Vec<usize> = (0..running.spec.members.len()).collect();
+    if let Err(err) = wait_members_healthy(&mut running, &all, Duration::from_secs(args.timeout)) {
         // Stop what we started rather than leave a broken cluster holding
         // the ports; the data and logs stay for a look.
         drop(running);
@@ -354,6 +568,117 @@ pub fn up(args: UpArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn names(members: &[&Member]) -> String {
+    members
+        .iter()
+        .map(|m| m.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn has_data(m: &Member) -> bool {
+    fs::read_dir(&m.data_dir).is_ok_and(|mut d| d.next().is_some())
+}
+
+/// Deletes a cluster folder, but only one that xtask made (it holds our
+/// state file) or an empty one: `--dir` might point anywhere.
+fn wipe_dir(dir: &Path) -> Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    let empty = fs::read_dir(dir).is_ok_and(|mut d| d.next().is_none());
+    if !empty && !dir.join(STATE_FILE).is_file() {
+        bail!(
+            "{} has no {STATE_FILE}; not deleting a folder xtask did not create",
+            dir.display()
+        );
+    }
+    fs::remove_dir_all(dir).with_context(|| format!("cannot remove {}", dir.display()))?;
+    eprintln!("xtask: removed {}", dir.display());
+    Ok(())
+}
+
+/// Flags that would lay out a new cluster differently from the existing one
+/// are refused: `up` restarts what is there, `--fresh` starts over.
+fn check_same_layout(old: &ClusterSpec, args: &UpArgs) -> Result<()> {
+    let mut differences = Vec::new();
+    if args.one_address && old.layout != Layout::OneAddress {
+        differences.push(format!("--one-address (it has {})", old.layout.describe()));
+    }
+    if let Some(a) = args.address.filter(|&a| a != old.base.address) {
+        differences.push(format!("--address {a} (it has {})", old.base.address));
+    }
+    if let Some(p) = args.client_port.filter(|&p| p != old.base.client_port) {
+        differences.push(format!(
+            "--client-port {p} (it has {})",
+            old.base.client_port
+        ));
+    }
+    if let Some(p) = args.peer_port.filter(|&p| p != old.base.peer_port) {
+        differences.push(format!("--peer-port {p} (it has {})", old.base.peer_port));
+    }
+    if let Some(n) = args
+        .members
+        .filter(|&n| usize::from(n) != old.members.len())
+    {
+        differences.push(format!("--members {n} (it has {})", old.members.len()));
+    }
+    if !differences.is_empty() {
+        bail!(
+            "the cluster in {} was created differently: {}. Run `up` without those flags \
+             to restart it, or add --fresh to delete it and start a new one",
+            old.dir.display(),
+            differences.join(", ")
+        );
+    }
+    Ok(())
+}
+
+fn new_spec(
+    args: &UpArgs,
+    dir: &Path,
+    binary: PathBuf,
+    inherited: Option<(Layout, Base)>,
+) -> Result<ClusterSpec> {
+    let (old_layout, defaults) = inherited.unwrap_or((Layout::ThreeAddresses, Base::default()));
+    let layout = if args.one_address {
+        Layout::OneAddress
+    } else {
+        old_layout
+    };
+    let base = Base {
+        address: args.address.unwrap_or(defaults.address),
+        client_port: args.client_port.unwrap_or(defaults.client_port),
+        peer_port: args.peer_port.unwrap_or(defaults.peer_port),
+    };
+    if base.client_port == base.peer_port && layout == Layout::OneAddress {
+        bail!("--client-port and --peer-port must differ");
+    }
+    let n = usize::from(args.members.unwrap_or(3));
+    let slots = (0..n)
+        .map(|k| {
+            slot(layout, base, k).with_context(|| {
+                format!(
+                    "member {} would need an address or port past the end of the range \
+                     (base {}:{}/{})",
+                    k + 1,
+                    base.address,
+                    base.client_port,
+                    base.peer_port
+                )
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut spec = ClusterSpec::new(layout, binary, "cairn-local", dir, "cairn.log", &slots);
+    spec.base = base;
+    // A new cluster: configs left behind in the folder (without a state
+    // file) describe some other cluster.
+    for m in &spec.members {
+        let _ = fs::remove_file(m.config_path());
+    }
+    Ok(spec)
+}
+
 fn print_summary(spec: &ClusterSpec) {
     for m in &spec.members {
         let pid = m.pid.map_or("-".to_string(), |p| p.to_string());
@@ -366,24 +691,44 @@ fn print_summary(spec: &ClusterSpec) {
         );
     }
     println!("Layout: {}", spec.layout.describe());
-    println!(
-        "Data and logs: {} (mN/data, mN/{}; state in {STATE_FILE})",
-        spec.dir.display(),
-        spec.members[0]
-            .log
+    let log_name = spec.members.first().map_or_else(String::new, |m| {
+        m.log
             .file_name()
-            .map_or_else(Default::default, |n| n.to_string_lossy())
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned())
+    });
+    println!(
+        "Folder: {} (per member: {}, data/, {log_name}; state in {STATE_FILE})",
+        spec.dir.display(),
+        conf::CONFIG_FILE
     );
+    if spec.config_via == ConfigVia::File {
+        println!(
+            "Edit a member's {} to change it while it runs (live settings apply at once; \
+             `cairn config status --endpoint <client URL>` shows the outcome).",
+            conf::CONFIG_FILE
+        );
+    }
     println!("Try:");
     println!("  etcdctl --endpoints={} member list", spec.endpoints());
-    let first = &spec.members[0];
-    if first.client_addr().to_string() == "127.0.0.1:2379" {
+    if let Some(first) = spec.members.first()
+        && first.client_addr().to_string() == "127.0.0.1:2379"
+    {
         println!(
             "  etcdctl put foo bar   # plain etcdctl works too: it talks to 127.0.0.1:2379, which is {}",
             first.name
         );
     }
-    println!("Stop with `cargo xtask cluster down` (add --clean to delete the data).");
+    let d = dir_flag_hint(&spec.dir);
+    println!(
+        "  cargo xtask cluster status|logs [member]|stop|start|restart|kill <member>|add <name>|\
+         remove <member>{}",
+        if d.is_empty() {
+            String::new()
+        } else {
+            format!("  (with{d})")
+        }
+    );
+    println!("Stop with `cargo xtask cluster down{d}` (add --clean to delete the data).");
 }
 
 pub fn down(args: DownArgs) -> Result<ExitCode> {
@@ -403,8 +748,7 @@ pub fn down(args: DownArgs) -> Result<ExitCode> {
     if running.is_empty() {
         println!("No member is running.");
     } else {
-        let names: Vec<&str> = running.iter().map(|m| m.name.as_str()).collect();
-        println!("Stopping {} ...", names.join(", "));
+        println!("Stopping {} ...", names(&running));
         stop_members(&running)?;
         println!("Stopped.");
     }
@@ -417,51 +761,12 @@ pub fn down(args: DownArgs) -> Result<ExitCode> {
         println!("Removed {}.", dir.display());
     } else {
         println!(
-            "Data and logs kept in {} (`cargo xtask cluster up` restarts from them; \
+            "Data, logs and configs kept in {} (`cargo xtask cluster up` restarts from them; \
              `down --clean` deletes them).",
             dir.display()
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-pub fn status(args: DirArgs) -> Result<ExitCode> {
-    let dir = resolve_dir(&args)?;
-    let Some(spec) = ClusterSpec::load(&dir)? else {
-        println!(
-            "No cluster in {} (start one with `cargo xtask cluster up`).",
-            dir.display()
-        );
-        return Ok(ExitCode::FAILURE);
-    };
-    let mut all_good = true;
-    for m in &spec.members {
-        let alive = m.alive();
-        let health = probe(m.client_addr());
-        all_good &= alive && matches!(health, Health::Healthy | Health::NoHealthEndpoint(_));
-        let process = match (m.pid, alive) {
-            (Some(pid), true) => format!("pid {pid} running"),
-            (Some(pid), false) => format!("pid {pid} gone"),
-            (None, _) => "not running".to_string(),
-        };
-        println!(
-            "{}  {:<18}  {}  /health: {}",
-            m.name,
-            process,
-            m.client_url(),
-            health
-        );
-    }
-    println!("Data and logs: {}", spec.dir.display());
-    println!(
-        "etcdctl --endpoints={} endpoint status -w table",
-        spec.endpoints()
-    );
-    Ok(if all_good {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
 }
 
 /// Members started by this process. Dropping it stops them (SIGTERM, then
@@ -486,12 +791,10 @@ impl RunningCluster {
 impl Drop for RunningCluster {
     fn drop(&mut self) {
         if !self.children.is_empty() {
-            stop_children(&mut self.children, &self.spec);
-            for m in &mut self.spec.members {
-                m.pid = None;
-            }
+            stop_children(&mut self.children, &mut self.spec);
             if !self.remove_dir_on_drop {
-                // Best effort: record that nothing runs any more.
+                // Best effort: record that what we started runs no more.
+                // Members started elsewhere keep their pids.
                 let _ = self.spec.save();
             }
         }
@@ -504,7 +807,7 @@ impl Drop for RunningCluster {
 /// Starts the members at indexes `which` (all of them for a new cluster),
 /// after checking their ports are free, and records the pids in
 /// `cluster.json` straight away so `down` can find them whatever happens
-/// next.
+/// next. A member without a config file gets one for a new cluster.
 ///
 /// `detach` puts each member in its own process group: a Ctrl-C in the
 /// terminal that ran `cluster up` must not reach the cluster later. The
@@ -515,6 +818,12 @@ pub fn start(spec: ClusterSpec, which: &[usize], detach: bool) -> Result<Running
     check_ports(&chosen)?;
     fs::create_dir_all(&spec.dir)
         .with_context(|| format!("cannot create {}", spec.dir.display()))?;
+    for m in &chosen {
+        if !m.config_path().is_file() {
+            let text = conf::render(&spec, m, &spec.initial_cluster(), conf::State::New);
+            conf::write(&m.config_path(), &text)?;
+        }
+    }
 
     let mut running = RunningCluster {
         spec,
@@ -523,6 +832,12 @@ pub fn start(spec: ClusterSpec, which: &[usize], detach: bool) -> Result<Running
     };
     for &i in which {
         let child = spawn_member(&running.spec, &running.spec.members[i], detach)?;
+        eprintln!(
+            "xtask:   {} started (pid {}, {})",
+            running.spec.members[i].name,
+            child.id(),
+            running.spec.members[i].client_url()
+        );
         running.spec.members[i].pid = Some(child.id());
         running.children.push((i, child));
         running.spec.save()?;
@@ -540,26 +855,29 @@ fn spawn_member(spec: &ClusterSpec, m: &Member, detach: bool) -> Result<Child> {
         .open(&m.log)
         .with_context(|| format!("cannot open {}", m.log.display()))?;
 
+    let config = m.config_path();
     let mut cmd = Command::new(&spec.binary);
-    cmd.arg("--name")
-        .arg(&m.name)
-        .arg("--data-dir")
-        .arg(&m.data_dir)
-        .arg("--listen-client-urls")
-        .arg(m.client_url())
-        .arg("--advertise-client-urls")
-        .arg(m.client_url())
-        .arg("--listen-peer-urls")
-        .arg(m.peer_url())
-        .arg("--initial-advertise-peer-urls")
-        .arg(m.peer_url())
-        .arg("--initial-cluster")
-        .arg(spec.initial_cluster())
-        .arg("--initial-cluster-token")
-        .arg(&spec.token)
-        .arg("--initial-cluster-state")
-        .arg("new")
-        .current_dir(member_dir)
+    match spec.config_via {
+        ConfigVia::File => {
+            cmd.arg("--config-file").arg(&config);
+        }
+        ConfigVia::Flags => {
+            for (key, value) in conf::read(&config)? {
+                cmd.arg(conf::flag(&key, &value).with_context(|| {
+                    format!("{}: {key} is not an ETCD_* setting", config.display())
+                })?);
+            }
+        }
+    }
+    // The member's file must be its whole configuration: an ETCD_* variable
+    // in our environment would override it (Cairn) or clash with the flags
+    // (etcd refuses a setting given both ways).
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("ETCD_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.current_dir(member_dir)
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log.try_clone()?);
@@ -588,8 +906,7 @@ fn check_ports(members: &[&Member]) -> Result<()> {
     let mut problems = Vec::new();
     for m in members {
         for (what, addr) in [("client", m.client_addr()), ("peer", m.peer_addr())] {
-            // Binding is the one reliable test; the listener closes at once.
-            if let Err(err) = TcpListener::bind(addr) {
+            if let Err(err) = port_free(addr) {
                 problems.push(match err.kind() {
                     std::io::ErrorKind::AddrInUse => format!(
                         "{addr} ({} {what} port) is already in use: is another etcd or cairn \
@@ -608,46 +925,43 @@ fn check_ports(members: &[&Member]) -> Result<()> {
         }
     }
     if !problems.is_empty() {
-        bail!("cannot start the cluster:\n  {}", problems.join("\n  "));
+        bail!("cannot start:\n  {}", problems.join("\n  "));
     }
     Ok(())
 }
 
-/// Outcome of one look at the whole cluster.
-enum Readiness {
-    Ready(Option<String>),
-    NotYet(String),
+/// Binding is the one reliable test; the listener closes at once.
+fn port_free(addr: SocketAddr) -> std::io::Result<()> {
+    TcpListener::bind(addr).map(drop)
 }
 
-fn readiness(spec: &ClusterSpec) -> Readiness {
-    let probes: Vec<Health> = spec
-        .members
-        .iter()
-        .map(|m| probe(m.client_addr()))
-        .collect();
-    let summary = || {
-        spec.members
-            .iter()
-            .zip(&probes)
-            .map(|(m, h)| format!("{}: {h}", m.name))
-            .collect::<Vec<_>>()
-            .join("; ")
-    };
+/// Outcome of one look at some members.
+enum Readiness {
+    Ready(Option<String>),
+    NotYet,
+}
+
+fn readiness(spec: &ClusterSpec, which: &[usize], probes: &[Health]) -> Readiness {
     if probes.iter().all(|h| *h == Health::Healthy) {
         return Readiness::Ready(None);
     }
-    if probes
-        .iter()
-        .any(|h| matches!(h, Health::Down(_) | Health::Unhealthy(_)))
+    // Cairn always serves /health, but accepts connections before it
+    // answers them (it serves clients once it has joined the cluster): no
+    // answer there means "not yet", not "no /health".
+    if spec.config_via == ConfigVia::File
+        || probes
+            .iter()
+            .any(|h| matches!(h, Health::Down(_) | Health::Unhealthy(_)))
     {
-        return Readiness::NotYet(summary());
+        return Readiness::NotYet;
     }
     // Some member has no HTTP /health. Ask etcdctl (a real gRPC round trip)
     // if it is installed; otherwise an open port on a live process is the
     // best we can tell.
-    match etcdctl_endpoint_health(&spec.endpoints()) {
+    let endpoints = endpoints_of(which.iter().map(|&i| &spec.members[i]));
+    match etcdctl::endpoint_health(&endpoints) {
         Some(true) => Readiness::Ready(Some("checked with `etcdctl endpoint health`".into())),
-        Some(false) => Readiness::NotYet(format!("{}; etcdctl endpoint health failed", summary())),
+        Some(false) => Readiness::NotYet,
         None => Readiness::Ready(Some(
             "no /health endpoint and no etcdctl: only checked that every member runs and \
              accepts connections"
@@ -656,37 +970,30 @@ fn readiness(spec: &ClusterSpec) -> Readiness {
     }
 }
 
-/// `Some(healthy)` from `etcdctl endpoint health`, `None` without etcdctl.
-fn etcdctl_endpoint_health(endpoints: &str) -> Option<bool> {
-    find_on_path("etcdctl")?;
-    let out = run_captured(
-        Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={endpoints}"))
-            .args([
-                "--dial-timeout=1s",
-                "--command-timeout=2s",
-                "endpoint",
-                "health",
-            ]),
-        Duration::from_secs(10),
-    )
-    .ok()?;
-    Some(out.status.success())
+/// Waits (bounded) until every member answers healthy (`bench compare`).
+pub fn wait_healthy(running: &mut RunningCluster, timeout: Duration) -> Result<()> {
+    let all: Vec<usize> = (0..running.spec.members.len()).collect();
+    wait_members_healthy(running, &all, timeout)
 }
 
-/// Waits (bounded) until every member answers healthy. Fails early if a
-/// member we started exits; on failure prints each member's log tail (the
+/// Waits (bounded) until the members at `which` answer healthy, saying
+/// which ones are up as they come. Fails early if a member we started
+/// exits; on failure prints the log tails of the members concerned (the
 /// Drop guard then stops what we started).
-pub fn wait_healthy(running: &mut RunningCluster, timeout: Duration) -> Result<()> {
-    let deadline = Instant::now() + timeout;
+fn wait_members_healthy(
+    running: &mut RunningCluster,
+    which: &[usize],
+    timeout: Duration,
+) -> Result<()> {
     let started = Instant::now();
-    let mut last;
+    let deadline = started + timeout;
+    let mut healthy = vec![false; which.len()];
+    let mut next_progress = started + PROGRESS_EVERY;
     loop {
         for (i, child) in &mut running.children {
             if let Some(status) = child.try_wait()? {
                 let m = &running.spec.members[*i];
-                print_log_tails(&running.spec);
+                print_log_tails(&running.spec, which);
                 bail!(
                     "{} exited during startup ({}); its log is {}",
                     m.name,
@@ -695,10 +1002,42 @@ pub fn wait_healthy(running: &mut RunningCluster, timeout: Duration) -> Result<(
                 );
             }
         }
-        match readiness(&running.spec) {
+        let probes: Vec<Health> = thread::scope(|s| {
+            let handles: Vec<_> = which
+                .iter()
+                .map(|&i| {
+                    let addr = running.spec.members[i].client_addr();
+                    s.spawn(move || probe(addr))
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or(Health::Down("probe panicked".into())))
+                .collect()
+        });
+        for (k, h) in probes.iter().enumerate() {
+            if *h == Health::Healthy && !healthy[k] {
+                healthy[k] = true;
+                eprintln!(
+                    "xtask:   {} healthy after {:.1}s",
+                    running.spec.members[which[k]].name,
+                    started.elapsed().as_secs_f64()
+                );
+            }
+        }
+        let summary = || {
+            which
+                .iter()
+                .zip(&probes)
+                .filter(|(_, h)| **h != Health::Healthy)
+                .map(|(&i, h)| format!("{}: {h}", running.spec.members[i].name))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        match readiness(&running.spec, which, &probes) {
             Readiness::Ready(note) => {
                 eprintln!(
-                    "xtask: cluster healthy after {:.1}s",
+                    "xtask: healthy after {:.1}s",
                     started.elapsed().as_secs_f64()
                 );
                 if let Some(note) = note {
@@ -706,21 +1045,28 @@ pub fn wait_healthy(running: &mut RunningCluster, timeout: Duration) -> Result<(
                 }
                 return Ok(());
             }
-            Readiness::NotYet(why) => last = why,
+            Readiness::NotYet => {}
         }
-        if Instant::now() >= deadline {
-            print_log_tails(&running.spec);
+        let now = Instant::now();
+        if now >= deadline {
+            print_log_tails(&running.spec, which);
             bail!(
-                "the cluster did not become healthy within {}s (last check: {last})",
-                timeout.as_secs()
+                "not healthy within {}s (last check: {})",
+                timeout.as_secs(),
+                summary()
             );
+        }
+        if now >= next_progress {
+            eprintln!("xtask:   still waiting: {}", summary());
+            next_progress = now + PROGRESS_EVERY;
         }
         thread::sleep(Duration::from_millis(300));
     }
 }
 
-fn print_log_tails(spec: &ClusterSpec) {
-    for m in &spec.members {
+fn print_log_tails(spec: &ClusterSpec, which: &[usize]) {
+    for &i in which {
+        let m = &spec.members[i];
         eprintln!(
             "----- last {LOG_TAIL_LINES} lines of {} ({}) -----",
             m.name,
@@ -737,23 +1083,59 @@ fn signal(pid: u32, sig: Signal) {
     }
 }
 
-/// Stops members that are not our children (started by an earlier `up`):
+/// Waits until none of `members` is alive or the deadline passes; returns
+/// the survivors.
+fn wait_gone<'a>(members: &[&'a Member], deadline: Instant) -> Vec<&'a Member> {
+    loop {
+        let alive: Vec<&Member> = members.iter().copied().filter(|m| m.alive()).collect();
+        if alive.is_empty() || Instant::now() >= deadline {
+            return alive;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Waits (bounded) until the members' client and peer ports can be bound
+/// again. A killed process loses its command line (our liveness test)
+/// before the kernel has closed its sockets; in between, a connection to
+/// its port is accepted and reset, and a restart on the port would fail.
+/// So "stopped" waits for the ports too. Only warns at the deadline: by
+/// then something else may hold the port, which `start` reports.
+fn wait_ports_released(members: &[&Member]) {
+    let deadline = Instant::now() + KILL_WAIT;
+    loop {
+        let busy: Vec<String> = members
+            .iter()
+            .flat_map(|m| [m.client_addr(), m.peer_addr()])
+            .filter(|&a| port_free(a).is_err())
+            .map(|a| a.to_string())
+            .collect();
+        if busy.is_empty() {
+            return;
+        }
+        if Instant::now() >= deadline {
+            eprintln!(
+                "xtask: warning: still in use {}s after the process exited: {}",
+                KILL_WAIT.as_secs(),
+                busy.join(", ")
+            );
+            return;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Stops members that are not our children (started by an earlier xtask):
 /// SIGTERM, wait, SIGKILL the survivors.
 fn stop_members(members: &[&Member]) -> Result<()> {
     for m in members {
-        signal(m.pid.expect("running member has a pid"), Signal::SIGTERM);
-    }
-    let still_alive = |deadline: Instant| -> Vec<&Member> {
-        loop {
-            let alive: Vec<&Member> = members.iter().copied().filter(|m| m.alive()).collect();
-            if alive.is_empty() || Instant::now() >= deadline {
-                return alive;
-            }
-            thread::sleep(Duration::from_millis(100));
+        if m.alive() {
+            signal(m.pid.expect("running member has a pid"), Signal::SIGTERM);
         }
-    };
-    let survivors = still_alive(Instant::now() + STOP_GRACE);
+    }
+    let survivors = wait_gone(members, Instant::now() + STOP_GRACE);
     if survivors.is_empty() {
+        wait_ports_released(members);
         return Ok(());
     }
     for m in &survivors {
@@ -762,9 +1144,18 @@ fn stop_members(members: &[&Member]) -> Result<()> {
             m.name,
             STOP_GRACE.as_secs()
         );
-        signal(m.pid.expect("running member has a pid"), Signal::SIGKILL);
     }
-    let survivors = still_alive(Instant::now() + KILL_WAIT);
+    kill_members(&survivors)
+}
+
+/// SIGKILL, then wait (bounded) until the processes are gone.
+fn kill_members(members: &[&Member]) -> Result<()> {
+    for m in members {
+        if m.alive() {
+            signal(m.pid.expect("running member has a pid"), Signal::SIGKILL);
+        }
+    }
+    let survivors = wait_gone(members, Instant::now() + KILL_WAIT);
     if !survivors.is_empty() {
         let names: Vec<String> = survivors
             .iter()
@@ -772,16 +1163,18 @@ fn stop_members(members: &[&Member]) -> Result<()> {
             .collect();
         bail!("could not stop {}", names.join(", "));
     }
+    wait_ports_released(members);
     Ok(())
 }
 
 /// Stops members that are our children, reaping them.
-fn stop_children(children: &mut Vec<(usize, Child)>, spec: &ClusterSpec) {
+fn stop_children(children: &mut Vec<(usize, Child)>, spec: &mut ClusterSpec) {
     for (_, child) in children.iter() {
         signal(child.id(), Signal::SIGTERM);
     }
     let deadline = Instant::now() + STOP_GRACE;
     for (i, child) in children.iter_mut() {
+        spec.members[*i].pid = None;
         let left = deadline.saturating_duration_since(Instant::now());
         if let Ok(Some(_)) = wait_timeout(child, left) {
             continue;
@@ -797,10 +1190,11 @@ fn stop_children(children: &mut Vec<(usize, Child)>, spec: &ClusterSpec) {
     children.clear();
 }
 
-/// Is `pid` a live process whose command line mentions `marker` (the data
-/// dir)? Uses /proc where there is one; elsewhere falls back to "some
-/// process has this pid", which is the best a portable check can do.
-fn process_is(pid: u32, marker: &Path) -> bool {
+/// Is `pid` a live process whose command line mentions one of `markers`
+/// (the member's config file or data dir)? Uses /proc where there is one;
+/// elsewhere falls back to "some process has this pid", which is the best a
+/// portable check can do.
+fn process_is(pid: u32, markers: &[&Path]) -> bool {
     let proc_dir = Path::new("/proc");
     if !proc_dir.join("self").exists() {
         return i32::try_from(pid).is_ok_and(|raw| kill(Pid::from_raw(raw), None).is_ok());
@@ -809,6 +1203,54 @@ fn process_is(pid: u32, marker: &Path) -> bool {
     let Ok(cmdline) = fs::read(proc_dir.join(pid.to_string()).join("cmdline")) else {
         return false;
     };
-    let marker = marker.as_os_str().as_encoded_bytes();
-    !marker.is_empty() && cmdline.windows(marker.len()).any(|w| w == marker)
+    markers.iter().any(|marker| {
+        let marker = marker.as_os_str().as_encoded_bytes();
+        !marker.is_empty() && cmdline.windows(marker.len()).any(|w| w == marker)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_slots_are_the_documented_ones() {
+        let base = Base::default();
+        let three: Vec<Slot> = (0..4)
+            .map(|k| slot(Layout::ThreeAddresses, base, k).unwrap())
+            .collect();
+        assert_eq!(three[0], (Ipv4Addr::new(127, 0, 0, 1), 2379, 2380));
+        assert_eq!(three[2], (Ipv4Addr::new(127, 0, 0, 3), 2379, 2380));
+        assert_eq!(three[3], (Ipv4Addr::new(127, 0, 0, 4), 2379, 2380));
+        let one: Vec<(u16, u16)> = (0..4)
+            .map(|k| {
+                let (_, c, p) = slot(Layout::OneAddress, base, k).unwrap();
+                (c, p)
+            })
+            .collect();
+        assert_eq!(
+            one,
+            [(2379, 2380), (22379, 22380), (32379, 32380), (42379, 42380)]
+        );
+    }
+
+    #[test]
+    fn slots_stay_in_range() {
+        let base = Base {
+            address: Ipv4Addr::new(127, 255, 255, 254),
+            ..Base::default()
+        };
+        assert!(slot(Layout::ThreeAddresses, base, 1).is_some());
+        // 128.0.0.0 is not on this machine.
+        assert!(slot(Layout::ThreeAddresses, base, 2).is_none());
+        let high = Base {
+            address: Ipv4Addr::LOCALHOST,
+            client_port: 50000,
+            peer_port: 50001,
+        };
+        assert_eq!(
+            slot(Layout::OneAddress, high, 1),
+            Some((Ipv4Addr::LOCALHOST, 50010, 50011))
+        );
+    }
 }

@@ -66,6 +66,66 @@ pub fn probe(addr: SocketAddr) -> Health {
     parse_reply(&reply)
 }
 
+/// `GET http://<addr><path>` for small plain-text or JSON answers
+/// (`/metrics`, `/version`): the status code and the body, de-chunked.
+/// Bounded like [`probe`].
+pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes())?;
+    let mut reply = Vec::new();
+    let read = stream.take(MAX_BODY).read_to_end(&mut reply);
+    if reply.is_empty() {
+        read?;
+    }
+    let text = String::from_utf8_lossy(&reply);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let chunked = head.lines().any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("transfer-encoding:") && l.contains("chunked")
+    });
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Ok((code, body))
+}
+
+/// Larger than any `/metrics` page a member serves.
+const MAX_BODY: u64 = 4 << 20;
+
+/// Undoes HTTP/1.1 chunked transfer encoding (best effort: stops at the
+/// first malformed chunk).
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size_line, rest)) = body.split_once("\r\n") {
+        let size = size_line.split(';').next().unwrap_or("").trim();
+        let Ok(size) = usize::from_str_radix(size, 16) else {
+            break;
+        };
+        // Sizes count bytes; a cut that is not a char boundary means the
+        // body is not what we think, so stop there.
+        let (Some(chunk), Some(after)) = (rest.get(..size), rest.get(size..)) else {
+            break;
+        };
+        if size == 0 {
+            break;
+        }
+        out.push_str(chunk);
+        body = after.strip_prefix("\r\n").unwrap_or(after);
+    }
+    out
+}
+
 /// Interprets a raw HTTP/1.x reply to `GET /health`.
 fn parse_reply(reply: &[u8]) -> Health {
     let text = String::from_utf8_lossy(reply);
@@ -137,6 +197,14 @@ mod tests {
     fn missing_endpoint() {
         let reply = b"HTTP/1.1 404 Not Found\r\n\r\n404 page not found\n";
         assert!(matches!(parse_reply(reply), Health::NoHealthEndpoint(_)));
+    }
+
+    #[test]
+    fn chunked_body() {
+        assert_eq!(
+            dechunk("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"),
+            "hello world"
+        );
     }
 
     #[test]

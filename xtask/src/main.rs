@@ -2,16 +2,19 @@
 //! `.cargo/config.toml`).
 //!
 //! - `cargo xtask test`: the project's one test command (lint + whole suite).
-//! - `cargo xtask cluster up|down|status`: a local three-member cluster.
+//! - `cargo xtask cluster up|down|status|logs|stop|start|restart|kill|add|remove`:
+//!   a local cluster (three members to start with), one config file per member.
 //! - `cargo xtask plugins build`: builds the example WASM plugins into
 //!   `plugins/dist/` (needs the wasm32-wasip2 target).
 //! - `cargo xtask bench [args]`: the `cairn-bench` load generator;
-//!   `cargo xtask bench compare` runs it against Cairn and real etcd 3.4.
+//!   `cargo xtask bench compare` runs it against Cairn and real etcd 3.4;
+//!   `cargo xtask bench plugins` measures what a policy plugin costs.
 //!
 //! The xtask builds on a machine that has only the Rust toolchain: it must not
 //! depend on anything that needs `protoc` (see `protoc.rs`).
 
 mod bench;
+mod bench_plugins;
 mod cluster;
 mod health;
 mod plugins;
@@ -46,7 +49,7 @@ enum Command {
     /// `cargo test` when nextest is missing). Arguments after `--` go to
     /// nextest.
     Test(test::TestArgs),
-    /// Run a local three-member cluster in the background.
+    /// Run a local cluster (three members by default) in the background.
     Cluster {
         #[command(subcommand)]
         action: ClusterAction,
@@ -63,13 +66,32 @@ enum Command {
 
 #[derive(Subcommand)]
 enum ClusterAction {
-    /// Build cairn (release) and start m1, m2, m3; waits until healthy.
+    /// Build cairn (release) and start the members, showing progress; waits
+    /// until healthy. Restarts an existing cluster from its data and configs
+    /// unless --fresh.
     Up(cluster::UpArgs),
     /// Stop the members (SIGTERM, then SIGKILL); keeps data unless --clean.
     Down(cluster::DownArgs),
-    /// Show each member's process, client URL and /health; exits non-zero
-    /// unless every member is up.
+    /// A table of the members: process, ID, client and peer URLs, leader,
+    /// raft term and index, health. Exits non-zero unless every member runs
+    /// and is healthy.
     Status(cluster::DirArgs),
+    /// Follow the members' logs (all, name-prefixed, or one); Ctrl-C stops.
+    Logs(cluster::LogsArgs),
+    /// Stop one member (SIGTERM, waiting for it to exit; SIGKILL after 10s).
+    Stop(cluster::MemberArgs),
+    /// Start a stopped member from its existing data and config.
+    Start(cluster::MemberArgs),
+    /// Stop, then start one member (picks up every change to its config).
+    Restart(cluster::MemberArgs),
+    /// SIGKILL one member, like a crash.
+    Kill(cluster::MemberArgs),
+    /// Add a member: etcdctl member add, then start it on the next free
+    /// address and wait until it is healthy.
+    Add(cluster::AddArgs),
+    /// Remove a member: etcdctl member remove, then stop it and delete its
+    /// data dir (unless --keep-data).
+    Remove(cluster::RemoveArgs),
 }
 
 #[derive(Args)]
@@ -87,6 +109,9 @@ enum BenchCommand {
     /// Run the standard workloads against a fresh three-member Cairn cluster
     /// and a fresh three-member etcd 3.4 cluster; print a markdown table.
     Compare(CompareArgs),
+    /// What a policy plugin costs: the put workload on fresh clusters with
+    /// and without a plugin (default: the allow-all validator).
+    Plugins(bench_plugins::PluginBenchArgs),
 }
 
 #[derive(Args)]
@@ -123,9 +148,17 @@ fn main() -> ExitCode {
             ClusterAction::Up(args) => cluster::up(args),
             ClusterAction::Down(args) => cluster::down(args),
             ClusterAction::Status(args) => cluster::status(args),
+            ClusterAction::Logs(args) => cluster::logs(args),
+            ClusterAction::Stop(args) => cluster::stop(args),
+            ClusterAction::Start(args) => cluster::start_member(args),
+            ClusterAction::Restart(args) => cluster::restart(args),
+            ClusterAction::Kill(args) => cluster::kill_member(args),
+            ClusterAction::Add(args) => cluster::add(args),
+            ClusterAction::Remove(args) => cluster::remove(args),
         },
         Command::Bench(args) => match args.compare {
             Some(BenchCommand::Compare(c)) => bench::compare(c),
+            Some(BenchCommand::Plugins(p)) => bench_plugins::run(p),
             None => bench::run(args.args),
         },
         Command::Plugins { action } => plugins::run(action),

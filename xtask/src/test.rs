@@ -50,9 +50,13 @@ pub fn run(args: TestArgs) -> Result<ExitCode> {
             bin.to_string_lossy()
         );
     }
-    // The cross-process tests run target/debug/cairn, which neither test
-    // runner builds for another package's tests.
-    run_streamed(cargo().args(["build", "-p", "cairn", "--bin", "cairn"]))?;
+    // The cross-process tests run target/debug/cairn (and xtask_cluster.rs
+    // runs target/debug/xtask), which neither test runner builds for another
+    // package's tests. xtask is normally the binary running this very code
+    // (`cargo xtask` builds it in the same profile), so that part is a no-op.
+    run_streamed(cargo().args([
+        "build", "-p", "cairn", "--bin", "cairn", "-p", "xtask", "--bin", "xtask",
+    ]))?;
 
     let mut suite = if nextest_available() {
         eprintln!("xtask: running the suite with cargo-nextest");
