@@ -56,11 +56,31 @@ impl Transcript {
         args: &[&str],
         input: Option<&str>,
     ) -> String {
-        let out = etcdctl_stdin(endpoints, args, None, input);
+        self.run_api(endpoints, args, input, None)
+    }
+
+    /// Runs one etcdctl command with `ETCDCTL_API=2` and records it.
+    pub fn run_v2(&mut self, endpoints: &str, args: &[&str]) -> String {
+        self.run_api(endpoints, args, None, Some("2"))
+    }
+
+    fn run_api(
+        &mut self,
+        endpoints: &str,
+        args: &[&str],
+        input: Option<&str>,
+        api: Option<&str>,
+    ) -> String {
+        let out = etcdctl_stdin(endpoints, args, api, input);
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let prefix = if api == Some("2") {
+            "ETCDCTL_API=2 "
+        } else {
+            ""
+        };
         self.text
-            .push_str(&format!("$ etcdctl {}\n", args.join(" ")));
+            .push_str(&format!("$ {prefix}etcdctl {}\n", args.join(" ")));
         if let Some(i) = input {
             for line in i.lines() {
                 self.text.push_str(&format!("< {line}\n"));
@@ -93,8 +113,25 @@ impl Transcript {
         stderr: &str,
         code: Option<i32>,
     ) {
+        self.record_as("etcdctl", args, input, stdout, stderr, code);
+    }
+
+    /// `record` for a command that ran with `ETCDCTL_API=2`.
+    pub fn record_v2(&mut self, args: &[&str], stdout: &str, stderr: &str, code: Option<i32>) {
+        self.record_as("ETCDCTL_API=2 etcdctl", args, "", stdout, stderr, code);
+    }
+
+    fn record_as(
+        &mut self,
+        command: &str,
+        args: &[&str],
+        input: &str,
+        stdout: &str,
+        stderr: &str,
+        code: Option<i32>,
+    ) {
         self.text
-            .push_str(&format!("$ etcdctl {}\n", args.join(" ")));
+            .push_str(&format!("$ {command} {}\n", args.join(" ")));
         for line in input.lines() {
             self.text.push_str(&format!("< {line}\n"));
         }
@@ -189,6 +226,10 @@ pub fn normalize(text: &str, ids: &[(u64, String)]) -> String {
     }
     s = mask_table_columns(&s);
     s = mask_took(&s);
+    // v2: which member leads, and the store index etcd appends to errors
+    // (etcd's v2 index also counts its internal membership records).
+    s = mask_token_after(&s, "isLeader=");
+    s = mask_v2_error_index(&s);
     s = mask_quoted_after(&s, "\"ts\":\"");
     // Which member leads, and the client's random connection name, vary.
     s = mask_token_after(&s, "\"leader\":");
@@ -196,6 +237,31 @@ pub fn normalize(text: &str, ids: &[(u64, String)]) -> String {
     // The remaining TTL depends on timing.
     s = mask_token_after(&s, "remaining(");
     s
+}
+
+/// `Error:  100: Key not found (/x) [12]` → `... [#]`.
+fn mask_v2_error_index(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for line in s.split_inclusive('\n') {
+        let body = line.trim_end_matches('\n');
+        let masked = body
+            .strip_suffix(']')
+            .and_then(|b| b.rsplit_once(" ["))
+            .filter(|(head, n)| {
+                head.contains("Error:") && !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit())
+            })
+            .map(|(head, _)| format!("{head} [#]"));
+        match masked {
+            Some(m) => {
+                out.push_str(&m);
+                if line.ends_with('\n') {
+                    out.push('\n');
+                }
+            }
+            None => out.push_str(line),
+        }
+    }
+    out
 }
 
 /// Masks the token (up to `,`, `}`, `/` or `"`) that follows `key`.

@@ -10,6 +10,7 @@
 //! instead (used to record what etcd prints: see `golden`).
 
 pub mod golden;
+pub mod tls;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -58,7 +59,19 @@ pub fn server_bin() -> PathBuf {
     }
 }
 
-/// A free loopback host: 127.a.b.c chosen at random, with both ports free.
+/// A free loopback host: 127.a.b.c chosen at random, with these ports free.
+pub fn free_host(ports: &[u16]) -> String {
+    pick_host(ports)
+}
+
+/// A free port on 127.0.0.1 (the kernel's pick; free when this returns).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
 fn pick_host(ports: &[u16]) -> String {
     for _ in 0..1000 {
         // 127.77.x.x is reserved for the fixed addresses of golden tests.
@@ -93,6 +106,11 @@ pub struct Options {
     /// Give every member a `cairn.toml` with this content (in its folder,
     /// see `Cluster::config_path`), passed with `--config-file`.
     pub config_toml: Option<String>,
+    /// Extra environment variables for one member: (index, name, value).
+    pub member_env: Vec<(usize, String, String)>,
+    /// TLS on the client and/or peer URLs, with certificates from a CA made
+    /// for the cluster (`Cluster::pki`) or auto TLS.
+    pub tls: Option<tls::TlsOptions>,
 }
 
 impl Default for Options {
@@ -107,6 +125,8 @@ impl Default for Options {
             token: "cairn-test".into(),
             hosts: None,
             config_toml: None,
+            member_env: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -118,19 +138,29 @@ pub struct Member {
     pub peer_port: u16,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
+    /// `https` client / peer URLs (see `Options::tls`).
+    pub client_https: bool,
+    pub peer_https: bool,
     child: Option<Child>,
     args: Vec<String>,
 }
 
 impl Member {
     pub fn client_url(&self) -> String {
-        format!("http://{}:{}", self.host, self.client_port)
+        let scheme = if self.client_https { "https" } else { "http" };
+        format!("{scheme}://{}:{}", self.host, self.client_port)
     }
     pub fn endpoint(&self) -> String {
         format!("{}:{}", self.host, self.client_port)
     }
     pub fn peer_url(&self) -> String {
-        format!("http://{}:{}", self.host, self.peer_port)
+        let scheme = if self.peer_https { "https" } else { "http" };
+        format!("{scheme}://{}:{}", self.host, self.peer_port)
+    }
+    /// The folder of this member's TLS files (`server.crt`, `peer.crt`,
+    /// `ca.crt`, ... when the cluster has a `Pki`).
+    pub fn tls_dir(&self) -> PathBuf {
+        self.data_dir.parent().expect("member dir").join("tls")
     }
     pub fn peer_addr(&self) -> SocketAddr {
         format!("{}:{}", self.host, self.peer_port)
@@ -160,6 +190,9 @@ pub struct Cluster {
     pub members: Vec<Member>,
     pub dir: tempfile::TempDir,
     pub opts: Options,
+    /// The cluster's CA and etcdctl's client certificate (TLS clusters
+    /// without auto TLS).
+    pub pki: Option<tls::Pki>,
 }
 
 impl Cluster {
@@ -190,9 +223,20 @@ impl Cluster {
                 host,
                 client_port: 2379,
                 peer_port: 2380,
+                client_https: opts.tls.as_ref().is_some_and(|t| t.client),
+                peer_https: opts.tls.as_ref().is_some_and(|t| t.peer),
                 child: None,
                 args: Vec::new(),
             });
+        }
+        let pki = match &opts.tls {
+            Some(t) if !t.auto => Some(tls::Pki::new(&dir.path().join("pki"))),
+            _ => None,
+        };
+        if let Some(pki) = &pki {
+            for m in &members {
+                write_member_tls(m, pki);
+            }
         }
         let initial_cluster = members
             .iter()
@@ -200,44 +244,14 @@ impl Cluster {
             .collect::<Vec<_>>()
             .join(",");
         for m in &mut members {
-            let mut args = vec![
-                format!("--name={}", m.name),
-                format!("--data-dir={}", m.data_dir.display()),
-                format!("--listen-client-urls={}", m.client_url()),
-                format!("--advertise-client-urls={}", m.client_url()),
-                format!("--listen-peer-urls={}", m.peer_url()),
-                format!("--initial-advertise-peer-urls={}", m.peer_url()),
-                format!("--initial-cluster={initial_cluster}"),
-                format!("--initial-cluster-token={}", opts.token),
-                "--initial-cluster-state=new".into(),
-            ];
-            match &opts.config_toml {
-                // Timing goes in the file, where a reload can change it
-                // (flags would shadow the file).
-                Some(toml) => {
-                    let path = m.data_dir.parent().expect("member dir").join("cairn.toml");
-                    std::fs::create_dir_all(path.parent().expect("dir")).expect("member dir");
-                    let text = format!(
-                        "heartbeat-interval = {}\nelection-timeout = {}\n{toml}",
-                        opts.heartbeat_ms, opts.election_ms
-                    );
-                    std::fs::write(&path, text).expect("write config");
-                    args.push(format!("--config-file={}", path.display()));
-                }
-                None => {
-                    // Never read the host's /etc/etcd/etcd.conf or /etc/cairn/cairn.toml.
-                    args.push("--config-file=".into());
-                    args.push(format!("--heartbeat-interval={}", opts.heartbeat_ms));
-                    args.push(format!("--election-timeout={}", opts.election_ms));
-                }
-            }
-            if let Some(n) = opts.snapshot_count {
-                args.push(format!("--snapshot-count={n}"));
-            }
-            args.extend(opts.extra_args.iter().cloned());
-            m.args = args;
+            m.args = member_args(m, &opts, &initial_cluster, "new");
         }
-        let mut c = Cluster { members, dir, opts };
+        let mut c = Cluster {
+            members,
+            dir,
+            opts,
+            pki,
+        };
         for i in 0..c.members.len() {
             c.spawn(i);
         }
@@ -252,7 +266,11 @@ impl Cluster {
             .append(true)
             .open(&m.log_path)
             .expect("log file");
-        let child = Command::new(server_bin())
+        let mut cmd = Command::new(server_bin());
+        for (_, k, v) in self.opts.member_env.iter().filter(|(idx, _, _)| *idx == i) {
+            cmd.env(k, v);
+        }
+        let child = cmd
             .args(&m.args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log fd"))
@@ -261,6 +279,43 @@ impl Cluster {
             .spawn()
             .expect("spawn server");
         m.child = Some(child);
+    }
+
+    /// Adds a member that is not started yet, on a fresh address (for
+    /// `member add`); start it with [`Cluster::join`].
+    pub fn new_member(&mut self, name: &str) -> usize {
+        let host = pick_host(&[2379, 2380]);
+        self.members.push(Member {
+            data_dir: self.dir.path().join(name).join("data"),
+            log_path: self.dir.path().join(name).join("server.log"),
+            name: name.to_string(),
+            host,
+            client_port: 2379,
+            peer_port: 2380,
+            client_https: self.opts.tls.as_ref().is_some_and(|t| t.client),
+            peer_https: self.opts.tls.as_ref().is_some_and(|t| t.peer),
+            child: None,
+            args: Vec::new(),
+        });
+        if let (Some(pki), Some(m)) = (&self.pki, self.members.last()) {
+            write_member_tls(m, pki);
+        }
+        self.members.len() - 1
+    }
+
+    /// Starts member `i` joining the running cluster
+    /// (`--initial-cluster-state existing`) with the `ETCD_INITIAL_CLUSTER`
+    /// that `member add` printed.
+    pub fn join(&mut self, i: usize, initial_cluster: &str) {
+        let args = member_args(&self.members[i], &self.opts, initial_cluster, "existing");
+        self.members[i].args = args;
+        self.spawn(i);
+    }
+
+    /// Forgets member `i` (after `member remove`): kills it if it still runs.
+    pub fn forget(&mut self, i: usize) -> Member {
+        self.kill(i);
+        self.members.remove(i)
     }
 
     pub fn endpoints(&self) -> String {
@@ -323,7 +378,12 @@ impl Cluster {
                 continue;
             }
             loop {
-                if health(&m.client_addr()) == Some(true) {
+                let healthy = if m.client_https {
+                    self.https_health(m)
+                } else {
+                    health(&m.client_addr())
+                };
+                if healthy == Some(true) {
                     break;
                 }
                 if Instant::now() >= deadline {
@@ -337,6 +397,71 @@ impl Cluster {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
+    }
+
+    /// `/health` of a member with `https` client URLs, as a client with the
+    /// cluster's CA and client certificate (or no verification with auto TLS).
+    pub fn https_health(&self, m: &Member) -> Option<bool> {
+        if self.pki.is_none() {
+            // Auto TLS. curl, because etcd's generated certificates use
+            // P-521, which the test's rustls (ring) cannot verify.
+            let out = wait_output(
+                Command::new("curl")
+                    .args(["-sk", "--max-time", "2"])
+                    .arg(format!("{}/health", m.client_url()))
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .ok()?,
+                Duration::from_secs(5),
+            );
+            return Some(stdout(&out).contains("\"true\""));
+        }
+        let identity = self.pki.as_ref().map(|p| tls::Issued {
+            cert: std::fs::read_to_string(p.client_cert()).unwrap_or_default(),
+            key: std::fs::read_to_string(p.client_key()).unwrap_or_default(),
+        });
+        let verify = match &self.pki {
+            Some(p) => tls::Verify::Roots(&p.ca.pem),
+            None => tls::Verify::Nothing,
+        };
+        let r = tls::https_get(
+            m.client_addr(),
+            &m.host,
+            "/health",
+            verify,
+            identity.as_ref(),
+        )
+        .ok()?;
+        Some(r.status == 200 && r.body.contains("\"true\""))
+    }
+
+    /// etcdctl's global TLS flags for this cluster: the CA and client
+    /// certificate, or `--insecure-skip-tls-verify` with auto TLS.
+    pub fn etcdctl_tls_flags(&self) -> Vec<String> {
+        match &self.pki {
+            Some(p) => vec![
+                format!("--cacert={}", p.ca_file().display()),
+                format!("--cert={}", p.client_cert().display()),
+                format!("--key={}", p.client_key().display()),
+            ],
+            // etcdctl 3.4 dials without TLS unless told otherwise when it
+            // has no certificate files.
+            None => vec![
+                "--insecure-transport=false".into(),
+                "--insecure-skip-tls-verify".into(),
+            ],
+        }
+    }
+
+    /// The members' client URLs (with their scheme), comma-separated.
+    pub fn client_urls(&self) -> String {
+        self.members
+            .iter()
+            .map(Member::client_url)
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// Runs etcdctl (v3 API) against the given endpoints.
@@ -408,6 +533,99 @@ impl Cluster {
             .collect::<Vec<_>>()
             .join("\n")
     }
+}
+
+/// The flags every test member gets.
+fn member_args(m: &Member, opts: &Options, initial_cluster: &str, state: &str) -> Vec<String> {
+    let mut args = vec![
+        format!("--name={}", m.name),
+        format!("--data-dir={}", m.data_dir.display()),
+        format!("--listen-client-urls={}", m.client_url()),
+        format!("--advertise-client-urls={}", m.client_url()),
+        format!("--listen-peer-urls={}", m.peer_url()),
+        format!("--initial-advertise-peer-urls={}", m.peer_url()),
+        format!("--initial-cluster={initial_cluster}"),
+        format!("--initial-cluster-token={}", opts.token),
+        format!("--initial-cluster-state={state}"),
+    ];
+    match &opts.config_toml {
+        // Timing goes in the file, where a reload can change it (flags
+        // would shadow the file).
+        Some(toml) => {
+            let path = m.data_dir.parent().expect("member dir").join("cairn.toml");
+            std::fs::create_dir_all(path.parent().expect("dir")).expect("member dir");
+            let text = format!(
+                "heartbeat-interval = {}\nelection-timeout = {}\n{toml}",
+                opts.heartbeat_ms, opts.election_ms
+            );
+            std::fs::write(&path, text).expect("write config");
+            args.push(format!("--config-file={}", path.display()));
+        }
+        None => {
+            // Never read the host's /etc/etcd/etcd.conf or /etc/cairn/cairn.toml.
+            args.push("--config-file=".into());
+            args.push(format!("--heartbeat-interval={}", opts.heartbeat_ms));
+            args.push(format!("--election-timeout={}", opts.election_ms));
+        }
+    }
+    if let Some(n) = opts.snapshot_count {
+        args.push(format!("--snapshot-count={n}"));
+    }
+    if let Some(t) = &opts.tls {
+        args.extend(tls_args(m, t));
+    }
+    if target() == Target::Etcd {
+        // etcd 3.4 serves the v2 API only when asked; Cairn by default.
+        args.push("--enable-v2=true".into());
+    }
+    args.extend(opts.extra_args.iter().cloned());
+    args
+}
+
+/// A member's certificates from the cluster CA, in `Member::tls_dir`:
+/// `server.crt`/`.key` for clients, `peer.crt`/`.key` for peers (valid for
+/// the member's address and 127.0.0.1, where connections between members
+/// come from), and the CA bundles `ca.crt` and `peer-ca.crt` (separate
+/// files, so a test can rotate one).
+fn write_member_tls(m: &Member, pki: &tls::Pki) {
+    let dir = m.tls_dir();
+    let sans = [m.host.as_str(), "127.0.0.1", "localhost"];
+    pki.ca.issue(&m.name, &sans).write(&dir, "server");
+    pki.ca.issue(&m.name, &sans).write(&dir, "peer");
+    std::fs::write(dir.join("ca.crt"), &pki.ca.pem).expect("ca.crt");
+    std::fs::write(dir.join("peer-ca.crt"), &pki.ca.pem).expect("peer-ca.crt");
+}
+
+/// The TLS flags of one member.
+fn tls_args(m: &Member, t: &tls::TlsOptions) -> Vec<String> {
+    let dir = m.tls_dir();
+    let file = |name: &str| dir.join(name).display().to_string();
+    let mut args = Vec::new();
+    if t.client {
+        if t.auto {
+            args.push("--auto-tls".into());
+        } else {
+            args.push(format!("--cert-file={}", file("server.crt")));
+            args.push(format!("--key-file={}", file("server.key")));
+            if t.client_cert_auth {
+                args.push("--client-cert-auth".into());
+                args.push(format!("--trusted-ca-file={}", file("ca.crt")));
+            }
+        }
+    }
+    if t.peer {
+        if t.auto {
+            args.push("--peer-auto-tls".into());
+        } else {
+            args.push(format!("--peer-cert-file={}", file("peer.crt")));
+            args.push(format!("--peer-key-file={}", file("peer.key")));
+            args.push(format!("--peer-trusted-ca-file={}", file("peer-ca.crt")));
+            if t.peer_cert_auth {
+                args.push("--peer-client-cert-auth".into());
+            }
+        }
+    }
+    args
 }
 
 impl Drop for Cluster {
@@ -499,16 +717,33 @@ fn collect(
 impl Background {
     /// Starts etcdctl (v3 API) against `endpoints`, stdin kept open.
     pub fn etcdctl(endpoints: &str, args: &[&str]) -> Background {
+        Background::etcdctl_api(endpoints, args, "3")
+    }
+
+    /// Starts etcdctl with the v2 API (`host:port` endpoints get `http://`).
+    pub fn etcdctl_v2(endpoints: &str, args: &[&str]) -> Background {
+        Background::etcdctl_api(endpoints, args, "2")
+    }
+
+    fn etcdctl_api(endpoints: &str, args: &[&str], api: &str) -> Background {
         let mut cmd = Command::new("etcdctl");
         for (k, _) in std::env::vars() {
             if k.starts_with("ETCDCTL_") {
                 cmd.env_remove(k);
             }
         }
-        cmd.env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={endpoints}"))
-            .arg("--dial-timeout=3s")
-            .args(args)
+        cmd.env("ETCDCTL_API", api);
+        if api == "3" {
+            cmd.arg(format!("--endpoints={endpoints}"))
+                .arg("--dial-timeout=3s");
+        } else {
+            let eps: Vec<String> = endpoints
+                .split(',')
+                .map(|e| format!("http://{e}"))
+                .collect();
+            cmd.arg(format!("--endpoints={}", eps.join(",")));
+        }
+        cmd.args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -613,17 +848,40 @@ impl Drop for Background {
 
 /// Waits for a child with a deadline; kills it past the deadline.
 pub fn wait_output(mut child: Child, timeout: Duration) -> Output {
+    // Drain the pipes while waiting: a child writing more than a pipe
+    // buffer (64 KiB) would otherwise block until the timeout.
+    let mut readers = Vec::new();
+    if let Some(o) = child.stdout.take() {
+        readers.push(collect_bytes(o));
+    }
+    if let Some(e) = child.stderr.take() {
+        readers.push(collect_bytes(e));
+    }
     let deadline = Instant::now() + timeout;
-    loop {
+    let status = loop {
         match child.try_wait() {
-            Ok(Some(_)) => return child.wait_with_output().expect("output"),
+            Ok(Some(s)) => break s,
             Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
             _ => {
                 let _ = child.kill();
-                return child.wait_with_output().expect("output");
+                break child.wait().expect("wait");
             }
         }
+    };
+    let mut bufs = readers.into_iter().map(|r| r.join().unwrap_or_default());
+    Output {
+        status,
+        stdout: bufs.next().unwrap_or_default(),
+        stderr: bufs.next().unwrap_or_default(),
     }
+}
+
+fn collect_bytes(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = r.read_to_end(&mut v);
+        v
+    })
 }
 
 pub fn stdout(o: &Output) -> String {
@@ -678,6 +936,9 @@ pub fn http_get(addr: &SocketAddr, path: &str) -> std::io::Result<(u16, String)>
             {
                 break;
             }
+            if head.contains("transfer-encoding: chunked") && buf.ends_with(b"\r\n0\r\n\r\n") {
+                break;
+            }
         }
         match s.read(&mut chunk) {
             Ok(0) => break,
@@ -692,8 +953,33 @@ pub fn http_get(addr: &SocketAddr, path: &str) -> std::io::Result<(u16, String)>
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
     Ok((status, body))
+}
+
+/// Decodes an HTTP/1.1 chunked body (etcd sends /metrics that way).
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let size = size.split(';').next().unwrap_or_default().trim();
+        let Ok(n) = usize::from_str_radix(size, 16) else {
+            break;
+        };
+        if n == 0 || tail.len() < n {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = tail[n..].strip_prefix("\r\n").unwrap_or(&tail[n..]);
+    }
+    out
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {

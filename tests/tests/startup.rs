@@ -40,7 +40,7 @@ fn unknown_flag_and_bad_values_fail_cleanly() {
         stderr(&out)
     );
 
-    let out = run(&["--cert-file=/tmp/x.pem"]);
+    let out = run(&["--client-crl-file=/tmp/x.pem"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("not supported yet"),
