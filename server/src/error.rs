@@ -38,6 +38,26 @@ pub enum Error {
     LeaseTtlTooLarge,
     #[error("etcdserver: member not found")]
     MemberNotFound,
+    #[error("etcdserver: member ID already exist")]
+    MemberExists,
+    #[error("etcdserver: Peer URLs already exists")]
+    PeerUrlExists,
+    #[error("etcdserver: given member URLs are invalid")]
+    MemberBadUrls,
+    #[error("etcdserver: too many learner members in cluster")]
+    TooManyLearners,
+    #[error("etcdserver: can only promote a learner member")]
+    MemberNotLearner,
+    #[error("etcdserver: can only promote a learner member which is in sync with leader")]
+    LearnerNotReady,
+    #[error("etcdserver: re-configuration failed due to not enough started members")]
+    NotEnoughStartedMembers,
+    #[error("etcdserver: unhealthy cluster")]
+    Unhealthy,
+    #[error("etcdserver: not leader")]
+    NotLeader,
+    #[error("etcdserver: bad leader transferee")]
+    BadLeaderTransferee,
     #[error("etcdserver: no leader")]
     NoLeader,
     #[error("etcdserver: leader changed")]
@@ -52,6 +72,33 @@ pub enum Error {
     NotSupportedForLearner,
     #[error("etcdserver: corrupt cluster")]
     Corrupt,
+    /// An auth refusal, with etcd's text and code (see `crate::auth`).
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
+    /// A policy plugin denied the request (`what`: "the write" or "access").
+    #[error("cairn: plugin {plugin:?} denied {what}: {reason}")]
+    PluginDenied {
+        plugin: String,
+        what: String,
+        reason: String,
+    },
+    /// A policy plugin could not answer and fails closed.
+    #[error(
+        "cairn: plugin {plugin:?} failed ({kind}) and fails closed, so the request was refused: {cause}"
+    )]
+    PluginFailed {
+        plugin: String,
+        kind: String,
+        cause: String,
+    },
+    /// The plugin set changed between judging a write and applying it (the
+    /// proposer judges it again; clients see this only if that keeps
+    /// happening, and may retry).
+    #[error("cairn: the plugin set changed while the request was being judged; retry")]
+    PluginSetChanged,
+    /// A plugin-set change the cluster refuses (bad record, missing binary).
+    #[error("cairn: plugin set change refused: {0}")]
+    PluginSetRejected(String),
     /// A failure inside this member (storage I/O, a broken invariant). The
     /// text is ours; etcd answers such cases with codes.Unknown too.
     #[error("cairn: internal error: {0}")]
@@ -68,13 +115,73 @@ impl Error {
             Compacted | FutureRev | LeaseTtlTooLarge => Code::OutOfRange,
             LeaseExists => Code::FailedPrecondition,
             LeaseNotFound | MemberNotFound => Code::NotFound,
+            MemberExists
+            | PeerUrlExists
+            | TooManyLearners
+            | MemberNotLearner
+            | LearnerNotReady
+            | NotEnoughStartedMembers
+            | NotLeader
+            | BadLeaderTransferee => Code::FailedPrecondition,
+            MemberBadUrls => Code::InvalidArgument,
+            Unhealthy => Code::Unavailable,
             NoLeader | LeaderChanged | Timeout | TimeoutDueToLeaderFail | Stopped => {
                 Code::Unavailable
             }
             NotSupportedForLearner => Code::Unavailable,
             Corrupt => Code::DataLoss,
+            Auth(e) => e.code(),
+            PluginDenied { .. } | PluginFailed { .. } => Code::FailedPrecondition,
+            PluginSetChanged => Code::Unavailable,
+            PluginSetRejected(_) => Code::InvalidArgument,
             Internal(_) => Code::Unknown,
         }
+    }
+}
+
+impl Error {
+    /// The error a status stands for, matched by etcd's message text (how
+    /// clientv3 does it); used for answers forwarded from another member.
+    pub fn from_status(s: &Status) -> Error {
+        use Error::*;
+        let known = [
+            EmptyKey,
+            KeyNotFound,
+            ValueProvided,
+            LeaseProvided,
+            TooManyOps,
+            DuplicateKey,
+            RequestTooLarge,
+            TooManyRequests,
+            Compacted,
+            FutureRev,
+            NoSpace,
+            LeaseNotFound,
+            LeaseExists,
+            LeaseTtlTooLarge,
+            MemberNotFound,
+            MemberExists,
+            PeerUrlExists,
+            MemberBadUrls,
+            TooManyLearners,
+            MemberNotLearner,
+            LearnerNotReady,
+            NotEnoughStartedMembers,
+            Unhealthy,
+            NotLeader,
+            BadLeaderTransferee,
+            NoLeader,
+            LeaderChanged,
+            Timeout,
+            TimeoutDueToLeaderFail,
+            Stopped,
+            NotSupportedForLearner,
+            Corrupt,
+        ];
+        known
+            .into_iter()
+            .find(|e| e.to_string() == s.message())
+            .unwrap_or_else(|| Internal(s.message().to_string()))
     }
 }
 

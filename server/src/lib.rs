@@ -5,12 +5,17 @@
 //! `transport` carrying raft messages between members.
 
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod error;
+pub mod http_client;
 pub mod ids;
 pub mod logging;
 pub mod metrics;
 pub mod pb;
+pub mod plugins;
 pub mod server;
 pub mod storage;
+pub mod tls;
 pub mod transport;
+pub mod v2;

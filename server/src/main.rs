@@ -7,6 +7,12 @@ fn main() -> ExitCode {
     if args.first().map(String::as_str) == Some("config") {
         return cairn::cli::config_command(&args[1..]);
     }
+    if args.first().map(String::as_str) == Some("snapshot") {
+        return cairn::cli::snapshot_command(&args[1..]);
+    }
+    if args.first().map(String::as_str) == Some("plugin") {
+        return cairn::plugins::cli::command(&args[1..]);
+    }
     let invocation = match cairn_config::parse_process() {
         Ok(i) => i,
         Err(e) => {
@@ -51,6 +57,9 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        tokio::spawn(cairn::api::maintenance::monitor_quota(
+            std::sync::Arc::clone(&member.server),
+        ));
         wait_for_signal().await;
         tracing::info!("received terminated signal, shutting down...");
         // Everything acknowledged is already durable; this flushes the rest.

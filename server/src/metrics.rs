@@ -29,6 +29,7 @@ pub struct Metrics {
     // etcd_disk_*
     pub wal_fsync: Histogram,
     pub backend_commit: Histogram,
+    pub defrag_duration: Histogram,
     // etcd_mvcc_* / etcd_debugging_*
     pub db_total_size: IntGauge,
     pub db_in_use_size: IntGauge,
@@ -48,7 +49,10 @@ pub struct Metrics {
     pub config_reload_successful: IntGauge,
     pub config_reload_success_timestamp: IntGauge,
     pub config_reloads: IntCounterVec,
+    pub tls_reloads: IntCounterVec,
+    pub tls_handshake_failures: IntCounterVec,
     pub peer_clock_difference: prometheus::GaugeVec,
+    pub alarms: IntGaugeVec,
 }
 
 fn seconds_buckets(start: f64, factor: f64, count: usize) -> Vec<f64> {
@@ -155,6 +159,17 @@ impl Metrics {
                         "The latency distributions of commit called by backend.",
                     )
                     .buckets(seconds_buckets(0.001, 2.0, 14)),
+                )
+                .expect("metric"),
+            ),
+            defrag_duration: reg(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "etcd_disk_backend_defrag_duration_seconds",
+                        "The latency distribution of backend defragmentation.",
+                    )
+                    .buckets(seconds_buckets(0.1, 2.0, 13)),
                 )
                 .expect("metric"),
             ),
@@ -268,6 +283,28 @@ impl Metrics {
                 )
                 .expect("metric"),
             ),
+            tls_reloads: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "cairn_tls_reloads_total",
+                        "Rebuilds of a TLS configuration after its certificate, key or CA files changed, by side (client, peer) and result.",
+                    ),
+                    &["side", "result"],
+                )
+                .expect("metric"),
+            ),
+            tls_handshake_failures: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "cairn_tls_handshake_failures_total",
+                        "Incoming TLS handshakes that failed or timed out, by side (client, peer).",
+                    ),
+                    &["side"],
+                )
+                .expect("metric"),
+            ),
             peer_clock_difference: reg(
                 &r,
                 prometheus::GaugeVec::new(
@@ -276,6 +313,17 @@ impl Metrics {
                         "Estimated difference between a peer's clock and this member's (peer minus local).",
                     ),
                     &["To"],
+                )
+                .expect("metric"),
+            ),
+            alarms: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "cairn_server_alarms",
+                        "Active alarms by type (etcdctl alarm list), cluster-wide.",
+                    ),
+                    &["alarm_type"],
                 )
                 .expect("metric"),
             ),

@@ -3,22 +3,32 @@
 
 pub mod mvccpb {
     tonic::include_proto!("mvccpb");
+    // JSON mapping for the /v3/ gateway (pbjson-build, see build.rs).
+    include!(concat!(env!("OUT_DIR"), "/mvccpb.serde.rs"));
 }
 
 pub mod authpb {
     tonic::include_proto!("authpb");
+    // JSON mapping for the /v3/ gateway (pbjson-build, see build.rs).
+    include!(concat!(env!("OUT_DIR"), "/authpb.serde.rs"));
 }
 
 pub mod etcdserverpb {
     tonic::include_proto!("etcdserverpb");
+    // JSON mapping for the /v3/ gateway (pbjson-build, see build.rs).
+    include!(concat!(env!("OUT_DIR"), "/etcdserverpb.serde.rs"));
 }
 
 pub mod v3lockpb {
     tonic::include_proto!("v3lockpb");
+    // JSON mapping for the /v3/ gateway (pbjson-build, see build.rs).
+    include!(concat!(env!("OUT_DIR"), "/v3lockpb.serde.rs"));
 }
 
 pub mod v3electionpb {
     tonic::include_proto!("v3electionpb");
+    // JSON mapping for the /v3/ gateway (pbjson-build, see build.rs).
+    include!(concat!(env!("OUT_DIR"), "/v3electionpb.serde.rs"));
 }
 
 pub mod cairnpb {

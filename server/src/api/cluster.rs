@@ -1,9 +1,13 @@
-//! The Cluster service. MemberList is served; runtime membership changes
-//! answer etcd's `Unimplemented` until their issue lands.
+//! The Cluster service: member list and runtime membership changes (the
+//! changes themselves live in `server::cluster`).
 
 use super::check_leader;
 use crate::pb::etcdserverpb::cluster_server::Cluster;
-use crate::pb::etcdserverpb::{MemberListRequest, MemberListResponse};
+use crate::pb::etcdserverpb::{
+    MemberAddRequest, MemberAddResponse, MemberListRequest, MemberListResponse,
+    MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse,
+    MemberUpdateRequest, MemberUpdateResponse,
+};
 use crate::server::EtcdServer;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -14,6 +18,48 @@ pub struct ClusterService {
 
 #[tonic::async_trait]
 impl Cluster for ClusterService {
+    async fn member_add(
+        &self,
+        req: Request<MemberAddRequest>,
+    ) -> Result<Response<MemberAddResponse>, Status> {
+        check_leader(&self.srv, &req)?;
+        self.srv.check_admin()?;
+        Ok(Response::new(self.srv.member_add(req.into_inner()).await?))
+    }
+
+    async fn member_remove(
+        &self,
+        req: Request<MemberRemoveRequest>,
+    ) -> Result<Response<MemberRemoveResponse>, Status> {
+        check_leader(&self.srv, &req)?;
+        self.srv.check_admin()?;
+        Ok(Response::new(
+            self.srv.member_remove(req.into_inner()).await?,
+        ))
+    }
+
+    async fn member_update(
+        &self,
+        req: Request<MemberUpdateRequest>,
+    ) -> Result<Response<MemberUpdateResponse>, Status> {
+        check_leader(&self.srv, &req)?;
+        self.srv.check_admin()?;
+        Ok(Response::new(
+            self.srv.member_update(req.into_inner()).await?,
+        ))
+    }
+
+    async fn member_promote(
+        &self,
+        req: Request<MemberPromoteRequest>,
+    ) -> Result<Response<MemberPromoteResponse>, Status> {
+        check_leader(&self.srv, &req)?;
+        self.srv.check_admin()?;
+        Ok(Response::new(
+            self.srv.member_promote(req.into_inner()).await?,
+        ))
+    }
+
     async fn member_list(
         &self,
         req: Request<MemberListRequest>,

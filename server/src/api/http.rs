@@ -49,9 +49,11 @@ async fn linearizable_ok(srv: &EtcdServer) -> Result<(), String> {
 }
 
 /// etcd 3.4's shape: `{"health":"true"}` with 200, or `{"health":"false"}`
-/// with 503 when there is no leader or a quorum read fails.
+/// with 503 when an alarm is raised, there is no leader, or a quorum read
+/// fails.
 async fn health(State(srv): State<Arc<EtcdServer>>) -> impl IntoResponse {
-    let healthy = srv.status.has_leader() && linearizable_ok(&srv).await.is_ok();
+    let healthy =
+        srv.db.alarms.is_empty() && srv.status.has_leader() && linearizable_ok(&srv).await.is_ok();
     let (code, body) = if healthy {
         METRICS.health_success.inc();
         (StatusCode::OK, "true")
@@ -212,7 +214,8 @@ async fn metrics(State(srv): State<Arc<EtcdServer>>) -> impl IntoResponse {
     )
 }
 
-/// The peer port's member list, in etcd's JSON shape.
+/// The peer port's member list, in etcd's JSON shape, with the cluster ID
+/// header a joining member reads.
 async fn peer_members(State(srv): State<Arc<EtcdServer>>) -> impl IntoResponse {
     let members: Vec<serde_json::Value> = srv
         .membership
@@ -224,8 +227,12 @@ async fn peer_members(State(srv): State<Arc<EtcdServer>>) -> impl IntoResponse {
                 "name": m.name,
                 "peerURLs": m.peer_ur_ls,
                 "clientURLs": m.client_ur_ls,
+                "isLearner": m.is_learner,
             })
         })
         .collect();
-    Json(members)
+    (
+        [("X-Etcd-Cluster-ID", format!("{:x}", srv.cluster_id))],
+        Json(members),
+    )
 }

@@ -64,6 +64,7 @@ impl Lease for LeaseService {
         req: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
         check_leader(&self.srv, &req)?;
+        // (The apply loop checks the caller of a grant or revoke.)
         let mut r = req.into_inner();
         if r.ttl > MAX_LEASE_TTL_SECS {
             return Err(Error::LeaseTtlTooLarge.into());
@@ -73,6 +74,7 @@ impl Lease for LeaseService {
             r.id = self.srv.new_lease_id();
         }
         r.ttl = r.ttl.max(self.srv.min_lease_ttl_secs());
+        self.srv.check_quota(0).await?;
         match self.srv.propose(Internal::LeaseGrant(r)).await? {
             Applied::LeaseGrant(mut resp) => {
                 self.srv.fill_header(&mut resp.header);
@@ -105,6 +107,7 @@ impl Lease for LeaseService {
         req: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<KeepAliveStream>, Status> {
         check_leader(&self.srv, &req)?;
+        self.srv.check_authenticated()?;
         Ok(Response::new(keep_alive_stream(
             Arc::clone(&self.srv),
             req.into_inner(),
@@ -116,7 +119,12 @@ impl Lease for LeaseService {
         req: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         check_leader(&self.srv, &req)?;
+        self.srv.check_authenticated()?;
         let resp = self.srv.lease_time_to_live(req.into_inner()).await?;
+        // Listing the attached keys reveals them: READ on each is needed.
+        for k in &resp.keys {
+            self.srv.check_read(k, b"")?;
+        }
         Ok(Response::new(resp))
     }
 
@@ -125,6 +133,7 @@ impl Lease for LeaseService {
         req: Request<LeaseLeasesRequest>,
     ) -> Result<Response<LeaseLeasesResponse>, Status> {
         check_leader(&self.srv, &req)?;
+        self.srv.check_authenticated()?;
         self.srv.linearizable_read_notify().await?;
         let leases = self
             .srv

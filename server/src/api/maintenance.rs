@@ -1,20 +1,94 @@
-//! The Maintenance service. Status is served; the rest answers etcd's
-//! `Unimplemented` until its issue lands (generated default methods).
+//! The Maintenance service: Status, Alarm, Defragment, Hash, HashKV,
+//! Snapshot and MoveLeader (Downgrade is 3.5 and answers `Unimplemented`
+//! from the generated default method). Also the quota monitor that raises
+//! the NOSPACE alarm.
+//!
+//! Like etcd's, Status, Defragment, Hash, HashKV and Snapshot speak for the
+//! member the client dialled; Alarm changes go through raft.
 
 use super::{ETCD_COMPAT_VERSION, check_leader};
+use crate::error::Error;
+use crate::metrics::METRICS;
+use crate::pb::cairnpb::{AlarmEntry, internal_request::Request as Internal};
+use crate::pb::etcdserverpb::alarm_request::AlarmAction;
 use crate::pb::etcdserverpb::maintenance_server::Maintenance;
-use crate::pb::etcdserverpb::{StatusRequest, StatusResponse};
+use crate::pb::etcdserverpb::{
+    AlarmRequest, AlarmResponse, AlarmType, DefragmentRequest, DefragmentResponse, HashKvRequest,
+    HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest, MoveLeaderResponse,
+    SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
+};
 use crate::server::EtcdServer;
-use std::sync::Arc;
+use crate::storage::{alarm, checksum, snapfile};
+use std::io::Read;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, LazyLock};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status};
+
+/// Bytes per Snapshot stream message (etcd sends 32 KiB).
+const SNAPSHOT_CHUNK_BYTES: usize = 64 * 1024;
+/// Messages read ahead of a slow client.
+const SNAPSHOT_QUEUE_CHUNKS: usize = 4;
+/// Snapshot downloads served at once: each holds a full copy on disk.
+const MAX_CONCURRENT_SNAPSHOTS: usize = 2;
+/// How often the quota monitor compares the state machine with the quota.
+const QUOTA_POLL: Duration = Duration::from_millis(100);
+/// Pause between attempts to raise NOSPACE when one did not get through.
+const QUOTA_RETRY: Duration = Duration::from_secs(1);
+
+static SNAPSHOT_SLOTS: LazyLock<Arc<Semaphore>> =
+    LazyLock::new(|| Arc::new(Semaphore::new(MAX_CONCURRENT_SNAPSHOTS)));
+/// One defragmentation at a time (etcd serializes them too).
+static DEFRAG: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 pub struct MaintenanceService {
     pub srv: Arc<EtcdServer>,
 }
 
+/// A blocking task that panicked or was cancelled: a bug, reported as such.
+fn join_error(e: tokio::task::JoinError) -> Status {
+    Error::Internal(format!("maintenance task failed: {e}")).into()
+}
+
+/// Sizes the way etcd logs and etcdctl prints them (go-humanize, SI units).
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
+    if n < 10 {
+        return format!("{n} B");
+    }
+    let e = ((n as f64).ln() / 1000f64.ln()).floor().min(6.0);
+    let val = ((n as f64) / 1000f64.powf(e) * 10.0 + 0.5).floor() / 10.0;
+    let unit = UNITS[e as usize];
+    if val < 10.0 {
+        format!("{val:.1} {unit}")
+    } else {
+        format!("{val:.0} {unit}")
+    }
+}
+
+/// etcd's Maintenance service requires the root role for defragment,
+/// snapshot and the hashes, and answers a refusal untranslated (code
+/// Unknown, `auth: permission denied`), which clients show as is.
+fn check_maintenance_admin(srv: &EtcdServer) -> Result<(), Status> {
+    match srv.check_admin() {
+        Ok(()) => Ok(()),
+        Err(Error::Auth(e)) => Err(e.untranslated_status()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
+    async fn move_leader(
+        &self,
+        req: Request<MoveLeaderRequest>,
+    ) -> Result<Response<MoveLeaderResponse>, Status> {
+        check_leader(&self.srv, &req)?;
+        self.srv.check_admin()?;
+        Ok(Response::new(self.srv.move_leader(req.into_inner()).await?))
+    }
+
     async fn status(
         &self,
         req: Request<StatusRequest>,
@@ -27,6 +101,18 @@ impl Maintenance for MaintenanceService {
             .membership
             .member(srv.member_id)
             .is_some_and(|m| m.is_learner);
+        // etcd 3.4 lists a missing leader and every active alarm here.
+        let mut errors = Vec::new();
+        if !st.has_leader() {
+            errors.push(Error::NoLeader.to_string());
+        }
+        errors.extend(
+            srv.db
+                .alarms
+                .list(AlarmType::None as i32)
+                .iter()
+                .map(alarm::describe),
+        );
         Ok(Response::new(StatusResponse {
             header: Some(srv.header(srv.store.current_rev())),
             version: ETCD_COMPAT_VERSION.to_string(),
@@ -35,10 +121,288 @@ impl Maintenance for MaintenanceService {
             raft_index: st.last_index.load(Ordering::Acquire),
             raft_term: st.term(),
             raft_applied_index: st.applied.load(Ordering::Acquire),
-            errors: Vec::new(),
-            db_size_in_use: db_size,
+            errors,
+            // The state machine alone (what the quota limits); `db_size`
+            // also counts the raft log, which shares the database.
+            db_size_in_use: srv.db.state_machine_space() as i64,
             is_learner,
             ..Default::default()
         }))
+    }
+
+    /// GET answers from this member's alarm table after a linearizable
+    /// read barrier (etcd 3.4 sends it through raft: the same guarantee);
+    /// ACTIVATE and DEACTIVATE are applied through raft on every member.
+    async fn alarm(&self, req: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+        check_leader(&self.srv, &req)?;
+        let srv = &self.srv;
+        let r = req.into_inner();
+        let alarms = match AlarmAction::try_from(r.action) {
+            Ok(AlarmAction::Get) => {
+                srv.linearizable_read_notify().await?;
+                srv.db.alarms.list(r.alarm)
+            }
+            Ok(AlarmAction::Activate | AlarmAction::Deactivate) => {
+                let entry = AlarmEntry {
+                    request: Some(r),
+                    reply_token: 0,
+                };
+                match srv.propose(Internal::Alarm(entry)).await? {
+                    crate::server::Applied::Alarms(a) => a,
+                    other => {
+                        return Err(
+                            Error::Internal(format!("unexpected apply result {other:?}")).into(),
+                        );
+                    }
+                }
+            }
+            // An action etcd does not know either: nothing to report.
+            Err(_) => Vec::new(),
+        };
+        Ok(Response::new(AlarmResponse {
+            header: Some(srv.header(srv.store.current_rev())),
+            alarms,
+        }))
+    }
+
+    /// Reclaims the space deleted and compacted data still takes (see
+    /// `Db::defragment`); local to this member, like etcd's.
+    async fn defragment(
+        &self,
+        req: Request<DefragmentRequest>,
+    ) -> Result<Response<DefragmentResponse>, Status> {
+        check_leader(&self.srv, &req)?;
+        check_maintenance_admin(&self.srv)?;
+        let srv = &self.srv;
+        let _one_at_a_time = DEFRAG.lock().await;
+        let before = srv.db.disk_space();
+        tracing::info!(
+            current_db_size_bytes = before,
+            current_db_size = %human_bytes(before),
+            "starting to defragment the storage backend"
+        );
+        let db = srv.db.clone();
+        let report = tokio::task::spawn_blocking(move || db.defragment())
+            .await
+            .map_err(join_error)?;
+        let report = match report {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "failed to defragment the storage backend");
+                return Err(Error::from(e).into());
+            }
+        };
+        METRICS.defrag_duration.observe(report.took.as_secs_f64());
+        tracing::info!(
+            current_db_size_bytes_diff = report.after as i64 - report.before as i64,
+            current_db_size_bytes = report.after,
+            current_db_size = %human_bytes(report.after),
+            previous_db_size = %human_bytes(report.before),
+            took_ms = report.took.as_millis() as u64,
+            "finished defragmenting the storage backend"
+        );
+        Ok(Response::new(DefragmentResponse {
+            header: Some(srv.header(srv.store.current_rev())),
+        }))
+    }
+
+    async fn hash(&self, req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        check_leader(&self.srv, &req)?;
+        check_maintenance_admin(&self.srv)?;
+        let srv = &self.srv;
+        let rev = srv.store.current_rev();
+        let db = srv.db.clone();
+        let hash = tokio::task::spawn_blocking(move || checksum::hash_state_machine(&db))
+            .await
+            .map_err(join_error)?
+            .map_err(Error::from)?;
+        Ok(Response::new(HashResponse {
+            header: Some(srv.header(rev)),
+            hash,
+        }))
+    }
+
+    async fn hash_kv(
+        &self,
+        req: Request<HashKvRequest>,
+    ) -> Result<Response<HashKvResponse>, Status> {
+        check_leader(&self.srv, &req)?;
+        check_maintenance_admin(&self.srv)?;
+        let srv = &self.srv;
+        let rev = req.into_inner().revision;
+        let store = Arc::clone(&srv.store);
+        let h = tokio::task::spawn_blocking(move || store.hash_kv(rev))
+            .await
+            .map_err(join_error)?
+            .map_err(Error::from)?;
+        Ok(Response::new(HashKvResponse {
+            header: Some(srv.header(h.current)),
+            hash: h.hash,
+            compact_revision: h.compacted,
+            hash_revision: h.revision,
+        }))
+    }
+
+    /// Streams a point-in-time copy of the state machine in the portable
+    /// snapshot form (see `snapfile`). It is written to a temporary file
+    /// first (so the size is known and the read view is released early),
+    /// then sent in bounded chunks with `remaining_bytes`, as etcd does.
+    async fn snapshot(
+        &self,
+        req: Request<SnapshotRequest>,
+    ) -> Result<Response<tonic::codegen::BoxStream<SnapshotResponse>>, Status> {
+        check_leader(&self.srv, &req)?;
+        check_maintenance_admin(&self.srv)?;
+        let srv = Arc::clone(&self.srv);
+        let permit = tokio::time::timeout(
+            srv.request_timeout(),
+            Arc::clone(&SNAPSHOT_SLOTS).acquire_owned(),
+        )
+        .await
+        .map_err(|_| Error::TooManyRequests)?
+        .map_err(|_| Error::Stopped)?;
+        let path = srv
+            .snapshots
+            .dir()
+            .join(format!("client-{:016x}.tmp", srv.next_request_id()));
+        let rev = srv.store.current_rev();
+        let db = srv.db.clone();
+        let started = Instant::now();
+        let written = tokio::task::spawn_blocking(move || {
+            let view = db.db.snapshot();
+            let result = snapfile::write_portable(&db, &view, &path).and_then(|size| {
+                let file =
+                    std::fs::File::open(&path).map_err(|e| crate::storage::Error::io(&path, e))?;
+                Ok((file, size))
+            });
+            // Open (or failed): the name is no longer needed, and a crash
+            // must not leave the copy behind.
+            let _ = std::fs::remove_file(&path);
+            result
+        })
+        .await
+        .map_err(join_error)?;
+        let (mut file, total) = match written {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(error = %e, "failed to write a snapshot for a client");
+                return Err(Error::from(e).into());
+            }
+        };
+        tracing::info!(
+            total_bytes = total,
+            size = %human_bytes(total),
+            revision = rev,
+            "sending database snapshot to client"
+        );
+        let header = srv.header(rev);
+        let (tx, rx) = tokio::sync::mpsc::channel(SNAPSHOT_QUEUE_CHUNKS);
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let mut sent = 0u64;
+            let mut first = true;
+            loop {
+                let mut buf = Vec::with_capacity(SNAPSHOT_CHUNK_BYTES);
+                match (&mut file)
+                    .take(SNAPSHOT_CHUNK_BYTES as u64)
+                    .read_to_end(&mut buf)
+                {
+                    Ok(0) => break,
+                    Ok(n) => sent += n as u64,
+                    Err(e) => {
+                        tracing::error!(error = %e, "reading the snapshot copy failed");
+                        let _ = tx.blocking_send(Err(Status::from(Error::Internal(format!(
+                            "reading the snapshot: {e}"
+                        )))));
+                        return;
+                    }
+                }
+                let msg = SnapshotResponse {
+                    header: first.then_some(header),
+                    remaining_bytes: total.saturating_sub(sent),
+                    blob: buf.into(),
+                    version: if first {
+                        ETCD_COMPAT_VERSION.to_string()
+                    } else {
+                        String::new()
+                    },
+                };
+                first = false;
+                if tx.blocking_send(Ok(msg)).is_err() {
+                    tracing::warn!(sent_bytes = sent, "snapshot client went away");
+                    return;
+                }
+            }
+            tracing::info!(
+                total_bytes = sent,
+                size = %human_bytes(sent),
+                took_ms = started.elapsed().as_millis() as u64,
+                "sent database snapshot to client"
+            );
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
+
+/// Raises the NOSPACE alarm for this member, through raft, once its state
+/// machine (`Db::state_machine_space`) outgrows `--quota-backend-bytes`
+/// (etcd raises it when a write would not fit). From then on every member
+/// refuses puts, txns with puts and lease grants until `etcdctl alarm
+/// disarm` (see `apply::refused_by_alarms`). The size is measured here
+/// rather than in the apply loop because it differs between members, while
+/// what the apply loop decides must not. Runs for the life of the process.
+pub async fn monitor_quota(srv: Arc<EtcdServer>) {
+    let mut tick = tokio::time::interval(QUOTA_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut last_attempt: Option<Instant> = None;
+    loop {
+        tick.tick().await;
+        let quota = srv.quota_backend_bytes();
+        METRICS.quota_backend_bytes.set(quota as i64);
+        let used = srv.db.state_machine_space();
+        if used <= quota
+            || srv.db.alarms.has(srv.member_id, AlarmType::Nospace)
+            || !srv.status.has_leader()
+            || last_attempt.is_some_and(|t| t.elapsed() < QUOTA_RETRY)
+        {
+            continue;
+        }
+        last_attempt = Some(Instant::now());
+        tracing::warn!(
+            used_bytes = used,
+            quota_bytes = quota,
+            used = %human_bytes(used),
+            quota = %human_bytes(quota),
+            "database space exceeded; raising the NOSPACE alarm"
+        );
+        let entry = AlarmEntry {
+            request: Some(AlarmRequest {
+                action: AlarmAction::Activate as i32,
+                member_id: srv.member_id,
+                alarm: AlarmType::Nospace as i32,
+            }),
+            reply_token: 0,
+        };
+        if let Err(e) = srv.propose_internal(Internal::Alarm(entry)).await {
+            tracing::warn!(error = %e, "raising the NOSPACE alarm failed; will retry");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_bytes;
+
+    #[test]
+    fn sizes_print_like_go_humanize() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(9), "9 B");
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(20_480), "20 kB");
+        assert_eq!(human_bytes(832_000), "832 kB");
+        assert_eq!(human_bytes(1_134_592), "1.1 MB");
+        assert_eq!(human_bytes(2_147_483_648), "2.1 GB");
     }
 }

@@ -2,22 +2,27 @@
 //! the peer endpoints on the peer URLs. Handlers validate requests the way
 //! etcd's API layer does, then call into `server::EtcdServer`.
 
+pub mod auth;
 pub mod cluster;
 pub mod concurrency;
 pub mod config;
 pub mod election;
+pub mod gateway;
 pub mod grpc_metrics;
+pub mod h2_authority;
 pub mod http;
 pub mod kv;
 pub mod lease;
 pub mod listener;
 pub mod lock;
 pub mod maintenance;
+pub mod v2;
 pub mod watch;
 
 use crate::error::Error;
 use crate::server::EtcdServer;
 use prost::Message;
+use std::sync::Arc;
 use tonic::{Request, Status};
 
 /// The etcd release whose client API Cairn implements; reported wherever
@@ -61,14 +66,16 @@ pub fn check_size<M: Message>(srv: &EtcdServer, m: &M) -> Result<(), Status> {
 pub fn grpc_and_http(
     grpc: tonic::service::Routes,
     http: axum::Router,
-    count_calls: bool,
+    client: Option<Arc<EtcdServer>>,
 ) -> axum::Router {
     use axum::response::IntoResponse;
     let mut grpc = grpc.prepare().into_axum_router();
-    if count_calls {
-        grpc = grpc.layer(axum::middleware::from_fn(grpc_metrics::count));
+    if let Some(srv) = client.clone() {
+        grpc = grpc
+            .layer(axum::middleware::from_fn_with_state(srv, learner_gate))
+            .layer(axum::middleware::from_fn(grpc_metrics::count));
     }
-    http.fallback(move |req: axum::extract::Request| {
+    let router = http.fallback(move |req: axum::extract::Request| {
         let grpc = grpc.clone();
         async move {
             let is_grpc = req
@@ -91,5 +98,31 @@ pub fn grpc_and_http(
                     .into_response()
             }
         }
-    })
+    });
+    match client {
+        // Every client request runs as its caller (see `auth::caller_layer`).
+        Some(srv) => router.layer(axum::middleware::from_fn_with_state(
+            srv,
+            auth::caller_layer,
+        )),
+        None => router,
+    }
+}
+
+/// A learner serves only Status and serializable Range (etcd's rule); every
+/// other RPC — streams included — is refused before it reaches a service.
+/// (Range checks `serializable` itself.)
+async fn learner_gate(
+    axum::extract::State(srv): axum::extract::State<Arc<EtcdServer>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let allowed = matches!(
+        req.uri().path(),
+        "/etcdserverpb.Maintenance/Status" | "/etcdserverpb.KV/Range"
+    );
+    if !allowed && srv.is_learner() {
+        return Status::from(Error::NotSupportedForLearner).into_http::<axum::body::Body>();
+    }
+    next.run(req).await
 }

@@ -74,6 +74,29 @@ impl StreamState {
 
     async fn create(&mut self, c: WatchCreateRequest) -> bool {
         let current = self.srv.store.current_rev();
+        let checked = match self.srv.check_read(&c.key, &c.range_end) {
+            Ok(()) => self.srv.plugin_check_read(&c.key, &c.range_end).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = checked {
+            // etcd refuses a watch it may not serve with a canceled create
+            // response whose reason is the gRPC error's text.
+            let status = tonic::Status::from(e);
+            return self
+                .send(WatchResponse {
+                    header: self.header(current),
+                    watch_id: -1,
+                    created: true,
+                    canceled: true,
+                    cancel_reason: format!(
+                        "rpc error: code = {:?} desc = {}",
+                        status.code(),
+                        status.message()
+                    ),
+                    ..Default::default()
+                })
+                .await;
+        }
         let start_rev = if c.start_revision == 0 {
             current + 1
         } else {
@@ -293,7 +316,9 @@ where
         fragment: HashSet::new(),
         next_id: 0,
     };
-    tokio::spawn(async move {
+    // The stream runs in its own task: it keeps the caller who opened it.
+    let caller = crate::server::auth::caller();
+    tokio::spawn(crate::server::auth::with_caller(caller, async move {
         let mut leader_check = tokio::time::interval(election.max(Duration::from_millis(10)));
         let mut no_leader_since: Option<Instant> = None;
         loop {
@@ -333,7 +358,7 @@ where
             }
         }
         state.close();
-    });
+    }));
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(out_rx))
 }
 

@@ -15,12 +15,18 @@ use super::txn::{self, WriteBackend};
 use super::wait::Waiters;
 use super::watch::WatchHub;
 use super::{Applied, RaftStatus};
+use crate::auth::{Access, AuthError, AuthInfo};
 use crate::error::Error;
 use crate::metrics::METRICS;
-use crate::pb::cairnpb::{InternalRequest, MemberAttributes, internal_request::Request};
-use crate::pb::etcdserverpb::{
-    CompactionResponse, LeaseGrantResponse, LeaseRevokeResponse, ResponseHeader,
+use crate::pb::cairnpb::{
+    InternalRequest, MemberAttributes, MemberChange, internal_request::Request, member_change::Kind,
 };
+use crate::pb::etcdserverpb::alarm_request::AlarmAction;
+use crate::pb::etcdserverpb::{
+    AlarmType, CompactionResponse, LeaseGrantResponse, LeaseRevokeResponse, ResponseHeader,
+    TxnRequest, request_op,
+};
+use crate::storage::alarm::{self, AlarmTable};
 use crate::storage::meta::{self, AppliedState};
 use crate::storage::mvcc::index::KeyRange;
 use crate::storage::mvcc::{ApplyBatch, Store};
@@ -41,6 +47,9 @@ use tokio::sync::watch;
 const MAX_APPLY_BATCH_ENTRIES: usize = 2048;
 /// How often an idle apply loop checks for snapshot requests.
 const IDLE_POLL: Duration = Duration::from_millis(50);
+
+/// How long a removed member lingers before it exits (see `apply_entries`).
+const REMOVED_EXIT_GRACE: Duration = Duration::from_millis(500);
 
 pub struct ApplyConfig {
     /// The live configuration (snapshot count, slow-apply warning).
@@ -64,6 +73,15 @@ pub struct ApplyLoop {
     pub applied: AppliedState,
     pub conf_state: ConfState,
     pub last_log_compaction: u64,
+    pub member_id: u64,
+    /// Set once a committed change removed this member: it stops serving.
+    pub removed: bool,
+    /// etcd's v2 keyspace; nodes are persisted in `meta` (see `meta::v2_records`).
+    pub v2: Arc<parking_lot::RwLock<crate::v2::V2Store>>,
+    /// etcd's v3 auth store (persisted in `meta`, see `meta::auth`).
+    pub auth: Arc<super::auth::AuthState>,
+    /// Policy plugins: the replicated plugin set (changed only here).
+    pub plugins: Arc<crate::plugins::Enforcer>,
 }
 
 fn storage_err(e: impl std::fmt::Display) -> storage::Error {
@@ -120,6 +138,9 @@ impl ApplyLoop {
                 tracing::error!(error = %e, "applying committed entries failed; stopping this member");
                 std::process::exit(1);
             }
+            if self.removed {
+                break;
+            }
             self.maybe_generate_snapshot();
         }
         tracing::info!("apply loop stopped");
@@ -142,7 +163,8 @@ impl ApplyLoop {
             match e.get_entry_type() {
                 EntryType::EntryNormal => {
                     if !e.data.is_empty() {
-                        self.apply_normal(&mut batch, &e.data, &mut results, &mut membership)?;
+                        let at = (e.index, e.term);
+                        self.apply_normal(&mut batch, &e.data, at, &mut results, &mut membership)?;
                     } else if self.status.is_leader() {
                         // A new leader's first entry: everything before it is
                         // applied, so this member knows every lease; start
@@ -153,14 +175,27 @@ impl ApplyLoop {
                 EntryType::EntryConfChange => {
                     let mut cc = ConfChange::default();
                     cc.merge_from_bytes(&e.data).map_err(storage_err)?;
-                    self.apply_conf_change(&mut batch, raft_proto::ConfChangeI::into_v2(cc))?;
+                    let cc = raft_proto::ConfChangeI::into_v2(cc);
+                    self.apply_conf_change(
+                        &mut batch,
+                        cc,
+                        &e.context,
+                        &mut results,
+                        &mut membership,
+                    )?;
                 }
                 EntryType::EntryConfChangeV2 => {
                     // Auto-leave entries of joint consensus carry no data:
                     // they still must be applied (empty ConfChangeV2).
                     let mut cc = ConfChangeV2::default();
                     cc.merge_from_bytes(&e.data).map_err(storage_err)?;
-                    self.apply_conf_change(&mut batch, cc)?;
+                    self.apply_conf_change(
+                        &mut batch,
+                        cc,
+                        &e.context,
+                        &mut results,
+                        &mut membership,
+                    )?;
                 }
             }
             last = AppliedState {
@@ -190,6 +225,18 @@ impl ApplyLoop {
             self.waiters.complete(id, r);
         }
         self.hub.notify();
+        if self.removed {
+            tracing::warn!("the member has been permanently removed from the cluster; stopping");
+            // etcd exits here too: a removed member must not keep serving
+            // stale data or disturb the others. The grace period lets the
+            // answer to the removal itself (this member may be the leader
+            // that ran it) reach the client; nothing is applied meanwhile.
+            std::thread::spawn(|| {
+                std::thread::sleep(REMOVED_EXIT_GRACE);
+                std::process::exit(0);
+            });
+            return Ok(());
+        }
         self.status.applied.store(last.index, Ordering::Release);
         self.applied_tx.send_replace(last.index);
         let _ = self.ctl.send(CtlMsg::Applied(last.index));
@@ -213,6 +260,7 @@ impl ApplyLoop {
         &mut self,
         batch: &mut ApplyBatch,
         data: &[u8],
+        (index, term): (u64, u64),
         results: &mut Vec<(u64, Result<Applied, Error>)>,
         membership: &mut Option<crate::pb::cairnpb::Membership>,
     ) -> storage::Result<()> {
@@ -227,6 +275,37 @@ impl ApplyLoop {
         };
         let id = req.id;
         let wanted = id != 0 && self.waiters.is_registered(id);
+        if let Some(e) = req
+            .request
+            .as_ref()
+            .and_then(|r| refused_by_alarms(&self.db.alarms, r))
+        {
+            // Replicated state decides, so every member refuses alike.
+            if wanted {
+                results.push((id, Err(e)));
+            }
+            return Ok(());
+        }
+        // Client requests carry their caller; the auth state at this point
+        // of the log decides, so every member refuses alike.
+        if let (Some(a), Some(r)) = (req.auth.as_ref(), req.request.as_ref())
+            && let Err(e) = self.check_entry_auth(&super::auth::entry_caller(a), r)
+        {
+            if wanted {
+                results.push((id, Err(e.into())));
+            }
+            return Ok(());
+        }
+        // Writes judged by policy plugins carry the set version they were
+        // judged under; a stale one is refused alike on every member, and
+        // its proposer judges it again.
+        if let Some(e) = self.plugins.refuse_stale(&req, batch, &self.lessor) {
+            if wanted {
+                results.push((id, Err(e)));
+            }
+            return Ok(());
+        }
+        let caller = req.auth.as_ref().and_then(super::auth::entry_caller);
         let lessor = &*self.lessor;
         let result = match req.request {
             None => return Ok(()),
@@ -290,13 +369,68 @@ impl ApplyLoop {
                 Err(storage::mvcc::MvccError::Storage(s)) => return Err(s),
                 Err(e) => Err(e.into()),
             },
-            // Written by the v2 API (wired in with its module).
-            Some(Request::V2(_)) => Err(Error::Internal(
-                "v2 request in a build without the v2 store".into(),
-            )),
+            Some(Request::V2(bytes)) => Ok(self.apply_v2(batch, &bytes, index, term)),
+            Some(Request::PluginSet(change)) => {
+                let next_revision = batch.rev() + 1;
+                self.plugins
+                    .apply_change(batch.raw(), &self.db, change, index, next_revision)
+                    .map(Applied::Plugins)
+            }
+            Some(Request::Authenticate(a)) => self.apply_authenticate(&a, index, wanted),
+            Some(
+                r @ (Request::AuthEnable(_)
+                | Request::AuthDisable(_)
+                | Request::UserAdd(_)
+                | Request::UserDelete(_)
+                | Request::UserChangePassword(_)
+                | Request::UserGrantRole(_)
+                | Request::UserRevokeRole(_)
+                | Request::RoleAdd(_)
+                | Request::RoleDelete(_)
+                | Request::RoleGrantPermission(_)
+                | Request::RoleRevokePermission(_)),
+            ) => self.apply_auth(batch, r, caller.as_ref()),
+            Some(Request::MemberUpdate(record)) => {
+                let mut m = membership
+                    .take()
+                    .unwrap_or_else(|| self.membership.snapshot());
+                let r = match m.members.iter_mut().find(|x| x.id == record.id) {
+                    Some(x) => {
+                        tracing::info!(
+                            "updated member {:x} peer URLs to {:?}",
+                            x.id,
+                            record.peer_urls
+                        );
+                        x.peer_urls = record.peer_urls.clone();
+                        Ok(Applied::Member)
+                    }
+                    None => Err(Error::MemberNotFound),
+                };
+                meta::put_membership(batch.raw(), &self.db, &m);
+                *membership = Some(m);
+                r
+            }
             Some(Request::Publish(attrs)) => {
                 let m = self.publish(batch, membership, &attrs);
                 m.map(|_| Applied::Published)
+            }
+            Some(Request::Alarm(entry)) => {
+                let req = entry.request.unwrap_or_default();
+                let change = self.db.alarms.apply(&req);
+                if change.changed {
+                    meta::put_alarms(batch.raw(), &self.db, self.db.alarms.snapshot());
+                    let what = if req.action == AlarmAction::Activate as i32 {
+                        "raised"
+                    } else {
+                        "cleared"
+                    };
+                    tracing::warn!(
+                        "alarm {} {what} for member {:x}",
+                        alarm::type_name(req.alarm),
+                        req.member_id
+                    );
+                }
+                Ok(Applied::Alarms(change.alarms))
             }
         };
         if let Err(Error::Internal(msg)) = &result {
@@ -331,16 +465,32 @@ impl ApplyLoop {
         res
     }
 
+    /// Applies a raft configuration change and the member-table change its
+    /// context describes, in the same batch (so the two never disagree).
     fn apply_conf_change(
         &mut self,
         batch: &mut ApplyBatch,
         cc: ConfChangeV2,
+        context: &[u8],
+        results: &mut Vec<(u64, Result<Applied, Error>)>,
+        pending: &mut Option<crate::pb::cairnpb::Membership>,
     ) -> storage::Result<()> {
+        let change = if context.is_empty() {
+            None
+        } else {
+            match MemberChange::decode(context) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::error!(error = %e, "undecodable membership change context");
+                    None
+                }
+            }
+        };
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.ctl
             .send(CtlMsg::ApplyConfChange(cc, tx))
             .map_err(|_| storage_err("raft loop is gone"))?;
-        match rx.recv() {
+        let outcome = match rx.recv() {
             Ok(Ok(cs)) => {
                 meta::put_conf_state(batch.raw(), &self.db, &cs)?;
                 self.conf_state = cs;
@@ -350,10 +500,60 @@ impl ApplyLoop {
             // the same entry the same way.
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "raft rejected a configuration change");
-                Ok(())
+                Err(Error::Internal(format!("raft rejected the change: {e}")))
             }
-            Err(_) => Err(storage_err("raft loop is gone")),
+            Err(_) => return Err(storage_err("raft loop is gone")),
+        };
+        let Some(change) = change else {
+            return Ok(());
+        };
+        let id = change.request_id;
+        let wanted = id != 0 && self.waiters.is_registered(id);
+        let result = outcome.map(|()| {
+            let record = change.member.unwrap_or_default();
+            let mut m = pending.take().unwrap_or_else(|| self.membership.snapshot());
+            match Kind::try_from(change.kind).unwrap_or(Kind::Add) {
+                Kind::Add => {
+                    tracing::info!(
+                        "added member {:x} {:?} to cluster {:x}{}",
+                        record.id,
+                        record.peer_urls,
+                        m.cluster_id,
+                        if record.is_learner {
+                            " as a learner"
+                        } else {
+                            ""
+                        }
+                    );
+                    m.members.retain(|x| x.id != record.id);
+                    m.members.push(record);
+                }
+                Kind::Remove => {
+                    tracing::info!(
+                        "removed member {:x} from cluster {:x}",
+                        record.id,
+                        m.cluster_id
+                    );
+                    m.members.retain(|x| x.id != record.id);
+                    if record.id == self.member_id {
+                        self.removed = true;
+                    }
+                }
+                Kind::Promote => {
+                    tracing::info!("promoted learner {:x} to a voting member", record.id);
+                    if let Some(x) = m.members.iter_mut().find(|x| x.id == record.id) {
+                        x.is_learner = false;
+                    }
+                }
+            }
+            meta::put_membership(batch.raw(), &self.db, &m);
+            *pending = Some(m);
+            Applied::Member
+        });
+        if wanted {
+            results.push((id, result));
         }
+        Ok(())
     }
 
     /// Lets the raft log drop entries the state machine no longer needs,
@@ -419,6 +619,187 @@ impl ApplyLoop {
         }
     }
 
+    /// A v2 write, quorum read or TTL sweep. The store's refusals (key not
+    /// found, compare failed) are answers, not failures.
+    fn apply_v2(&mut self, batch: &mut ApplyBatch, bytes: &[u8], index: u64, term: u64) -> Applied {
+        let outcome = match serde_json::from_slice::<crate::v2::V2Request>(bytes) {
+            // Every member fails alike on the same bytes.
+            Err(e) => Err(crate::v2::V2Error::raft_internal(format!(
+                "undecodable v2 request: {e}"
+            ))),
+            Ok(req) => {
+                let mut store = self.v2.write();
+                let before = store.index();
+                match store.apply(&req) {
+                    Err(e) => Err(e),
+                    Ok(out) => {
+                        for (path, record) in &out.changes {
+                            meta::put_v2_node(batch.raw(), &self.db, path, record.as_deref());
+                        }
+                        if out.index != before {
+                            meta::put_v2_index(batch.raw(), &self.db, out.index);
+                        }
+                        if out.expired > 0 {
+                            tracing::debug!(expired = out.expired, "v2 keys expired");
+                        }
+                        Ok(out.event)
+                    }
+                }
+            }
+        };
+        Applied::V2 {
+            outcome,
+            raft_index: index,
+            raft_term: term,
+        }
+    }
+
+    /// etcd's auth checks of a client entry, against the auth state here.
+    fn check_entry_auth(&self, info: &Option<AuthInfo>, r: &Request) -> Result<(), AuthError> {
+        let store = self.auth.store.read();
+        if !store.is_enabled() {
+            return Ok(());
+        }
+        let info = info.as_ref();
+        // WRITE on every key already attached to a lease (etcd's rule for
+        // attaching to or revoking a lease).
+        let lease_keys = |id: i64| -> Result<(), AuthError> {
+            match self.lessor.time_to_live(id, true) {
+                Some(l) => store.check_keys_writable(info, l.keys.iter().map(|k| k.as_ref())),
+                None => Ok(()),
+            }
+        };
+        match r {
+            Request::Put(p) => {
+                store.check_put_request(info, p)?;
+                if p.lease != 0 {
+                    lease_keys(p.lease)?;
+                }
+                Ok(())
+            }
+            Request::DeleteRange(d) => store.check_delete_range_request(info, d),
+            Request::Txn(t) => store.check_txn(info, t),
+            Request::LeaseRevoke(l) => {
+                if info.is_none_or(|i| i.username.is_empty()) {
+                    return Err(AuthError::UserEmpty);
+                }
+                lease_keys(l.id)
+            }
+            Request::LeaseGrant(_) => match info {
+                Some(i) if !i.username.is_empty() => Ok(()),
+                _ => Err(AuthError::UserEmpty),
+            },
+            Request::AuthEnable(_)
+            | Request::AuthDisable(_)
+            | Request::UserAdd(_)
+            | Request::UserDelete(_)
+            | Request::UserChangePassword(_)
+            | Request::UserGrantRole(_)
+            | Request::UserRevokeRole(_)
+            | Request::RoleAdd(_)
+            | Request::RoleDelete(_)
+            | Request::RoleGrantPermission(_)
+            | Request::RoleRevokePermission(_) => {
+                store.authorize_request(info, Access::Admin, b"", b"")
+            }
+            // Compaction and alarms are open to every client (etcd 3.4);
+            // the rest are the server's own requests.
+            _ => Ok(()),
+        }
+    }
+
+    /// A replicated login: the password was checked by the member the
+    /// client asked. Every member registers a simple token; a JWT is signed
+    /// only where the client waits for it.
+    fn apply_authenticate(
+        &mut self,
+        a: &crate::pb::cairnpb::AuthenticateEntry,
+        index: u64,
+        wanted: bool,
+    ) -> Result<Applied, Error> {
+        let revision = self.auth.store.read().authenticate(&a.name)?;
+        let simple = matches!(self.auth.tokens, crate::auth::TokenProvider::Simple(_));
+        if !simple && !wanted {
+            return Ok(Applied::AuthDone);
+        }
+        let token = self.auth.tokens.assign(
+            &a.name,
+            revision,
+            &a.simple_token_prefix,
+            index,
+            crate::auth::Now::current(),
+        )?;
+        Ok(Applied::Authenticated { token, revision })
+    }
+
+    /// An auth-management write (already checked by `check_entry_auth`).
+    fn apply_auth(
+        &mut self,
+        batch: &mut ApplyBatch,
+        r: Request,
+        _caller: Option<&AuthInfo>,
+    ) -> Result<Applied, Error> {
+        let mut store = self.auth.store.write();
+        let before = store.revision();
+        let was_enabled = store.is_enabled();
+        let mut invalidate = None;
+        match &r {
+            Request::AuthEnable(x) => store.auth_enable(x).map(drop),
+            Request::AuthDisable(x) => store.auth_disable(x).map(drop),
+            Request::UserAdd(x) => store.user_add(x).map(drop),
+            Request::UserDelete(x) => {
+                invalidate = Some(x.name.clone());
+                store.user_delete(x).map(drop)
+            }
+            Request::UserChangePassword(x) => {
+                invalidate = Some(x.name.clone());
+                store.user_change_password(x).map(drop)
+            }
+            Request::UserGrantRole(x) => store.user_grant_role(x).map(drop),
+            Request::UserRevokeRole(x) => store.user_revoke_role(x).map(drop),
+            Request::RoleAdd(x) => store.role_add(x).map(drop),
+            Request::RoleDelete(x) => store.role_delete(x).map(drop),
+            Request::RoleGrantPermission(x) => store.role_grant_permission(x).map(drop),
+            Request::RoleRevokePermission(x) => store.role_revoke_permission(x).map(drop),
+            _ => Ok(()),
+        }?;
+        if store.revision() != before || store.is_enabled() != was_enabled {
+            meta::put_auth(batch.raw(), &self.db, store.save());
+        }
+        if let Some(name) = invalidate {
+            self.auth.tokens.invalidate_user(&name);
+        }
+        if was_enabled && !store.is_enabled() {
+            self.auth.tokens.disable();
+        }
+        if !was_enabled && store.is_enabled() {
+            tracing::info!("enabled authentication");
+        } else if was_enabled && !store.is_enabled() {
+            tracing::info!("disabled authentication");
+        }
+        Ok(Applied::AuthDone)
+    }
+
+    /// Rebuilds the in-memory auth store from its persisted blob.
+    fn reload_auth(&self) -> storage::Result<()> {
+        let store = match meta::auth(&self.db)? {
+            Some(blob) => crate::auth::AuthStore::load(&blob)
+                .map_err(|e| storage::Error::corrupt("auth store", e))?,
+            None => crate::auth::AuthStore::new(),
+        };
+        *self.auth.store.write() = store;
+        Ok(())
+    }
+
+    /// Rebuilds the in-memory v2 store from its persisted nodes.
+    fn reload_v2(&self) -> storage::Result<()> {
+        let (records, index) = meta::v2_records(&self.db)?;
+        self.v2
+            .write()
+            .load(records, index)
+            .map_err(|e| storage::Error::corrupt("v2 store", format!("{e:?}")))
+    }
+
     fn install_snapshot(&mut self, index: u64, path: &std::path::Path) -> storage::Result<()> {
         let started = Instant::now();
         let header = snapfile::load(&self.db, path)?;
@@ -435,6 +816,9 @@ impl ApplyLoop {
             self.election_timeout(),
         );
         self.membership.reload(&self.db)?;
+        self.reload_v2()?;
+        self.plugins.reload(&self.db)?;
+        self.reload_auth()?;
         self.hub.reset();
         self.applied = meta::applied(&self.db)?;
         self.conf_state = meta::conf_state(&self.db)?;
@@ -451,6 +835,50 @@ impl ApplyLoop {
         );
         Ok(())
     }
+}
+
+/// Which requests an active alarm refuses, as etcd's appliers do: with
+/// CORRUPT every write (etcd's corrupt applier), with NOSPACE whatever
+/// could grow the store — puts, txns holding a put, lease grants (etcd's
+/// capped applier). Deletes, compaction and revokes still run under NOSPACE
+/// so space can be freed.
+fn refused_by_alarms(alarms: &AlarmTable, r: &Request) -> Option<Error> {
+    if alarms.is_raised(AlarmType::Corrupt)
+        && matches!(
+            r,
+            Request::Put(_)
+                | Request::DeleteRange(_)
+                | Request::Txn(_)
+                | Request::Compaction(_)
+                | Request::LeaseGrant(_)
+                | Request::LeaseRevoke(_)
+        )
+    {
+        return Some(Error::Corrupt);
+    }
+    if alarms.is_raised(AlarmType::Nospace) {
+        let grows = match r {
+            Request::Put(_) | Request::LeaseGrant(_) => true,
+            Request::Txn(t) => txn_puts(t),
+            _ => false,
+        };
+        if grows {
+            return Some(Error::NoSpace);
+        }
+    }
+    None
+}
+
+/// Whether a txn holds a put in either branch, nested txns included.
+fn txn_puts(t: &TxnRequest) -> bool {
+    t.success
+        .iter()
+        .chain(t.failure.iter())
+        .any(|op| match &op.request {
+            Some(request_op::Request::RequestPut(_)) => true,
+            Some(request_op::Request::RequestTxn(inner)) => txn_puts(inner),
+            _ => false,
+        })
 }
 
 /// Runs one write request: one main revision for all its changes.

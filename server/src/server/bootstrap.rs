@@ -45,6 +45,10 @@ use tokio::sync::watch;
 /// the log instead of a snapshot (etcd keeps 5000).
 const SNAPSHOT_CATCHUP_ENTRIES: u64 = 5000;
 const RAFT_INBOX: usize = 16 * 1024;
+/// Where a new cluster's raft log begins (see `bootstrap_new`).
+const INITIAL_INDEX: u64 = 5;
+/// How long a joining member keeps asking the existing members who they are.
+const JOIN_DISCOVERY_TIMEOUT: Duration = Duration::from_secs(30);
 const APPLY_QUEUE: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
@@ -119,7 +123,19 @@ fn bootstrap_new(db: &Db, cfg: &ServerConfig) -> Result<(u64, u64), BootError> {
     let mut batch = db.db.batch();
     meta::put_membership(&mut batch, db, &membership);
     meta::put_conf_state(&mut batch, db, &cs)?;
-    meta::put_applied(&mut batch, db, AppliedState::default());
+    // The log starts after index INITIAL_INDEX (as if compacted there), so
+    // a member added later can never be sent entries from index 1 — which
+    // would skip this bootstrap configuration — and always starts from a
+    // snapshot that carries it.
+    meta::put_applied(
+        &mut batch,
+        db,
+        AppliedState {
+            index: INITIAL_INDEX,
+            term: INITIAL_INDEX,
+        },
+    );
+    raftlog::put_initial_position(&mut batch, db, INITIAL_INDEX, INITIAL_INDEX)?;
     raftlog::put_identity(&mut batch, db, self_id, cluster_id);
     batch
         .durability(Some(fjall::PersistMode::SyncData))
@@ -133,6 +149,111 @@ fn bootstrap_new(db: &Db, cfg: &ServerConfig) -> Result<(u64, u64), BootError> {
             cluster_id
         );
     }
+    Ok((self_id, cluster_id))
+}
+
+/// A new member joining a running cluster (`--initial-cluster-state
+/// existing`, after `etcdctl member add`): learns the member table and the
+/// cluster ID from the running members' peer endpoints, finds itself in it
+/// by its peer URLs, and starts with an empty raft configuration — the
+/// leader brings it up to date with a snapshot.
+async fn bootstrap_join(
+    db: &Db,
+    cfg: &ServerConfig,
+    peer_tls: Option<&crate::tls::ReloadableTlsConfig>,
+) -> Result<(u64, u64), BootError> {
+    let mine: Vec<String> = url_strings(&cfg.initial_advertise_peer_urls);
+    let others: Vec<String> = cfg
+        .initial_cluster
+        .iter()
+        .map(|m| url_string(&m.peer_url))
+        .filter(|u| !mine.contains(u))
+        .collect();
+    if others.is_empty() {
+        return Err(BootError::Config(
+            "--initial-cluster-state=existing needs --initial-cluster to list at least one running member".into(),
+        ));
+    }
+    let deadline = tokio::time::Instant::now() + JOIN_DISCOVERY_TIMEOUT;
+    let (cluster_id, members) = loop {
+        let mut last_err = String::new();
+        let mut found = None;
+        for url in &others {
+            match crate::http_client::get_tls(url, "/members", peer_tls).await {
+                Ok((headers, body)) => {
+                    let cid = headers
+                        .iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case("x-etcd-cluster-id"))
+                        .and_then(|(_, v)| u64::from_str_radix(v.trim(), 16).ok());
+                    let list: Result<Vec<serde_json::Value>, _> = serde_json::from_str(&body);
+                    match (cid, list) {
+                        (Some(cid), Ok(list)) => {
+                            found = Some((cid, list));
+                            break;
+                        }
+                        _ => last_err = format!("{url}: unexpected answer"),
+                    }
+                }
+                Err(e) => last_err = format!("{url}: {e}"),
+            }
+        }
+        if let Some(f) = found {
+            break f;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(BootError::Config(format!(
+                "could not retrieve cluster information from the peer URLs in --initial-cluster ({last_err})"
+            )));
+        }
+        tracing::warn!("waiting for a running member to answer ({last_err})");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let mut records = Vec::new();
+    for m in &members {
+        let strs = |v: &serde_json::Value| -> Vec<String> {
+            v.as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        };
+        records.push(MemberRecord {
+            id: m["id"].as_u64().unwrap_or(0),
+            name: m["name"].as_str().unwrap_or("").to_string(),
+            peer_urls: strs(&m["peerURLs"]),
+            client_urls: strs(&m["clientURLs"]),
+            is_learner: m["isLearner"].as_bool().unwrap_or(false),
+        });
+    }
+    let mut sorted_mine = mine.clone();
+    sorted_mine.sort();
+    let me = records.iter().find(|r| {
+        let mut urls = r.peer_urls.clone();
+        urls.sort();
+        urls == sorted_mine
+    });
+    let Some(me) = me else {
+        return Err(BootError::Config(format!(
+            "this member ({}) is not in the cluster's member list; add it first with `etcdctl member add {} --peer-urls={}`",
+            mine.join(","),
+            cfg.name,
+            mine.join(",")
+        )));
+    };
+    let self_id = me.id;
+    let membership = MembershipPb {
+        cluster_id,
+        members: records,
+    };
+    let mut batch = db.db.batch();
+    meta::put_membership(&mut batch, db, &membership);
+    meta::put_applied(&mut batch, db, AppliedState::default());
+    raftlog::put_identity(&mut batch, db, self_id, cluster_id);
+    batch
+        .durability(Some(fjall::PersistMode::SyncData))
+        .commit()
+        .map_err(storage::Error::from)?;
+    tracing::info!("joining cluster {cluster_id:x} as member {self_id:x}");
     Ok((self_id, cluster_id))
 }
 
@@ -201,6 +322,10 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
         url_strings(&cfg.advertise_client_urls).join(",")
     );
 
+    // Every certificate, key and CA file is read and checked before any
+    // data is touched, so a bad file stops the member with a clear error.
+    let tls = crate::tls::Sides::load(cfg).map_err(BootError::Config)?;
+
     let db = Db::open(&member_dir)?;
     let snapshots = Arc::new(SnapshotRegistry::new(
         member_dir.join("snap"),
@@ -220,13 +345,12 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
         }
         None => {
             if cfg.initial_cluster_state == ClusterState::Existing {
-                return Err(BootError::Config(
-                    "joining an existing cluster (--initial-cluster-state=existing) is not supported yet by cairn; start every initial member with --initial-cluster-state=new".into(),
-                ));
+                bootstrap_join(&db, cfg, tls.peer.as_deref()).await?
+            } else {
+                let ids = bootstrap_new(&db, cfg)?;
+                tracing::info!("starting member {:x} in cluster {:x}", ids.0, ids.1);
+                ids
             }
-            let ids = bootstrap_new(&db, cfg)?;
-            tracing::info!("starting member {:x} in cluster {:x}", ids.0, ids.1);
-            ids
         }
     };
 
@@ -286,7 +410,39 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
         tokio::runtime::Handle::current(),
     );
     transport.attach(raft_tx.clone());
+    if let Some(peer_tls) = &tls.peer {
+        transport.set_tls(Arc::clone(peer_tls));
+    }
 
+    let v2 = {
+        let (records, index) = meta::v2_records(&db)?;
+        let mut store = crate::v2::V2Store::new();
+        store
+            .load(records, index)
+            .map_err(|e| BootError::Config(format!("the v2 store on disk is corrupt: {e:?}")))?;
+        Arc::new(parking_lot::RwLock::new(store))
+    };
+    let auth = {
+        let store = match meta::auth(&db)? {
+            Some(blob) => crate::auth::AuthStore::load(&blob).map_err(|e| {
+                BootError::Config(format!("the auth store on disk is corrupt: {e}"))
+            })?,
+            None => crate::auth::AuthStore::new(),
+        };
+        let tokens = crate::auth::TokenProvider::from_option(
+            &cfg.auth_token,
+            Duration::from_secs(cfg.auth_token_ttl_secs),
+        )
+        .map_err(|e| BootError::Config(format!("--auth-token: {e}")))?;
+        Arc::new(super::auth::AuthState {
+            store: parking_lot::RwLock::new(store),
+            tokens,
+            bcrypt_cost: cfg.bcrypt_cost,
+        })
+    };
+    // Policy plugins: a malformed [plugins] table stops the start.
+    let plugins =
+        crate::plugins::Enforcer::open(&db, Arc::clone(&store), cfg).map_err(BootError::Config)?;
     let (ready_tx, _) = watch::channel(false);
     let server = Arc::new(EtcdServer {
         member_id,
@@ -300,6 +456,9 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
         lessor: Arc::clone(&lessor),
         hub: Arc::clone(&hub),
         transport: Arc::clone(&transport),
+        v2: Arc::clone(&v2),
+        auth: Arc::clone(&auth),
+        plugins: Arc::clone(&plugins),
         config: Arc::new(arc_swap::ArcSwap::from_pointee(cfg.clone())),
         raft_tx: raft_tx.clone(),
         waiters: Arc::clone(&waiters),
@@ -352,16 +511,29 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
         applied,
         conf_state,
         last_log_compaction: applied.index,
+        member_id,
+        removed: false,
+        v2,
+        auth,
+        plugins,
     };
 
     // Bind everything before any thread runs, so a taken port fails fast.
     let mut peer_listeners = Vec::new();
     for url in &cfg.listen_peer_urls {
-        peer_listeners.push((url_string(url), bind(url).await?));
+        peer_listeners.push((
+            url_string(url),
+            bind(url).await?,
+            crate::tls::for_url(url, &tls.peer),
+        ));
     }
     let mut client_listeners = Vec::new();
     for url in &cfg.listen_client_urls {
-        client_listeners.push((url_string(url), bind(url).await?));
+        client_listeners.push((
+            url_string(url),
+            bind(url).await?,
+            crate::tls::for_url(url, &tls.client),
+        ));
     }
 
     std::thread::Builder::new()
@@ -386,17 +558,21 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
             .max_encoding_message_size(PEER_MAX_MESSAGE_BYTES),
         ),
         api::http::peer_routes(Arc::clone(&server)),
-        false,
+        None,
     );
-    for (url, l) in peer_listeners {
+    for (url, l, peer_tls) in peer_listeners {
         tracing::info!("listening for peers on {url}");
         tokio::spawn(api::listener::serve(
             l,
             peer_router.clone(),
-            api::listener::ServeOptions::default(),
+            api::listener::ServeOptions {
+                tls: peer_tls,
+                ..Default::default()
+            },
         ));
     }
     transport.start();
+    tls.spawn_watchers();
 
     let reloader = super::reload::Reloader::new(Arc::clone(&server));
     reloader.spawn_triggers();
@@ -410,10 +586,16 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
             Some(cfg.grpc_keepalive_interval)
         },
         keepalive_timeout: cfg.grpc_keepalive_timeout,
+        tls: None,
     };
     let mut metrics_listeners = Vec::new();
     for url in &cfg.listen_metrics_urls {
-        metrics_listeners.push((url_string(url), bind(url).await?));
+        // etcd serves https metrics URLs with the client certificate.
+        metrics_listeners.push((
+            url_string(url),
+            bind(url).await?,
+            crate::tls::for_url(url, &tls.client),
+        ));
     }
     let metrics_router = api::http::metrics_routes(Arc::clone(&server));
     let mut ready = server.ready_watch();
@@ -427,34 +609,52 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
         health_reporter
             .set_service_status("", tonic_health::ServingStatus::Serving)
             .await;
-        for (url, l) in metrics_listeners {
+        for (url, l, client_tls) in metrics_listeners {
             tracing::info!("serving metrics and health on {url}");
             tokio::spawn(api::listener::serve(
                 l,
                 metrics_router.clone(),
-                Default::default(),
+                api::listener::ServeOptions {
+                    tls: client_tls,
+                    ..Default::default()
+                },
             ));
         }
-        for (url, l) in client_listeners {
-            tracing::info!(
-                "serving insecure client requests on {}, this is strongly discouraged!",
-                url.trim_start_matches("http://")
-            );
+        for (url, l, client_tls) in client_listeners {
+            if client_tls.is_some() {
+                tracing::info!(
+                    "serving client requests on {}",
+                    url.trim_start_matches("https://")
+                );
+            } else {
+                tracing::info!(
+                    "serving insecure client requests on {}, this is strongly discouraged!",
+                    url.trim_start_matches("http://")
+                );
+            }
             tokio::spawn(api::listener::serve(
                 l,
                 client_router.clone(),
-                serve_opts.clone(),
+                api::listener::ServeOptions {
+                    tls: client_tls,
+                    ..serve_opts.clone()
+                },
             ));
         }
     });
 
     tokio::spawn(expire_leases(Arc::clone(&server)));
+    tokio::spawn(api::v2::run_ttl_sweeper(Arc::clone(&server)));
+    tokio::spawn(super::auth::sweep_tokens(Arc::clone(&server)));
     tokio::spawn(super::compactor::run(Arc::clone(&server)));
     tokio::spawn(publish(
         Arc::clone(&server),
         cfg.name.clone(),
         url_strings(&cfg.advertise_client_urls),
     ));
+    tokio::spawn(crate::plugins::config::reconcile_at_startup(Arc::clone(
+        &server,
+    )));
     Ok(Member { server })
 }
 
@@ -500,9 +700,14 @@ fn client_router(
         srv: Arc::clone(server),
     })
     .max_decoding_message_size(decode_limit);
-    // Services not registered here (Auth until its issue lands) answer
-    // gRPC's Unimplemented from the gRPC router's fallback.
+    // Anything not registered here answers gRPC's Unimplemented from the
+    // gRPC router's fallback.
+    let auth = crate::pb::etcdserverpb::auth_server::AuthServer::new(api::auth::AuthService {
+        srv: Arc::clone(server),
+    })
+    .max_decoding_message_size(decode_limit);
     let grpc = tonic::service::Routes::new(kv)
+        .add_service(auth)
         .add_service(maintenance)
         .add_service(cluster)
         .add_service(watch)
@@ -510,8 +715,22 @@ fn client_router(
         .add_service(lock)
         .add_service(election)
         .add_service(health);
-    let http = api::http::client_routes(Arc::clone(server)).merge(api::config::routes(reloader));
-    api::grpc_and_http(grpc, http, true)
+    let http = api::http::client_routes(Arc::clone(server))
+        .merge(api::config::routes(reloader))
+        // Policy plugins' admin API: /cairn/v1/plugins.
+        .merge(crate::plugins::admin::routes(Arc::clone(server)))
+        // etcd's JSON gateway: POST /v3/... (and /v3beta/...).
+        .merge(api::gateway::routes(Arc::clone(server)));
+    let http = if cfg.enable_v2 {
+        http.merge(
+            crate::v2::routes(api::v2::V2Api::new(Arc::clone(server))).layer(
+                axum::middleware::from_fn_with_state(Arc::clone(server), api::v2::auth_gate),
+            ),
+        )
+    } else {
+        http
+    };
+    api::grpc_and_http(grpc, http, Some(Arc::clone(server)))
 }
 
 /// Publishes this member's name and client URLs through raft (etcd's
@@ -523,7 +742,10 @@ async fn publish(server: Arc<EtcdServer>, name: String, client_urls: Vec<String>
         client_urls: client_urls.clone(),
     };
     loop {
-        match server.propose(Request::Publish(attrs.clone())).await {
+        match server
+            .propose_internal(Request::Publish(attrs.clone()))
+            .await
+        {
             Ok(_) => break,
             Err(e) => {
                 tracing::debug!(error = %e, "publishing this member failed; retrying");
@@ -555,7 +777,7 @@ async fn expire_leases(server: Arc<EtcdServer>) {
             let srv = Arc::clone(&server);
             tokio::spawn(async move {
                 let r = srv
-                    .propose(Request::LeaseRevoke(LeaseRevokeRequest { id }))
+                    .propose_internal(Request::LeaseRevoke(LeaseRevokeRequest { id }))
                     .await;
                 if let Err(e) = r
                     && e != crate::error::Error::LeaseNotFound

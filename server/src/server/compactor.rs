@@ -48,7 +48,7 @@ async fn compact(srv: &EtcdServer, rev: i64, why: &str) {
         revision: rev,
         physical: false,
     });
-    match srv.propose(req).await {
+    match srv.propose_internal(req).await {
         Ok(_) => tracing::info!(revision = rev, "auto-compaction scheduled"),
         Err(e) => tracing::warn!(revision = rev, error = %e, "auto-compaction failed"),
     }

@@ -7,7 +7,9 @@
 //! API handlers run on tokio and talk to both through bounded channels.
 
 pub mod apply;
+pub mod auth;
 pub mod bootstrap;
+pub mod cluster;
 pub mod compactor;
 pub mod lease;
 pub mod membership;
@@ -56,6 +58,26 @@ pub enum Applied {
     LeaseGrant(LeaseGrantResponse),
     LeaseRevoke(LeaseRevokeResponse),
     Published,
+    /// A membership change (or peer URL update) was applied.
+    Member,
+    /// A v2 request: its event (none for `sync`) or the store's refusal,
+    /// with the entry's raft position for `X-Raft-Index`/`X-Raft-Term`.
+    /// An alarm change: the alarms it touched (etcd's `AlarmResponse`).
+    Alarms(Vec<crate::pb::etcdserverpb::AlarmMember>),
+    /// A login: the token for the client and the auth revision it is at.
+    Authenticated {
+        token: String,
+        revision: u64,
+    },
+    /// An auth-management write was applied.
+    AuthDone,
+    /// A plugin-set change was applied (see `crate::plugins`).
+    Plugins(crate::plugins::SetOutcome),
+    V2 {
+        outcome: Result<Option<crate::v2::V2Event>, crate::v2::V2Error>,
+        raft_index: u64,
+        raft_term: u64,
+    },
 }
 
 /// Raft's externally visible state, updated by the raft and apply loops and
@@ -70,6 +92,19 @@ pub struct RaftStatus {
     pub is_leader: AtomicBool,
     /// Leader changes observed since start.
     pub leader_changes: AtomicU64,
+    /// When this member last saw a new leader (Unix nanoseconds).
+    pub leader_since_unix_nanos: std::sync::atomic::AtomicI64,
+    /// On the leader: how far each member's log matches and whether it was
+    /// heard from recently (refreshed every tick; empty on followers).
+    pub progress: parking_lot::Mutex<Vec<PeerProgress>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerProgress {
+    pub id: u64,
+    pub matched: u64,
+    pub recent_active: bool,
+    pub is_learner: bool,
 }
 
 impl RaftStatus {
@@ -101,6 +136,12 @@ pub struct EtcdServer {
     pub lessor: Arc<Lessor>,
     pub hub: Arc<WatchHub>,
     pub transport: Arc<Transport>,
+    /// etcd's v2 keyspace, separate from v3 (written only by the apply loop).
+    pub v2: Arc<parking_lot::RwLock<crate::v2::V2Store>>,
+    /// etcd's v3 auth: the replicated store and this member's tokens.
+    pub auth: Arc<auth::AuthState>,
+    /// Policy plugins: the replicated set and what judges writes with it.
+    pub plugins: Arc<crate::plugins::Enforcer>,
     raft_tx: crossbeam_channel::Sender<node::RaftMsg>,
     waiters: Arc<Waiters<Applied>>,
     applied_rx: tokio_watch::Receiver<u64>,
@@ -110,6 +151,10 @@ pub struct EtcdServer {
 }
 
 impl EtcdServer {
+    pub fn leader_since_unix_nanos(&self) -> i64 {
+        self.status.leader_since_unix_nanos.load(Ordering::Acquire)
+    }
+
     pub fn header(&self, revision: i64) -> ResponseHeader {
         ResponseHeader {
             cluster_id: self.cluster_id,
@@ -127,6 +172,13 @@ impl EtcdServer {
             revision
         };
         *h = Some(self.header(revision));
+    }
+
+    /// Whether this member is a (non-voting) learner right now.
+    pub fn is_learner(&self) -> bool {
+        self.membership
+            .member(self.member_id)
+            .is_some_and(|m| m.is_learner)
     }
 
     pub fn max_request_bytes(&self) -> usize {
@@ -161,11 +213,26 @@ impl EtcdServer {
         self.ready.send_replace(true);
     }
 
-    /// Proposes a request through raft and waits until this member applied
-    /// it, returning the apply result.
+    /// Proposes a client's request through raft and waits until this member
+    /// applied it, returning the apply result. The entry carries the caller
+    /// (see `auth`), which the apply loop checks.
     pub async fn propose(&self, request: Request) -> Result<Applied, Error> {
+        self.propose_as(request, Some(auth::request_auth())).await
+    }
+
+    /// Proposes a request the server makes on its own behalf (lease expiry,
+    /// publishing itself, a login it verified): not subject to auth checks.
+    pub async fn propose_internal(&self, request: Request) -> Result<Applied, Error> {
+        self.propose_as(request, None).await
+    }
+
+    async fn propose_as(
+        &self,
+        request: Request,
+        auth: Option<crate::pb::cairnpb::RequestAuth>,
+    ) -> Result<Applied, Error> {
         crate::metrics::METRICS.proposals_pending.inc();
-        let result = self.propose_inner(request).await;
+        let result = self.propose_inner(request, auth).await;
         crate::metrics::METRICS.proposals_pending.dec();
         // Failures of consensus, not requests refused by the state machine.
         if matches!(
@@ -181,7 +248,11 @@ impl EtcdServer {
         result
     }
 
-    async fn propose_inner(&self, request: Request) -> Result<Applied, Error> {
+    async fn propose_inner(
+        &self,
+        request: Request,
+        auth: Option<crate::pb::cairnpb::RequestAuth>,
+    ) -> Result<Applied, Error> {
         let deadline = tokio::time::Instant::now() + self.request_timeout();
         let commit = self.status.commit.load(Ordering::Acquire);
         let applied = self.status.applied.load(Ordering::Acquire);
@@ -190,12 +261,15 @@ impl EtcdServer {
         }
         let leader_changes_at_start = self.status.leader_changes.load(Ordering::Acquire);
         let id = self.ids.next();
+        let limit = crate::plugins::proposal_limit(&request, self.max_request_bytes());
         let data = InternalRequest {
             id,
             request: Some(request),
+            auth,
+            plugin_stamp: crate::plugins::current_stamp(),
         }
         .encode_to_vec();
-        if data.len() > self.max_request_bytes() {
+        if data.len() > limit {
             return Err(Error::RequestTooLarge);
         }
         // A proposal raft refuses outright (no leader yet, leadership in
@@ -262,6 +336,11 @@ impl EtcdServer {
             Ok(Err(_)) => Err(Error::Stopped),
             Err(_) => Err(Error::Timeout),
         }
+    }
+
+    /// A request ID unique across the cluster (see `ids`).
+    pub fn next_request_id(&self) -> u64 {
+        self.ids.next()
     }
 
     /// A new lease ID chosen by this member: positive and cluster-unique.
@@ -371,10 +450,16 @@ impl EtcdServer {
 
     pub async fn range(&self, r: RangeRequest) -> Result<RangeResponse, Error> {
         txn::check_range(&r)?;
+        if !r.serializable && self.is_learner() {
+            return Err(Error::NotSupportedForLearner);
+        }
+        self.check_read(&r.key, &r.range_end)?;
+        self.plugin_check_read(&r.key, &r.range_end).await?;
         if !r.serializable {
             self.linearizable_read_notify().await?;
         }
         let (res, rev) = self.store.range(&r)?;
+        self.check_unchanged()?;
         Ok(RangeResponse {
             header: Some(self.header(rev)),
             kvs: res.kvs,
@@ -383,9 +468,37 @@ impl EtcdServer {
         })
     }
 
+    /// etcd checks the quota before a request that can grow the store (the
+    /// quota monitor raises the NOSPACE alarm itself), so a burst of writes
+    /// does not overshoot it by more than what is in flight.
+    pub async fn check_quota(&self, cost_bytes: usize) -> Result<(), Error> {
+        let used = self.db.state_machine_space();
+        if used.saturating_add(cost_bytes as u64) <= self.quota_backend_bytes() {
+            return Ok(());
+        }
+        // Like etcd, raise the alarm before refusing, so `alarm list` shows
+        // why writes fail as soon as the first one does.
+        let ours = crate::pb::etcdserverpb::AlarmType::Nospace;
+        if !self.db.alarms.has(self.member_id, ours) {
+            let entry = crate::pb::cairnpb::AlarmEntry {
+                request: Some(crate::pb::etcdserverpb::AlarmRequest {
+                    action: crate::pb::etcdserverpb::alarm_request::AlarmAction::Activate as i32,
+                    member_id: self.member_id,
+                    alarm: ours as i32,
+                }),
+                reply_token: 0,
+            };
+            if let Err(e) = self.propose_internal(Request::Alarm(entry)).await {
+                tracing::warn!(error = %e, "raising the NOSPACE alarm failed");
+            }
+        }
+        Err(Error::NoSpace)
+    }
+
     pub async fn put(&self, r: PutRequest) -> Result<PutResponse, Error> {
         txn::check_put(&r)?;
-        match self.propose(Request::Put(r)).await? {
+        self.check_quota(r.key.len() + r.value.len()).await?;
+        match self.propose_write(Request::Put(r)).await? {
             Applied::Put(mut resp) => {
                 self.fill_header(&mut resp.header);
                 Ok(resp)
@@ -396,7 +509,7 @@ impl EtcdServer {
 
     pub async fn delete_range(&self, r: DeleteRangeRequest) -> Result<DeleteRangeResponse, Error> {
         txn::check_delete(&r)?;
-        match self.propose(Request::DeleteRange(r)).await? {
+        match self.propose_write(Request::DeleteRange(r)).await? {
             Applied::DeleteRange(mut resp) => {
                 self.fill_header(&mut resp.header);
                 Ok(resp)
@@ -411,15 +524,22 @@ impl EtcdServer {
             if !txn::is_txn_serializable(&r) {
                 self.linearizable_read_notify().await?;
             }
+            let caller = auth::caller();
+            self.auth.store.read().check_txn(caller.as_ref(), &r)?;
+            self.plugin_check_txn_reads(&r).await?;
             let mut backend = txn::ReadBackend {
                 store: &self.store,
                 rev: self.store.current_rev(),
             };
             let mut resp = txn::txn(&mut backend, &r, self.store.compact_rev())?;
+            self.check_unchanged()?;
             self.fill_header(&mut resp.header);
             return Ok(resp);
         }
-        match self.propose(Request::Txn(r)).await? {
+        if txn_has_put(&r) {
+            self.check_quota(prost::Message::encoded_len(&r)).await?;
+        }
+        match self.propose_write(Request::Txn(r)).await? {
             Applied::Txn(mut resp) => {
                 self.fill_header(&mut resp.header);
                 Ok(resp)
@@ -427,6 +547,19 @@ impl EtcdServer {
             other => Err(unexpected(other)),
         }
     }
+}
+
+/// Whether a txn may write a value (in either branch, at any depth).
+fn txn_has_put(t: &TxnRequest) -> bool {
+    use crate::pb::etcdserverpb::request_op::Request as Op;
+    t.success
+        .iter()
+        .chain(t.failure.iter())
+        .any(|op| match &op.request {
+            Some(Op::RequestPut(_)) => true,
+            Some(Op::RequestTxn(inner)) => txn_has_put(inner),
+            _ => false,
+        })
 }
 
 fn unexpected(a: Applied) -> Error {

@@ -47,6 +47,14 @@ pub enum RaftMsg {
     SnapshotSent { to: u64, ok: bool },
     /// Ask raft to hand leadership to this member.
     TransferLeader(u64),
+    /// A membership change; its waiter is registered under `id`. With
+    /// `promote`, the learner must first be in sync with the leader.
+    ProposeConfChange {
+        id: u64,
+        cc: ConfChangeV2,
+        context: Vec<u8>,
+        promote: Option<u64>,
+    },
 }
 
 /// From the apply loop; unbounded but naturally small (one per apply batch).
@@ -243,7 +251,52 @@ impl Node {
                 self.raw.report_snapshot(to, status);
             }
             RaftMsg::TransferLeader(to) => self.raw.transfer_leader(to),
+            RaftMsg::ProposeConfChange {
+                id,
+                cc,
+                context,
+                promote,
+            } => {
+                if let Err(e) = self.check_conf_change(promote) {
+                    self.waiters.complete(id, Err(e));
+                    return;
+                }
+                match self.raw.propose_conf_change(context, cc) {
+                    Ok(()) => {}
+                    Err(raft::Error::ProposalDropped) => {
+                        self.waiters.complete(id, Err(Error::NoLeader))
+                    }
+                    Err(e) => self.waiters.complete(
+                        id,
+                        Err(Error::Internal(format!("raft refused the change: {e}"))),
+                    ),
+                }
+            }
         }
+    }
+
+    /// Checks that only the leader can make: one change at a time, and a
+    /// learner is promoted only once it has (nearly) caught up — etcd's rule
+    /// is 90% of the leader's log.
+    fn check_conf_change(&self, promote: Option<u64>) -> Result<(), Error> {
+        if self.raw.raft.state != StateRole::Leader {
+            return Err(Error::NotLeader);
+        }
+        if self.raw.raft.has_pending_conf() {
+            // raft-rs would silently turn a second one into an empty entry.
+            return Err(Error::TooManyRequests);
+        }
+        if let Some(learner) = promote {
+            let prs = self.raw.raft.prs();
+            let leader_match = prs.get(self.id).map_or(0, |p| p.matched);
+            let Some(p) = prs.get(learner) else {
+                return Err(Error::MemberNotFound);
+            };
+            if (p.matched as f64) < leader_match as f64 * 0.9 {
+                return Err(Error::LearnerNotReady);
+            }
+        }
+        Ok(())
     }
 
     fn handle_ctl(&mut self, m: CtlMsg) {
@@ -287,6 +340,7 @@ impl Node {
     }
 
     fn on_tick(&mut self, now: Instant) {
+        self.publish_progress();
         // raft-rs drops a ReadIndex silently when the leader has not yet
         // committed in its term or a follower knows no leader: re-issue
         // stale ones, and give up on those past the request timeout.
@@ -348,6 +402,24 @@ impl Node {
         v
     }
 
+    /// Shares the leader's view of its followers with the API layer (strict
+    /// reconfiguration checks, learner promotion, stats).
+    fn publish_progress(&self) {
+        let mut out = Vec::new();
+        if self.raw.raft.state == StateRole::Leader {
+            let learners = self.raw.raft.prs().conf().learners().clone();
+            for (id, p) in self.raw.raft.prs().iter() {
+                out.push(super::PeerProgress {
+                    id: *id,
+                    matched: p.matched,
+                    recent_active: p.recent_active || *id == self.id,
+                    is_learner: learners.contains(id),
+                });
+            }
+        }
+        *self.status.progress.lock() = out;
+    }
+
     fn resolve_reads(&mut self, states: Vec<raft::ReadState>) {
         for rs in states {
             if rs.request_ctx.len() != 16 || rs.request_ctx[..8] != self.id.to_be_bytes() {
@@ -387,6 +459,13 @@ impl Node {
                 );
                 self.no_leader_since = None;
                 self.status.leader_changes.fetch_add(1, Ordering::Relaxed);
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as i64)
+                    .unwrap_or(0);
+                self.status
+                    .leader_since_unix_nanos
+                    .store(now, Ordering::Release);
             }
             self.leader = leader;
             // Reads waiting on the old leader will never be answered.
@@ -454,6 +533,7 @@ impl Node {
         if let Some(hs) = rd.hs() {
             self.status.term.store(hs.term, Ordering::Release);
             self.status.commit.store(hs.commit, Ordering::Release);
+            METRICS.proposals_committed.set(hs.commit as i64);
         }
         self.status
             .last_index

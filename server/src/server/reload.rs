@@ -117,18 +117,23 @@ impl Reloader {
     /// configuration: either the new one is swapped in whole or nothing.
     pub fn reload(&self, trigger: &str) -> ReloadStatus {
         let _one = self.running.lock();
+        // Certificates and CA bundles are re-read on every trigger too
+        // (they also reload by themselves when their files change).
+        crate::tls::reload_all(trigger);
         let running = self.srv.config.load_full();
         *self.fingerprint.lock() = fingerprint(&files(&running));
         let now = now_unix();
-        // Boxed: the config error type is large, and this is not a hot path.
-        let outcome: Result<_, Box<cairn_config::ConfigError>> = match running.reparse() {
+        // Errors as text: the config error type is large, and `[plugins]`
+        // (checked by the plugins module) has errors of its own.
+        let outcome: Result<_, String> = match running.reparse() {
             Ok(fresh) => {
                 let changes = diff(&running, &fresh);
                 apply_live(&running, &fresh)
+                    .map_err(|e| e.to_string())
+                    .and_then(|next| crate::plugins::config::check_reload(&fresh, next))
                     .map(|next| (changes, next))
-                    .map_err(Box::new)
             }
-            Err(e) => Err(Box::new(e)),
+            Err(e) => Err(e.to_string()),
         };
         let mut st = self.status.lock();
         st.last_attempt_unix = now;
@@ -148,7 +153,6 @@ impl Reloader {
             Ok((changes, next)) => {
                 let next = Arc::new(next);
                 self.apply(&running, &next);
-                self.srv.config.store(Arc::clone(&next));
                 st.applied.clear();
                 st.pending_restart.clear();
                 for c in &changes {
@@ -175,6 +179,11 @@ impl Reloader {
                     .config_reloads
                     .with_label_values(&[trigger, "success"])
                     .inc();
+                // Swapped in last, so whoever sees the new configuration also
+                // sees the reload reported.
+                self.srv.config.store(Arc::clone(&next));
+                // Plugins compare and push their declaration in the background.
+                crate::plugins::config::reloaded(&self.srv);
             }
         }
         st.clone()
@@ -274,7 +283,7 @@ fn files(cfg: &ServerConfig) -> Vec<PathBuf> {
 
 /// The folders to watch for a config file: its own folder, and — when it is
 /// a symlink — the folder of its target, so swapping either is noticed.
-fn watch_dirs(file: &Path) -> Vec<PathBuf> {
+pub(crate) fn watch_dirs(file: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     if let Some(parent) = file.parent() {
         out.push(if parent.as_os_str().is_empty() {

@@ -424,12 +424,12 @@ fn apply_compare<B: Backend>(b: &B, c: &Compare) -> Result<bool, Error> {
 
 /// The branch taken at every level, decided before any op runs (etcd
 /// evaluates nested compares against the state before the txn).
-struct Path {
-    succeeded: bool,
-    nested: Vec<Path>,
+pub(crate) struct Path {
+    pub(crate) succeeded: bool,
+    pub(crate) nested: Vec<Path>,
 }
 
-fn decide<B: Backend>(b: &B, t: &TxnRequest) -> Result<Path, Error> {
+pub(crate) fn decide<B: Backend>(b: &B, t: &TxnRequest) -> Result<Path, Error> {
     let mut succeeded = true;
     for c in &t.compare {
         if !apply_compare(b, c)? {

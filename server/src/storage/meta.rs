@@ -16,6 +16,22 @@ const CONF_STATE: &[u8] = b"conf_state";
 const MEMBERSHIP: &[u8] = b"membership";
 const COMPACT_SCHEDULED: &[u8] = b"compact_scheduled";
 const COMPACT_FINISHED: &[u8] = b"compact_finished";
+const ALARMS: &[u8] = b"alarms";
+
+/// Records that say which cluster the state machine belongs to and where it
+/// stands in that cluster's raft log, rather than what it holds: a snapshot
+/// restored into a new cluster replaces them (alarms name old member IDs).
+pub fn is_cluster_record(key: &[u8]) -> bool {
+    [APPLIED, CONF_STATE, MEMBERSHIP, ALARMS].contains(&key)
+}
+
+/// Records whose value depends on this member's timing rather than on the
+/// applied entries (how far the raft log is applied, how far background
+/// compaction got); left out of the state-machine hash so that members at
+/// the same revision agree.
+pub fn is_member_local(key: &[u8]) -> bool {
+    [APPLIED, COMPACT_FINISHED].contains(&key)
+}
 
 /// The raft position the state machine reflects.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -60,7 +76,11 @@ pub fn put_applied(batch: &mut OwnedWriteBatch, db: &Db, a: AppliedState) {
 }
 
 pub fn conf_state(db: &Db) -> Result<ConfState> {
-    match db.meta.get(CONF_STATE)? {
+    decode_conf_state(db.meta.get(CONF_STATE)?)
+}
+
+fn decode_conf_state(v: Option<fjall::Slice>) -> Result<ConfState> {
+    match v {
         None => Ok(ConfState::default()),
         Some(v) => {
             let mut cs = ConfState::default();
@@ -69,6 +89,22 @@ pub fn conf_state(db: &Db) -> Result<ConfState> {
             Ok(cs)
         }
     }
+}
+
+/// The applied position and conf state as a consistent view of the
+/// database sees them (the apply loop writes both in the batch of the data
+/// they cover).
+pub fn position_in(db: &Db, view: &fjall::Snapshot) -> Result<(AppliedState, ConfState)> {
+    use fjall::Readable;
+    let applied = match view.get(&db.meta, APPLIED)? {
+        None => AppliedState::default(),
+        Some(v) => {
+            let (index, term) = read_u64_pair(&v, "applied index")?;
+            AppliedState { index, term }
+        }
+    };
+    let cs = decode_conf_state(view.get(&db.meta, CONF_STATE)?)?;
+    Ok((applied, cs))
 }
 
 pub fn put_conf_state(batch: &mut OwnedWriteBatch, db: &Db, cs: &ConfState) -> Result<()> {
@@ -113,6 +149,29 @@ pub fn put_compact_finished(batch: &mut OwnedWriteBatch, db: &Db, rev: i64) {
     batch.insert(&db.meta, COMPACT_FINISHED, rev.to_be_bytes().to_vec());
 }
 
+/// The active alarms (see `super::alarm`).
+pub fn alarms(db: &Db) -> Result<Vec<crate::pb::etcdserverpb::AlarmMember>> {
+    match db.meta.get(ALARMS)? {
+        None => Ok(Vec::new()),
+        Some(v) => crate::pb::cairnpb::AlarmList::decode(&*v)
+            .map(|l| l.alarms)
+            .map_err(|e| Error::corrupt("alarm list", e)),
+    }
+}
+
+pub fn put_alarms(
+    batch: &mut OwnedWriteBatch,
+    db: &Db,
+    alarms: Vec<crate::pb::etcdserverpb::AlarmMember>,
+) {
+    if alarms.is_empty() {
+        batch.remove(&db.meta, ALARMS);
+    } else {
+        let list = crate::pb::cairnpb::AlarmList { alarms };
+        batch.insert(&db.meta, ALARMS, list.encode_to_vec());
+    }
+}
+
 const LEASE_PREFIX: &[u8] = b"lease/";
 
 fn lease_key(id: i64) -> Vec<u8> {
@@ -140,4 +199,60 @@ pub fn put_lease(batch: &mut OwnedWriteBatch, db: &Db, id: i64, ttl: i64) {
 
 pub fn delete_lease(batch: &mut OwnedWriteBatch, db: &Db, id: i64) {
     batch.remove(&db.meta, lease_key(id));
+}
+
+// The v2 keyspace (etcd's separate v2 store): one record per node, keyed by
+// its path, plus the v2 store's own index. Kept in `meta` so snapshots and
+// restores carry it without a format change of their own.
+const V2_NODE_PREFIX: &[u8] = b"v2node";
+const V2_INDEX: &[u8] = b"v2index";
+
+fn v2_node_key(path: &str) -> Vec<u8> {
+    let mut k = V2_NODE_PREFIX.to_vec();
+    k.extend_from_slice(path.as_bytes());
+    k
+}
+
+/// v2 node records: (path, record bytes).
+pub type V2Records = Vec<(String, Vec<u8>)>;
+
+/// Every v2 node record and the v2 index.
+pub fn v2_records(db: &Db) -> Result<(V2Records, u64)> {
+    let mut out = Vec::new();
+    for guard in db.meta.prefix(V2_NODE_PREFIX) {
+        let (k, v) = guard.into_inner()?;
+        let path = std::str::from_utf8(&k[V2_NODE_PREFIX.len()..])
+            .map_err(|e| Error::corrupt("v2 node key", e))?
+            .to_string();
+        out.push((path, v.to_vec()));
+    }
+    let index = match db.meta.get(V2_INDEX)? {
+        None => 0,
+        Some(v) => read_i64(&v, "v2 index")? as u64,
+    };
+    Ok((out, index))
+}
+
+/// Upserts (`Some`) or deletes (`None`) one v2 node record.
+pub fn put_v2_node(batch: &mut OwnedWriteBatch, db: &Db, path: &str, record: Option<&[u8]>) {
+    match record {
+        Some(r) => batch.insert(&db.meta, v2_node_key(path), r),
+        None => batch.remove(&db.meta, v2_node_key(path)),
+    }
+}
+
+pub fn put_v2_index(batch: &mut OwnedWriteBatch, db: &Db, index: u64) {
+    batch.insert(&db.meta, V2_INDEX, (index as i64).to_be_bytes());
+}
+
+// The v3 auth store (users, roles, enabled flag, auth revision) as one blob
+// (`AuthStore::save`); rewritten whole by every auth change, which is rare.
+const AUTH: &[u8] = b"auth";
+
+pub fn auth(db: &Db) -> Result<Option<Vec<u8>>> {
+    Ok(db.meta.get(AUTH)?.map(|v| v.to_vec()))
+}
+
+pub fn put_auth(batch: &mut OwnedWriteBatch, db: &Db, blob: Vec<u8>) {
+    batch.insert(&db.meta, AUTH, blob);
 }

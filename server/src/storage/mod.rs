@@ -6,13 +6,18 @@
 //! write durable, and the applied index is always written in the same atomic
 //! batch as the data it covers. See `docs/architecture.md` for the invariants.
 
+pub mod alarm;
+pub mod checksum;
 pub mod meta;
 pub mod mvcc;
 pub mod raftlog;
+pub mod restore;
 pub mod snapfile;
 
-use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use fjall::{AbstractTree, Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Storage-layer failures. Any of these means the member cannot trust its
 /// disk; callers treat them as fatal for the request (and the raft loop stops).
@@ -60,6 +65,19 @@ pub struct Db {
     /// State-machine metadata: applied index, membership, conf state, compaction.
     pub meta: Keyspace,
     pub dir: PathBuf,
+    /// The replicated alarm table, loaded from `meta` (see `alarm`).
+    pub alarms: Arc<alarm::AlarmTable>,
+}
+
+/// How long a defragmentation waits for a keyspace's memtable to flush.
+const DEFRAG_FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What a defragmentation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DefragReport {
+    pub before: u64,
+    pub after: u64,
+    pub took: Duration,
 }
 
 impl Db {
@@ -79,13 +97,16 @@ impl Db {
         let raft = db.keyspace("raft", KeyspaceCreateOptions::default)?;
         let kv = db.keyspace("kv", KeyspaceCreateOptions::default)?;
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
-        Ok(Db {
+        let db = Db {
             db,
             raft,
             kv,
             meta,
             dir,
-        })
+            alarms: Arc::default(),
+        };
+        db.alarms.reload(&db)?;
+        Ok(db)
     }
 
     /// Creates an empty database atomically: fjall writes its "this is a
@@ -117,5 +138,111 @@ impl Db {
             + self.kv.disk_space()
             + self.meta.disk_space()
             + self.db.write_buffer_size()
+    }
+
+    /// The size of the state machine alone (`kv` and `meta`: tables plus
+    /// their memtables), without the raft log. This is what
+    /// `--quota-backend-bytes` limits: etcd's quota covers its bbolt
+    /// database, not its WAL, and only this part shrinks when a user
+    /// compacts and defragments (the log shrinks by itself as it is
+    /// compacted every `--snapshot-count` entries).
+    pub fn state_machine_space(&self) -> u64 {
+        [&self.kv, &self.meta]
+            .iter()
+            .map(|ks| ks.disk_space() + ks.tree.active_memtable().size())
+            .sum()
+    }
+
+    /// etcd's defragmentation, LSM style: flushes each keyspace's memtable
+    /// and rewrites its tables in one major compaction, which drops
+    /// everything deleted or overwritten (deleted revisions, truncated raft
+    /// log entries) unless an open read view still needs it. Writes go on
+    /// meanwhile: they land in fresh memtables and are flushed as usual;
+    /// only background compactions of the keyspace being rewritten wait.
+    /// Keyspaces are done one at a time, the state machine first.
+    pub fn defragment(&self) -> Result<DefragReport> {
+        let started = Instant::now();
+        let before = self.disk_space();
+        for ks in [&self.kv, &self.meta, &self.raft] {
+            // Flush first, so what the memtable deleted reaches the tables
+            // the compaction rewrites. Bounded: a flush that cannot finish
+            // (a failing disk) fails the defragmentation instead of hanging it.
+            ks.rotate_memtable()?;
+            let deadline = Instant::now() + DEFRAG_FLUSH_TIMEOUT;
+            while ks.sealed_memtable_count() > 0 {
+                if Instant::now() >= deadline {
+                    return Err(Error::io(
+                        &self.dir,
+                        std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "memtable flush before defragmentation did not finish",
+                        ),
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            ks.major_compact()?;
+        }
+        Ok(DefragReport {
+            before,
+            after: self.disk_space(),
+            took: started.elapsed(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pb::etcdserverpb::alarm_request::AlarmAction;
+    use crate::pb::etcdserverpb::{AlarmRequest, AlarmType};
+    use rand::RngCore;
+
+    #[test]
+    fn defragment_reclaims_deleted_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(dir.path()).unwrap();
+        let mut value = vec![0u8; 16 * 1024];
+        for i in 0..200u32 {
+            rand::thread_rng().fill_bytes(&mut value);
+            db.kv.insert(i.to_be_bytes(), value.clone()).unwrap();
+        }
+        // Flushed, so the data is in tables before it is deleted.
+        db.defragment().unwrap();
+        let full = db.state_machine_space();
+        assert!(full > 3_000_000, "{full}");
+        for i in 0..200u32 {
+            db.kv.remove(i.to_be_bytes()).unwrap();
+        }
+        let report = db.defragment().unwrap();
+        assert!(
+            report.after < report.before / 4,
+            "{} -> {}",
+            report.before,
+            report.after
+        );
+        assert!(db.state_machine_space() < full / 10);
+        assert_eq!(db.kv.iter().count(), 0);
+    }
+
+    #[test]
+    fn alarms_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = Db::open(dir.path()).unwrap();
+            let change = db.alarms.apply(&AlarmRequest {
+                action: AlarmAction::Activate as i32,
+                member_id: 42,
+                alarm: AlarmType::Nospace as i32,
+            });
+            assert!(change.changed);
+            let mut b = db.db.batch();
+            meta::put_alarms(&mut b, &db, db.alarms.snapshot());
+            b.commit().unwrap();
+            db.sync().unwrap();
+        }
+        let db = Db::open(dir.path()).unwrap();
+        assert!(db.alarms.has(42, AlarmType::Nospace));
+        assert!(db.alarms.is_raised(AlarmType::Nospace));
     }
 }

@@ -345,6 +345,25 @@ pub fn interrupted_install(db: &Db) -> StorageResult<Option<std::path::PathBuf>>
         .map(|v| std::path::PathBuf::from(String::from_utf8_lossy(&v).into_owned())))
 }
 
+/// Starts an empty log after `index` (the entry at `index` has `term`), with
+/// that much committed: used when bootstrapping a new cluster.
+pub fn put_initial_position(
+    batch: &mut fjall::OwnedWriteBatch,
+    db: &Db,
+    index: u64,
+    term: u64,
+) -> StorageResult<()> {
+    batch.insert(&db.raft, TRUNCATED, pair(index, term));
+    let hs = HardState {
+        term,
+        vote: 0,
+        commit: index,
+        ..Default::default()
+    };
+    batch.insert(&db.raft, HARD_STATE, encode(&hs, "hard state")?);
+    Ok(())
+}
+
 /// This member's (member ID, cluster ID), once bootstrapped.
 pub fn identity(db: &Db) -> StorageResult<Option<(u64, u64)>> {
     match db.raft.get(IDENTITY)? {
@@ -459,9 +478,23 @@ impl raft::Storage for RaftLog {
         Ok(self.last_index)
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
         let need = request_index.max(self.truncated.0);
-        match self.snapshots.latest_at_least(need) {
+        // A snapshot taken before `to` joined does not list it in its
+        // configuration, and raft on `to` would ignore it forever: only a
+        // newer one will do.
+        let knows_peer = |info: &super::snapfile::SnapshotInfo| {
+            let cs = &info.conf_state;
+            cs.voters.contains(&to)
+                || cs.learners.contains(&to)
+                || cs.voters_outgoing.contains(&to)
+                || cs.learners_next.contains(&to)
+        };
+        match self
+            .snapshots
+            .latest_at_least(need)
+            .filter(|info| to == 0 || knows_peer(info))
+        {
             Some(info) => Ok(info.to_raft_snapshot()),
             None => {
                 // Building one takes a while; raft asks again on its next

@@ -9,6 +9,13 @@
 //! Files live in `<data-dir>/member/snap/` named `<term>-<index>.snap` (hex).
 //! The leader streams one to a follower that fell behind its log; the
 //! follower verifies the checksum before raft ever sees the snapshot.
+//!
+//! The *portable* form is what `Maintenance.Snapshot` streams to clients and
+//! `etcdctl snapshot save` stores: the same body, zero-padded to a multiple
+//! of 512 bytes, then the SHA-256 of everything before it. etcdctl accepts a
+//! download only if its size is 32 more than a multiple of 512 and treats the
+//! last 32 bytes as that digest (its bbolt files are page-aligned). Readers
+//! here accept both forms: the body is self-delimiting.
 
 use super::{Db, Error, Result};
 use parking_lot::Mutex;
@@ -170,22 +177,22 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
-/// Writes the state machine as seen by `view` to `dir/<term>-<index>.snap`.
-pub fn write(
+/// Writes the body — header, records, end tag, SHA-256 of all of it — of
+/// the state machine as seen by `view` to `out`. Returns `out` and the
+/// number of bytes written. `path` only names the file in errors.
+fn write_body<W: Write>(
     db: &Db,
     view: &fjall::Snapshot,
-    dir: &Path,
+    out: W,
+    path: &Path,
     index: u64,
     term: u64,
     conf_state: &ConfState,
-) -> Result<SnapshotInfo> {
+) -> Result<(W, u64)> {
     use fjall::Readable;
-    let final_path = dir.join(file_name(term, index));
-    let tmp_path = dir.join(format!("{}.tmp", file_name(term, index)));
-    let io = |e| Error::io(&tmp_path, e);
-    let file = File::create(&tmp_path).map_err(io)?;
+    let io = |e| Error::io(path, e);
     let mut w = HashingWriter {
-        inner: BufWriter::with_capacity(1 << 20, file),
+        inner: out,
         hasher: Sha256::new(),
         written: 0,
     };
@@ -212,6 +219,31 @@ pub fn write(
     let written = w.written;
     let mut inner = w.inner;
     inner.write_all(&digest).map_err(io)?;
+    Ok((inner, written + 32))
+}
+
+/// Writes the state machine as seen by `view` to `dir/<term>-<index>.snap`.
+pub fn write(
+    db: &Db,
+    view: &fjall::Snapshot,
+    dir: &Path,
+    index: u64,
+    term: u64,
+    conf_state: &ConfState,
+) -> Result<SnapshotInfo> {
+    let final_path = dir.join(file_name(term, index));
+    let tmp_path = dir.join(format!("{}.tmp", file_name(term, index)));
+    let io = |e| Error::io(&tmp_path, e);
+    let file = File::create(&tmp_path).map_err(io)?;
+    let (inner, size_bytes) = write_body(
+        db,
+        view,
+        BufWriter::with_capacity(1 << 20, file),
+        &tmp_path,
+        index,
+        term,
+        conf_state,
+    )?;
     let file = inner.into_inner().map_err(|e| io(e.into_error()))?;
     file.sync_all().map_err(io)?;
     drop(file);
@@ -222,8 +254,43 @@ pub fn write(
         term,
         conf_state: conf_state.clone(),
         path: final_path,
-        size_bytes: written + 32,
+        size_bytes,
     })
+}
+
+/// etcdctl's alignment for downloaded snapshots (see the module comment).
+pub const PORTABLE_ALIGN: u64 = 512;
+
+/// Writes the portable form of the state machine as seen by `view` to
+/// `path` (created; the caller picks a name and removes it). Its header
+/// carries the applied index and conf state from the same view. Returns the
+/// file size.
+pub fn write_portable(db: &Db, view: &fjall::Snapshot, path: &Path) -> Result<u64> {
+    let (applied, conf_state) = super::meta::position_in(db, view)?;
+    let io = |e| Error::io(path, e);
+    let file = File::create(path).map_err(io)?;
+    let outer = HashingWriter {
+        inner: BufWriter::with_capacity(1 << 20, file),
+        hasher: Sha256::new(),
+        written: 0,
+    };
+    let (mut outer, body) = write_body(
+        db,
+        view,
+        outer,
+        path,
+        applied.index,
+        applied.term,
+        &conf_state,
+    )?;
+    let padding = (PORTABLE_ALIGN - body % PORTABLE_ALIGN) % PORTABLE_ALIGN;
+    outer.write_all(&vec![0u8; padding as usize]).map_err(io)?;
+    let digest = outer.hasher.finalize_reset();
+    let mut inner = outer.inner;
+    inner.write_all(&digest).map_err(io)?;
+    // Flushed, not fsynced: the copy is read back at once and then deleted.
+    inner.into_inner().map_err(|e| io(e.into_error()))?;
+    Ok(body + padding + 32)
 }
 
 pub fn sync_dir(dir: &Path) -> Result<()> {
@@ -270,14 +337,39 @@ pub struct Header {
     pub index: u64,
     pub term: u64,
     pub conf_state: ConfState,
+    /// Whether the file is in the portable form (padding and outer digest).
+    pub portable: bool,
 }
 
-/// Reads a snapshot file, checking structure and checksum; calls `record`
-/// for each record. Returns the header.
-fn scan(path: &Path, mut record: impl FnMut(u8, Vec<u8>, Vec<u8>) -> Result<()>) -> Result<Header> {
+/// A reader that hashes everything read through it (the portable form's
+/// outer digest).
+struct OuterHash<R: Read> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> Read for OuterHash<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Reads a snapshot file in either form, checking structure and the body's
+/// checksum (and, for the portable form, the outer digest unless
+/// `skip_outer_hash`); calls `record` for each record. Returns the header.
+fn scan(
+    path: &Path,
+    skip_outer_hash: bool,
+    mut record: impl FnMut(u8, Vec<u8>, Vec<u8>) -> Result<()>,
+) -> Result<Header> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let mut r = Reader {
-        inner: BufReader::with_capacity(1 << 20, file),
+        inner: OuterHash {
+            inner: BufReader::with_capacity(1 << 20, file),
+            hasher: Sha256::new(),
+        },
         hasher: Sha256::new(),
     };
     let bad = |e: std::io::Error| Error::corrupt("snapshot file", e);
@@ -315,21 +407,56 @@ fn scan(path: &Path, mut record: impl FnMut(u8, Vec<u8>, Vec<u8>) -> Result<()>)
     if computed.as_slice() != stored {
         return Err(Error::corrupt("snapshot file", "checksum mismatch"));
     }
-    let mut extra = [0u8; 1];
-    if r.inner.read(&mut extra).map_err(bad)? != 0 {
-        return Err(Error::corrupt("snapshot file", "trailing bytes"));
+    // Nothing more (the raft form), or the portable form's padding and
+    // outer digest: fewer than 512 zeros, then 32 bytes.
+    let before_trailer = r.inner.hasher.clone();
+    let mut trailer = Vec::new();
+    (&mut r.inner.inner)
+        .take(PORTABLE_ALIGN + 32)
+        .read_to_end(&mut trailer)
+        .map_err(bad)?;
+    if !trailer.is_empty() {
+        let body_len = trailer
+            .len()
+            .checked_sub(32)
+            .filter(|&pad| (pad as u64) < PORTABLE_ALIGN && trailer[..pad].iter().all(|&b| b == 0));
+        let Some(pad) = body_len else {
+            return Err(Error::corrupt("snapshot file", "trailing bytes"));
+        };
+        if !skip_outer_hash {
+            let mut outer = before_trailer;
+            outer.update(&trailer[..pad]);
+            if outer.finalize().as_slice() != &trailer[pad..] {
+                return Err(Error::corrupt("snapshot file", "sha256 mismatch"));
+            }
+        }
     }
     Ok(Header {
         index,
         term,
         conf_state,
+        portable: !trailer.is_empty(),
     })
 }
 
 /// Checks a snapshot file end to end without loading it.
 pub fn verify(path: &Path) -> Result<Header> {
-    scan(path, |_, _, _| Ok(()))
+    scan(path, false, |_, _, _| Ok(()))
 }
+
+/// Reads every record of a snapshot file in either form (see `scan`): tag
+/// 1 for the `kv` keyspace, 2 for `meta`.
+pub fn read_records(
+    path: &Path,
+    skip_outer_hash: bool,
+    record: impl FnMut(u8, Vec<u8>, Vec<u8>) -> Result<()>,
+) -> Result<Header> {
+    scan(path, skip_outer_hash, record)
+}
+
+/// Record tags (see the module comment).
+pub const TAG_KV: u8 = 1;
+pub const TAG_META: u8 = 2;
 
 /// Replaces the state machine with the snapshot's contents, durably. The
 /// caller has verified the file and made sure nothing else writes the state
@@ -343,7 +470,7 @@ pub fn load(db: &Db, path: &Path) -> Result<Header> {
     let mut batch = db.db.batch();
     let mut batch_bytes = 0usize;
     let mut meta_records = Vec::new();
-    let header = scan(path, |tag, k, v| {
+    let header = scan(path, false, |tag, k, v| {
         if tag == 2 {
             // Metadata (including the applied index) goes in last, so a
             // half-loaded state machine never claims to be complete.
@@ -369,6 +496,8 @@ pub fn load(db: &Db, path: &Path) -> Result<Header> {
     batch
         .durability(Some(fjall::PersistMode::SyncData))
         .commit()?;
+    // Alarms are replicated state: the snapshot's replace this member's.
+    db.alarms.reload(db)?;
     Ok(header)
 }
 
@@ -403,6 +532,59 @@ mod tests {
         assert_eq!(&*other.kv.get(b"k1").unwrap().unwrap(), b"v1");
         assert_eq!(other.kv.get(b"k2").unwrap().unwrap().len(), 100_000);
         assert_eq!(&*other.meta.get(b"m").unwrap().unwrap(), b"x");
+    }
+
+    #[test]
+    fn portable_form_is_what_etcdctl_accepts_and_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("a")).unwrap();
+        let mut b = db.db.batch();
+        b.insert(&db.kv, b"k1".to_vec(), b"v1".to_vec());
+        b.insert(&db.kv, b"k2".to_vec(), vec![9u8; 70_000]);
+        super::super::meta::put_applied(
+            &mut b,
+            &db,
+            super::super::meta::AppliedState { index: 9, term: 2 },
+        );
+        b.commit().unwrap();
+        let path = dir.path().join("snap.db");
+        let size = write_portable(&db, &db.db.snapshot(), &path).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes.len() as u64, size);
+        // etcdctl's checks: size % 512 == 32, and the trailer is the
+        // SHA-256 of everything before it.
+        assert_eq!(size % 512, 32);
+        let (body, digest) = bytes.split_at(bytes.len() - 32);
+        assert_eq!(Sha256::digest(body).as_slice(), digest);
+
+        let h = verify(&path).unwrap();
+        assert_eq!((h.index, h.term), (9, 2));
+        let mut kv = Vec::new();
+        read_records(&path, false, |tag, k, v| {
+            if tag == TAG_KV {
+                kv.push((k, v.len()));
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(kv, vec![(b"k1".to_vec(), 2), (b"k2".to_vec(), 70_000)]);
+
+        // A flipped padding byte or digest byte is caught by the outer
+        // digest; --skip-hash-check ignores only that digest.
+        let mut bad = bytes.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        std::fs::write(&path, &bad).unwrap();
+        assert!(verify(&path).is_err());
+        assert!(read_records(&path, true, |_, _, _| Ok(())).is_ok());
+        // Garbage after the trailer is not a snapshot.
+        let mut long = bytes.clone();
+        long.extend_from_slice(&[0u8; 600]);
+        std::fs::write(&path, &long).unwrap();
+        assert!(read_records(&path, true, |_, _, _| Ok(())).is_err());
+        // A truncated download neither.
+        std::fs::write(&path, &bytes[..bytes.len() - 40]).unwrap();
+        assert!(verify(&path).is_err());
     }
 
     #[test]

@@ -9,7 +9,9 @@
 //! cluster ID and destination of every stream, decodes the messages and
 //! hands them to the raft loop's inbox.
 
+pub mod prober;
 pub mod service;
+pub mod stats;
 
 use crate::pb::cairnpb::peer_client::PeerClient;
 use crate::pb::cairnpb::{RaftBatch, SnapshotChunk, snapshot_chunk::Chunk};
@@ -22,7 +24,7 @@ use raft::prelude::{Message, MessageType};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tonic::transport::{Channel, Endpoint};
@@ -47,6 +49,27 @@ pub const HDR_TO: &str = "x-cairn-to";
 struct Peer {
     queue: mpsc::Sender<Message>,
     connected: Arc<AtomicBool>,
+    /// When the current stream to the peer was established; `None` while
+    /// disconnected. Membership changes use it to judge cluster health.
+    active_since: Arc<Mutex<Option<Instant>>>,
+}
+
+/// The sender task's view of its peer's connection state.
+struct Link {
+    connected: Arc<AtomicBool>,
+    active_since: Arc<Mutex<Option<Instant>>>,
+}
+
+impl Link {
+    fn set(&self, up: bool) {
+        self.connected.store(up, Ordering::Release);
+        let mut since = self.active_since.lock();
+        match (up, since.is_some()) {
+            (true, false) => *since = Some(Instant::now()),
+            (false, _) => *since = None,
+            (true, true) => {}
+        }
+    }
 }
 
 pub struct Transport {
@@ -59,7 +82,10 @@ pub struct Transport {
     /// connected lazily and reused.
     rpc_channels: Mutex<HashMap<u64, Channel>>,
     raft_tx: OnceLock<crossbeam_channel::Sender<RaftMsg>>,
+    /// Peer TLS (`--peer-*`), for `https` peer URLs; unset without it.
+    tls: OnceLock<Arc<crate::tls::ReloadableTlsConfig>>,
     rt: tokio::runtime::Handle,
+    pub stats: stats::TransportStats,
 }
 
 impl Transport {
@@ -78,8 +104,17 @@ impl Transport {
             peers: Mutex::new(HashMap::new()),
             rpc_channels: Mutex::new(HashMap::new()),
             raft_tx: OnceLock::new(),
+            tls: OnceLock::new(),
             rt,
+            stats: stats::TransportStats::default(),
         })
+    }
+
+    /// Sets the peer TLS configuration used to dial `https` peer URLs
+    /// (before `start`). Each new connection takes its current certificate
+    /// and CA bundle, so reloads apply from the next reconnect on.
+    pub fn set_tls(&self, tls: Arc<crate::tls::ReloadableTlsConfig>) {
+        let _ = self.tls.set(tls);
     }
 
     /// Connects the transport to the raft loop (they are built in a cycle).
@@ -103,6 +138,7 @@ impl Transport {
                 self.with_peer(id, |_| {});
             }
         }
+        self.rt.spawn(prober::run(Arc::clone(self)));
     }
 
     fn with_peer(self: &Arc<Self>, id: u64, f: impl FnOnce(&Peer)) {
@@ -110,13 +146,18 @@ impl Transport {
         let peer = peers.entry(id).or_insert_with(|| {
             let (tx, rx) = mpsc::channel(PEER_QUEUE_MESSAGES);
             let connected = Arc::new(AtomicBool::new(false));
+            let active_since = Arc::new(Mutex::new(None));
             let this = Arc::clone(self);
-            let flag = Arc::clone(&connected);
+            let link = Link {
+                connected: Arc::clone(&connected),
+                active_since: Arc::clone(&active_since),
+            };
             self.rt
-                .spawn(async move { this.run_sender(id, rx, flag).await });
+                .spawn(async move { this.run_sender(id, rx, link).await });
             Peer {
                 queue: tx,
                 connected,
+                active_since,
             }
         });
         f(peer);
@@ -134,8 +175,12 @@ impl Transport {
                 self.rt.spawn(async move { this.send_snapshot(m).await });
                 continue;
             }
+            if m.get_msg_type() == MessageType::MsgAppend {
+                self.stats.append_sent();
+            }
             let mut dropped = false;
             self.with_peer(to, |p| dropped = p.queue.try_send(m).is_err());
+            self.stats.delivery(to, !dropped);
             if dropped {
                 self.report(RaftMsg::Unreachable(to));
             }
@@ -149,6 +194,15 @@ impl Transport {
             .filter(|(_, p)| p.connected.load(Ordering::Acquire))
             .map(|(id, _)| *id)
             .collect()
+    }
+
+    /// Since when the stream to `id` has been up; `None` if it is down (or
+    /// `id` is this member).
+    pub fn active_since(&self, id: u64) -> Option<Instant> {
+        self.peers
+            .lock()
+            .get(&id)
+            .and_then(|p| *p.active_since.lock())
     }
 
     /// "name at url: connected|unreachable" for every other member.
@@ -174,8 +228,15 @@ impl Transport {
         parts.join("; ")
     }
 
+    /// The tonic endpoint for a peer URL. For `https` URLs tonic gets the
+    /// URL with an `http` scheme and [`Transport::channel`] supplies a TLS
+    /// connector, so TLS never depends on tonic's own TLS features.
     fn endpoint(&self, url: &str) -> Option<Endpoint> {
-        Endpoint::from_shared(url.to_string()).ok().map(|e| {
+        let plain = match url.strip_prefix("https://") {
+            Some(rest) => format!("http://{rest}"),
+            None => url.to_string(),
+        };
+        Endpoint::from_shared(plain).ok().map(|e| {
             e.connect_timeout(CONNECT_TIMEOUT)
                 .tcp_nodelay(true)
                 .http2_keep_alive_interval(Duration::from_secs(5))
@@ -189,7 +250,15 @@ impl Transport {
             return None;
         }
         let url = &urls[attempt % urls.len()];
-        let channel = self.endpoint(url)?.connect().await.ok()?;
+        let endpoint = self.endpoint(url)?;
+        let channel = if url.starts_with("https://") {
+            endpoint
+                .connect_with_connector(self.tls_connector())
+                .await
+                .ok()?
+        } else {
+            endpoint.connect().await.ok()?
+        };
         Some(
             PeerClient::new(channel)
                 .max_decoding_message_size(PEER_MAX_MESSAGE_BYTES)
@@ -205,12 +274,23 @@ impl Transport {
             Some(c) => c.clone(),
             None => {
                 let url = self.membership.peer_urls(id).into_iter().next()?;
-                let c = self.endpoint(&url)?.timeout(RPC_TIMEOUT).connect_lazy();
+                let endpoint = self.endpoint(&url)?.timeout(RPC_TIMEOUT);
+                let c = if url.starts_with("https://") {
+                    endpoint.connect_with_connector_lazy(self.tls_connector())
+                } else {
+                    endpoint.connect_lazy()
+                };
                 channels.insert(id, c.clone());
                 c
             }
         };
         Some(PeerClient::new(channel))
+    }
+
+    fn tls_connector(&self) -> crate::tls::connect::PeerConnector {
+        crate::tls::connect::PeerConnector {
+            tls: self.tls.get().cloned(),
+        }
     }
 
     /// A request carrying this cluster's and both members' IDs.
@@ -229,22 +309,25 @@ impl Transport {
         req
     }
 
-    async fn run_sender(
-        self: Arc<Self>,
-        id: u64,
-        mut queue: mpsc::Receiver<Message>,
-        connected: Arc<AtomicBool>,
-    ) {
+    async fn run_sender(self: Arc<Self>, id: u64, mut queue: mpsc::Receiver<Message>, link: Link) {
         let mut attempt = 0usize;
         let mut backoff = Duration::from_millis(50);
         let mut was_connected = false;
         loop {
+            if self.membership.member(id).is_none() {
+                // Removed from the cluster: nothing will be sent to it again.
+                tracing::info!(peer = %format!("{id:x}"), "stopped the sender of a removed member");
+                self.peers.lock().remove(&id);
+                self.stats.forget(id);
+                self.rpc_channels.lock().remove(&id);
+                return;
+            }
             let Some(mut client) = self.connect(id, attempt).await else {
                 if was_connected {
                     tracing::warn!(peer = %format!("{id:x}"), "lost the connection to peer");
                     was_connected = false;
                 }
-                connected.store(false, Ordering::Release);
+                link.set(false);
                 attempt += 1;
                 // Drop what piled up for an unreachable peer; raft resends.
                 let mut dropped = false;
@@ -262,7 +345,7 @@ impl Transport {
             let (tx, rx) = mpsc::channel::<RaftBatch>(8);
             let req = self.request(id, tokio_stream::wrappers::ReceiverStream::new(rx));
             let call = tokio::spawn(async move { client.stream(req).await });
-            connected.store(true, Ordering::Release);
+            link.set(true);
             if !was_connected {
                 tracing::info!(peer = %format!("{id:x}"), "established a stream to peer");
                 was_connected = true;
@@ -290,7 +373,7 @@ impl Transport {
                 }
             }
             call.abort();
-            connected.store(false, Ordering::Release);
+            link.set(false);
             attempt += 1;
         }
     }

@@ -71,8 +71,66 @@ impl PeerService {
     }
 }
 
+/// A membership request forwarded by a follower: served here only while
+/// this member leads (the caller retries on "not leader").
+macro_rules! leader_only {
+    ($self:ident, $req:ident, $method:ident) => {{
+        $self.check(&$req)?;
+        if !$self.srv.status.is_leader() {
+            return Err(crate::error::Error::NotLeader.into());
+        }
+        Ok(Response::new($self.srv.$method($req.into_inner()).await?))
+    }};
+}
+
 #[tonic::async_trait]
 impl Peer for PeerService {
+    async fn member_add(
+        &self,
+        req: Request<crate::pb::etcdserverpb::MemberAddRequest>,
+    ) -> Result<Response<crate::pb::etcdserverpb::MemberAddResponse>, Status> {
+        leader_only!(self, req, member_add)
+    }
+
+    async fn member_remove(
+        &self,
+        req: Request<crate::pb::etcdserverpb::MemberRemoveRequest>,
+    ) -> Result<Response<crate::pb::etcdserverpb::MemberRemoveResponse>, Status> {
+        leader_only!(self, req, member_remove)
+    }
+
+    async fn member_update(
+        &self,
+        req: Request<crate::pb::etcdserverpb::MemberUpdateRequest>,
+    ) -> Result<Response<crate::pb::etcdserverpb::MemberUpdateResponse>, Status> {
+        leader_only!(self, req, member_update)
+    }
+
+    async fn member_promote(
+        &self,
+        req: Request<crate::pb::etcdserverpb::MemberPromoteRequest>,
+    ) -> Result<Response<crate::pb::etcdserverpb::MemberPromoteResponse>, Status> {
+        leader_only!(self, req, member_promote)
+    }
+
+    async fn move_leader(
+        &self,
+        req: Request<crate::pb::etcdserverpb::MoveLeaderRequest>,
+    ) -> Result<Response<crate::pb::etcdserverpb::MoveLeaderResponse>, Status> {
+        leader_only!(self, req, move_leader)
+    }
+
+    async fn probe(
+        &self,
+        req: Request<crate::pb::cairnpb::ProbeRequest>,
+    ) -> Result<Response<crate::pb::cairnpb::ProbeResponse>, Status> {
+        self.check(&req)?;
+        let unix_nanos = super::prober::reported_unix_nanos();
+        Ok(Response::new(crate::pb::cairnpb::ProbeResponse {
+            unix_nanos,
+        }))
+    }
+
     async fn lease_renew(
         &self,
         req: Request<LeaseRenewRequest>,
@@ -131,6 +189,9 @@ impl Peer for PeerService {
                 if m.get_msg_type() == MessageType::MsgSnapshot {
                     // Snapshots must arrive with their data on the snapshot stream.
                     return Err(Status::invalid_argument("snapshot on the message stream"));
+                }
+                if m.get_msg_type() == MessageType::MsgAppend {
+                    self.srv.transport.stats.append_received();
                 }
                 // Full inbox: drop, raft retransmits.
                 let _ = self.raft_tx.try_send(RaftMsg::Step(m));

@@ -156,6 +156,22 @@ impl KeyIndex {
     }
 }
 
+impl KeyIndex {
+    /// The revision at or below `at` that `compact(at)` keeps, without
+    /// compacting (HashKV asks this of an index already compacted there).
+    fn kept(&self, at: i64) -> Option<Rev> {
+        let mut first = 0;
+        while first + 1 < self.generations.len() {
+            match self.generations[first].revs.last() {
+                Some(tomb) if tomb.main <= at => first += 1,
+                _ => break,
+            }
+        }
+        let g = self.generations.get(first)?;
+        g.revs.iter().rposition(|r| r.main <= at).map(|n| g.revs[n])
+    }
+}
+
 type KeyBounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
 
 /// Key → history, ordered by key.
@@ -269,6 +285,12 @@ impl TreeIndex {
         keep
     }
 
+    /// The revisions at or below `at` a compaction at `at` keeps on disk
+    /// (what `compact` returns), leaving the index as it is.
+    pub fn kept(&self, at: i64) -> HashSet<Rev> {
+        self.keys.values().filter_map(|ki| ki.kept(at)).collect()
+    }
+
     pub fn len(&self) -> usize {
         self.keys.len()
     }
@@ -346,6 +368,33 @@ mod tests {
         assert_eq!(keep, HashSet::from([r(2)]));
         assert!(t.get(b"a", 4).is_some());
         assert!(t.get(b"a", 5).is_none());
+    }
+
+    #[test]
+    fn kept_matches_what_compaction_keeps() {
+        let mut t = TreeIndex::default();
+        let (a, b, c) = (
+            Bytes::from_static(b"a"),
+            Bytes::from_static(b"b"),
+            Bytes::from_static(b"c"),
+        );
+        t.put(&a, r(2));
+        t.put(&b, r(3));
+        t.put(&a, r(4));
+        t.tombstone(&b, r(5));
+        t.put(&c, r(6));
+        t.tombstone(&c, r(8));
+        t.put(&a, r(9));
+        for at in 1..10 {
+            let mut copy = TreeIndex {
+                keys: t.keys.clone(),
+            };
+            let before = copy.kept(at);
+            let kept = copy.compact(at);
+            assert_eq!(before, kept, "at {at}");
+            // Asking again after compacting gives the same answer.
+            assert_eq!(copy.kept(at), kept, "again at {at}");
+        }
     }
 
     #[test]

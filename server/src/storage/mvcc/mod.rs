@@ -14,6 +14,7 @@
 
 pub mod index;
 
+use super::checksum::Crc32c;
 use super::{Db, Error as StorageError, meta};
 use crate::pb::etcdserverpb::RangeRequest;
 use crate::pb::etcdserverpb::range_request::{SortOrder, SortTarget};
@@ -194,6 +195,32 @@ pub struct Change {
     /// For a delete: the key and the deletion's revision only, as etcd
     /// reports delete events.
     pub kv: KeyValue,
+}
+
+/// The answer to HashKV.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvHash {
+    pub hash: u32,
+    /// The revision hashed up to.
+    pub revision: i64,
+    /// The store revision when the hash was taken.
+    pub current: i64,
+    /// The compaction revision (-1: never compacted).
+    pub compacted: i64,
+}
+
+/// One revision in HashKV's canonical encoding: fixed-width integers and
+/// length-prefixed bytes, independent of how values are stored.
+fn hash_record(h: &mut Crc32c, rev: Rev, kind: u8, kv: &KeyValue) {
+    h.update(&rev.main.to_be_bytes());
+    h.update(&rev.sub.to_be_bytes());
+    h.update(&[kind]);
+    h.field(&kv.key);
+    h.update(&kv.create_revision.to_be_bytes());
+    h.update(&kv.mod_revision.to_be_bytes());
+    h.update(&kv.version.to_be_bytes());
+    h.update(&kv.lease.to_be_bytes());
+    h.field(&kv.value);
 }
 
 /// A completed physical compaction up to this revision can be awaited.
@@ -381,6 +408,54 @@ impl Store {
                 }
             },
         }
+    }
+
+    /// etcd's HashKV: a CRC-32C over every revision up to `rev` (0: the
+    /// current revision) that the store logically holds — all revisions
+    /// after the compaction point, and at or below it only those the
+    /// compaction keeps. Whether background compaction has physically
+    /// deleted the rest yet makes no difference, so members that applied the
+    /// same entries agree. Records are hashed in a canonical encoding (see
+    /// `hash_record`), not as stored.
+    pub fn hash_kv(&self, rev: i64) -> Result<KvHash> {
+        let (view, current, compacted, keep) = {
+            let index = self.index.read();
+            let current = self.current_rev();
+            let compacted = self.compact_rev();
+            // As etcd: the compaction revision itself can no longer be hashed.
+            if rev > 0 && rev <= compacted {
+                return Err(MvccError::Compacted);
+            }
+            if rev > current {
+                return Err(MvccError::FutureRev);
+            }
+            let keep = if compacted > 0 {
+                index.kept(compacted)
+            } else {
+                HashSet::new()
+            };
+            // Taken under the index lock, like reads: see the module comment.
+            (self.db.db.snapshot(), current, compacted, keep)
+        };
+        let at = if rev > 0 { rev } else { current };
+        let mut h = Crc32c::default();
+        let end = Rev::new(at + 1, 0).to_key();
+        for guard in view.range(&self.db.kv, ..end) {
+            let (k, v) = guard.into_inner()?;
+            let r = Rev::from_key(&k)
+                .ok_or_else(|| StorageError::corrupt("mvcc revision key", hex::encode(&k)))?;
+            if r.main <= compacted && !keep.contains(&r) {
+                continue;
+            }
+            let (kind, kv) = decode_value(&v)?;
+            hash_record(&mut h, r, kind, &kv);
+        }
+        Ok(KvHash {
+            hash: h.finish(),
+            revision: at,
+            current,
+            compacted,
+        })
     }
 
     /// Keys that currently exist or have history (the index size).
@@ -835,6 +910,51 @@ mod tests {
         assert_eq!(get(&s, "k", 0).unwrap().kvs[0].version, 11);
         // On disk: k's kept revision 8, its revisions 9-11 and 13, other's 12.
         assert_eq!(s.db.kv.iter().count(), 6);
+    }
+
+    #[test]
+    fn hash_kv_is_logical_and_checks_revisions() {
+        let (_d, a) = open();
+        let (_e, b) = open();
+        for s in [&a, &b] {
+            for i in 0..5 {
+                put(s, "k", &i.to_string());
+            }
+            put(s, "other", "x");
+        }
+        // Same history: same hash, at every revision.
+        for rev in [0, 2, 5, 7] {
+            assert_eq!(a.hash_kv(rev).unwrap(), b.hash_kv(rev).unwrap());
+        }
+        let h = a.hash_kv(0).unwrap();
+        assert_eq!((h.revision, h.current, h.compacted), (7, 7, -1));
+        assert_ne!(a.hash_kv(5).unwrap().hash, h.hash);
+        assert!(matches!(a.hash_kv(8), Err(MvccError::FutureRev)));
+
+        // Compact `a` only: its hash at 6 and 7 stays what `b` (which has
+        // the history physically) says once `b` compacts logically too —
+        // whether the old revisions are physically gone yet does not matter.
+        let mut w = a.compaction_watch();
+        let mut batch = a.begin_batch();
+        batch.compact(5).unwrap();
+        batch.commit().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(w.wait_for(|r| *r >= 5)).unwrap();
+        assert!(matches!(a.hash_kv(5), Err(MvccError::Compacted)));
+        assert!(matches!(a.hash_kv(3), Err(MvccError::Compacted)));
+        {
+            // `b`: the same logical compaction, physical deletion not run yet.
+            let keep = b.index.write().compact(5);
+            b.compacted.store(5, Ordering::Release);
+            assert_eq!(keep.len(), 1);
+        }
+        assert_eq!(a.hash_kv(0).unwrap(), b.hash_kv(0).unwrap());
+        assert_eq!(a.hash_kv(6).unwrap(), b.hash_kv(6).unwrap());
+        assert_eq!(a.hash_kv(0).unwrap().compacted, 5);
+        // Compaction dropped history: the hash differs from before.
+        assert_ne!(a.hash_kv(0).unwrap().hash, h.hash);
     }
 
     #[test]
