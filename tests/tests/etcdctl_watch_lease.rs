@@ -1,10 +1,10 @@
 //! etcdctl 3.4's watch, lease, lock and elect commands against a
 //! three-member cluster, compared with etcd 3.4.23's output (golden
 //! transcripts, see `cairn_tests::golden`), plus the two-contender lock and
-//! election behaviour.
+//! election behaviour (a resigning leader, a leader whose session expires).
 
 use cairn_tests::golden::Transcript;
-use cairn_tests::{Background, Cluster, Options, ok};
+use cairn_tests::{Background, Cluster, Options, client, ok, runtime};
 use std::time::{Duration, Instant};
 
 fn hosts(test: u8) -> Option<Vec<String>> {
@@ -287,5 +287,81 @@ fn elect_two_contenders() {
         .collect();
     assert_eq!(lines, ["proposal-a", "proposal-b", "proposal-c"]);
     c2.interrupt(WAIT);
+    observer.kill();
+}
+
+#[test]
+fn elect_waits_for_a_dead_leaders_session_to_expire() {
+    let c = Cluster::start(Options::default());
+    let e = c.endpoints();
+    // etcdctl 3.4's `elect` has no --ttl (its session lease lives 60 s), so
+    // A's session is a short lease kept alive by an etcdctl process, and A
+    // campaigns with it through the Election API; B and the observer are
+    // plain `etcdctl elect`.
+    const TTL: Duration = Duration::from_secs(5);
+    let id = lease_id(&ok(c.etcdctl(&["lease", "grant", "5"])));
+    let keepalive = Background::etcdctl(&e, &["lease", "keep-alive", &id]);
+    assert!(
+        keepalive.wait_for(WAIT, |o| o.contains("keepalived")),
+        "{}",
+        keepalive.stderr()
+    );
+    let lease = u64::from_str_radix(&id, 16).expect("hex lease ID") as i64;
+    let rt = runtime();
+    rt.block_on(async {
+        let mut cl = client(&c.endpoint_list()).await;
+        cl.campaign("myelection", "proposal-a", lease)
+            .await
+            .expect("A campaigns");
+    });
+    let observer = Background::etcdctl(&e, &["elect", "-l", "myelection"]);
+    assert!(
+        observer.wait_for(WAIT, |o| o.contains("proposal-a")),
+        "{}",
+        observer.stderr()
+    );
+    let b = Background::etcdctl(&e, &["elect", "myelection", "proposal-b"]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !b.stdout().contains("proposal-b"),
+        "B leads while A is alive"
+    );
+    // SIGKILL A's session keeper right after a keep-alive was answered: the
+    // lease is not revoked and has (almost) its full TTL left.
+    let answered = |o: &str| o.matches("keepalived").count();
+    let before = answered(&keepalive.stdout());
+    assert!(
+        keepalive.wait_for(WAIT, |o| answered(o) > before),
+        "{}",
+        keepalive.stderr()
+    );
+    keepalive.kill();
+    let killed = Instant::now();
+    assert!(
+        b.wait_for(Duration::from_secs(30), |o| o.contains("proposal-b")),
+        "B never led after A's session died: {}",
+        b.stderr()
+    );
+    let waited = killed.elapsed();
+    assert!(
+        waited >= TTL - Duration::from_secs(1),
+        "B led {waited:?} after A's keeper died: before A's {TTL:?} lease could expire"
+    );
+    assert!(
+        observer.wait_for(WAIT, |o| o.contains("proposal-b")),
+        "{}",
+        observer.stdout()
+    );
+    let lines: Vec<String> = observer
+        .stdout()
+        .lines()
+        .filter(|l| l.starts_with("proposal"))
+        .map(String::from)
+        .collect();
+    assert_eq!(lines, ["proposal-a", "proposal-b"]);
+    // A's session is gone: its lease expired rather than being revoked.
+    let ttl = ok(c.etcdctl(&["lease", "timetolive", &id]));
+    assert!(ttl.contains("already expired"), "{ttl}");
+    b.interrupt(WAIT);
     observer.kill();
 }

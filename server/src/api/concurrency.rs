@@ -16,7 +16,6 @@ use crate::server::EtcdServer;
 use crate::server::watch::{HubMsg, WatchSpec};
 use crate::storage::mvcc::index::KeyRange;
 use bytes::Bytes;
-use tokio::sync::mpsc;
 
 /// The key after every key starting with `prefix` (etcd's prefix range end).
 pub fn prefix_end(prefix: &[u8]) -> Bytes {
@@ -105,7 +104,9 @@ pub async fn by_create(
 
 /// Waits until `key` is deleted at or after revision `from`.
 pub async fn wait_deleted(srv: &EtcdServer, key: Bytes, from: i64) -> Result<(), Error> {
-    let (tx, mut rx) = mpsc::channel(16);
+    // One event is all this waits for; the byte bound only matters if the
+    // watched key's value is large.
+    let (tx, mut rx) = crate::server::watch::hub_channel(16, 1 << 20);
     let handle = srv.hub.add(
         WatchSpec {
             range: KeyRange::Single(key),
@@ -128,7 +129,7 @@ pub async fn wait_deleted(srv: &EtcdServer, key: Bytes, from: i64) -> Result<(),
     }
     let _guard = Guard(srv, handle);
     loop {
-        match rx.recv().await {
+        match rx.recv().await.map(|(msg, _)| msg) {
             Some(HubMsg::Events { events, .. }) if !events.is_empty() => return Ok(()),
             Some(HubMsg::Compacted { .. }) => return Err(Error::Compacted),
             Some(_) => continue,

@@ -189,7 +189,8 @@ impl Election for ElectionService {
                     }
                     None => KeyRange::Range(Bytes::from(prefix.clone()), prefix_end(&prefix)),
                 };
-                let (tx, mut rx) = mpsc::channel(16);
+                // Only "something changed" matters; see wait_deleted.
+                let (tx, mut rx) = crate::server::watch::hub_channel(16, 1 << 20);
                 let handle = srv.hub.add(
                     WatchSpec {
                         range,

@@ -12,7 +12,7 @@ use crate::pb::etcdserverpb::watch_request::RequestUnion;
 use crate::pb::etcdserverpb::watch_server::Watch;
 use crate::pb::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
 use crate::server::EtcdServer;
-use crate::server::watch::{HubMsg, WatchSpec};
+use crate::server::watch::{Held, HubMsg, HubSender, WatchSpec, hub_channel};
 use crate::storage::mvcc::index::KeyRange;
 use bytes::Bytes;
 use prost::Message as _;
@@ -24,6 +24,10 @@ use tonic::{Request, Response, Status, Streaming};
 
 /// Hub messages queued per stream before its watchers count as slow.
 const STREAM_QUEUE: usize = 1024;
+/// Event bytes (keys and values) a stream may hold between the hub and the
+/// client before its watchers count as slow and are replayed from the
+/// store: what a stalled client can pin in memory.
+const STREAM_QUEUE_BYTES: usize = 4 << 20;
 /// Responses queued towards the client.
 const OUT_QUEUE: usize = 64;
 /// Watchers one stream may hold.
@@ -53,10 +57,15 @@ pub fn watch_range(key: &Bytes, range_end: &Bytes) -> KeyRange {
     KeyRange::new(&key, range_end)
 }
 
+/// A response to the client and the hub bytes it holds, if any.
+type Outgoing = (Result<WatchResponse, Status>, Option<Arc<Held>>);
+
 struct StreamState {
     srv: Arc<EtcdServer>,
-    hub_tx: mpsc::Sender<HubMsg>,
-    out: mpsc::Sender<Result<WatchResponse, Status>>,
+    hub_tx: HubSender,
+    /// Responses to the client, each holding (if it came from the hub) its
+    /// message's bytes against the stream's budget until tonic takes it.
+    out: mpsc::Sender<Outgoing>,
     /// watch id → hub handle.
     watchers: HashMap<i64, u64>,
     fragment: HashSet<i64>,
@@ -69,7 +78,11 @@ impl StreamState {
     }
 
     async fn send(&self, r: WatchResponse) -> bool {
-        self.out.send(Ok(r)).await.is_ok()
+        self.out.send((Ok(r), None)).await.is_ok()
+    }
+
+    async fn send_held(&self, r: WatchResponse, held: &Arc<Held>) -> bool {
+        self.out.send((Ok(r), Some(Arc::clone(held)))).await.is_ok()
     }
 
     async fn create(&mut self, c: WatchCreateRequest) -> bool {
@@ -194,7 +207,8 @@ impl StreamState {
         .await
     }
 
-    async fn deliver(&mut self, msg: HubMsg) -> bool {
+    async fn deliver(&mut self, msg: HubMsg, held: Held) -> bool {
+        let held = Arc::new(held);
         match msg {
             HubMsg::Events {
                 watch_id,
@@ -216,13 +230,13 @@ impl StreamState {
                     && resp.events.len() > 1
                 {
                     for part in fragments(resp, limit) {
-                        if !self.send(part).await {
+                        if !self.send_held(part, &held).await {
                             return false;
                         }
                     }
                     true
                 } else {
-                    self.send(resp).await
+                    self.send_held(resp, &held).await
                 }
             }
             HubMsg::Compacted {
@@ -306,7 +320,7 @@ where
     S: tokio_stream::Stream<Item = Result<WatchRequest, Status>> + Send + Unpin + 'static,
 {
     use tokio_stream::StreamExt;
-    let (hub_tx, mut hub_rx) = mpsc::channel(STREAM_QUEUE);
+    let (hub_tx, mut hub_rx) = hub_channel(STREAM_QUEUE, STREAM_QUEUE_BYTES);
     let (out_tx, out_rx) = mpsc::channel(OUT_QUEUE);
     let mut state = StreamState {
         srv,
@@ -339,8 +353,11 @@ where
                     }
                 }
                 msg = hub_rx.recv() => {
-                    let Some(msg) = msg else { break };
-                    if !state.deliver(msg).await {
+                    let Some((msg, held)) = msg else { break };
+                    // The message's bytes stay counted until tonic takes its
+                    // last response from the client queue, so the budget
+                    // bounds everything a stalled client pins here.
+                    if !state.deliver(msg, held).await {
                         break;
                     }
                 }
@@ -350,7 +367,7 @@ where
                     } else {
                         let since = *no_leader_since.get_or_insert_with(Instant::now);
                         if since.elapsed() >= election * NO_LEADER_TIMEOUTS {
-                            let _ = state.out.send(Err(Error::NoLeader.into())).await;
+                            let _ = state.out.send((Err(Error::NoLeader.into()), None)).await;
                             break;
                         }
                     }
@@ -359,7 +376,8 @@ where
         }
         state.close();
     }));
-    Box::pin(tokio_stream::wrappers::ReceiverStream::new(out_rx))
+    // Dropping each item's `Held` as tonic takes it releases its bytes.
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(out_rx).map(|(r, _held)| r))
 }
 
 #[tonic::async_trait]

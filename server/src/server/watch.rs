@@ -22,7 +22,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, mpsc};
 
@@ -48,6 +48,96 @@ pub enum HubMsg {
     Progress { watch_id: i64, revision: i64 },
 }
 
+impl HubMsg {
+    /// What the message holds in memory, roughly: keys and values of its
+    /// events plus a fixed overhead per event and per message. Used to
+    /// bound a stream's queue in bytes, not only in messages.
+    pub fn size_bytes(&self) -> usize {
+        const OVERHEAD: usize = 64;
+        let kv = |kv: &Option<KeyValue>| kv.as_ref().map_or(0, |k| k.key.len() + k.value.len());
+        match self {
+            HubMsg::Events { events, .. } => events.iter().fold(OVERHEAD, |n, e| {
+                n.saturating_add(OVERHEAD + kv(&e.kv) + kv(&e.prev_kv))
+            }),
+            HubMsg::Compacted { .. } | HubMsg::Progress { .. } => OVERHEAD,
+        }
+    }
+}
+
+/// A stream's queue from the hub: bounded in messages by the channel and
+/// in bytes by a shared counter, so a stalled client holds at most
+/// `limit_bytes` (plus one message, so any single message, however big,
+/// can always get through an empty queue). A full queue makes the hub
+/// treat the watcher as slow and replay it from the store later.
+#[derive(Clone)]
+pub struct HubSender {
+    tx: mpsc::Sender<HubMsg>,
+    queued_bytes: Arc<AtomicUsize>,
+    limit_bytes: usize,
+}
+
+pub struct HubReceiver {
+    rx: mpsc::Receiver<HubMsg>,
+    queued_bytes: Arc<AtomicUsize>,
+}
+
+/// A received message's bytes stay counted against the queue until this
+/// is dropped: the receiver drops it once the message left its hands
+/// (for a gRPC stream, once the response is queued to the client).
+pub struct Held {
+    bytes: usize,
+    queued_bytes: Arc<AtomicUsize>,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.queued_bytes.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
+}
+
+pub fn hub_channel(messages: usize, limit_bytes: usize) -> (HubSender, HubReceiver) {
+    let (tx, rx) = mpsc::channel(messages);
+    let queued_bytes = Arc::new(AtomicUsize::new(0));
+    (
+        HubSender {
+            tx,
+            queued_bytes: Arc::clone(&queued_bytes),
+            limit_bytes,
+        },
+        HubReceiver { rx, queued_bytes },
+    )
+}
+
+impl HubSender {
+    fn try_send(&self, msg: HubMsg) -> Result<(), mpsc::error::TrySendError<HubMsg>> {
+        let bytes = msg.size_bytes();
+        let before = self.queued_bytes.fetch_add(bytes, Ordering::AcqRel);
+        if before > 0 && before.saturating_add(bytes) > self.limit_bytes {
+            self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+            return Err(mpsc::error::TrySendError::Full(msg));
+        }
+        self.tx.try_send(msg).inspect_err(|_| {
+            self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+        })
+    }
+
+    /// Bytes queued and not yet released by the receiver.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes.load(Ordering::Acquire)
+    }
+}
+
+impl HubReceiver {
+    pub async fn recv(&mut self) -> Option<(HubMsg, Held)> {
+        let msg = self.rx.recv().await?;
+        let held = Held {
+            bytes: msg.size_bytes(),
+            queued_bytes: Arc::clone(&self.queued_bytes),
+        };
+        Some((msg, held))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct WatchSpec {
     pub range: KeyRange,
@@ -61,7 +151,7 @@ pub struct WatchSpec {
 struct Watcher {
     spec: WatchSpec,
     watch_id: i64,
-    tx: mpsc::Sender<HubMsg>,
+    tx: HubSender,
     /// Next revision this watcher needs.
     next_rev: i64,
     synced: bool,
@@ -205,7 +295,7 @@ impl WatchHub {
     }
 
     /// Registers a watcher; its events go to `tx`. Returns a handle for `remove`.
-    pub fn add(&self, spec: WatchSpec, watch_id: i64, tx: mpsc::Sender<HubMsg>) -> u64 {
+    pub fn add(&self, spec: WatchSpec, watch_id: i64, tx: HubSender) -> u64 {
         let mut inner = self.inner.lock();
         let key = inner.next_key;
         inner.next_key += 1;
@@ -502,5 +592,50 @@ impl WatchHub {
 
     pub fn watcher_count(&self) -> usize {
         self.inner.lock().watchers.len()
+    }
+}
+
+#[cfg(test)]
+mod queue_tests {
+    use super::*;
+
+    fn events(value_bytes: usize) -> HubMsg {
+        HubMsg::Events {
+            watch_id: 0,
+            events: vec![Event {
+                kv: Some(KeyValue {
+                    key: b"k".to_vec().into(),
+                    value: vec![0; value_bytes].into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            revision: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_queue_is_bounded_in_bytes_until_the_receiver_lets_go() {
+        let (tx, mut rx) = hub_channel(100, 10_000);
+        tx.try_send(events(6_000)).expect("fits");
+        assert!(
+            matches!(
+                tx.try_send(events(6_000)),
+                Err(mpsc::error::TrySendError::Full(_))
+            ),
+            "over the byte limit"
+        );
+        let (_, held) = rx.recv().await.expect("message");
+        assert!(
+            tx.try_send(events(6_000)).is_err(),
+            "still held by the receiver"
+        );
+        drop(held);
+        assert_eq!(tx.queued_bytes(), 0);
+        // One message bigger than the whole limit still gets through an
+        // empty queue, so a huge event can never wedge its watcher.
+        tx.try_send(events(50_000))
+            .expect("empty queue takes anything");
+        assert!(tx.try_send(events(10)).is_err());
     }
 }
