@@ -19,7 +19,7 @@ const MASK: &str = "********";
 /// are listed only when set. With `with_sources`, each line ends in
 /// `  # from default`, `# from file PATH:LINE`, `# from env VAR` or
 /// `# from flag --name`. Values of secret settings are masked. A `[plugins]`
-/// table, if any, follows as TOML.
+/// table, if any, follows as TOML, its plugins' `config` values masked.
 pub fn show(cfg: &ServerConfig, with_sources: bool) -> String {
     let mut out = String::new();
     for s in SETTINGS {
@@ -45,10 +45,28 @@ pub fn show(cfg: &ServerConfig, with_sources: bool) -> String {
         let mut doc = toml::Table::new();
         doc.insert(
             "plugins".to_string(),
-            toml::Value::Table(cfg.plugins.clone()),
+            toml::Value::Table(masked_plugin_config(&cfg.plugins)),
         );
         out.push('\n');
         out.push_str(&toml::to_string(&doc).unwrap_or_else(|e| format!("# plugins: {e}\n")));
+    }
+    out
+}
+
+/// `[plugins]` with every value of each plugin's `config` map masked: those
+/// maps hold whatever the plugin needs, secrets included (the hmac-auth
+/// example's signing key), and `show` output ends up in terminals and
+/// tickets. The keys stay, so an operator can still see what is set.
+fn masked_plugin_config(plugins: &toml::Table) -> toml::Table {
+    let mut out = plugins.clone();
+    for (_, decl) in out.iter_mut() {
+        if let Some(toml::Value::Table(config)) =
+            decl.as_table_mut().and_then(|d| d.get_mut("config"))
+        {
+            for (_, v) in config.iter_mut() {
+                *v = toml::Value::String(MASK.to_string());
+            }
+        }
     }
     out
 }
@@ -114,10 +132,12 @@ impl fmt::Display for CheckReport {
 }
 
 /// Checks config files on their own: each is read and parsed, every value in
-/// it is checked (also one that a later file overrides, since the file is
-/// wrong either way), and then the files are merged over the built-in
-/// defaults, without environment or flags, and validated as a whole.
-/// Problems with one file do not stop the others from being checked.
+/// it is checked (syntax, range and support; also a value that a later file
+/// overrides, since the file is wrong either way), and then, when every
+/// value is fine on its own, the files are merged over the built-in
+/// defaults, without environment or flags, and every rule about
+/// combinations of settings is checked. One problem never hides another
+/// that can be judged without it.
 pub fn check(paths: &[PathBuf]) -> CheckReport {
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
@@ -143,7 +163,7 @@ pub fn check(paths: &[PathBuf]) -> CheckReport {
         match load::assemble_files_only(loaded) {
             // The build repeats the files' warnings and adds its own.
             Ok(cfg) => warnings = cfg.warnings,
-            Err(e) => errors.push(e),
+            Err(all) => errors.extend(all),
         }
     }
     CheckReport {

@@ -2,32 +2,50 @@
 //! `POST /config/reload` (reload now, answer with the outcome),
 //! `GET /config/status` (the last reload's outcome), `GET /config` (the
 //! effective configuration; `?sources` says where each value came from).
+//!
+//! With auth enabled, reloading and reading the configuration take a root
+//! token (as the plugin admin API does): the configuration names files and
+//! carries plugin settings, and a reload is an operator's action. The status
+//! stays open, like `/health`, so monitoring needs no credentials.
 
+use crate::plugins::admin::require_admin;
+use crate::server::EtcdServer;
 use crate::server::reload::Reloader;
 use axum::Json;
 use axum::extract::{Query, State};
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-pub fn routes(reloader: Arc<Reloader>) -> axum::Router {
+#[derive(Clone)]
+struct Ctx {
+    reloader: Arc<Reloader>,
+    srv: Arc<EtcdServer>,
+}
+
+pub fn routes(reloader: Arc<Reloader>, srv: Arc<EtcdServer>) -> axum::Router {
     axum::Router::new()
         .route("/config/reload", post(reload))
         .route("/config/status", get(status))
         .route("/config", get(show))
-        .with_state(reloader)
+        .with_state(Ctx { reloader, srv })
 }
 
-async fn reload(State(r): State<Arc<Reloader>>) -> impl IntoResponse {
+async fn reload(State(c): State<Ctx>, headers: HeaderMap) -> Response {
+    if let Err(denied) = require_admin(&c.srv, &headers).await {
+        return denied;
+    }
+    let r = c.reloader;
     let st = match tokio::task::spawn_blocking(move || r.reload("http")).await {
         Ok(st) => st,
         Err(_) => {
             return (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 Json(serde_json::json!({"error": "reload task failed"})),
-            );
+            )
+                .into_response();
         }
     };
     let code = if st.last_reload_successful {
@@ -35,20 +53,25 @@ async fn reload(State(r): State<Arc<Reloader>>) -> impl IntoResponse {
     } else {
         StatusCode::BAD_REQUEST
     };
-    (code, Json(serde_json::to_value(&st).unwrap_or_default()))
+    (code, Json(serde_json::to_value(&st).unwrap_or_default())).into_response()
 }
 
-async fn status(State(r): State<Arc<Reloader>>) -> impl IntoResponse {
-    Json(r.status())
+async fn status(State(c): State<Ctx>) -> impl IntoResponse {
+    Json(c.reloader.status())
 }
 
 async fn show(
-    State(r): State<Arc<Reloader>>,
+    State(c): State<Ctx>,
+    headers: HeaderMap,
     Query(p): Query<HashMap<String, String>>,
-) -> impl IntoResponse {
-    let cfg = r.config();
+) -> Response {
+    if let Err(denied) = require_admin(&c.srv, &headers).await {
+        return denied;
+    }
+    let cfg = c.reloader.config();
     (
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         cairn_config::show(&cfg, p.contains_key("sources")),
     )
+        .into_response()
 }

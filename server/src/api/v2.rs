@@ -325,8 +325,5 @@ async fn root_password_ok(srv: &EtcdServer, user: &str, password: String) -> boo
         store.password_check(user)
     };
     let Ok(check) = check else { return false };
-    matches!(
-        tokio::task::spawn_blocking(move || check.verify(&password)).await,
-        Ok(Ok(_))
-    )
+    srv.verify_password(user, check, password).await.is_ok()
 }

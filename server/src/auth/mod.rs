@@ -26,6 +26,7 @@ pub mod password;
 mod perms;
 pub mod store;
 pub mod tokens;
+pub mod verified;
 
 pub use error::AuthError;
 pub use password::{hash_password, verify_password};

@@ -101,6 +101,21 @@ impl std::fmt::Debug for PasswordCheck {
 }
 
 impl PasswordCheck {
+    /// The auth revision this check was taken at.
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// What [`super::verified::VerifiedPasswords`] remembers a success by.
+    pub fn fingerprint(
+        &self,
+        cache: &super::verified::VerifiedPasswords,
+        user: &str,
+        password: &str,
+    ) -> super::verified::Fingerprint {
+        cache.fingerprint(user, password, &self.hash)
+    }
+
     /// The slow half: bcrypt. Run it without holding the store's lock.
     /// Returns the auth revision the check is valid for: etcd retries
     /// `Authenticate` when the store's revision moved on meanwhile.

@@ -77,7 +77,7 @@ fn from_error(e: Error) -> Response {
 
 /// With auth enabled: a root user's token in `Authorization` (as etcd's
 /// gateway takes it, with or without `Bearer `).
-async fn require_admin(srv: &EtcdServer, headers: &HeaderMap) -> Result<(), Response> {
+pub(crate) async fn require_admin(srv: &EtcdServer, headers: &HeaderMap) -> Result<(), Response> {
     if !srv.auth_enabled() {
         return Ok(());
     }

@@ -70,6 +70,8 @@ pub struct AuthState {
     pub store: RwLock<AuthStore>,
     pub tokens: TokenProvider,
     pub bcrypt_cost: u32,
+    /// Passwords bcrypt accepted lately (bounded, keyed fingerprints).
+    pub verified: crate::auth::verified::VerifiedPasswords,
 }
 
 impl EtcdServer {
@@ -149,14 +151,28 @@ impl EtcdServer {
         for _ in 0..AUTHENTICATE_ATTEMPTS {
             // Check against the latest auth state, as etcd does.
             self.linearizable_read_notify().await?;
-            let check = self.auth.store.read().password_check(&r.name)?;
-            let password = r.password.clone();
-            let verified = tokio::task::spawn_blocking(move || check.verify(&password))
-                .await
-                .map_err(|e| Error::Internal(format!("password check failed: {e}")))??;
+            let check = self.auth.store.read().password_check(&r.name);
+            let verified = match check {
+                Ok(check) => {
+                    self.verify_password(&r.name, check, r.password.clone())
+                        .await
+                }
+                Err(e) => Err(e.into()),
+            };
+            let verified = match verified {
+                Ok(revision) => revision,
+                // No built-in user has this name and password (or etcd auth
+                // is off): a policy plugin's authenticator may know them.
+                Err(Error::Auth(e @ (AuthError::AuthFailed | AuthError::AuthNotEnabled))) => {
+                    return crate::plugins::authenticate_password(self, &r.name, &r.password, e)
+                        .await;
+                }
+                Err(e) => return Err(e),
+            };
             let entry = AuthenticateEntry {
                 name: r.name.clone(),
                 simple_token_prefix: self.auth.tokens.generate_prefix(),
+                plugin_principal: false,
             };
             match self.propose_internal(Request::Authenticate(entry)).await? {
                 Applied::Authenticated { token, revision } => {
@@ -177,6 +193,27 @@ impl EtcdServer {
             }
         }
         Err(AuthError::AuthOldRevision.into())
+    }
+
+    /// bcrypt off the async threads, skipped when the same user, password
+    /// and stored hash passed lately: a burst of logins (or v2 requests,
+    /// which carry Basic credentials every time) costs one bcrypt per user.
+    pub async fn verify_password(
+        &self,
+        user: &str,
+        check: crate::auth::PasswordCheck,
+        password: String,
+    ) -> Result<u64, Error> {
+        let cache = &self.auth.verified;
+        let fingerprint = check.fingerprint(cache, user, &password);
+        if cache.contains(&fingerprint, std::time::Instant::now()) {
+            return Ok(check.revision());
+        }
+        let revision = tokio::task::spawn_blocking(move || check.verify(&password))
+            .await
+            .map_err(|e| Error::Internal(format!("password check failed: {e}")))??;
+        cache.insert(fingerprint, std::time::Instant::now());
+        Ok(revision)
     }
 
     /// An auth-management write through raft; the apply loop checks that

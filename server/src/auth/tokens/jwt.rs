@@ -144,6 +144,37 @@ pub struct JwtTokens {
     signer: Option<Signer>,
     verifier: Verifier,
     ttl: Duration,
+    /// Tokens whose signature checked out lately, so a client sending the
+    /// same token with every request pays for one signature check (an
+    /// RSA or ECDSA verify costs tens of microseconds; a burst of clients
+    /// would spend a core on them). Time claims are still checked on every
+    /// use. Bounded; the oldest entry goes first.
+    verified: parking_lot::Mutex<VerifiedTokens>,
+}
+
+/// Verified tokens kept by each member.
+pub const VERIFIED_TOKENS_CAPACITY: usize = 4096;
+
+#[derive(Default)]
+struct VerifiedTokens {
+    claims: std::collections::HashMap<String, VerifiedClaims>,
+    order: std::collections::VecDeque<String>,
+}
+
+/// What a token says, once its signature is known good.
+#[derive(Clone, Debug)]
+struct VerifiedClaims {
+    username: String,
+    revision: u64,
+    expires: Option<i64>,
+    not_before: Vec<i64>,
+}
+
+impl VerifiedClaims {
+    fn valid_at(&self, now_secs: i64) -> bool {
+        self.expires.is_none_or(|exp| now_secs <= exp)
+            && self.not_before.iter().all(|t| now_secs >= *t)
+    }
 }
 
 impl std::fmt::Debug for JwtTokens {
@@ -425,6 +456,7 @@ impl JwtTokens {
             signer,
             verifier,
             ttl,
+            verified: Default::default(),
         })
     }
 
@@ -486,6 +518,32 @@ impl JwtTokens {
     /// The (username, revision) of a valid token; None for anything else
     /// (bad form, other algorithm, bad signature, expired, missing claims).
     pub fn verify(&self, token: &str, now: SystemTime) -> Option<(String, u64)> {
+        let now = unix_secs(now);
+        let cached = self.verified.lock().claims.get(token).cloned();
+        let claims = match cached {
+            Some(c) => c,
+            None => {
+                let c = self.check_signature_and_claims(token)?;
+                let mut v = self.verified.lock();
+                if v.claims.insert(token.to_string(), c.clone()).is_none() {
+                    v.order.push_back(token.to_string());
+                }
+                while v.order.len() > VERIFIED_TOKENS_CAPACITY {
+                    if let Some(old) = v.order.pop_front() {
+                        v.claims.remove(&old);
+                    }
+                }
+                c
+            }
+        };
+        claims
+            .valid_at(now)
+            .then_some((claims.username, claims.revision))
+    }
+
+    /// The slow half of [`Self::verify`]: form, algorithm, signature and
+    /// claims, without the time checks.
+    fn check_signature_and_claims(&self, token: &str) -> Option<VerifiedClaims> {
         let mut parts = token.split('.');
         let (h, c, s) = (parts.next()?, parts.next()?, parts.next()?);
         if parts.next().is_some() {
@@ -513,18 +571,17 @@ impl JwtTokens {
         }
         let claims: serde_json::Map<String, serde_json::Value> =
             serde_json::from_slice(&B64.decode(c).ok()?).ok()?;
-        let now = unix_secs(now);
         let secs = |v: &serde_json::Value| v.as_i64().or_else(|| v.as_f64().map(|f| f as i64));
-        if let Some(exp) = claims.get("exp")
-            && now > secs(exp)?
-        {
-            return None;
-        }
-        for not_before in ["nbf", "iat"] {
-            if let Some(t) = claims.get(not_before)
-                && now < secs(t)?
-            {
-                return None;
+        // A time claim that is present but not a number makes the token
+        // invalid, as before caching.
+        let expires = match claims.get("exp") {
+            Some(exp) => Some(secs(exp)?),
+            None => None,
+        };
+        let mut not_before = Vec::new();
+        for name in ["nbf", "iat"] {
+            if let Some(t) = claims.get(name) {
+                not_before.push(secs(t)?);
             }
         }
         let username = claims.get("username")?.as_str()?.to_string();
@@ -535,7 +592,12 @@ impl JwtTokens {
                 .filter(|f| f.is_finite() && *f >= 0.0 && f.fract() == 0.0)
                 .map(|f| f as u64)
         })?;
-        Some((username, revision))
+        Some(VerifiedClaims {
+            username,
+            revision,
+            expires,
+            not_before,
+        })
     }
 }
 
