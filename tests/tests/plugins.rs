@@ -30,7 +30,8 @@ fn dist(name: &str) -> String {
         .to_string()
 }
 
-/// A hostile fixture assembled from its WAT into `dir`.
+/// A fixture (hostile, or the password authenticator) assembled from its
+/// WAT into `dir`.
 fn hostile(dir: &std::path::Path, name: &str) -> String {
     let src = plugins_dir().join("testdata").join(format!("{name}.wat"));
     let bytes = wat::parse_file(&src).unwrap_or_else(|e| panic!("{}: {e}", src.display()));
@@ -510,6 +511,219 @@ fn hmac_token(secret: &str, principal: &str) -> String {
     let mac = sha256(&outer);
     let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
     format!("{principal}.{hex}")
+}
+
+/// The authenticate hook's password side: an `Authenticate` whose name and
+/// password match no built-in user is offered to the authenticators; one
+/// that admits it gets a token (replicated: every member knows it) that
+/// runs as the plugin's principal, which authorizers (and RBAC, with etcd
+/// auth on) then judge. Built-in users are checked first.
+#[test]
+fn password_authenticator_logs_in_on_every_member() {
+    let c = Cluster::start(Options::default());
+    let eps = c.endpoint_list();
+    let dir = tempfile::tempdir().unwrap();
+    plugin_ok(
+        &eps[0],
+        &[
+            "deploy",
+            "pw",
+            &hostile(dir.path(), "password-auth"),
+            "--deadline",
+            HONEST_DEADLINE,
+        ],
+    );
+    plugin_ok(
+        &eps[0],
+        &[
+            "deploy",
+            "hmac",
+            &dist("hmac-auth"),
+            "--deadline",
+            HONEST_DEADLINE,
+            "--prefix",
+            "/secure/",
+            "--config",
+            "secret=a-secret-of-at-least-16-bytes",
+            "--config",
+            "grant.alice=/secure/alice/",
+        ],
+    );
+    let as_user = |ep: &str, user: &str, args: &[&str]| {
+        let mut a = vec![format!("--user={user}")];
+        a.extend(args.iter().map(|s| s.to_string()));
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        etcdctl(ep, &a, None)
+    };
+
+    // etcd auth is off: the plugin's principal is what the authorizer sees.
+    let o = as_user(
+        &eps[1],
+        "alice:open-sesame",
+        &["put", "/secure/alice/x", "1"],
+    );
+    assert!(o.status.success(), "{}", out(&o));
+    let o = as_user(&eps[2], "alice:open-sesame", &["put", "/secure/bob/x", "1"]);
+    assert!(
+        !o.status.success()
+            && out(&o)
+                .contains(r#"cairn: plugin "hmac" denied access: principal "alice" may not write"#),
+        "{}",
+        out(&o)
+    );
+    // A refusal is etcd's login failure; the plugin's reason stays in the log.
+    let o = as_user(
+        &eps[1],
+        "alice:not-the-password",
+        &["get", "/secure/alice/x"],
+    );
+    assert!(
+        !o.status.success()
+            && out(&o).contains("authentication failed, invalid user ID or password")
+            && !out(&o).contains("wrong password"),
+        "{}",
+        out(&o)
+    );
+
+    // One login, a token every member honours.
+    let gw = |ep: &str, path: &str, token: Option<&str>, body: &str| {
+        let mut args = vec![
+            "-w".to_owned(),
+            "\n%{http_code}".to_owned(),
+            "-X".to_owned(),
+            "POST".to_owned(),
+            format!("http://{ep}{path}"),
+            "-d".to_owned(),
+            body.to_owned(),
+        ];
+        if let Some(t) = token {
+            args.extend(["-H".to_owned(), format!("Authorization: {t}")]);
+        }
+        curl(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let login = |ep: &str, name: &str, password: &str| {
+        gw(
+            ep,
+            "/v3/auth/authenticate",
+            None,
+            &format!(r#"{{"name":"{name}","password":"{password}"}}"#),
+        )
+    };
+    let r = login(&eps[0], "alice", "open-sesame");
+    assert!(r.ends_with("\n200"), "{r}");
+    let body: serde_json::Value = serde_json::from_str(r.rsplit_once('\n').unwrap().0).unwrap();
+    let token = body["token"].as_str().expect("a token").to_owned();
+    let range = format!(
+        r#"{{"key":"{}","range_end":"{}"}}"#,
+        b64enc("/secure/alice/"),
+        b64enc("/secure/alice0")
+    );
+    for ep in &eps {
+        let r = gw(ep, "/v3/kv/range", Some(&token), &range);
+        assert!(
+            r.contains(&b64enc("/secure/alice/x")) && r.ends_with("\n200"),
+            "{ep}: {r}"
+        );
+    }
+    // A password the authenticator does not handle (it abstains on empty
+    // ones) gets etcd's own answer while auth is off.
+    let r = login(&eps[1], "alice", "");
+    assert!(r.contains("authentication is not enabled"), "{r}");
+
+    // LeaseTimeToLive lists attached keys only to whom the authorizers let
+    // read them.
+    let o = etcdctl(&eps[0], &["lease", "grant", "300"], None);
+    assert!(o.status.success(), "{}", out(&o));
+    let lease = String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .nth(1)
+        .expect("lease ID")
+        .to_owned();
+    let o = as_user(
+        &eps[1],
+        "alice:open-sesame",
+        &[
+            "put",
+            "/secure/alice/leased",
+            "v",
+            &format!("--lease={lease}"),
+        ],
+    );
+    assert!(o.status.success(), "{}", out(&o));
+    let o = etcdctl(&eps[2], &["lease", "timetolive", &lease, "--keys"], None);
+    assert!(
+        !o.status.success()
+            && out(&o).contains("denied access: anonymous access is not allowed")
+            && !out(&o).contains("/secure/alice/leased"),
+        "{}",
+        out(&o)
+    );
+    let o = as_user(
+        &eps[2],
+        "alice:open-sesame",
+        &["lease", "timetolive", &lease, "--keys"],
+    );
+    assert!(
+        o.status.success() && out(&o).contains("/secure/alice/leased"),
+        "{}",
+        out(&o)
+    );
+
+    // etcd auth on: built-in users are asked first (root keeps working
+    // whatever the plugins say), and a plugin principal also needs RBAC.
+    for args in [
+        &["user", "add", "root:rootpw"][..],
+        &["user", "add", "alice:built-in-pw"],
+        &["auth", "enable"],
+    ] {
+        let o = etcdctl(&eps[0], args, None);
+        assert!(o.status.success(), "{args:?}: {}", out(&o));
+    }
+    let o = as_user(&eps[1], "alice:open-sesame", &["get", "/secure/alice/x"]);
+    assert!(
+        !o.status.success() && out(&o).contains("permission denied"),
+        "{}",
+        out(&o)
+    );
+    for args in [
+        &["role", "add", "alice-rw"][..],
+        &[
+            "role",
+            "grant-permission",
+            "alice-rw",
+            "readwrite",
+            "/secure/alice/",
+            "--prefix",
+        ],
+        &["user", "grant-role", "alice", "alice-rw"],
+    ] {
+        let o = as_user(&eps[0], "root:rootpw", args);
+        assert!(o.status.success(), "{args:?}: {}", out(&o));
+    }
+    for user in ["alice:open-sesame", "alice:built-in-pw"] {
+        let o = as_user(
+            &eps[2],
+            user,
+            &["get", "/secure/alice/x", "--print-value-only"],
+        );
+        assert!(
+            o.status.success() && String::from_utf8_lossy(&o.stdout).trim() == "1",
+            "{user}: {}",
+            out(&o)
+        );
+    }
+    let o = as_user(&eps[1], "alice:nope", &["get", "/secure/alice/x"]);
+    assert!(
+        out(&o).contains("authentication failed, invalid user ID or password"),
+        "{}",
+        out(&o)
+    );
+    // With auth on, no authenticator claiming a login is a failed login.
+    let r = login(&eps[1], "nobody", "");
+    assert!(
+        r.contains("authentication failed, invalid user ID or password"),
+        "{r}"
+    );
 }
 
 #[test]

@@ -374,6 +374,43 @@ fn hmac_auth_abstains_on_passwords() {
     );
 }
 
+/// The WAT password authenticator the server tests deploy (the examples
+/// abstain on passwords): what it answers is what those tests rely on.
+#[test]
+fn password_fixture_admits_refuses_and_abstains() {
+    let host = host();
+    let plugin = load(&host, "password-auth", testdata("password-auth"), &[]);
+    let password = |name: &str, password: &str| {
+        let credential = Credential::Password(PasswordCredential {
+            name: name.into(),
+            password: password.into(),
+        });
+        plugin.authenticate(&credential, no_keys()).unwrap()
+    };
+    assert_eq!(
+        password("alice", "open-sesame"),
+        AuthOutcome::Authenticated("alice".into())
+    );
+    assert_eq!(
+        password("bob", "open-sesame"),
+        AuthOutcome::Authenticated("bob".into())
+    );
+    for wrong in ["open-sesamE", "open-sesame!", "x"] {
+        assert_eq!(
+            password("alice", wrong),
+            AuthOutcome::Refused("wrong password".into()),
+            "{wrong:?}"
+        );
+    }
+    assert_eq!(password("alice", ""), AuthOutcome::Abstain);
+    assert_eq!(
+        plugin
+            .authenticate(&Credential::BearerToken("alice.x".into()), no_keys())
+            .unwrap(),
+        AuthOutcome::Abstain
+    );
+}
+
 #[test]
 fn hmac_auth_authorizes_by_granted_prefixes() {
     let host = host();

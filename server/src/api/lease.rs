@@ -121,9 +121,12 @@ impl Lease for LeaseService {
         check_leader(&self.srv, &req)?;
         self.srv.check_authenticated()?;
         let resp = self.srv.lease_time_to_live(req.into_inner()).await?;
-        // Listing the attached keys reveals them: READ on each is needed.
+        // Listing the attached keys reveals them: READ on each is needed,
+        // from RBAC and from the plugin authorizers alike, as a Range of the
+        // key would be checked.
         for k in &resp.keys {
             self.srv.check_read(k, b"")?;
+            self.srv.plugin_check_read(k, b"").await?;
         }
         Ok(Response::new(resp))
     }

@@ -295,3 +295,89 @@ pub async fn authenticate_token(srv: &EtcdServer, token: &str) -> Option<crate::
         super::AuthDecision::Abstain => None,
     }
 }
+
+/// The password side of the authenticate hook, for the `Authenticate` RPC:
+/// a name and password that match no built-in user (`builtin` says why:
+/// `AuthFailed`, or `AuthNotEnabled` while etcd auth is off) are offered to
+/// the live authenticators. One that admits them makes a login for the
+/// principal it answered, replicated like a built-in login (every member
+/// registers the simple token) and stamped with the set version that
+/// admitted it: if the set changes before the entry applies, every member
+/// refuses it and it is asked again. A refusal is etcd's `authentication
+/// failed` (the plugin's reason is logged and counted, never returned);
+/// when every authenticator abstains the client gets `builtin`, so with
+/// auth disabled and no plugin claiming the name, clients see etcd's
+/// `authentication is not enabled` as before.
+pub async fn authenticate_password(
+    srv: &EtcdServer,
+    name: &str,
+    password: &str,
+    builtin: crate::auth::AuthError,
+) -> Result<crate::pb::etcdserverpb::AuthenticateResponse, Error> {
+    use crate::auth::AuthError;
+    use cairn_plugin_host::{Credential, Hook, PasswordCredential};
+    let deadline = Instant::now() + srv.request_timeout();
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        let set = srv.plugins.current();
+        if !set.plugins.iter().any(|p| p.live_for(Hook::Authenticator)) {
+            return Err(builtin.into());
+        }
+        let credential = Credential::Password(PasswordCredential {
+            name: name.to_owned(),
+            password: password.to_owned(),
+        });
+        let principal = match srv
+            .plugins
+            .authenticate_under(Arc::clone(&set), credential)
+            .await
+        {
+            super::AuthDecision::Authenticated { plugin, principal } => {
+                // An empty name is what an anonymous caller has: a token for
+                // it would authenticate nobody.
+                if principal.is_empty() {
+                    tracing::warn!(target: "cairn_plugin", plugin = %plugin, "authenticator admitted a password as the empty principal; refused");
+                    return Err(AuthError::AuthFailed.into());
+                }
+                principal
+            }
+            super::AuthDecision::Refused { plugin, reason } => {
+                tracing::info!(target: "cairn_plugin", plugin = %plugin, user = %name, "refused a password: {reason}");
+                return Err(AuthError::AuthFailed.into());
+            }
+            super::AuthDecision::Abstain => return Err(builtin.into()),
+        };
+        let entry = crate::pb::cairnpb::AuthenticateEntry {
+            name: principal,
+            simple_token_prefix: srv.auth.tokens.generate_prefix(),
+            plugin_principal: true,
+        };
+        let stamp = Some(PluginStamp {
+            version: set.version,
+            txn_path: Vec::new(),
+        });
+        match STAMP
+            .scope(stamp, srv.propose_internal(Request::Authenticate(entry)))
+            .await
+        {
+            Ok(Applied::Authenticated { token, .. }) => {
+                return Ok(crate::pb::etcdserverpb::AuthenticateResponse {
+                    header: Some(srv.header(srv.store.current_rev())),
+                    token,
+                });
+            }
+            Ok(other) => {
+                return Err(Error::Internal(format!(
+                    "unexpected apply result {other:?}"
+                )));
+            }
+            Err(Error::PluginSetChanged)
+                if attempts < MAX_JUDGEMENTS && Instant::now() < deadline =>
+            {
+                PLUGIN_METRICS.rejudged.inc();
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}

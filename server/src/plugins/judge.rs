@@ -540,6 +540,11 @@ impl Enforcer {
                 txn_path: Vec::new(),
             }));
         }
+        // What this member has applied, with no read barrier: a ReadIndex
+        // per judged write would add a round trip to the leader on every
+        // follower write, and the stamp could still not pin the revision the
+        // write lands at. The contract promises only "at least" (policy.wit
+        // `write-request.revision`, docs/plugins.md).
         let rev = self.store().current_rev();
         let plan = plan_request(request, self.store(), rev)?;
         let reader: Arc<dyn KeyReader> = Arc::new(StoreReader {
@@ -601,10 +606,17 @@ impl Enforcer {
     /// Blocking: call it from a blocking thread (or use [`Self::authenticate`]).
     ///
     /// Where to call it: where a client's credential becomes a principal —
-    /// a bearer token the built-in token providers do not know, and the
-    /// `Authenticate` RPC's name and password before the built-in users.
+    /// a bearer token the built-in token providers do not know, and an
+    /// `Authenticate` RPC's name and password that match no built-in user
+    /// (built-in credentials are checked first, so a failing or hostile
+    /// authenticator can never lock the root user out).
     pub fn authenticate_blocking(&self, credential: &Credential) -> AuthDecision {
-        let set = self.current();
+        self.authenticate_in(&self.current(), credential)
+    }
+
+    /// [`Self::authenticate_blocking`] under a given set: for callers that
+    /// stamp what they do with the version that decided it.
+    pub(crate) fn authenticate_in(&self, set: &ActiveSet, credential: &Credential) -> AuthDecision {
         let deadline = Instant::now() + AUTH_BUDGET;
         let reader: Arc<dyn KeyReader> = Arc::new(StoreReader {
             store: Arc::clone(self.store()),
@@ -668,8 +680,17 @@ impl Enforcer {
 
     /// [`Self::authenticate_blocking`] on a blocking thread.
     pub async fn authenticate(self: &Arc<Self>, credential: Credential) -> AuthDecision {
+        self.authenticate_under(self.current(), credential).await
+    }
+
+    /// [`Self::authenticate_in`] on a blocking thread.
+    pub(crate) async fn authenticate_under(
+        self: &Arc<Self>,
+        set: Arc<ActiveSet>,
+        credential: Credential,
+    ) -> AuthDecision {
         let this = Arc::clone(self);
-        tokio::task::spawn_blocking(move || this.authenticate_blocking(&credential))
+        tokio::task::spawn_blocking(move || this.authenticate_in(&set, &credential))
             .await
             .unwrap_or_else(|e| AuthDecision::Refused {
                 plugin: String::new(),

@@ -54,7 +54,10 @@ mod set;
 #[cfg(test)]
 mod tests;
 
-pub use gate::{authenticate_token, current_stamp, proposal_limit, propose_v2_judged, v2_error};
+pub use gate::{
+    authenticate_password, authenticate_token, current_stamp, proposal_limit, propose_v2_judged,
+    v2_error,
+};
 pub use judge::AuthDecision;
 pub use set::{ActivePlugin, ActiveSet, LoadStatus, SetOutcome};
 

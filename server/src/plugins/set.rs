@@ -556,6 +556,9 @@ impl Enforcer {
         let judged = match request {
             Request::Put(_) | Request::DeleteRange(_) | Request::Txn(_) => true,
             Request::V2(bytes) => super::gate::v2_entry_is_write(bytes),
+            // A login an authenticator admitted stands only as long as the
+            // set that admitted it (see `gate::authenticate_password`).
+            Request::Authenticate(a) => a.plugin_principal,
             _ => false,
         };
         if !judged {
