@@ -966,6 +966,73 @@ fn check_bad_files_reports_every_problem() {
     );
 }
 
+#[test]
+fn check_reports_every_out_of_range_value_in_one_file() {
+    // Three values that each parse but are out of range: all three are
+    // reported, each with its line, key and what is allowed.
+    let d = Dir::new();
+    let f = d.file(
+        "cairn.toml",
+        "name = \"m1\"\nbcrypt-cost = 50\nmax-txn-ops = 0\nlog-outputs = \"/var/log/cairn.log\"\n",
+    );
+    let report = check(std::slice::from_ref(&f));
+    assert!(!report.ok);
+    assert_eq!(report.exit_code(), 1);
+    let p = f.display();
+    assert_eq!(
+        report
+            .errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        [
+            format!(
+                "invalid value \"50\" for --bcrypt-cost (from file {p}:2, key bcrypt-cost): expected a bcrypt cost between 4 and 31"
+            ),
+            format!(
+                "invalid value \"0\" for --max-txn-ops (from file {p}:3, key max-txn-ops): expected a number greater than 0"
+            ),
+            format!(
+                "--log-outputs (from file {p}:4, key log-outputs): logging to a file (\"/var/log/cairn.log\") is not supported yet by cairn (allowed values: default, stderr or stdout)"
+            ),
+        ]
+    );
+    assert!(
+        report.to_string().ends_with("invalid (3 errors)\n"),
+        "{report}"
+    );
+    // Starting from the same file stops at one of them (the first in
+    // registry order).
+    assert_eq!(fail_files(&[&f]).to_string(), report.errors[1].to_string());
+}
+
+#[test]
+fn check_reports_every_broken_combination() {
+    let d = Dir::new();
+    let f = d.file(
+        "etcd.yml",
+        "heartbeat-interval: 300\nlisten-client-urls: http://127.0.0.1:2379\nclient-transport-security:\n  client-cert-auth: true\n  cert-file: /c.pem\n  key-file: /k.pem\n",
+    );
+    let report = check(std::slice::from_ref(&f));
+    let errors: Vec<String> = report.errors.iter().map(ToString::to_string).collect();
+    assert_eq!(errors.len(), 3, "{errors:#?}");
+    assert!(
+        errors[0].contains("should be at least as 5 times"),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        errors[1].starts_with("--advertise-client-urls is required"),
+        "{}",
+        errors[1]
+    );
+    assert!(
+        errors[2].contains("needs --trusted-ca-file"),
+        "{}",
+        errors[2]
+    );
+}
+
 // ------------------------------------------------------------ show
 
 #[test]
@@ -1030,6 +1097,19 @@ fn show_appends_plugins_as_toml() {
     let path = d.file("cairn.toml", "[plugins.audit]\nlevel = 2\n");
     let text = show(&serve_files(&[&path], &[], &[]), false);
     assert!(text.ends_with("\n[plugins.audit]\nlevel = 2\n"), "{text}");
+}
+
+#[test]
+fn show_masks_plugin_config_values() {
+    let d = Dir::new();
+    let path = d.file(
+        "cairn.toml",
+        "[plugins.hmac]\nfile = \"a.wasm\"\n[plugins.hmac.config]\nsecret = \"s3cret-signing-key\"\n",
+    );
+    let text = show(&serve_files(&[&path], &[], &[]), false);
+    assert!(!text.contains("s3cret"), "{text}");
+    assert!(text.contains("secret = \"********\""), "{text}");
+    assert!(text.contains("file = \"a.wasm\""), "{text}");
 }
 
 // ------------------------------------------------------------ reload

@@ -90,15 +90,32 @@ pub(crate) fn load(sources: Sources) -> Result<ServerConfig, ConfigError> {
 
 /// Merges the layers and builds the configuration. `discovered` says the
 /// files were found at default paths (no `--config-file`), which is then
-/// shown as the derived value of `config-file`.
+/// shown as the derived value of `config-file`. The error is the first
+/// problem found.
 pub(crate) fn assemble(
+    sources: Sources,
+    env: &Layer,
+    flags: &Layer,
+    files: Vec<LoadedFile>,
+    warnings: Vec<String>,
+    discovered: bool,
+) -> Result<ServerConfig, ConfigError> {
+    assemble_all(sources, env, flags, files, warnings, discovered).map_err(|errors| {
+        errors.into_iter().next().unwrap_or_else(|| {
+            ConfigError::invalid("internal error: validation failed without a reason")
+        })
+    })
+}
+
+/// [`assemble`], reporting every problem (see [`config::build_all`]).
+fn assemble_all(
     sources: Sources,
     env: &Layer,
     flags: &Layer,
     files: Vec<LoadedFile>,
     mut warnings: Vec<String>,
     discovered: bool,
-) -> Result<ServerConfig, ConfigError> {
+) -> Result<ServerConfig, Vec<ConfigError>> {
     let defaults = Layer::defaults();
     let file_layers: Vec<Layer> = files
         .iter()
@@ -106,7 +123,7 @@ pub(crate) fn assemble(
         .map(|(i, f)| Layer::file(i, f))
         .collect();
     let figment = layers::merge_layers(&defaults, &file_layers, env, flags);
-    let mut resolved = layers::resolve(&figment, &file_layers)?;
+    let mut resolved = layers::resolve(&figment, &file_layers).map_err(|e| vec![e])?;
 
     let config_files: Vec<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
     if discovered
@@ -124,7 +141,7 @@ pub(crate) fn assemble(
             }
         }
     }
-    config::build(
+    config::build_all(
         resolved,
         warnings,
         Extras {
@@ -184,9 +201,11 @@ fn conflict_warnings(env: &Layer, flags: &Layer) -> Vec<String> {
 }
 
 /// Config files checked on their own, for [`crate::check`]: defaults under
-/// them, no environment, no flags.
-pub(crate) fn assemble_files_only(files: Vec<LoadedFile>) -> Result<ServerConfig, ConfigError> {
+/// them, no environment, no flags; every problem found.
+pub(crate) fn assemble_files_only(
+    files: Vec<LoadedFile>,
+) -> Result<ServerConfig, Vec<ConfigError>> {
     let (env, _) = Layer::env(Vec::new());
     let flags = Layer::flags(Vec::new());
-    assemble(Sources::default(), &env, &flags, files, Vec::new(), false)
+    assemble_all(Sources::default(), &env, &flags, files, Vec::new(), false)
 }

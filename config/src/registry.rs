@@ -119,7 +119,8 @@ pub enum Status {
     /// running without a feature the operator asked for (TLS, say) is unsafe.
     NotYet { what: &'static str },
     /// Accepted and ignored. A non-default value produces a warning, since
-    /// ignoring it cannot hurt (it tunes something Cairn does not have).
+    /// ignoring it cannot hurt (it tunes something Cairn does not have, or
+    /// picks between variants Cairn does not make, like `--logger`).
     NoEffect { why: &'static str },
 }
 
@@ -610,16 +611,14 @@ pub static SETTINGS: &[Setting] = &[
         Uint("bcrypt rounds"),
         "10",
         "bcrypt cost for hashing passwords (4 to 31).",
-    )
-    .live(),
+    ),
     setting(
         "auth-token-ttl",
         Auth,
         Uint("seconds"),
         "300",
         "Lifetime of a simple auth token, in seconds.",
-    )
-    .live(),
+    ),
     // ------------------------------------------------------------ Monitoring
     setting(
         "enable-pprof",
@@ -635,7 +634,8 @@ pub static SETTINGS: &[Setting] = &[
         Choice(&["basic", "extensive"]),
         "basic",
         "Metrics detail: 'basic', or 'extensive' to add histograms.",
-    ),
+    )
+    .no_effect("cairn exports the same metrics at either level; etcd's extra gRPC latency histograms are not recorded"),
     setting(
         "listen-metrics-urls",
         Monitoring,
@@ -650,7 +650,8 @@ pub static SETTINGS: &[Setting] = &[
         Choice(&["capnslog", "zap"]),
         "capnslog",
         "Logger flavour, 'capnslog' or 'zap' (cairn formats both the same way).",
-    ),
+    )
+    .no_effect("cairn writes the same log format whichever logger is named"),
     setting(
         "log-outputs",
         Logging,
@@ -1014,10 +1015,23 @@ mod tests {
             "log-level",
             "auto-compaction-retention",
             "auto-compaction-mode",
+            "max-snapshots",
+            "experimental-compaction-batch-limit",
+            "cors",
+            "host-whitelist",
         ] {
             assert_eq!(lookup(name).unwrap().reload, Reload::Live, "--{name}");
         }
-        for name in ["name", "data-dir", "listen-client-urls", "initial-cluster"] {
+        // The auth settings are read once, when the auth state is built.
+        for name in [
+            "name",
+            "data-dir",
+            "listen-client-urls",
+            "initial-cluster",
+            "bcrypt-cost",
+            "auth-token-ttl",
+            "log-outputs",
+        ] {
             assert_eq!(lookup(name).unwrap().reload, Reload::Restart, "--{name}");
         }
     }
@@ -1051,8 +1065,6 @@ mod tests {
             "enable-v2",
             "cors",
             "host-whitelist",
-            "metrics",
-            "logger",
             "log-outputs",
             "log-level",
             "debug",
@@ -1096,6 +1108,8 @@ mod tests {
             "backend-batch-limit",
             "experimental-backend-bbolt-freelist-type",
             "log-package-levels",
+            "logger",
+            "metrics",
         ] {
             assert!(
                 matches!(lookup(f).unwrap().status, Status::NoEffect { .. }),

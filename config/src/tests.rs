@@ -874,9 +874,13 @@ fn debug_means_log_level_debug() {
 
 #[test]
 fn metrics_values() {
+    let c = serve(&["--metrics=extensive"]);
+    assert_eq!(c.metrics, MetricsLevel::Extensive);
     assert_eq!(
-        serve(&["--metrics=extensive"]).metrics,
-        MetricsLevel::Extensive
+        c.warnings,
+        [
+            "--metrics is set to \"extensive\" but has no effect in cairn: cairn exports the same metrics at either level; etcd's extra gRPC latency histograms are not recorded"
+        ]
     );
     assert_eq!(
         fail(&["--metrics=full"]),
@@ -886,7 +890,15 @@ fn metrics_values() {
 
 #[test]
 fn logger_values() {
-    assert_eq!(serve(&["--logger=zap"]).logger, "zap");
+    // Accepted, but it changes nothing, and the operator is told so.
+    let c = serve(&["--logger=zap"]);
+    assert_eq!(c.logger, "zap");
+    assert_eq!(
+        c.warnings,
+        [
+            "--logger is set to \"zap\" but has no effect in cairn: cairn writes the same log format whichever logger is named"
+        ]
+    );
     assert_eq!(
         fail(&["--logger=slog"]),
         "invalid value \"slog\" for --logger: expected capnslog or zap"
@@ -900,8 +912,25 @@ fn log_outputs_values() {
         ["stderr", "stdout"]
     );
     assert_eq!(
+        serve(&["--log-outputs=default,stderr,default"]).log_outputs,
+        ["default", "stderr"]
+    );
+    // etcd reads any other word as a file to log to.
+    assert_eq!(
         fail(&["--log-outputs=/var/log/etcd.log"]),
-        "--log-outputs: logging to \"/var/log/etcd.log\" is not supported yet by cairn (use default, stdout or stderr)"
+        "--log-outputs: logging to a file (\"/var/log/etcd.log\") is not supported yet by cairn (allowed values: default, stderr or stdout)"
+    );
+    assert_eq!(
+        fail(&["--log-outputs=stdout,journald"]),
+        "--log-outputs: logging to a file (\"journald\") is not supported yet by cairn (allowed values: default, stderr or stdout)"
+    );
+    assert_eq!(
+        fail(&["--log-outputs=,"]),
+        "invalid value \",\" for --log-outputs: expected default, stderr or stdout"
+    );
+    assert_eq!(
+        fail(&["--log-output=/tmp/x.log"]),
+        "--log-output: logging to a file (\"/tmp/x.log\") is not supported yet by cairn (allowed values: default, stderr or stdout)"
     );
     // The deprecated singular flag still works, with a warning.
     let c = serve(&["--log-output=stderr"]);

@@ -1,8 +1,11 @@
 //! Logging: `tracing` everywhere, with raft-rs's `slog` records bridged in.
-//! The level can change at runtime (config reload).
+//! The level can change at runtime (config reload); where the lines go
+//! (`--log-outputs`) is fixed at startup.
 
 use std::fmt::Write as _;
+use std::io::{IsTerminal, Write};
 use std::sync::OnceLock;
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Registry, reload};
@@ -22,14 +25,99 @@ fn filter_for(level: &str) -> EnvFilter {
     ))
 }
 
+/// The streams log lines are written to, from `--log-outputs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Outputs {
+    pub stderr: bool,
+    pub stdout: bool,
+}
+
+impl Outputs {
+    /// From the validated `--log-outputs` items (`default`, `stderr`,
+    /// `stdout`; configuration refuses anything else). etcd's `default` is
+    /// stderr (or journald under systemd with zap; Cairn has no journald
+    /// writer, and systemd collects stderr anyway). A line goes to each
+    /// stream named once, so `default,stderr` writes it once.
+    pub fn from_config(items: &[String]) -> Outputs {
+        let mut out = Outputs::default();
+        for item in items {
+            match item.as_str() {
+                "stdout" => out.stdout = true,
+                _ => out.stderr = true,
+            }
+        }
+        if !out.stdout && !out.stderr {
+            out.stderr = true;
+        }
+        out
+    }
+
+    /// Colour only when every stream written to is a terminal: escape codes
+    /// in a file or a pipe are noise.
+    fn ansi(self) -> bool {
+        (!self.stderr || std::io::stderr().is_terminal())
+            && (!self.stdout || std::io::stdout().is_terminal())
+    }
+}
+
+impl<'a> MakeWriter<'a> for Outputs {
+    type Writer = LineWriter;
+
+    fn make_writer(&'a self) -> LineWriter {
+        LineWriter {
+            outputs: *self,
+            buf: Vec::new(),
+        }
+    }
+}
+
+/// Collects one formatted event and writes it to each stream in one call
+/// when dropped, so lines from different threads never interleave (the
+/// formatter may write an event in several pieces).
+pub struct LineWriter {
+    outputs: Outputs,
+    buf: Vec<u8>,
+}
+
+impl Write for LineWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LineWriter {
+    fn drop(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        // A closed stream must not take the process down: the line is lost
+        // either way.
+        if self.outputs.stderr {
+            let _ = std::io::stderr().lock().write_all(&self.buf);
+        }
+        if self.outputs.stdout {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(&self.buf);
+            // stdout is line-buffered only on a terminal; flush so a log
+            // collector reading a pipe sees each line as it happens.
+            let _ = out.flush();
+        }
+    }
+}
+
 /// Installs the global subscriber. `level` is etcd's log level name;
 /// `CAIRN_LOG` (an `EnvFilter` directive) overrides it for debugging.
-pub fn init(level: &str) {
+pub fn init(level: &str, outputs: Outputs) {
     let filter = EnvFilter::try_from_env("CAIRN_LOG").unwrap_or_else(|_| filter_for(level));
     let (filter, handle) = reload::Layer::new(filter);
     let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(outputs)
+        .with_ansi(outputs.ansi())
         .with_target(true);
     if tracing_subscriber::registry()
         .with(filter)
@@ -89,4 +177,41 @@ impl slog::Drain for SlogToTracing {
 
 pub fn raft_logger() -> slog::Logger {
     slog::Logger::root(SlogToTracing, slog::o!())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn items(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| (*s).to_string()).collect()
+    }
+
+    #[test]
+    fn outputs_from_config() {
+        let only_stderr = Outputs {
+            stderr: true,
+            stdout: false,
+        };
+        assert_eq!(Outputs::from_config(&items(&["default"])), only_stderr);
+        assert_eq!(
+            Outputs::from_config(&items(&["default", "stderr"])),
+            only_stderr
+        );
+        assert_eq!(
+            Outputs::from_config(&items(&["stdout"])),
+            Outputs {
+                stderr: false,
+                stdout: true
+            }
+        );
+        assert_eq!(
+            Outputs::from_config(&items(&["stdout", "default"])),
+            Outputs {
+                stderr: true,
+                stdout: true
+            }
+        );
+        assert_eq!(Outputs::from_config(&[]), only_stderr);
+    }
 }

@@ -32,7 +32,10 @@ fn main() -> ExitCode {
         }
         cairn_config::Invocation::Serve(cfg) => cfg,
     };
-    cairn::logging::init(cfg.log_level.as_str());
+    cairn::logging::init(
+        cfg.log_level.as_str(),
+        cairn::logging::Outputs::from_config(&cfg.log_outputs),
+    );
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }

@@ -102,6 +102,23 @@ fn config_check_names_file_line_and_key() {
     let text = format!("{out}{err}");
     assert!(text.contains("bad.toml:2"), "{text}");
     assert!(text.contains("heartbeat-interval"), "{text}");
+    // Every problem, not just the first.
+    std::fs::write(
+        &bad,
+        "bcrypt-cost = 99\nmax-txn-ops = 0\nlisten-client-urls = \"localhost:2379\"\n",
+    )
+    .unwrap();
+    let (out, err, code) = run_cairn(&["config", "check", "bad.toml"], &[], dir.path());
+    assert_eq!(code, Some(1));
+    let text = format!("{out}{err}");
+    for want in [
+        "bad.toml:1, key bcrypt-cost",
+        "bad.toml:2, key max-txn-ops",
+        "bad.toml:3, key listen-client-urls",
+        "invalid (3 errors)",
+    ] {
+        assert!(text.contains(want), "{want:?} missing from:\n{text}");
+    }
 }
 
 #[test]
@@ -212,6 +229,18 @@ fn live_settings_change_without_a_restart() {
         cl.put("big", two_mib.clone(), None)
             .await
             .expect("2 MiB put after raising the limit");
+        // Far above what the limit at startup allowed: the transport's own
+        // ceiling does not depend on the value the member started with.
+        set_everywhere(&c, "max-request-bytes", "8388608");
+        wait_applied(&c, "max-request-bytes", "8388608");
+        cl.put("bigger", vec![b'y'; 5 * 1024 * 1024], None)
+            .await
+            .expect("5 MiB put after raising the limit to 8 MiB");
+        let e = cl
+            .put("too-big", vec![b'z'; 9 * 1024 * 1024], None)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("larger than max"), "{e}");
 
         // --max-txn-ops
         let ops = || {
@@ -252,7 +281,13 @@ fn live_settings_change_without_a_restart() {
             .await
             .expect("writes after a timing change");
 
-        // Auto-compaction, periodic: history older than 1 s goes.
+        // Auto-compaction, periodic: history older than 1 s goes, in
+        // batches of the (live) --experimental-compaction-batch-limit.
+        set_everywhere(&c, "experimental-compaction-batch-limit", "4");
+        wait_applied(&c, "experimental-compaction-batch-limit", "4");
+        for i in 0..20 {
+            cl.put("churn", format!("{i}"), None).await.unwrap();
+        }
         let old = cl
             .put("hist", "1", None)
             .await
@@ -290,6 +325,22 @@ fn live_settings_change_without_a_restart() {
     assert!(
         c.members[0].log().contains("DEBUG"),
         "no debug logs after the level change"
+    );
+    // The overwritten `churn` revisions went in several batches of 4 (at
+    // the startup limit of 1000 they would have taken one).
+    let batched = cairn_tests::eventually(WAIT, || {
+        let log = c.members[0].log();
+        log.lines()
+            .filter(|l| l.contains("finished scheduled compaction"))
+            .filter_map(|l| l.split("batches=").nth(1))
+            .filter_map(|rest| rest.split_whitespace().next()?.parse::<usize>().ok())
+            .any(|n| n >= 5)
+            .then_some(())
+    });
+    assert!(
+        batched.is_some(),
+        "no compaction in batches of 4:\n{}",
+        cairn_tests::tail(&c.members[0].log(), 40)
     );
     let (_, metrics) = http_get(&c.members[0].client_addr(), "/metrics").unwrap();
     assert!(
@@ -409,4 +460,56 @@ fn rename_on_save_symlink_swap_and_save_storms() {
     wait_applied(&c, "max-txn-ops", "199");
     assert_eq!(cairn_tests::health(&c.members[0].client_addr()), Some(true));
     assert_eq!(status(&c, 0)["last_reload_successful"], true);
+}
+
+#[test]
+fn log_outputs_choose_the_stream() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = cairn_tests::free_host(&[2379, 2380]);
+    let (client_url, peer_url) = (format!("http://{host}:2379"), format!("http://{host}:2380"));
+    let out_path = dir.path().join("stdout.log");
+    let err_path = dir.path().join("stderr.log");
+    let mut child = Command::new(cairn_bin())
+        .args([
+            "--name=m1".to_string(),
+            format!("--data-dir={}", dir.path().join("data").display()),
+            format!("--listen-client-urls={client_url}"),
+            format!("--advertise-client-urls={client_url}"),
+            format!("--listen-peer-urls={peer_url}"),
+            format!("--initial-advertise-peer-urls={peer_url}"),
+            format!("--initial-cluster=m1={peer_url}"),
+            "--config-file=".to_string(),
+            "--log-outputs=stdout".to_string(),
+        ])
+        .env_remove("CAIRN_LOG")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let addr = format!("{host}:2379").parse().unwrap();
+    let healthy = cairn_tests::eventually(Duration::from_secs(20), || {
+        (cairn_tests::health(&addr) == Some(true)).then_some(())
+    });
+    let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
+    let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(healthy.is_some(), "did not start:\n{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("ready to serve client requests"),
+        "{stdout}"
+    );
+    assert!(stderr.is_empty(), "logs on stderr:\n{stderr}");
+
+    // Anything else is refused before the server starts, naming the values
+    // it takes.
+    let (_, err, code) = run_cairn(
+        &["--config-file=", "--log-outputs=/var/log/cairn.log"],
+        &[],
+        dir.path(),
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("logging to a file"), "{err}");
+    assert!(err.contains("default, stderr or stdout"), "{err}");
 }

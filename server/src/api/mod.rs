@@ -2,12 +2,14 @@
 //! the peer endpoints on the peer URLs. Handlers validate requests the way
 //! etcd's API layer does, then call into `server::EtcdServer`.
 
+pub mod access;
 pub mod auth;
 pub mod cluster;
 pub mod concurrency;
 pub mod config;
 pub mod election;
 pub mod gateway;
+pub mod grpc_limit;
 pub mod grpc_metrics;
 pub mod h2_authority;
 pub mod http;
@@ -59,10 +61,23 @@ pub fn check_size<M: Message>(srv: &EtcdServer, m: &M) -> Result<(), Status> {
     Ok(())
 }
 
-/// One router for a listener: gRPC requests (HTTP/2 with an
-/// `application/grpc` content type, as etcd tells them apart) go to the
+/// Whether a request is a gRPC call: an `application/grpc` content type, as
+/// etcd tells them apart.
+pub fn is_grpc<B>(req: &::http::Request<B>) -> bool {
+    req.headers()
+        .get(::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("application/grpc"))
+}
+
+/// One router for a listener: gRPC requests (see [`is_grpc`]) go to the
 /// gRPC services; everything else to the HTTP routes, whose unknown paths
 /// get Go's plain "404 page not found" like etcd's HTTP mux.
+///
+/// On a client listener (`client` given) every request also runs as its
+/// caller (`auth::caller_layer`), HTTP requests pass the host whitelist and
+/// get CORS headers first (`access`), and gRPC messages are held to the
+/// live `--max-request-bytes` (`grpc_limit`).
 pub fn grpc_and_http(
     grpc: tonic::service::Routes,
     http: axum::Router,
@@ -72,18 +87,20 @@ pub fn grpc_and_http(
     let mut grpc = grpc.prepare().into_axum_router();
     if let Some(srv) = client.clone() {
         grpc = grpc
-            .layer(axum::middleware::from_fn_with_state(srv, learner_gate))
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&srv),
+                learner_gate,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                srv,
+                grpc_limit::limit_layer,
+            ))
             .layer(axum::middleware::from_fn(grpc_metrics::count));
     }
     let router = http.fallback(move |req: axum::extract::Request| {
         let grpc = grpc.clone();
         async move {
-            let is_grpc = req
-                .headers()
-                .get(::http::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|ct| ct.starts_with("application/grpc"));
-            if is_grpc {
+            if is_grpc(&req) {
                 use tower::ServiceExt;
                 match grpc.oneshot(req).await {
                     Ok(resp) => resp.into_response(),
@@ -100,11 +117,17 @@ pub fn grpc_and_http(
         }
     });
     match client {
-        // Every client request runs as its caller (see `auth::caller_layer`).
-        Some(srv) => router.layer(axum::middleware::from_fn_with_state(
-            srv,
-            auth::caller_layer,
-        )),
+        // Layers run outermost first: the access checks come before
+        // anything else, as etcd's access controller wraps its whole mux.
+        Some(srv) => router
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&srv),
+                auth::caller_layer,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                srv,
+                access::access_layer,
+            )),
         None => router,
     }
 }

@@ -329,7 +329,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
     let db = Db::open(&member_dir)?;
     let snapshots = Arc::new(SnapshotRegistry::new(
         member_dir.join("snap"),
-        cfg.max_snapshots.max(1) as usize,
+        cfg.max_snapshots as usize,
     )?);
     finish_interrupted_install(&db, &snapshots)?;
 
@@ -438,6 +438,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
             store: parking_lot::RwLock::new(store),
             tokens,
             bcrypt_cost: cfg.bcrypt_cost,
+            verified: Default::default(),
         })
     };
     // Policy plugins: a malformed [plugins] table stops the start.
@@ -666,9 +667,11 @@ fn client_router(
         impl tonic_health::pb::health_server::Health,
     >,
 ) -> axum::Router {
-    // tonic's own limit sits above etcd's so that `api::check_size` answers
-    // with grpc-go's wording; this bound still caps memory per message.
-    let decode_limit = 2 * (cfg.max_request_bytes as usize + api::GRPC_OVERHEAD_BYTES);
+    // `--max-request-bytes` is live, so tonic gets a ceiling no reload can
+    // exceed; the limit in force is applied by `api::grpc_limit` as each
+    // message header arrives (nothing larger is buffered) and by
+    // `api::check_size` and the proposal size check.
+    let decode_limit = api::grpc_limit::DECODE_CEILING;
     let kv = KvServer::new(api::kv::KvService {
         srv: Arc::clone(server),
     })
@@ -716,7 +719,7 @@ fn client_router(
         .add_service(election)
         .add_service(health);
     let http = api::http::client_routes(Arc::clone(server))
-        .merge(api::config::routes(reloader))
+        .merge(api::config::routes(reloader, Arc::clone(server)))
         // Policy plugins' admin API: /cairn/v1/plugins.
         .merge(crate::plugins::admin::routes(Arc::clone(server)))
         // etcd's JSON gateway: POST /v3/... (and /v3beta/...).

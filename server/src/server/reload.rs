@@ -189,10 +189,19 @@ impl Reloader {
         st.clone()
     }
 
-    /// Pushes the live settings that are not simply read on demand.
+    /// Pushes the live settings that are not simply read on demand (the
+    /// parts that hold them live below the server and never see its config).
     fn apply(&self, old: &ServerConfig, new: &ServerConfig) {
         if old.log_level != new.log_level {
             crate::logging::set_level(new.log_level.as_str());
+        }
+        if old.max_snapshots != new.max_snapshots {
+            self.srv.snapshots.set_max_files(new.max_snapshots as usize);
+        }
+        if old.experimental_compaction_batch_limit != new.experimental_compaction_batch_limit {
+            self.srv
+                .store
+                .set_compaction_batch_limit(new.experimental_compaction_batch_limit as usize);
         }
     }
 

@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 const MAGIC: &[u8; 10] = b"CAIRNSNAP\x01";
 const TAG_END: u8 = 0;
@@ -68,10 +68,13 @@ pub struct SnapshotRegistry {
     latest: Mutex<Option<SnapshotInfo>>,
     requested: AtomicBool,
     generating: AtomicBool,
-    max_files: usize,
+    /// Snapshot files kept after a new one is written (`--max-snapshots`,
+    /// live: a reload stores the new value); 0 keeps all, as in etcd.
+    max_files: AtomicUsize,
 }
 
 impl SnapshotRegistry {
+    /// `max_files`: see [`SnapshotRegistry::set_max_files`].
     pub fn new(dir: PathBuf, max_files: usize) -> Result<SnapshotRegistry> {
         std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
         // Leftovers of interrupted transfers are useless.
@@ -87,8 +90,15 @@ impl SnapshotRegistry {
             latest: Mutex::new(None),
             requested: AtomicBool::new(false),
             generating: AtomicBool::new(false),
-            max_files: max_files.max(1),
+            max_files: AtomicUsize::new(max_files),
         })
+    }
+
+    /// How many snapshot files to keep from the next one written on (0
+    /// keeps all). Files already over a lowered limit go with the next
+    /// snapshot, not at once: nothing is deleted outside a generation.
+    pub fn set_max_files(&self, max_files: usize) {
+        self.max_files.store(max_files, Ordering::Relaxed);
     }
 
     pub fn dir(&self) -> &Path {
@@ -132,8 +142,12 @@ impl SnapshotRegistry {
         self.generating.store(false, Ordering::Release);
     }
 
-    /// Keeps only the newest `max_files` snapshot files.
+    /// Keeps only the newest `max_files` snapshot files (all when 0).
     fn prune(&self) {
+        let max_files = self.max_files.load(Ordering::Relaxed);
+        if max_files == 0 {
+            return;
+        }
         let Ok(rd) = std::fs::read_dir(&self.dir) else {
             return;
         };
@@ -144,7 +158,7 @@ impl SnapshotRegistry {
             .collect();
         // Names sort by (term, index) because both are fixed-width hex.
         files.sort();
-        let keep_from = files.len().saturating_sub(self.max_files);
+        let keep_from = files.len().saturating_sub(max_files);
         for p in &files[..keep_from] {
             let _ = std::fs::remove_file(p);
         }
@@ -504,6 +518,51 @@ pub fn load(db: &Db, path: &Path) -> Result<Header> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Fakes one generated snapshot file at `index` and registers it.
+    fn generate(reg: &SnapshotRegistry, index: u64) {
+        let path = reg.dir().join(file_name(1, index));
+        std::fs::write(&path, b"x").unwrap();
+        reg.request_generation();
+        assert!(reg.take_request());
+        reg.finish_generation(Some(SnapshotInfo {
+            index,
+            term: 1,
+            conf_state: ConfState::default(),
+            path,
+            size_bytes: 1,
+        }));
+    }
+
+    fn snap_files(reg: &SnapshotRegistry) -> usize {
+        std::fs::read_dir(reg.dir())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().extension().is_some_and(|x| x == "snap"))
+            .count()
+    }
+
+    #[test]
+    fn max_files_changes_take_effect_at_the_next_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = SnapshotRegistry::new(dir.path().join("snap"), 0).unwrap();
+        // 0 keeps every file.
+        for i in 1..=4 {
+            generate(&reg, i);
+        }
+        assert_eq!(snap_files(&reg), 4);
+        // What a reload of --max-snapshots does: the next one prunes.
+        reg.set_max_files(2);
+        assert_eq!(snap_files(&reg), 4);
+        generate(&reg, 5);
+        assert_eq!(snap_files(&reg), 2);
+        assert!(reg.dir().join(file_name(1, 5)).exists());
+        assert!(reg.dir().join(file_name(1, 4)).exists());
+        reg.set_max_files(1);
+        generate(&reg, 6);
+        assert_eq!(snap_files(&reg), 1);
+        assert_eq!(reg.latest().map(|s| s.index), Some(6));
+    }
 
     #[test]
     fn write_verify_load_roundtrip() {

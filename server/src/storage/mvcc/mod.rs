@@ -26,7 +26,7 @@ use parking_lot::{Mutex, RwLock};
 use prost::Message as _;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 const KIND_PUT: u8 = 0;
@@ -245,7 +245,9 @@ pub struct Store {
     /// Physical compaction runs on its own thread so it never stalls applies.
     compactor: Mutex<Option<crossbeam_channel::Sender<CompactionJob>>>,
     compaction_done: tokio::sync::watch::Sender<i64>,
-    batch_limit: usize,
+    /// Most revisions deleted per physical-compaction batch
+    /// (`--experimental-compaction-batch-limit`, live: read at each batch).
+    batch_limit: AtomicUsize,
 }
 
 impl Store {
@@ -263,7 +265,7 @@ impl Store {
             dispatched: AtomicI64::new(i64::MAX),
             compactor: Mutex::new(None),
             compaction_done: done_tx,
-            batch_limit: compaction_batch_limit.max(1),
+            batch_limit: AtomicUsize::new(compaction_batch_limit.max(1)),
         });
         store.start_compactor();
         store.resume_compaction(r.compacted, r.finished);
@@ -283,6 +285,12 @@ impl Store {
         drop(index);
         self.resume_compaction(r.compacted, r.finished);
         Ok(r.leases)
+    }
+
+    /// Changes the batch size of physical compaction; a compaction already
+    /// running uses it from its next batch.
+    pub fn set_compaction_batch_limit(&self, limit: usize) {
+        self.batch_limit.store(limit.max(1), Ordering::Relaxed);
     }
 
     fn resume_compaction(&self, compacted: i64, finished: i64) {
@@ -580,8 +588,8 @@ impl Store {
 
     /// Deletes every revision at or below `job.rev` that the index no longer
     /// needs, in bounded batches with a pause between them so applies and
-    /// reads keep flowing.
-    fn physical_compaction(&self, job: &CompactionJob) -> Result<()> {
+    /// reads keep flowing. Returns how many batches it took.
+    fn physical_compaction(&self, job: &CompactionJob) -> Result<usize> {
         let start = std::time::Instant::now();
         // Watchers must see every event before its revision disappears; the
         // hub is normally a few milliseconds behind. Bounded: a stuck hub
@@ -595,14 +603,16 @@ impl Store {
         let end = Rev::new(job.rev + 1, 0).to_key();
         let mut cursor = Rev::new(0, 0).to_key().to_vec();
         let mut deleted = 0usize;
+        let mut batches = 0usize;
         loop {
+            let batch_limit = self.batch_limit.load(Ordering::Relaxed);
             let mut doomed = Vec::new();
             let mut next_cursor = None;
             for guard in self.db.kv.range(cursor.clone()..end.to_vec()) {
                 let k = guard.key()?;
                 let rev = Rev::from_key(&k)
                     .ok_or_else(|| StorageError::corrupt("mvcc revision key", hex::encode(&k)))?;
-                if doomed.len() >= self.batch_limit {
+                if doomed.len() >= batch_limit {
                     next_cursor = Some(k.to_vec());
                     break;
                 }
@@ -617,6 +627,7 @@ impl Store {
                 }
                 batch.durability(Some(PersistMode::Buffer)).commit()?;
                 deleted += doomed.len();
+                batches += 1;
             }
             match next_cursor {
                 Some(c) => {
@@ -633,10 +644,11 @@ impl Store {
         tracing::info!(
             revision = job.rev,
             deleted_revisions = deleted,
+            batches,
             took_ms = start.elapsed().as_millis() as u64,
             "finished scheduled compaction"
         );
-        Ok(())
+        Ok(batches)
     }
 }
 
@@ -910,6 +922,26 @@ mod tests {
         assert_eq!(get(&s, "k", 0).unwrap().kvs[0].version, 11);
         // On disk: k's kept revision 8, its revisions 9-11 and 13, other's 12.
         assert_eq!(s.db.kv.iter().count(), 6);
+    }
+
+    #[test]
+    fn compaction_batch_limit_changes_apply_to_the_next_batch() {
+        let (_d, s) = open();
+        for i in 0..30 {
+            put(&s, "k", &i.to_string()); // revisions 2..=31
+        }
+        let job = |rev| CompactionJob {
+            rev,
+            keep: s.index.write().compact(rev),
+        };
+        // At the limit it was opened with (1000), 2..=10 go in one batch.
+        assert_eq!(s.physical_compaction(&job(11)).unwrap(), 1);
+        // What a reload of --experimental-compaction-batch-limit does.
+        s.set_compaction_batch_limit(4);
+        // 11..=30: 20 revisions in batches of 4.
+        assert_eq!(s.physical_compaction(&job(31)).unwrap(), 5);
+        assert_eq!(s.db.kv.iter().count(), 1);
+        assert_eq!(&get(&s, "k", 0).unwrap().kvs[0].value[..], b"29");
     }
 
     #[test]

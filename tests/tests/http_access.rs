@@ -1,0 +1,288 @@
+//! `--host-whitelist` and `--cors` on the client URLs, driven with curl:
+//! the defaults let any Host and any origin in; a whitelist refuses other
+//! hosts on plain HTTP with 421 (gRPC and TLS are not affected); listed
+//! origins are echoed, others get no CORS headers; preflights are answered
+//! directly; and an edit of the config file changes all of it live.
+
+use cairn_tests::{Cluster, Options, client, eventually, runtime};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// What curl got back; header names in lower case.
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// `curl -i` of `url` with `method`, extra `-H` headers and a body (and
+/// `-k` for the auto-TLS test's self-signed certificate).
+fn curl(url: &str, method: &str, headers: &[&str], body: Option<&str>) -> Reply {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-sS", "-k", "-i", "--max-time", "10", "-X", method]);
+    for h in headers {
+        cmd.args(["-H", h]);
+    }
+    if let Some(body) = body {
+        cmd.args(["--data-raw", body]);
+    }
+    let out = cmd
+        .arg(url)
+        .stdin(Stdio::null())
+        .output()
+        .expect("curl must be installed");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no response from {url}: {text:?} {:?}", out.stderr));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Reply {
+        status,
+        headers,
+        body: body.to_string(),
+    }
+}
+
+fn get(c: &Cluster, path: &str, headers: &[&str]) -> Reply {
+    curl(
+        &format!("{}{path}", c.members[0].client_url()),
+        "GET",
+        headers,
+        None,
+    )
+}
+
+fn options(c: &Cluster, path: &str, headers: &[&str]) -> Reply {
+    curl(
+        &format!("{}{path}", c.members[0].client_url()),
+        "OPTIONS",
+        headers,
+        None,
+    )
+}
+
+#[track_caller]
+fn assert_cors(r: &Reply, origin: &str) {
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some(origin),
+        "{r:?}"
+    );
+    assert_eq!(
+        r.header("access-control-allow-methods"),
+        Some("POST, GET, OPTIONS, PUT, DELETE"),
+        "{r:?}"
+    );
+    assert_eq!(
+        r.header("access-control-allow-headers"),
+        Some("accept, content-type, authorization"),
+        "{r:?}"
+    );
+}
+
+#[track_caller]
+fn assert_no_cors(r: &Reply) {
+    for h in [
+        "access-control-allow-origin",
+        "access-control-allow-methods",
+        "access-control-allow-headers",
+    ] {
+        assert_eq!(r.header(h), None, "{r:?}");
+    }
+}
+
+/// Sets `key = value` in the member's config file (replacing an earlier
+/// line for the key); the server reloads on the edit.
+fn set(c: &Cluster, key: &str, value: &str) {
+    let path = c.config_path(0);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut lines: Vec<String> = text
+        .lines()
+        .filter(|l| !l.starts_with(&format!("{key} =")))
+        .map(String::from)
+        .collect();
+    lines.push(format!("{key} = {value}"));
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+}
+
+/// Waits until `GET /config`, sent with `host`, shows `want`.
+fn wait_config(c: &Cluster, host: &str, want: &str) {
+    let header = format!("Host: {host}");
+    let seen = eventually(WAIT, || {
+        let r = get(c, "/config", &[&header]);
+        r.body.lines().any(|l| l == want).then_some(())
+    });
+    assert!(
+        seen.is_some(),
+        "never applied {want}: {:?}",
+        get(c, "/config/status", &[&header])
+    );
+}
+
+#[test]
+fn host_whitelist_and_cors_follow_the_live_config() {
+    let c = Cluster::start(Options {
+        members: 1,
+        config_toml: Some(String::new()),
+        ..Options::default()
+    });
+    const EVIL: &str = "Host: evil.example:2379";
+    const GOOD: &str = "Host: good.example:2379";
+
+    // Defaults (`*` for both): any Host, any origin.
+    let r = get(&c, "/health", &[EVIL, "Origin: https://any.example"]);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_cors(&r, "*");
+    let r = get(&c, "/health", &[EVIL]);
+    assert_cors(&r, "*");
+    // A preflight is answered here: 200, the headers, nothing else.
+    let r = options(
+        &c,
+        "/v3/kv/put",
+        &[
+            EVIL,
+            "Origin: https://any.example",
+            "Access-Control-Request-Method: POST",
+        ],
+    );
+    assert_eq!((r.status, r.body.as_str()), (200, ""), "{r:?}");
+    assert_cors(&r, "*");
+
+    // Only good.example, and one listed origin.
+    set(&c, "host-whitelist", "\"good.example\"");
+    set(
+        &c,
+        "cors",
+        "[\"https://good.example\", \"https://other.example\"]",
+    );
+    wait_config(&c, "good.example", "host-whitelist = good.example");
+    wait_config(
+        &c,
+        "good.example",
+        "cors = https://good.example,https://other.example",
+    );
+
+    // Another Host: 421 with an explanation, and no CORS headers.
+    let r = get(&c, "/health", &[EVIL, "Origin: https://good.example"]);
+    assert_eq!(r.status, 421, "{r:?}");
+    assert_eq!(
+        r.header("content-type"),
+        Some("text/plain; charset=utf-8"),
+        "{r:?}"
+    );
+    assert!(r.body.contains("\"evil.example\""), "{}", r.body);
+    assert!(r.body.contains("--host-whitelist"), "{}", r.body);
+    assert!(r.body.contains("TLS"), "{}", r.body);
+    assert!(r.body.contains("CVE-2018-5702"), "{}", r.body);
+    assert_no_cors(&r);
+    // Whatever the path or method: the gateway, preflights, unknown pages.
+    assert_eq!(options(&c, "/v3/kv/put", &[EVIL]).status, 421);
+    assert_eq!(get(&c, "/no/such/page", &[EVIL]).status, 421);
+    // The member's own address is not listed either.
+    let (status, _) = cairn_tests::http_get(&c.members[0].client_addr(), "/health").unwrap();
+    assert_eq!(status, 421);
+    assert!(
+        c.members[0]
+            .log()
+            .contains("refusing a plain-HTTP request whose Host is not in --host-whitelist"),
+        "no warning logged"
+    );
+    // The listed host, with or without a port.
+    assert_eq!(get(&c, "/health", &[GOOD]).status, 200);
+    assert_eq!(get(&c, "/health", &["Host: good.example"]).status, 200);
+
+    // gRPC is not HTTP a browser could be led to: the whitelist does not
+    // apply (the client names the member's address).
+    let rt = runtime();
+    rt.block_on(async {
+        let mut cl = client(&c.endpoint_list()).await;
+        cl.put("grpc", "ok", None).await.expect("gRPC put");
+        let r = cl.get("grpc", None).await.expect("gRPC get");
+        assert_eq!(r.kvs()[0].value(), b"ok");
+    });
+
+    // A listed origin is echoed; another gets no CORS headers.
+    let r = get(&c, "/health", &[GOOD, "Origin: https://other.example"]);
+    assert_eq!(r.status, 200);
+    assert_cors(&r, "https://other.example");
+    let r = get(&c, "/health", &[GOOD, "Origin: https://bad.example"]);
+    assert_eq!(r.status, 200);
+    assert_no_cors(&r);
+    let r = get(&c, "/health", &[GOOD]);
+    assert_no_cors(&r);
+    let r = options(
+        &c,
+        "/v3/kv/range",
+        &[
+            GOOD,
+            "Origin: https://good.example",
+            "Access-Control-Request-Method: POST",
+            "Access-Control-Request-Headers: content-type",
+        ],
+    );
+    assert_eq!((r.status, r.body.as_str()), (200, ""), "{r:?}");
+    assert_cors(&r, "https://good.example");
+    let r = options(&c, "/v3/kv/range", &[GOOD, "Origin: https://bad.example"]);
+    assert_eq!((r.status, r.body.as_str()), (200, ""), "{r:?}");
+    assert_no_cors(&r);
+    // A real gateway call from the listed origin.
+    let r = curl(
+        &format!("{}/v3/kv/range", c.members[0].client_url()),
+        "POST",
+        &[
+            GOOD,
+            "Origin: https://good.example",
+            "Content-Type: application/json",
+        ],
+        Some(r#"{"key":"Z3JwYw=="}"#),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.body.contains(r#""value":"b2s=""#), "{}", r.body);
+    assert_cors(&r, "https://good.example");
+
+    // Back to any host, live.
+    set(&c, "host-whitelist", "\"*\"");
+    let back = eventually(WAIT, || {
+        (get(&c, "/health", &[EVIL]).status == 200).then_some(())
+    });
+    assert!(back.is_some(), "{:?}", get(&c, "/health", &[EVIL]));
+}
+
+#[test]
+fn tls_requests_skip_the_host_whitelist() {
+    let c = Cluster::start(Options {
+        members: 1,
+        tls: Some(cairn_tests::tls::TlsOptions {
+            client: true,
+            auto: true,
+            ..Default::default()
+        }),
+        extra_args: vec!["--host-whitelist=good.example".into()],
+        ..Options::default()
+    });
+    // Over TLS the certificate says which host the client meant: no 421.
+    let r = get(&c, "/health", &["Host: evil.example:2379"]);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_cors(&r, "*");
+}
