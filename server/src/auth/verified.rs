@@ -22,22 +22,65 @@ pub const VERIFIED_TTL: Duration = Duration::from_secs(300);
 
 pub type Fingerprint = [u8; 32];
 
-pub struct VerifiedPasswords {
-    key: [u8; 32],
-    inner: Mutex<Inner>,
+/// A map that keeps at most `capacity` entries, forgetting the oldest
+/// insertion first. Both remembered checks (passwords here, JWT signatures
+/// in `tokens::jwt`) are bounded this way.
+pub struct Bounded<K, V> {
+    capacity: usize,
+    map: HashMap<K, V>,
+    order: VecDeque<K>,
 }
 
-#[derive(Default)]
-struct Inner {
-    until: HashMap<Fingerprint, Instant>,
-    order: VecDeque<Fingerprint>,
+impl<K: std::hash::Hash + Eq + Clone, V> Bounded<K, V> {
+    pub fn new(capacity: usize) -> Self {
+        assert!(capacity > 0, "a bounded map needs room for one entry");
+        Bounded {
+            capacity,
+            map: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    pub fn get<Q>(&self, k: &Q) -> Option<&V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        self.map.get(k)
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn insert(&mut self, k: K, v: V) {
+        if self.map.insert(k.clone(), v).is_none() {
+            self.order.push_back(k);
+        }
+        while self.order.len() > self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.map.remove(&old);
+            }
+        }
+        debug_assert_eq!(self.order.len(), self.map.len());
+    }
+}
+
+pub struct VerifiedPasswords {
+    key: [u8; 32],
+    /// Fingerprint → trusted until.
+    until: Mutex<Bounded<Fingerprint, Instant>>,
 }
 
 impl Default for VerifiedPasswords {
     fn default() -> Self {
         VerifiedPasswords {
             key: rand::random(),
-            inner: Mutex::default(),
+            until: Mutex::new(Bounded::new(VERIFIED_CAPACITY)),
         }
     }
 }
@@ -56,20 +99,11 @@ impl VerifiedPasswords {
 
     /// Was this exact check accepted recently?
     pub fn contains(&self, f: &Fingerprint, now: Instant) -> bool {
-        self.inner.lock().until.get(f).is_some_and(|u| now < *u)
+        self.until.lock().get(f).is_some_and(|u| now < *u)
     }
 
     pub fn insert(&self, f: Fingerprint, now: Instant) {
-        let mut inner = self.inner.lock();
-        if inner.until.insert(f, now + VERIFIED_TTL).is_none() {
-            inner.order.push_back(f);
-        }
-        while inner.order.len() > VERIFIED_CAPACITY {
-            if let Some(old) = inner.order.pop_front() {
-                inner.until.remove(&old);
-            }
-        }
-        debug_assert_eq!(inner.order.len(), inner.until.len());
+        self.until.lock().insert(f, now + VERIFIED_TTL);
     }
 }
 
@@ -102,6 +136,6 @@ mod tests {
             v.insert(v.fingerprint(&format!("u{i}"), "p", "h"), now);
         }
         assert!(!v.contains(&first, now), "the oldest entry is forgotten");
-        assert_eq!(v.inner.lock().until.len(), VERIFIED_CAPACITY);
+        assert_eq!(v.until.lock().len(), VERIFIED_CAPACITY);
     }
 }

@@ -18,6 +18,7 @@
 //! not be in the future, and `username` and `revision` must be present.
 
 use super::super::AuthError;
+use super::super::verified::Bounded;
 use base64::Engine;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
@@ -149,17 +150,11 @@ pub struct JwtTokens {
     /// RSA or ECDSA verify costs tens of microseconds; a burst of clients
     /// would spend a core on them). Time claims are still checked on every
     /// use. Bounded; the oldest entry goes first.
-    verified: parking_lot::Mutex<VerifiedTokens>,
+    verified: parking_lot::Mutex<Bounded<String, VerifiedClaims>>,
 }
 
 /// Verified tokens kept by each member.
 pub const VERIFIED_TOKENS_CAPACITY: usize = 4096;
-
-#[derive(Default)]
-struct VerifiedTokens {
-    claims: std::collections::HashMap<String, VerifiedClaims>,
-    order: std::collections::VecDeque<String>,
-}
 
 /// What a token says, once its signature is known good.
 #[derive(Clone, Debug)]
@@ -456,7 +451,7 @@ impl JwtTokens {
             signer,
             verifier,
             ttl,
-            verified: Default::default(),
+            verified: parking_lot::Mutex::new(Bounded::new(VERIFIED_TOKENS_CAPACITY)),
         })
     }
 
@@ -519,20 +514,12 @@ impl JwtTokens {
     /// (bad form, other algorithm, bad signature, expired, missing claims).
     pub fn verify(&self, token: &str, now: SystemTime) -> Option<(String, u64)> {
         let now = unix_secs(now);
-        let cached = self.verified.lock().claims.get(token).cloned();
+        let cached = self.verified.lock().get(token).cloned();
         let claims = match cached {
             Some(c) => c,
             None => {
                 let c = self.check_signature_and_claims(token)?;
-                let mut v = self.verified.lock();
-                if v.claims.insert(token.to_string(), c.clone()).is_none() {
-                    v.order.push_back(token.to_string());
-                }
-                while v.order.len() > VERIFIED_TOKENS_CAPACITY {
-                    if let Some(old) = v.order.pop_front() {
-                        v.claims.remove(&old);
-                    }
-                }
+                self.verified.lock().insert(token.to_string(), c.clone());
                 c
             }
         };
