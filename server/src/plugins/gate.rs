@@ -74,6 +74,11 @@ impl EtcdServer {
             attempts += 1;
             let set = self.plugins.current();
             let stamp = self.plugins.judge_request(&set, &request, deadline).await?;
+            if stamp.is_none() {
+                // No plugin set: nothing can go stale, so nothing is judged
+                // again and the request need not be kept for a retry.
+                return STAMP.scope(None, self.propose(request)).await;
+            }
             match STAMP.scope(stamp, self.propose(request.clone())).await {
                 Err(Error::PluginSetChanged)
                     if attempts < MAX_JUDGEMENTS && Instant::now() < deadline =>

@@ -71,13 +71,14 @@ impl HubMsg {
 /// treat the watcher as slow and replay it from the store later.
 #[derive(Clone)]
 pub struct HubSender {
-    tx: mpsc::Sender<HubMsg>,
+    /// Each message travels with the bytes it was counted as.
+    tx: mpsc::Sender<(HubMsg, usize)>,
     queued_bytes: Arc<AtomicUsize>,
     limit_bytes: usize,
 }
 
 pub struct HubReceiver {
-    rx: mpsc::Receiver<HubMsg>,
+    rx: mpsc::Receiver<(HubMsg, usize)>,
     queued_bytes: Arc<AtomicUsize>,
 }
 
@@ -116,8 +117,12 @@ impl HubSender {
             self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
             return Err(mpsc::error::TrySendError::Full(msg));
         }
-        self.tx.try_send(msg).inspect_err(|_| {
+        self.tx.try_send((msg, bytes)).map_err(|e| {
             self.queued_bytes.fetch_sub(bytes, Ordering::AcqRel);
+            match e {
+                mpsc::error::TrySendError::Full((m, _)) => mpsc::error::TrySendError::Full(m),
+                mpsc::error::TrySendError::Closed((m, _)) => mpsc::error::TrySendError::Closed(m),
+            }
         })
     }
 
@@ -129,9 +134,9 @@ impl HubSender {
 
 impl HubReceiver {
     pub async fn recv(&mut self) -> Option<(HubMsg, Held)> {
-        let msg = self.rx.recv().await?;
+        let (msg, bytes) = self.rx.recv().await?;
         let held = Held {
-            bytes: msg.size_bytes(),
+            bytes,
             queued_bytes: Arc::clone(&self.queued_bytes),
         };
         Some((msg, held))
