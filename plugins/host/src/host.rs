@@ -243,8 +243,16 @@ impl wasmtime::component::HasData for HasTable {
 /// A counting semaphore over the pooling allocator's instance slots, so that
 /// a burst of calls waits for a slot instead of failing inside wasmtime.
 pub(crate) struct Slots {
-    free: Mutex<u32>,
+    state: Mutex<SlotState>,
     freed: Condvar,
+}
+
+struct SlotState {
+    free: u32,
+    /// Callers blocked in `acquire`. A release wakes one only when there is
+    /// one: `Condvar::notify_one` is a futex syscall even with no waiter,
+    /// a measurable share of a microseconds-long call.
+    waiting: u32,
 }
 
 pub(crate) struct SlotGuard<'a>(&'a Slots);
@@ -252,33 +260,45 @@ pub(crate) struct SlotGuard<'a>(&'a Slots);
 impl Slots {
     fn new(n: u32) -> Self {
         Slots {
-            free: Mutex::new(n),
+            state: Mutex::new(SlotState {
+                free: n,
+                waiting: 0,
+            }),
             freed: Condvar::new(),
         }
     }
 
     /// Takes a slot, waiting at most `wait`.
     pub(crate) fn acquire(&self, wait: Duration) -> Option<SlotGuard<'_>> {
-        let deadline = Instant::now() + wait;
-        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
-        while *free == 0 {
-            let left = deadline.checked_duration_since(Instant::now())?;
-            free = self
-                .freed
-                .wait_timeout(free, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.free == 0 {
+            let deadline = Instant::now() + wait;
+            state.waiting += 1;
+            while state.free == 0 {
+                let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                    state.waiting -= 1;
+                    return None;
+                };
+                state = self
+                    .freed
+                    .wait_timeout(state, left)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+            state.waiting -= 1;
         }
-        *free -= 1;
+        state.free -= 1;
         Some(SlotGuard(self))
     }
 }
 
 impl Drop for SlotGuard<'_> {
     fn drop(&mut self) {
-        let mut free = self.0.free.lock().unwrap_or_else(PoisonError::into_inner);
-        *free += 1;
-        self.0.freed.notify_one();
+        let mut state = self.0.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.free += 1;
+        if state.waiting > 0 {
+            self.0.freed.notify_one();
+        }
     }
 }
 
@@ -321,5 +341,34 @@ impl Drop for Ticker {
             // a way worth reporting.
             let _ = thread.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_time_out_and_hand_over_to_a_waiter() {
+        let slots = Arc::new(Slots::new(1));
+        let held = slots.acquire(Duration::ZERO).expect("a free slot");
+        assert!(slots.acquire(Duration::from_millis(20)).is_none());
+        assert_eq!(
+            slots.state.lock().unwrap().waiting,
+            0,
+            "a timed-out waiter leaves"
+        );
+
+        let waiter = {
+            let slots = Arc::clone(&slots);
+            std::thread::spawn(move || slots.acquire(Duration::from_secs(10)).is_some())
+        };
+        while slots.state.lock().unwrap().waiting == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        drop(held);
+        assert!(waiter.join().unwrap(), "the release woke the waiter");
+        let state = slots.state.lock().unwrap();
+        assert_eq!((state.free, state.waiting), (1, 0));
     }
 }
