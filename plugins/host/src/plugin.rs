@@ -551,7 +551,7 @@ impl LoadedPlugin {
             }
             (None, None) => format!("{err:#}"),
         };
-        let stderr = state.stderr.text();
+        let stderr = state.stderr_text();
         if !stderr.is_empty() {
             message.push_str("; plugin stderr: ");
             message.push_str(&stderr);

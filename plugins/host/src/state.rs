@@ -29,8 +29,11 @@ pub(crate) struct CallState {
     pub(crate) plugin: Arc<PluginShared>,
     pub(crate) reader: Arc<dyn KeyReader>,
     pub(crate) limiter: Limiter,
-    pub(crate) stderr: StderrCapture,
-    wasi: WasiCtx,
+    /// WASI and the stderr it writes to are built on the call's first use
+    /// of a WASI function. Most calls make none, and building a `WasiCtx`
+    /// (clock reads, a seeded generator, a dozen boxed streams) cost more
+    /// than a trivial validator's whole call.
+    wasi: Option<(WasiCtx, StderrCapture)>,
     table: ResourceTable,
     log_lines: u32,
     dropped_log_lines: u32,
@@ -40,18 +43,23 @@ pub(crate) struct CallState {
 impl CallState {
     pub(crate) fn new(plugin: Arc<PluginShared>, reader: Arc<dyn KeyReader>) -> Self {
         let limiter = Limiter::new(plugin.limits.memory_bytes);
-        let stderr = StderrCapture::default();
         CallState {
             plugin,
             reader,
             limiter,
-            wasi: capability_free_wasi(stderr.clone()),
-            stderr,
+            wasi: None,
             table: ResourceTable::new(),
             log_lines: 0,
             dropped_log_lines: 0,
             gets: 0,
         }
+    }
+
+    /// What the plugin wrote to stderr during this call, trimmed.
+    pub(crate) fn stderr_text(&self) -> String {
+        self.wasi
+            .as_ref()
+            .map_or_else(String::new, |(_, stderr)| stderr.text())
     }
 
     /// Reports log lines the budget swallowed (once, at the end of a call).
@@ -88,8 +96,12 @@ fn capability_free_wasi(stderr: StderrCapture) -> WasiCtx {
 
 impl WasiView for CallState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        let (wasi, _) = self.wasi.get_or_insert_with(|| {
+            let stderr = StderrCapture::default();
+            (capability_free_wasi(stderr.clone()), stderr)
+        });
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx: wasi,
             table: &mut self.table,
         }
     }
