@@ -40,17 +40,33 @@ fn blob_key(sha: &[u8]) -> Vec<u8> {
 pub struct LoadCell {
     state: Mutex<Option<Result<Arc<LoadedPlugin>, String>>>,
     ready: Condvar,
-    /// Consecutive calls that answered within `FAST_CALL` (see `inline_ok`).
-    fast_streak: AtomicU32,
+    /// How proven-fast the plugin is, 0..=`FAST_SCORE_MAX` (see `inline_ok`).
+    fast_score: AtomicU32,
 }
 
 /// A call this short is "fast".
 const FAST_CALL: Duration = Duration::from_millis(2);
-/// Fast calls in a row before a plugin's calls may run on an async worker.
-const INLINE_AFTER_FAST_CALLS: u32 = 64;
+/// The fast-call score: +1 per fast call, up to the max; −`SLOW_CALL_COST`
+/// per slow call; 0 after a failed one. Calls run on an async worker while
+/// the score is at least `INLINE_SCORE`: a new plugin needs 48 fast calls
+/// first, and a proven one survives one slow call (a loaded machine
+/// descheduling the caller mid-call) but not two in a row — a plugin that
+/// has really become slow moves to the blocking pool after its second
+/// slow call.
+const FAST_SCORE_MAX: u32 = 64;
+const INLINE_SCORE: u32 = 48;
+const SLOW_CALL_COST: u32 = 16;
 /// Only plugins whose deadline is at most this may run on an async worker:
 /// the most one call can hold the worker if the plugin suddenly spins.
 pub const INLINE_MAX_DEADLINE: Duration = Duration::from_millis(100);
+
+fn next_fast_score(score: u32, took: Duration, answered: bool) -> u32 {
+    match (answered, took <= FAST_CALL) {
+        (true, true) => (score + 1).min(FAST_SCORE_MAX),
+        (true, false) => score.saturating_sub(SLOW_CALL_COST),
+        (false, _) => 0,
+    }
+}
 
 /// What `plugin list` shows about a component on this member.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -66,7 +82,7 @@ impl LoadCell {
         Arc::new(LoadCell {
             state: Mutex::new(None),
             ready: Condvar::new(),
-            fast_streak: AtomicU32::new(0),
+            fast_score: AtomicU32::new(0),
         })
     }
 
@@ -97,23 +113,20 @@ impl LoadCell {
 
     /// Records how long a call took (and whether it answered).
     pub fn record_call(&self, took: Duration, answered: bool) {
-        if answered && took <= FAST_CALL {
-            let s = self.fast_streak.load(Ordering::Relaxed);
-            if s < INLINE_AFTER_FAST_CALLS {
-                self.fast_streak.store(s + 1, Ordering::Relaxed);
-            }
-        } else {
-            self.fast_streak.store(0, Ordering::Relaxed);
+        // Racing updates may lose a step; the score is a heuristic.
+        let s = self.fast_score.load(Ordering::Relaxed);
+        let next = next_fast_score(s, took, answered);
+        if next != s {
+            self.fast_score.store(next, Ordering::Relaxed);
         }
     }
 
     /// Whether calls may run on the async worker that judges the request
     /// rather than on a blocking thread: the component is loaded and its
-    /// last `INLINE_AFTER_FAST_CALLS` calls all answered within `FAST_CALL`.
-    /// A handoff to a blocking thread costs more than such a call; one slow
-    /// or failed call sends the plugin back to the blocking pool.
+    /// recent calls answered within `FAST_CALL` (see `INLINE_SCORE`). A
+    /// handoff to a blocking thread costs more than such a call.
     pub fn inline_ok(&self) -> bool {
-        self.fast_streak.load(Ordering::Relaxed) >= INLINE_AFTER_FAST_CALLS
+        self.fast_score.load(Ordering::Relaxed) >= INLINE_SCORE
             && matches!(self.state.lock().as_ref(), Some(Ok(_)))
     }
 
@@ -655,4 +668,33 @@ fn load_component(
     }
     tracing::info!(plugin = %record.name, took_ms = started.elapsed().as_millis() as u64, "plugin compiled and ready");
     Ok(loaded)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn after(calls: &[(u64, bool)]) -> u32 {
+        calls.iter().fold(0, |s, &(ms, ok)| {
+            next_fast_score(s, Duration::from_millis(ms), ok)
+        })
+    }
+
+    #[test]
+    fn fast_score_earns_inline_and_survives_one_preemption_only() {
+        let fast = vec![(0, true); INLINE_SCORE as usize];
+        assert!(after(&fast[1..]) < INLINE_SCORE, "one call short");
+        assert!(after(&fast) >= INLINE_SCORE);
+
+        let mut proven = vec![(0, true); 200];
+        assert_eq!(after(&proven), FAST_SCORE_MAX);
+        proven.push((3, true));
+        assert!(after(&proven) >= INLINE_SCORE, "one slow call is tolerated");
+        proven.push((3, true));
+        assert!(after(&proven) < INLINE_SCORE, "two in a row are not");
+
+        let mut failed = vec![(0, true); 200];
+        failed.push((0, false));
+        assert_eq!(after(&failed), 0, "a failure starts over");
+    }
 }
