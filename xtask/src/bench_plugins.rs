@@ -1,11 +1,18 @@
 //! `cargo xtask bench plugins`: what a policy plugin costs.
 //!
-//! Runs the put workload of `cairn-bench` against fresh three-member Cairn
-//! clusters (release build), once without plugins and once with one plugin
-//! deployed on every write (default: the trivial `allow-all` validator),
-//! alternating the order over rounds; prints the median throughput and
-//! latency of both, their ratio, and the per-call latency the members'
-//! `cairn_plugin_call_duration_seconds` histograms recorded.
+//! Every round starts a fresh three-member Cairn cluster (release build) and
+//! runs the put workload of `cairn-bench` four times on it, toggling one
+//! plugin deployed on every write (default: the trivial `allow-all`
+//! validator) in between: without, with, with, without — or the mirror
+//! image on odd rounds. Comparing runs on the *same* cluster, in an order
+//! that cancels a linear drift (the store grows, the machine's load
+//! changes), is what makes a few-percent difference measurable on a noisy
+//! machine: fresh clusters differ from each other by more than that.
+//!
+//! Prints the medians of both variants, the median of the per-round
+//! throughput ratios, the members' CPU time per put (from `/proc`), and the
+//! per-call latency the members' `cairn_plugin_call_duration_seconds`
+//! histograms recorded.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -30,8 +37,8 @@ pub struct PluginBenchArgs {
     /// Default: plugins/dist/allow-all.wasm.
     #[arg(long)]
     plugin: Option<PathBuf>,
-    /// Rounds; each runs both variants on fresh clusters, alternating which
-    /// goes first. The table shows medians.
+    /// Rounds; each starts a fresh cluster and runs both variants twice on
+    /// it (ABBA, mirrored every other round).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     rounds: u32,
     /// Every member on 127.0.0.1 with distinct ports.
@@ -56,7 +63,8 @@ struct Run {
     max_ms: f64,
     requests: u64,
     errors: u64,
-    calls: Option<Histogram>,
+    /// CPU time the three members used, per request (µs).
+    cpu_us_per_put: f64,
 }
 
 /// `cairn_plugin_call_duration_seconds` summed over the members.
@@ -111,69 +119,93 @@ pub fn run(args: PluginBenchArgs) -> Result<ExitCode> {
 
     let mut without = Vec::new();
     let mut with = Vec::new();
+    // Per round: with / without, for throughput and for CPU per put.
+    let mut qps_ratios = Vec::new();
+    let mut cpu_ratios = Vec::new();
+    let mut calls = Histogram::default();
     for round in 0..args.rounds {
+        eprintln!("xtask: round {} of {}", round + 1, args.rounds);
         let order = if round % 2 == 0 {
-            [false, true]
+            [false, true, true, false]
         } else {
-            [true, false]
+            [true, false, false, true]
         };
-        for with_plugin in order {
-            eprintln!(
-                "xtask: round {} of {}: {}",
-                round + 1,
-                args.rounds,
-                if with_plugin {
-                    "with the plugin"
-                } else {
-                    "without plugins"
-                }
-            );
-            let r = measure(
-                &cairn,
-                &bench,
-                &base,
-                layout,
-                with_plugin.then_some(plugin.as_path()),
-                &args.bench_args,
-            )?;
+        let (runs, h) = measure_round(
+            &cairn,
+            &bench,
+            &base,
+            layout,
+            &plugin,
+            &order,
+            &args.bench_args,
+        )?;
+        calls.merge(&h);
+        let mean = |want: bool, f: fn(&Run) -> f64| {
+            let v: Vec<f64> = order
+                .iter()
+                .zip(&runs)
+                .filter(|(w, _)| **w == want)
+                .map(|(_, r)| f(r))
+                .collect();
+            v.iter().sum::<f64>() / v.len() as f64
+        };
+        qps_ratios.push(mean(true, |r| r.qps) / mean(false, |r| r.qps));
+        cpu_ratios.push(mean(true, |r| r.cpu_us_per_put) / mean(false, |r| r.cpu_us_per_put));
+        eprintln!(
+            "xtask: round {}: throughput with/without {:.3}, CPU per put {:.3}",
+            round + 1,
+            qps_ratios[round as usize],
+            cpu_ratios[round as usize]
+        );
+        for (with_plugin, run) in order.into_iter().zip(runs) {
             if with_plugin {
-                with.push(r);
+                with.push(run);
             } else {
-                without.push(r);
+                without.push(run);
             }
         }
     }
     let _ = std::fs::remove_dir(&base);
     let (a, b) = (median(&without), median(&with));
-    let mut calls = Histogram::default();
-    for r in &with {
-        if let Some(h) = &r.calls {
-            calls.merge(h);
-        }
-    }
     let name = plugin
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    println!("| Put workload | QPS | p50 ms | p99 ms | max ms | requests | errors |");
-    println!("|---|--:|--:|--:|--:|--:|--:|");
+    println!(
+        "| Put workload | QPS | p50 ms | p99 ms | max ms | members' CPU µs per put | requests | errors |"
+    );
+    println!("|---|--:|--:|--:|--:|--:|--:|--:|");
     for (label, r) in [
         ("no plugins".to_owned(), &a),
         (format!("`{name}` on every put"), &b),
     ] {
         println!(
-            "| {label} | {:.0} | {:.2} | {:.2} | {:.2} | {} | {} |",
-            r.qps, r.p50_ms, r.p99_ms, r.max_ms, r.requests, r.errors
+            "| {label} | {:.0} | {:.2} | {:.2} | {:.2} | {:.0} | {} | {} |",
+            r.qps, r.p50_ms, r.p99_ms, r.max_ms, r.cpu_us_per_put, r.requests, r.errors
         );
     }
     println!();
+    let show = |v: &[f64]| {
+        v.iter()
+            .map(|r| format!("{r:.3}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let q = median_of(&qps_ratios);
     println!(
-        "Throughput with the plugin / without: {:.3} ({:+.1} %); p99 {:+.2} ms. Medians of {} rounds.",
-        b.qps / a.qps,
-        (b.qps / a.qps - 1.0) * 100.0,
-        b.p99_ms - a.p99_ms,
-        args.rounds
+        "Throughput with the plugin / without, median of {} rounds (each the same cluster, ABBA): \
+         {q:.3} ({:+.1} %); per round: {}.",
+        args.rounds,
+        (q - 1.0) * 100.0,
+        show(&qps_ratios)
     );
+    let c = median_of(&cpu_ratios);
+    println!(
+        "Members' CPU time per put, with / without: {c:.3} ({:+.1} %); per round: {}.",
+        (c - 1.0) * 100.0,
+        show(&cpu_ratios)
+    );
+    println!("Medians over all runs: p99 {:+.2} ms.", b.p99_ms - a.p99_ms);
     if calls.count > 0.0 {
         println!(
             "Plugin calls: {:.0}, mean {:.1} µs per call (a fresh instance each, instantiation included); \
@@ -193,19 +225,19 @@ pub fn run(args: PluginBenchArgs) -> Result<ExitCode> {
     })
 }
 
+fn median_of(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => 0.0,
+        _ if n % 2 == 1 => v[n / 2],
+        _ => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
 fn median(runs: &[Run]) -> Run {
-    let pick = |f: fn(&Run) -> f64| {
-        let mut v: Vec<f64> = runs.iter().map(f).collect();
-        v.sort_by(f64::total_cmp);
-        let n = v.len();
-        if n == 0 {
-            0.0
-        } else if n % 2 == 1 {
-            v[n / 2]
-        } else {
-            (v[n / 2 - 1] + v[n / 2]) / 2.0
-        }
-    };
+    let pick = |f: fn(&Run) -> f64| median_of(&runs.iter().map(f).collect::<Vec<_>>());
     Run {
         qps: pick(|r| r.qps),
         p50_ms: pick(|r| r.p50_ms),
@@ -213,24 +245,24 @@ fn median(runs: &[Run]) -> Run {
         max_ms: runs.iter().map(|r| r.max_ms).fold(0.0, f64::max),
         requests: runs.iter().map(|r| r.requests).sum(),
         errors: runs.iter().map(|r| r.errors).sum(),
-        calls: None,
+        cpu_us_per_put: pick(|r| r.cpu_us_per_put),
     }
 }
 
-/// A fresh cluster, the plugin deployed (if any), one put workload.
-fn measure(
+/// One round: a fresh cluster, then one put workload per entry of `order`
+/// (`true`: with the plugin deployed), toggling the plugin in between.
+/// Returns the runs in order and the plugin's call histogram (all members,
+/// all runs with the plugin).
+fn measure_round(
     cairn: &Path,
     bench: &Path,
     base: &Path,
     layout: Layout,
-    plugin: Option<&Path>,
+    plugin: &Path,
+    order: &[bool],
     extra: &[String],
-) -> Result<Run> {
-    let dir = base.join(if plugin.is_some() {
-        "with-plugin"
-    } else {
-        "baseline"
-    });
+) -> Result<(Vec<Run>, Histogram)> {
+    let dir = base.join("cluster");
     if dir.join("cluster.json").is_file() {
         std::fs::remove_dir_all(&dir)
             .with_context(|| format!("cannot remove {}", dir.display()))?;
@@ -256,47 +288,133 @@ fn measure(
         .iter()
         .map(|m| m.client_addr())
         .collect();
+    let pids: Vec<u32> = running.spec.members.iter().filter_map(|m| m.pid).collect();
+    if pids.len() != members.len() {
+        bail!("a member of the benchmark cluster has no pid");
+    }
 
-    if let Some(plugin) = plugin {
-        let mut cmd = Command::new(cairn);
-        cmd.args(["plugin", "deploy", PLUGIN_NAME])
-            .arg(plugin)
-            .arg(format!(
+    let mut deployed = false;
+    let mut runs = Vec::with_capacity(order.len());
+    for &with_plugin in order {
+        if with_plugin != deployed {
+            let mut cmd = Command::new(cairn);
+            if with_plugin {
+                cmd.args(["plugin", "deploy", PLUGIN_NAME]).arg(plugin);
+            } else {
+                cmd.args(["plugin", "remove", PLUGIN_NAME]);
+            }
+            cmd.arg(format!(
                 "--endpoints={}",
                 running.spec.members[0].client_url()
             ));
-        eprintln!("$ {}", display_cmd(&cmd));
-        let out = cmd.output().context("cannot run cairn plugin deploy")?;
-        if !out.status.success() {
-            bail!(
-                "deploying the plugin failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        // Every member compiles it; measure only once all can call it.
-        let deadline = Instant::now() + PLUGIN_READY_TIMEOUT;
-        for addr in &members {
-            loop {
-                let ready = crate::health::get(*addr, "/cairn/v1/plugins?serializable")
-                    .ok()
-                    .and_then(|(_, body)| serde_json::from_str::<Value>(&body).ok())
-                    .is_some_and(|v| v["plugins"][0]["status"]["state"] == "ready");
-                if ready {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    bail!("the plugin did not become ready on {addr}");
-                }
-                std::thread::sleep(Duration::from_millis(100));
+            eprintln!("$ {}", display_cmd(&cmd));
+            let out = cmd.output().context("cannot run cairn plugin")?;
+            if !out.status.success() {
+                bail!(
+                    "changing the plugin set failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
             }
+            wait_plugin_state(&members, with_plugin)?;
+            deployed = with_plugin;
         }
+        eprintln!(
+            "xtask: {}",
+            if with_plugin {
+                "with the plugin"
+            } else {
+                "without plugins"
+            }
+        );
+        let cpu_before = cpu_ticks(&pids)?;
+        let mut run = run_bench(bench, &running.spec.endpoints(), extra, &dir)?;
+        let cpu_ticks_used = cpu_ticks(&pids)?.saturating_sub(cpu_before);
+        run.cpu_us_per_put =
+            cpu_ticks_used as f64 * 1e6 / CLOCK_TICKS_PER_SECOND / run.requests.max(1) as f64;
+        runs.push(run);
     }
 
+    let mut h = Histogram::default();
+    for addr in &members {
+        if let Ok((200, text)) = crate::health::get(*addr, "/metrics") {
+            h.merge(&parse_histogram(&text));
+        }
+    }
+    running.remove_dir_on_drop = true;
+    drop(running);
+    Ok((runs, h))
+}
+
+/// Waits until every member enforces the plugin (`deployed`: it is in the
+/// set and compiled) or no longer has it.
+fn wait_plugin_state(members: &[std::net::SocketAddr], deployed: bool) -> Result<()> {
+    let deadline = Instant::now() + PLUGIN_READY_TIMEOUT;
+    for addr in members {
+        loop {
+            let list = crate::health::get(*addr, "/cairn/v1/plugins?serializable")
+                .ok()
+                .and_then(|(_, body)| serde_json::from_str::<Value>(&body).ok());
+            let done = list.is_some_and(|v| {
+                let plugins = v["plugins"].as_array().cloned().unwrap_or_default();
+                if deployed {
+                    plugins
+                        .iter()
+                        .any(|p| p["name"] == PLUGIN_NAME && p["status"]["state"] == "ready")
+                } else {
+                    v["plugins"].is_array() && plugins.iter().all(|p| p["name"] != PLUGIN_NAME)
+                }
+            });
+            if done {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the plugin was not {} on {addr} within {PLUGIN_READY_TIMEOUT:?}",
+                    if deployed { "ready" } else { "removed" }
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    Ok(())
+}
+
+/// `/proc/<pid>/stat`'s utime and stime are in clock ticks of this rate
+/// (`USER_HZ`, 100 on every Linux architecture Cairn builds for).
+const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
+
+/// CPU time (user + system, all threads) the processes have used so far.
+fn cpu_ticks(pids: &[u32]) -> Result<u64> {
+    let mut total = 0;
+    for pid in pids {
+        let path = format!("/proc/{pid}/stat");
+        let stat = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
+        // The command name (field 2) may contain spaces; fields after its
+        // closing parenthesis are space-separated: state is field 3, utime
+        // and stime are fields 14 and 15.
+        let rest = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest)
+            .with_context(|| format!("unexpected {path}"))?;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let field = |n: usize| -> Result<u64> {
+            fields
+                .get(n - 3)
+                .and_then(|f| f.parse().ok())
+                .with_context(|| format!("unexpected {path}: no field {n}"))
+        };
+        total += field(14)? + field(15)?;
+    }
+    Ok(total)
+}
+
+/// One `cairn-bench` put workload.
+fn run_bench(bench: &Path, endpoints: &str, extra: &[String], dir: &Path) -> Result<Run> {
     let mut cmd = Command::new(bench);
     cmd.args(extra)
         .args(["--workload", "put"])
         .arg("--endpoints")
-        .arg(running.spec.endpoints())
+        .arg(endpoints)
         .args(["--format", "json"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -316,27 +434,15 @@ fn measure(
         .as_array()
         .and_then(|r| r.iter().find(|w| w["workload"] == "put"))
         .context("no put result in cairn-bench's report")?;
-    let mut run = Run {
+    Ok(Run {
         qps: w["qps"].as_f64().unwrap_or(0.0),
         p50_ms: w["p50_ms"].as_f64().unwrap_or(0.0),
         p99_ms: w["p99_ms"].as_f64().unwrap_or(0.0),
         max_ms: w["max_ms"].as_f64().unwrap_or(0.0),
         requests: w["requests"].as_u64().unwrap_or(0),
         errors: w["errors"].as_u64().unwrap_or(0),
-        calls: None,
-    };
-    if plugin.is_some() {
-        let mut h = Histogram::default();
-        for addr in &members {
-            if let Ok((200, text)) = crate::health::get(*addr, "/metrics") {
-                h.merge(&parse_histogram(&text));
-            }
-        }
-        run.calls = Some(h);
-    }
-    running.remove_dir_on_drop = true;
-    drop(running);
-    Ok(run)
+        cpu_us_per_put: 0.0,
+    })
 }
 
 /// The plugin's `cairn_plugin_call_duration_seconds` from a `/metrics` text.
