@@ -2,6 +2,13 @@
 
 use std::process::ExitCode;
 
+/// mimalloc rather than glibc's malloc: under a 64-client put load glibc's
+/// allocator was about 15 % of a member's CPU, and a plugin call's short-lived
+/// allocations (a store and instance per call) made it consolidate its free
+/// lists on every call. See docs/benchmarks.md ("Allocator").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("config") {
