@@ -50,9 +50,9 @@ const FAST_CALL: Duration = Duration::from_millis(2);
 /// per slow call; 0 after a failed one. Calls run on an async worker while
 /// the score is at least `INLINE_SCORE`: a new plugin needs 48 fast calls
 /// first, and a proven one survives one slow call (a loaded machine
-/// descheduling the caller mid-call) but not two in a row — a plugin that
-/// has really become slow moves to the blocking pool after its second
-/// slow call.
+/// descheduling the caller mid-call) but not two close together — a
+/// plugin that has really become slow moves to the blocking pool after
+/// its second slow call.
 const FAST_SCORE_MAX: u32 = 64;
 const INLINE_SCORE: u32 = 48;
 const SLOW_CALL_COST: u32 = 16;
