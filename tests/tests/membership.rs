@@ -39,6 +39,10 @@ struct Added {
     initial_cluster: String,
 }
 
+// etcdctl prints member IDs with Go's `%16x`: an ID below 2^60 gets a
+// leading space, not a zero ("Member  cec2262e66c964a removed ..."), so
+// the checks below format with `{:>16}`.
+
 /// Parses what `etcdctl member add` prints.
 fn parse_add(out: &Output, name: &str) -> Added {
     let text = stdout(out);
@@ -259,7 +263,7 @@ fn learner_add_promote_update_and_remove_the_leader() {
     })
     .expect("learner never caught up");
     assert!(
-        stdout(&promoted).contains(&format!("Member {} promoted in cluster", added.id)),
+        stdout(&promoted).contains(&format!("Member {:>16} promoted in cluster", added.id)),
         "{}{}",
         stdout(&promoted),
         stderr(&promoted)
@@ -289,7 +293,7 @@ fn learner_add_promote_update_and_remove_the_leader() {
         None,
     );
     assert!(
-        stdout(&out).contains(&format!("Member {} updated in cluster", added.id)),
+        stdout(&out).contains(&format!("Member {:>16} updated in cluster", added.id)),
         "{}{}",
         stdout(&out),
         stderr(&out)
@@ -328,7 +332,7 @@ fn learner_add_promote_update_and_remove_the_leader() {
     let leader_id = member_id(&c, leader);
     let out = retry_unhealthy(t, || etcdctl(&eps, &["member", "remove", &leader_id], None));
     assert!(
-        stdout(&out).contains(&format!("Member {leader_id} removed from cluster")),
+        stdout(&out).contains(&format!("Member {leader_id:>16} removed from cluster")),
         "{}{}",
         stdout(&out),
         stderr(&out)
