@@ -486,6 +486,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn cpu_ticks_reads_this_process_and_grows_with_work() {
+        let me = [std::process::id()];
+        let before = cpu_ticks(&me).expect("own /proc stat parses");
+        let started = Instant::now();
+        let mut x = 0u64;
+        while cpu_ticks(&me).expect("parses") < before + 5 {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "10 s of spinning never showed as 50 ms of CPU"
+            );
+            for i in 0..100_000u64 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+            }
+        }
+        assert!(cpu_ticks(&[u32::MAX]).is_err(), "no such process");
+    }
+
+    #[test]
     fn histogram_from_metrics_text() {
         let text = "\
 cairn_plugin_call_duration_seconds_bucket{hook=\"validator\",plugin=\"bench\",le=\"0.00001\"} 5
