@@ -365,6 +365,20 @@ impl Cluster {
             .join("cairn.toml")
     }
 
+    /// Sets `key = value` in member `i`'s config file, replacing an earlier
+    /// line for the key; a running member reloads on the edit.
+    pub fn set_config_line(&self, i: usize, key: &str, value: &str) {
+        let path = self.config_path(i);
+        let text = std::fs::read_to_string(&path).expect("read config file");
+        let mut lines: Vec<String> = text
+            .lines()
+            .filter(|l| !l.starts_with(&format!("{key} =")))
+            .map(String::from)
+            .collect();
+        lines.push(format!("{key} = {value}"));
+        std::fs::write(&path, lines.join("\n") + "\n").expect("write config file");
+    }
+
     pub fn restart(&mut self, i: usize) {
         assert!(self.members[i].child.is_none(), "member {i} still running");
         self.spawn(i);

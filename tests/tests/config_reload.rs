@@ -176,15 +176,7 @@ fn distro_etcd_conf_with_trailing_comments_and_unknown_key_starts() {
 /// Appends (or replaces) `key = value` in every member's file, in place.
 fn set_everywhere(c: &Cluster, key: &str, value: &str) {
     for i in 0..c.members.len() {
-        let path = c.config_path(i);
-        let text = std::fs::read_to_string(&path).unwrap();
-        let mut lines: Vec<String> = text
-            .lines()
-            .filter(|l| !l.starts_with(&format!("{key} =")))
-            .map(String::from)
-            .collect();
-        lines.push(format!("{key} = {value}"));
-        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        c.set_config_line(i, key, value);
     }
 }
 

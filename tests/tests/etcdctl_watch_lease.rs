@@ -228,6 +228,16 @@ fn lock_is_exclusive_and_follows_the_holder() {
     b.kill();
 }
 
+/// The proposals an `etcdctl elect -l` observer has printed, in order.
+fn proposals(observer: &Background) -> Vec<String> {
+    observer
+        .stdout()
+        .lines()
+        .filter(|l| l.starts_with("proposal"))
+        .map(String::from)
+        .collect()
+}
+
 #[test]
 fn elect_two_contenders() {
     let c = Cluster::start(Options::default());
@@ -279,13 +289,10 @@ fn elect_two_contenders() {
         "{}",
         observer.stdout()
     );
-    let lines: Vec<String> = observer
-        .stdout()
-        .lines()
-        .filter(|l| l.starts_with("proposal"))
-        .map(String::from)
-        .collect();
-    assert_eq!(lines, ["proposal-a", "proposal-b", "proposal-c"]);
+    assert_eq!(
+        proposals(&observer),
+        ["proposal-a", "proposal-b", "proposal-c"]
+    );
     c2.interrupt(WAIT);
     observer.kill();
 }
@@ -352,13 +359,7 @@ fn elect_waits_for_a_dead_leaders_session_to_expire() {
         "{}",
         observer.stdout()
     );
-    let lines: Vec<String> = observer
-        .stdout()
-        .lines()
-        .filter(|l| l.starts_with("proposal"))
-        .map(String::from)
-        .collect();
-    assert_eq!(lines, ["proposal-a", "proposal-b"]);
+    assert_eq!(proposals(&observer), ["proposal-a", "proposal-b"]);
     // A's session is gone: its lease expired rather than being revoked.
     let ttl = ok(c.etcdctl(&["lease", "timetolive", &id]));
     assert!(ttl.contains("already expired"), "{ttl}");

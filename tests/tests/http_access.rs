@@ -112,18 +112,10 @@ fn assert_no_cors(r: &Reply) {
     }
 }
 
-/// Sets `key = value` in the member's config file (replacing an earlier
-/// line for the key); the server reloads on the edit.
+/// Sets `key = value` in the member's config file; the server reloads on
+/// the edit.
 fn set(c: &Cluster, key: &str, value: &str) {
-    let path = c.config_path(0);
-    let text = std::fs::read_to_string(&path).unwrap();
-    let mut lines: Vec<String> = text
-        .lines()
-        .filter(|l| !l.starts_with(&format!("{key} =")))
-        .map(String::from)
-        .collect();
-    lines.push(format!("{key} = {value}"));
-    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    c.set_config_line(0, key, value);
 }
 
 /// Waits until `GET /config`, sent with `host`, shows `want`.

@@ -64,6 +64,30 @@ fn plugin_ok(endpoint: &str, args: &[&str]) -> String {
     out
 }
 
+/// The secret `deploy_hmac` configures the example auth hook with.
+const HMAC_SECRET: &str = "a-secret-of-at-least-16-bytes";
+
+/// Deploys the example hmac-auth plugin on `/secure/`, granting `alice`
+/// the prefix `/secure/alice/`.
+fn deploy_hmac(endpoint: &str) {
+    plugin_ok(
+        endpoint,
+        &[
+            "deploy",
+            "hmac",
+            &dist("hmac-auth"),
+            "--deadline",
+            HONEST_DEADLINE,
+            "--prefix",
+            "/secure/",
+            "--config",
+            &format!("secret={HMAC_SECRET}"),
+            "--config",
+            "grant.alice=/secure/alice/",
+        ],
+    );
+}
+
 fn plugin_json(endpoint: &str, args: &[&str]) -> serde_json::Value {
     let mut a = args.to_vec();
     a.extend(["-w", "json"]);
@@ -279,23 +303,7 @@ fn example_plugins_through_etcdctl() {
     // hmac-auth: an authenticator and an authorizer. Anonymous writes to
     // its prefix are denied by the authorizer; a valid token
     // authenticates, a forged one is refused.
-    let secret = "a-secret-of-at-least-16-bytes";
-    plugin_ok(
-        e0,
-        &[
-            "deploy",
-            "hmac",
-            &dist("hmac-auth"),
-            "--deadline",
-            HONEST_DEADLINE,
-            "--prefix",
-            "/secure/",
-            "--config",
-            &format!("secret={secret}"),
-            "--config",
-            "grant.alice=/secure/alice/",
-        ],
-    );
+    deploy_hmac(e0);
     let o = etcdctl(&eps[1], &["put", "/secure/alice/x", "1"], None);
     assert!(!o.status.success());
     assert!(
@@ -303,7 +311,7 @@ fn example_plugins_through_etcdctl() {
         "{}",
         out(&o)
     );
-    let token = hmac_token(secret, "alice");
+    let token = hmac_token(HMAC_SECRET, "alice");
     let checked = plugin_ok(
         &eps[2],
         &[
@@ -533,22 +541,7 @@ fn password_authenticator_logs_in_on_every_member() {
             HONEST_DEADLINE,
         ],
     );
-    plugin_ok(
-        &eps[0],
-        &[
-            "deploy",
-            "hmac",
-            &dist("hmac-auth"),
-            "--deadline",
-            HONEST_DEADLINE,
-            "--prefix",
-            "/secure/",
-            "--config",
-            "secret=a-secret-of-at-least-16-bytes",
-            "--config",
-            "grant.alice=/secure/alice/",
-        ],
-    );
+    deploy_hmac(&eps[0]);
     let as_user = |ep: &str, user: &str, args: &[&str]| {
         let mut a = vec![format!("--user={user}")];
         a.extend(args.iter().map(|s| s.to_string()));
