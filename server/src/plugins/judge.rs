@@ -474,6 +474,9 @@ impl Enforcer {
                 Operation::DeleteRange => Access::DeleteRange,
             };
             let range_end = w.range_end.as_deref();
+            // What validators see, copied out of the plan once per write
+            // (not once per validator), and only if one asks.
+            let mut request: Option<WriteRequest> = None;
             for p in &set.plugins {
                 if !p.record.applies_to(&w.key, range_end) {
                     continue;
@@ -485,7 +488,7 @@ impl Enforcer {
                     settle(p, Hook::Authorizer, "access", &w.key, r)?;
                 }
                 if p.live_for(Hook::Validator) {
-                    let request = WriteRequest {
+                    let request = request.get_or_insert_with(|| WriteRequest {
                         op: w.op,
                         in_txn: w.in_txn,
                         key: w.key.to_vec(),
@@ -494,9 +497,9 @@ impl Enforcer {
                         lease: w.lease,
                         principal: principal.map(str::to_owned),
                         revision,
-                    };
+                    });
                     let r = call(p, Hook::Validator, deadline, |l| {
-                        l.validate(&request, Arc::clone(reader))
+                        l.validate(request, Arc::clone(reader))
                     });
                     settle(p, Hook::Validator, "the write", &w.key, r)?;
                 }
