@@ -16,6 +16,7 @@ pub mod membership;
 pub mod node;
 pub mod reload;
 pub mod txn;
+mod txn_check;
 pub mod wait;
 pub mod watch;
 

@@ -8,7 +8,7 @@
 use crate::error::Error;
 use crate::pb::etcdserverpb::{
     Compare, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest,
-    RangeResponse, RequestOp, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
+    RangeResponse, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
     compare::{CompareResult, CompareTarget, TargetUnion},
     request_op::Request,
     response_op::Response,
@@ -151,7 +151,24 @@ pub fn check_delete(r: &DeleteRangeRequest) -> Result<(), Error> {
     Ok(())
 }
 
+/// etcd's Txn checks: the op budget, empty keys and each op's own checks,
+/// then the duplicate-key rule over the whole request.
+///
+/// Both halves cost time proportional to the request's size, so a large
+/// hostile txn is refused as cheaply as it was decoded: the budget is shared
+/// along every path (a nested txn gets what its parents left, `max_ops -
+/// opc`, as etcd does), and the duplicate check is hash- and interval-based
+/// (`txn_check`).
 pub fn check_txn(r: &TxnRequest, max_ops: usize) -> Result<(), Error> {
+    check_txn_ops(r, max_ops)?;
+    // After the budget check, as etcd does, so the interval check only ever
+    // sees a request within the budget.
+    super::txn_check::check_intervals(&r.success)?;
+    super::txn_check::check_intervals(&r.failure)?;
+    Ok(())
+}
+
+fn check_txn_ops(r: &TxnRequest, max_ops: usize) -> Result<(), Error> {
     let ops = r.compare.len().max(r.success.len()).max(r.failure.len());
     if ops > max_ops {
         return Err(Error::TooManyOps);
@@ -166,83 +183,11 @@ pub fn check_txn(r: &TxnRequest, max_ops: usize) -> Result<(), Error> {
             Some(Request::RequestRange(x)) => check_range(x)?,
             Some(Request::RequestPut(x)) => check_put(x)?,
             Some(Request::RequestDeleteRange(x)) => check_delete(x)?,
-            Some(Request::RequestTxn(x)) => check_txn(x, max_ops)?,
+            Some(Request::RequestTxn(x)) => check_txn_ops(x, max_ops - ops)?,
             None => {}
         }
     }
-    check_intervals(&r.success)?;
-    check_intervals(&r.failure)?;
     Ok(())
-}
-
-/// A delete's key interval for the duplicate check. etcd compares the raw
-/// bytes, so a from-key delete (`range_end = "\0"`) is an empty interval
-/// here and conflicts with nothing; we keep that quirk.
-struct DelInterval {
-    key: Bytes,
-    end: Bytes,
-}
-
-impl DelInterval {
-    fn contains(&self, k: &[u8]) -> bool {
-        if self.end.is_empty() {
-            self.key.as_ref() == k
-        } else {
-            self.key.as_ref() <= k && k < self.end.as_ref()
-        }
-    }
-}
-
-/// etcd's rule for one list of ops: no key may be put twice, and no key may
-/// be both put and covered by a delete — counting nested txns, whose two
-/// branches are mutually exclusive and so may put the same key. Returns the
-/// keys put and the delete intervals of this level and below.
-fn check_intervals(ops: &[RequestOp]) -> Result<(Vec<Bytes>, Vec<DelInterval>), Error> {
-    let mut dels: Vec<DelInterval> = ops
-        .iter()
-        .filter_map(|op| match &op.request {
-            Some(Request::RequestDeleteRange(d)) => Some(DelInterval {
-                key: d.key.clone(),
-                end: d.range_end.clone(),
-            }),
-            _ => None,
-        })
-        .collect();
-    let mut puts: Vec<Bytes> = Vec::new();
-    let covered = |dels: &[DelInterval], k: &[u8]| dels.iter().any(|d| d.contains(k));
-    for op in ops {
-        let Some(Request::RequestTxn(t)) = &op.request else {
-            continue;
-        };
-        let (puts_then, dels_then) = check_intervals(&t.success)?;
-        let (puts_else, dels_else) = check_intervals(&t.failure)?;
-        for k in &puts_then {
-            if puts.contains(k) || covered(&dels, k) {
-                return Err(Error::DuplicateKey);
-            }
-            puts.push(k.clone());
-        }
-        for k in &puts_else {
-            if (puts.contains(k) && !puts_then.contains(k)) || covered(&dels, k) {
-                return Err(Error::DuplicateKey);
-            }
-            if !puts.contains(k) {
-                puts.push(k.clone());
-            }
-        }
-        dels.extend(dels_then);
-        dels.extend(dels_else);
-    }
-    for op in ops {
-        let Some(Request::RequestPut(p)) = &op.request else {
-            continue;
-        };
-        if puts.contains(&p.key) || covered(&dels, &p.key) {
-            return Err(Error::DuplicateKey);
-        }
-        puts.push(p.key.clone());
-    }
-    Ok((puts, dels))
 }
 
 pub fn is_txn_read_only(r: &TxnRequest) -> bool {
@@ -526,7 +471,7 @@ pub fn txn<B: Backend>(b: &mut B, t: &TxnRequest, compact_rev: i64) -> Result<Tx
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pb::etcdserverpb::compare;
+    use crate::pb::etcdserverpb::{RequestOp, compare};
 
     fn put_op(k: &str) -> RequestOp {
         RequestOp {
