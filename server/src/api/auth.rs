@@ -14,20 +14,36 @@ use tonic::{Request, Response, Status};
 /// gRPC metadata key etcd clients put their token in.
 const TOKEN_METADATA: &str = "token";
 
-/// Resolves the caller of a client request (gRPC `token` metadata; the
-/// `Authorization` header on the JSON gateway) and runs the request as that
-/// caller. A token that does not resolve is refused before any handler
-/// runs, with `invalid auth token`, as etcd does.
-pub async fn caller_layer(
+/// Resolves the caller of a gRPC call from its `token` metadata (see
+/// [`caller_layer`]).
+pub async fn grpc_caller_layer(
     axum::extract::State(srv): axum::extract::State<Arc<EtcdServer>>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    let is_grpc = req
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/grpc"));
+    caller_layer(srv, true, req, next).await
+}
+
+/// Resolves the caller of an HTTP request from its `Authorization` header on
+/// the JSON gateway (see [`caller_layer`]).
+pub async fn http_caller_layer(
+    axum::extract::State(srv): axum::extract::State<Arc<EtcdServer>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    caller_layer(srv, false, req, next).await
+}
+
+/// Resolves the caller of a client request (gRPC `token` metadata; the
+/// `Authorization` header on the JSON gateway) and runs the request as that
+/// caller. A token that does not resolve is refused before any handler
+/// runs, with `invalid auth token`, as etcd does.
+async fn caller_layer(
+    srv: Arc<EtcdServer>,
+    is_grpc: bool,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
     let path = req.uri().path();
     let header = if is_grpc {
         Some(TOKEN_METADATA)

@@ -559,6 +559,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
             .max_encoding_message_size(PEER_MAX_MESSAGE_BYTES),
         ),
         api::http::peer_routes(Arc::clone(&server)),
+        api::grpc_methods::Surface::Peer,
         None,
     );
     for (url, l, peer_tls) in peer_listeners {
@@ -733,7 +734,12 @@ fn client_router(
     } else {
         http
     };
-    api::grpc_and_http(grpc, http, Some(Arc::clone(server)))
+    api::grpc_and_http(
+        grpc,
+        http,
+        api::grpc_methods::Surface::Client,
+        Some(Arc::clone(server)),
+    )
 }
 
 /// Publishes this member's name and client URLs through raft (etcd's
