@@ -39,7 +39,7 @@ fn a_huge_txn_with_a_repeated_key_is_refused_at_once() {
     let endpoint = c.members[leader].endpoint();
     let rt = runtime();
     rt.block_on(async {
-        let mut bystander = client(&[endpoint.clone()]).await;
+        let mut bystander = client(std::slice::from_ref(&endpoint)).await;
         bystander.put("warm", "up", None).await.expect("put");
         let hostile = |_| {
             let endpoint = endpoint.clone();
