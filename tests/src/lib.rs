@@ -184,6 +184,14 @@ impl Member {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
+
+    /// If the process has exited: its exit code (`None` when a signal ended
+    /// it), and the member counts as stopped from then on.
+    pub fn try_exit_code(&mut self) -> Option<Option<i32>> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        Some(status.code())
+    }
 }
 
 pub struct Cluster {

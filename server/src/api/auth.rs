@@ -6,7 +6,7 @@ use crate::error::Error;
 use crate::pb::cairnpb::internal_request::Request as Internal;
 use crate::pb::etcdserverpb::auth_server::Auth;
 use crate::pb::etcdserverpb::*;
-use crate::server::auth::with_caller;
+use crate::server::auth::{Credential, with_credentialed_caller};
 use crate::server::{Applied, EtcdServer};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -57,28 +57,38 @@ async fn caller_layer(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
         .filter(|t| !t.is_empty());
-    let caller = match token {
+    let (caller, credential) = match token {
         // etcd: without a token, the verified client certificate's common
         // name is the user (`--client-cert-auth`).
-        None => req
-            .extensions()
-            .get::<crate::tls::PeerIdentity>()
-            .and_then(|p| p.common_name.clone())
-            .filter(|cn| !cn.is_empty())
-            .map(|cn| crate::auth::AuthInfo {
+        None => {
+            let cn = req
+                .extensions()
+                .get::<crate::tls::PeerIdentity>()
+                .and_then(|p| p.common_name.clone())
+                .filter(|cn| !cn.is_empty());
+            let info = cn.clone().map(|cn| crate::auth::AuthInfo {
                 username: cn,
                 revision: srv.auth.store.read().revision(),
-            }),
-        Some(t) => match srv.resolve_token(&t).await {
-            Ok(info) => Some(info),
-            // A token only a plugin authenticator knows (docs/plugins.md).
-            Err(e) => match crate::plugins::authenticate_token(&srv, &t).await {
-                Some(info) => Some(info),
-                None => return refuse(is_grpc, e),
-            },
+            });
+            (info, cn.map(Credential::CommonName))
+        }
+        Some(t) => match resolve_token(&srv, &t).await {
+            Ok(info) => (Some(info), Some(Credential::Token(t))),
+            Err(e) => return refuse(is_grpc, e),
         },
     };
-    with_caller(caller, next.run(req)).await
+    with_credentialed_caller(caller, credential, next.run(req)).await
+}
+
+/// Who a token stands for: a token of etcd's auth, or else one only a policy
+/// plugin's authenticator knows (docs/plugins.md).
+pub async fn resolve_token(srv: &EtcdServer, token: &str) -> Result<crate::auth::AuthInfo, Error> {
+    match srv.resolve_token(token).await {
+        Ok(info) => Ok(info),
+        Err(e) => crate::plugins::authenticate_token(srv, token)
+            .await
+            .ok_or(e),
+    }
 }
 
 fn refuse(is_grpc: bool, e: Error) -> axum::response::Response {

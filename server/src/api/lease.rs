@@ -32,7 +32,9 @@ where
 {
     use tokio_stream::StreamExt;
     let (tx, rx) = mpsc::channel(16);
-    tokio::spawn(async move {
+    // Renewals a follower forwards to the leader carry the caller along.
+    let caller = crate::server::auth::caller();
+    tokio::spawn(crate::server::auth::with_caller(caller, async move {
         loop {
             let r = match incoming.next().await {
                 Some(Ok(r)) => r,
@@ -53,7 +55,7 @@ where
                 return;
             }
         }
-    });
+    }));
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 

@@ -593,27 +593,25 @@ impl ApplyLoop {
         let cs = self.conf_state.clone();
         let db = self.db.clone();
         let reg = Arc::clone(&self.snapshots);
-        let spawned = std::thread::Builder::new()
-            .name("snapshot-writer".into())
-            .spawn(move || {
-                let started = Instant::now();
-                match snapfile::write(&db, &view, reg.dir(), index, term, &cs) {
-                    Ok(info) => {
-                        tracing::info!(
-                            index,
-                            term,
-                            size_bytes = info.size_bytes,
-                            took_ms = started.elapsed().as_millis() as u64,
-                            "saved snapshot"
-                        );
-                        reg.finish_generation(Some(info));
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "failed to save snapshot");
-                        reg.finish_generation(None);
-                    }
+        let spawned = crate::crash::spawn_thread("snapshot-writer", move || {
+            let started = Instant::now();
+            match snapfile::write(&db, &view, reg.dir(), index, term, &cs) {
+                Ok(info) => {
+                    tracing::info!(
+                        index,
+                        term,
+                        size_bytes = info.size_bytes,
+                        took_ms = started.elapsed().as_millis() as u64,
+                        "saved snapshot"
+                    );
+                    reg.finish_generation(Some(info));
                 }
-            });
+                Err(e) => {
+                    tracing::error!(error = %e, "failed to save snapshot");
+                    reg.finish_generation(None);
+                }
+            }
+        });
         if spawned.is_err() {
             self.snapshots.finish_generation(None);
         }

@@ -14,6 +14,7 @@
 //! before reading and re-checked after (`check_unchanged`), as etcd does.
 
 use super::{Applied, EtcdServer};
+pub use crate::auth::Credential;
 use crate::auth::tokens::simple::SimpleTokens;
 use crate::auth::{Access, AuthError, AuthInfo, AuthStore, Now, TokenProvider};
 use crate::error::Error;
@@ -25,7 +26,14 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 tokio::task_local! {
-    static CALLER: Option<AuthInfo>;
+    static CALLER: Caller;
+}
+
+/// Who is calling, and how they proved it.
+#[derive(Debug, Clone, Default)]
+struct Caller {
+    info: Option<AuthInfo>,
+    credential: Option<Credential>,
 }
 
 /// A simple token whose index is further ahead of this member's log than
@@ -38,12 +46,31 @@ const AUTHENTICATE_ATTEMPTS: usize = 3;
 
 /// The caller of the request being served: `None` for no token.
 pub fn caller() -> Option<AuthInfo> {
-    CALLER.try_with(Clone::clone).ok().flatten()
+    CALLER.try_with(|c| c.info.clone()).ok().flatten()
 }
 
-/// Runs `f` as `info`.
-pub async fn with_caller<F: std::future::Future>(info: Option<AuthInfo>, f: F) -> F::Output {
-    CALLER.scope(info, f).await
+/// What the caller of the request being served presented, if anything.
+pub fn credential() -> Option<Credential> {
+    CALLER.try_with(|c| c.credential.clone()).ok().flatten()
+}
+
+/// Runs `f` as `info`, with the credential of the caller in scope now (for
+/// a task spawned for the same request: call this before spawning).
+pub fn with_caller<F: std::future::Future>(
+    info: Option<AuthInfo>,
+    f: F,
+) -> impl std::future::Future<Output = F::Output> {
+    let credential = credential();
+    CALLER.scope(Caller { info, credential }, f)
+}
+
+/// Runs `f` as `info`, who proved it with `credential`.
+pub fn with_credentialed_caller<F: std::future::Future>(
+    info: Option<AuthInfo>,
+    credential: Option<Credential>,
+    f: F,
+) -> impl std::future::Future<Output = F::Output> {
+    CALLER.scope(Caller { info, credential }, f)
 }
 
 /// What a client proposal carries into its raft entry.
@@ -85,21 +112,42 @@ impl EtcdServer {
         if let (TokenProvider::Simple(_), Some(index)) =
             (&self.auth.tokens, SimpleTokens::index_of(token))
         {
-            // Issued at `index`: this member knows it once it applied that.
-            let last = self.status.last_index.load(Ordering::Acquire);
-            if index > last.saturating_add(MAX_TOKEN_INDEX_AHEAD) {
-                return Err(AuthError::InvalidAuthToken.into());
-            }
-            let mut applied = self.applied_rx.clone();
-            let waited =
-                tokio::time::timeout(self.request_timeout(), applied.wait_for(|a| *a >= index))
-                    .await;
-            if !matches!(waited, Ok(Ok(_))) {
-                return Err(AuthError::InvalidAuthToken.into());
-            }
+            self.wait_for_token_index(index).await?;
         }
         let revision = self.auth.store.read().revision();
         Ok(self.auth.tokens.info(token, Now::current(), revision)?)
+    }
+
+    /// A simple token is issued by a login entry at `index`: this member
+    /// knows it once it has applied that index. Waiting only makes sense for
+    /// an index the cluster has committed — a made-up one would hold the
+    /// request for the whole request timeout. So: an index this member knows
+    /// to be committed is waited for (the apply loop is just behind); any
+    /// other costs one ReadIndex round, after which every token the cluster
+    /// had issued is applied here, and one still ahead was never issued.
+    async fn wait_for_token_index(&self, index: u64) -> Result<(), Error> {
+        let invalid = || Error::from(AuthError::InvalidAuthToken);
+        if self.status.applied.load(Ordering::Acquire) >= index {
+            return Ok(());
+        }
+        let last = self.status.last_index.load(Ordering::Acquire);
+        if index > last.saturating_add(MAX_TOKEN_INDEX_AHEAD) {
+            return Err(invalid());
+        }
+        if index > self.status.commit.load(Ordering::Acquire) {
+            self.linearizable_read_notify().await?;
+            return if self.status.applied.load(Ordering::Acquire) >= index {
+                Ok(())
+            } else {
+                Err(invalid())
+            };
+        }
+        let mut applied = self.applied_rx.clone();
+        match tokio::time::timeout(self.request_timeout(), applied.wait_for(|a| *a >= index)).await
+        {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(invalid()),
+        }
     }
 
     /// READ over `[key, range_end)` for the current caller.

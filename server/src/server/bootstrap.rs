@@ -537,13 +537,9 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
         ));
     }
 
-    std::thread::Builder::new()
-        .name("raft".into())
-        .spawn(move || node.run())
+    crate::crash::spawn_thread("raft", move || node.run())
         .map_err(|e| BootError::Config(format!("cannot start the raft thread: {e}")))?;
-    std::thread::Builder::new()
-        .name("apply".into())
-        .spawn(move || apply.run())
+    crate::crash::spawn_thread("apply", move || apply.run())
         .map_err(|e| BootError::Config(format!("cannot start the apply thread: {e}")))?;
 
     let peer_router = api::grpc_and_http(
@@ -554,6 +550,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
                 raft_tx: raft_tx.clone(),
                 snapshots: Arc::clone(&snapshots),
                 srv: Arc::clone(&server),
+                receiving: tokio::sync::Mutex::new(()),
             })
             .max_decoding_message_size(PEER_MAX_MESSAGE_BYTES)
             .max_encoding_message_size(PEER_MAX_MESSAGE_BYTES),
@@ -564,14 +561,17 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
     );
     for (url, l, peer_tls) in peer_listeners {
         tracing::info!("listening for peers on {url}");
-        tokio::spawn(api::listener::serve(
-            l,
-            peer_router.clone(),
-            api::listener::ServeOptions {
-                tls: peer_tls,
-                ..Default::default()
-            },
-        ));
+        crate::crash::spawn_task(
+            "peer listener",
+            api::listener::serve(
+                l,
+                peer_router.clone(),
+                api::listener::ServeOptions {
+                    tls: peer_tls,
+                    ..Default::default()
+                },
+            ),
+        );
     }
     transport.start();
     tls.spawn_watchers();
@@ -613,14 +613,17 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
             .await;
         for (url, l, client_tls) in metrics_listeners {
             tracing::info!("serving metrics and health on {url}");
-            tokio::spawn(api::listener::serve(
-                l,
-                metrics_router.clone(),
-                api::listener::ServeOptions {
-                    tls: client_tls,
-                    ..Default::default()
-                },
-            ));
+            crate::crash::spawn_task(
+                "metrics listener",
+                api::listener::serve(
+                    l,
+                    metrics_router.clone(),
+                    api::listener::ServeOptions {
+                        tls: client_tls,
+                        ..Default::default()
+                    },
+                ),
+            );
         }
         for (url, l, client_tls) in client_listeners {
             if client_tls.is_some() {
@@ -634,21 +637,33 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
                     url.trim_start_matches("http://")
                 );
             }
-            tokio::spawn(api::listener::serve(
-                l,
-                client_router.clone(),
-                api::listener::ServeOptions {
-                    tls: client_tls,
-                    ..serve_opts.clone()
-                },
-            ));
+            crate::crash::spawn_task(
+                "client listener",
+                api::listener::serve(
+                    l,
+                    client_router.clone(),
+                    api::listener::ServeOptions {
+                        tls: client_tls,
+                        ..serve_opts.clone()
+                    },
+                ),
+            );
         }
     });
 
-    tokio::spawn(expire_leases(Arc::clone(&server)));
-    tokio::spawn(api::v2::run_ttl_sweeper(Arc::clone(&server)));
-    tokio::spawn(super::auth::sweep_tokens(Arc::clone(&server)));
-    tokio::spawn(super::compactor::run(Arc::clone(&server)));
+    crate::crash::spawn_task("lease expiry", expire_leases(Arc::clone(&server)));
+    crate::crash::spawn_task(
+        "v2 TTL sweeper",
+        api::v2::run_ttl_sweeper(Arc::clone(&server)),
+    );
+    crate::crash::spawn_task(
+        "token sweeper",
+        super::auth::sweep_tokens(Arc::clone(&server)),
+    );
+    crate::crash::spawn_task(
+        "auto-compaction",
+        super::compactor::run(Arc::clone(&server)),
+    );
     tokio::spawn(publish(
         Arc::clone(&server),
         cfg.name.clone(),

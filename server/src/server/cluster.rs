@@ -413,13 +413,17 @@ impl EtcdServer {
         >,
     {
         let deadline = tokio::time::Instant::now() + self.request_timeout();
+        // The leader checks the caller again with what the caller presented.
+        let credential = super::auth::credential();
         loop {
             let leader = self.status.leader();
             if leader != 0
                 && leader != self.member_id
                 && let Some(client) = self.transport.client(leader)
             {
-                let r = self.transport.request(leader, req.clone());
+                let r = self
+                    .transport
+                    .request_for(leader, req.clone(), credential.as_ref());
                 match call(client, r).await {
                     Ok(resp) => {
                         // The leader applied the change; make sure this

@@ -48,6 +48,11 @@ impl Membership {
             .cloned()
     }
 
+    /// Whether `id` is a current member (voter or learner).
+    pub fn contains(&self, id: u64) -> bool {
+        self.inner.read().members.iter().any(|m| m.id == id)
+    }
+
     pub fn peer_urls(&self, id: u64) -> Vec<String> {
         self.member(id).map(|m| m.peer_urls).unwrap_or_default()
     }

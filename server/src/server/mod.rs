@@ -376,7 +376,11 @@ impl EtcdServer {
             } else if self.status.has_leader() {
                 let leader = self.status.leader();
                 if let Some(mut c) = self.transport.client(leader) {
-                    let req = self.transport.request(leader, LeaseRenewRequest { id });
+                    let req = self.transport.request_for(
+                        leader,
+                        LeaseRenewRequest { id },
+                        auth::credential().as_ref(),
+                    );
                     if let Ok(resp) = c.lease_renew(req).await {
                         let resp = resp.into_inner();
                         if resp.leader {
@@ -426,7 +430,9 @@ impl EtcdServer {
             if !self.status.is_leader() && self.status.has_leader() {
                 let leader = self.status.leader();
                 if let Some(mut c) = self.transport.client(leader) {
-                    let r = self.transport.request(leader, req);
+                    let r = self
+                        .transport
+                        .request_for(leader, req, auth::credential().as_ref());
                     if let Ok(resp) = c.lease_time_to_live(r).await {
                         let mut resp = resp.into_inner();
                         // The header speaks for the member the client asked.

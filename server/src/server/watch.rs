@@ -243,7 +243,7 @@ impl WatchHub {
             progress_interval,
         });
         let weak = Arc::downgrade(&hub);
-        tokio::spawn(async move {
+        crate::crash::spawn_task("watch hub", async move {
             let mut last_progress = Instant::now();
             loop {
                 let Some(hub) = weak.upgrade() else { return };

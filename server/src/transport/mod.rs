@@ -12,6 +12,7 @@
 pub mod prober;
 pub mod service;
 pub mod stats;
+pub mod wire;
 
 use crate::pb::cairnpb::peer_client::PeerClient;
 use crate::pb::cairnpb::{RaftBatch, SnapshotChunk, snapshot_chunk::Chunk};
@@ -45,6 +46,14 @@ const RPC_TIMEOUT: Duration = Duration::from_secs(2);
 pub const HDR_CLUSTER_ID: &str = "x-cairn-cluster-id";
 pub const HDR_FROM: &str = "x-cairn-from";
 pub const HDR_TO: &str = "x-cairn-to";
+/// The size of a snapshot file in bytes, announced before its data.
+pub const HDR_SNAPSHOT_BYTES: &str = "x-cairn-snapshot-bytes";
+/// A forwarded client request's token (see `auth::Credential`).
+pub const HDR_CALLER_TOKEN: &str = "x-cairn-caller-token";
+/// A forwarded client request's verified certificate common name; the
+/// receiver believes it only from a peer that presented a verified
+/// certificate itself.
+pub const HDR_CALLER_CN: &str = "x-cairn-caller-cn";
 
 struct Peer {
     queue: mpsc::Sender<Message>,
@@ -152,8 +161,9 @@ impl Transport {
                 connected: Arc::clone(&connected),
                 active_since: Arc::clone(&active_since),
             };
-            self.rt
-                .spawn(async move { this.run_sender(id, rx, link).await });
+            crate::crash::spawn_task_on(&self.rt, "peer sender", async move {
+                this.run_sender(id, rx, link).await
+            });
             Peer {
                 queue: tx,
                 connected,
@@ -309,6 +319,26 @@ impl Transport {
         req
     }
 
+    /// A request on behalf of a client who presented `credential`, for the
+    /// leader to check again (see `HDR_CALLER_TOKEN`).
+    pub fn request_for<T>(
+        &self,
+        to: u64,
+        body: T,
+        credential: Option<&crate::auth::Credential>,
+    ) -> tonic::Request<T> {
+        let mut req = self.request(to, body);
+        let (name, value) = match credential {
+            Some(crate::auth::Credential::Token(t)) => (HDR_CALLER_TOKEN, t),
+            Some(crate::auth::Credential::CommonName(cn)) => (HDR_CALLER_CN, cn),
+            None => return req,
+        };
+        if let Ok(v) = value.parse() {
+            req.metadata_mut().insert(name, v);
+        }
+        req
+    }
+
     async fn run_sender(self: Arc<Self>, id: u64, mut queue: mpsc::Receiver<Message>, link: Link) {
         let mut attempt = 0usize;
         let mut backoff = Duration::from_millis(50);
@@ -407,13 +437,21 @@ impl Transport {
         let mut file = tokio::fs::File::open(&path)
             .await
             .map_err(|e| format!("open {}: {e}", path.display()))?;
+        let size_bytes = file
+            .metadata()
+            .await
+            .map_err(|e| format!("stat {}: {e}", path.display()))?
+            .len();
         let header = m.write_to_bytes().map_err(|e| e.to_string())?;
         let mut client = self
             .connect(m.to, 0)
             .await
             .ok_or_else(|| "peer unreachable".to_string())?;
         let (tx, rx) = mpsc::channel::<SnapshotChunk>(4);
-        let req = self.request(m.to, tokio_stream::wrappers::ReceiverStream::new(rx));
+        let mut req = self.request(m.to, tokio_stream::wrappers::ReceiverStream::new(rx));
+        if let Ok(v) = size_bytes.to_string().parse() {
+            req.metadata_mut().insert(HDR_SNAPSHOT_BYTES, v);
+        }
         let call = tokio::spawn(async move { client.snapshot(req).await });
         let feed = async {
             tx.send(SnapshotChunk {

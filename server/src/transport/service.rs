@@ -1,6 +1,9 @@
 //! The receiving side of the peer transport, served on the peer URLs.
 
-use super::{HDR_CLUSTER_ID, HDR_FROM, HDR_TO};
+use super::{
+    HDR_CALLER_CN, HDR_CALLER_TOKEN, HDR_CLUSTER_ID, HDR_FROM, HDR_SNAPSHOT_BYTES, HDR_TO,
+};
+use crate::auth::{AuthInfo, Credential};
 use crate::pb::cairnpb::peer_server::Peer;
 use crate::pb::cairnpb::{
     LeaseRenewRequest, LeaseRenewResponse, RaftBatch, SnapshotAck, SnapshotChunk, StreamAck,
@@ -8,9 +11,11 @@ use crate::pb::cairnpb::{
 };
 use crate::pb::etcdserverpb::{LeaseTimeToLiveRequest, LeaseTimeToLiveResponse};
 use crate::server::EtcdServer;
+use crate::server::auth::with_credentialed_caller;
 use crate::server::lease::Renewal;
 use crate::server::node::RaftMsg;
 use crate::storage::snapfile::{self, SnapshotRegistry};
+use crate::tls::PeerIdentity;
 use protobuf::Message as _;
 use raft::prelude::{Message, MessageType};
 use std::sync::Arc;
@@ -18,8 +23,10 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tonic::{Request, Response, Status, Streaming};
 
-/// Upper bound for one received snapshot file.
-const MAX_SNAPSHOT_BYTES: u64 = 64 * 1024 * 1024 * 1024;
+/// The smallest size limit for a received snapshot file. Larger stores get
+/// twice their backend quota (a snapshot holds the state machine, which the
+/// quota bounds, plus what is in flight).
+const MIN_SNAPSHOT_LIMIT_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 
 pub struct PeerService {
     pub self_id: u64,
@@ -27,6 +34,16 @@ pub struct PeerService {
     pub raft_tx: crossbeam_channel::Sender<RaftMsg>,
     pub snapshots: Arc<SnapshotRegistry>,
     pub srv: Arc<EtcdServer>,
+    /// Held while a snapshot is being received.
+    pub receiving: tokio::sync::Mutex<()>,
+}
+
+/// The snapshot's size in bytes, which the sender announces up front.
+fn header_size(md: &tonic::metadata::MetadataMap) -> Result<u64, Status> {
+    md.get(HDR_SNAPSHOT_BYTES)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| Status::invalid_argument(format!("missing or bad {HDR_SNAPSHOT_BYTES}")))
 }
 
 fn header_id<T>(req: &Request<T>, name: &str) -> Result<u64, Status> {
@@ -55,10 +72,55 @@ impl PeerService {
                 self.self_id
             )));
         }
-        header_id(req, HDR_FROM)
+        let from = header_id(req, HDR_FROM)?;
+        // Only current members (etcd's transport likewise refuses removed
+        // ones): a removed member's messages must not disrupt the cluster.
+        if !self.srv.membership.contains(from) {
+            return Err(Status::permission_denied(format!(
+                "{from:x} is not a member of this cluster"
+            )));
+        }
+        Ok(from)
+    }
+
+    /// The client on whose behalf a follower forwarded this request, checked
+    /// here exactly as if it had called this member: a token is resolved
+    /// again; a certificate's common name is believed only from a peer that
+    /// presented a verified certificate itself (peer TLS with client
+    /// certificates), since anyone can send a header. Without either, the
+    /// caller is anonymous — which auth refuses.
+    async fn forwarded_caller<T>(
+        &self,
+        req: &Request<T>,
+    ) -> Result<(Option<AuthInfo>, Option<Credential>), Status> {
+        let md = req.metadata();
+        if let Some(token) = md.get(HDR_CALLER_TOKEN).and_then(|v| v.to_str().ok()) {
+            let info = crate::api::auth::resolve_token(&self.srv, token).await?;
+            return Ok((Some(info), Some(Credential::Token(token.to_string()))));
+        }
+        if let Some(cn) = md.get(HDR_CALLER_CN).and_then(|v| v.to_str().ok()) {
+            let peer_verified = req
+                .extensions()
+                .get::<PeerIdentity>()
+                .is_some_and(|p| p.common_name.is_some());
+            if !peer_verified {
+                return Err(Status::permission_denied(
+                    "a forwarded certificate identity needs peer TLS with client certificates \
+                     (--peer-client-cert-auth)",
+                ));
+            }
+            let info = AuthInfo {
+                username: cn.to_string(),
+                revision: self.srv.auth.store.read().revision(),
+            };
+            return Ok((Some(info), Some(Credential::CommonName(cn.to_string()))));
+        }
+        Ok((None, None))
     }
 
     fn decode(&self, from: u64, bytes: &[u8]) -> Result<Message, Status> {
+        super::wire::check_raft_message(bytes)
+            .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))?;
         let mut m = Message::default();
         m.merge_from_bytes(bytes)
             .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))?;
@@ -72,14 +134,23 @@ impl PeerService {
 }
 
 /// A membership request forwarded by a follower: served here only while
-/// this member leads (the caller retries on "not leader").
+/// this member leads (the caller retries on "not leader"), and only for a
+/// caller who may change membership (root, when auth is on).
 macro_rules! leader_only {
     ($self:ident, $req:ident, $method:ident) => {{
         $self.check(&$req)?;
         if !$self.srv.status.is_leader() {
             return Err(crate::error::Error::NotLeader.into());
         }
-        Ok(Response::new($self.srv.$method($req.into_inner()).await?))
+        let (info, credential) = $self.forwarded_caller(&$req).await?;
+        let srv = &$self.srv;
+        let body = $req.into_inner();
+        let resp = with_credentialed_caller(info, credential, async move {
+            srv.check_admin()?;
+            srv.$method(body).await
+        })
+        .await?;
+        Ok(Response::new(resp))
     }};
 }
 
@@ -136,6 +207,9 @@ impl Peer for PeerService {
         req: Request<LeaseRenewRequest>,
     ) -> Result<Response<LeaseRenewResponse>, Status> {
         self.check(&req)?;
+        let (info, credential) = self.forwarded_caller(&req).await?;
+        with_credentialed_caller(info, credential, async { self.srv.check_authenticated() })
+            .await?;
         let id = req.into_inner().id;
         if !self.srv.status.is_leader() {
             return Ok(Response::new(LeaseRenewResponse {
@@ -172,8 +246,16 @@ impl Peer for PeerService {
         if !(self.srv.status.is_leader() && self.srv.lessor.is_primary()) {
             return Err(Status::failed_precondition("not the leader"));
         }
+        let (info, credential) = self.forwarded_caller(&req).await?;
         let r = req.into_inner();
-        let resp = self.srv.lease_time_to_live(r).await?;
+        let srv = &self.srv;
+        // The follower checks READ on each attached key it passes on; here,
+        // as on the client API, only that the caller is authenticated.
+        let resp = with_credentialed_caller(info, credential, async move {
+            srv.check_authenticated()?;
+            srv.lease_time_to_live(r).await
+        })
+        .await?;
         Ok(Response::new(resp))
     }
 
@@ -184,6 +266,12 @@ impl Peer for PeerService {
         let from = self.check(&req)?;
         let mut stream = req.into_inner();
         while let Some(batch) = stream.message().await? {
+            // A member removed while its stream is open is cut off too.
+            if !self.srv.membership.contains(from) {
+                return Err(Status::permission_denied(format!(
+                    "{from:x} is no longer a member of this cluster"
+                )));
+            }
             for bytes in batch.messages {
                 let m = self.decode(from, &bytes)?;
                 if m.get_msg_type() == MessageType::MsgSnapshot {
@@ -205,6 +293,7 @@ impl Peer for PeerService {
         req: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<SnapshotAck>, Status> {
         let from = self.check(&req)?;
+        let req_metadata = req.metadata().clone();
         let mut stream = req.into_inner();
         let first = stream
             .message()
@@ -220,6 +309,40 @@ impl Peer for PeerService {
             return Err(Status::invalid_argument("not a snapshot message"));
         }
         let md = msg.get_snapshot().get_metadata().clone();
+        // Nothing touches the disk until the sender has shown it is the
+        // leader this member follows, sending a snapshot this member can
+        // use, of an announced size within bounds.
+        let leader = self.srv.status.leader();
+        if from != leader {
+            return Err(Status::failed_precondition(format!(
+                "snapshot from {from:x}, but this member follows {leader:x}"
+            )));
+        }
+        if msg.term < self.srv.status.term() {
+            return Err(Status::failed_precondition("snapshot from an earlier term"));
+        }
+        let commit = self
+            .srv
+            .status
+            .commit
+            .load(std::sync::atomic::Ordering::Acquire);
+        if md.index <= commit {
+            return Err(Status::failed_precondition(format!(
+                "snapshot at index {} is not past this member's commit index {commit}",
+                md.index
+            )));
+        }
+        let announced = header_size(&req_metadata)?;
+        let limit = MIN_SNAPSHOT_LIMIT_BYTES.max(2 * self.srv.quota_backend_bytes());
+        if announced > limit {
+            return Err(Status::resource_exhausted(format!(
+                "snapshot of {announced} bytes is over this member's limit of {limit} bytes"
+            )));
+        }
+        // One at a time: two streams would need twice the disk.
+        let Ok(_receiving) = self.receiving.try_lock() else {
+            return Err(Status::unavailable("already receiving a snapshot"));
+        };
         let dir = self.snapshots.dir().to_path_buf();
         let final_path = dir.join(snapfile::file_name(md.term, md.index));
         let tmp_path = dir.join(format!(
@@ -234,13 +357,20 @@ impl Peer for PeerService {
                 match chunk.chunk {
                     Some(Chunk::Data(d)) => {
                         total += d.len() as u64;
-                        if total > MAX_SNAPSHOT_BYTES {
-                            return Err(Status::resource_exhausted("snapshot too large"));
+                        if total > announced {
+                            return Err(Status::invalid_argument(format!(
+                                "snapshot longer than the {announced} bytes announced"
+                            )));
                         }
                         file.write_all(&d).await.map_err(internal)?;
                     }
                     _ => return Err(Status::invalid_argument("unexpected snapshot chunk")),
                 }
+            }
+            if total != announced {
+                return Err(Status::invalid_argument(format!(
+                    "snapshot of {total} bytes, {announced} announced"
+                )));
             }
             file.sync_all().await.map_err(internal)?;
             Ok(())
