@@ -2,8 +2,8 @@
 //! self-signed CA certificate used for everything, refused handshakes
 //! logged with etcd's words (and bounded in Cairn), certificate
 //! revocation lists replaced while the member runs, the allowed client
-//! hostname, a peer with the wrong common name, and a JWT `pub-key` that
-//! is a certificate.
+//! hostname, peers with the wrong common name or a revoked certificate,
+//! and a JWT `pub-key` that is a certificate.
 //!
 //! Every test also runs against etcd 3.4.23 (`CAIRN_TEST_TARGET=etcd`);
 //! what only Cairn does (the log bound) is checked only against Cairn.
@@ -470,6 +470,92 @@ fn a_peer_with_the_wrong_common_name_cannot_take_part() {
     assert!(!stdout(&out).contains("two"), "{}", stdout(&out));
     let list = ok(etcdctl(&good, &["member", "list"], None));
     assert_eq!(list.lines().count(), 3, "{list}");
+}
+
+/// The serial number of the third member's peer certificate in
+/// [`third_member_revoked`].
+const REVOKED_PEER_SERIAL: &[u8] = &[0x3e, 0x3e, 0x3e];
+
+/// `Options::prepare`: the third member's peer certificate has a known
+/// serial number, and every member's peer CRL revokes it.
+fn third_member_revoked(c: &Cluster) {
+    let pki = c.pki.as_ref().expect("pki");
+    let third = &c.members[2];
+    pki.ca
+        .issue_with_serial(
+            &third.name,
+            &[third.host.as_str(), "127.0.0.1", "localhost"],
+            REVOKED_PEER_SERIAL,
+        )
+        .write(&third.tls_dir(), "peer");
+    for m in &c.members {
+        write_atomic(
+            &m.tls_dir().join("revoked.crl"),
+            &pki.ca.crl(&[REVOKED_PEER_SERIAL]),
+        );
+    }
+}
+
+#[test]
+fn a_peer_with_a_revoked_certificate_is_refused() {
+    let c = Cluster::launch(Options {
+        members: 3,
+        tls: Some(TlsOptions {
+            peer: true,
+            peer_cert_auth: true,
+            crl: true,
+            ..TlsOptions::default()
+        }),
+        prepare: Some(third_member_revoked),
+        ..Options::default()
+    });
+    for m in &c.members[..2] {
+        let healthy = eventually(WAIT, || {
+            (cairn_tests::health(&m.client_addr()) == Some(true)).then_some(())
+        });
+        assert!(
+            healthy.is_some(),
+            "{} not healthy:
+{}",
+            m.name,
+            c.logs_tail(30)
+        );
+    }
+    let good = format!("{},{}", c.members[0].endpoint(), c.members[1].endpoint());
+    assert_eq!(
+        ok(etcdctl(&good, &["put", "crl", "peers"], None)).trim(),
+        "OK"
+    );
+    // The third member's connections are refused with etcd's words.
+    let line = eventually(WAIT, || {
+        c.members[..2].iter().find_map(|m| {
+            m.log()
+                .lines()
+                .find(|l| {
+                    l.contains("rejected connection from \"127.")
+                        && l.contains(r#"(error "transport: certificate serial 3e3e3e revoked""#)
+                })
+                .map(str::to_string)
+        })
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no rejection logged:
+{}",
+            c.logs_tail(30)
+        )
+    });
+    assert!(line.contains(r#"DNSNames ["localhost"])"#), "{line}");
+    if target() == Target::Etcd {
+        // etcd checks the list on its listener only, as Cairn does, but
+        // its raft streams carry messages both ways over connections the
+        // others open to the revoked member, so that member stays in.
+        return;
+    }
+    // A Cairn member sends over the connections it opens itself, so the
+    // revoked member cannot answer anyone: it is out.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_ne!(cairn_tests::health(&c.members[2].client_addr()), Some(true));
 }
 
 /// An RSA key and a self-signed certificate for it, made with openssl.
