@@ -40,9 +40,6 @@ mod reject;
 mod verify;
 
 pub use der::{subject_common_name, subject_public_key_info};
-pub use reject::{
-    MAX_LINES_PER_WINDOW as MAX_REJECTION_LINES_PER_WINDOW, WINDOW as REJECTION_LOG_WINDOW,
-};
 
 use crate::metrics::METRICS;
 use arc_swap::ArcSwap;
