@@ -47,7 +47,7 @@ pub async fn serve(listener: TcpListener, router: axum::Router, opts: ServeOptio
             Ok(p) => p,
             Err(_) => return,
         };
-        let (stream, _peer) = match listener.accept().await {
+        let (stream, peer) = match listener.accept().await {
             Ok(s) => s,
             Err(e) => {
                 // Out of file descriptors and the like: back off, keep serving.
@@ -63,18 +63,13 @@ pub async fn serve(listener: TcpListener, router: axum::Router, opts: ServeOptio
             let _permit = permit;
             match opts.tls.clone() {
                 None => serve_connection(stream, router, &opts, None).await,
-                Some(tls) => match tls.accept(stream).await {
-                    Ok((stream, identity)) => {
+                Some(tls) => {
+                    // Scanners, plain-HTTP clients, wrong CAs: only this
+                    // connection ends (`accept` counts and logs it).
+                    if let Ok((stream, identity)) = tls.accept(stream, peer).await {
                         serve_connection(stream, router, &opts, Some(identity)).await
                     }
-                    // Scanners, plain-HTTP clients, wrong CAs: only this
-                    // connection ends (counted in the handshake metric).
-                    Err(e) => tracing::debug!(
-                        side = tls.side().as_str(),
-                        error = %e,
-                        "TLS handshake failed"
-                    ),
-                },
+                }
             }
         });
     }
