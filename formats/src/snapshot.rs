@@ -76,18 +76,23 @@ impl StatusHasher {
 /// count and revision over every top-level bucket. Like etcdctl, fails if
 /// a top-level key is not a bucket.
 pub fn status(db: &BoltReader) -> Result<DbStatus, BoltError> {
-    db.check()?;
+    // One pass: the integrity check hands over every entry as it reads it.
     let mut h = StatusHasher::default();
-    for top in db.cursor(&db.root()) {
-        let top = top?;
-        let bucket = db.open_bucket(&top)?;
-        h.bucket(&top.key);
-        for e in db.cursor(&bucket) {
-            let e = e?;
+    db.check_visiting(&mut |nesting, e| {
+        match nesting {
+            0 if !e.is_bucket => {
+                return Err(BoltError::NotABucket {
+                    path: db.path().to_path_buf(),
+                    key: crate::bolt::show(&e.key),
+                });
+            }
+            0 => h.bucket(&e.key),
             // bbolt's ForEach hands nested buckets over with a nil value.
-            h.entry(&e.key, if e.is_bucket { &[] } else { &e.value });
+            1 => h.entry(&e.key, if e.is_bucket { &[] } else { &e.value }),
+            _ => {}
         }
-    }
+        Ok(())
+    })?;
     Ok(h.finish(db.size_bytes()))
 }
 

@@ -2,7 +2,7 @@
 //! every page below the high-water mark is reachable exactly once or free.
 
 use super::page::{FLAG_FREELIST, PAGE_HEADER_BYTES, PageHeader, le_u64};
-use super::read::{BoltReader, Bucket, Readahead};
+use super::read::{BoltReader, Bucket, Entry, Readahead};
 use super::{BoltError, MAX_BUCKET_NESTING};
 
 /// The freelist page's count field saturates here; the real count follows.
@@ -29,6 +29,16 @@ impl BoltReader {
     /// freelist) neither reachable nor free. Also decodes every element on
     /// the way, so a clean check means every bucket can be read.
     pub fn check(&self) -> Result<(), BoltError> {
+        self.check_visiting(&mut |_, _| Ok(()))
+    }
+
+    /// [`BoltReader::check`], handing every entry of every bucket to
+    /// `visit` on the way (see `check_bucket`), so a caller that needs to
+    /// read everything anyway does it in the same pass.
+    pub(crate) fn check_visiting(
+        &self,
+        visit: &mut dyn FnMut(usize, &Entry) -> Result<(), BoltError>,
+    ) -> Result<(), BoltError> {
         let n = self.meta().page_count;
         let mut reached = Bits::new(n);
         reached.set(0);
@@ -69,7 +79,7 @@ impl BoltReader {
             }
         }
 
-        self.check_bucket(&self.root(), &mut reached, &mut window, 0)?;
+        self.check_bucket(&self.root(), &mut reached, 0, visit)?;
 
         let mut freed = Bits::new(n);
         for &fid in &free_ids {
@@ -119,15 +129,17 @@ impl BoltReader {
         Ok(())
     }
 
-    /// Marks a bucket's pages, then its nested buckets'. The cursor decodes
-    /// every element and checks key order, depth and cycles; pages reached
-    /// twice are caught by `mark`.
+    /// Walks a bucket with a cursor (which decodes every element and checks
+    /// key order, depth and cycles), marking each page it loads — a page
+    /// reached twice is an error — and descending into nested buckets.
+    /// `visit` sees every entry with its nesting level (0: the root
+    /// bucket's entries, the top-level buckets).
     fn check_bucket(
         &self,
         bucket: &Bucket,
         reached: &mut Bits,
-        window: &mut Readahead,
         nesting: usize,
+        visit: &mut dyn FnMut(usize, &Entry) -> Result<(), BoltError>,
     ) -> Result<(), BoltError> {
         if nesting > MAX_BUCKET_NESTING {
             return Err(BoltError::BadPage {
@@ -136,36 +148,24 @@ impl BoltReader {
                 problem: format!("buckets nested deeper than {MAX_BUCKET_NESTING}"),
             });
         }
-        if let Some(root) = bucket.root_page() {
-            // Walk the tree's pages; each page is marked once, so the walk
-            // ends after at most page_count pages.
-            let mut todo = vec![root];
-            while let Some(id) = todo.pop() {
-                let node = self.load_node(window, id)?;
-                let span_pages = (node.data.len() / self.page_size()) as u64;
-                for p in id..id + span_pages {
+        let mut cursor = self.cursor(bucket);
+        cursor.track_pages();
+        loop {
+            let next = cursor.next();
+            for (first, pages) in cursor.take_visited() {
+                for p in first..first + pages {
                     self.mark(reached, p)?;
                 }
-                if !node.is_leaf {
-                    for i in 0..node.count {
-                        let child = node.child(i).map_err(|problem| BoltError::BadElement {
-                            path: self.path().to_path_buf(),
-                            page: id,
-                            index: i,
-                            problem,
-                        })?;
-                        todo.push(child);
-                    }
-                }
             }
-        }
-        for entry in self.cursor(bucket) {
+            let Some(entry) = next else {
+                return Ok(());
+            };
             let entry = entry?;
+            visit(nesting, &entry)?;
             if entry.is_bucket {
                 let sub = self.open_bucket(&entry)?;
-                self.check_bucket(&sub, reached, window, nesting + 1)?;
+                self.check_bucket(&sub, reached, nesting + 1, visit)?;
             }
         }
-        Ok(())
     }
 }

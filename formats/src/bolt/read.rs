@@ -39,7 +39,7 @@ pub struct Bucket {
 
 impl Bucket {
     /// The root page, or `None` for an inline bucket.
-    pub(crate) fn root_page(&self) -> Option<u64> {
+    pub fn root_page(&self) -> Option<u64> {
         match self.root {
             BucketRoot::Page(p) => Some(p),
             BucketRoot::Inline(_) => None,
@@ -281,6 +281,7 @@ impl BoltReader {
             visits: 0,
             prev_key: None,
             done: false,
+            visited: None,
         }
     }
 
@@ -497,6 +498,9 @@ pub struct Cursor<'r> {
     visits: u64,
     prev_key: Option<Bytes>,
     done: bool,
+    /// When tracking (for the integrity check): pages loaded since the
+    /// last [`Cursor::take_visited`], as (first page, pages spanned).
+    visited: Option<Vec<(u64, u64)>>,
 }
 
 struct Frame {
@@ -505,6 +509,19 @@ struct Frame {
 }
 
 impl Cursor<'_> {
+    /// Starts recording the pages this cursor loads.
+    pub(crate) fn track_pages(&mut self) {
+        self.visited = Some(Vec::new());
+    }
+
+    /// The pages loaded since the last call (when tracking).
+    pub(crate) fn take_visited(&mut self) -> Vec<(u64, u64)> {
+        self.visited
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
     fn step(&mut self) -> Result<Option<Entry>, BoltError> {
         let r = self.reader;
         if let Some(root) = self.root.take() {
@@ -561,14 +578,21 @@ impl Cursor<'_> {
 
     fn visit(&mut self, page: u64) -> Result<Node, BoltError> {
         let r = self.reader;
-        self.visits += 1;
+        let mut node = r.load_node(&mut self.window, page)?;
+        // Count pages, not nodes: in a tree each page is loaded once, so
+        // more than the file's pages means shared subtrees — and counting
+        // spans stops one huge overflow page referenced over and over.
+        let span_pages = (node.data.len() / r.page_size()) as u64;
+        self.visits += span_pages;
         if self.visits > r.meta.page_count {
             return Err(BoltError::TooManyVisits {
                 path: r.path.clone(),
                 page,
             });
         }
-        let mut node = r.load_node(&mut self.window, page)?;
+        if let Some(v) = self.visited.as_mut() {
+            v.push((page, span_pages));
+        }
         if !node.is_leaf {
             // Branches stay on the stack while their whole subtree is read:
             // copy them out so they do not pin a read-ahead buffer.
