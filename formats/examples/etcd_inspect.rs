@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run -p cairn-etcd-formats --example etcd_inspect -- snapshot.db
 //! cargo run -p cairn-etcd-formats --example etcd_inspect -- <data-dir>
+//! cargo run -p cairn-etcd-formats --example etcd_inspect -- <file.snap>
 //! ```
 
 use etcd_formats::datadir::MemberData;
@@ -45,6 +46,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             };
             println!("  {} (term {}): {what}", e.index, e.term);
         }
+        return Ok(());
+    }
+    if arg.ends_with(".snap") {
+        let s = etcd_formats::snap::read_snap_file(path)?;
+        println!("metadata:   {:?}", s.metadata);
+        println!("data:       {}", String::from_utf8_lossy(&s.data));
         return Ok(());
     }
     let db = EtcdDb::open(path)?;

@@ -24,7 +24,8 @@
 //! * [`wal`], [`snap`] — WAL segments (framing, CRC-32C chain, torn tails)
 //!   and `.snap` files; [`datadir::MemberData`] combines them the way etcd
 //!   boots; [`request`] tells what a raft entry carries (v3
-//!   `InternalRaftRequest` with each request kept raw, or a v2 `Request`).
+//!   `InternalRaftRequest` with each request kept raw, or a v2 `Request`);
+//!   [`v2store`] reads the v2 store a `.snap` carries (membership).
 //! * [`pb`] — the protobuf messages involved, with etcd's field numbers.
 //!
 //! Integers are little-endian in bbolt's structures and big-endian in
@@ -41,4 +42,5 @@ pub mod pb;
 pub mod request;
 pub mod snap;
 pub mod snapshot;
+pub mod v2store;
 pub mod wal;

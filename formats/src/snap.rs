@@ -127,6 +127,11 @@ impl LoadedSnapshot {
     pub fn data(&self) -> &Bytes {
         &self.snapshot.data
     }
+
+    /// The v2 store, parsed (membership at the snapshot's index).
+    pub fn v2_store(&self) -> Result<crate::v2store::V2Store, crate::v2store::V2Error> {
+        crate::v2store::parse(&self.snapshot.data)
+    }
 }
 
 /// etcd's `LoadNewestAvailable`: the newest `.snap` file that reads cleanly
