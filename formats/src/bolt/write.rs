@@ -305,7 +305,18 @@ impl BoltWriter {
 
     /// Ends the last bucket, writes the root leaf and the meta pages, and
     /// flushes and fsyncs the file.
-    pub fn finish(mut self) -> Result<WriteSummary, BoltError> {
+    pub fn finish(self) -> Result<WriteSummary, BoltError> {
+        self.finish_inner(true)
+    }
+
+    /// [`BoltWriter::finish`] without the fsync: for a temporary file that
+    /// is streamed out and deleted (a `Maintenance.Snapshot` response),
+    /// where syncing a gigabyte would only add latency.
+    pub fn finish_without_sync(self) -> Result<WriteSummary, BoltError> {
+        self.finish_inner(false)
+    }
+
+    fn finish_inner(mut self, sync: bool) -> Result<WriteSummary, BoltError> {
         self.end_bucket()?;
         let entries = std::mem::take(&mut self.root_entries);
         let root = self.write_node(&entries, true)?;
@@ -335,7 +346,7 @@ impl BoltWriter {
             .map_err(|e| io(&self.path, e.into_error()))?;
         file.seek(SeekFrom::Start(0))
             .and_then(|_| file.write_all(&pages))
-            .and_then(|_| file.sync_all())
+            .and_then(|_| if sync { file.sync_all() } else { Ok(()) })
             .map_err(|e| io(&self.path, e))?;
         let size_bytes = page_count * WRITE_PAGE_SIZE as u64;
         Ok(WriteSummary {

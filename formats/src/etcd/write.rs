@@ -220,11 +220,21 @@ impl EtcdDbWriter {
     }
 
     /// Creates the buckets not written yet and finishes the file (fsynced).
-    pub fn finish(mut self) -> Result<EtcdWriteSummary, EtcdError> {
+    pub fn finish(self) -> Result<EtcdWriteSummary, EtcdError> {
+        Ok(self.rest()?.finish()?)
+    }
+
+    /// [`EtcdDbWriter::finish`] without the fsync, for a temporary file
+    /// that is streamed out (see [`BoltWriter::finish_without_sync`]).
+    pub fn finish_without_sync(self) -> Result<EtcdWriteSummary, EtcdError> {
+        Ok(self.rest()?.finish_without_sync()?)
+    }
+
+    fn rest(mut self) -> Result<BoltWriter, EtcdError> {
         for b in &bucket::ALL[self.next..] {
             self.bolt.begin_bucket(b)?;
         }
-        Ok(self.bolt.finish()?)
+        Ok(self.bolt)
     }
 }
 
