@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release -p cairn-etcd-formats --example bench_large_db -- \
-//!     [--mib 1024] [--value-bytes 1024] [--dir /tmp] [--etcdctl]
+//!     [--mib 1024] [--value-bytes 1024] [--dir /tmp] [--etcdctl] [--no-sync]
 //! ```
 //!
 //! Write: every key revision through `EtcdDbWriter` (encode, pages, fsync),
@@ -23,6 +23,7 @@ struct Args {
     value_bytes: usize,
     dir: PathBuf,
     etcdctl: bool,
+    sync: bool,
 }
 
 fn args() -> Result<Args, String> {
@@ -31,6 +32,7 @@ fn args() -> Result<Args, String> {
         value_bytes: 1024,
         dir: std::env::temp_dir(),
         etcdctl: false,
+        sync: true,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -42,6 +44,7 @@ fn args() -> Result<Args, String> {
             }
             "--dir" => a.dir = PathBuf::from(val()?),
             "--etcdctl" => a.etcdctl = true,
+            "--no-sync" => a.sync = false,
             f => return Err(format!("unknown flag {f}")),
         }
     }
@@ -101,7 +104,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         consistent_index: Some(keys + 1),
         ..Default::default()
     })?;
-    let summary = w.finish()?;
+    let summary = if a.sync {
+        w.finish()?
+    } else {
+        w.finish_without_sync()?
+    };
     let write = t.elapsed();
     let size = summary.size_bytes;
     let t = Instant::now();
@@ -134,7 +141,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         size as f64 / 1048576.0,
         summary.page_count
     );
-    println!("write (encode, pages, fsync)   {}", rate(size, write));
+    let what = if a.sync {
+        "write (encode, pages, fsync)  "
+    } else {
+        "write (encode, pages, no sync)"
+    };
+    println!("{what} {}", rate(size, write));
     println!("append SHA-256 trailer         {}", rate(size, trailer));
     println!("read every revision + decode   {}", rate(size, read));
     println!("status (check + CRC-32C hash)  {}", rate(size, status));
