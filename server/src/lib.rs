@@ -13,6 +13,7 @@ pub mod http_client;
 pub mod ids;
 pub mod logging;
 pub mod metrics;
+pub mod net;
 pub mod pb;
 pub mod plugins;
 pub mod server;
