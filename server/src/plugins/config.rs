@@ -285,6 +285,8 @@ pub async fn reconcile(srv: Arc<EtcdServer>, trigger: Trigger) {
                 cause.clone(),
                 &loaded.binaries,
                 Some(hash.clone()),
+                None,
+                Vec::new(),
                 |set| {
                     if set.config_hash == hash {
                         return Ok(None);

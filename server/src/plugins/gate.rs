@@ -73,12 +73,11 @@ impl EtcdServer {
         loop {
             attempts += 1;
             let set = self.plugins.current();
+            // Judged with no set at all (version 0), a write can still go
+            // stale: the first set may be applied before it is, and apply
+            // then refuses it like any other. So the request is kept for a
+            // retry either way (a clone of its `Bytes` and op lists).
             let stamp = self.plugins.judge_request(&set, &request, deadline).await?;
-            if stamp.is_none() {
-                // No plugin set: nothing can go stale, so nothing is judged
-                // again and the request need not be kept for a retry.
-                return STAMP.scope(None, self.propose(request)).await;
-            }
             match STAMP.scope(stamp, self.propose(request.clone())).await {
                 Err(Error::PluginSetChanged)
                     if attempts < MAX_JUDGEMENTS && Instant::now() < deadline =>
@@ -140,12 +139,17 @@ impl EtcdServer {
     /// one (compare-and-set on the version; recomputed after a concurrent
     /// change). `next` returns `None` when there is nothing to change.
     /// `binaries` holds the bytes of new plugins by SHA-256; only those the
-    /// cluster does not store yet travel in the entry.
+    /// cluster does not store yet travel in the entry. `admin` is the root
+    /// caller the admin API resolved (`None` with auth off, or for a config
+    /// declaration); `vouch` names the plugins this change deploys
+    /// explicitly (see `PluginRecord.vouched_under_auth`).
     pub async fn change_plugins(
         &self,
         cause: String,
         binaries: &HashMap<Bytes, Bytes>,
         config_hash: Option<Bytes>,
+        admin: Option<crate::auth::AuthInfo>,
+        vouch: Vec<String>,
         next: impl Fn(&ActiveSet) -> Result<Option<Vec<PluginRecord>>, Error>,
     ) -> Result<SetOutcome, Error> {
         let mut attempts = 0;
@@ -183,6 +187,11 @@ impl EtcdServer {
                 config_declared: config_hash.is_some(),
                 config_hash: config_hash.clone().unwrap_or_default(),
                 cause: cause.clone(),
+                admin: admin.as_ref().map(|a| crate::pb::cairnpb::RequestAuth {
+                    username: a.username.clone(),
+                    revision: a.revision,
+                }),
+                vouch: vouch.clone(),
             };
             match self.propose_internal(Request::PluginSet(change)).await {
                 Ok(Applied::Plugins(outcome)) => return Ok(outcome),
@@ -274,17 +283,21 @@ fn collect_txn_reads(
 /// auth token`; the plugin's reason is logged and counted).
 pub async fn authenticate_token(srv: &EtcdServer, token: &str) -> Option<crate::auth::AuthInfo> {
     let set = srv.plugins.current();
+    let auth_enabled = srv.auth_enabled();
     if !set
         .plugins
         .iter()
-        .any(|p| p.live_for(cairn_plugin_host::Hook::Authenticator))
+        .any(|p| p.consulted_for(cairn_plugin_host::Hook::Authenticator, auth_enabled))
     {
         return None;
     }
     let token = token.trim_start_matches("Bearer ").to_owned();
     match srv
         .plugins
-        .authenticate(cairn_plugin_host::Credential::BearerToken(token))
+        .authenticate(
+            cairn_plugin_host::Credential::BearerToken(token),
+            auth_enabled,
+        )
         .await
     {
         super::AuthDecision::Authenticated { principal, .. } => Some(crate::auth::AuthInfo {
@@ -326,7 +339,12 @@ pub async fn authenticate_password(
     loop {
         attempts += 1;
         let set = srv.plugins.current();
-        if !set.plugins.iter().any(|p| p.live_for(Hook::Authenticator)) {
+        let auth_enabled = srv.auth_enabled();
+        if !set
+            .plugins
+            .iter()
+            .any(|p| p.consulted_for(Hook::Authenticator, auth_enabled))
+        {
             return Err(builtin.into());
         }
         let credential = Credential::Password(PasswordCredential {
@@ -335,7 +353,7 @@ pub async fn authenticate_password(
         });
         let principal = match srv
             .plugins
-            .authenticate_under(Arc::clone(&set), credential)
+            .authenticate_under(Arc::clone(&set), credential, auth_enabled)
             .await
         {
             super::AuthDecision::Authenticated { plugin, principal } => {

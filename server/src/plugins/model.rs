@@ -270,6 +270,8 @@ impl Declaration {
             origin: origin as i32,
             order: self.order,
             since_version: 0,
+            // Set by apply.
+            vouched_under_auth: false,
         }
     }
 }

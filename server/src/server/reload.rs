@@ -38,6 +38,33 @@ pub struct ReloadStatus {
     pub config_files: Vec<String>,
 }
 
+impl ReloadStatus {
+    /// What anyone may see while auth is on: the outcome and which settings
+    /// changed, not their values, the error text (it quotes values) or the
+    /// files.
+    pub fn redacted(&self) -> ReloadStatus {
+        let name_only = |changes: &[String]| -> Vec<String> {
+            changes
+                .iter()
+                .map(|c| c.split(':').next().unwrap_or_default().to_string())
+                .collect()
+        };
+        ReloadStatus {
+            last_attempt_unix: self.last_attempt_unix,
+            last_trigger: self.last_trigger.clone(),
+            last_reload_successful: self.last_reload_successful,
+            last_success_unix: self.last_success_unix,
+            last_error: self.last_error.as_ref().map(|_| {
+                "the last reload failed; root sees why (GET /config/status with a root token)"
+                    .to_string()
+            }),
+            applied: name_only(&self.applied),
+            pending_restart: name_only(&self.pending_restart),
+            config_files: Vec::new(),
+        }
+    }
+}
+
 pub struct Reloader {
     srv: Arc<EtcdServer>,
     status: Mutex<ReloadStatus>,
