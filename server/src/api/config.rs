@@ -9,9 +9,9 @@
 //! stays open, like `/health`, so monitoring needs no credentials — with
 //! auth on, without the values, errors and files (root sees them).
 
-use crate::plugins::admin::require_admin;
-use crate::server::EtcdServer;
-use crate::server::reload::Reloader;
+use crate::api::plugins::require_admin;
+use crate::etcdserver::EtcdServer;
+use crate::etcdserver::reload::Reloader;
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};

@@ -2,3 +2,6 @@
 //! etcd's clients see (`gohttp`).
 
 pub mod gohttp;
+pub mod h2_authority;
+pub mod http_client;
+pub mod listener;

@@ -18,7 +18,7 @@ use crate::error::Error;
 use crate::pb::cairnpb::PluginStamp;
 use crate::pb::cairnpb::internal_request::Request;
 use crate::pb::etcdserverpb::{TxnRequest, request_op};
-use crate::server::txn::{self, ReadBackend};
+use crate::state::txn::{self, ReadBackend};
 use crate::storage::mvcc::Store;
 use bytes::Bytes;
 use cairn_plugin_host::{
@@ -225,9 +225,7 @@ pub(crate) fn plan_v2(req: &crate::v2::V2Request) -> Option<Plan> {
             op: Operation::DeleteRange,
             in_txn: false,
             range_end: (req.recursive || req.dir).then(|| {
-                crate::api::concurrency::prefix_end(
-                    format!("{}/", req.path.trim_end_matches('/')).as_bytes(),
-                )
+                crate::state::prefix_end(format!("{}/", req.path.trim_end_matches('/')).as_bytes())
             }),
             key,
             value: None,
@@ -532,6 +530,7 @@ impl Enforcer {
         &self,
         set: &Arc<ActiveSet>,
         request: &Request,
+        principal: Option<String>,
         deadline: Instant,
     ) -> Result<Option<PluginStamp>, Error> {
         if set.version == 0 {
@@ -555,7 +554,8 @@ impl Enforcer {
             rev,
         });
         let path = plan.path.clone();
-        self.run_plan(set, plan, reader, rev + 1, deadline).await?;
+        self.run_plan(set, plan, reader, rev + 1, principal, deadline)
+            .await?;
         Ok(Some(PluginStamp {
             version: set.version,
             txn_path: path,
@@ -570,12 +570,12 @@ impl Enforcer {
         plan: Plan,
         reader: Arc<dyn KeyReader>,
         revision: i64,
+        principal: Option<String>,
         deadline: Instant,
     ) -> Result<(), Error> {
         let Some(calls) = Self::plan_calls(set, &plan) else {
             return Ok(());
         };
-        let principal = crate::server::auth::caller().map(|i| i.username);
         if calls.inline {
             // Proven-fast plugins answer in microseconds: cheaper here than
             // a handoff to a blocking thread and back (see `LoadCell`).

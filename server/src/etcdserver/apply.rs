@@ -8,10 +8,7 @@
 //! revision published, so a client that saw its write acknowledged can read
 //! it back from this member.
 
-use super::lease::Lessor;
-use super::membership::Membership;
 use super::node::{ApplyMsg, CtlMsg};
-use super::txn::{self, WriteBackend};
 use super::wait::Waiters;
 use super::watch::WatchHub;
 use super::{Applied, RaftStatus};
@@ -26,6 +23,9 @@ use crate::pb::etcdserverpb::{
     AlarmType, CompactionResponse, LeaseGrantResponse, LeaseRevokeResponse, ResponseHeader,
     TxnRequest, request_op,
 };
+use crate::state::lease::Lessor;
+use crate::state::membership::Membership;
+use crate::state::txn::{self, WriteBackend};
 use crate::storage::alarm::{self, AlarmTable};
 use crate::storage::meta::{self, AppliedState};
 use crate::storage::mvcc::index::KeyRange;
@@ -81,7 +81,7 @@ pub struct ApplyLoop {
     /// etcd's v3 auth store (persisted in `meta`, see `meta::auth`).
     pub auth: Arc<super::auth::AuthState>,
     /// Policy plugins: the replicated plugin set (changed only here).
-    pub plugins: Arc<crate::plugins::Enforcer>,
+    pub plugins: Arc<crate::policy::Enforcer>,
 }
 
 fn storage_err(e: impl std::fmt::Display) -> storage::Error {

@@ -157,7 +157,7 @@ impl Reloader {
                 let changes = diff(&running, &fresh);
                 apply_live(&running, &fresh)
                     .map_err(|e| e.to_string())
-                    .and_then(|next| crate::plugins::config::check_reload(&fresh, next))
+                    .and_then(|next| crate::policy::config::check_reload(&fresh, next))
                     .map(|next| (changes, next))
             }
             Err(e) => Err(e.to_string()),
@@ -210,7 +210,7 @@ impl Reloader {
                 // sees the reload reported.
                 self.srv.config.store(Arc::clone(&next));
                 // Plugins compare and push their declaration in the background.
-                crate::plugins::config::reloaded(&self.srv);
+                crate::etcdserver::policy::reloaded(&self.srv);
             }
         }
         st.clone()
@@ -272,7 +272,7 @@ impl Reloader {
         use notify::Watcher;
         let mut dirs: Vec<PathBuf> = Vec::new();
         for f in &watched {
-            for dir in watch_dirs(f) {
+            for dir in crate::files::watch_dirs(f) {
                 if !dirs.contains(&dir) {
                     dirs.push(dir);
                 }
@@ -315,25 +315,6 @@ impl Reloader {
 /// The config files in effect (the ones given, or the defaults that exist).
 fn files(cfg: &ServerConfig) -> Vec<PathBuf> {
     cfg.config_files.clone()
-}
-
-/// The folders to watch for a config file: its own folder, and — when it is
-/// a symlink — the folder of its target, so swapping either is noticed.
-pub(crate) fn watch_dirs(file: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Some(parent) = file.parent() {
-        out.push(if parent.as_os_str().is_empty() {
-            PathBuf::from(".")
-        } else {
-            parent.to_path_buf()
-        });
-    }
-    if let Ok(target) = std::fs::canonicalize(file)
-        && let Some(parent) = target.parent()
-    {
-        out.push(parent.to_path_buf());
-    }
-    out
 }
 
 /// Whether an event on `p` may have changed one of the config files: the

@@ -15,13 +15,13 @@
 //! enabled every route needs a token of a user with the root role in the
 //! `Authorization` header: a plugin runs code inside every member.
 
-use super::config::load_declaration;
-use super::dryrun;
-use super::model::{self, Declaration, Mode, RecordExt, Source};
-use super::set::ActiveSet;
 use crate::error::Error;
+use crate::etcdserver::EtcdServer;
 use crate::pb::cairnpb::PluginOrigin;
-use crate::server::EtcdServer;
+use crate::policy::config::load_declaration;
+use crate::policy::dryrun;
+use crate::policy::model::{self, Declaration, Mode, RecordExt, Source};
+use crate::policy::set::ActiveSet;
 use axum::Json;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -105,13 +105,13 @@ pub(crate) async fn admin_caller(
         .resolve_token(token)
         .await
         .map_err(|e| error(StatusCode::UNAUTHORIZED, e.to_string()))?;
-    crate::server::auth::with_caller(Some(info.clone()), async { srv.check_admin() })
+    crate::etcdserver::auth::with_caller(Some(info.clone()), async { srv.check_admin() })
         .await
         .map_err(|e| error(StatusCode::FORBIDDEN, e.to_string()))?;
     Ok(Some(info))
 }
 
-fn plugin_json(p: &super::ActivePlugin) -> Value {
+fn plugin_json(p: &crate::policy::ActivePlugin) -> Value {
     let r = &p.record;
     json!({
         "name": r.name,
@@ -639,14 +639,14 @@ async fn check(State(srv): State<Arc<EtcdServer>>, headers: HeaderMap, body: Byt
             .authenticate(credential, srv.auth_enabled())
             .await;
         let v = match decision {
-            super::AuthDecision::Authenticated { plugin, principal } => {
+            crate::policy::AuthDecision::Authenticated { plugin, principal } => {
                 principal_from_auth = Some(principal.clone());
                 json!({"decision": "authenticated", "plugin": plugin, "principal": principal})
             }
-            super::AuthDecision::Refused { plugin, reason } => {
+            crate::policy::AuthDecision::Refused { plugin, reason } => {
                 json!({"decision": "refused", "plugin": plugin, "reason": reason})
             }
-            super::AuthDecision::Abstain => json!({"decision": "abstain"}),
+            crate::policy::AuthDecision::Abstain => json!({"decision": "abstain"}),
         };
         out.insert("authenticate".into(), v);
     }

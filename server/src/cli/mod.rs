@@ -1,6 +1,8 @@
 //! `cairn` subcommands besides serving: `cairn config show|check|status`
 //! and `cairn snapshot restore|status` (etcdctl's offline snapshot tools).
 
+pub mod plugin;
+
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::path::PathBuf;

@@ -12,7 +12,7 @@ use crate::pb::cairnpb::{
     InternalRequest, PluginBlob, PluginOrigin, PluginRecord, PluginSetChange, PluginStamp,
 };
 use crate::pb::etcdserverpb::{Compare, PutRequest, RequestOp, TxnRequest, compare, request_op};
-use crate::server::lease::Lessor;
+use crate::state::lease::Lessor;
 use crate::storage::Db;
 use crate::storage::mvcc::Store;
 use bytes::Bytes;
