@@ -268,8 +268,8 @@ impl V2Backend for V2Api {
 
 /// etcd keeps v2 and v3 auth apart; Cairn does not let the v2 API become a
 /// way around v3 auth: while auth is enabled, v2 keys (and membership
-/// changes) need HTTP Basic credentials of a user holding the root role.
-/// Reads of membership, stats and machines stay open, as in etcd.
+/// changes, and the v2 auth API) need HTTP Basic credentials of a user
+/// holding the root role. Reads of membership, stats and machines stay open, as in etcd.
 pub async fn auth_gate(
     axum::extract::State(srv): axum::extract::State<Arc<EtcdServer>>,
     req: axum::extract::Request,
@@ -277,7 +277,10 @@ pub async fn auth_gate(
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     let path = req.uri().path();
+    // The v2 auth API writes replicated state and lists users: under v3
+    // auth it is for root only, like the keys.
     let guarded = path.starts_with("/v2/keys")
+        || path.starts_with("/v2/auth")
         || (path.starts_with("/v2/members") && req.method() != http::Method::GET);
     if !guarded || !srv.auth_enabled() {
         return next.run(req).await;

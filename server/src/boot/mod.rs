@@ -121,6 +121,17 @@ fn bootstrap_new(db: &Db, cfg: &ServerConfig) -> Result<(u64, u64), BootError> {
         members,
     };
     let mut batch = db.db.batch();
+    // etcd's v2 store holds a record per initial member (`/0/members/<id>/
+    // raftAttributes`), each taking a v2 index: count them the same way so
+    // v2 indexes (`waitIndex`, `--after-index`) line up with etcd's.
+    meta::put_v2_index(
+        &mut batch,
+        db,
+        meta::V2Index {
+            index: membership.members.len() as u64,
+            visible: 0,
+        },
+    );
     meta::put_membership(&mut batch, db, &membership);
     meta::put_conf_state(&mut batch, db, &cs)?;
     // The log starts after index INITIAL_INDEX (as if compacted there), so
@@ -421,8 +432,9 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
         let (records, index) = meta::v2_records(&db)?;
         let mut store = crate::v2::V2Store::new();
         store
-            .load(records, index)
+            .load(records, index.index)
             .map_err(|e| BootError::Config(format!("the v2 store on disk is corrupt: {e:?}")))?;
+        store.set_visible_index(index.visible);
         Arc::new(parking_lot::RwLock::new(store))
     };
     let auth = {
