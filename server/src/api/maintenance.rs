@@ -159,8 +159,9 @@ impl Maintenance for MaintenanceService {
             // An action etcd does not know either: nothing to report.
             Err(_) => Vec::new(),
         };
+        // etcd 3.4's AlarmResponse carries no header.
         Ok(Response::new(AlarmResponse {
-            header: Some(srv.header(srv.store.current_rev())),
+            header: None,
             alarms,
         }))
     }
@@ -201,9 +202,8 @@ impl Maintenance for MaintenanceService {
             took_ms = report.took.as_millis() as u64,
             "finished defragmenting the storage backend"
         );
-        Ok(Response::new(DefragmentResponse {
-            header: Some(srv.header(srv.store.current_rev())),
-        }))
+        // etcd 3.4 answers with an empty message: no header.
+        Ok(Response::new(DefragmentResponse { header: None }))
     }
 
     async fn hash(&self, req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
@@ -295,12 +295,10 @@ impl Maintenance for MaintenanceService {
             revision = rev,
             "sending database snapshot to client"
         );
-        let header = srv.header(rev);
         let (tx, rx) = tokio::sync::mpsc::channel(SNAPSHOT_QUEUE_CHUNKS);
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let mut sent = 0u64;
-            let mut first = true;
             loop {
                 let mut buf = Vec::with_capacity(SNAPSHOT_CHUNK_BYTES);
                 match (&mut file)
@@ -317,17 +315,14 @@ impl Maintenance for MaintenanceService {
                         return;
                     }
                 }
+                // etcd 3.4 sends only the bytes and what remains: no
+                // header, no version (3.5 added both to the first message).
                 let msg = SnapshotResponse {
-                    header: first.then_some(header),
+                    header: None,
                     remaining_bytes: total.saturating_sub(sent),
                     blob: buf.into(),
-                    version: if first {
-                        ETCD_COMPAT_VERSION.to_string()
-                    } else {
-                        String::new()
-                    },
+                    version: String::new(),
                 };
-                first = false;
                 if tx.blocking_send(Ok(msg)).is_err() {
                     tracing::warn!(sent_bytes = sent, "snapshot client went away");
                     return;

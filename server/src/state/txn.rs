@@ -451,8 +451,10 @@ fn run_path<B: Backend>(b: &mut B, t: &TxnRequest, path: &Path) -> Result<TxnRes
         };
         responses.push(ResponseOp { response });
     }
+    // A nested txn's response carries an empty header, as etcd's does;
+    // `txn` fills in the outermost one.
     Ok(TxnResponse {
-        header: header(b.read_rev()),
+        header: Some(ResponseHeader::default()),
         succeeded: path.succeeded,
         responses,
     })
