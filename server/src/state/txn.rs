@@ -184,7 +184,9 @@ fn check_txn_ops(r: &TxnRequest, max_ops: usize) -> Result<(), Error> {
             Some(Request::RequestPut(x)) => check_put(x)?,
             Some(Request::RequestDeleteRange(x)) => check_delete(x)?,
             Some(Request::RequestTxn(x)) => check_txn_ops(x, max_ops - ops)?,
-            None => {}
+            // An op naming no request: etcd's `checkRequestOp` answers
+            // "key not found" for it.
+            None => return Err(Error::KeyNotFound),
         }
     }
     Ok(())
