@@ -602,6 +602,10 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
         keepalive_timeout: cfg.grpc_keepalive_timeout,
         tls: None,
     };
+    if cfg.metrics == cairn_config::MetricsLevel::Extensive {
+        // etcd's `--metrics=extensive`: gRPC latency histograms.
+        crate::metrics::METRICS.enable_extensive();
+    }
     let mut metrics_listeners = Vec::new();
     for url in &cfg.listen_metrics_urls {
         // etcd serves https metrics URLs with the client certificate.
