@@ -9,6 +9,8 @@ pub mod auth;
 pub mod cli;
 pub mod crash;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzz_api;
 pub mod http_client;
 pub mod ids;
 pub mod logging;
