@@ -47,12 +47,11 @@ pub const FILE: Target = Target {
     run: run_file,
     dict: DICT,
     max_len: 16 * 1024,
-    // Records are read as their bytes arrive (a length field alone once
-    // made the reader allocate up to 64 MiB; docs/security.md). The conf
-    // state is decoded by rust-protobuf 2.28, which allocates a bytes
-    // field's declared length (under 10 MB) before reading it: that is the
-    // peak for a short damaged header.
-    heap_budget_bytes: 12 * MIB,
+    // Records are read as their bytes arrive, and the conf state is checked
+    // before rust-protobuf (which allocates a bytes field's declared length
+    // up front) decodes it: a length field alone once made the reader
+    // allocate 64 MiB, and a damaged conf state 10 MB (docs/security.md).
+    heap_budget_bytes: 4 * MIB,
 };
 
 pub const RESTORE: Target = Target {

@@ -407,6 +407,10 @@ fn scan(
     let index = r.u64().map_err(bad)?;
     let term = r.u64().map_err(bad)?;
     let cs_bytes = r.bytes("snapshot conf state")?;
+    // Checked before rust-protobuf sees it: the checksum that would catch
+    // damage is only read at the end of the file.
+    crate::transport::wire::check_conf_state(&cs_bytes)
+        .map_err(|e| Error::corrupt("snapshot conf state", e))?;
     let mut conf_state = ConfState::default();
     conf_state
         .merge_from_bytes(&cs_bytes)
@@ -570,6 +574,26 @@ mod tests {
         let err = verify(&path).unwrap_err().to_string();
         assert!(
             err.contains("snapshot conf state") && err.contains("cut short at 3"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_conf_state_field_longer_than_its_record_is_refused() {
+        // Field 9, length-delimited, claiming 9 MB in a 5-byte record
+        // (rust-protobuf would allocate the 9 MB before finding out).
+        let mut f = MAGIC.to_vec();
+        f.extend_from_slice(&5u64.to_be_bytes());
+        f.extend_from_slice(&2u64.to_be_bytes());
+        let cs = [0x4a, 0x80, 0xa8, 0xa5, 0x04];
+        f.extend_from_slice(&(cs.len() as u32).to_be_bytes());
+        f.extend_from_slice(&cs);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cs.snap");
+        std::fs::write(&path, &f).unwrap();
+        let err = verify(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("snapshot conf state") && err.contains("truncated field"),
             "{err}"
         );
     }
