@@ -137,7 +137,11 @@ fn real_main() -> Result<ExitCode> {
         if let Some(n) = args.inputs {
             cmd.args(["--inputs", &n.to_string()]);
         }
-        let out = cmd.spawn()?.wait_with_output()?;
+        let child = cmd.spawn()?;
+        let pid = child.id();
+        let out = child.wait_with_output()?;
+        // A child that died (or was stopped by the watchdog) left its files.
+        let _ = std::fs::remove_dir_all(targets::scratch_dir_of(pid));
         let stderr = String::from_utf8_lossy(&out.stderr);
         match out.status.code() {
             Some(0) => {}

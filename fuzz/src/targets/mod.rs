@@ -45,16 +45,22 @@ pub fn by_name(name: &str) -> Option<Target> {
 pub(crate) fn scratch_dir() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let base = if std::path::Path::new("/dev/shm").is_dir() {
-            PathBuf::from("/dev/shm")
-        } else {
-            std::env::temp_dir()
-        };
-        let dir = base.join(format!("cairn-fuzz-{}", std::process::id()));
+        let dir = scratch_dir_of(std::process::id());
         let _ = std::fs::remove_dir_all(&dir);
         let _ = std::fs::create_dir_all(&dir);
         dir
     })
+}
+
+/// The scratch directory process `pid` uses (the parent removes a dead
+/// child's).
+pub fn scratch_dir_of(pid: u32) -> PathBuf {
+    let base = if std::path::Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    };
+    base.join(format!("cairn-fuzz-{pid}"))
 }
 
 /// Removes the scratch directory (the binary calls this before exiting).
