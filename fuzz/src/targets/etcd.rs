@@ -104,7 +104,10 @@ fn run_bolt(data: &[u8]) -> Outcome {
     let status = db.status();
     let snapshot_status = etcd_formats::snapshot::status(db.bolt());
     let odd_root = status.as_ref().err().is_some_and(|e| not_a_bucket(e))
-        || snapshot_status.as_ref().err().is_some_and(|e| not_a_bucket(e));
+        || snapshot_status
+            .as_ref()
+            .err()
+            .is_some_and(|e| not_a_bucket(e));
     note("buckets", db.bucket_names().is_ok());
     note("status", status.is_ok());
     note("snapshot status", snapshot_status.is_ok());

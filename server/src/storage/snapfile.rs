@@ -627,10 +627,7 @@ mod tests {
             let path = dir.path().join("k.snap");
             std::fs::write(&path, &f).unwrap();
             let err = verify(&path).unwrap_err().to_string();
-            assert!(
-                err.contains(&format!("a key of {key_len} bytes")),
-                "{err}"
-            );
+            assert!(err.contains(&format!("a key of {key_len} bytes")), "{err}");
             // A restore refuses it too, leaving nothing behind (fjall used
             // to panic on the empty key).
             let data_dir = dir.path().join("restored");
