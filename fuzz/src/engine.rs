@@ -205,7 +205,8 @@ pub fn held_since(base: usize) -> usize {
 
 /// Nanoseconds since `EPOCH` when the current input started; 0 when idle.
 static STARTED: AtomicU64 = AtomicU64::new(0);
-static CURRENT: Mutex<Option<(String, Vec<u8>, PathBuf)>> = Mutex::new(None);
+/// The input running now: (target, seed, input, crash dir), for the watchdog.
+static CURRENT: Mutex<Option<(String, u64, Vec<u8>, PathBuf)>> = Mutex::new(None);
 static WATCHDOG: Once = Once::new();
 
 fn epoch() -> Instant {
@@ -227,9 +228,9 @@ fn start_watchdog(hang_after: Duration) {
                     continue;
                 }
                 let current = CURRENT.lock().ok().and_then(|c| c.clone());
-                if let Some((target, input, dir)) = current {
+                if let Some((target, seed, input, dir)) = current {
                     let msg = format!("input ran longer than {hang_after:?}");
-                    let saved = save(&dir, &target, "hang", 0, &input, &msg);
+                    let saved = save(&dir, &target, "hang", seed, &input, &msg);
                     eprintln!("HANG in {target}: {msg}; input saved as {saved:?}");
                 }
                 std::process::exit(86);
@@ -409,13 +410,14 @@ impl Runner<'_> {
         }
         if let Ok(mut c) = CURRENT.lock() {
             match c.as_mut() {
-                Some((_, buf, _)) => {
+                Some((_, _, buf, _)) => {
                     buf.clear();
                     buf.extend_from_slice(input);
                 }
                 None => {
                     *c = Some((
                         self.target.name.to_string(),
+                        self.cfg.seed,
                         input.to_vec(),
                         self.cfg.crash_dir.clone(),
                     ))
