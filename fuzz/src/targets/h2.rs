@@ -12,9 +12,10 @@
 //!
 //! The same two streams also go to an `h2` server (the crate hyper serves
 //! HTTP/2 with): every request it accepts from the original stream it must
-//! accept, unchanged, from the rewritten one, and the connection must end
-//! the same way (cleanly, or with the same error code) — a rewrite that
-//! put the server's HPACK table out of step would break both.
+//! accept, unchanged, from the rewritten one, and unless the rewrite got a
+//! request through, the connection must end the same way (cleanly, or with
+//! the same error code) — a rewrite that put the server's HPACK table out
+//! of step would break both.
 //!
 //! `hpack`: one header block. Checks: the rewritten block decodes to the
 //! original list with URL-shaped `:authority` values normalized; a block
@@ -372,7 +373,11 @@ fn serve_h2(bytes: &[u8]) -> Served {
 fn compare_h2(input: &[u8], output: &[u8]) -> Result<usize, String> {
     let before = serve_h2(input);
     let after = serve_h2(output);
-    if before.end != after.end {
+    let rescued = after.requests.len().saturating_sub(before.requests.len());
+    // A request the rewrite got through opens a stream h2 had reset before,
+    // so frames after it are judged anew (DATA after END_STREAM was ignored
+    // on the reset stream, and is a protocol error on the open one).
+    if rescued == 0 && before.end != after.end {
         return Err(format!(
             "h2 ends the connection differently: {} before the rewrite, {} after",
             before.end, after.end
@@ -388,7 +393,7 @@ fn compare_h2(input: &[u8], output: &[u8]) -> Result<usize, String> {
             }
         }
     }
-    Ok(after.requests.len() - before.requests.len())
+    Ok(rescued)
 }
 
 fn authority_stream(data: &[u8]) -> Outcome {
