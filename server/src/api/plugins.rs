@@ -280,6 +280,43 @@ fn declaration(name: &str, spec: Spec) -> Result<Declaration, String> {
     Ok(d)
 }
 
+/// What a route checks of its body before it touches the server
+/// (`crate::fuzz_api`): `route` 0 deploy, 1 dry run, 2 check. The handlers
+/// below make the same calls.
+pub(crate) fn check_body(route: u8, name: &str, body: &[u8]) -> Result<(), String> {
+    match route % 3 {
+        0 => {
+            let spec: Spec = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+            declaration(name, spec).map(drop)
+        }
+        1 => {
+            let body: DryRunBody = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+            if body.spec.wasm_base64.is_none() {
+                return Ok(());
+            }
+            declaration("candidate", candidate_spec(body.spec)).map(drop)
+        }
+        _ => {
+            let body: CheckBody = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+            if let Some(q) = body.authenticate {
+                match (q.token, q.name, q.password) {
+                    (Some(_), None, None) | (None, Some(_), Some(_)) => {}
+                    _ => return Err("authenticate: give `token`, or `name` and `password`".into()),
+                }
+            }
+            match body.authorize.map(|q| q.access) {
+                None => Ok(()),
+                Some(a)
+                    if ["read", "put", "write", "delete-range", "delete"].contains(&a.as_str()) =>
+                {
+                    Ok(())
+                }
+                Some(other) => Err(format!("unknown access {other:?}")),
+            }
+        }
+    }
+}
+
 async fn deploy(
     State(srv): State<Arc<EtcdServer>>,
     headers: HeaderMap,
@@ -452,6 +489,18 @@ struct DryRunSpec {
     config: ConfigPairs,
 }
 
+/// A dry run's candidate as a deploy would declare it.
+fn candidate_spec(spec: DryRunSpec) -> Spec {
+    Spec {
+        wasm_base64: spec.wasm_base64,
+        prefixes: spec.prefixes,
+        deadline: spec.deadline,
+        memory: spec.memory,
+        config: spec.config,
+        ..Spec::default()
+    }
+}
+
 async fn dry_run(State(srv): State<Arc<EtcdServer>>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(r) = require_admin(&srv, &headers).await {
         return r;
@@ -525,15 +574,7 @@ async fn dry_run(State(srv): State<Arc<EtcdServer>>, headers: HeaderMap, body: B
         }
         (None, Some(_)) => {
             let name = "candidate".to_owned();
-            let spec = Spec {
-                wasm_base64: body.spec.wasm_base64,
-                prefixes: body.spec.prefixes,
-                deadline: body.spec.deadline,
-                memory: body.spec.memory,
-                config: body.spec.config,
-                ..Spec::default()
-            };
-            let decl = match declaration(&name, spec) {
+            let decl = match declaration(&name, candidate_spec(body.spec)) {
                 Ok(d) => d,
                 Err(e) => return error(StatusCode::BAD_REQUEST, e),
             };
