@@ -128,6 +128,9 @@ fn plugin_json(p: &crate::policy::ActivePlugin) -> Value {
         "origin": if r.declared_in_config() { "config" } else { "api" },
         "order": r.order,
         "since_version": r.since_version,
+        // An authenticator deployed while auth was off is not asked under
+        // auth until root redeploys it (docs/plugins.md).
+        "vouched_under_auth": r.vouched_under_auth,
         "status": p.load.status(),
     })
 }
