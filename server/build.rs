@@ -101,7 +101,8 @@ fn open_enums(code: &str) -> String {
             continue;
         }
         // (b) `.map_err(|_| serde::ser::Error::custom(format!("Invalid variant {}", self.f)))?;`
-        const INVALID: &str = ".map_err(|_| serde::ser::Error::custom(format!(\"Invalid variant {}\", ";
+        const INVALID: &str =
+            ".map_err(|_| serde::ser::Error::custom(format!(\"Invalid variant {}\", ";
         if let Some(rest) = t.strip_prefix(INVALID) {
             if let Some(field) = rest.strip_suffix(")))?;") {
                 out.push_str(&format!(

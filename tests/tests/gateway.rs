@@ -821,7 +821,12 @@ fn v2_values_are_not_bound_by_max_request_bytes() {
     let url = format!("{}/v2/keys/big", c.members[0].client_url());
     let r = curl(
         &url,
-        &["-X", "PUT", "--data-binary", &format!("@{}", file.display())],
+        &[
+            "-X",
+            "PUT",
+            "--data-binary",
+            &format!("@{}", file.display()),
+        ],
     );
     assert_eq!(r.status, 201, "{:.300}", r.body);
     let r = curl(&url, &[]);

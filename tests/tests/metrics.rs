@@ -242,9 +242,9 @@ fn etcd_mixin_metrics_exist() {
             .filter(|(name, labels)| {
                 !m.keys().any(|k| {
                     (k == name || k.starts_with(&format!("{name}{{")))
-                        && labels.iter().all(|l| {
-                            k.contains(&format!("{{{l}")) || k.contains(&format!(",{l}"))
-                        })
+                        && labels
+                            .iter()
+                            .all(|l| k.contains(&format!("{{{l}")) || k.contains(&format!(",{l}")))
                 })
             })
             .map(|(name, labels)| format!("{name} {labels:?}"))

@@ -389,8 +389,8 @@ fn arbitrary_input_never_panics() {
 #[test]
 fn enum_numbers_without_a_name_are_kept() {
     // proto3 enums are open: Go's jsonpb keeps 99, and so does etcd.
-    let r: pb::RangeRequest = decode(r#"{"key":"Zm9v","sort_order":99,"sort_target":"MOD"}"#)
-        .unwrap();
+    let r: pb::RangeRequest =
+        decode(r#"{"key":"Zm9v","sort_order":99,"sort_target":"MOD"}"#).unwrap();
     assert_eq!(r.sort_order, 99);
     assert_eq!(r.sort_target, pb::range_request::SortTarget::Mod as i32);
     let w: pb::WatchCreateRequest = decode(r#"{"key":"Zm9v","filters":[0,7]}"#).unwrap();
