@@ -10,7 +10,7 @@ use super::{ETCD_COMPAT_VERSION, check_leader};
 use crate::error::Error;
 use crate::etcdserver::EtcdServer;
 use crate::metrics::METRICS;
-use crate::pb::cairnpb::{AlarmEntry, internal_request::Request as Internal};
+use crate::pb::cairnpb::AlarmEntry;
 use crate::pb::etcdserverpb::alarm_request::AlarmAction;
 use crate::pb::etcdserverpb::maintenance_server::Maintenance;
 use crate::pb::etcdserverpb::{
@@ -162,14 +162,7 @@ impl Maintenance for MaintenanceService {
                     request: Some(r),
                     reply_token: 0,
                 };
-                match srv.propose(Internal::Alarm(entry)).await? {
-                    crate::etcdserver::Applied::Alarms(a) => a,
-                    other => {
-                        return Err(
-                            Error::Internal(format!("unexpected apply result {other:?}")).into(),
-                        );
-                    }
-                }
+                srv.propose(entry).await?
             }
             // An action etcd does not know either: nothing to report.
             Err(_) => Vec::new(),
@@ -397,7 +390,7 @@ pub async fn monitor_quota(srv: Arc<EtcdServer>) {
             }),
             reply_token: 0,
         };
-        if let Err(e) = srv.propose_internal(Internal::Alarm(entry)).await {
+        if let Err(e) = srv.propose_internal(entry).await {
             tracing::warn!(error = %e, "raising the NOSPACE alarm failed; will retry");
         }
     }

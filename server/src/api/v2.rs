@@ -8,8 +8,7 @@
 //! expires the same keys at the same log position.
 
 use crate::error::Error;
-use crate::etcdserver::{Applied, EtcdServer};
-use crate::pb::cairnpb::internal_request::Request;
+use crate::etcdserver::EtcdServer;
 use crate::pb::etcdserverpb::{MemberAddRequest, MemberRemoveRequest, MemberUpdateRequest};
 use crate::v2::{
     MemberError, V2Applied, V2Backend, V2CountsStats, V2Error, V2FollowerStats, V2LatencyStats,
@@ -70,7 +69,7 @@ fn member_error(e: Error) -> MemberError {
 pub async fn propose_v2(srv: &EtcdServer, req: &V2Request) -> Result<V2Applied, V2Error> {
     let data = serde_json::to_vec(req).map_err(|e| V2Error::raft_internal(e.to_string()))?;
     match crate::etcdserver::policy::propose_v2_judged(srv, req, data.into()).await {
-        Ok(Applied::V2 {
+        Ok(crate::etcdserver::proposal::V2Outcome {
             outcome,
             raft_index,
             raft_term,
@@ -84,9 +83,6 @@ pub async fn propose_v2(srv: &EtcdServer, req: &V2Request) -> Result<V2Applied, 
             Ok(None) => Err(V2Error::raft_internal("etcdserver: unexpected v2 result")),
             Err(e) => Err(e),
         },
-        Ok(other) => Err(V2Error::raft_internal(format!(
-            "etcdserver: unexpected apply result {other:?}"
-        ))),
         Err(e) => Err(crate::policy::v2_error(e)),
     }
 }
@@ -114,7 +110,10 @@ pub async fn run_ttl_sweeper(srv: Arc<EtcdServer>) {
             Ok(d) => d,
             Err(_) => continue,
         };
-        if let Err(e) = srv.propose_internal(Request::V2(data.into())).await {
+        if let Err(e) = srv
+            .propose_internal(crate::etcdserver::proposal::V2Entry(data.into()))
+            .await
+        {
             tracing::debug!(error = %e, "v2 TTL sweep failed; retrying on the next tick");
         }
     }

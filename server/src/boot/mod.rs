@@ -14,9 +14,7 @@ use crate::etcdserver::wait::Waiters;
 use crate::etcdserver::watch::WatchHub;
 use crate::etcdserver::{EtcdServer, RaftStatus, ServerParts};
 use crate::ids;
-use crate::pb::cairnpb::{
-    MemberAttributes, MemberRecord, Membership as MembershipPb, internal_request::Request,
-};
+use crate::pb::cairnpb::{MemberAttributes, MemberRecord, Membership as MembershipPb};
 use crate::pb::etcdserverpb::{
     LeaseRevokeRequest, cluster_server::ClusterServer, kv_server::KvServer,
     lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
@@ -783,10 +781,7 @@ async fn publish(server: Arc<EtcdServer>, name: String, client_urls: Vec<String>
         client_urls: client_urls.clone(),
     };
     loop {
-        match server
-            .propose_internal(Request::Publish(attrs.clone()))
-            .await
-        {
+        match server.propose_internal(attrs.clone()).await {
             Ok(_) => break,
             Err(e) => {
                 tracing::debug!(error = %e, "publishing this member failed; retrying");
@@ -817,9 +812,7 @@ async fn expire_leases(server: Arc<EtcdServer>) {
         for id in server.lessor.expired(MAX_REVOKES_PER_SWEEP) {
             let srv = Arc::clone(&server);
             tokio::spawn(async move {
-                let r = srv
-                    .propose_internal(Request::LeaseRevoke(LeaseRevokeRequest { id }))
-                    .await;
+                let r = srv.propose_internal(LeaseRevokeRequest { id }).await;
                 if let Err(e) = r
                     && e != crate::error::Error::LeaseNotFound
                 {

@@ -237,6 +237,13 @@ impl ApplyLoop {
             });
             return Ok(());
         }
+        // The applied index only moves forward (a snapshot install, the
+        // other writer, never runs concurrently with this loop).
+        debug_assert!(
+            last.index >= self.status.applied.load(Ordering::Acquire),
+            "applied index went back to {}",
+            last.index
+        );
         self.status.applied.store(last.index, Ordering::Release);
         self.applied_tx.send_replace(last.index);
         let _ = self.ctl.send(CtlMsg::Applied(last.index));

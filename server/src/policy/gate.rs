@@ -5,7 +5,6 @@
 
 use super::judge;
 use crate::error::Error;
-use crate::pb::cairnpb::PluginStamp;
 use crate::pb::cairnpb::internal_request::Request;
 use bytes::Bytes;
 
@@ -14,18 +13,6 @@ use bytes::Bytes;
 pub(crate) const MAX_JUDGEMENTS: usize = 8;
 /// How many times a plugin-set change is recomputed after a concurrent one.
 pub(crate) const MAX_CHANGE_ATTEMPTS: usize = 5;
-
-tokio::task_local! {
-    /// The stamp of the write being proposed in this task (see `propose`).
-    pub(crate) static STAMP: Option<PluginStamp>;
-}
-
-/// The stamp `EtcdServer::propose` puts into the entry it builds: set by
-/// [`EtcdServer::propose_write`] around its call to `propose`, absent
-/// everywhere else (version 0: not judged).
-pub fn current_stamp() -> Option<PluginStamp> {
-    STAMP.try_with(Clone::clone).ok().flatten()
-}
 
 /// The largest v2 entry: etcd 3.4 puts no size limit on v2 requests
 /// (`--max-request-bytes` is a gRPC limit) beyond Go's 10 MiB form body, so
