@@ -8,6 +8,7 @@
 
 pub mod alarm;
 pub mod checksum;
+pub mod etcd_snapshot;
 pub mod meta;
 pub mod mvcc;
 pub mod raftlog;

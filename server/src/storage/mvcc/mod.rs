@@ -29,8 +29,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-const KIND_PUT: u8 = 0;
-const KIND_TOMBSTONE: u8 = 1;
+/// Value kinds in the `kv` keyspace (shared with the etcd snapshot export
+/// and import, `storage::etcd_snapshot` / `storage::etcd_import`).
+pub(crate) const KIND_PUT: u8 = 0;
+pub(crate) const KIND_TOMBSTONE: u8 = 1;
 
 /// MVCC-level failures.
 #[derive(Debug, thiserror::Error)]
@@ -61,14 +63,14 @@ impl From<MvccError> for crate::error::Error {
 
 pub type Result<T, E = MvccError> = std::result::Result<T, E>;
 
-fn encode_value(kind: u8, kv: &KeyValue) -> Vec<u8> {
+pub(crate) fn encode_value(kind: u8, kv: &KeyValue) -> Vec<u8> {
     let mut v = Vec::with_capacity(1 + kv.encoded_len());
     v.push(kind);
     kv.encode(&mut v).expect("Vec grows as needed");
     v
 }
 
-fn decode_value(bytes: &[u8]) -> Result<(u8, KeyValue)> {
+pub(crate) fn decode_value(bytes: &[u8]) -> Result<(u8, KeyValue)> {
     let Some((&kind, rest)) = bytes.split_first() else {
         return Err(StorageError::corrupt("mvcc value", "empty").into());
     };
