@@ -7,6 +7,7 @@
 pub mod api;
 pub mod auth;
 pub mod cli;
+mod cli_snapshot;
 pub mod crash;
 pub mod error;
 pub mod http_client;

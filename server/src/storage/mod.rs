@@ -8,6 +8,9 @@
 
 pub mod alarm;
 pub mod checksum;
+pub mod etcd_datadir;
+pub mod etcd_entries;
+pub mod etcd_import;
 pub mod etcd_snapshot;
 pub mod meta;
 pub mod mvcc;
