@@ -244,15 +244,16 @@ fn plan(cfg: &ServerConfig, found: &Found) -> Result<Plan, DataDirError> {
     }
     let entries = &md.wal.entries;
     let last_index = entries.last().map_or(snap_index, |e| e.index);
+    let wal = md.wal_dir.display();
     if ci > last_index {
         return Err(bad(format!(
-            "the database's consistent index {ci} is past the WAL's last entry {last_index}: the WAL is missing entries"
+            "the database's consistent index {ci} is past the last entry {last_index} of the WAL in {wal}: the WAL is missing entries"
         )));
     }
     let hs = md.wal.hard_state;
     if hs.commit > last_index {
         return Err(bad(format!(
-            "the WAL's commit index {} is past its last entry {last_index}: the WAL is damaged",
+            "the commit index {} of the WAL in {wal} is past its last entry {last_index}: the WAL is damaged",
             hs.commit
         )));
     }
@@ -263,7 +264,11 @@ fn plan(cfg: &ServerConfig, found: &Found) -> Result<Plan, DataDirError> {
             .iter()
             .find(|e| e.index == ci)
             .map(|e| e.term)
-            .ok_or_else(|| bad(format!("no WAL entry at the consistent index {ci}")))?
+            .ok_or_else(|| {
+                bad(format!(
+                    "no entry at the consistent index {ci} in the WAL in {wal}"
+                ))
+            })?
     };
     let opts = ReplayOptions {
         min_lease_ttl_secs: ((3 * cfg.election_ticks() as u64 / 2) * cfg.heartbeat_interval_ms)

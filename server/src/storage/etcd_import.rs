@@ -118,9 +118,13 @@ pub fn check_trailer(path: &Path, skip_hash_check: bool) -> Result<(), ImportErr
     }
     match snapshot::check_trailer(path).map_err(EtcdError::from)? {
         TrailerCheck::Valid => Ok(()),
-        TrailerCheck::Absent => Err(ImportError::MissingHash {
-            path: path.to_path_buf(),
-        }),
+        TrailerCheck::Absent => {
+            // A cut-off snapshot has no trailer either: say that instead.
+            etcd_formats::bolt::BoltReader::open(path).map_err(EtcdError::from)?;
+            Err(ImportError::MissingHash {
+                path: path.to_path_buf(),
+            })
+        }
         TrailerCheck::Mismatch { stored, computed } => Err(ImportError::HashMismatch {
             path: path.to_path_buf(),
             stored: hex::encode(stored),

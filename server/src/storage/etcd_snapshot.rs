@@ -70,8 +70,10 @@ pub fn write_db(db: &Db, view: &fjall::Snapshot, path: &Path) -> Result<Exported
             .map_err(|e| Error::corrupt("auth state", e))?
             .etcd_records(),
     };
+    // etcd writes `authEnabled` on the first `auth enable`; a cluster that
+    // never had auth on has only the revision.
     w.auth(&AuthState {
-        enabled: Some(enabled),
+        enabled: enabled.then_some(true),
         revision: Some(revision),
     })
     .map_err(err)?;
