@@ -151,7 +151,8 @@ pub fn import_if_etcd(cfg: &ServerConfig) -> Result<Option<Imported>, DataDirErr
             etcd: found.describe(),
         });
     }
-    check_not_running(dir, &member)?;
+    // Held until the import is done: etcd cannot start on the dir meanwhile.
+    let _locks = lock_etcd_files(dir, &member)?;
     tracing::warn!(
         data_dir = %dir.display(),
         "the data dir is a stopped etcd member's ({}): importing it",
@@ -177,31 +178,40 @@ pub fn import_if_etcd(cfg: &ServerConfig) -> Result<Option<Imported>, DataDirErr
     Ok(Some(imported))
 }
 
-/// etcd holds an exclusive `flock` on its database and WAL while it runs.
-fn check_not_running(dir: &Path, member: &Path) -> Result<(), DataDirError> {
+/// Takes the exclusive `flock`s etcd holds on its database and WAL while
+/// it runs: refused while etcd runs, and etcd cannot start meanwhile.
+fn lock_etcd_files(dir: &Path, member: &Path) -> Result<Vec<std::fs::File>, DataDirError> {
     let mut candidates = vec![member.join("snap").join("db")];
     if let Ok(files) = etcd_formats::wal::list_wal_files(&member.join("wal")) {
         candidates.extend(files.into_iter().map(|f| f.path));
     }
+    let mut held = Vec::new();
     for file in candidates {
         let Ok(f) = std::fs::File::open(&file) else {
             continue;
         };
-        if let Err(std::fs::TryLockError::WouldBlock) = f.try_lock_shared() {
+        if let Err(std::fs::TryLockError::WouldBlock) = f.try_lock() {
             return Err(DataDirError::Locked {
                 dir: dir.to_path_buf(),
                 file,
             });
         }
+        held.push(f);
     }
-    Ok(())
+    Ok(held)
 }
 
 fn unreadable(dir: &Path, found: &Found, problem: impl std::fmt::Display) -> DataDirError {
+    let mut problem = problem.to_string();
+    if !found.wal_dir {
+        problem.push_str(
+            " (if etcd ran with --wal-dir, move that directory to <data-dir>/member/wal first)",
+        );
+    }
     DataDirError::Unreadable {
         dir: dir.to_path_buf(),
         found: found.describe(),
-        problem: problem.to_string(),
+        problem,
     }
 }
 
@@ -231,9 +241,10 @@ fn plan(cfg: &ServerConfig, found: &Found) -> Result<Plan, DataDirError> {
         tracing::warn!("the etcd WAL ends in a torn record, ignored as etcd does: {t:?}");
     }
     let (Some(member_id), Some(cluster_id)) = (md.member_id(), md.cluster_id()) else {
-        return Err(bad(
-            "the WAL has no metadata record (member and cluster ID)".into(),
-        ));
+        return Err(bad(format!(
+            "the WAL in {} has no metadata record (member and cluster ID)",
+            md.wal_dir.display()
+        )));
     };
     let snap_index = md.snapshot_index();
     let ci = md.backend.as_ref().map_or(0, |b| b.consistent_index);
@@ -499,4 +510,73 @@ fn utc_stamp() -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(p: &Path, text: &str) {
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+
+    /// A crash after Cairn's data was complete, at each step of the
+    /// renames: the next start finishes the job; a crash before it was
+    /// complete: the next start throws the half-built data away.
+    #[test]
+    fn interrupted_imports_finish_or_start_over() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let staging = dir.join(STAGING_DIR);
+        let backup = "etcd-backup-20260101T000000Z";
+        let layout = |etcd_in_place: bool, cairn_staged: bool, marker: bool| {
+            let _ = std::fs::remove_dir_all(dir.join("member"));
+            let _ = std::fs::remove_dir_all(dir.join(backup));
+            let _ = std::fs::remove_dir_all(&staging);
+            let etcd = if etcd_in_place {
+                dir.join("member")
+            } else {
+                dir.join(backup).join("member")
+            };
+            file(&etcd.join("wal/0000000000000000-0000000000000000.wal"), "etcd");
+            if cairn_staged {
+                file(&staging.join("member/db/version"), "cairn");
+            } else {
+                file(&dir.join("member/db/version"), "cairn");
+            }
+            if marker {
+                file(&staging.join(COMPLETE_MARKER), backup);
+            }
+        };
+        let read = |p: PathBuf| std::fs::read_to_string(p).unwrap();
+        for (etcd_in_place, cairn_staged) in [(true, true), (false, true), (false, false)] {
+            layout(etcd_in_place, cairn_staged, true);
+            finish_interrupted(dir).unwrap();
+            assert_eq!(read(dir.join("member/db/version")), "cairn");
+            assert_eq!(
+                read(dir.join(backup).join("member/wal/0000000000000000-0000000000000000.wal")),
+                "etcd"
+            );
+            assert!(!staging.exists());
+        }
+        // Not complete: etcd's dir stays, the staging dir goes.
+        layout(true, true, false);
+        finish_interrupted(dir).unwrap();
+        assert!(!staging.exists());
+        assert!(dir.join("member/wal").is_dir());
+        assert!(!dir.join("member/db").exists());
+        assert!(!dir.join(backup).exists());
+        // A marker naming something else than a folder here is refused.
+        layout(true, true, false);
+        file(&staging.join(COMPLETE_MARKER), "../elsewhere");
+        assert!(finish_interrupted(dir).is_err());
+    }
+
+    #[test]
+    fn backup_names_sort_by_time() {
+        let s = utc_stamp();
+        assert_eq!(s.len(), 16, "{s}");
+        assert!(s.starts_with("20") && s.ends_with('Z') && s.as_bytes()[8] == b'T');
+    }
 }
