@@ -144,7 +144,10 @@ fn check_etcdctl() -> Result<()> {
 fn check_etcd() -> Result<()> {
     let install = "install it with `sudo apt-get install -y etcd-server` (Debian/Ubuntu; \
                    it provides etcd 3.4)";
-    let out = match run_captured(Command::new("etcd").arg("--version"), Duration::from_secs(10)) {
+    let out = match run_captured(
+        Command::new("etcd").arg("--version"),
+        Duration::from_secs(10),
+    ) {
         Ok(out) => out,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
             bail!("etcd is not on PATH; the test suite needs etcd 3.4: {install}")
