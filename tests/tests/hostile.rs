@@ -741,3 +741,48 @@ fn made_up_simple_tokens_are_refused_at_once() {
         assert!(out.status.success(), "{}", cairn_tests::stderr(&out));
     }
 }
+
+/// Go's ServeMux redirects an unclean path to the cleaned one; the gateway
+/// once built that location from the *decoded* path, so `/v3/../%5Cevil.example/`
+/// answered `Location: /\evil.example/`, which browsers follow to
+/// evil.example (an open redirect; `%09` gave a tab variant). Now the
+/// location is escaped as Go escapes it, on the gateway and on v2 alike.
+#[test]
+fn redirects_never_leave_the_host() {
+    let c = Cluster::start(Options {
+        members: 1,
+        extra_args: vec!["--enable-v2=true".into()],
+        ..Options::default()
+    });
+    let addr = c.members[0].client_addr();
+    for path in [
+        "/v3/../%5Cevil.example/",
+        "/v3/../%09/evil.example/",
+        "/v3/..//%5C%5Cevil.example",
+        "/v2/keys/../../%5Cevil.example/",
+    ] {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        let reply = String::from_utf8_lossy(&cairn_tests::raw_exchange(&addr, request.as_bytes()))
+            .into_owned();
+        assert!(reply.starts_with("HTTP/1.1 301"), "{path}: {reply}");
+        let location = reply
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("location: ")
+                    .or_else(|| l.strip_prefix("Location: "))
+            })
+            .unwrap_or_else(|| panic!("{path}: no location in {reply}"));
+        assert!(
+            location.starts_with('/') && !location.starts_with("//"),
+            "{path}: {location}"
+        );
+        assert!(
+            !location.contains('\\') && !location.contains('\t'),
+            "{path}: {location}"
+        );
+        assert!(
+            location.contains("%5C") || location.contains("%09"),
+            "{path}: {location}"
+        );
+    }
+}

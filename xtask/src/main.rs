@@ -20,6 +20,7 @@ mod bench_plugins;
 mod bench_restore;
 mod cluster;
 mod health;
+mod layers;
 mod plugins;
 mod protoc;
 mod test;
@@ -60,6 +61,9 @@ enum Command {
     /// Build and run the cairn-bench load generator (args after `bench` are
     /// passed through; `cargo xtask bench -- --help` shows them).
     Bench(BenchArgs),
+    /// Print the server's module layers and any import that goes up or
+    /// sideways (the structural check `cargo xtask test` runs).
+    Layers,
     /// Build the example WASM policy plugins into plugins/dist/.
     Plugins {
         #[command(subcommand)]
@@ -170,6 +174,7 @@ fn main() -> ExitCode {
             None => bench::run(args.args),
         },
         Command::Plugins { action } => plugins::run(action),
+        Command::Layers => layers::run(&layers::server_src()),
     };
     match result {
         Ok(code) => code,

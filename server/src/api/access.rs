@@ -20,7 +20,7 @@
 //!   methods and headers are sent along, and a preflight (`OPTIONS`) is
 //!   answered 200 right here, with those headers and an empty body.
 
-use crate::server::EtcdServer;
+use crate::etcdserver::EtcdServer;
 use crate::tls::PeerIdentity;
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};

@@ -3,11 +3,11 @@
 
 use super::check_leader;
 use crate::error::Error;
+use crate::etcdserver::auth::{Credential, with_credentialed_caller};
+use crate::etcdserver::{Applied, EtcdServer};
 use crate::pb::cairnpb::internal_request::Request as Internal;
 use crate::pb::etcdserverpb::auth_server::Auth;
 use crate::pb::etcdserverpb::*;
-use crate::server::auth::{Credential, with_credentialed_caller};
-use crate::server::{Applied, EtcdServer};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
@@ -85,7 +85,7 @@ async fn caller_layer(
 pub async fn resolve_token(srv: &EtcdServer, token: &str) -> Result<crate::auth::AuthInfo, Error> {
     match srv.resolve_token(token).await {
         Ok(info) => Ok(info),
-        Err(e) => crate::plugins::authenticate_token(srv, token)
+        Err(e) => crate::etcdserver::policy::authenticate_token(srv, token)
             .await
             .ok_or(e),
     }

@@ -8,8 +8,6 @@
 
 pub mod alarm;
 pub mod checksum;
-pub mod etcd_datadir;
-pub mod etcd_entries;
 pub mod etcd_import;
 pub mod etcd_snapshot;
 pub mod meta;

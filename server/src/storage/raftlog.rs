@@ -366,7 +366,7 @@ pub fn put_initial_position(
 
 /// Stores `entries` and `hs` as they are, before raft ever runs on this
 /// database: the log of a member imported from etcd
-/// (`storage::etcd_datadir`), after `put_initial_position`.
+/// (`crate::etcd_datadir`), after `put_initial_position`.
 pub fn put_imported(
     batch: &mut fjall::OwnedWriteBatch,
     db: &Db,

@@ -355,7 +355,7 @@ impl ReloadableTlsConfig {
                 use notify::Watcher;
                 let mut dirs: Vec<PathBuf> = Vec::new();
                 for f in self.files.paths() {
-                    for d in crate::server::reload::watch_dirs(f) {
+                    for d in crate::files::watch_dirs(f) {
                         if !dirs.contains(&d) {
                             dirs.push(d);
                         }

@@ -442,10 +442,10 @@ async fn https_listener_gives_handlers_the_client_cn() {
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let server = tokio::spawn(crate::api::listener::serve(
+    let server = tokio::spawn(crate::net::listener::serve(
         listener,
         router,
-        crate::api::listener::ServeOptions {
+        crate::net::listener::ServeOptions {
             tls: Some(tls),
             ..Default::default()
         },

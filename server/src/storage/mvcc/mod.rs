@@ -51,16 +51,6 @@ impl From<fjall::Error> for MvccError {
     }
 }
 
-impl From<MvccError> for crate::error::Error {
-    fn from(e: MvccError) -> Self {
-        match e {
-            MvccError::Compacted => crate::error::Error::Compacted,
-            MvccError::FutureRev => crate::error::Error::FutureRev,
-            MvccError::Storage(s) => s.into(),
-        }
-    }
-}
-
 pub type Result<T, E = MvccError> = std::result::Result<T, E>;
 
 pub(crate) fn encode_value(kind: u8, kv: &KeyValue) -> Vec<u8> {

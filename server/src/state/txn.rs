@@ -14,7 +14,7 @@ use crate::pb::etcdserverpb::{
     response_op::Response,
 };
 use crate::pb::mvccpb::KeyValue;
-use crate::server::lease::Lessor;
+use crate::state::lease::Lessor;
 use crate::storage::mvcc::index::KeyRange;
 use crate::storage::mvcc::{ApplyBatch, MvccError, RangeResult, Store, TxnWrite};
 use bytes::Bytes;

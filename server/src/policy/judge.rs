@@ -18,7 +18,7 @@ use crate::error::Error;
 use crate::pb::cairnpb::PluginStamp;
 use crate::pb::cairnpb::internal_request::Request;
 use crate::pb::etcdserverpb::{TxnRequest, request_op};
-use crate::server::txn::{self, ReadBackend};
+use crate::state::txn::{self, ReadBackend};
 use crate::storage::mvcc::Store;
 use bytes::Bytes;
 use cairn_plugin_host::{
@@ -225,9 +225,7 @@ pub(crate) fn plan_v2(req: &crate::v2::V2Request) -> Option<Plan> {
             op: Operation::DeleteRange,
             in_txn: false,
             range_end: (req.recursive || req.dir).then(|| {
-                crate::api::concurrency::prefix_end(
-                    format!("{}/", req.path.trim_end_matches('/')).as_bytes(),
-                )
+                crate::state::prefix_end(format!("{}/", req.path.trim_end_matches('/')).as_bytes())
             }),
             key,
             value: None,
@@ -532,6 +530,7 @@ impl Enforcer {
         &self,
         set: &Arc<ActiveSet>,
         request: &Request,
+        principal: Option<String>,
         deadline: Instant,
     ) -> Result<Option<PluginStamp>, Error> {
         if set.version == 0 {
@@ -555,7 +554,8 @@ impl Enforcer {
             rev,
         });
         let path = plan.path.clone();
-        self.run_plan(set, plan, reader, rev + 1, deadline).await?;
+        self.run_plan(set, plan, reader, rev + 1, principal, deadline)
+            .await?;
         Ok(Some(PluginStamp {
             version: set.version,
             txn_path: path,
@@ -570,12 +570,12 @@ impl Enforcer {
         plan: Plan,
         reader: Arc<dyn KeyReader>,
         revision: i64,
+        principal: Option<String>,
         deadline: Instant,
     ) -> Result<(), Error> {
         let Some(calls) = Self::plan_calls(set, &plan) else {
             return Ok(());
         };
-        let principal = crate::server::auth::caller().map(|i| i.username);
         if calls.inline {
             // Proven-fast plugins answer in microseconds: cheaper here than
             // a handoff to a blocking thread and back (see `LoadCell`).
@@ -613,13 +613,25 @@ impl Enforcer {
     /// `Authenticate` RPC's name and password that match no built-in user
     /// (built-in credentials are checked first, so a failing or hostile
     /// authenticator can never lock the root user out).
-    pub fn authenticate_blocking(&self, credential: &Credential) -> AuthDecision {
-        self.authenticate_in(&self.current(), credential)
+    ///
+    /// `auth_enabled`: whether etcd auth is on; then only authenticators
+    /// vouched for under auth are asked (`ActivePlugin::consulted_for`).
+    pub fn authenticate_blocking(
+        &self,
+        credential: &Credential,
+        auth_enabled: bool,
+    ) -> AuthDecision {
+        self.authenticate_in(&self.current(), credential, auth_enabled)
     }
 
     /// [`Self::authenticate_blocking`] under a given set: for callers that
     /// stamp what they do with the version that decided it.
-    pub(crate) fn authenticate_in(&self, set: &ActiveSet, credential: &Credential) -> AuthDecision {
+    pub(crate) fn authenticate_in(
+        &self,
+        set: &ActiveSet,
+        credential: &Credential,
+        auth_enabled: bool,
+    ) -> AuthDecision {
         let deadline = Instant::now() + AUTH_BUDGET;
         let reader: Arc<dyn KeyReader> = Arc::new(StoreReader {
             store: Arc::clone(self.store()),
@@ -628,7 +640,7 @@ impl Enforcer {
         for p in set
             .plugins
             .iter()
-            .filter(|p| p.live_for(Hook::Authenticator))
+            .filter(|p| p.consulted_for(Hook::Authenticator, auth_enabled))
         {
             let name = p.name().to_owned();
             let audit = p.record.mode_() == Mode::Audit;
@@ -682,8 +694,13 @@ impl Enforcer {
     }
 
     /// [`Self::authenticate_blocking`] on a blocking thread.
-    pub async fn authenticate(self: &Arc<Self>, credential: Credential) -> AuthDecision {
-        self.authenticate_under(self.current(), credential).await
+    pub async fn authenticate(
+        self: &Arc<Self>,
+        credential: Credential,
+        auth_enabled: bool,
+    ) -> AuthDecision {
+        self.authenticate_under(self.current(), credential, auth_enabled)
+            .await
     }
 
     /// [`Self::authenticate_in`] on a blocking thread.
@@ -691,9 +708,10 @@ impl Enforcer {
         self: &Arc<Self>,
         set: Arc<ActiveSet>,
         credential: Credential,
+        auth_enabled: bool,
     ) -> AuthDecision {
         let this = Arc::clone(self);
-        tokio::task::spawn_blocking(move || this.authenticate_in(&set, &credential))
+        tokio::task::spawn_blocking(move || this.authenticate_in(&set, &credential, auth_enabled))
             .await
             .unwrap_or_else(|e| AuthDecision::Refused {
                 plugin: String::new(),

@@ -1,6 +1,9 @@
 //! `cairn` subcommands besides serving: `cairn config show|check|status`
 //! and `cairn snapshot restore|status|save` (etcdctl's snapshot tools, for
-//! etcd's snapshots and Cairn's; `save` lives in `cli_snapshot`).
+//! etcd's snapshots and Cairn's; `save` lives in `snapshot`).
+
+pub mod plugin;
+mod snapshot;
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -137,7 +140,7 @@ pub fn snapshot_command(args: &[String]) -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("restore") => snapshot_restore(&args[1..]),
         Some("status") => snapshot_status(&args[1..]),
-        Some("save") => crate::cli_snapshot::save(&args[1..]),
+        Some("save") => snapshot::save(&args[1..]),
         _ => {
             eprintln!("{SNAPSHOT_USAGE}");
             return ExitCode::from(2);

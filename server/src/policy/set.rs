@@ -8,8 +8,8 @@ use super::model::{self, RecordExt};
 use crate::error::Error;
 use crate::pb::cairnpb::internal_request::Request;
 use crate::pb::cairnpb::{InternalRequest, PluginRecord, PluginSet, PluginSetChange};
-use crate::server::lease::Lessor;
-use crate::server::txn::{self, WriteBackend};
+use crate::state::lease::Lessor;
+use crate::state::txn::{self, WriteBackend};
 use crate::storage::mvcc::{ApplyBatch, Store};
 use crate::storage::{self, Db};
 use arc_swap::ArcSwap;
@@ -172,6 +172,14 @@ impl ActivePlugin {
         }]
     }
 
+    /// Consulted on live traffic for `hook`, with etcd auth `auth_enabled`:
+    /// [`Self::live_for`], and an authenticator only if it is vouched for
+    /// while auth is on (see `PluginRecord.vouched_under_auth`).
+    pub fn consulted_for(&self, hook: Hook, auth_enabled: bool) -> bool {
+        self.live_for(hook)
+            && (hook != Hook::Authenticator || !auth_enabled || self.record.vouched_under_auth)
+    }
+
     /// Called on live traffic for `hook` (enabled, and not in dry-run mode).
     pub fn live_for(&self, hook: Hook) -> bool {
         let enabled = match hook {
@@ -242,12 +250,14 @@ pub struct SetOutcome {
     pub changed: bool,
 }
 
-/// Records compared without their bookkeeping (`since_version`).
+/// Records compared without their bookkeeping (`since_version`,
+/// `vouched_under_auth`), which apply sets.
 fn same_records(a: &[PluginRecord], b: &[PluginRecord]) -> bool {
     a.len() == b.len()
         && a.iter().zip(b).all(|(x, y)| {
             let mut y = y.clone();
             y.since_version = x.since_version;
+            y.vouched_under_auth = x.vouched_under_auth;
             *x == y
         })
 }
@@ -426,6 +436,11 @@ impl Enforcer {
     /// Applies a replicated change (apply loop only). Every check here
     /// depends on the entry and the replicated state alone, so every member
     /// accepts or refuses it alike.
+    ///
+    /// `by_root`: whether etcd auth is on at this index and the change was
+    /// asked by root then (`None`: auth is off). A change the admin API
+    /// checked while auth was off but that applies after `auth enable` is
+    /// refused, so nothing unchecked slips past the switch.
     pub fn apply_change(
         &self,
         raw: &mut OwnedWriteBatch,
@@ -433,12 +448,18 @@ impl Enforcer {
         change: PluginSetChange,
         raft_index: u64,
         next_revision: i64,
+        by_root: Option<bool>,
     ) -> Result<SetOutcome, Error> {
         let _w = self.writer.lock();
         let cur = self.active.load_full();
         if change.expected_version != cur.version {
             return Err(Error::PluginSetChanged);
         }
+        if by_root == Some(false) && !change.config_declared {
+            return Err(crate::auth::AuthError::PermissionDenied.into());
+        }
+        // Deployed by root under auth, or declared in the operator's files.
+        let vouching = change.config_declared || by_root == Some(true);
         if change.plugins.len() > model::MAX_PLUGINS {
             return Err(rejected(format!(
                 "a plugin set holds at most {} plugins",
@@ -490,7 +511,22 @@ impl Enforcer {
             cur.config_hash.clone()
         };
         let old_records = cur.records();
-        if same_records(&old_records, &records) && config_hash == cur.config_hash {
+        let same = |r: &PluginRecord| {
+            old_records
+                .iter()
+                .find(|o| same_records(std::slice::from_ref(o), std::slice::from_ref(r)))
+        };
+        for r in &mut records {
+            r.vouched_under_auth = match same(r) {
+                Some(o) if !change.vouch.contains(&r.name) => o.vouched_under_auth,
+                _ => vouching,
+            };
+        }
+        let vouch_changed = records
+            .iter()
+            .any(|r| same(r).is_some_and(|o| o.vouched_under_auth != r.vouched_under_auth));
+        if same_records(&old_records, &records) && config_hash == cur.config_hash && !vouch_changed
+        {
             return Ok(SetOutcome {
                 version: cur.version,
                 raft_index: cur.raft_index,
@@ -500,9 +536,8 @@ impl Enforcer {
         }
         let version = cur.version + 1;
         for r in &mut records {
-            r.since_version = old_records
-                .iter()
-                .find(|o| same_records(std::slice::from_ref(o), std::slice::from_ref(r)))
+            r.since_version = same(r)
+                .filter(|o| o.vouched_under_auth == r.vouched_under_auth)
                 .map_or(version, |o| o.since_version);
         }
         let stored = PluginSet {

@@ -212,7 +212,7 @@ impl EtcdServer {
                 // No built-in user has this name and password (or etcd auth
                 // is off): a policy plugin's authenticator may know them.
                 Err(Error::Auth(e @ (AuthError::AuthFailed | AuthError::AuthNotEnabled))) => {
-                    return crate::plugins::authenticate_password(self, &r.name, &r.password, e)
+                    return super::policy::authenticate_password(self, &r.name, &r.password, e)
                         .await;
                 }
                 Err(e) => return Err(e),

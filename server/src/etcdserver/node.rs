@@ -10,14 +10,14 @@
 //! on a separate control channel so the two loops can never wait on each
 //! other in a cycle.
 
-use super::lease::Lessor;
 use super::wait::Waiters;
 use super::{Applied, RaftStatus};
 use crate::error::Error;
 use crate::metrics::METRICS;
+use crate::state::lease::Lessor;
 use crate::storage::raftlog::RaftLog;
 use crate::storage::snapfile::{self, SnapshotRegistry};
-use crate::transport::Transport;
+use crate::transport::{Report, Transport};
 use crossbeam_channel::{Receiver, Sender};
 use raft::prelude::{ConfChangeV2, ConfState, Entry, Message, SnapshotMetadata};
 use raft::{RawNode, SnapshotStatus, StateRole};
@@ -41,10 +41,8 @@ pub enum RaftMsg {
     ReadIndex(oneshot::Sender<Result<u64, Error>>),
     /// A message from a peer.
     Step(Message),
-    /// The transport could not deliver to this peer.
-    Unreachable(u64),
-    /// Outcome of sending a snapshot to a peer.
-    SnapshotSent { to: u64, ok: bool },
+    /// What the transport learned about a delivery.
+    Transport(crate::transport::Report),
     /// Ask raft to hand leadership to this member.
     TransferLeader(u64),
     /// A membership change; its waiter is registered under `id`. With
@@ -241,8 +239,8 @@ impl Node {
                     tracing::debug!(error = %e, "dropped raft message");
                 }
             }
-            RaftMsg::Unreachable(id) => self.raw.report_unreachable(id),
-            RaftMsg::SnapshotSent { to, ok } => {
+            RaftMsg::Transport(Report::Unreachable(id)) => self.raw.report_unreachable(id),
+            RaftMsg::Transport(Report::SnapshotSent { to, ok }) => {
                 let status = if ok {
                     SnapshotStatus::Finish
                 } else {

@@ -10,7 +10,7 @@
 //!   its consistent index CI;
 //! * membership, the raft configuration and the v2 key space from the
 //!   newest usable `.snap` file's v2 store, then the WAL entries up to CI
-//!   (`etcd_entries::Replay::apply_offline`);
+//!   (`entries::Replay::apply_offline`);
 //! * the WAL entries after CI — committed ones the database had not
 //!   caught up with, and any not known to be committed — translated into
 //!   Cairn's raft log at the same indexes and terms; Cairn's apply loop
@@ -28,12 +28,14 @@
 //! An etcd-looking data dir that cannot be imported is refused with what
 //! was found and what to do; never ignored.
 
-use super::etcd_entries::{Replay, ReplayOptions};
-use super::etcd_import::{self, ImportError, Loaded};
-use super::meta::{self, AppliedState};
-use super::{Db, Error, raftlog, snapfile};
+mod entries;
+
 use crate::pb::cairnpb::Membership;
+use crate::storage::etcd_import::{self, ImportError, Loaded};
+use crate::storage::meta::{self, AppliedState};
+use crate::storage::{Db, Error, raftlog, snapfile};
 use cairn_config::ServerConfig;
+use entries::{Replay, ReplayOptions};
 use etcd_formats::datadir::MemberData;
 use etcd_formats::etcd::EtcdDb;
 use raft::prelude::HardState;
@@ -539,7 +541,10 @@ mod tests {
             } else {
                 dir.join(backup).join("member")
             };
-            file(&etcd.join("wal/0000000000000000-0000000000000000.wal"), "etcd");
+            file(
+                &etcd.join("wal/0000000000000000-0000000000000000.wal"),
+                "etcd",
+            );
             if cairn_staged {
                 file(&staging.join("member/db/version"), "cairn");
             } else {
@@ -555,7 +560,10 @@ mod tests {
             finish_interrupted(dir).unwrap();
             assert_eq!(read(dir.join("member/db/version")), "cairn");
             assert_eq!(
-                read(dir.join(backup).join("member/wal/0000000000000000-0000000000000000.wal")),
+                read(
+                    dir.join(backup)
+                        .join("member/wal/0000000000000000-0000000000000000.wal")
+                ),
                 "etcd"
             );
             assert!(!staging.exists());

@@ -8,10 +8,7 @@
 //! revision published, so a client that saw its write acknowledged can read
 //! it back from this member.
 
-use super::lease::Lessor;
-use super::membership::Membership;
 use super::node::{ApplyMsg, CtlMsg};
-use super::txn::{self, WriteBackend};
 use super::wait::Waiters;
 use super::watch::WatchHub;
 use super::{Applied, RaftStatus};
@@ -26,6 +23,9 @@ use crate::pb::etcdserverpb::{
     AlarmType, CompactionResponse, LeaseGrantResponse, LeaseRevokeResponse, ResponseHeader,
     TxnRequest, request_op,
 };
+use crate::state::lease::Lessor;
+use crate::state::membership::Membership;
+use crate::state::txn::{self, WriteBackend};
 use crate::storage::alarm::{self, AlarmTable};
 use crate::storage::meta::{self, AppliedState};
 use crate::storage::mvcc::index::KeyRange;
@@ -81,7 +81,7 @@ pub struct ApplyLoop {
     /// etcd's v3 auth store (persisted in `meta`, see `meta::auth`).
     pub auth: Arc<super::auth::AuthState>,
     /// Policy plugins: the replicated plugin set (changed only here).
-    pub plugins: Arc<crate::plugins::Enforcer>,
+    pub plugins: Arc<crate::policy::Enforcer>,
 }
 
 fn storage_err(e: impl std::fmt::Display) -> storage::Error {
@@ -372,8 +372,17 @@ impl ApplyLoop {
             Some(Request::V2(bytes)) => Ok(self.apply_v2(batch, &bytes, index, term)),
             Some(Request::PluginSet(change)) => {
                 let next_revision = batch.rev() + 1;
+                let by_root = {
+                    let store = self.auth.store.read();
+                    store.is_enabled().then(|| {
+                        let admin = change.admin.as_ref().and_then(super::auth::entry_caller);
+                        store
+                            .authorize_request(admin.as_ref(), crate::auth::Access::Admin, b"", b"")
+                            .is_ok()
+                    })
+                };
                 self.plugins
-                    .apply_change(batch.raw(), &self.db, change, index, next_revision)
+                    .apply_change(batch.raw(), &self.db, change, index, next_revision, by_root)
                     .map(Applied::Plugins)
             }
             Some(Request::Authenticate(a)) => self.apply_authenticate(&a, index, wanted),
@@ -788,6 +797,20 @@ impl ApplyLoop {
         }
         if !was_enabled && store.is_enabled() {
             tracing::info!("enabled authentication");
+            // Loudly, on every member: an authenticator anyone could deploy
+            // while auth was off is not consulted from now on.
+            for p in self.plugins.current().plugins.iter() {
+                if p.live_for(cairn_plugin_host::Hook::Authenticator)
+                    && !p.record.vouched_under_auth
+                {
+                    tracing::warn!(
+                        plugin = %p.record.name,
+                        "authentication enabled: authenticator plugin {:?} was deployed while auth was off, \
+                         so it is suspended until root deploys it again (`cairn plugin deploy`)",
+                        p.record.name
+                    );
+                }
+            }
         } else if was_enabled && !store.is_enabled() {
             tracing::info!("disabled authentication");
         }

@@ -1,67 +1,27 @@
-//! Where writes meet the plugins: judge, stamp, propose, and judge again if
-//! the plugin set (or a txn's branch) changed before the write applied.
+//! The server's side of policy plugins: writes judged, stamped, proposed
+//! and judged again when the set changed before they applied; reads asked
+//! of the authorizers; plugin-set changes proposed; this member's
+//! `[plugins]` declaration reconciled with the cluster; plugin
+//! authenticators consulted for tokens and passwords. What the plugins
+//! decide lives in `crate::policy`, which knows nothing of the server.
 
-use super::judge::{self, V2Reader};
-use super::metrics::PLUGIN_METRICS;
-use super::set::{ActiveSet, SetOutcome};
+use super::{Applied, EtcdServer};
 use crate::error::Error;
 use crate::pb::cairnpb::internal_request::Request;
 use crate::pb::cairnpb::{PluginBlob, PluginRecord, PluginSetChange, PluginStamp};
-use crate::server::{Applied, EtcdServer};
+use crate::policy::config::{
+    DeclaredState, RECONCILE_PATIENCE, Trigger, load_declared, now_unix, remember, remembered,
+};
+use crate::policy::gate::{MAX_CHANGE_ATTEMPTS, MAX_JUDGEMENTS, STAMP, collect_txn_reads};
+use crate::policy::judge::{self, V2Reader};
+use crate::policy::metrics::PLUGIN_METRICS;
+use crate::policy::model::RecordExt;
+use crate::policy::{ActiveSet, SetOutcome};
 use bytes::Bytes;
 use cairn_plugin_host::KeyReader;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Instant;
-
-/// How many times a write is judged again after the plugin set changed
-/// under it before the client gets `PluginSetChanged` (retryable).
-const MAX_JUDGEMENTS: usize = 8;
-/// How many times a plugin-set change is recomputed after a concurrent one.
-const MAX_CHANGE_ATTEMPTS: usize = 5;
-
-tokio::task_local! {
-    /// The stamp of the write being proposed in this task (see `propose`).
-    static STAMP: Option<PluginStamp>;
-}
-
-/// The stamp `EtcdServer::propose` puts into the entry it builds: set by
-/// [`EtcdServer::propose_write`] around its call to `propose`, absent
-/// everywhere else (version 0: not judged).
-pub fn current_stamp() -> Option<PluginStamp> {
-    STAMP.try_with(Clone::clone).ok().flatten()
-}
-
-/// The largest entry `propose` may make for `request`: plugin-set changes
-/// carry binaries and get their own bound; everything else the client
-/// request limit.
-pub fn proposal_limit(request: &Request, max_request_bytes: usize) -> usize {
-    match request {
-        Request::PluginSet(_) => super::model::MAX_CHANGE_ENTRY_BYTES.max(max_request_bytes),
-        _ => max_request_bytes,
-    }
-}
-
-/// Whether a v2 entry is a write (judged and stamped) rather than a quorum
-/// read or the TTL sweep.
-pub(crate) fn v2_entry_is_write(bytes: &[u8]) -> bool {
-    serde_json::from_slice::<crate::v2::V2Request>(bytes)
-        .ok()
-        .and_then(|r| judge::plan_v2(&r))
-        .is_some()
-}
-
-/// A plugin refusal as the v2 API answers it: a 400 (`209 Invalid field`)
-/// whose cause names the plugin and its reason; a failing plugin is the
-/// server's problem (300). Other errors as before.
-pub fn v2_error(e: Error) -> crate::v2::V2Error {
-    match e {
-        Error::PluginDenied { .. } => {
-            crate::v2::V2Error::request(crate::v2::error::INVALID_FIELD, e.to_string())
-        }
-        other => crate::v2::V2Error::raft_internal(other.to_string()),
-    }
-}
+use std::time::{Duration, Instant};
 
 impl EtcdServer {
     /// Proposes a client write (Put, DeleteRange, Txn) after the plugins
@@ -73,12 +33,15 @@ impl EtcdServer {
         loop {
             attempts += 1;
             let set = self.plugins.current();
-            let stamp = self.plugins.judge_request(&set, &request, deadline).await?;
-            if stamp.is_none() {
-                // No plugin set: nothing can go stale, so nothing is judged
-                // again and the request need not be kept for a retry.
-                return STAMP.scope(None, self.propose(request)).await;
-            }
+            // Judged with no set at all (version 0), a write can still go
+            // stale: the first set may be applied before it is, and apply
+            // then refuses it like any other. So the request is kept for a
+            // retry either way (a clone of its `Bytes` and op lists).
+            let principal = super::auth::caller().map(|i| i.username);
+            let stamp = self
+                .plugins
+                .judge_request(&set, &request, principal, deadline)
+                .await?;
             match STAMP.scope(stamp, self.propose(request.clone())).await {
                 Err(Error::PluginSetChanged)
                     if attempts < MAX_JUDGEMENTS && Instant::now() < deadline =>
@@ -115,7 +78,7 @@ impl EtcdServer {
                 });
                 let index = self.v2.read().index();
                 self.plugins
-                    .run_plan(&set, plan.clone(), reader, index as i64 + 1, deadline)
+                    .run_plan(&set, plan.clone(), reader, index as i64 + 1, None, deadline)
                     .await?;
                 Some(PluginStamp {
                     version: set.version,
@@ -140,12 +103,17 @@ impl EtcdServer {
     /// one (compare-and-set on the version; recomputed after a concurrent
     /// change). `next` returns `None` when there is nothing to change.
     /// `binaries` holds the bytes of new plugins by SHA-256; only those the
-    /// cluster does not store yet travel in the entry.
+    /// cluster does not store yet travel in the entry. `admin` is the root
+    /// caller the admin API resolved (`None` with auth off, or for a config
+    /// declaration); `vouch` names the plugins this change deploys
+    /// explicitly (see `PluginRecord.vouched_under_auth`).
     pub async fn change_plugins(
         &self,
         cause: String,
         binaries: &HashMap<Bytes, Bytes>,
         config_hash: Option<Bytes>,
+        admin: Option<crate::auth::AuthInfo>,
+        vouch: Vec<String>,
         next: impl Fn(&ActiveSet) -> Result<Option<Vec<PluginRecord>>, Error>,
     ) -> Result<SetOutcome, Error> {
         let mut attempts = 0;
@@ -183,6 +151,11 @@ impl EtcdServer {
                 config_declared: config_hash.is_some(),
                 config_hash: config_hash.clone().unwrap_or_default(),
                 cause: cause.clone(),
+                admin: admin.as_ref().map(|a| crate::pb::cairnpb::RequestAuth {
+                    username: a.username.clone(),
+                    revision: a.revision,
+                }),
+                vouch: vouch.clone(),
             };
             match self.propose_internal(Request::PluginSet(change)).await {
                 Ok(Applied::Plugins(outcome)) => return Ok(outcome),
@@ -215,7 +188,7 @@ impl EtcdServer {
         if self.plugins.version() == 0 {
             return Ok(());
         }
-        let principal = crate::server::auth::caller().map(|i| i.username);
+        let principal = crate::etcdserver::auth::caller().map(|i| i.username);
         self.plugins
             .authorize(
                 principal,
@@ -244,29 +217,6 @@ impl EtcdServer {
     }
 }
 
-/// The reads of a txn, nested ones included (bounded by the request size;
-/// nesting beyond 64 levels is not looked into further).
-fn collect_txn_reads(
-    t: &crate::pb::etcdserverpb::TxnRequest,
-    out: &mut Vec<(Bytes, Bytes)>,
-    depth: usize,
-) {
-    use crate::pb::etcdserverpb::request_op::Request as Op;
-    if depth > 64 {
-        return;
-    }
-    for c in &t.compare {
-        out.push((c.key.clone(), c.range_end.clone()));
-    }
-    for op in t.success.iter().chain(&t.failure) {
-        match &op.request {
-            Some(Op::RequestRange(r)) => out.push((r.key.clone(), r.range_end.clone())),
-            Some(Op::RequestTxn(inner)) => collect_txn_reads(inner, out, depth + 1),
-            _ => {}
-        }
-    }
-}
-
 /// The bearer-token side of the authenticate hook, for the layer that
 /// resolves a request's token: a token the built-in providers do not know
 /// may be one a plugin authenticator accepts. `None` when no authenticator
@@ -274,30 +224,36 @@ fn collect_txn_reads(
 /// auth token`; the plugin's reason is logged and counted).
 pub async fn authenticate_token(srv: &EtcdServer, token: &str) -> Option<crate::auth::AuthInfo> {
     let set = srv.plugins.current();
+    let auth_enabled = srv.auth_enabled();
     if !set
         .plugins
         .iter()
-        .any(|p| p.live_for(cairn_plugin_host::Hook::Authenticator))
+        .any(|p| p.consulted_for(cairn_plugin_host::Hook::Authenticator, auth_enabled))
     {
         return None;
     }
     let token = token.trim_start_matches("Bearer ").to_owned();
     match srv
         .plugins
-        .authenticate(cairn_plugin_host::Credential::BearerToken(token))
+        .authenticate(
+            cairn_plugin_host::Credential::BearerToken(token),
+            auth_enabled,
+        )
         .await
     {
-        super::AuthDecision::Authenticated { principal, .. } => Some(crate::auth::AuthInfo {
-            username: principal,
-            // Current as of now: the auth store's revision check passes,
-            // and a later auth change makes the client present it again.
-            revision: srv.auth.store.read().revision(),
-        }),
-        super::AuthDecision::Refused { plugin, reason } => {
+        crate::policy::AuthDecision::Authenticated { principal, .. } => {
+            Some(crate::auth::AuthInfo {
+                username: principal,
+                // Current as of now: the auth store's revision check passes,
+                // and a later auth change makes the client present it again.
+                revision: srv.auth.store.read().revision(),
+            })
+        }
+        crate::policy::AuthDecision::Refused { plugin, reason } => {
             tracing::info!(target: "cairn_plugin", plugin = %plugin, "refused a bearer token: {reason}");
             None
         }
-        super::AuthDecision::Abstain => None,
+        crate::policy::AuthDecision::Abstain => None,
     }
 }
 
@@ -326,7 +282,12 @@ pub async fn authenticate_password(
     loop {
         attempts += 1;
         let set = srv.plugins.current();
-        if !set.plugins.iter().any(|p| p.live_for(Hook::Authenticator)) {
+        let auth_enabled = srv.auth_enabled();
+        if !set
+            .plugins
+            .iter()
+            .any(|p| p.consulted_for(Hook::Authenticator, auth_enabled))
+        {
             return Err(builtin.into());
         }
         let credential = Credential::Password(PasswordCredential {
@@ -335,10 +296,10 @@ pub async fn authenticate_password(
         });
         let principal = match srv
             .plugins
-            .authenticate_under(Arc::clone(&set), credential)
+            .authenticate_under(Arc::clone(&set), credential, auth_enabled)
             .await
         {
-            super::AuthDecision::Authenticated { plugin, principal } => {
+            crate::policy::AuthDecision::Authenticated { plugin, principal } => {
                 // An empty name is what an anonymous caller has: a token for
                 // it would authenticate nobody.
                 if principal.is_empty() {
@@ -347,11 +308,11 @@ pub async fn authenticate_password(
                 }
                 principal
             }
-            super::AuthDecision::Refused { plugin, reason } => {
+            crate::policy::AuthDecision::Refused { plugin, reason } => {
                 tracing::info!(target: "cairn_plugin", plugin = %plugin, user = %name, "refused a password: {reason}");
                 return Err(AuthError::AuthFailed.into());
             }
-            super::AuthDecision::Abstain => return Err(builtin.into()),
+            crate::policy::AuthDecision::Abstain => return Err(builtin.into()),
         };
         let entry = crate::pb::cairnpb::AuthenticateEntry {
             name: principal,
@@ -385,4 +346,148 @@ pub async fn authenticate_password(
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Called after a successful reload: compare and push in the background.
+pub fn reloaded(srv: &Arc<EtcdServer>) {
+    let srv = Arc::clone(srv);
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) => {
+            h.spawn(reconcile(srv, Trigger::Reload));
+        }
+        Err(_) => tracing::error!("plugins: no runtime to apply the reloaded [plugins] on"),
+    }
+}
+
+/// At startup, once the member serves: compare and push if needed.
+pub async fn reconcile_at_startup(srv: Arc<EtcdServer>) {
+    let mut ready = srv.ready_watch();
+    if ready.wait_for(|r| *r).await.is_err() {
+        return;
+    }
+    reconcile(srv, Trigger::Startup).await;
+}
+
+/// Compares this member's declaration with the cluster's config-declared
+/// set and pushes it when it changed (see the module docs).
+pub async fn reconcile(srv: Arc<EtcdServer>, trigger: Trigger) {
+    let enforcer = Arc::clone(&srv.plugins);
+    let _one = enforcer.reconcile_lock().lock().await;
+    let table = srv.config.load().plugins.clone();
+    let e2 = Arc::clone(&enforcer);
+    let loaded = tokio::task::spawn_blocking(move || load_declared(&e2, &table))
+        .await
+        .unwrap_or_else(|err| Err(format!("loading the declared plugins failed: {err}")));
+    let mut state = DeclaredState {
+        trigger: trigger.as_str().to_owned(),
+        checked_unix: now_unix(),
+        ..Default::default()
+    };
+    let loaded = match loaded {
+        Ok(l) => l,
+        Err(err) => {
+            tracing::error!(
+                trigger = trigger.as_str(),
+                "plugins declared in the configuration are not applied: {err}"
+            );
+            state.error = Some(err);
+            enforcer.set_declared(state);
+            return;
+        }
+    };
+    let hash_hex = hex::encode(&loaded.hash);
+    state.hash = hash_hex.clone();
+    state.plugins = loaded.records.iter().map(|r| r.name.clone()).collect();
+    enforcer.set_declared(state.clone());
+
+    // Compare against the cluster's current set, not a stale local view.
+    let started = std::time::Instant::now();
+    while let Err(err) = srv.linearizable_read_notify().await {
+        if started.elapsed() > RECONCILE_PATIENCE {
+            tracing::error!(error = %err, "plugins: cannot reach the cluster to compare the declared plugins; try a reload later");
+            state.error = Some(format!("cannot reach the cluster: {err}"));
+            enforcer.set_declared(state);
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let set = enforcer.current();
+    if set.config_hash == loaded.hash {
+        remember(&enforcer, &hash_hex);
+        enforcer.set_declared(state);
+        return;
+    }
+    let push = match remembered(&enforcer) {
+        Some(h) => h != hash_hex,
+        None => set.config_hash.is_empty(),
+    };
+    if !push {
+        remember(&enforcer, &hash_hex);
+        tracing::warn!(
+            version = set.version,
+            "plugins: this member's [plugins] declaration differs from the cluster's config-declared plugins; \
+             the cluster's set stays in force (edit this member's file to push a new declaration)"
+        );
+        enforcer.set_declared(state);
+        return;
+    }
+    let names: Vec<String> = loaded.records.iter().map(|r| r.name.clone()).collect();
+    let records = loaded.records.clone();
+    let hash = loaded.hash.clone();
+    let cause = format!("[plugins] of member {} ({})", srv.name, trigger.as_str());
+    let mut outcome = Err(crate::error::Error::NoLeader);
+    while started.elapsed() <= RECONCILE_PATIENCE {
+        outcome = srv
+            .change_plugins(
+                cause.clone(),
+                &loaded.binaries,
+                Some(hash.clone()),
+                None,
+                Vec::new(),
+                |set| {
+                    if set.config_hash == hash {
+                        return Ok(None);
+                    }
+                    let mut next: Vec<PluginRecord> = set
+                        .records()
+                        .into_iter()
+                        .filter(|r| !r.declared_in_config() && !names.contains(&r.name))
+                        .collect();
+                    for r in set.records() {
+                        if !r.declared_in_config() && names.contains(&r.name) {
+                            tracing::warn!(plugin = %r.name, "plugins: the configuration now declares this API-deployed plugin; the declaration replaces it");
+                        }
+                    }
+                    next.extend(records.iter().cloned());
+                    Ok(Some(next))
+                },
+            )
+            .await;
+        match &outcome {
+            Err(
+                crate::error::Error::NoLeader
+                | crate::error::Error::Timeout
+                | crate::error::Error::TimeoutDueToLeaderFail
+                | crate::error::Error::TooManyRequests
+                | crate::error::Error::LeaderChanged,
+            ) => tokio::time::sleep(Duration::from_millis(500)).await,
+            _ => break,
+        }
+    }
+    match outcome {
+        Ok(o) => {
+            remember(&enforcer, &hash_hex);
+            tracing::info!(
+                version = o.version,
+                first_revision = o.first_revision,
+                changed = o.changed,
+                "plugins: pushed this member's [plugins] declaration"
+            );
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "plugins: pushing this member's [plugins] declaration failed");
+            state.error = Some(format!("pushing the declaration failed: {err}"));
+        }
+    }
+    enforcer.set_declared(state);
 }

@@ -38,6 +38,33 @@ pub struct ReloadStatus {
     pub config_files: Vec<String>,
 }
 
+impl ReloadStatus {
+    /// What anyone may see while auth is on: the outcome and which settings
+    /// changed, not their values, the error text (it quotes values) or the
+    /// files.
+    pub fn redacted(&self) -> ReloadStatus {
+        let name_only = |changes: &[String]| -> Vec<String> {
+            changes
+                .iter()
+                .map(|c| c.split(':').next().unwrap_or_default().to_string())
+                .collect()
+        };
+        ReloadStatus {
+            last_attempt_unix: self.last_attempt_unix,
+            last_trigger: self.last_trigger.clone(),
+            last_reload_successful: self.last_reload_successful,
+            last_success_unix: self.last_success_unix,
+            last_error: self.last_error.as_ref().map(|_| {
+                "the last reload failed; root sees why (GET /config/status with a root token)"
+                    .to_string()
+            }),
+            applied: name_only(&self.applied),
+            pending_restart: name_only(&self.pending_restart),
+            config_files: Vec::new(),
+        }
+    }
+}
+
 pub struct Reloader {
     srv: Arc<EtcdServer>,
     status: Mutex<ReloadStatus>,
@@ -130,7 +157,7 @@ impl Reloader {
                 let changes = diff(&running, &fresh);
                 apply_live(&running, &fresh)
                     .map_err(|e| e.to_string())
-                    .and_then(|next| crate::plugins::config::check_reload(&fresh, next))
+                    .and_then(|next| crate::policy::config::check_reload(&fresh, next))
                     .map(|next| (changes, next))
             }
             Err(e) => Err(e.to_string()),
@@ -183,7 +210,7 @@ impl Reloader {
                 // sees the reload reported.
                 self.srv.config.store(Arc::clone(&next));
                 // Plugins compare and push their declaration in the background.
-                crate::plugins::config::reloaded(&self.srv);
+                crate::etcdserver::policy::reloaded(&self.srv);
             }
         }
         st.clone()
@@ -245,7 +272,7 @@ impl Reloader {
         use notify::Watcher;
         let mut dirs: Vec<PathBuf> = Vec::new();
         for f in &watched {
-            for dir in watch_dirs(f) {
+            for dir in crate::files::watch_dirs(f) {
                 if !dirs.contains(&dir) {
                     dirs.push(dir);
                 }
@@ -288,25 +315,6 @@ impl Reloader {
 /// The config files in effect (the ones given, or the defaults that exist).
 fn files(cfg: &ServerConfig) -> Vec<PathBuf> {
     cfg.config_files.clone()
-}
-
-/// The folders to watch for a config file: its own folder, and — when it is
-/// a symlink — the folder of its target, so swapping either is noticed.
-pub(crate) fn watch_dirs(file: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    if let Some(parent) = file.parent() {
-        out.push(if parent.as_os_str().is_empty() {
-            PathBuf::from(".")
-        } else {
-            parent.to_path_buf()
-        });
-    }
-    if let Ok(target) = std::fs::canonicalize(file)
-        && let Some(parent) = target.parent()
-    {
-        out.push(parent.to_path_buf());
-    }
-    out
 }
 
 /// Whether an event on `p` may have changed one of the config files: the

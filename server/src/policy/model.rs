@@ -270,6 +270,8 @@ impl Declaration {
             origin: origin as i32,
             order: self.order,
             since_version: 0,
+            // Set by apply.
+            vouched_under_auth: false,
         }
     }
 }
@@ -383,7 +385,7 @@ pub fn range_meets_prefix(key: &[u8], range_end: Option<&[u8]>, prefix: &[u8]) -
         None => key.starts_with(prefix),
         Some(end) => {
             // Keys with the prefix form [prefix, prefix_end).
-            let p_end = crate::api::concurrency::prefix_end(prefix);
+            let p_end = crate::state::prefix_end(prefix);
             let before_prefix_end = p_end.as_ref() == b"\0" || key < p_end.as_ref();
             let reaches_prefix = end == b"\0" || end > prefix;
             before_prefix_end && reaches_prefix

@@ -21,10 +21,9 @@
 //! config file belongs to the config (the API refuses to replace it).
 
 use super::Enforcer;
-use super::model::{self, Declaration, RecordExt, Source};
+use super::model::{self, Declaration, Source};
 use super::set::ActiveSet;
 use crate::pb::cairnpb::{PluginOrigin, PluginRecord, PluginSet};
-use crate::server::EtcdServer;
 use bytes::Bytes;
 use cairn_config::{ServerConfig, toml};
 use cairn_plugin_host::Hooks;
@@ -32,14 +31,13 @@ use prost::Message as _;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// File (in the member directory) remembering the last declaration this
 /// member pushed or considered.
 const REMEMBERED_FILE: &str = "plugins.declared";
 /// How long a reconciliation keeps trying to reach the cluster.
-const RECONCILE_PATIENCE: Duration = Duration::from_secs(60);
+pub(crate) const RECONCILE_PATIENCE: Duration = Duration::from_secs(60);
 
 /// This member's declaration, as last loaded.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -62,10 +60,10 @@ impl DeclaredState {
 }
 
 /// A declaration loaded and checked: the records it makes and the binaries.
-struct Loaded {
-    records: Vec<PluginRecord>,
-    binaries: HashMap<Bytes, Bytes>,
-    hash: Bytes,
+pub(crate) struct Loaded {
+    pub(crate) records: Vec<PluginRecord>,
+    pub(crate) binaries: HashMap<Bytes, Bytes>,
+    pub(crate) hash: Bytes,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,7 +73,7 @@ pub enum Trigger {
 }
 
 impl Trigger {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Trigger::Startup => "startup",
             Trigger::Reload => "reload",
@@ -93,27 +91,7 @@ pub fn check_reload(fresh: &ServerConfig, mut next: ServerConfig) -> Result<Serv
     Ok(next)
 }
 
-/// Called after a successful reload: compare and push in the background.
-pub fn reloaded(srv: &Arc<EtcdServer>) {
-    let srv = Arc::clone(srv);
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) => {
-            h.spawn(reconcile(srv, Trigger::Reload));
-        }
-        Err(_) => tracing::error!("plugins: no runtime to apply the reloaded [plugins] on"),
-    }
-}
-
-/// At startup, once the member serves: compare and push if needed.
-pub async fn reconcile_at_startup(srv: Arc<EtcdServer>) {
-    let mut ready = srv.ready_watch();
-    if ready.wait_for(|r| *r).await.is_err() {
-        return;
-    }
-    reconcile(srv, Trigger::Startup).await;
-}
-
-fn now_unix() -> u64 {
+pub(crate) fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -171,7 +149,7 @@ pub(crate) fn load_declaration(
     Ok((d.record(loaded.sha256(), hooks, origin), bytes))
 }
 
-fn load_declared(e: &Enforcer, table: &toml::Table) -> Result<Loaded, String> {
+pub(crate) fn load_declared(e: &Enforcer, table: &toml::Table) -> Result<Loaded, String> {
     let mut records = Vec::new();
     let mut binaries = HashMap::new();
     for d in model::declarations_from_toml(table)? {
@@ -196,139 +174,17 @@ fn load_declared(e: &Enforcer, table: &toml::Table) -> Result<Loaded, String> {
     })
 }
 
-fn remembered(e: &Enforcer) -> Option<String> {
+pub(crate) fn remembered(e: &Enforcer) -> Option<String> {
     std::fs::read_to_string(e.member_dir().join(REMEMBERED_FILE))
         .ok()
         .map(|s| s.trim().to_owned())
 }
 
-fn remember(e: &Enforcer, hash_hex: &str) {
+pub(crate) fn remember(e: &Enforcer, hash_hex: &str) {
     let path = e.member_dir().join(REMEMBERED_FILE);
     let tmp = path.with_extension("tmp");
     let r = std::fs::write(&tmp, hash_hex).and_then(|()| std::fs::rename(&tmp, &path));
     if let Err(err) = r {
         tracing::warn!(path = %path.display(), error = %err, "plugins: cannot remember the pushed declaration");
     }
-}
-
-/// Compares this member's declaration with the cluster's config-declared
-/// set and pushes it when it changed (see the module docs).
-pub async fn reconcile(srv: Arc<EtcdServer>, trigger: Trigger) {
-    let enforcer = Arc::clone(&srv.plugins);
-    let _one = enforcer.reconcile_lock().lock().await;
-    let table = srv.config.load().plugins.clone();
-    let e2 = Arc::clone(&enforcer);
-    let loaded = tokio::task::spawn_blocking(move || load_declared(&e2, &table))
-        .await
-        .unwrap_or_else(|err| Err(format!("loading the declared plugins failed: {err}")));
-    let mut state = DeclaredState {
-        trigger: trigger.as_str().to_owned(),
-        checked_unix: now_unix(),
-        ..Default::default()
-    };
-    let loaded = match loaded {
-        Ok(l) => l,
-        Err(err) => {
-            tracing::error!(
-                trigger = trigger.as_str(),
-                "plugins declared in the configuration are not applied: {err}"
-            );
-            state.error = Some(err);
-            enforcer.set_declared(state);
-            return;
-        }
-    };
-    let hash_hex = hex::encode(&loaded.hash);
-    state.hash = hash_hex.clone();
-    state.plugins = loaded.records.iter().map(|r| r.name.clone()).collect();
-    enforcer.set_declared(state.clone());
-
-    // Compare against the cluster's current set, not a stale local view.
-    let started = std::time::Instant::now();
-    while let Err(err) = srv.linearizable_read_notify().await {
-        if started.elapsed() > RECONCILE_PATIENCE {
-            tracing::error!(error = %err, "plugins: cannot reach the cluster to compare the declared plugins; try a reload later");
-            state.error = Some(format!("cannot reach the cluster: {err}"));
-            enforcer.set_declared(state);
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    let set = enforcer.current();
-    if set.config_hash == loaded.hash {
-        remember(&enforcer, &hash_hex);
-        enforcer.set_declared(state);
-        return;
-    }
-    let push = match remembered(&enforcer) {
-        Some(h) => h != hash_hex,
-        None => set.config_hash.is_empty(),
-    };
-    if !push {
-        remember(&enforcer, &hash_hex);
-        tracing::warn!(
-            version = set.version,
-            "plugins: this member's [plugins] declaration differs from the cluster's config-declared plugins; \
-             the cluster's set stays in force (edit this member's file to push a new declaration)"
-        );
-        enforcer.set_declared(state);
-        return;
-    }
-    let names: Vec<String> = loaded.records.iter().map(|r| r.name.clone()).collect();
-    let records = loaded.records.clone();
-    let hash = loaded.hash.clone();
-    let cause = format!("[plugins] of member {} ({})", srv.name, trigger.as_str());
-    let mut outcome = Err(crate::error::Error::NoLeader);
-    while started.elapsed() <= RECONCILE_PATIENCE {
-        outcome = srv
-            .change_plugins(
-                cause.clone(),
-                &loaded.binaries,
-                Some(hash.clone()),
-                |set| {
-                    if set.config_hash == hash {
-                        return Ok(None);
-                    }
-                    let mut next: Vec<PluginRecord> = set
-                        .records()
-                        .into_iter()
-                        .filter(|r| !r.declared_in_config() && !names.contains(&r.name))
-                        .collect();
-                    for r in set.records() {
-                        if !r.declared_in_config() && names.contains(&r.name) {
-                            tracing::warn!(plugin = %r.name, "plugins: the configuration now declares this API-deployed plugin; the declaration replaces it");
-                        }
-                    }
-                    next.extend(records.iter().cloned());
-                    Ok(Some(next))
-                },
-            )
-            .await;
-        match &outcome {
-            Err(
-                crate::error::Error::NoLeader
-                | crate::error::Error::Timeout
-                | crate::error::Error::TimeoutDueToLeaderFail
-                | crate::error::Error::TooManyRequests
-                | crate::error::Error::LeaderChanged,
-            ) => tokio::time::sleep(Duration::from_millis(500)).await,
-            _ => break,
-        }
-    }
-    match outcome {
-        Ok(o) => {
-            remember(&enforcer, &hash_hex);
-            tracing::info!(
-                version = o.version,
-                first_revision = o.first_revision,
-                changed = o.changed,
-                "plugins: pushed this member's [plugins] declaration"
-            );
-        }
-        Err(err) => {
-            tracing::error!(error = %err, "plugins: pushing this member's [plugins] declaration failed");
-            state.error = Some(format!("pushing the declaration failed: {err}"));
-        }
-    }
-    enforcer.set_declared(state);
 }

@@ -41,23 +41,18 @@
 //! - `dryrun`: a candidate against the keyspace at one revision.
 //! - `metrics`: `cairn_plugin_*`.
 
-pub mod admin;
-pub mod cli;
 pub mod config;
-mod dryrun;
-mod gate;
-mod judge;
+pub(crate) mod dryrun;
+pub(crate) mod gate;
+pub(crate) mod judge;
 pub mod metrics;
 pub mod model;
-mod set;
+pub(crate) mod set;
 
 #[cfg(test)]
 mod tests;
 
-pub use gate::{
-    authenticate_password, authenticate_token, current_stamp, proposal_limit, propose_v2_judged,
-    v2_error,
-};
+pub use gate::{current_stamp, proposal_limit, v2_error};
 pub use judge::AuthDecision;
 pub use set::{ActivePlugin, ActiveSet, LoadStatus, SetOutcome};
 

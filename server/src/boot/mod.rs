@@ -7,15 +7,13 @@
 //! configuration at index 0 (no conf-change entries needed). A restarting
 //! member ignores the `--initial-*` flags and recovers from its data dir.
 
-use super::apply::{ApplyConfig, ApplyLoop};
-use super::lease::{Lessor, MAX_REVOKES_PER_SWEEP};
-use super::membership::Membership;
-use super::node::{Node, NodeConfig, RaftMsg};
-use super::wait::Waiters;
-use super::watch::WatchHub;
-use super::{EtcdServer, RaftStatus};
 use crate::api;
-use crate::ids::{self, RequestIdGenerator};
+use crate::etcdserver::apply::{ApplyConfig, ApplyLoop};
+use crate::etcdserver::node::{Node, NodeConfig, RaftMsg};
+use crate::etcdserver::wait::Waiters;
+use crate::etcdserver::watch::WatchHub;
+use crate::etcdserver::{EtcdServer, RaftStatus, ServerParts};
+use crate::ids;
 use crate::pb::cairnpb::{
     MemberAttributes, MemberRecord, Membership as MembershipPb, internal_request::Request,
 };
@@ -25,12 +23,14 @@ use crate::pb::etcdserverpb::{
 };
 use crate::pb::v3electionpb::election_server::ElectionServer;
 use crate::pb::v3lockpb::lock_server::LockServer;
+use crate::state::lease::{Lessor, MAX_REVOKES_PER_SWEEP};
+use crate::state::membership::Membership;
 use crate::storage::meta::{self, AppliedState};
 use crate::storage::mvcc::Store;
 use crate::storage::raftlog::{self, RaftLog};
 use crate::storage::snapfile::{self, SnapshotRegistry};
 use crate::storage::{self, Db};
-use crate::transport::{PEER_MAX_MESSAGE_BYTES, Transport, service::PeerService};
+use crate::transport::{PEER_MAX_MESSAGE_BYTES, Transport};
 use cairn_config::{ClusterState, ServerConfig};
 use raft::prelude::ConfState;
 use std::net::SocketAddr;
@@ -179,7 +179,7 @@ async fn bootstrap_join(
         let mut last_err = String::new();
         let mut found = None;
         for url in &others {
-            match crate::http_client::get_tls(url, "/members", peer_tls).await {
+            match crate::net::http_client::get_tls(url, "/members", peer_tls).await {
                 Ok((headers, body)) => {
                     let cid = headers
                         .iter()
@@ -327,7 +327,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
     let tls = crate::tls::Sides::load(cfg).map_err(BootError::Config)?;
 
     // A stopped etcd member's data dir becomes this member's data first.
-    storage::etcd_datadir::import_if_etcd(cfg).map_err(|e| BootError::Config(e.to_string()))?;
+    crate::etcd_datadir::import_if_etcd(cfg).map_err(|e| BootError::Config(e.to_string()))?;
     let db = Db::open(&member_dir)?;
     let snapshots = Arc::new(SnapshotRegistry::new(
         member_dir.join("snap"),
@@ -402,7 +402,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
     status.commit.store(hs.commit, Ordering::Release);
     status.applied.store(applied.index, Ordering::Release);
     status.last_index.store(last_index, Ordering::Release);
-    let waiters = Arc::new(Waiters::new(super::MAX_PENDING_PROPOSALS));
+    let waiters = Arc::new(Waiters::new(crate::etcdserver::MAX_PENDING_PROPOSALS));
 
     let transport = Transport::new(
         member_id,
@@ -411,7 +411,10 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
         Arc::clone(&snapshots),
         tokio::runtime::Handle::current(),
     );
-    transport.attach(raft_tx.clone());
+    let reports = raft_tx.clone();
+    transport.attach(move |r| {
+        let _ = reports.try_send(RaftMsg::Transport(r));
+    });
     if let Some(peer_tls) = &tls.peer {
         transport.set_tls(Arc::clone(peer_tls));
     }
@@ -436,7 +439,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
             Duration::from_secs(cfg.auth_token_ttl_secs),
         )
         .map_err(|e| BootError::Config(format!("--auth-token: {e}")))?;
-        Arc::new(super::auth::AuthState {
+        Arc::new(crate::etcdserver::auth::AuthState {
             store: parking_lot::RwLock::new(store),
             tokens,
             bcrypt_cost: cfg.bcrypt_cost,
@@ -445,9 +448,8 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
     };
     // Policy plugins: a malformed [plugins] table stops the start.
     let plugins =
-        crate::plugins::Enforcer::open(&db, Arc::clone(&store), cfg).map_err(BootError::Config)?;
-    let (ready_tx, _) = watch::channel(false);
-    let server = Arc::new(EtcdServer {
+        crate::policy::Enforcer::open(&db, Arc::clone(&store), cfg).map_err(BootError::Config)?;
+    let server = Arc::new(EtcdServer::new(ServerParts {
         member_id,
         cluster_id,
         name: cfg.name.clone(),
@@ -466,9 +468,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
         raft_tx: raft_tx.clone(),
         waiters: Arc::clone(&waiters),
         applied_rx,
-        ids: RequestIdGenerator::new(member_id),
-        ready: ready_tx,
-    });
+    }));
 
     // A lone voter needs no peers: skip most of the first election timeout,
     // as etcd does with --initial-election-tick-advance.
@@ -546,7 +546,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
 
     let peer_router = api::grpc_and_http(
         tonic::service::Routes::new(
-            crate::pb::cairnpb::peer_server::PeerServer::new(PeerService {
+            crate::pb::cairnpb::peer_server::PeerServer::new(api::peer::PeerService {
                 self_id: member_id,
                 cluster_id,
                 raft_tx: raft_tx.clone(),
@@ -565,10 +565,10 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
         tracing::info!("listening for peers on {url}");
         crate::crash::spawn_task(
             "peer listener",
-            api::listener::serve(
+            crate::net::listener::serve(
                 l,
                 peer_router.clone(),
-                api::listener::ServeOptions {
+                crate::net::listener::ServeOptions {
                     tls: peer_tls,
                     ..Default::default()
                 },
@@ -578,11 +578,11 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
     transport.start();
     tls.spawn_watchers();
 
-    let reloader = super::reload::Reloader::new(Arc::clone(&server));
+    let reloader = crate::etcdserver::reload::Reloader::new(Arc::clone(&server));
     reloader.spawn_triggers();
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let client_router = client_router(&server, cfg, Arc::clone(&reloader), health_service);
-    let serve_opts = api::listener::ServeOptions {
+    let serve_opts = crate::net::listener::ServeOptions {
         max_concurrent_streams: cfg.max_concurrent_streams,
         keepalive_interval: if cfg.grpc_keepalive_interval.is_zero() {
             None
@@ -617,10 +617,10 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
             tracing::info!("serving metrics and health on {url}");
             crate::crash::spawn_task(
                 "metrics listener",
-                api::listener::serve(
+                crate::net::listener::serve(
                     l,
                     metrics_router.clone(),
-                    api::listener::ServeOptions {
+                    crate::net::listener::ServeOptions {
                         tls: client_tls,
                         ..Default::default()
                     },
@@ -641,10 +641,10 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
             }
             crate::crash::spawn_task(
                 "client listener",
-                api::listener::serve(
+                crate::net::listener::serve(
                     l,
                     client_router.clone(),
-                    api::listener::ServeOptions {
+                    crate::net::listener::ServeOptions {
                         tls: client_tls,
                         ..serve_opts.clone()
                     },
@@ -660,18 +660,18 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
     );
     crate::crash::spawn_task(
         "token sweeper",
-        super::auth::sweep_tokens(Arc::clone(&server)),
+        crate::etcdserver::auth::sweep_tokens(Arc::clone(&server)),
     );
     crate::crash::spawn_task(
         "auto-compaction",
-        super::compactor::run(Arc::clone(&server)),
+        crate::etcdserver::compactor::run(Arc::clone(&server)),
     );
     tokio::spawn(publish(
         Arc::clone(&server),
         cfg.name.clone(),
         url_strings(&cfg.advertise_client_urls),
     ));
-    tokio::spawn(crate::plugins::config::reconcile_at_startup(Arc::clone(
+    tokio::spawn(crate::etcdserver::policy::reconcile_at_startup(Arc::clone(
         &server,
     )));
     Ok(Member { server })
@@ -680,7 +680,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
 fn client_router(
     server: &Arc<EtcdServer>,
     cfg: &ServerConfig,
-    reloader: Arc<super::reload::Reloader>,
+    reloader: Arc<crate::etcdserver::reload::Reloader>,
     health: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health,
     >,
@@ -739,7 +739,7 @@ fn client_router(
     let http = api::http::client_routes(Arc::clone(server))
         .merge(api::config::routes(reloader, Arc::clone(server)))
         // Policy plugins' admin API: /cairn/v1/plugins.
-        .merge(crate::plugins::admin::routes(Arc::clone(server)))
+        .merge(crate::api::plugins::routes(Arc::clone(server)))
         // etcd's JSON gateway: POST /v3/... (and /v3beta/...).
         .merge(api::gateway::routes(Arc::clone(server)));
     let http = if cfg.enable_v2 {

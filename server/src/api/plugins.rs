@@ -15,13 +15,13 @@
 //! enabled every route needs a token of a user with the root role in the
 //! `Authorization` header: a plugin runs code inside every member.
 
-use super::config::load_declaration;
-use super::dryrun;
-use super::model::{self, Declaration, Mode, RecordExt, Source};
-use super::set::ActiveSet;
 use crate::error::Error;
+use crate::etcdserver::EtcdServer;
 use crate::pb::cairnpb::PluginOrigin;
-use crate::server::EtcdServer;
+use crate::policy::config::load_declaration;
+use crate::policy::dryrun;
+use crate::policy::model::{self, Declaration, Mode, RecordExt, Source};
+use crate::policy::set::ActiveSet;
 use axum::Json;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -78,8 +78,17 @@ fn from_error(e: Error) -> Response {
 /// With auth enabled: a root user's token in `Authorization` (as etcd's
 /// gateway takes it, with or without `Bearer `).
 pub(crate) async fn require_admin(srv: &EtcdServer, headers: &HeaderMap) -> Result<(), Response> {
+    admin_caller(srv, headers).await.map(drop)
+}
+
+/// [`require_admin`], returning who the root caller is (`None` with auth
+/// off), for a change whose entry must carry it.
+pub(crate) async fn admin_caller(
+    srv: &EtcdServer,
+    headers: &HeaderMap,
+) -> Result<Option<crate::auth::AuthInfo>, Response> {
     if !srv.auth_enabled() {
-        return Ok(());
+        return Ok(None);
     }
     let Some(token) = headers
         .get(header::AUTHORIZATION)
@@ -96,12 +105,13 @@ pub(crate) async fn require_admin(srv: &EtcdServer, headers: &HeaderMap) -> Resu
         .resolve_token(token)
         .await
         .map_err(|e| error(StatusCode::UNAUTHORIZED, e.to_string()))?;
-    crate::server::auth::with_caller(Some(info), async { srv.check_admin() })
+    crate::etcdserver::auth::with_caller(Some(info.clone()), async { srv.check_admin() })
         .await
-        .map_err(|e| error(StatusCode::FORBIDDEN, e.to_string()))
+        .map_err(|e| error(StatusCode::FORBIDDEN, e.to_string()))?;
+    Ok(Some(info))
 }
 
-fn plugin_json(p: &super::ActivePlugin) -> Value {
+fn plugin_json(p: &crate::policy::ActivePlugin) -> Value {
     let r = &p.record;
     json!({
         "name": r.name,
@@ -276,9 +286,10 @@ async fn deploy(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Response {
-    if let Err(r) = require_admin(&srv, &headers).await {
-        return r;
-    }
+    let admin = match admin_caller(&srv, &headers).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
     let spec: Spec = match serde_json::from_slice(&body) {
         Ok(s) => s,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad request body: {e}")),
@@ -312,7 +323,7 @@ async fn deploy(
     let cause = format!("deploy {name} (sha256 {})", hex::encode(&record.sha256));
     let new = record.clone();
     let outcome = srv
-        .change_plugins(cause, &binaries, None, |set| {
+        .change_plugins(cause, &binaries, None, admin, vec![name.clone()], |set| {
             if set
                 .get(&new.name)
                 .is_some_and(|p| p.record.declared_in_config())
@@ -351,9 +362,10 @@ async fn remove(
     headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Response {
-    if let Err(r) = require_admin(&srv, &headers).await {
-        return r;
-    }
+    let admin = match admin_caller(&srv, &headers).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
     if let Err(e) = srv.linearizable_read_notify().await {
         return from_error(e);
     }
@@ -375,17 +387,24 @@ async fn remove(
         Some(_) => {}
     }
     let outcome = srv
-        .change_plugins(format!("remove {name}"), &HashMap::new(), None, |set| {
-            if set.get(&name).is_none() {
-                return Ok(None);
-            }
-            Ok(Some(
-                set.records()
-                    .into_iter()
-                    .filter(|r| r.name != name)
-                    .collect(),
-            ))
-        })
+        .change_plugins(
+            format!("remove {name}"),
+            &HashMap::new(),
+            None,
+            admin,
+            Vec::new(),
+            |set| {
+                if set.get(&name).is_none() {
+                    return Ok(None);
+                }
+                Ok(Some(
+                    set.records()
+                        .into_iter()
+                        .filter(|r| r.name != name)
+                        .collect(),
+                ))
+            },
+        )
         .await;
     match outcome {
         Ok(o) => Json(json!({
@@ -615,16 +634,19 @@ async fn check(State(srv): State<Arc<EtcdServer>>, headers: HeaderMap, body: Byt
                 );
             }
         };
-        let decision = srv.plugins.authenticate(credential).await;
+        let decision = srv
+            .plugins
+            .authenticate(credential, srv.auth_enabled())
+            .await;
         let v = match decision {
-            super::AuthDecision::Authenticated { plugin, principal } => {
+            crate::policy::AuthDecision::Authenticated { plugin, principal } => {
                 principal_from_auth = Some(principal.clone());
                 json!({"decision": "authenticated", "plugin": plugin, "principal": principal})
             }
-            super::AuthDecision::Refused { plugin, reason } => {
+            crate::policy::AuthDecision::Refused { plugin, reason } => {
                 json!({"decision": "refused", "plugin": plugin, "reason": reason})
             }
-            super::AuthDecision::Abstain => json!({"decision": "abstain"}),
+            crate::policy::AuthDecision::Abstain => json!({"decision": "abstain"}),
         };
         out.insert("authenticate".into(), v);
     }

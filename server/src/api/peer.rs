@@ -1,21 +1,21 @@
 //! The receiving side of the peer transport, served on the peer URLs.
 
-use super::{
-    HDR_CALLER_CN, HDR_CALLER_TOKEN, HDR_CLUSTER_ID, HDR_FROM, HDR_SNAPSHOT_BYTES, HDR_TO,
-};
 use crate::auth::{AuthInfo, Credential};
+use crate::etcdserver::EtcdServer;
+use crate::etcdserver::auth::with_credentialed_caller;
+use crate::etcdserver::node::RaftMsg;
 use crate::pb::cairnpb::peer_server::Peer;
 use crate::pb::cairnpb::{
     LeaseRenewRequest, LeaseRenewResponse, RaftBatch, SnapshotAck, SnapshotChunk, StreamAck,
     snapshot_chunk::Chunk,
 };
 use crate::pb::etcdserverpb::{LeaseTimeToLiveRequest, LeaseTimeToLiveResponse};
-use crate::server::EtcdServer;
-use crate::server::auth::with_credentialed_caller;
-use crate::server::lease::Renewal;
-use crate::server::node::RaftMsg;
+use crate::state::lease::Renewal;
 use crate::storage::snapfile::{self, SnapshotRegistry};
 use crate::tls::PeerIdentity;
+use crate::transport::{
+    HDR_CALLER_CN, HDR_CALLER_TOKEN, HDR_CLUSTER_ID, HDR_FROM, HDR_SNAPSHOT_BYTES, HDR_TO,
+};
 use protobuf::Message as _;
 use raft::prelude::{Message, MessageType};
 use std::sync::Arc;
@@ -119,7 +119,7 @@ impl PeerService {
     }
 
     fn decode(&self, from: u64, bytes: &[u8]) -> Result<Message, Status> {
-        super::wire::check_raft_message(bytes)
+        crate::transport::wire::check_raft_message(bytes)
             .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))?;
         let mut m = Message::default();
         m.merge_from_bytes(bytes)
@@ -196,7 +196,7 @@ impl Peer for PeerService {
         req: Request<crate::pb::cairnpb::ProbeRequest>,
     ) -> Result<Response<crate::pb::cairnpb::ProbeResponse>, Status> {
         self.check(&req)?;
-        let unix_nanos = super::prober::reported_unix_nanos();
+        let unix_nanos = crate::transport::prober::reported_unix_nanos();
         Ok(Response::new(crate::pb::cairnpb::ProbeResponse {
             unix_nanos,
         }))

@@ -8,15 +8,11 @@
 
 pub mod apply;
 pub mod auth;
-pub mod bootstrap;
 pub mod cluster;
 pub mod compactor;
-pub mod lease;
-pub mod membership;
 pub mod node;
+pub mod policy;
 pub mod reload;
-pub mod txn;
-mod txn_check;
 pub mod wait;
 pub mod watch;
 
@@ -29,12 +25,13 @@ use crate::pb::etcdserverpb::{
     LeaseRevokeResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, PutRequest, PutResponse,
     RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
 };
+use crate::state::lease::{Lessor, Renewal};
+use crate::state::membership::Membership;
+use crate::state::txn;
 use crate::storage::Db;
 use crate::storage::mvcc::Store;
 use crate::storage::snapfile::SnapshotRegistry;
 use crate::transport::Transport;
-use lease::{Lessor, Renewal};
-use membership::Membership;
 use prost::Message as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -72,8 +69,8 @@ pub enum Applied {
     },
     /// An auth-management write was applied.
     AuthDone,
-    /// A plugin-set change was applied (see `crate::plugins`).
-    Plugins(crate::plugins::SetOutcome),
+    /// A plugin-set change was applied (see `crate::policy`).
+    Plugins(crate::policy::SetOutcome),
     V2 {
         outcome: Result<Option<crate::v2::V2Event>, crate::v2::V2Error>,
         raft_index: u64,
@@ -142,7 +139,7 @@ pub struct EtcdServer {
     /// etcd's v3 auth: the replicated store and this member's tokens.
     pub auth: Arc<auth::AuthState>,
     /// Policy plugins: the replicated set and what judges writes with it.
-    pub plugins: Arc<crate::plugins::Enforcer>,
+    pub plugins: Arc<crate::policy::Enforcer>,
     raft_tx: crossbeam_channel::Sender<node::RaftMsg>,
     waiters: Arc<Waiters<Applied>>,
     applied_rx: tokio_watch::Receiver<u64>,
@@ -151,7 +148,56 @@ pub struct EtcdServer {
     ready: tokio_watch::Sender<bool>,
 }
 
+/// What a server is built from: its shared parts and the ends of the
+/// channels to its raft loop (see `boot`).
+pub struct ServerParts {
+    pub member_id: u64,
+    pub cluster_id: u64,
+    pub name: String,
+    pub db: Db,
+    pub store: Arc<Store>,
+    pub membership: Arc<Membership>,
+    pub status: Arc<RaftStatus>,
+    pub snapshots: Arc<SnapshotRegistry>,
+    pub config: Arc<arc_swap::ArcSwap<cairn_config::ServerConfig>>,
+    pub lessor: Arc<Lessor>,
+    pub hub: Arc<WatchHub>,
+    pub transport: Arc<Transport>,
+    pub v2: Arc<parking_lot::RwLock<crate::v2::V2Store>>,
+    pub auth: Arc<auth::AuthState>,
+    pub plugins: Arc<crate::policy::Enforcer>,
+    pub raft_tx: crossbeam_channel::Sender<node::RaftMsg>,
+    pub waiters: Arc<Waiters<Applied>>,
+    pub applied_rx: tokio_watch::Receiver<u64>,
+}
+
 impl EtcdServer {
+    pub fn new(p: ServerParts) -> EtcdServer {
+        let (ready, _) = tokio_watch::channel(false);
+        EtcdServer {
+            ids: RequestIdGenerator::new(p.member_id),
+            member_id: p.member_id,
+            cluster_id: p.cluster_id,
+            name: p.name,
+            db: p.db,
+            store: p.store,
+            membership: p.membership,
+            status: p.status,
+            snapshots: p.snapshots,
+            config: p.config,
+            lessor: p.lessor,
+            hub: p.hub,
+            transport: p.transport,
+            v2: p.v2,
+            auth: p.auth,
+            plugins: p.plugins,
+            raft_tx: p.raft_tx,
+            waiters: p.waiters,
+            applied_rx: p.applied_rx,
+            ready,
+        }
+    }
+
     pub fn leader_since_unix_nanos(&self) -> i64 {
         self.status.leader_since_unix_nanos.load(Ordering::Acquire)
     }
@@ -262,12 +308,12 @@ impl EtcdServer {
         }
         let leader_changes_at_start = self.status.leader_changes.load(Ordering::Acquire);
         let id = self.ids.next();
-        let limit = crate::plugins::proposal_limit(&request, self.max_request_bytes());
+        let limit = crate::policy::proposal_limit(&request, self.max_request_bytes());
         let data = InternalRequest {
             id,
             request: Some(request),
             auth,
-            plugin_stamp: crate::plugins::current_stamp(),
+            plugin_stamp: crate::policy::current_stamp(),
         }
         .encode_to_vec();
         if data.len() > limit {

@@ -91,7 +91,7 @@ fn ranges(prefixes: &[Bytes]) -> Vec<(Bytes, Bytes)> {
         }
     }
     kept.into_iter()
-        .map(|p| (p.clone(), crate::api::concurrency::prefix_end(p)))
+        .map(|p| (p.clone(), crate::state::prefix_end(p)))
         .collect()
 }
 

@@ -12,7 +12,7 @@ use crate::pb::cairnpb::{
     InternalRequest, PluginBlob, PluginOrigin, PluginRecord, PluginSetChange, PluginStamp,
 };
 use crate::pb::etcdserverpb::{Compare, PutRequest, RequestOp, TxnRequest, compare, request_op};
-use crate::server::lease::Lessor;
+use crate::state::lease::Lessor;
 use crate::storage::Db;
 use crate::storage::mvcc::Store;
 use bytes::Bytes;
@@ -82,12 +82,26 @@ impl Fixture {
         load_declaration(&self.e, &d, PluginOrigin::Api).unwrap().0
     }
 
-    /// Applies a change the way the apply loop does, committing it.
+    /// Applies a change the way the apply loop does, committing it (etcd
+    /// auth off).
     fn apply(
         &mut self,
         expected: u64,
         plugins: Vec<PluginRecord>,
         blobs: Vec<Bytes>,
+    ) -> Result<super::SetOutcome, Error> {
+        self.apply_as(expected, plugins, blobs, None, &[])
+    }
+
+    /// [`Self::apply`] with etcd auth's view (`by_root`, see
+    /// `Enforcer::apply_change`) and the plugins the change vouches for.
+    fn apply_as(
+        &mut self,
+        expected: u64,
+        plugins: Vec<PluginRecord>,
+        blobs: Vec<Bytes>,
+        by_root: Option<bool>,
+        vouch: &[&str],
     ) -> Result<super::SetOutcome, Error> {
         self.index += 1;
         let change = PluginSetChange {
@@ -103,6 +117,8 @@ impl Fixture {
             config_declared: false,
             config_hash: Bytes::new(),
             cause: "test".into(),
+            admin: None,
+            vouch: vouch.iter().map(|v| v.to_string()).collect(),
         };
         let mut batch = self.db.db.batch();
         let r = self.e.apply_change(
@@ -111,6 +127,7 @@ impl Fixture {
             change,
             self.index,
             self.store.current_rev() + 1,
+            by_root,
         );
         batch.commit().unwrap();
         r
@@ -358,7 +375,7 @@ fn auth_hooks_authenticate_and_authorize() {
     fx.apply(0, vec![rec], vec![dist("hmac-auth")]).unwrap();
     let e = &fx.e;
     assert_eq!(
-        e.authenticate_blocking(&Credential::BearerToken(hmac_token(secret, "alice"))),
+        e.authenticate_blocking(&Credential::BearerToken(hmac_token(secret, "alice")), false),
         super::AuthDecision::Authenticated {
             plugin: "hmac".into(),
             principal: "alice".into()
@@ -366,14 +383,17 @@ fn auth_hooks_authenticate_and_authorize() {
     );
     let forged = hmac_token("another-secret-of-16", "alice");
     assert!(matches!(
-        e.authenticate_blocking(&Credential::BearerToken(forged)),
+        e.authenticate_blocking(&Credential::BearerToken(forged), false),
         super::AuthDecision::Refused { plugin, reason } if plugin == "hmac" && reason.contains("invalid token signature")
     ));
     assert_eq!(
-        e.authenticate_blocking(&Credential::Password(PasswordCredential {
-            name: "alice".into(),
-            password: "pw".into()
-        })),
+        e.authenticate_blocking(
+            &Credential::Password(PasswordCredential {
+                name: "alice".into(),
+                password: "pw".into()
+            }),
+            false
+        ),
         super::AuthDecision::Abstain
     );
     use crate::auth::Access;
@@ -472,4 +492,53 @@ fn stale_stamps_and_changed_txn_branches_are_refused() {
     assert_eq!(check(&fx, &judged), Some(Error::PluginSetChanged));
     // Judged again, the failure branch writes a key the plugin refuses.
     assert!(matches!(fx.judge(txn), Err(Error::PluginDenied { .. })));
+}
+
+/// An authenticator deployed while etcd auth was off is not consulted once
+/// auth is on (anyone could deploy it then), until root deploys it again;
+/// with auth on, only root may change the set at all.
+#[test]
+fn authenticators_deployed_without_auth_are_suspended_under_auth() {
+    let mut fx = fixture();
+    let secret = "0123456789abcdef-secret";
+    let rec = fx.record("hmac", dist("hmac-auth"), |d| {
+        d.config = vec![("secret".into(), secret.into())];
+    });
+    fx.apply(0, vec![rec.clone()], vec![dist("hmac-auth")])
+        .unwrap();
+    let alice = || Credential::BearerToken(hmac_token(secret, "alice"));
+    let authenticated = |d: super::AuthDecision| matches!(d, super::AuthDecision::Authenticated { ref principal, .. } if principal == "alice");
+    assert!(authenticated(fx.e.authenticate_blocking(&alice(), false)));
+    // Auth on: not vouched for, so not asked.
+    assert_eq!(
+        fx.e.authenticate_blocking(&alice(), true),
+        super::AuthDecision::Abstain
+    );
+    // A change by someone who is not root is refused under auth.
+    assert_eq!(
+        fx.apply_as(1, vec![rec.clone()], vec![], Some(false), &["hmac"]),
+        Err(Error::Auth(crate::auth::AuthError::PermissionDenied))
+    );
+    // Root changing something else does not vouch for it ...
+    let other = fx.record("names", dist("key-naming"), |_| {});
+    let v = fx
+        .apply_as(
+            1,
+            vec![rec.clone(), other.clone()],
+            vec![dist("key-naming")],
+            Some(true),
+            &["names"],
+        )
+        .unwrap()
+        .version;
+    assert_eq!(
+        fx.e.authenticate_blocking(&alice(), true),
+        super::AuthDecision::Abstain
+    );
+    // ... deploying it again does, and that is a new set version.
+    let vouched = fx
+        .apply_as(v, vec![rec, other], vec![], Some(true), &["hmac"])
+        .unwrap();
+    assert!(vouched.changed);
+    assert!(authenticated(fx.e.authenticate_blocking(&alice(), true)));
 }

@@ -26,7 +26,7 @@ common flags:
   -w, --write-out simple|json";
 
 /// Largest plugin file read (the cluster's limit).
-const MAX_FILE_BYTES: u64 = super::model::MAX_PLUGIN_BYTES as u64;
+const MAX_FILE_BYTES: u64 = crate::policy::model::MAX_PLUGIN_BYTES as u64;
 /// Largest response read.
 const MAX_RESPONSE_BYTES: u64 = 64 << 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
