@@ -782,27 +782,69 @@ fn damaged_etcd_files_are_refused_and_nothing_changes() {
     let d = copy("mixed");
     std::fs::create_dir_all(d.join("member/db")).unwrap();
     assert_refused(start_cairn_on(&e, &d), "holds both etcd's files", &d);
+
+    // Issue 20: a data dir given the distro way, by ETCD_DATA_DIR, is
+    // imported too, never served empty beside etcd's files.
+    let d = copy("by-env");
+    let mut cmd = cairn_on(&e, None);
+    let host = cmd.1.clone();
+    let mut child = cmd
+        .0
+        .env("ETCD_DATA_DIR", &d)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn cairn");
+    let endpoint = format!("http://{host}:2379");
+    let got = eventually(Duration::from_secs(60), || {
+        let out = etcdctl(&endpoint, &["get", "/registry/k01", "-w", "json"], None);
+        out.status
+            .success()
+            .then(|| json(out))
+            .filter(|v| v["count"] == 1)
+    });
+    let _ = child.kill();
+    let _ = child.wait();
+    let got = got.expect("cairn on ETCD_DATA_DIR never served etcd's keys");
+    assert_eq!(got["kvs"][0]["value"], base64_of("v76").as_str());
+    assert!(d.join("member/db").is_dir());
+    let backups = std::fs::read_dir(&d)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("etcd-backup-"))
+        .count();
+    assert_eq!(backups, 1);
 }
 
 /// Starts a lone Cairn member on `dir` with `e`'s first member's name and
 /// fresh ports.
 fn start_cairn_on(e: &Cluster, dir: &Path) -> std::process::Child {
+    cairn_on(e, Some(dir))
+        .0
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn cairn")
+}
+
+/// The command for a lone Cairn member with `e`'s first member's name on
+/// fresh ports (and `--data-dir` if given), and its host.
+fn cairn_on(e: &Cluster, dir: Option<&Path>) -> (Command, String) {
     let m = &e.members[0];
     let host = cairn_tests::free_host(&[2379, 2380]);
-    Command::new(cairn_bin())
-        .arg(format!("--name={}", m.name))
-        .arg(format!("--data-dir={}", dir.display()))
+    let mut cmd = Command::new(cairn_bin());
+    if let Some(dir) = dir {
+        cmd.arg(format!("--data-dir={}", dir.display()));
+    }
+    cmd.arg(format!("--name={}", m.name))
         .arg(format!("--listen-client-urls=http://{host}:2379"))
         .arg(format!("--advertise-client-urls=http://{host}:2379"))
         .arg(format!("--listen-peer-urls=http://{host}:2380"))
         .arg(format!("--initial-advertise-peer-urls=http://{host}:2380"))
         .arg(format!("--initial-cluster={}=http://{host}:2380", m.name))
         .arg("--config-file=")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn cairn")
+        .stdin(Stdio::null());
+    (cmd, host)
 }
 
 /// The member exits with an error mentioning `expect`, and `dir` holds no
