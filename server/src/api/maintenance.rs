@@ -10,7 +10,7 @@ use super::{ETCD_COMPAT_VERSION, check_leader};
 use crate::error::Error;
 use crate::etcdserver::EtcdServer;
 use crate::metrics::METRICS;
-use crate::pb::cairnpb::{AlarmEntry, internal_request::Request as Internal};
+use crate::pb::cairnpb::AlarmEntry;
 use crate::pb::etcdserverpb::alarm_request::AlarmAction;
 use crate::pb::etcdserverpb::maintenance_server::Maintenance;
 use crate::pb::etcdserverpb::{
@@ -39,6 +39,21 @@ const QUOTA_RETRY: Duration = Duration::from_secs(1);
 
 static SNAPSHOT_SLOTS: LazyLock<Arc<Semaphore>> =
     LazyLock::new(|| Arc::new(Semaphore::new(MAX_CONCURRENT_SNAPSHOTS)));
+/// Whole-database hashes (Hash, HashKV) computed at once: each reads every
+/// record, so more would only split the same disk and CPU.
+const MAX_CONCURRENT_SCANS: usize = 2;
+static SCAN_SLOTS: Semaphore = Semaphore::const_new(MAX_CONCURRENT_SCANS);
+
+/// A scan slot, waited for at most the request timeout; `too many
+/// requests` otherwise (docs/security.md).
+async fn scan_slot(srv: &EtcdServer) -> Result<tokio::sync::SemaphorePermit<'static>, Status> {
+    match tokio::time::timeout(srv.request_timeout(), SCAN_SLOTS.acquire()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        Ok(Err(_closed)) => Err(Error::Stopped.into()),
+        Err(_elapsed) => Err(Error::TooManyRequests.into()),
+    }
+}
+
 /// One defragmentation at a time (etcd serializes them too).
 static DEFRAG: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -147,20 +162,14 @@ impl Maintenance for MaintenanceService {
                     request: Some(r),
                     reply_token: 0,
                 };
-                match srv.propose(Internal::Alarm(entry)).await? {
-                    crate::etcdserver::Applied::Alarms(a) => a,
-                    other => {
-                        return Err(
-                            Error::Internal(format!("unexpected apply result {other:?}")).into(),
-                        );
-                    }
-                }
+                srv.propose(entry).await?
             }
             // An action etcd does not know either: nothing to report.
             Err(_) => Vec::new(),
         };
+        // etcd 3.4's AlarmResponse carries no header.
         Ok(Response::new(AlarmResponse {
-            header: Some(srv.header(srv.store.current_rev())),
+            header: None,
             alarms,
         }))
     }
@@ -201,15 +210,15 @@ impl Maintenance for MaintenanceService {
             took_ms = report.took.as_millis() as u64,
             "finished defragmenting the storage backend"
         );
-        Ok(Response::new(DefragmentResponse {
-            header: Some(srv.header(srv.store.current_rev())),
-        }))
+        // etcd 3.4 answers with an empty message: no header.
+        Ok(Response::new(DefragmentResponse { header: None }))
     }
 
     async fn hash(&self, req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
         check_leader(&self.srv, &req)?;
         check_maintenance_admin(&self.srv)?;
         let srv = &self.srv;
+        let _slot = scan_slot(srv).await?;
         let rev = srv.store.current_rev();
         let db = srv.db.clone();
         let hash = tokio::task::spawn_blocking(move || checksum::hash_state_machine(&db))
@@ -230,6 +239,7 @@ impl Maintenance for MaintenanceService {
         check_maintenance_admin(&self.srv)?;
         let srv = &self.srv;
         let rev = req.into_inner().revision;
+        let _slot = scan_slot(srv).await?;
         let store = Arc::clone(&srv.store);
         let h = tokio::task::spawn_blocking(move || store.hash_kv(rev))
             .await
@@ -295,12 +305,10 @@ impl Maintenance for MaintenanceService {
             revision = rev,
             "sending database snapshot to client"
         );
-        let header = srv.header(rev);
         let (tx, rx) = tokio::sync::mpsc::channel(SNAPSHOT_QUEUE_CHUNKS);
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let mut sent = 0u64;
-            let mut first = true;
             loop {
                 let mut buf = Vec::with_capacity(SNAPSHOT_CHUNK_BYTES);
                 match (&mut file)
@@ -317,17 +325,14 @@ impl Maintenance for MaintenanceService {
                         return;
                     }
                 }
+                // etcd 3.4 sends only the bytes and what remains: no
+                // header, no version (3.5 added both to the first message).
                 let msg = SnapshotResponse {
-                    header: first.then_some(header),
+                    header: None,
                     remaining_bytes: total.saturating_sub(sent),
                     blob: buf.into(),
-                    version: if first {
-                        ETCD_COMPAT_VERSION.to_string()
-                    } else {
-                        String::new()
-                    },
+                    version: String::new(),
                 };
-                first = false;
                 if tx.blocking_send(Ok(msg)).is_err() {
                     tracing::warn!(sent_bytes = sent, "snapshot client went away");
                     return;
@@ -385,7 +390,7 @@ pub async fn monitor_quota(srv: Arc<EtcdServer>) {
             }),
             reply_token: 0,
         };
-        if let Err(e) = srv.propose_internal(Internal::Alarm(entry)).await {
+        if let Err(e) = srv.propose_internal(entry).await {
             tracing::warn!(error = %e, "raising the NOSPACE alarm failed; will retry");
         }
     }

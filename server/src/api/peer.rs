@@ -119,7 +119,7 @@ impl PeerService {
     }
 
     fn decode(&self, from: u64, bytes: &[u8]) -> Result<Message, Status> {
-        crate::transport::wire::check_raft_message(bytes)
+        crate::raftwire::check_raft_message(bytes)
             .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))?;
         let mut m = Message::default();
         m.merge_from_bytes(bytes)
@@ -272,6 +272,11 @@ impl Peer for PeerService {
                     "{from:x} is no longer a member of this cluster"
                 )));
             }
+            let received: usize = batch.messages.iter().map(|b| b.len()).sum();
+            crate::metrics::METRICS
+                .peer_received_bytes
+                .with_label_values(&[&format!("{from:x}")])
+                .inc_by(received as u64);
             for bytes in batch.messages {
                 let m = self.decode(from, &bytes)?;
                 if m.get_msg_type() == MessageType::MsgSnapshot {

@@ -543,6 +543,7 @@ fn v2_effect(r: &V2Raw) -> Result<V2Effect, String> {
         expiration: (r.expiration != 0).then_some(r.expiration),
         refresh: r.refresh.unwrap_or(false),
         time: r.time,
+        internal: false,
     }))
 }
 

@@ -415,7 +415,12 @@ fn build(plan: &Plan, staging: &Path) -> Result<Loaded, DataDirError> {
         meta::put_v2_node(&mut batch, &db, &path, Some(&record));
     }
     if plan.replay.v2.index() > 0 {
-        meta::put_v2_index(&mut batch, &db, plan.replay.v2.index());
+        let v2 = &plan.replay.v2;
+        let index = meta::V2Index {
+            index: v2.index(),
+            visible: v2.visible_index(),
+        };
+        meta::put_v2_index(&mut batch, &db, index);
     }
     raftlog::put_initial_position(&mut batch, &db, plan.applied.index, plan.applied.term)
         .map_err(storage)?;
