@@ -16,6 +16,7 @@ pub mod boot;
 pub mod cli;
 pub mod crash;
 pub mod error;
+pub mod etcd_datadir;
 pub mod etcdserver;
 pub mod files;
 #[doc(hidden)]

@@ -18,7 +18,7 @@ use crate::pb::etcdserverpb::{
     HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest, MoveLeaderResponse,
     SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
 };
-use crate::storage::{alarm, checksum, snapfile};
+use crate::storage::{alarm, checksum, etcd_snapshot};
 use std::io::Read;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, LazyLock};
@@ -253,8 +253,8 @@ impl Maintenance for MaintenanceService {
         }))
     }
 
-    /// Streams a point-in-time copy of the state machine in the portable
-    /// snapshot form (see `snapfile`). It is written to a temporary file
+    /// Streams a point-in-time copy of the state machine as an etcd 3.4
+    /// snapshot (bbolt database + SHA-256, see `etcd_snapshot`). It is written to a temporary file
     /// first (so the size is known and the read view is released early),
     /// then sent in bounded chunks with `remaining_bytes`, as etcd does.
     async fn snapshot(
@@ -280,7 +280,7 @@ impl Maintenance for MaintenanceService {
         let started = Instant::now();
         let written = tokio::task::spawn_blocking(move || {
             let view = db.db.snapshot();
-            let result = snapfile::write_portable(&db, &view, &path).and_then(|size| {
+            let result = etcd_snapshot::write_snapshot(&db, &view, &path).and_then(|size| {
                 let file =
                     std::fs::File::open(&path).map_err(|e| crate::storage::Error::io(&path, e))?;
                 Ok((file, size))

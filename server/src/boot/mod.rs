@@ -335,6 +335,8 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
     // data is touched, so a bad file stops the member with a clear error.
     let tls = crate::tls::Sides::load(cfg).map_err(BootError::Config)?;
 
+    // A stopped etcd member's data dir becomes this member's data first.
+    crate::etcd_datadir::import_if_etcd(cfg).map_err(|e| BootError::Config(e.to_string()))?;
     let db = Db::open(&member_dir)?;
     let snapshots = Arc::new(SnapshotRegistry::new(
         member_dir.join("snap"),

@@ -279,3 +279,61 @@ pub fn auth(db: &Db) -> Result<Option<Vec<u8>>> {
 pub fn put_auth(batch: &mut OwnedWriteBatch, db: &Db, blob: Vec<u8>) {
     batch.insert(&db.meta, AUTH, blob);
 }
+
+/// The metadata records a consistent view of the state machine holds, for
+/// exporting it (`storage::etcd_snapshot`): everything but the MVCC data,
+/// the v2 tree and the plugin set.
+#[derive(Debug, Clone, Default)]
+pub struct ViewRecords {
+    pub applied: AppliedState,
+    pub membership: Option<Membership>,
+    pub alarms: Vec<crate::pb::etcdserverpb::AlarmMember>,
+    /// (id, ttl seconds).
+    pub leases: Vec<(i64, i64)>,
+    /// `AuthStore::save` bytes.
+    pub auth: Option<Vec<u8>>,
+    /// (scheduled, finished) compaction revisions; 0 when never compacted.
+    pub compaction: (i64, i64),
+}
+
+/// Reads [`ViewRecords`] from `view`.
+pub fn records_in(db: &Db, view: &fjall::Snapshot) -> Result<ViewRecords> {
+    use fjall::Readable;
+    let (applied, _) = position_in(db, view)?;
+    let membership = match view.get(&db.meta, MEMBERSHIP)? {
+        None => None,
+        Some(v) => Some(Membership::decode(&*v).map_err(|e| Error::corrupt("membership", e))?),
+    };
+    let alarms = match view.get(&db.meta, ALARMS)? {
+        None => Vec::new(),
+        Some(v) => crate::pb::cairnpb::AlarmList::decode(&*v)
+            .map(|l| l.alarms)
+            .map_err(|e| Error::corrupt("alarm list", e))?,
+    };
+    let mut leases = Vec::new();
+    for guard in view.prefix(&db.meta, LEASE_PREFIX) {
+        let (_, v) = guard.into_inner()?;
+        let rec = crate::pb::cairnpb::LeaseRecord::decode(&*v)
+            .map_err(|e| Error::corrupt("lease record", e))?;
+        leases.push((rec.id, rec.ttl));
+    }
+    let auth = view.get(&db.meta, AUTH)?.map(|v| v.to_vec());
+    let read = |key: &[u8], what| -> Result<i64> {
+        match view.get(&db.meta, key)? {
+            None => Ok(0),
+            Some(v) => read_i64(&v, what),
+        }
+    };
+    let compaction = (
+        read(COMPACT_SCHEDULED, "scheduled compaction")?,
+        read(COMPACT_FINISHED, "finished compaction")?,
+    );
+    Ok(ViewRecords {
+        applied,
+        membership,
+        alarms,
+        leases,
+        auth,
+        compaction,
+    })
+}

@@ -369,6 +369,22 @@ pub fn put_initial_position(
     Ok(())
 }
 
+/// Stores `entries` and `hs` as they are, before raft ever runs on this
+/// database: the log of a member imported from etcd
+/// (`crate::etcd_datadir`), after `put_initial_position`.
+pub fn put_imported(
+    batch: &mut fjall::OwnedWriteBatch,
+    db: &Db,
+    entries: &[Entry],
+    hs: &HardState,
+) -> StorageResult<()> {
+    for e in entries {
+        batch.insert(&db.raft, entry_key(e.index), encode(e, "raft entry")?);
+    }
+    batch.insert(&db.raft, HARD_STATE, encode(hs, "hard state")?);
+    Ok(())
+}
+
 /// This member's (member ID, cluster ID), once bootstrapped.
 pub fn identity(db: &Db) -> StorageResult<Option<(u64, u64)>> {
     match db.raft.get(IDENTITY)? {
