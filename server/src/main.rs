@@ -72,9 +72,11 @@ fn main() -> ExitCode {
         ));
         wait_for_signal().await;
         tracing::info!("received terminated signal, shutting down...");
-        // Everything acknowledged is already durable; this flushes the rest.
-        if let Err(e) = member.server.db.sync() {
-            tracing::warn!(error = %e, "final flush failed");
+        // A second signal stops at once (an operator who does not want to
+        // wait for the hand-over and the drain).
+        tokio::select! {
+            _ = member.stop() => {}
+            _ = wait_for_signal() => tracing::warn!("second signal: stopping now"),
         }
         ExitCode::SUCCESS
     })

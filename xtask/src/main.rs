@@ -12,13 +12,15 @@
 //!   `plugins/dist/` (needs the wasm32-wasip2 target).
 //! - `cargo xtask bench [args]`: the `cairn-bench` load generator;
 //!   `cargo xtask bench compare` runs it against Cairn and real etcd 3.4;
-//!   `cargo xtask bench plugins` measures what a policy plugin costs.
+//!   `cargo xtask bench plugins` measures what a policy plugin costs;
+//!   `cargo xtask bench rolling-restart` what a rolling restart costs clients.
 //!
 //! The xtask builds on a machine that has only the Rust toolchain: it must not
 //! depend on anything that needs `protoc` (see `protoc.rs`).
 
 mod bench;
 mod bench_plugins;
+mod bench_rolling;
 mod cluster;
 mod deny;
 mod fuzz;
@@ -127,6 +129,10 @@ enum BenchCommand {
     /// What a policy plugin costs: the put workload on fresh clusters with
     /// and without a plugin (default: the allow-all validator).
     Plugins(bench_plugins::PluginBenchArgs),
+    /// A rolling restart (SIGTERM, start, healthy; each member in turn) of
+    /// fresh Cairn and etcd 3.4 clusters under steady writes: failed writes
+    /// and the worst latency.
+    RollingRestart(bench_rolling::RollingArgs),
 }
 
 #[derive(Args)]
@@ -174,6 +180,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => match args.compare {
             Some(BenchCommand::Compare(c)) => bench::compare(c),
             Some(BenchCommand::Plugins(p)) => bench_plugins::run(p),
+            Some(BenchCommand::RollingRestart(r)) => bench_rolling::run(r),
             None => bench::run(args.args),
         },
         Command::Plugins { action } => plugins::run(action),

@@ -307,6 +307,27 @@ async fn bind(url: &url::Url) -> Result<TcpListener, BootError> {
 /// exits to stop (everything acknowledged is already durable).
 pub struct Member {
     pub server: Arc<EtcdServer>,
+    /// Closes the client listeners gracefully (see [`Member::stop`]).
+    client_drain: crate::net::listener::Drain,
+}
+
+impl Member {
+    /// A graceful stop (SIGTERM, SIGINT), in etcd's spirit: a leader first
+    /// hands leadership to its most caught-up voter (bounded by the request
+    /// timeout), then the client listeners stop accepting and let requests
+    /// already received finish (bounded again), then everything is flushed.
+    /// The peer listener keeps serving until the process exits, so raft
+    /// traffic of the hand-over still flows.
+    pub async fn stop(&self) {
+        self.server.hand_over_leadership().await;
+        if !self.client_drain.drain(self.server.request_timeout()).await {
+            tracing::warn!("some client connections were still open at stop (long-lived streams)");
+        }
+        // Everything acknowledged is already durable; this flushes the rest.
+        if let Err(e) = self.server.db.sync() {
+            tracing::warn!(error = %e, "final flush failed");
+        }
+    }
 }
 
 pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
@@ -581,6 +602,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
     reloader.spawn_triggers();
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let client_router = client_router(&server, cfg, Arc::clone(&reloader), health_service);
+    let client_drain = crate::net::listener::Drain::default();
     let serve_opts = crate::net::listener::ServeOptions {
         max_concurrent_streams: cfg.max_concurrent_streams,
         keepalive_interval: if cfg.grpc_keepalive_interval.is_zero() {
@@ -590,6 +612,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
         },
         keepalive_timeout: cfg.grpc_keepalive_timeout,
         tls: None,
+        drain: Some(client_drain.receiver()),
     };
     let mut metrics_listeners = Vec::new();
     for url in &cfg.listen_metrics_urls {
@@ -673,7 +696,10 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
     tokio::spawn(crate::etcdserver::policy::reconcile_at_startup(Arc::clone(
         &server,
     )));
-    Ok(Member { server })
+    Ok(Member {
+        server,
+        client_drain,
+    })
 }
 
 fn client_router(
