@@ -10,6 +10,8 @@ use std::process::ExitCode;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // Data, snapshots and logs are private to the user, as etcd's.
+    cairn::files::restrict_umask();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("config") {
         return cairn::cli::config_command(&args[1..]);

@@ -347,6 +347,15 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
     // data is touched, so a bad file stops the member with a clear error.
     let tls = crate::tls::Sides::load(cfg).map_err(BootError::Config)?;
 
+    match crate::files::prepare_data_dir(&cfg.data_dir) {
+        Ok(warnings) => warnings.iter().for_each(|w| tracing::warn!("{w}")),
+        Err(e) => {
+            return Err(BootError::Config(format!(
+                "cannot create data dir {}: {e}",
+                cfg.data_dir.display()
+            )));
+        }
+    }
     let db = Db::open(&member_dir)?;
     let snapshots = Arc::new(SnapshotRegistry::new(
         member_dir.join("snap"),
