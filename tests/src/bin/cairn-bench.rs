@@ -452,6 +452,9 @@ async fn run_failover(args: &Args) -> Result<ExitCode> {
         "cairn-bench: failover writes: {} requests, {} failed, {} failovers, max {:.1} ms",
         report.requests, report.errors, all.failovers, report.max_ms
     );
+    for m in &report.error_messages {
+        eprintln!("cairn-bench:   error: {m}");
+    }
     let report = Report {
         settings: Settings {
             endpoints: args.endpoints.clone(),
