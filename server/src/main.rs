@@ -10,6 +10,8 @@ use std::process::ExitCode;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // Data, snapshots and logs are private to the user, as etcd's.
+    cairn::files::restrict_umask();
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("config") {
         return cairn::cli::config_command(&args[1..]);
@@ -72,9 +74,11 @@ fn main() -> ExitCode {
         ));
         wait_for_signal().await;
         tracing::info!("received terminated signal, shutting down...");
-        // Everything acknowledged is already durable; this flushes the rest.
-        if let Err(e) = member.server.db.sync() {
-            tracing::warn!(error = %e, "final flush failed");
+        // A second signal stops at once (an operator who does not want to
+        // wait for the hand-over and the drain).
+        tokio::select! {
+            _ = member.stop() => {}
+            _ = wait_for_signal() => tracing::warn!("second signal: stopping now"),
         }
         ExitCode::SUCCESS
     })

@@ -10,6 +10,7 @@
 //! instead (used to record what etcd prints: see `golden`).
 
 pub mod golden;
+pub mod steady;
 pub mod tls;
 
 use std::io::{Read, Write};

@@ -161,10 +161,46 @@ fn distro_etcd_conf_with_trailing_comments_and_unknown_key_starts() {
     let healthy = cairn_tests::eventually(Duration::from_secs(20), || {
         (cairn_tests::health(&c.members[0].client_addr()) == Some(true)).then_some(())
     });
+    // A live edit that goes wrong says so, as startup does: the log names
+    // the line with a did-you-mean, and /config/status marks the reload
+    // partial and lists what was ignored.
+    let mut edited = std::fs::read_to_string(&conf).unwrap();
+    edited.push_str("ETCD_MAX_TXN_OPPS=\"64\"\nETCD_SNAPSHOT_COUNT=\"500\" # fewer\n");
+    std::fs::write(&conf, edited).unwrap();
+    let partial = healthy.and_then(|_| {
+        cairn_tests::eventually(WAIT, || {
+            let (_, body) = http_get(&c.members[0].client_addr(), "/config/status").ok()?;
+            let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+            (v["last_trigger"] != "startup").then_some(v)
+        })
+    });
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     let _ = child.kill();
     let _ = child.wait();
     assert!(healthy.is_some(), "did not start:\n{text}");
+    let st = partial.unwrap_or_else(|| panic!("the edit was not reloaded:\n{text}"));
+    assert_eq!(st["outcome"], "partial", "{st:#}");
+    let warnings = st["warnings"].to_string();
+    assert!(
+        warnings.contains("ETCD_MAX_TXN_OPPS")
+            && warnings.contains("did you mean ETCD_MAX_TXN_OPS"),
+        "{st:#}"
+    );
+    assert!(
+        warnings.contains("etcd.conf:17"),
+        "trailing comment: {st:#}"
+    );
+    let reload_log: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("config reload:"))
+        .collect();
+    assert!(
+        reload_log
+            .iter()
+            .any(|l| l.contains("did you mean ETCD_MAX_TXN_OPS")),
+        "{text}"
+    );
+    assert!(text.contains("configuration reloaded partially"), "{text}");
     assert!(text.contains("CD_MAX_SNAPSHOTS"), "{text}");
     assert!(text.contains("did you mean ETCD_MAX_SNAPSHOTS"), "{text}");
     assert!(

@@ -146,3 +146,63 @@ fn lone_member_waits_for_peers_then_cluster_forms() {
     }
     ok(c.etcdctl(&["put", "formed", "yes"]));
 }
+
+/// Every mode under `dir` with group or other bits, as "path mode".
+fn open_to_others(dir: &std::path::Path) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for ent in std::fs::read_dir(&d).expect("read dir").flatten() {
+            let md = ent.metadata().expect("metadata");
+            let mode = md.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                out.push(format!("{} {mode:o}", ent.path().display()));
+            }
+            if md.is_dir() {
+                stack.push(ent.path());
+            }
+        }
+    }
+    out
+}
+
+/// As etcd: the data dir is created 0700 and everything in it is private to
+/// the user (0600 files), whatever the umask the member was started with;
+/// a data dir that already exists open to others is warned about at start.
+#[test]
+fn data_dir_is_private_and_wider_permissions_are_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let mut c = Cluster::start(Options {
+        members: 1,
+        ..Options::default()
+    });
+    ok(c.etcdctl(&["put", "k", "v"]));
+    let data_dir = c.members[0].data_dir.clone();
+    let mode = std::fs::metadata(&data_dir)
+        .expect("data dir")
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o700, "data dir mode {mode:o}");
+    let open = open_to_others(&data_dir);
+    assert!(open.is_empty(), "open to other users: {open:#?}");
+    assert!(
+        !c.members[0].log().contains("check file permission"),
+        "{}",
+        c.members[0].log()
+    );
+
+    // An operator's chmod (or a data dir made by hand): warned, kept.
+    c.stop(0);
+    std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    c.restart(0);
+    c.wait_healthy(Duration::from_secs(30));
+    let log = c.members[0].log();
+    assert!(
+        log.contains("check file permission: directory")
+            && log.contains("drwxr-xr-x")
+            && log.contains("-rwx------"),
+        "{log}"
+    );
+}

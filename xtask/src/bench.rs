@@ -246,7 +246,7 @@ fn combine(mut rounds: Vec<BenchReport>) -> Option<BenchReport> {
 
 /// The etcd to compare against, with its version; `None` (after saying how
 /// to get one) if there is none, so only the Cairn half runs.
-fn find_etcd(explicit: Option<&Path>) -> Result<Option<(PathBuf, String)>> {
+pub(crate) fn find_etcd(explicit: Option<&Path>) -> Result<Option<(PathBuf, String)>> {
     let bin = match explicit {
         Some(path) => {
             if !path.is_file() {

@@ -780,6 +780,38 @@ pub struct RunningCluster {
 }
 
 impl RunningCluster {
+    /// A rolling-restart step: SIGTERM member `i` (SIGKILL past the grace
+    /// period), start it again from its data and config, and wait (bounded)
+    /// until it is healthy. Returns how long it took to exit after SIGTERM.
+    pub fn restart_member(&mut self, i: usize, timeout: Duration) -> Result<Duration> {
+        let pos = self
+            .children
+            .iter()
+            .position(|(j, _)| *j == i)
+            .with_context(|| format!("member {i} was not started here"))?;
+        let (_, mut child) = self.children.remove(pos);
+        let stopping = Instant::now();
+        signal(child.id(), Signal::SIGTERM);
+        if !matches!(wait_timeout(&mut child, STOP_GRACE), Ok(Some(_))) {
+            eprintln!(
+                "xtask: {} did not exit within {}s of SIGTERM; killing it",
+                self.spec.members[i].name,
+                STOP_GRACE.as_secs()
+            );
+            let _ = child.kill();
+            let _ = wait_timeout(&mut child, KILL_WAIT);
+        }
+        let stop_took = stopping.elapsed();
+        self.spec.members[i].pid = None;
+        wait_ports_released(&[&self.spec.members[i]]);
+        let child = spawn_member(&self.spec, &self.spec.members[i], false)?;
+        self.spec.members[i].pid = Some(child.id());
+        self.children.push((i, child));
+        self.spec.save()?;
+        wait_members_healthy(self, &[i], timeout)?;
+        Ok(stop_took)
+    }
+
     /// Stop tracking the members: they keep running after xtask exits.
     pub fn release(mut self) -> ClusterSpec {
         self.children.clear();

@@ -15,6 +15,7 @@
 //!   `cargo xtask bench plugins` measures what a policy plugin costs;
 //!   `cargo xtask bench restore` times restoring and importing a large etcd
 //!   snapshot against `etcdctl snapshot restore`.
+//!   `cargo xtask bench rolling-restart` what a rolling restart costs clients.
 //!
 //! The xtask builds on a machine that has only the Rust toolchain: it must not
 //! depend on anything that needs `protoc` (see `protoc.rs`).
@@ -22,6 +23,7 @@
 mod bench;
 mod bench_plugins;
 mod bench_restore;
+mod bench_rolling;
 mod cluster;
 mod deny;
 mod fuzz;
@@ -134,6 +136,10 @@ enum BenchCommand {
     /// restore` against `cairn snapshot restore` and against starting
     /// cairn on the etcd data dir (import); print a markdown table.
     Restore(bench_restore::RestoreBenchArgs),
+    /// A rolling restart (SIGTERM, start, healthy; each member in turn) of
+    /// fresh Cairn and etcd 3.4 clusters under steady writes: failed writes
+    /// and the worst latency.
+    RollingRestart(bench_rolling::RollingArgs),
 }
 
 #[derive(Args)]
@@ -182,6 +188,7 @@ fn main() -> ExitCode {
             Some(BenchCommand::Compare(c)) => bench::compare(c),
             Some(BenchCommand::Plugins(p)) => bench_plugins::run(p),
             Some(BenchCommand::Restore(r)) => bench_restore::run(r),
+            Some(BenchCommand::RollingRestart(r)) => bench_rolling::run(r),
             None => bench::run(args.args),
         },
         Command::Plugins { action } => plugins::run(action),

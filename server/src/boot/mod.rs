@@ -316,6 +316,27 @@ async fn bind(url: &url::Url) -> Result<TcpListener, BootError> {
 /// exits to stop (everything acknowledged is already durable).
 pub struct Member {
     pub server: Arc<EtcdServer>,
+    /// Closes the client listeners gracefully (see [`Member::stop`]).
+    client_drain: crate::net::listener::Drain,
+}
+
+impl Member {
+    /// A graceful stop (SIGTERM, SIGINT), in etcd's spirit: a leader first
+    /// hands leadership to its most caught-up voter (bounded by the request
+    /// timeout), then the client listeners stop accepting and let requests
+    /// already received finish (bounded again), then everything is flushed.
+    /// The peer listener keeps serving until the process exits, so raft
+    /// traffic of the hand-over still flows.
+    pub async fn stop(&self) {
+        self.server.hand_over_leadership().await;
+        if !self.client_drain.drain(self.server.request_timeout()).await {
+            tracing::warn!("some client connections were still open at stop (long-lived streams)");
+        }
+        // Everything acknowledged is already durable; this flushes the rest.
+        if let Err(e) = self.server.db.sync() {
+            tracing::warn!(error = %e, "final flush failed");
+        }
+    }
 }
 
 pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
@@ -337,6 +358,15 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
 
     // A stopped etcd member's data dir becomes this member's data first.
     crate::etcd_datadir::import_if_etcd(cfg).map_err(|e| BootError::Config(e.to_string()))?;
+    match crate::files::prepare_data_dir(&cfg.data_dir) {
+        Ok(warnings) => warnings.iter().for_each(|w| tracing::warn!("{w}")),
+        Err(e) => {
+            return Err(BootError::Config(format!(
+                "cannot create data dir {}: {e}",
+                cfg.data_dir.display()
+            )));
+        }
+    }
     let db = Db::open(&member_dir)?;
     let snapshots = Arc::new(SnapshotRegistry::new(
         member_dir.join("snap"),
@@ -593,6 +623,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
     reloader.spawn_triggers();
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let client_router = client_router(&server, cfg, Arc::clone(&reloader), health_service);
+    let client_drain = crate::net::listener::Drain::default();
     let serve_opts = crate::net::listener::ServeOptions {
         max_concurrent_streams: cfg.max_concurrent_streams,
         keepalive_interval: if cfg.grpc_keepalive_interval.is_zero() {
@@ -602,6 +633,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
         },
         keepalive_timeout: cfg.grpc_keepalive_timeout,
         tls: None,
+        drain: Some(client_drain.receiver()),
     };
     if cfg.metrics == cairn_config::MetricsLevel::Extensive {
         // etcd's `--metrics=extensive`: gRPC latency histograms.
@@ -689,7 +721,10 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
     tokio::spawn(crate::etcdserver::policy::reconcile_at_startup(Arc::clone(
         &server,
     )));
-    Ok(Member { server })
+    Ok(Member {
+        server,
+        client_drain,
+    })
 }
 
 fn client_router(

@@ -23,6 +23,9 @@ use raft::prelude::{ConfChangeSingle, ConfChangeType, ConfChangeV2};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// Heartbeat intervals a stopping leader keeps running after handing over,
+/// so proposals forwarded to it meanwhile still reach the new leader.
+const HANDOVER_GRACE_HEARTBEATS: u64 = 3;
 /// etcd allows at most one learner.
 const MAX_LEARNERS: usize = 1;
 /// How long a peer's stream must have been up before it counts as healthy
@@ -366,6 +369,65 @@ impl EtcdServer {
         }
         // etcd 3.4 answers with an empty message: no header.
         Ok(MoveLeaderResponse { header: None })
+    }
+
+    /// A graceful stop's first step, as etcd's: a leader hands leadership to
+    /// its most caught-up voter and waits (at most the request timeout) until
+    /// someone else leads, so the cluster does not sit through an election
+    /// timeout with its writes stalled. Returns whether leadership moved.
+    pub async fn hand_over_leadership(&self) -> bool {
+        if !self.status.is_leader() {
+            return false;
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self
+            .raft_tx
+            .try_send(super::node::RaftMsg::HandOver(tx))
+            .is_err()
+        {
+            tracing::warn!("leadership transfer skipped: the raft loop is busy");
+            return false;
+        }
+        let target = match rx.await {
+            Ok(Some(t)) => t,
+            Ok(None) => {
+                tracing::info!("skipped leadership transfer for single voting member cluster");
+                return false;
+            }
+            Err(_) => return false,
+        };
+        let started = tokio::time::Instant::now();
+        tracing::info!(
+            "leadership transfer starting: {:x} -> {target:x}",
+            self.member_id
+        );
+        let deadline = started + self.request_timeout();
+        loop {
+            let leader = self.status.leader();
+            if leader != 0 && leader != self.member_id {
+                tracing::info!(
+                    "leadership transfer finished: new leader {leader:x} after {} ms",
+                    started.elapsed().as_millis()
+                );
+                // The other members learn of the new leader from its next
+                // heartbeat; until then they may still forward proposals
+                // here, which we pass on only while we run.
+                let heartbeat_ms = self.config.load().heartbeat_interval_ms;
+                tokio::time::sleep(Duration::from_millis(
+                    HANDOVER_GRACE_HEARTBEATS * heartbeat_ms,
+                ))
+                .await;
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    "failed to transfer leadership to {target:x} within {} ms; stopping anyway",
+                    started.elapsed().as_millis()
+                );
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// Sends a membership request to the leader over the peer service, then

@@ -33,6 +33,16 @@ use tokio::sync::oneshot;
 const MAX_DRAIN: usize = 4096;
 /// How often a member without a leader says so in its log.
 const NO_LEADER_LOG_INTERVAL: Duration = Duration::from_secs(5);
+/// Proposals forwarded by other members that arrive while this member
+/// cannot take or forward them: it leads but hands leadership over, or it
+/// knows no leader (just stepped down). raft-rs would drop them silently
+/// and their clients would wait for the request timeout; they are held and
+/// stepped again once a leader is known. Past this many they are dropped as
+/// before.
+const MAX_HELD_PROPOSALS: usize = 4096;
+/// A held proposal older than this is dropped: its client has (nearly)
+/// given up, and a leaderless cluster should not replay a backlog.
+const MAX_HELD_PROPOSAL_AGE: Duration = Duration::from_secs(3);
 
 pub enum RaftMsg {
     /// A client proposal; its waiter is already registered under `id`.
@@ -45,6 +55,10 @@ pub enum RaftMsg {
     Transport(crate::transport::Report),
     /// Ask raft to hand leadership to this member.
     TransferLeader(u64),
+    /// A graceful stop: if this member leads, hand leadership to the voter
+    /// whose log matches most of ours; answers the chosen voter, or `None`
+    /// when there is nobody to hand over to (not leader, single voter).
+    HandOver(oneshot::Sender<Option<u64>>),
     /// A membership change; its waiter is registered under `id`. With
     /// `promote`, the learner must first be in sync with the leader.
     ProposeConfChange {
@@ -112,6 +126,10 @@ pub struct Node {
     no_leader_since: Option<Instant>,
     last_no_leader_log: Instant,
     leader: u64,
+    /// Forwarded proposals that arrived during a leadership transfer,
+    /// stepped again once it ends (as follower raft forwards them to the
+    /// new leader; if the transfer was aborted, we append them ourselves).
+    held_proposals: Vec<(Instant, Message)>,
 }
 
 impl Node {
@@ -149,6 +167,7 @@ impl Node {
             no_leader_since: Some(now),
             last_no_leader_log: now,
             leader: 0,
+            held_proposals: Vec::new(),
         }
     }
 
@@ -195,6 +214,19 @@ impl Node {
                     next_tick = now + tick;
                 }
             }
+            if !self.held_proposals.is_empty() && !self.must_hold_proposals() {
+                for (at, mut msg) in std::mem::take(&mut self.held_proposals) {
+                    if now.duration_since(at) > MAX_HELD_PROPOSAL_AGE {
+                        continue;
+                    }
+                    // Passed on as ours: peers accept a message only from
+                    // the member whose stream carries it.
+                    msg.from = self.id;
+                    if let Err(e) = self.raw.step(msg) {
+                        tracing::debug!(error = %e, "dropped a held proposal");
+                    }
+                }
+            }
             if !self.new_reads.is_empty() {
                 let reads = std::mem::take(&mut self.new_reads);
                 self.issue_read(reads, now);
@@ -234,6 +266,13 @@ impl Node {
                 ),
             },
             RaftMsg::ReadIndex(tx) => self.new_reads.push(tx),
+            RaftMsg::Step(msg)
+                if msg.get_msg_type() == raft::prelude::MessageType::MsgPropose
+                    && self.must_hold_proposals()
+                    && self.held_proposals.len() < MAX_HELD_PROPOSALS =>
+            {
+                self.held_proposals.push((Instant::now(), msg));
+            }
             RaftMsg::Step(msg) => {
                 if let Err(e) = self.raw.step(msg) {
                     tracing::debug!(error = %e, "dropped raft message");
@@ -249,6 +288,13 @@ impl Node {
                 self.raw.report_snapshot(to, status);
             }
             RaftMsg::TransferLeader(to) => self.raw.transfer_leader(to),
+            RaftMsg::HandOver(reply) => {
+                let target = self.most_caught_up_voter();
+                if let Some(to) = target {
+                    self.raw.transfer_leader(to);
+                }
+                let _ = reply.send(target);
+            }
             RaftMsg::ProposeConfChange {
                 id,
                 cc,
@@ -271,6 +317,30 @@ impl Node {
                 }
             }
         }
+    }
+
+    /// Whether raft would drop a forwarded proposal now (see
+    /// `MAX_HELD_PROPOSALS`).
+    fn must_hold_proposals(&self) -> bool {
+        let r = &self.raw.raft;
+        (r.state == StateRole::Leader && r.lead_transferee.is_some())
+            || r.leader_id == raft::INVALID_ID
+    }
+
+    /// The voter other than us with the highest matched index (ties: the
+    /// one raft saw active most recently, then the lowest ID), if we lead.
+    fn most_caught_up_voter(&self) -> Option<u64> {
+        if self.raw.raft.state != StateRole::Leader {
+            return None;
+        }
+        let prs = self.raw.raft.prs();
+        let voters = prs.conf().to_conf_state().voters;
+        voters
+            .into_iter()
+            .filter(|&id| id != self.id)
+            .filter_map(|id| prs.get(id).map(|p| (id, p.matched, p.recent_active)))
+            .max_by_key(|&(id, matched, active)| (matched, active, std::cmp::Reverse(id)))
+            .map(|(id, _, _)| id)
     }
 
     /// Checks that only the leader can make: one change at a time, and a

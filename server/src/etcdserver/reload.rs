@@ -23,6 +23,10 @@ const DEBOUNCE: Duration = Duration::from_millis(100);
 /// A burst of events still reloads at least this often.
 const MAX_DEBOUNCE: Duration = Duration::from_secs(1);
 
+const OUTCOME_APPLIED: &str = "applied";
+const OUTCOME_PARTIAL: &str = "partial";
+const OUTCOME_FAILED: &str = "failed";
+
 /// The outcome of the last reload, as `GET /config/status` shows it.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ReloadStatus {
@@ -31,6 +35,13 @@ pub struct ReloadStatus {
     pub last_reload_successful: bool,
     pub last_success_unix: u64,
     pub last_error: Option<String>,
+    /// `applied` (the files were taken in full), `partial` (the reload
+    /// went through, but some of what the files say was ignored: see
+    /// `warnings`) or `failed` (nothing changed: see `last_error`).
+    pub outcome: String,
+    /// What the last reload ignored, as at startup: unknown keys (with a
+    /// did-you-mean), values with a trailing comment, deprecated names.
+    pub warnings: Vec<String>,
     /// Settings applied by the last successful reload.
     pub applied: Vec<String>,
     /// Settings changed in the files but waiting for a restart.
@@ -58,6 +69,13 @@ impl ReloadStatus {
                 "the last reload failed; root sees why (GET /config/status with a root token)"
                     .to_string()
             }),
+            outcome: self.outcome.clone(),
+            // They quote keys and values of the files.
+            warnings: self
+                .warnings
+                .iter()
+                .map(|_| "hidden while auth is on; root sees it".to_string())
+                .collect(),
             applied: name_only(&self.applied),
             pending_restart: name_only(&self.pending_restart),
             config_files: Vec::new(),
@@ -119,6 +137,13 @@ impl Reloader {
                 last_trigger: "startup".into(),
                 last_reload_successful: true,
                 last_success_unix: now,
+                outcome: if cfg.warnings.is_empty() {
+                    OUTCOME_APPLIED
+                } else {
+                    OUTCOME_PARTIAL
+                }
+                .into(),
+                warnings: cfg.warnings.clone(),
                 config_files: files(&cfg)
                     .iter()
                     .map(|p| p.display().to_string())
@@ -171,6 +196,8 @@ impl Reloader {
                 tracing::error!(trigger, error = %msg, "configuration reload failed; still serving on the previous configuration");
                 st.last_reload_successful = false;
                 st.last_error = Some(msg);
+                st.outcome = OUTCOME_FAILED.into();
+                st.warnings.clear();
                 METRICS.config_reload_successful.set(0);
                 METRICS
                     .config_reloads
@@ -190,9 +217,33 @@ impl Reloader {
                         st.pending_restart.push(c.to_string());
                     }
                 }
-                if changes.is_empty() {
-                    tracing::info!(trigger, "configuration reloaded: nothing changed");
+                // What the files say but the reload could not take: the
+                // same lines startup logs, so an edit with a typo is seen.
+                for w in &next.warnings {
+                    tracing::warn!(trigger, "config reload: {w}");
                 }
+                if changes.is_empty() && next.warnings.is_empty() {
+                    tracing::info!(trigger, "configuration reloaded: nothing changed");
+                } else if changes.is_empty() {
+                    tracing::warn!(
+                        trigger,
+                        "configuration reloaded partially: nothing changed, {} line(s) ignored",
+                        next.warnings.len()
+                    );
+                } else if !next.warnings.is_empty() {
+                    tracing::warn!(
+                        trigger,
+                        "configuration reloaded partially: {} line(s) ignored",
+                        next.warnings.len()
+                    );
+                }
+                st.outcome = if next.warnings.is_empty() {
+                    OUTCOME_APPLIED
+                } else {
+                    OUTCOME_PARTIAL
+                }
+                .into();
+                st.warnings = next.warnings.clone();
                 st.last_reload_successful = true;
                 st.last_success_unix = now;
                 st.last_error = None;

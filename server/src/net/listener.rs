@@ -13,7 +13,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 
 /// Connections served at once per listener; more wait in the kernel backlog.
 const MAX_CONNECTIONS: usize = 16 * 1024;
@@ -26,6 +26,42 @@ pub struct ServeOptions {
     /// Serve TLS with this (live-reloaded) configuration; `None` for a
     /// plain `http` listener.
     pub tls: Option<Arc<ReloadableTlsConfig>>,
+    /// Stop accepting and close every connection gracefully when this
+    /// turns true (see [`Drain`]); `None`: serve until the process exits.
+    pub drain: Option<watch::Receiver<bool>>,
+}
+
+/// A graceful stop of the listeners given its receivers: no new
+/// connections, HTTP/2 connections get GOAWAY (requests already sent are
+/// answered, clients open new streams elsewhere), idle HTTP/1.1 connections
+/// close. etcd does the same with gRPC's GracefulStop on SIGTERM.
+pub struct Drain {
+    tx: watch::Sender<bool>,
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Drain {
+            tx: watch::channel(false).0,
+        }
+    }
+}
+
+impl Drain {
+    /// What a listener and its connections watch.
+    pub fn receiver(&self) -> watch::Receiver<bool> {
+        self.tx.subscribe()
+    }
+
+    /// Starts the drain and waits until every listener and connection
+    /// holding a receiver has ended, or `timeout` (long-lived streams such
+    /// as watches would otherwise hold the stop forever). True if all ended.
+    pub async fn drain(&self, timeout: Duration) -> bool {
+        self.tx.send_replace(true);
+        tokio::time::timeout(timeout, self.tx.closed())
+            .await
+            .is_ok()
+    }
 }
 
 impl Default for ServeOptions {
@@ -35,19 +71,32 @@ impl Default for ServeOptions {
             keepalive_interval: Some(Duration::from_secs(7200)),
             keepalive_timeout: Duration::from_secs(20),
             tls: None,
+            drain: None,
         }
     }
 }
 
-/// Accepts connections until the task is dropped.
+/// Accepts connections until the task is dropped or `opts.drain` says stop.
 pub async fn serve(listener: TcpListener, router: axum::Router, opts: ServeOptions) {
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    // The loop's own receiver; connections get clones of it.
+    let mut drain = opts.drain.clone();
     loop {
         let permit = match Arc::clone(&permits).acquire_owned().await {
             Ok(p) => p,
             Err(_) => return,
         };
-        let (stream, peer) = match listener.accept().await {
+        let accepted = match drain.as_mut() {
+            None => listener.accept().await,
+            Some(rx) => tokio::select! {
+                a = listener.accept() => a,
+                _ = stop_requested(rx) => {
+                    // Dropping the listener refuses new connections at once.
+                    return;
+                }
+            },
+        };
+        let (stream, peer) = match accepted {
             Ok(s) => s,
             Err(e) => {
                 // Out of file descriptors and the like: back off, keep serving.
@@ -72,6 +121,13 @@ pub async fn serve(listener: TcpListener, router: axum::Router, opts: ServeOptio
                 }
             }
         });
+    }
+}
+
+/// Resolves once a drain starts; never if its [`Drain`] is gone.
+async fn stop_requested(rx: &mut watch::Receiver<bool>) {
+    if rx.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 
@@ -102,8 +158,19 @@ async fn serve_connection<IO>(
     // the HTTP/2 authority; h2 would reset those streams.
     let stream = super::h2_authority::NormalizeAuthority::new(stream);
     let conn = builder.serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    let result = match opts.drain.clone() {
+        None => conn.await,
+        Some(mut rx) => tokio::select! {
+            r = conn.as_mut() => r,
+            _ = stop_requested(&mut rx) => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        },
+    };
     // Protocol errors (garbage bytes, resets) end only this connection.
-    if let Err(e) = conn.await {
+    if let Err(e) = result {
         tracing::debug!(error = %e, "connection ended with an error");
     }
 }

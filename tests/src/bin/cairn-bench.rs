@@ -118,6 +118,15 @@ struct Args {
     /// Member the watchers connect to (default: the first endpoint).
     #[arg(long)]
     watch_endpoint: Option<String>,
+
+    /// Instead of the workloads: `--clients` writers, each putting its own
+    /// key on one member at a time for `--duration` or until stdin closes
+    /// (whichever comes first), moving to the next
+    /// member only when theirs refuses connections (clientv3's rule for
+    /// writes); any other error is a failed request. For rolling restarts
+    /// (`cargo xtask bench rolling-restart`).
+    #[arg(long)]
+    failover: bool,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -290,6 +299,9 @@ async fn run(args: Args) -> Result<ExitCode> {
         }
     }
 
+    if args.failover {
+        return run_failover(&args).await;
+    }
     let setup = connect(&args).await?;
     let watch_events = if args.watchers > 0 {
         Some(open_watchers(&args).await?)
@@ -385,6 +397,82 @@ async fn run(args: Args) -> Result<ExitCode> {
             all_failed.join(", ")
         );
         return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--failover`: steady writers (see `cairn_tests::steady`), one report.
+async fn run_failover(args: &Args) -> Result<ExitCode> {
+    use cairn_tests::steady;
+    use std::sync::atomic::AtomicBool;
+    let duration = args.duration.unwrap_or(Duration::from_secs(3600));
+    let endpoints = Arc::new(args.endpoints.clone());
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let writers: Vec<_> = (0..args.clients as usize)
+        .map(|w| {
+            tokio::spawn(steady::writer(
+                Arc::clone(&endpoints),
+                w,
+                format!("failover/{w}"),
+                Arc::clone(&stop),
+            ))
+        })
+        .collect();
+    // The driver (xtask) closes our stdin when its restarts are done.
+    // A plain thread, not spawn_blocking: the runtime would wait for it at
+    // exit when --duration ends first with stdin still open.
+    let (closed_tx, stdin_closed) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+        let _ = closed_tx.send(());
+    });
+    tokio::select! {
+        _ = tokio::time::sleep(duration) => {}
+        _ = stdin_closed => {}
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut all = steady::Outcome::default();
+    for w in writers {
+        all.merge(w.await.context("writer task")?);
+    }
+    let tally = Tally {
+        requests: all.latencies_us.len() as u64 + all.failed,
+        errors: all.failed,
+        latencies_us: all
+            .latencies_us
+            .iter()
+            .map(|&us| us.min(u32::MAX as u64) as u32)
+            .collect(),
+        messages: all.error_messages.into_iter().collect(),
+    };
+    let report = summarize(Workload::Put, tally, started.elapsed());
+    eprintln!(
+        "cairn-bench: failover writes: {} requests, {} failed, {} failovers, max {:.1} ms",
+        report.requests, report.errors, all.failovers, report.max_ms
+    );
+    for m in &report.error_messages {
+        eprintln!("cairn-bench:   error: {m}");
+    }
+    let report = Report {
+        settings: Settings {
+            endpoints: args.endpoints.clone(),
+            clients: args.clients,
+            conns: args.clients,
+            total: None,
+            duration_secs: Some(started.elapsed().as_secs_f64()),
+            warmup: 0,
+            key_size: 0,
+            val_size: 0,
+            key_space: u64::from(args.clients),
+        },
+        results: vec![report],
+    };
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Text => print!("{}", render_text(&report)),
+        Format::Markdown => print!("{}", render_markdown(&report)),
     }
     Ok(ExitCode::SUCCESS)
 }
