@@ -54,6 +54,20 @@ fn unknown_flag_and_bad_values_fail_cleanly() {
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("etcd Version: 3.4"), "{text}");
+    // The commit it was built from, as etcd's "Git SHA" line.
+    let sha = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Git SHA: "))
+        .unwrap_or_else(|| panic!("no Git SHA line: {text}"));
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success());
+    if let Some(head) = head {
+        assert_eq!(sha, String::from_utf8_lossy(&head.stdout).trim(), "{text}");
+    }
 }
 
 #[test]
