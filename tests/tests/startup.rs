@@ -59,14 +59,24 @@ fn unknown_flag_and_bad_values_fail_cleanly() {
         .lines()
         .find_map(|l| l.strip_prefix("Git SHA: "))
         .unwrap_or_else(|| panic!("no Git SHA line: {text}"));
-    let head = Command::new("git")
-        .args(["rev-parse", "--short=12", "HEAD"])
+    // In a git checkout: a commit of this repository (not necessarily HEAD:
+    // the binary may predate the last commit).
+    let in_git = Command::new("git")
+        .args(["rev-parse", "--git-dir"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
-        .ok()
-        .filter(|o| o.status.success());
-    if let Some(head) = head {
-        assert_eq!(sha, String::from_utf8_lossy(&head.stdout).trim(), "{text}");
+        .is_ok_and(|o| o.status.success());
+    if in_git {
+        assert!(
+            sha.len() == 12 && sha.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{text}"
+        );
+        let known = Command::new("git")
+            .args(["cat-file", "-e", &format!("{sha}^{{commit}}")])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(known, "Git SHA {sha} is not a commit here: {text}");
     }
 }
 
