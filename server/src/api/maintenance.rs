@@ -10,7 +10,7 @@ use super::{ETCD_COMPAT_VERSION, check_leader};
 use crate::error::Error;
 use crate::etcdserver::EtcdServer;
 use crate::metrics::METRICS;
-use crate::pb::cairnpb::{AlarmEntry, internal_request::Request as Internal};
+use crate::pb::cairnpb::AlarmEntry;
 use crate::pb::etcdserverpb::alarm_request::AlarmAction;
 use crate::pb::etcdserverpb::maintenance_server::Maintenance;
 use crate::pb::etcdserverpb::{
@@ -162,20 +162,14 @@ impl Maintenance for MaintenanceService {
                     request: Some(r),
                     reply_token: 0,
                 };
-                match srv.propose(Internal::Alarm(entry)).await? {
-                    crate::etcdserver::Applied::Alarms(a) => a,
-                    other => {
-                        return Err(
-                            Error::Internal(format!("unexpected apply result {other:?}")).into(),
-                        );
-                    }
-                }
+                srv.propose(entry).await?
             }
             // An action etcd does not know either: nothing to report.
             Err(_) => Vec::new(),
         };
+        // etcd 3.4's AlarmResponse carries no header.
         Ok(Response::new(AlarmResponse {
-            header: Some(srv.header(srv.store.current_rev())),
+            header: None,
             alarms,
         }))
     }
@@ -216,9 +210,8 @@ impl Maintenance for MaintenanceService {
             took_ms = report.took.as_millis() as u64,
             "finished defragmenting the storage backend"
         );
-        Ok(Response::new(DefragmentResponse {
-            header: Some(srv.header(srv.store.current_rev())),
-        }))
+        // etcd 3.4 answers with an empty message: no header.
+        Ok(Response::new(DefragmentResponse { header: None }))
     }
 
     async fn hash(&self, req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
@@ -312,12 +305,10 @@ impl Maintenance for MaintenanceService {
             revision = rev,
             "sending database snapshot to client"
         );
-        let header = srv.header(rev);
         let (tx, rx) = tokio::sync::mpsc::channel(SNAPSHOT_QUEUE_CHUNKS);
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let mut sent = 0u64;
-            let mut first = true;
             loop {
                 let mut buf = Vec::with_capacity(SNAPSHOT_CHUNK_BYTES);
                 match (&mut file)
@@ -334,17 +325,14 @@ impl Maintenance for MaintenanceService {
                         return;
                     }
                 }
+                // etcd 3.4 sends only the bytes and what remains: no
+                // header, no version (3.5 added both to the first message).
                 let msg = SnapshotResponse {
-                    header: first.then_some(header),
+                    header: None,
                     remaining_bytes: total.saturating_sub(sent),
                     blob: buf.into(),
-                    version: if first {
-                        ETCD_COMPAT_VERSION.to_string()
-                    } else {
-                        String::new()
-                    },
+                    version: String::new(),
                 };
-                first = false;
                 if tx.blocking_send(Ok(msg)).is_err() {
                     tracing::warn!(sent_bytes = sent, "snapshot client went away");
                     return;
@@ -402,7 +390,7 @@ pub async fn monitor_quota(srv: Arc<EtcdServer>) {
             }),
             reply_token: 0,
         };
-        if let Err(e) = srv.propose_internal(Internal::Alarm(entry)).await {
+        if let Err(e) = srv.propose_internal(entry).await {
             tracing::warn!(error = %e, "raising the NOSPACE alarm failed; will retry");
         }
     }

@@ -19,7 +19,7 @@
 
 use super::EtcdServer;
 use crate::error::Error;
-use crate::pb::cairnpb::{AlarmEntry, internal_request::Request};
+use crate::pb::cairnpb::AlarmEntry;
 use crate::pb::etcdserverpb::{
     AlarmRequest, AlarmType, HashKvRequest, HashKvResponse, alarm_request::AlarmAction,
 };
@@ -235,7 +235,5 @@ async fn raise_corrupt(srv: &EtcdServer, member_id: u64) -> Result<(), Error> {
         }),
         reply_token: 0,
     };
-    srv.propose_internal(Request::Alarm(entry))
-        .await
-        .map(|_| ())
+    srv.propose_internal(entry).await.map(|_| ())
 }

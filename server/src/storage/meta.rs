@@ -216,8 +216,16 @@ fn v2_node_key(path: &str) -> Vec<u8> {
 /// v2 node records: (path, record bytes).
 pub type V2Records = Vec<(String, Vec<u8>)>;
 
-/// Every v2 node record and the v2 index.
-pub fn v2_records(db: &Db) -> Result<(V2Records, u64)> {
+/// The v2 store's index and the index of its last client-visible event
+/// (`V2Store::visible_index`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct V2Index {
+    pub index: u64,
+    pub visible: u64,
+}
+
+/// Every v2 node record and the v2 indexes.
+pub fn v2_records(db: &Db) -> Result<(V2Records, V2Index)> {
     let mut out = Vec::new();
     for guard in db.meta.prefix(V2_NODE_PREFIX) {
         let (k, v) = guard.into_inner()?;
@@ -226,9 +234,21 @@ pub fn v2_records(db: &Db) -> Result<(V2Records, u64)> {
             .to_string();
         out.push((path, v.to_vec()));
     }
+    // 8 bytes (the index alone) before the visible index was kept: then
+    // every event counts as visible.
     let index = match db.meta.get(V2_INDEX)? {
-        None => 0,
-        Some(v) => read_i64(&v, "v2 index")? as u64,
+        None => V2Index::default(),
+        Some(v) if v.len() == 8 => {
+            let index = read_i64(&v, "v2 index")? as u64;
+            V2Index {
+                index,
+                visible: index,
+            }
+        }
+        Some(v) => {
+            let (index, visible) = read_u64_pair(&v, "v2 index")?;
+            V2Index { index, visible }
+        }
     };
     Ok((out, index))
 }
@@ -241,8 +261,11 @@ pub fn put_v2_node(batch: &mut OwnedWriteBatch, db: &Db, path: &str, record: Opt
     }
 }
 
-pub fn put_v2_index(batch: &mut OwnedWriteBatch, db: &Db, index: u64) {
-    batch.insert(&db.meta, V2_INDEX, (index as i64).to_be_bytes());
+pub fn put_v2_index(batch: &mut OwnedWriteBatch, db: &Db, i: V2Index) {
+    let mut v = Vec::with_capacity(16);
+    v.extend_from_slice(&i.index.to_be_bytes());
+    v.extend_from_slice(&i.visible.to_be_bytes());
+    batch.insert(&db.meta, V2_INDEX, v);
 }
 
 // The v3 auth store (users, roles, enabled flag, auth revision) as one blob

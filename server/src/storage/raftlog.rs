@@ -151,6 +151,10 @@ impl RaftLog {
         hs: Option<&HardState>,
         sync: bool,
     ) -> StorageResult<()> {
+        debug_assert!(
+            entries.windows(2).all(|w| w[1].index == w[0].index + 1),
+            "raft handed over a non-contiguous batch of entries"
+        );
         let mut batch = self.db.db.batch();
         if let Some(first) = entries.first() {
             let first_idx = first.index;
@@ -319,6 +323,7 @@ impl RaftLog {
         self.conf_state = md.get_conf_state().clone();
         self.cache.clear();
         self.cache_bytes = 0;
+        debug_assert!(self.cache.is_empty() && self.last_index + 1 == self.first_index_value());
         Ok(())
     }
 }
@@ -507,3 +512,7 @@ impl raft::Storage for RaftLog {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "raftlog_tests.rs"]
+mod tests;
