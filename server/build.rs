@@ -62,7 +62,39 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .generate_default_stubs(true)
         .bytes(".")
         .compile_fds(fds)?;
+    git_commit();
     Ok(())
+}
+
+/// `CAIRN_GIT_SHA` for `cairn --version` (etcd prints its "Git SHA"): the
+/// commit the binary is built from (uncommitted edits are not marked),
+/// "Not provided" outside a git checkout (a source tarball). Rebuilt when
+/// HEAD moves.
+fn git_commit() {
+    let git = |args: &[&str]| -> Option<String> {
+        let out = std::process::Command::new("git").args(args).output().ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let sha = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "Not provided".into());
+    println!("cargo:rustc-env=CAIRN_GIT_SHA={sha}");
+    // HEAD itself (a branch switch) and the branch it points at (a commit),
+    // loose or packed. Only files that exist: cargo would rerun this script
+    // on every build for a missing one.
+    let branch = git(&["symbolic-ref", "-q", "HEAD"]);
+    for path in [
+        git(&["rev-parse", "--git-path", "HEAD"]),
+        branch.and_then(|r| git(&["rev-parse", "--git-path", &r])),
+        git(&["rev-parse", "--git-path", "packed-refs"]),
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|p| std::path::Path::new(p).exists())
+    {
+        println!("cargo:rerun-if-changed={path}");
+    }
 }
 
 /// Makes pbjson's code treat enums as proto3 does and Go's jsonpb shows

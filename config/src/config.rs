@@ -191,6 +191,14 @@ pub struct ServerConfig {
     pub experimental_compaction_batch_limit: u32,
     pub experimental_warning_apply_duration: Duration,
     pub experimental_watch_progress_notify_interval: Duration,
+    /// Compare this member's KV hash with its peers' before serving
+    /// (restarting members only, as etcd).
+    pub experimental_initial_corrupt_check: bool,
+    /// How often the leader compares the members' KV hashes; zero: never.
+    pub experimental_corrupt_check_time: Duration,
+    /// `--force-new-cluster`: restart as a one-member cluster keeping the
+    /// data (disaster recovery).
+    pub force_new_cluster: bool,
     /// `simple` (jwt is not supported yet, so always `simple` for now,
     /// possibly followed by ignored `,options`).
     pub auth_token: String,
@@ -952,6 +960,9 @@ fn typed(
             .duration("experimental-warning-apply-duration")?,
         experimental_watch_progress_notify_interval: inputs
             .duration("experimental-watch-progress-notify-interval")?,
+        experimental_initial_corrupt_check: inputs.bool("experimental-initial-corrupt-check")?,
+        experimental_corrupt_check_time: inputs.duration("experimental-corrupt-check-time")?,
+        force_new_cluster: inputs.bool("force-new-cluster")?,
         auth_token,
         bcrypt_cost,
         auth_token_ttl_secs: inputs.uint("auth-token-ttl")?,

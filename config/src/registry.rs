@@ -716,16 +716,14 @@ pub static SETTINGS: &[Setting] = &[
         Bool,
         "false",
         "Compare data with the other members before serving.",
-    )
-    .not_yet("the corruption check"),
+    ),
     setting(
         "experimental-corrupt-check-time",
         Experimental,
         Duration,
         "0s",
         "Interval between cluster-wide corruption checks.",
-    )
-    .not_yet("the corruption check"),
+    ),
     setting(
         "experimental-enable-v2v3",
         Experimental,
@@ -788,8 +786,7 @@ pub static SETTINGS: &[Setting] = &[
         Bool,
         "false",
         "Rewrite membership to a one-member cluster (recovery only).",
-    )
-    .not_yet("forcing a new cluster"),
+    ),
     // ------------------------------------------------------------ Deprecated
     setting(
         "debug",
@@ -1089,6 +1086,9 @@ mod tests {
             "peer-auto-tls",
             "peer-crl-file",
             "cipher-suites",
+            "experimental-initial-corrupt-check",
+            "experimental-corrupt-check-time",
+            "force-new-cluster",
         ];
         for s in SETTINGS {
             let want_supported = supported.contains(&s.name);

@@ -403,8 +403,8 @@ fn not_yet_flags_refuse_other_values() {
         "--discovery-srv: cluster discovery is not supported yet by cairn (the flag is recognised; leave it unset)"
     );
     assert_eq!(
-        fail(&["--force-new-cluster"]),
-        "--force-new-cluster: forcing a new cluster is not supported yet by cairn (the flag is recognised; leave it unset)"
+        fail(&["--proxy=on"]),
+        "--proxy: the v2 proxy is not supported yet by cairn (the flag is recognised; leave it unset)"
     );
     // A separate metrics listener is supported.
     assert_eq!(

@@ -60,7 +60,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         let member = match cairn::boot::start(&cfg).await {
             Ok(m) => m,
             Err(e) => {
@@ -81,8 +81,16 @@ fn main() -> ExitCode {
             _ = wait_for_signal() => tracing::warn!("second signal: stopping now"),
         }
         ExitCode::SUCCESS
-    })
+    });
+    // Bounded: a blocking task still running (a snapshot being written, a
+    // defragmentation) must not hold the process, and its ports, for long.
+    // Everything acknowledged is durable already.
+    runtime.shutdown_timeout(SHUTDOWN_TIMEOUT);
+    code
 }
+
+/// How long the runtime's remaining tasks get after SIGTERM/SIGINT.
+const SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
@@ -103,6 +111,7 @@ async fn wait_for_signal() {
 fn print_version() {
     println!("cairn Version: {}", env!("CARGO_PKG_VERSION"));
     println!("etcd Version: {}", cairn::api::ETCD_COMPAT_VERSION);
+    println!("Git SHA: {}", env!("CAIRN_GIT_SHA"));
     println!("API version: 3.4");
     println!(
         "OS/Arch: {}/{}",
@@ -113,6 +122,7 @@ fn print_version() {
 
 fn print_version_log() {
     tracing::info!("cairn Version: {}", env!("CARGO_PKG_VERSION"));
+    tracing::info!("Git SHA: {}", env!("CAIRN_GIT_SHA"));
     tracing::info!(
         "etcd Version: {} (the etcd API this server implements)",
         cairn::api::ETCD_COMPAT_VERSION

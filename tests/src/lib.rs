@@ -415,6 +415,17 @@ impl Cluster {
         self.spawn(i);
     }
 
+    /// Starts stopped member `i` again with `extra` arguments after its
+    /// usual ones, for this start only (later restarts go without them).
+    pub fn restart_with(&mut self, i: usize, extra: &[&str]) {
+        let usual = self.members[i].args.clone();
+        self.members[i]
+            .args
+            .extend(extra.iter().map(|a| a.to_string()));
+        self.restart(i);
+        self.members[i].args = usual;
+    }
+
     /// Waits until `/health` of every running member says healthy.
     pub fn wait_healthy(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;

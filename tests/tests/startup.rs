@@ -54,6 +54,30 @@ fn unknown_flag_and_bad_values_fail_cleanly() {
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("etcd Version: 3.4"), "{text}");
+    // The commit it was built from, as etcd's "Git SHA" line.
+    let sha = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Git SHA: "))
+        .unwrap_or_else(|| panic!("no Git SHA line: {text}"));
+    // In a git checkout: a commit of this repository (not necessarily HEAD:
+    // the binary may predate the last commit).
+    let in_git = Command::new("git")
+        .args(["rev-parse", "--git-dir"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if in_git {
+        assert!(
+            sha.len() == 12 && sha.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{text}"
+        );
+        let known = Command::new("git")
+            .args(["cat-file", "-e", &format!("{sha}^{{commit}}")])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(known, "Git SHA {sha} is not a commit here: {text}");
+    }
 }
 
 #[test]

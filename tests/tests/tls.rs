@@ -554,3 +554,46 @@ fn client_certificate_common_name_is_the_user() {
         stderr(&out)
     );
 }
+
+/// `--listen-client-urls=http://h:2379,https://h:2379`: one port serves
+/// plain and TLS clients (told apart by the first byte, as etcd's cmux).
+#[test]
+fn http_and_https_client_urls_share_one_port() {
+    let host = cairn_tests::free_host(&[2379, 2380]);
+    let c = Cluster::start(Options {
+        members: 1,
+        hosts: Some(vec![host.clone()]),
+        tls: Some(TlsOptions {
+            client: true,
+            ..TlsOptions::default()
+        }),
+        extra_args: vec![format!(
+            "--listen-client-urls=http://{host}:2379,https://{host}:2379"
+        )],
+        ..Options::default()
+    });
+    let pki = c.pki.as_ref().expect("pki");
+    let flags = c.etcdctl_tls_flags();
+    let https = format!("https://{host}:2379");
+    let http = format!("http://{host}:2379");
+
+    // gRPC over TLS and in the clear, on the same port.
+    assert_eq!(ok(ctl(&https, &flags, &["put", "k", "tls"])).trim(), "OK");
+    assert_eq!(
+        ok(ctl(&http, &[], &["get", "k", "--print-value-only"])),
+        "tls\n"
+    );
+    assert_eq!(ok(ctl(&http, &[], &["put", "k", "plain"])).trim(), "OK");
+    assert_eq!(
+        ok(ctl(&https, &flags, &["get", "k", "--print-value-only"])),
+        "plain\n"
+    );
+    // HTTP/1.1 both ways.
+    let ca = pki.ca_file().display().to_string();
+    let out = curl(&["--cacert", &ca, &format!("{https}/health")]);
+    assert!(stdout(&out).contains("\"health\":\"true\""), "{out:?}");
+    let out = curl(&[&format!("{http}/health")]);
+    assert!(stdout(&out).contains("\"health\":\"true\""), "{out:?}");
+    let out = curl(&[&format!("{http}/v2/keys/plain"), "-XPUT", "-d", "value=1"]);
+    assert!(out.status.success(), "{out:?}");
+}

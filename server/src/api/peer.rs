@@ -202,6 +202,25 @@ impl Peer for PeerService {
         }))
     }
 
+    async fn hash_kv(
+        &self,
+        req: Request<crate::pb::etcdserverpb::HashKvRequest>,
+    ) -> Result<Response<crate::pb::etcdserverpb::HashKvResponse>, Status> {
+        self.check(&req)?;
+        let rev = req.into_inner().revision;
+        let store = Arc::clone(&self.srv.store);
+        let h = tokio::task::spawn_blocking(move || store.hash_kv(rev))
+            .await
+            .map_err(|e| Status::internal(format!("hash task failed: {e}")))?
+            .map_err(crate::error::Error::from)?;
+        Ok(Response::new(crate::pb::etcdserverpb::HashKvResponse {
+            header: Some(self.srv.header(h.current)),
+            hash: h.hash,
+            compact_revision: h.compacted,
+            hash_revision: h.revision,
+        }))
+    }
+
     async fn lease_renew(
         &self,
         req: Request<LeaseRenewRequest>,

@@ -7,6 +7,9 @@
 //! configuration at index 0 (no conf-change entries needed). A restarting
 //! member ignores the `--initial-*` flags and recovers from its data dir.
 
+mod force_new;
+mod notify;
+
 use crate::api;
 use crate::etcdserver::apply::{ApplyConfig, ApplyLoop};
 use crate::etcdserver::node::{Node, NodeConfig, RaftMsg};
@@ -312,6 +315,50 @@ async fn bind(url: &url::Url) -> Result<TcpListener, BootError> {
     })
 }
 
+/// A bound client socket and how to serve it.
+struct ClientListener {
+    /// The listen URLs it serves (two when http and https share it).
+    urls: Vec<String>,
+    listener: TcpListener,
+    tls: Option<Arc<crate::tls::ReloadableTlsConfig>>,
+    plain_too: bool,
+}
+
+/// Binds the client listen URLs. As etcd, an `http` and an `https` URL with
+/// the same host and port share one socket that serves both schemes (see
+/// `net::listener`); any other repeated address fails to bind.
+async fn bind_client_urls(
+    urls: &[url::Url],
+    tls: &Option<Arc<crate::tls::ReloadableTlsConfig>>,
+) -> Result<Vec<ClientListener>, BootError> {
+    let mut out: Vec<ClientListener> = Vec::new();
+    let mut addrs: Vec<(String, Option<u16>)> = Vec::new();
+    for url in urls {
+        let addr = (
+            url.host_str().unwrap_or("").to_string(),
+            url.port_or_known_default(),
+        );
+        let this_tls = crate::tls::for_url(url, tls);
+        if let Some(i) = addrs.iter().position(|a| *a == addr) {
+            let shared = &mut out[i];
+            if shared.tls.is_some() != this_tls.is_some() && !shared.plain_too {
+                shared.tls = shared.tls.take().or(this_tls);
+                shared.plain_too = true;
+                shared.urls.push(url_string(url));
+                continue;
+            }
+        }
+        addrs.push(addr);
+        out.push(ClientListener {
+            urls: vec![url_string(url)],
+            listener: bind(url).await?,
+            tls: this_tls,
+            plain_too: false,
+        });
+    }
+    Ok(out)
+}
+
 /// A started member. Dropping it does not stop the threads; the process
 /// exits to stop (everything acknowledged is already durable).
 pub struct Member {
@@ -374,7 +421,10 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
     )?);
     finish_interrupted_install(&db, &snapshots)?;
 
-    let (member_id, cluster_id) = match raftlog::identity(&db)? {
+    let identity = raftlog::identity(&db)?;
+    // etcd checks only members that had data: a new one has nothing to compare.
+    let restarting = identity.is_some();
+    let (member_id, cluster_id) = match identity {
         Some(ids) => {
             tracing::info!(
                 "restarting member {:x} in cluster {:x} from {}",
@@ -412,6 +462,15 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
     let conf_state = meta::conf_state(&db)?;
     let mut log = RaftLog::open(db.clone(), Arc::clone(&snapshots))?;
     log.set_conf_state(conf_state.clone());
+    if cfg.force_new_cluster {
+        if restarting {
+            force_new::force_new_cluster(&mut log, &membership, &conf_state, member_id)?;
+        } else {
+            // As etcd: a new member has no data to recover; it starts from
+            // --initial-cluster as usual.
+            tracing::warn!("--force-new-cluster has no effect on a member without data");
+        }
+    }
     let hs = log.hard_state().clone();
     let last_index = log.last_index_value();
 
@@ -571,13 +630,14 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
             crate::tls::for_url(url, &tls.peer),
         ));
     }
-    let mut client_listeners = Vec::new();
-    for url in &cfg.listen_client_urls {
-        client_listeners.push((
-            url_string(url),
-            bind(url).await?,
-            crate::tls::for_url(url, &tls.client),
-        ));
+    let client_listeners = bind_client_urls(&cfg.listen_client_urls, &tls.client).await?;
+
+    // Before raft runs or anyone is served: a member whose data differs
+    // from its peers' must not answer (or vote) at all.
+    if restarting && cfg.experimental_initial_corrupt_check {
+        crate::etcdserver::corrupt::check_initial(&server)
+            .await
+            .map_err(BootError::Config)?;
     }
 
     crate::crash::spawn_thread("raft", move || node.run())
@@ -634,6 +694,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
         keepalive_timeout: cfg.grpc_keepalive_timeout,
         tls: None,
         drain: Some(client_drain.receiver()),
+        plain_too: false,
     };
     if cfg.metrics == cairn_config::MetricsLevel::Extensive {
         // etcd's `--metrics=extensive`: gRPC latency histograms.
@@ -674,33 +735,41 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
                 ),
             );
         }
-        for (url, l, client_tls) in client_listeners {
-            if client_tls.is_some() {
-                tracing::info!(
-                    "serving client requests on {}",
-                    url.trim_start_matches("https://")
-                );
-            } else {
-                tracing::info!(
-                    "serving insecure client requests on {}, this is strongly discouraged!",
-                    url.trim_start_matches("http://")
-                );
+        for l in client_listeners {
+            for url in &l.urls {
+                if let Some(addr) = url.strip_prefix("https://") {
+                    tracing::info!("serving client requests on {addr}");
+                } else {
+                    tracing::info!(
+                        "serving insecure client requests on {}, this is strongly discouraged!",
+                        url.trim_start_matches("http://")
+                    );
+                }
             }
             crate::crash::spawn_task(
                 "client listener",
                 crate::net::listener::serve(
-                    l,
+                    l.listener,
                     client_router.clone(),
                     crate::net::listener::ServeOptions {
-                        tls: client_tls,
+                        tls: l.tls,
+                        plain_too: l.plain_too,
                         ..serve_opts.clone()
                     },
                 ),
             );
         }
+        notify::ready();
     });
 
     crate::crash::spawn_task("lease expiry", expire_leases(Arc::clone(&server)));
+    crate::crash::spawn_task(
+        "corruption check",
+        crate::etcdserver::corrupt::monitor(
+            Arc::clone(&server),
+            cfg.experimental_corrupt_check_time,
+        ),
+    );
     crate::crash::spawn_task(
         "v2 TTL sweeper",
         api::v2::run_ttl_sweeper(Arc::clone(&server)),

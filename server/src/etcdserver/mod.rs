@@ -10,6 +10,7 @@ pub mod apply;
 pub mod auth;
 pub mod cluster;
 pub mod compactor;
+pub mod corrupt;
 pub mod node;
 pub mod policy;
 pub mod proposal;

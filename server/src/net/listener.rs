@@ -6,6 +6,11 @@
 //! (bounded by `tls::HANDSHAKE_TIMEOUT`, with the certificate in force at
 //! that moment; ALPN offers h2 and http/1.1), then is served the same way,
 //! and each request carries a `tls::PeerIdentity` extension.
+//!
+//! A listener named by both an `http` and an `https` URL (etcd allows
+//! `http://h:2379,https://h:2379`) serves both on the one socket: like
+//! etcd's cmux, it looks at a connection's first byte, and a TLS handshake
+//! record (0x16) gets TLS while anything else is served plain.
 
 use crate::tls::{PeerIdentity, ReloadableTlsConfig};
 use std::sync::Arc;
@@ -29,6 +34,9 @@ pub struct ServeOptions {
     /// Stop accepting and close every connection gracefully when this
     /// turns true (see [`Drain`]); `None`: serve until the process exits.
     pub drain: Option<watch::Receiver<bool>>,
+    /// With `tls`: also serve plain connections, told apart by their first
+    /// byte (the address has both an `http` and an `https` URL).
+    pub plain_too: bool,
 }
 
 /// A graceful stop of the listeners given its receivers: no new
@@ -64,6 +72,12 @@ impl Drain {
     }
 }
 
+/// The first byte of every TLS connection: a handshake record.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+/// How long a connection on a shared plain/TLS port may take to send its
+/// first byte before it is dropped.
+const SNIFF_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl Default for ServeOptions {
     fn default() -> Self {
         ServeOptions {
@@ -72,6 +86,7 @@ impl Default for ServeOptions {
             keepalive_timeout: Duration::from_secs(20),
             tls: None,
             drain: None,
+            plain_too: false,
         }
     }
 }
@@ -110,7 +125,11 @@ pub async fn serve(listener: TcpListener, router: axum::Router, opts: ServeOptio
         let opts = opts.clone();
         tokio::spawn(async move {
             let _permit = permit;
-            match opts.tls.clone() {
+            let tls = match opts.tls.clone() {
+                Some(_) if opts.plain_too && !starts_with_tls(&stream).await => None,
+                tls => tls,
+            };
+            match tls {
                 None => serve_connection(stream, router, &opts, None).await,
                 Some(tls) => {
                     // Scanners, plain-HTTP clients, wrong CAs: only this
@@ -128,6 +147,17 @@ pub async fn serve(listener: TcpListener, router: axum::Router, opts: ServeOptio
 async fn stop_requested(rx: &mut watch::Receiver<bool>) {
     if rx.wait_for(|stop| *stop).await.is_err() {
         std::future::pending::<()>().await;
+    }
+}
+
+/// Whether the connection's first byte opens a TLS handshake (read without
+/// consuming it). A connection silent past `SNIFF_TIMEOUT`, or closed, is
+/// treated as TLS: the handshake then fails and ends it.
+async fn starts_with_tls(stream: &tokio::net::TcpStream) -> bool {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(SNIFF_TIMEOUT, stream.peek(&mut first)).await {
+        Ok(Ok(1)) => first[0] == TLS_HANDSHAKE_RECORD,
+        _ => true,
     }
 }
 
