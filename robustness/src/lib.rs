@@ -13,10 +13,12 @@
 
 pub mod check;
 pub mod durability;
+pub mod faults;
 pub mod finding;
 pub mod history;
 pub mod lease;
 pub mod linearizability;
+pub mod proxy;
 pub mod rng;
 #[cfg(test)]
 mod testkit;
