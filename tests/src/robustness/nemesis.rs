@@ -1,0 +1,465 @@
+//! Carrying out a fault schedule against a running cluster: network faults
+//! through the peer proxy, process faults with signals, a full disk on a
+//! tmpfs, a wall-clock offset where the binary supports one.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cairn_robustness::faults::{FaultKind, PlannedFault};
+use cairn_robustness::proxy::{Link, PeerProxy};
+use cairn_robustness::rng::Rng;
+use serde::Serialize;
+
+use crate::{Cluster, Target};
+
+/// Cairn's test hook that shifts the wall clock a member reports to peers.
+const CLOCK_OFFSET_ENV: &str = "CAIRN_TEST_CLOCK_OFFSET_MS";
+/// Size of each member's tmpfs when disk faults are on. etcd preallocates
+/// 64 MiB WAL segments, so less would not even start it.
+const TMPFS_MIB: u64 = 256;
+/// How long a restarted member may take to answer /health again before the
+/// nemesis moves on (the run records it).
+const RESTART_HEALTH_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A fault as it was carried out.
+#[derive(Debug, Clone, Serialize)]
+pub struct FaultRecord {
+    pub kind: FaultKind,
+    /// Members it hit (indices; m1 is 0).
+    pub targets: Vec<usize>,
+    /// Milliseconds since the workload started.
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub detail: String,
+    /// Set when the fault could not be done here (and was not).
+    pub skipped: Option<String>,
+}
+
+/// One small tmpfs per member for its data dir, so that a member's disk can
+/// be filled without touching anyone else's. Needs root.
+pub struct Disks {
+    pub dir: tempfile::TempDir,
+    pub mounts: Vec<PathBuf>,
+}
+
+impl Disks {
+    pub fn mount(members: usize) -> Result<Disks, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("cairn-rb-disk-")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        let mut disks = Disks {
+            dir,
+            mounts: Vec::new(),
+        };
+        for i in 0..members {
+            let m = disks.dir.path().join(format!("m{}", i + 1));
+            std::fs::create_dir_all(&m).map_err(|e| e.to_string())?;
+            let out = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={TMPFS_MIB}m"), "tmpfs"])
+                .arg(&m)
+                .output()
+                .map_err(|e| format!("cannot run mount: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "mounting a tmpfs needs root: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+            disks.mounts.push(m);
+        }
+        Ok(disks)
+    }
+
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.mounts[i].join("data")
+    }
+
+    fn filler(&self, i: usize) -> PathBuf {
+        self.mounts[i].join("filler")
+    }
+
+    /// Writes zeros until the file system is full; returns bytes written.
+    pub fn fill(&self, i: usize) -> std::io::Result<u64> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.filler(i))?;
+        let chunk = vec![0u8; 1 << 20];
+        let mut written = 0u64;
+        // Bounded by the tmpfs size (plus a margin for rounding).
+        while written <= (TMPFS_MIB + 1) << 20 {
+            match f.write(&chunk) {
+                Ok(0) => break,
+                Ok(n) => written += n as u64,
+                Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(written)
+    }
+
+    pub fn free(&self, i: usize) {
+        let _ = std::fs::remove_file(self.filler(i));
+    }
+}
+
+impl Drop for Disks {
+    fn drop(&mut self) {
+        for m in &self.mounts {
+            let ok = Command::new("umount")
+                .arg(m)
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if !ok {
+                // Busy (a member still exiting): detach now, freed later.
+                let _ = Command::new("umount").arg("-l").arg(m).output();
+            }
+        }
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    if pid != 0 {
+        let _ = Command::new("kill")
+            .args([&format!("-{sig}"), &pid.to_string()])
+            .status();
+    }
+}
+
+/// How to end a fault that has started.
+type Undo = Box<dyn FnOnce(&Nemesis)>;
+
+pub struct Nemesis {
+    pub cluster: Arc<Mutex<Cluster>>,
+    pub proxy: Arc<PeerProxy>,
+    pub disks: Option<Arc<Disks>>,
+    /// Why disk faults are unavailable, if they are.
+    pub disks_unavailable: Option<String>,
+    pub rt: tokio::runtime::Handle,
+    pub clients: Vec<etcd_client::Client>,
+    /// Raft member ID of each member, by index.
+    pub ids: Vec<u64>,
+    pub target: Target,
+    pub base: Instant,
+    pub rng: Rng,
+    /// Problems worth reporting (a member that crashed, one that did not
+    /// come back).
+    pub errors: Arc<Mutex<Vec<String>>>,
+    /// What happened that is allowed but worth knowing (a member that
+    /// stopped on a full disk).
+    pub notes: Arc<Mutex<Vec<String>>>,
+}
+
+impl Nemesis {
+    fn ms(&self) -> u64 {
+        self.base.elapsed().as_millis() as u64
+    }
+
+    /// The current leader, asked of each member (bounded).
+    pub fn leader(&self) -> Option<usize> {
+        for c in &self.clients {
+            let mut c = c.clone();
+            let st = self
+                .rt
+                .block_on(async { tokio::time::timeout(Duration::from_secs(1), c.status()).await });
+            if let Ok(Ok(st)) = st
+                && st.leader() != 0
+                && let Some(l) = self.ids.iter().position(|id| *id == st.leader())
+            {
+                return Some(l);
+            }
+        }
+        None
+    }
+
+    fn pick_leader(&mut self) -> (usize, String) {
+        match self.leader() {
+            Some(l) => (l, "leader".into()),
+            None => {
+                let m = self.rng.below(self.ids.len() as u64) as usize;
+                (m, "no leader found; a random member".into())
+            }
+        }
+    }
+
+    fn pick_follower(&mut self) -> (usize, String) {
+        let n = self.ids.len();
+        let leader = self.leader();
+        let followers: Vec<usize> = (0..n).filter(|i| Some(*i) != leader).collect();
+        let f = *self.rng.pick(&followers);
+        (
+            f,
+            if leader.is_some() {
+                "follower".into()
+            } else {
+                "no leader found; a random member".into()
+            },
+        )
+    }
+
+    /// Runs the schedule; returns what was done. Stops early when `stop`.
+    pub fn run(&mut self, schedule: &[PlannedFault], stop: &AtomicBool) -> Vec<FaultRecord> {
+        let mut out = Vec::new();
+        for f in schedule {
+            if !self.sleep_until(f.start_ms, stop) {
+                break;
+            }
+            let mut rec = FaultRecord {
+                kind: f.kind,
+                targets: vec![],
+                start_ms: self.ms(),
+                end_ms: 0,
+                detail: String::new(),
+                skipped: None,
+            };
+            let undo = self.start(f.kind, &mut rec);
+            let end = rec.start_ms + f.duration_ms;
+            self.sleep_until(end, stop);
+            if let Some(undo) = undo {
+                undo(self);
+            }
+            rec.end_ms = self.ms();
+            self.check_members(&format!("after {}", f.kind));
+            out.push(rec);
+        }
+        out
+    }
+
+    /// Sleeps until `ms` after the start; false if stopped first.
+    fn sleep_until(&self, ms: u64, stop: &AtomicBool) -> bool {
+        let at = self.base + Duration::from_millis(ms);
+        while Instant::now() < at {
+            if stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20).min(at - Instant::now()));
+        }
+        true
+    }
+
+    /// Starts a fault; returns how to end it.
+    fn start(&mut self, kind: FaultKind, rec: &mut FaultRecord) -> Option<Undo> {
+        let n = self.ids.len();
+        match kind {
+            FaultKind::IsolateLeader | FaultKind::IsolateFollower => {
+                let (m, why) = if kind == FaultKind::IsolateLeader {
+                    self.pick_leader()
+                } else {
+                    self.pick_follower()
+                };
+                rec.targets = vec![m];
+                rec.detail = format!("m{} ({why}) cut off from its peers", m + 1);
+                self.proxy.isolate(m);
+                Some(Box::new(|s: &Nemesis| s.proxy.heal()))
+            }
+            FaultKind::OneWayFromLeader | FaultKind::OneWayToLeader => {
+                let (l, why) = self.pick_leader();
+                rec.targets = vec![l];
+                for f in (0..n).filter(|f| *f != l) {
+                    if kind == FaultKind::OneWayFromLeader {
+                        self.proxy.set_link(l, f, Link::Blackhole);
+                    } else {
+                        self.proxy.set_link(f, l, Link::Blackhole);
+                    }
+                }
+                rec.detail = format!(
+                    "bytes {} m{} ({why}) held",
+                    if kind == FaultKind::OneWayFromLeader {
+                        "from"
+                    } else {
+                        "to"
+                    },
+                    l + 1
+                );
+                Some(Box::new(|s: &Nemesis| s.proxy.heal()))
+            }
+            FaultKind::Delay => {
+                let base = Duration::from_millis(self.rng.range(50, 250));
+                let jitter = base / 2;
+                rec.targets = (0..n).collect();
+                rec.detail = format!("every peer link delayed {base:?} ± {jitter:?}");
+                self.proxy.set_all(Link::Delay { base, jitter });
+                Some(Box::new(|s: &Nemesis| s.proxy.heal()))
+            }
+            FaultKind::KillLeader | FaultKind::KillFollower => {
+                let (m, why) = if kind == FaultKind::KillLeader {
+                    self.pick_leader()
+                } else {
+                    self.pick_follower()
+                };
+                rec.targets = vec![m];
+                rec.detail = format!("m{} ({why}) SIGKILLed, restarted at the end", m + 1);
+                self.cluster.lock().expect("cluster lock").kill(m);
+                Some(Box::new(move |s: &Nemesis| s.restart(m)))
+            }
+            FaultKind::StopLeader => {
+                let (m, why) = self.pick_leader();
+                rec.targets = vec![m];
+                let pid = self.cluster.lock().expect("cluster lock").members[m].pid();
+                rec.detail = format!("m{} ({why}) SIGSTOPped, SIGCONT at the end", m + 1);
+                signal(pid, "STOP");
+                Some(Box::new(move |_s: &Nemesis| signal(pid, "CONT")))
+            }
+            FaultKind::Restart => {
+                let m = self.rng.below(n as u64) as usize;
+                rec.targets = vec![m];
+                rec.detail = format!("m{} SIGTERMed and started again", m + 1);
+                self.cluster.lock().expect("cluster lock").stop(m);
+                self.restart(m);
+                None
+            }
+            FaultKind::DiskFull => {
+                let Some(disks) = self.disks.clone() else {
+                    rec.skipped = Some(
+                        self.disks_unavailable
+                            .clone()
+                            .unwrap_or_else(|| "no tmpfs data dirs in this run".into()),
+                    );
+                    return None;
+                };
+                let m = self.rng.below(n as u64) as usize;
+                rec.targets = vec![m];
+                match disks.fill(m) {
+                    Ok(b) => {
+                        rec.detail = format!(
+                            "m{}'s data dir file system filled ({} MiB of filler)",
+                            m + 1,
+                            b >> 20
+                        )
+                    }
+                    Err(e) => rec.detail = format!("filling m{}'s disk failed: {e}", m + 1),
+                }
+                Some(Box::new(move |s: &Nemesis| {
+                    disks.free(m);
+                    // A member that stopped on the full disk comes back.
+                    let running = s.cluster.lock().expect("cluster lock").members[m].is_running();
+                    if !running {
+                        let log = {
+                            let c = s.cluster.lock().expect("cluster lock");
+                            crate::tail(&c.members[m].log(), 3)
+                        };
+                        s.notes.lock().expect("notes lock").push(format!(
+                            "m{} exited on the full disk (restarted); log tail:\n{log}",
+                            m + 1
+                        ));
+                        s.cluster.lock().expect("cluster lock").kill(m);
+                        s.restart(m);
+                    }
+                }))
+            }
+            FaultKind::ClockSkew => {
+                if self.target != Target::Cairn {
+                    rec.skipped = Some(
+                        "etcd has no hook to shift a member's clock; a real clock jump would hit \
+                         the whole machine"
+                            .into(),
+                    );
+                    return None;
+                }
+                let m = self.rng.below(n as u64) as usize;
+                let offset_ms = self.rng.range(2_000, 10_000) as i64
+                    * if self.rng.chance(0.5) { 1 } else { -1 };
+                rec.targets = vec![m];
+                rec.detail = format!(
+                    "m{} restarted with its wall clock {offset_ms} ms off (what it reports to peers)",
+                    m + 1
+                );
+                self.set_clock_offset(m, Some(offset_ms));
+                Some(Box::new(move |s: &Nemesis| s.set_clock_offset(m, None)))
+            }
+        }
+    }
+
+    fn set_clock_offset(&self, m: usize, offset_ms: Option<i64>) {
+        let mut c = self.cluster.lock().expect("cluster lock");
+        c.opts
+            .member_env
+            .retain(|(i, k, _)| !(*i == m && k == CLOCK_OFFSET_ENV));
+        if let Some(o) = offset_ms {
+            c.opts
+                .member_env
+                .push((m, CLOCK_OFFSET_ENV.into(), o.to_string()));
+        }
+        c.stop(m);
+        c.restart(m);
+    }
+
+    /// Starts member `m` again and waits (bounded) until it is healthy.
+    pub fn restart(&self, m: usize) {
+        {
+            let mut c = self.cluster.lock().expect("cluster lock");
+            if c.members[m].is_running() {
+                return;
+            }
+            c.kill(m);
+            c.restart(m);
+        }
+        if !self.wait_member_healthy(m, RESTART_HEALTH_TIMEOUT) {
+            self.errors.lock().expect("errors lock").push(format!(
+                "m{} not healthy {RESTART_HEALTH_TIMEOUT:?} after its restart",
+                m + 1
+            ));
+        }
+    }
+
+    pub fn wait_member_healthy(&self, m: usize, timeout: Duration) -> bool {
+        let addr = self.cluster.lock().expect("cluster lock").members[m].client_addr();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if crate::health(&addr) == Some(true) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
+    /// Restarts any member that exited by itself, recording it.
+    pub fn check_members(&self, when: &str) {
+        let n = self.ids.len();
+        for m in 0..n {
+            let (running, log) = {
+                let mut c = self.cluster.lock().expect("cluster lock");
+                let running = c.members[m].is_running();
+                (running, crate::tail(&c.members[m].log(), 15))
+            };
+            if !running {
+                self.errors.lock().expect("errors lock").push(format!(
+                    "m{} exited unexpectedly ({when}); log tail:\n{log}",
+                    m + 1
+                ));
+                self.restart(m);
+            }
+        }
+    }
+
+    /// Ends every fault that may still be on: heal the network, continue
+    /// stopped processes, free disks, restart what is down.
+    pub fn heal_all(&self) {
+        self.proxy.heal();
+        let pids: Vec<u32> = self
+            .cluster
+            .lock()
+            .expect("cluster lock")
+            .members
+            .iter()
+            .map(|m| m.pid())
+            .collect();
+        for pid in pids {
+            signal(pid, "CONT");
+        }
+        if let Some(d) = &self.disks {
+            for m in 0..self.ids.len() {
+                d.free(m);
+            }
+        }
+        self.check_members("at the end");
+    }
+}
+
+/// The data dirs of the disk-fault tmpfs mounts, for `Options::data_dirs`.
+pub fn data_dirs(disks: &Disks, members: usize) -> Vec<(usize, PathBuf)> {
+    (0..members).map(|i| (i, disks.data_dir(i))).collect()
+}
