@@ -6,6 +6,8 @@
 //!   a local cluster (three members to start with), one config file per member.
 //! - `cargo xtask plugins build`: builds the example WASM plugins into
 //!   `plugins/dist/` (needs the wasm32-wasip2 target).
+//! - `cargo xtask robustness`: fault-injection runs with history checks,
+//!   against Cairn, etcd 3.4 or both (see `robustness.rs`).
 //! - `cargo xtask bench [args]`: the `cairn-bench` load generator;
 //!   `cargo xtask bench compare` runs it against Cairn and real etcd 3.4;
 //!   `cargo xtask bench plugins` measures what a policy plugin costs.
@@ -19,6 +21,7 @@ mod cluster;
 mod health;
 mod plugins;
 mod protoc;
+mod robustness;
 mod test;
 mod util;
 
@@ -57,6 +60,9 @@ enum Command {
     /// Build and run the cairn-bench load generator (args after `bench` are
     /// passed through; `cargo xtask bench -- --help` shows them).
     Bench(BenchArgs),
+    /// Fault-injection runs with history checks (linearizability, watches,
+    /// leases, durability) against Cairn, etcd 3.4, or both side by side.
+    Robustness(robustness::RobustnessArgs),
     /// Build the example WASM policy plugins into plugins/dist/.
     Plugins {
         #[command(subcommand)]
@@ -162,6 +168,7 @@ fn main() -> ExitCode {
             None => bench::run(args.args),
         },
         Command::Plugins { action } => plugins::run(action),
+        Command::Robustness(args) => robustness::run(args),
     };
     match result {
         Ok(code) => code,
