@@ -209,6 +209,8 @@ pub(crate) fn build(h: &History) -> Result<Vec<Partition>, BuildError> {
         .operations
         .iter()
         .filter(live)
+        // Reads at a past revision, to compare members; not linearizable.
+        .filter(|o| !h.member_reads.contains(&o.id))
         .filter(|o| is_kv(o) || matches!(o.request, Request::LeaseRevoke { .. }))
         .collect();
 
