@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::model::{PKind, PResult, PTxnOp, Partition};
 use super::search::{Frontier, Limits, SearchOutcome, search};
+use crate::history::Rev;
 
 /// Longest one trial search may take. Relaxing many writes at once can make
 /// the search expensive; such a trial counts as "no longer fails" and the
@@ -112,8 +113,11 @@ pub(crate) fn minimize(
         _ => (vec![], None),
     };
 
-    // The values the slice's reads saw, and the relaxed writes of them.
+    // Context for the slice's reads: the relaxed writes of the values they
+    // saw, and for each key read, the last relaxed write at or below the
+    // read's revision (the one it should have seen).
     let mut seen: Vec<(u16, u32)> = Vec::new();
+    let mut should_see: Vec<(u16, Rev)> = Vec::new();
     for (i, op) in p.ops.iter().enumerate() {
         if !hard[i] {
             continue;
@@ -132,13 +136,27 @@ pub(crate) fn minimize(
                 success
             };
             for (o, r) in branch.iter().zip(results) {
-                if let (PTxnOp::Get { key }, PResult::Get(Some(kv))) = (o, r) {
-                    seen.push((*key, kv.value));
+                if let PTxnOp::Get { key } = o {
+                    if let PResult::Get(Some(kv)) = r {
+                        seen.push((*key, kv.value));
+                    }
+                    if let Some(h) = obs.revision {
+                        should_see.push((*key, h));
+                    }
                 }
             }
         }
     }
-    let context = (0..n)
+    let writes_key = |op: &super::model::POp, k: u16| match &op.kind {
+        PKind::Txn {
+            success, failure, ..
+        } => success
+            .iter()
+            .chain(failure)
+            .any(|o| !matches!(o, PTxnOp::Get { .. }) && o.key() == k),
+        PKind::LeaseEnd { .. } => false,
+    };
+    let mut context: Vec<usize> = (0..n)
         .filter(|&i| !hard[i])
         .filter(|&i| match &p.ops[i].kind {
             PKind::Txn {
@@ -149,6 +167,18 @@ pub(crate) fn minimize(
             PKind::LeaseEnd { .. } => false,
         })
         .collect();
+    for (k, h) in should_see {
+        let last = (0..n)
+            .filter(|&i| !hard[i] && writes_key(&p.ops[i], k))
+            .filter(|&i| p.ops[i].revision().is_some_and(|r| r <= h))
+            .max_by_key(|&i| p.ops[i].revision());
+        if let Some(i) = last
+            && !context.contains(&i)
+        {
+            context.push(i);
+        }
+    }
+    context.sort_unstable();
 
     Minimized {
         original: p.clone(),

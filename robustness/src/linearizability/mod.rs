@@ -97,6 +97,9 @@ pub enum Verdict {
     Undecided,
 }
 
+/// Lines of the deepest order a rendered violation shows (its end).
+const MAX_DEEPEST_LINES: usize = 8;
+
 /// One line of a violation's slice.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SliceLine {
@@ -110,9 +113,10 @@ pub struct KvViolation {
     pub keys: Vec<String>,
     /// The calls that cannot be ordered, as recorded.
     pub slice: Vec<SliceLine>,
-    /// Writes of the group the slice's reads saw, relaxed while minimizing:
-    /// each took effect at its revision at some time after its call (or, when
-    /// its outcome was unknown, maybe never), results unchecked.
+    /// Relaxed writes of the group that explain the slice: those whose values
+    /// its reads saw, and for each key read, the last write at or below the
+    /// read's revision. Relaxed: each took effect at its revision at some
+    /// time after its call (or, when its outcome was unknown, maybe never).
     pub relaxed_context: Vec<SliceLine>,
     /// The deepest order the search found in the slice, then the call it
     /// could not place.
@@ -126,7 +130,7 @@ pub struct KvViolation {
 impl KvViolation {
     pub fn render(&self) -> String {
         let mut s = format!(
-            "linearizability violation on {}: these {} calls cannot be ordered{}\n",
+            "linearizability violation on {}: these {} call(s) cannot be ordered{}\n",
             self.keys.join(", "),
             self.slice.len(),
             if self.minimal {
@@ -140,16 +144,24 @@ impl KvViolation {
         }
         if !self.relaxed_context.is_empty() {
             s.push_str(
-                "  writes they read from (relaxed, like every other write of the group: \
-                 at their revision, at any time after their call):\n",
+                "  writes they read or should have read (relaxed, like every other write \
+                 of the group: at their revision, at any time after their call):\n",
             );
             for l in &self.relaxed_context {
                 s.push_str(&format!("    {}\n", l.text));
             }
         }
         if !self.deepest.is_empty() {
-            s.push_str("  deepest order found:\n");
-            for l in &self.deepest {
+            let skip = self.deepest.len().saturating_sub(MAX_DEEPEST_LINES);
+            if skip > 0 {
+                s.push_str(&format!(
+                    "  deepest order found (last {MAX_DEEPEST_LINES} of {}):\n",
+                    self.deepest.len()
+                ));
+            } else {
+                s.push_str("  deepest order found:\n");
+            }
+            for l in &self.deepest[skip..] {
                 s.push_str(&format!("    {}\n", l.text));
             }
         }

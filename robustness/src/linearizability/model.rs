@@ -107,6 +107,14 @@ pub(crate) enum PTxnOp {
     },
 }
 
+impl PTxnOp {
+    pub fn key(&self) -> u16 {
+        match self {
+            PTxnOp::Get { key } | PTxnOp::Put { key, .. } | PTxnOp::Delete { key } => *key,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum PKind {
     /// Every KV call is a txn here: a put is a txn with one put and no
@@ -163,8 +171,8 @@ impl POp {
         }
     }
 
-    /// The same op with no deadline and no results checked, keeping its
-    /// revision (and branch): a write the client saw succeed happened at
+    /// The same op with no deadline and no reads checked, keeping its
+    /// revision, branch and delete counts: a write the client saw succeed happened at
     /// that revision at some time after its call; one with an unknown
     /// outcome still may or may not have happened. Every order of the
     /// original is an order of the relaxed op, so a history that fails with
@@ -184,7 +192,11 @@ impl POp {
                 obs: Obs {
                     revision: obs.revision,
                     succeeded: obs.succeeded,
-                    results: None,
+                    // What it read goes; what it did (delete counts) stays.
+                    results: obs
+                        .results
+                        .clone()
+                        .filter(|r| r.iter().all(|x| !matches!(x, PResult::Get(_)))),
                 },
             },
             PKind::LeaseEnd { lease, revision } => PKind::LeaseEnd {

@@ -260,6 +260,7 @@ fn revision_slot(op: &super::model::POp) -> Option<(bool, Rev)> {
                     _ => false,
                 }),
                 None if branch.iter().any(|o| matches!(o, PTxnOp::Put { .. })) => true,
+                None if branch.iter().all(|o| matches!(o, PTxnOp::Get { .. })) => false,
                 None => return None,
             };
             Some((wrote, rev))

@@ -119,6 +119,9 @@ pub struct RunReport {
     pub proxy_connections: u64,
     pub proxy_identified: u64,
     pub check: check::Report,
+    /// The recorded history (also in `history_file` when kept).
+    #[serde(skip)]
+    pub history: History,
 }
 
 fn target_name(t: Target) -> &'static str {
@@ -744,6 +747,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunReport> {
         proxy_connections: stats.accepted,
         proxy_identified: stats.identified,
         check: report,
+        history,
     })
 }
 
