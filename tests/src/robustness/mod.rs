@@ -760,3 +760,85 @@ pub fn recheck(path: &std::path::Path, opts: &KvCheckOptions) -> Result<check::R
     }
     Ok(check::check(&h, opts))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cairn_robustness::history::Operation;
+
+    fn put(id: u64, member: u32, invoked_ms: u64, completed_ms: u64, ok: bool) -> Operation {
+        Operation {
+            id,
+            client: 0,
+            member,
+            request: Request::Put {
+                key: "k".into(),
+                value: id.to_string(),
+                lease: 0,
+            },
+            invoked: invoked_ms * 1_000_000,
+            completed: completed_ms * 1_000_000,
+            outcome: if ok {
+                Outcome::Ok(Response::Put {
+                    revision: id as i64,
+                })
+            } else {
+                Outcome::Unknown {
+                    error: "timeout".into(),
+                }
+            },
+        }
+    }
+
+    fn fault(start_ms: u64, end_ms: u64) -> FaultRecord {
+        FaultRecord {
+            kind: FaultKind::KillLeader,
+            targets: vec![0],
+            start_ms,
+            end_ms,
+            detail: String::new(),
+            skipped: None,
+        }
+    }
+
+    #[test]
+    fn availability_counts_slots_with_an_acknowledged_write() {
+        // Writes acknowledged at 1.05 s and 1.25 s; nothing in between.
+        let h = History {
+            operations: vec![
+                put(1, 0, 1000, 1050, true),
+                put(2, 1, 1000, 1150, false),
+                put(3, 2, 1200, 1250, true),
+            ],
+            ..History::default()
+        };
+        let f = figures(&h, &[fault(1000, 1400)], 5000);
+        assert_eq!(f[0].write_availability, Some(0.5));
+        assert_eq!((f[0].ops_ok, f[0].ops_unknown), (2, 1));
+    }
+
+    #[test]
+    fn recovery_waits_for_every_member() {
+        // Heal at 2 s; m1 writes at 2.1 s, m2 at 2.3 s, m3 at 2.6 s.
+        let mut ops = vec![
+            put(1, 0, 2000, 2100, true),
+            put(2, 1, 2100, 2300, true),
+            put(3, 2, 2500, 2600, true),
+        ];
+        let h = History {
+            operations: ops.clone(),
+            ..History::default()
+        };
+        assert_eq!(
+            figures(&h, &[fault(1000, 2000)], 5000)[0].recovery_ms,
+            Some(600)
+        );
+        // A member that never writes again: not recovered in the window.
+        ops.pop();
+        let h = History {
+            operations: ops,
+            ..History::default()
+        };
+        assert_eq!(figures(&h, &[fault(1000, 2000)], 5000)[0].recovery_ms, None);
+    }
+}
