@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::rng::Rng;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum FaultKind {
     /// Cut the leader off from its peers (both ways).
     IsolateLeader,
@@ -191,6 +192,10 @@ mod tests {
     fn names_round_trip() {
         for k in FaultKind::ALL {
             assert_eq!(k.name().parse::<FaultKind>(), Ok(k));
+            assert_eq!(
+                serde_json::to_string(&k).unwrap(),
+                format!("\"{}\"", k.name())
+            );
         }
         assert!("nope".parse::<FaultKind>().is_err());
     }

@@ -492,8 +492,9 @@ pub fn run(cfg: &RunConfig) -> Result<RunReport> {
     };
     let nemesis_stop = Arc::new(AtomicBool::new(false));
     let ns = Arc::clone(&nemesis_stop);
+    let min_gap_ms = cfg.shape.min_gap_ms;
     let nemesis_thread = std::thread::spawn(move || {
-        let done = nemesis.run(&plan, &ns);
+        let done = nemesis.run(&plan, min_gap_ms, &ns);
         (nemesis, done)
     });
 

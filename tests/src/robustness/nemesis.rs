@@ -200,10 +200,20 @@ impl Nemesis {
     }
 
     /// Runs the schedule; returns what was done. Stops early when `stop`.
-    pub fn run(&mut self, schedule: &[PlannedFault], stop: &AtomicBool) -> Vec<FaultRecord> {
-        let mut out = Vec::new();
+    /// A fault starts at its planned time, or `min_gap_ms` after the last
+    /// one ended if that is later (ending a fault can take seconds: a
+    /// restart waits for the member to be healthy), so that recovery always
+    /// has a healed stretch to be measured in.
+    pub fn run(
+        &mut self,
+        schedule: &[PlannedFault],
+        min_gap_ms: u64,
+        stop: &AtomicBool,
+    ) -> Vec<FaultRecord> {
+        let mut out: Vec<FaultRecord> = Vec::new();
         for f in schedule {
-            if !self.sleep_until(f.start_ms, stop) {
+            let earliest = out.last().map_or(0, |r| r.end_ms + min_gap_ms);
+            if !self.sleep_until(f.start_ms.max(earliest), stop) {
                 break;
             }
             let mut rec = FaultRecord {
@@ -305,7 +315,12 @@ impl Nemesis {
             FaultKind::Restart => {
                 let m = self.rng.below(n as u64) as usize;
                 rec.targets = vec![m];
-                rec.detail = format!("m{} SIGTERMed and started again", m + 1);
+                let role = if self.leader() == Some(m) {
+                    "leader"
+                } else {
+                    "follower"
+                };
+                rec.detail = format!("m{} ({role}) SIGTERMed and started again", m + 1);
                 self.cluster.lock().expect("cluster lock").stop(m);
                 self.restart(m);
                 None
