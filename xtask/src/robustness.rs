@@ -182,6 +182,8 @@ struct RunTotals {
     ops_failed: u64,
     ops_unknown: u64,
     violations: u64,
+    /// Raft term increase over the runs (an upper bound on elections).
+    terms: u64,
 }
 
 fn mean(v: &[f64]) -> Option<f64> {
@@ -209,6 +211,10 @@ fn summarize(reports: &BTreeMap<&str, Vec<PathBuf>>) -> Result<String> {
                 o.ops_failed += r["ops_failed"].as_u64().unwrap_or(0);
                 o.ops_unknown += r["ops_unknown"].as_u64().unwrap_or(0);
                 o.violations += r["violations"].as_u64().unwrap_or(0);
+                o.terms += r["term_end"]
+                    .as_u64()
+                    .unwrap_or(0)
+                    .saturating_sub(r["term_start"].as_u64().unwrap_or(0));
                 for fault in r["faults"].as_array().into_iter().flatten() {
                     let kind = fault["kind"].as_str().unwrap_or("?").to_string();
                     let tot = per.entry(t).or_default().entry(kind).or_default();
@@ -233,13 +239,15 @@ fn summarize(reports: &BTreeMap<&str, Vec<PathBuf>>) -> Result<String> {
     }
     let targets: Vec<&str> = reports.keys().copied().collect();
     let mut s = String::from("\n## Robustness summary\n\n");
-    s.push_str("| target | runs | passed | failed | undecided | ops ok | failed | unknown | violations |\n");
-    s.push_str("|---|---|---|---|---|---|---|---|---|\n");
+    s.push_str(
+        "| target | runs | passed | failed | undecided | ops ok | failed | unknown | violations | terms |\n",
+    );
+    s.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
     for t in &targets {
         let o = overall.get(t).copied().unwrap_or_default();
         let _ = writeln!(
             s,
-            "| {t} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {t} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             o.runs,
             o.passed,
             o.failed,
@@ -247,7 +255,8 @@ fn summarize(reports: &BTreeMap<&str, Vec<PathBuf>>) -> Result<String> {
             o.ops_ok,
             o.ops_failed,
             o.ops_unknown,
-            o.violations
+            o.violations,
+            o.terms
         );
     }
     s.push_str("\nPer fault kind (means over the faults; availability = share of 100 ms slots with an acknowledged write; recovery = heal until a write succeeds through every member; ops invoked during the fault):\n\n");

@@ -43,7 +43,10 @@
 //! # Limits
 //!
 //! At most [`MAX_CONNECTIONS`] connections at once; at most
-//! [`QUEUE_CHUNKS`] chunks of up to [`CHUNK_BYTES`] held per direction.
+//! [`QUEUE_BYTES`] held per direction (read from the sender, not yet
+//! delivered). Bounded by bytes, not chunks: a member that sends many small
+//! messages must not be throttled under a delay fault by the proxy's own
+//! queue (which would make the proxy, not the member, the bottleneck).
 
 pub mod procnet;
 
@@ -56,7 +59,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -66,9 +69,9 @@ pub use procnet::ProcIdentify;
 
 /// Largest read forwarded as one chunk.
 pub const CHUNK_BYTES: usize = 16 * 1024;
-/// Chunks held per direction (bytes in flight or delayed) before the proxy
-/// stops reading from the sender.
-pub const QUEUE_CHUNKS: usize = 64;
+/// Bytes held per direction (in flight or delayed) before the proxy stops
+/// reading from the sender.
+pub const QUEUE_BYTES: usize = 4 << 20;
 /// Connections open at once; more are refused (closed on accept).
 pub const MAX_CONNECTIONS: usize = 1024;
 /// Longest the proxy waits for a member's real listener to accept.
@@ -456,17 +459,30 @@ async fn pump(
     to: usize,
     shared: Arc<Shared>,
 ) {
-    let (tx, mut rx) = mpsc::channel::<(Vec<u8>, Instant)>(QUEUE_CHUNKS);
+    // The channel is unbounded in chunks; the semaphore bounds it in bytes
+    // (a permit per byte, taken before reading, returned once delivered).
+    let (tx, mut rx) = mpsc::unbounded_channel::<(Vec<u8>, Instant)>();
+    let budget = Arc::new(Semaphore::new(QUEUE_BYTES));
+    let writer_budget = Arc::clone(&budget);
     let reader_shared = Arc::clone(&shared);
     let reader = async move {
         let mut last_due = Instant::now();
         loop {
+            let Ok(permits) = Arc::clone(&budget)
+                .acquire_many_owned(CHUNK_BYTES as u32)
+                .await
+            else {
+                break;
+            };
             let mut buf = vec![0u8; CHUNK_BYTES];
             let n = match r.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => n,
             };
             buf.truncate(n);
+            // Keep only what this chunk holds; the writer gives it back.
+            permits.forget();
+            budget.add_permits(CHUNK_BYTES - n);
             let now = Instant::now();
             let due = match reader_shared.link(from, to) {
                 Link::Delay { base, jitter } => now + reader_shared.jittered(base, jitter),
@@ -474,7 +490,7 @@ async fn pump(
             };
             // Never overtake an earlier chunk.
             last_due = last_due.max(due);
-            if tx.send((buf, last_due)).await.is_err() {
+            if tx.send((buf, last_due)).is_err() {
                 break;
             }
         }
@@ -487,6 +503,7 @@ async fn pump(
             if w.write_all(&buf).await.is_err() {
                 return;
             }
+            writer_budget.add_permits(buf.len());
             shared.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
         }
         // Pass the half-close on.

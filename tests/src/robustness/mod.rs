@@ -115,6 +115,10 @@ pub struct RunReport {
     pub notes: Vec<String>,
     pub check_ms: u64,
     pub history_file: Option<PathBuf>,
+    /// The raft term when the workload started and at the end: how many
+    /// elections the faults caused (at most).
+    pub term_start: u64,
+    pub term_end: u64,
     /// Peer connections the proxy saw, and how many it could attribute.
     pub proxy_connections: u64,
     pub proxy_identified: u64,
@@ -184,13 +188,16 @@ impl RunReport {
         let _ = writeln!(
             s,
             "ops: {} ok, {} failed, {} unknown; watches: {} streams, {} events; \
-             baseline write availability {}; proxy: {}/{} peer connections attributed",
+             baseline write availability {}; raft term {} -> {}; \
+             proxy: {}/{} peer connections attributed",
             self.ops_ok,
             self.ops_failed,
             self.ops_unknown,
             self.watches,
             self.watch_events,
             fmt_frac(self.baseline_write_availability),
+            self.term_start,
+            self.term_end,
             self.proxy_identified,
             self.proxy_connections
         );
@@ -415,13 +422,15 @@ pub fn run(cfg: &RunConfig) -> Result<RunReport> {
         }
         Ok::<_, etcd_client::Error>(v)
     })?;
-    let ids: Vec<u64> = rt.block_on(async {
+    let (ids, term_start) = rt.block_on(async {
         let mut v = Vec::new();
+        let mut term = 0;
         for c in &clients {
             let st = c.clone().status().await?;
             v.push(st.header().map_or(0, |h| h.member_id()));
+            term = term.max(st.raft_term());
         }
-        Ok::<_, etcd_client::Error>(v)
+        Ok::<_, etcd_client::Error>((v, term))
     })?;
 
     // The workload.
@@ -688,6 +697,16 @@ pub fn run(cfg: &RunConfig) -> Result<RunReport> {
             .expect("errors lock")
             .push("no member answered the final read".into());
     }
+    let term_end = rt.block_on(async {
+        let mut term = 0;
+        for c in &clients {
+            let mut c = c.clone();
+            if let Ok(Ok(st)) = tokio::time::timeout(Duration::from_secs(2), c.status()).await {
+                term = term.max(st.raft_term());
+            }
+        }
+        term
+    });
     let stats = proxy.stats();
     drop(nemesis);
     drop(proxy);
@@ -745,6 +764,8 @@ pub fn run(cfg: &RunConfig) -> Result<RunReport> {
         notes,
         check_ms,
         history_file,
+        term_start,
+        term_end,
         proxy_connections: stats.accepted,
         proxy_identified: stats.identified,
         check: report,
