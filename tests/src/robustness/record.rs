@@ -219,3 +219,58 @@ pub async fn call<T>(
 pub fn describe(o: &Outcome) -> String {
     history::describe_outcome(o)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: tonic::Code, msg: &str) -> etcd_client::Error {
+        etcd_client::Error::GRpcStatus(tonic::Status::new(code, msg))
+    }
+
+    #[test]
+    fn only_errors_without_effect_are_failures() {
+        let lease = classify(&status(
+            tonic::Code::NotFound,
+            "etcdserver: requested lease not found",
+        ));
+        assert_eq!(
+            lease,
+            Outcome::Failed {
+                error: "etcdserver: requested lease not found".into(),
+                not_found: true
+            }
+        );
+        assert!(matches!(
+            classify(&status(
+                tonic::Code::InvalidArgument,
+                "etcdserver: duplicate key given in txn request"
+            )),
+            Outcome::Failed {
+                not_found: false,
+                ..
+            }
+        ));
+        // Never sent: the connection could not be made.
+        assert!(matches!(
+            classify(&status(
+                tonic::Code::Unavailable,
+                "error trying to connect: tcp connect error: Connection refused (os error 111)"
+            )),
+            Outcome::Failed { .. }
+        ));
+        // May still take effect.
+        for (code, msg) in [
+            (tonic::Code::Unavailable, "etcdserver: leader changed"),
+            (tonic::Code::Unavailable, "etcdserver: request timed out"),
+            (tonic::Code::DeadlineExceeded, "Timeout expired"),
+            (tonic::Code::Cancelled, "Timeout expired"),
+            (tonic::Code::Unknown, "transport error"),
+        ] {
+            assert!(
+                matches!(classify(&status(code, msg)), Outcome::Unknown { .. }),
+                "{code:?} {msg}"
+            );
+        }
+    }
+}
