@@ -271,7 +271,8 @@ pub fn check_durability(h: &History) -> DurabilityReport {
                     "members-disagree",
                     format!(
                         "m{} and m{} hold different states at the same revision",
-                        r.member, op.member
+                        r.member + 1,
+                        op.member + 1
                     ),
                     &[r, op],
                 );

@@ -204,7 +204,8 @@ pub struct Operation {
     /// Unique in the history; ops are identified by it in reports.
     pub id: u64,
     pub client: u32,
-    /// The member the client talked to (index in the cluster).
+    /// The member the client talked to (0-based index in the cluster; shown
+    /// as m1, m2, ...).
     pub member: u32,
     pub request: Request,
     pub invoked: Nanos,
@@ -460,13 +461,14 @@ pub fn describe_outcome(o: &Outcome) -> String {
     }
 }
 
-/// The one-line form of an operation: times in milliseconds since the start.
+/// The one-line form of an operation: times in milliseconds since the start;
+/// members named m1, m2, ... like the cluster's (`member` is 0-based).
 pub fn describe_op(op: &Operation) -> String {
     format!(
         "#{:<6} c{:<2} m{} [{:>9.3} ms .. {:>9.3} ms] {} -> {}",
         op.id,
         op.client,
-        op.member,
+        op.member + 1,
         op.invoked as f64 / 1e6,
         op.completed as f64 / 1e6,
         describe_request(&op.request),

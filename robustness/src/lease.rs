@@ -302,31 +302,34 @@ pub fn check_leases(h: &History) -> LeaseReport {
                     ));
                 }
             }
-            // Delete events of the key: the deletion happened before any
-            // call that saw its revision completed.
-            for w in &h.watches {
-                for e in &w.events {
-                    if e.event.kv.key != **key || e.event.kind != crate::history::EventKind::Delete
-                    {
-                        continue;
-                    }
-                    if let Some(seen) = first_seen_at_or_after(h, e.event.revision())
-                        && let Some((until, proof)) = alive_until(seen.invoked)
-                        && seen.completed < until
-                        && seen.completed < asked
-                        && seen.invoked > attached
-                    {
-                        report.violations.push(violation(
-                            "early-expiry",
-                            format!(
-                                "{key} (lease {lease:x}) was deleted at revision {}, seen by #{} {:.3} s before the lease could expire",
-                                e.event.revision(),
-                                seen.id,
-                                (until - seen.completed) as f64 / 1e9
-                            ),
-                            &[proof, seen],
-                        ));
-                    }
+            // Delete events of the key (each revision once, whichever
+            // watchers saw it): the deletion happened before any call that
+            // saw its revision completed.
+            let deletes: BTreeSet<Rev> = h
+                .watches
+                .iter()
+                .flat_map(|w| &w.events)
+                .filter(|e| {
+                    e.event.kv.key == **key && e.event.kind == crate::history::EventKind::Delete
+                })
+                .map(|e| e.event.revision())
+                .collect();
+            for rev in deletes {
+                if let Some(seen) = first_seen_at_or_after(h, rev)
+                    && let Some((until, proof)) = alive_until(seen.invoked)
+                    && seen.completed < until
+                    && seen.completed < asked
+                    && seen.invoked > attached
+                {
+                    report.violations.push(violation(
+                        "early-expiry",
+                        format!(
+                            "{key} (lease {lease:x}) was deleted at revision {rev}, seen by #{} {:.3} s before the lease could expire",
+                            seen.id,
+                            (until - seen.completed) as f64 / 1e9
+                        ),
+                        &[proof, seen],
+                    ));
                 }
             }
         }
@@ -462,6 +465,10 @@ mod tests {
         // A write at revision 4 completed at 3 s: the delete at 3 came
         // before, while the lease had to live until 4 s.
         h.put((3 * S - 5, 3 * S), "other", "x", 4);
+        assert_eq!(kinds(&check_leases(&h.h)), vec!["early-expiry"]);
+        // Reported once, however many watchers saw the delete.
+        let again = h.h.watches[0].clone();
+        h.h.watches.push(again);
         assert_eq!(kinds(&check_leases(&h.h)), vec!["early-expiry"]);
     }
 

@@ -44,7 +44,7 @@ fn describe_watch(w: &Watch) -> String {
     format!(
         "watch w{} on m{} {range} from rev {} (covers {}..={}){}",
         w.id,
-        w.member,
+        w.member + 1,
         w.start_revision,
         w.first_revision().map_or("?".into(), |r| r.to_string()),
         w.last_revision().map_or("?".into(), |r| r.to_string()),
