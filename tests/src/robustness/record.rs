@@ -191,6 +191,16 @@ pub fn classify(e: &etcd_client::Error) -> Outcome {
             not_found: false,
         };
     }
+    // etcd-client's keep-alive call reads the first response itself and
+    // turns a TTL of 0 (the lease is gone) into this error.
+    if let etcd_client::Error::LeaseKeepAliveError(m) = e
+        && m == "lease not found"
+    {
+        return Outcome::Failed {
+            error: text,
+            not_found: true,
+        };
+    }
     Outcome::Unknown { error: text }
 }
 
@@ -251,6 +261,15 @@ mod tests {
                 ..
             }
         ));
+        assert_eq!(
+            classify(&etcd_client::Error::LeaseKeepAliveError(
+                "lease not found".into()
+            )),
+            Outcome::Failed {
+                error: "lease keep alive error: lease not found".into(),
+                not_found: true
+            }
+        );
         // Never sent: the connection could not be made.
         assert!(matches!(
             classify(&status(

@@ -302,8 +302,11 @@ pub async fn lease_client(ctx: Ctx, client: u32, seed: u64, open: OpenLeases) {
     }
 }
 
-/// One keep-alive request and its response, on a stream of its own (so a
-/// response can never be matched with the wrong request).
+/// Keep-alive requests and the response to the last, on a stream of their
+/// own (so a response can never be matched with the wrong request).
+/// `lease_keep_alive` itself sends a first request and reads its response
+/// (failing with "lease not found" when the TTL is 0); then one more is sent
+/// and its TTL recorded. Both refreshes fall inside the recorded window.
 pub async fn keepalive(ctx: &Ctx, c: &mut etcd_client::Client, client: u32, m: u32, lease: i64) {
     let invoked = ctx.rec.now();
     let fut = async {
