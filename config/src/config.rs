@@ -1109,6 +1109,17 @@ fn tls_settings(
         TlsSide::Client => None,
         TlsSide::Peer => Some(inputs.text("peer-cert-allowed-cn")?).filter(|cn| !cn.is_empty()),
     };
+    let allowed_hostname = Some(inputs.text(f.allowed_hostname)?).filter(|h| !h.is_empty());
+    let crl_file = path(f.crl_file)?;
+    if let (Some(cn), Some(hostname)) = (&allowed_cn, &allowed_hostname) {
+        // etcd's wording (pkg/transport), with the flags that caused it.
+        return Err(ConfigError::invalid(format!(
+            "--peer-cert-allowed-cn{} and --{}{} cannot both be set: AllowedCN and AllowedHostname are mutually exclusive (cn={cn:?}, hostname={hostname:?})",
+            inputs.at("peer-cert-allowed-cn"),
+            f.allowed_hostname,
+            inputs.at(f.allowed_hostname)
+        )));
+    }
     let identity = match (cert_file, key_file) {
         (Some(cert_file), Some(key_file)) => {
             if auto_tls {
@@ -1142,6 +1153,8 @@ fn tls_settings(
                 (trusted_ca_file.is_some(), f.trusted_ca_file),
                 (cert_auth_flag, f.client_cert_auth),
                 (allowed_cn.is_some(), "peer-cert-allowed-cn"),
+                (allowed_hostname.is_some(), f.allowed_hostname),
+                (crl_file.is_some(), f.crl_file),
             ]
             .iter()
             .filter(|(set, _)| *set)
@@ -1177,11 +1190,21 @@ fn tls_settings(
                 f.auto_tls
             ));
         }
-        if allowed_cn.is_some() {
+        let unchecked: Vec<String> = [
+            (allowed_cn.is_some(), "peer-cert-allowed-cn"),
+            (allowed_hostname.is_some(), f.allowed_hostname),
+            (crl_file.is_some(), f.crl_file),
+        ]
+        .iter()
+        .filter(|(set, _)| *set)
+        .map(|(_, name)| format!("--{name}{}", inputs.at(name)))
+        .collect();
+        if !unchecked.is_empty() {
             warnings.push(format!(
-                "--peer-cert-allowed-cn{} ignored with --{}: peers' certificates are not checked",
-                inputs.at("peer-cert-allowed-cn"),
-                f.auto_tls
+                "{} ignored with --{}: {} certificates are not checked",
+                unchecked.join(" and "),
+                f.auto_tls,
+                side.as_str()
             ));
         }
         return Ok(Some(TlsSettings {
@@ -1190,6 +1213,8 @@ fn tls_settings(
             trusted_ca_file: None,
             client_cert_auth: false,
             allowed_cn: None,
+            allowed_hostname: None,
+            crl_file: None,
         }));
     }
     if cert_auth_flag && trusted_ca_file.is_none() {
@@ -1202,18 +1227,31 @@ fn tls_settings(
     }
     // etcd requires client certificates whenever a trusted CA is given.
     let client_cert_auth = cert_auth_flag || trusted_ca_file.is_some();
-    if allowed_cn.is_some() && !client_cert_auth {
-        warnings.push(format!(
-            "--peer-cert-allowed-cn{} has no effect without --peer-client-cert-auth and --peer-trusted-ca-file",
-            inputs.at("peer-cert-allowed-cn")
-        ));
+    if !client_cert_auth {
+        // Without client certificates there is nothing to check.
+        for (set, name) in [
+            (allowed_cn.is_some(), "peer-cert-allowed-cn"),
+            (allowed_hostname.is_some(), f.allowed_hostname),
+            (crl_file.is_some(), f.crl_file),
+        ] {
+            if set {
+                warnings.push(format!(
+                    "--{name}{} has no effect without --{} and --{}",
+                    inputs.at(name),
+                    f.client_cert_auth,
+                    f.trusted_ca_file
+                ));
+            }
+        }
     }
     Ok(Some(TlsSettings {
         side,
         identity,
         trusted_ca_file,
         client_cert_auth,
-        allowed_cn: if client_cert_auth { allowed_cn } else { None },
+        allowed_cn: allowed_cn.filter(|_| client_cert_auth),
+        allowed_hostname: allowed_hostname.filter(|_| client_cert_auth),
+        crl_file: crl_file.filter(|_| client_cert_auth),
     }))
 }
 

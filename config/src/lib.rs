@@ -105,9 +105,10 @@
 //! 16. **TLS** (see [`TlsSettings`]): `--client-cert-auth` without
 //!     `--trusted-ca-file` is an error (etcd would verify client certificates
 //!     against the system roots); Go names of cipher suites rustls does not
-//!     implement are dropped with a warning; CRL files and the
-//!     allowed-hostname checks are not supported yet. The server reloads
-//!     certificates *and* CA bundles when their files change.
+//!     implement are dropped with a warning; `--*-crl-file`,
+//!     `--*-cert-allowed-hostname` and `--peer-cert-allowed-cn` without
+//!     client certificate checks warn that they have no effect. The server
+//!     reloads certificates, CA bundles *and* CRL files when they change.
 
 // `ConfigError` carries the offending value and its full source (a file
 // path, line and key), which makes it larger than clippy likes in a

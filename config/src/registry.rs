@@ -239,8 +239,6 @@ pub fn lookup_env(var: &str) -> Option<&'static Setting> {
 use Kind::*;
 use Section::*;
 
-const CRL: &str = "checking certificate revocation lists";
-const ALLOWED_HOSTNAME: &str = "checking the hostname of client certificates";
 const DISCOVERY: &str = "cluster discovery";
 const PROXY: &str = "the v2 proxy";
 const LEGACY: &str = "the flag is an etcd 2 leftover that etcd 3.4 also ignores";
@@ -503,17 +501,15 @@ pub static SETTINGS: &[Setting] = &[
         Security,
         Text,
         "",
-        "Certificate revocation list for client certificates.",
-    )
-    .not_yet(CRL),
+        "Certificate revocation list (PEM or DER): client certificates with a listed serial number are refused.",
+    ),
     setting(
         "client-cert-allowed-hostname",
         Security,
         Text,
         "",
-        "Hostname a client certificate must carry.",
-    )
-    .not_yet(ALLOWED_HOSTNAME),
+        "Hostname or IP address a client certificate's SANs must match (with --client-cert-auth).",
+    ),
     setting(
         "trusted-ca-file",
         Security,
@@ -556,9 +552,8 @@ pub static SETTINGS: &[Setting] = &[
         Security,
         Text,
         "",
-        "Hostname a peer certificate must carry.",
-    )
-    .not_yet(ALLOWED_HOSTNAME),
+        "Hostname or IP address a peer certificate's SANs must match (exclusive with --peer-cert-allowed-cn).",
+    ),
     setting(
         "peer-auto-tls",
         Security,
@@ -571,9 +566,8 @@ pub static SETTINGS: &[Setting] = &[
         Security,
         Text,
         "",
-        "Certificate revocation list for peer certificates.",
-    )
-    .not_yet(CRL),
+        "Certificate revocation list (PEM or DER): peer certificates with a listed serial number are refused.",
+    ),
     setting(
         "cipher-suites",
         Security,
@@ -1082,6 +1076,8 @@ mod tests {
             "cert-file",
             "key-file",
             "client-cert-auth",
+            "client-crl-file",
+            "client-cert-allowed-hostname",
             "trusted-ca-file",
             "auto-tls",
             "peer-cert-file",
@@ -1089,7 +1085,9 @@ mod tests {
             "peer-client-cert-auth",
             "peer-trusted-ca-file",
             "peer-cert-allowed-cn",
+            "peer-cert-allowed-hostname",
             "peer-auto-tls",
+            "peer-crl-file",
             "cipher-suites",
         ];
         for s in SETTINGS {

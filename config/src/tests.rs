@@ -388,19 +388,15 @@ fn not_yet_flags_accept_their_default() {
 
 #[test]
 fn not_yet_flags_refuse_other_values() {
-    let e = fail_env(&["--client-crl-file=/etc/ssl/revoked.pem"], &[]);
+    let e = fail_env(&["--enable-pprof"], &[]);
     assert_eq!(
         e.to_string(),
-        "--client-crl-file: checking certificate revocation lists is not supported yet by cairn (the flag is recognised; leave it unset)"
+        "--enable-pprof: the pprof endpoint is not supported yet by cairn (the flag is recognised; leave it unset)"
     );
     assert_eq!(e.exit_code(), 1);
     assert_eq!(
-        fail_env(
-            &[],
-            &[("ETCD_PEER_CERT_ALLOWED_HOSTNAME", "m1.example.com")]
-        )
-        .to_string(),
-        "--peer-cert-allowed-hostname (from environment variable ETCD_PEER_CERT_ALLOWED_HOSTNAME): checking the hostname of client certificates is not supported yet by cairn (the flag is recognised; leave it unset)"
+        fail_env(&[], &[("ETCD_DISCOVERY", "https://discovery.etcd.io/x")]).to_string(),
+        "--discovery (from environment variable ETCD_DISCOVERY): cluster discovery is not supported yet by cairn (the flag is recognised; leave it unset)"
     );
     assert_eq!(
         fail(&["--discovery-srv=example.com"]),
@@ -528,6 +524,9 @@ fn tls_flags_become_typed_settings() {
         "--key-file=/pki/server.key",
         "--client-cert-auth",
         "--trusted-ca-file=/pki/ca.crt",
+        "--client-crl-file=/pki/revoked.crl",
+        "--client-cert-allowed-hostname=client.example.com",
+        "--peer-crl-file=/pki/peer-revoked.crl",
         "--listen-peer-urls=https://127.0.0.1:2380",
         "--initial-advertise-peer-urls=https://127.0.0.1:2380",
         "--peer-cert-file=/pki/peer.crt",
@@ -548,12 +547,16 @@ fn tls_flags_become_typed_settings() {
             trusted_ca_file: Some("/pki/ca.crt".into()),
             client_cert_auth: true,
             allowed_cn: None,
+            allowed_hostname: Some("client.example.com".into()),
+            crl_file: Some("/pki/revoked.crl".into()),
         })
     );
     let peer = c.peer_tls.expect("peer TLS");
     // A trusted CA alone requires peers' certificates, as in etcd.
     assert!(peer.client_cert_auth);
     assert_eq!(peer.allowed_cn.as_deref(), Some("etcd-peer"));
+    assert_eq!(peer.allowed_hostname, None);
+    assert_eq!(peer.crl_file, Some("/pki/peer-revoked.crl".into()));
     assert_eq!(
         urls(
             &c.initial_cluster
@@ -621,6 +624,49 @@ fn tls_flag_combinations_are_checked() {
     let peer = c.peer_tls.expect("peer TLS");
     assert!(peer.is_auto() && !peer.client_cert_auth && peer.trusted_ca_file.is_none());
     assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    let c = serve(&[
+        "--listen-peer-urls=https://127.0.0.1:2380",
+        "--initial-advertise-peer-urls=https://127.0.0.1:2380",
+        "--peer-auto-tls",
+        "--peer-crl-file=/pki/revoked.crl",
+    ]);
+    let peer = c.peer_tls.expect("peer TLS");
+    assert_eq!(peer.crl_file, None);
+    assert_eq!(
+        c.warnings,
+        ["--peer-crl-file ignored with --peer-auto-tls: peer certificates are not checked"]
+    );
+
+    // CRL and hostname checks apply to client certificates: without them
+    // they do nothing, which is worth a warning.
+    let c = serve(&[
+        "--listen-client-urls=https://127.0.0.1:2379",
+        "--advertise-client-urls=https://127.0.0.1:2379",
+        "--cert-file=/pki/server.crt",
+        "--key-file=/pki/server.key",
+        "--client-crl-file=/pki/revoked.crl",
+        "--client-cert-allowed-hostname=client.example.com",
+    ]);
+    let client = c.client_tls.expect("client TLS");
+    assert_eq!((client.crl_file, client.allowed_hostname), (None, None));
+    assert_eq!(
+        c.warnings,
+        [
+            "--client-cert-allowed-hostname has no effect without --client-cert-auth and --trusted-ca-file",
+            "--client-crl-file has no effect without --client-cert-auth and --trusted-ca-file",
+        ]
+    );
+    // etcd refuses a CN and a hostname check together.
+    assert_eq!(
+        fail(&[
+            "--peer-cert-file=/pki/peer.crt",
+            "--peer-key-file=/pki/peer.key",
+            "--peer-trusted-ca-file=/pki/ca.crt",
+            "--peer-cert-allowed-cn=etcd-peer",
+            "--peer-cert-allowed-hostname=m1.example.com",
+        ]),
+        "--peer-cert-allowed-cn and --peer-cert-allowed-hostname cannot both be set: AllowedCN and AllowedHostname are mutually exclusive (cn=\"etcd-peer\", hostname=\"m1.example.com\")"
+    );
 }
 
 #[test]
@@ -1063,7 +1109,7 @@ fn help_and_version() {
     );
     let text = help_text();
     assert!(text.starts_with("Usage:\n"));
-    assert!(text.contains("\n  --peer-crl-file '' (not supported yet)\n"));
+    assert!(text.contains("\n  --discovery-srv '' (not supported yet)\n"));
 }
 
 // ----------------------------------------------------------- robustness

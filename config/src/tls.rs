@@ -35,6 +35,8 @@ impl TlsSide {
                 trusted_ca_file: "trusted-ca-file",
                 client_cert_auth: "client-cert-auth",
                 auto_tls: "auto-tls",
+                crl_file: "client-crl-file",
+                allowed_hostname: "client-cert-allowed-hostname",
             },
             TlsSide::Peer => TlsFlags {
                 cert_file: "peer-cert-file",
@@ -42,6 +44,8 @@ impl TlsSide {
                 trusted_ca_file: "peer-trusted-ca-file",
                 client_cert_auth: "peer-client-cert-auth",
                 auto_tls: "peer-auto-tls",
+                crl_file: "peer-crl-file",
+                allowed_hostname: "peer-cert-allowed-hostname",
             },
         }
     }
@@ -55,6 +59,8 @@ pub struct TlsFlags {
     pub trusted_ca_file: &'static str,
     pub client_cert_auth: &'static str,
     pub auto_tls: &'static str,
+    pub crl_file: &'static str,
+    pub allowed_hostname: &'static str,
 }
 
 /// Where one side's certificate comes from.
@@ -89,6 +95,16 @@ pub struct TlsSettings {
     /// `--peer-cert-allowed-cn`: a peer's client certificate must carry this
     /// common name. Always `None` on the client side.
     pub allowed_cn: Option<String>,
+    /// `--client-cert-allowed-hostname` / `--peer-cert-allowed-hostname`: a
+    /// client certificate's subject alternative names must match this DNS
+    /// name or IP address (Go's `VerifyHostname`). Never set together with
+    /// `allowed_cn` (etcd refuses that combination).
+    pub allowed_hostname: Option<String>,
+    /// `--client-crl-file` / `--peer-crl-file`: a certificate revocation
+    /// list (PEM `X509 CRL` or DER). A client certificate, or any
+    /// certificate sent with it, whose serial number the list names is
+    /// refused. Re-read when it changes, like the other files.
+    pub crl_file: Option<PathBuf>,
 }
 
 impl TlsSettings {

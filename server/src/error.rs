@@ -197,6 +197,17 @@ impl From<crate::storage::Error> for Error {
     }
 }
 
+impl From<crate::storage::mvcc::MvccError> for Error {
+    fn from(e: crate::storage::mvcc::MvccError) -> Error {
+        use crate::storage::mvcc::MvccError;
+        match e {
+            MvccError::Compacted => Error::Compacted,
+            MvccError::FutureRev => Error::FutureRev,
+            MvccError::Storage(s) => s.into(),
+        }
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[cfg(test)]

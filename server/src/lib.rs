@@ -6,15 +6,19 @@
 
 pub mod api;
 pub mod auth;
+pub mod boot;
 pub mod cli;
+pub mod crash;
 pub mod error;
-pub mod http_client;
+pub mod etcdserver;
+pub mod files;
 pub mod ids;
 pub mod logging;
 pub mod metrics;
+pub mod net;
 pub mod pb;
-pub mod plugins;
-pub mod server;
+pub mod policy;
+pub mod state;
 pub mod storage;
 pub mod tls;
 pub mod transport;

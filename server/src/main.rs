@@ -18,7 +18,7 @@ fn main() -> ExitCode {
         return cairn::cli::snapshot_command(&args[1..]);
     }
     if args.first().map(String::as_str) == Some("plugin") {
-        return cairn::plugins::cli::command(&args[1..]);
+        return cairn::cli::plugin::command(&args[1..]);
     }
     let invocation = match cairn_config::parse_process() {
         Ok(i) => i,
@@ -59,7 +59,7 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let member = match cairn::server::bootstrap::start(&cfg).await {
+        let member = match cairn::boot::start(&cfg).await {
             Ok(m) => m,
             Err(e) => {
                 tracing::error!("cannot start: {e}");

@@ -119,6 +119,10 @@ pub struct Options {
     /// Data dirs somewhere else than the cluster's temp dir: (index, path),
     /// e.g. on a small tmpfs to fill up.
     pub data_dirs: Vec<(usize, PathBuf)>,
+    /// Called by `Cluster::launch` after the members' TLS files are
+    /// written and before any process starts, to replace some of them
+    /// (`Member::tls_dir`, `Pki::dir`).
+    pub prepare: Option<fn(&Cluster)>,
 }
 
 impl Default for Options {
@@ -137,6 +141,7 @@ impl Default for Options {
             tls: None,
             peer_listen_port: None,
             data_dirs: Vec::new(),
+            prepare: None,
         }
     }
 }
@@ -201,6 +206,14 @@ impl Member {
     }
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// If the process has exited: its exit code (`None` when a signal ended
+    /// it), and the member counts as stopped from then on.
+    pub fn try_exit_code(&mut self) -> Option<Option<i32>> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        Some(status.code())
     }
 }
 
@@ -275,6 +288,9 @@ impl Cluster {
             opts,
             pki,
         };
+        if let Some(prepare) = c.opts.prepare {
+            prepare(&c);
+        }
         for i in 0..c.members.len() {
             c.spawn(i);
         }
@@ -623,8 +639,9 @@ fn member_args(m: &Member, opts: &Options, initial_cluster: &str, state: &str) -
 /// A member's certificates from the cluster CA, in `Member::tls_dir`:
 /// `server.crt`/`.key` for clients, `peer.crt`/`.key` for peers (valid for
 /// the member's address and 127.0.0.1, where connections between members
-/// come from), and the CA bundles `ca.crt` and `peer-ca.crt` (separate
-/// files, so a test can rotate one).
+/// come from), the CA bundles `ca.crt` and `peer-ca.crt` (separate
+/// files, so a test can rotate one), and an empty revocation list
+/// `revoked.crl` (used with `TlsOptions::crl`).
 fn write_member_tls(m: &Member, pki: &tls::Pki) {
     let dir = m.tls_dir();
     let sans = [m.host.as_str(), "127.0.0.1", "localhost"];
@@ -632,6 +649,7 @@ fn write_member_tls(m: &Member, pki: &tls::Pki) {
     pki.ca.issue(&m.name, &sans).write(&dir, "peer");
     std::fs::write(dir.join("ca.crt"), &pki.ca.pem).expect("ca.crt");
     std::fs::write(dir.join("peer-ca.crt"), &pki.ca.pem).expect("peer-ca.crt");
+    std::fs::write(dir.join("revoked.crl"), pki.ca.crl(&[])).expect("revoked.crl");
 }
 
 /// The TLS flags of one member.
@@ -648,6 +666,9 @@ fn tls_args(m: &Member, t: &tls::TlsOptions) -> Vec<String> {
             if t.client_cert_auth {
                 args.push("--client-cert-auth".into());
                 args.push(format!("--trusted-ca-file={}", file("ca.crt")));
+                if t.crl {
+                    args.push(format!("--client-crl-file={}", file("revoked.crl")));
+                }
             }
         }
     }
@@ -660,6 +681,9 @@ fn tls_args(m: &Member, t: &tls::TlsOptions) -> Vec<String> {
             args.push(format!("--peer-trusted-ca-file={}", file("peer-ca.crt")));
             if t.peer_cert_auth {
                 args.push("--peer-client-cert-auth".into());
+            }
+            if t.crl {
+                args.push(format!("--peer-crl-file={}", file("revoked.crl")));
             }
         }
     }

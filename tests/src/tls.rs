@@ -27,6 +27,10 @@ pub struct TlsOptions {
     pub peer_cert_auth: bool,
     /// `--auto-tls` / `--peer-auto-tls` instead of CA-issued certificates.
     pub auto: bool,
+    /// `--client-crl-file` (with `client_cert_auth`) and `--peer-crl-file`
+    /// (with `peer`): `revoked.crl` in the member's TLS folder, at first
+    /// an empty list signed by the cluster CA.
+    pub crl: bool,
 }
 
 /// A certificate authority.
@@ -75,27 +79,90 @@ impl Ca {
     /// given subject alternative names (IP addresses or DNS names). Every
     /// call makes a new key and a new random serial number.
     pub fn issue(&self, cn: &str, sans: &[&str]) -> Issued {
+        self.issue_params(leaf_params(cn, sans))
+    }
+
+    /// Like [`Ca::issue`], with the given serial number (big-endian), so a
+    /// revocation list can name it.
+    pub fn issue_with_serial(&self, cn: &str, sans: &[&str], serial: &[u8]) -> Issued {
+        let mut params = leaf_params(cn, sans);
+        params.serial_number = Some(rcgen::SerialNumber::from_slice(serial));
+        self.issue_params(params)
+    }
+
+    fn issue_params(&self, params: rcgen::CertificateParams) -> Issued {
         let key = rcgen::KeyPair::generate().expect("key");
-        let mut params =
-            rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-                .expect("params");
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, cn);
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::DigitalSignature,
-            rcgen::KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = vec![
-            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-        ];
         let cert = params.signed_by(&key, &self.issuer).expect("certificate");
         Issued {
             cert: cert.pem(),
             key: key.serialize_pem(),
         }
+    }
+
+    /// A certificate revocation list (PEM `X509 CRL`) signed by this CA,
+    /// revoking the given serial numbers.
+    pub fn crl(&self, serials: &[&[u8]]) -> String {
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2024, 1, 1),
+            next_update: rcgen::date_time_ymd(2100, 1, 1),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|s| rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from_slice(s),
+                    revocation_time: rcgen::date_time_ymd(2024, 1, 1),
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        params
+            .signed_by(&self.issuer)
+            .expect("CRL")
+            .pem()
+            .expect("CRL PEM")
+    }
+}
+
+/// Parameters of a leaf certificate for `cn` with `sans`, for server and
+/// client use.
+fn leaf_params(cn: &str, sans: &[&str]) -> rcgen::CertificateParams {
+    let mut params =
+        rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .expect("params");
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::DigitalSignature,
+        rcgen::KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params
+}
+
+/// One self-signed certificate that is its own CA (basicConstraints
+/// CA:TRUE) and also a server and client certificate for `sans`: the
+/// "one certificate for everything" setup, used as certificate, client
+/// certificate and trusted CA file at once.
+pub fn self_signed_ca_leaf(cn: &str, sans: &[&str]) -> Issued {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = leaf_params(cn, sans);
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages.extend([
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ]);
+    let cert = params.self_signed(&key).expect("self-signed certificate");
+    Issued {
+        cert: cert.pem(),
+        key: key.serialize_pem(),
     }
 }
 

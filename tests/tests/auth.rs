@@ -273,6 +273,8 @@ fn unprivileged_user_gets_nothing_past_auth() {
     }
     let c = Cluster::start(Options {
         members: 1,
+        // A config file, so /config/status has one to show (or hide).
+        config_toml: Some(String::new()),
         ..Options::default()
     });
     let e = c.members[0].endpoint();
@@ -468,6 +470,14 @@ fn unprivileged_user_gets_nothing_past_auth() {
         status, 200,
         "the reload outcome stays open, like /health: {reply}"
     );
+    // ... but names no files (nor values, nor error texts) to anonymous
+    // callers while auth is on; root sees them.
+    let anonymous: serde_json::Value = serde_json::from_str(&reply).expect("json");
+    assert_eq!(anonymous["config_files"], serde_json::json!([]), "{reply}");
+    let (status, reply) = http(&c, "GET", "/config/status", "", Some(&root_token(&c)));
+    assert_eq!(status, 200, "{reply}");
+    let full: serde_json::Value = serde_json::from_str(&reply).expect("json");
+    assert_ne!(full["config_files"], serde_json::json!([]), "{reply}");
     // v2: keys need root credentials while auth is on.
     let (status, body) = http_get(&c.members[0].client_addr(), "/v2/keys/").expect("v2");
     assert_eq!(status, 401, "{body}");

@@ -672,6 +672,44 @@ fn password_authenticator_logs_in_on_every_member() {
         let o = etcdctl(&eps[0], args, None);
         assert!(o.status.success(), "{args:?}: {}", out(&o));
     }
+    // The password authenticator was deployed while auth was off, when
+    // anyone could have: from `auth enable` on it is not consulted (every
+    // member says so, loudly) until root deploys it again.
+    let o = as_user(&eps[1], "alice:open-sesame", &["get", "/secure/alice/x"]);
+    assert!(
+        !o.status.success()
+            && out(&o).contains("authentication failed, invalid user ID or password"),
+        "{}",
+        out(&o)
+    );
+    for m in &c.members {
+        let log = m.log();
+        assert!(
+            log.contains("authenticator plugin \"pw\" was deployed while auth was off"),
+            "{}: {}",
+            m.name,
+            cairn_tests::tail(&log, 20)
+        );
+    }
+    let root = login(&eps[0], "root", "rootpw");
+    assert!(root.ends_with("\n200"), "{root}");
+    let body: serde_json::Value = serde_json::from_str(root.rsplit_once('\n').unwrap().0).unwrap();
+    let root_token = body["token"].as_str().expect("a token").to_owned();
+    // Anonymous callers may not change the set now.
+    let (_, err, code) = plugin(&eps[0], &["remove", "pw"]);
+    assert_ne!(code, Some(0), "{err}");
+    plugin_ok(
+        &eps[0],
+        &[
+            "deploy",
+            "pw",
+            &hostile(dir.path(), "password-auth"),
+            "--deadline",
+            HONEST_DEADLINE,
+            "--auth-token",
+            &root_token,
+        ],
+    );
     let o = as_user(&eps[1], "alice:open-sesame", &["get", "/secure/alice/x"]);
     assert!(
         !o.status.success() && out(&o).contains("permission denied"),

@@ -19,6 +19,7 @@ mod bench;
 mod bench_plugins;
 mod cluster;
 mod health;
+mod layers;
 mod plugins;
 mod protoc;
 mod robustness;
@@ -63,6 +64,9 @@ enum Command {
     /// Fault-injection runs with history checks (linearizability, watches,
     /// leases, durability) against Cairn, etcd 3.4, or both side by side.
     Robustness(robustness::RobustnessArgs),
+    /// Print the server's module layers and any import that goes up or
+    /// sideways (the structural check `cargo xtask test` runs).
+    Layers,
     /// Build the example WASM policy plugins into plugins/dist/.
     Plugins {
         #[command(subcommand)]
@@ -169,6 +173,7 @@ fn main() -> ExitCode {
         },
         Command::Plugins { action } => plugins::run(action),
         Command::Robustness(args) => robustness::run(args),
+        Command::Layers => layers::run(&layers::server_src()),
     };
     match result {
         Ok(code) => code,

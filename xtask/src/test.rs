@@ -23,6 +23,7 @@ pub struct TestArgs {
 
 pub fn run(args: TestArgs) -> Result<ExitCode> {
     check_etcdctl()?;
+    check_etcd()?;
     check_curl()?;
 
     if args.no_lint {
@@ -135,6 +136,37 @@ fn check_etcdctl() -> Result<()> {
             out.stdout.trim(),
             out.stderr.trim()
         ),
+    }
+}
+
+/// The data-format tests read files real etcd 3.4 wrote, and the
+/// side-by-side tests run it next to Cairn: a missing etcd is an error.
+fn check_etcd() -> Result<()> {
+    let install = "install it with `sudo apt-get install -y etcd-server` (Debian/Ubuntu; \
+                   it provides etcd 3.4)";
+    let out = match run_captured(
+        Command::new("etcd").arg("--version"),
+        Duration::from_secs(10),
+    ) {
+        Ok(out) => out,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            bail!("etcd is not on PATH; the test suite needs etcd 3.4: {install}")
+        }
+        Err(err) => bail!("cannot run `etcd --version`: {err}; {install}"),
+    };
+    // etcd 3.4 prints "etcd Version: 3.4.23\nGit SHA: ...".
+    match out
+        .stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("etcd Version:"))
+        .map(str::trim)
+    {
+        Some(v) if v.starts_with("3.4.") => {
+            eprintln!("xtask: using etcd {v}");
+            Ok(())
+        }
+        Some(v) => bail!("etcd on PATH is version {v}, the test suite needs 3.4.x: {install}"),
+        None => bail!("`etcd --version` printed no version: {install}"),
     }
 }
 

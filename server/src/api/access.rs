@@ -20,7 +20,7 @@
 //!   methods and headers are sent along, and a preflight (`OPTIONS`) is
 //!   answered 200 right here, with those headers and an empty body.
 
-use crate::server::EtcdServer;
+use crate::etcdserver::EtcdServer;
 use crate::tls::PeerIdentity;
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
@@ -30,15 +30,13 @@ use std::sync::Arc;
 const ALLOW_METHODS: &str = "POST, GET, OPTIONS, PUT, DELETE";
 const ALLOW_HEADERS: &str = "accept, content-type, authorization";
 
-/// The access checks, for every non-gRPC request on a client listener.
+/// The access checks, for every HTTP request on a client listener (gRPC
+/// calls are routed around this layer: see `grpc_methods`).
 pub async fn access_layer(
     axum::extract::State(srv): axum::extract::State<Arc<EtcdServer>>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    if super::is_grpc(&req) {
-        return next.run(req).await;
-    }
     // Decided before the handler runs: the configuration guard must not be
     // held across an await, and a reload mid-request must not mix settings.
     let allow_origin = {

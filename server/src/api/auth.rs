@@ -3,31 +3,47 @@
 
 use super::check_leader;
 use crate::error::Error;
+use crate::etcdserver::auth::{Credential, with_credentialed_caller};
+use crate::etcdserver::{Applied, EtcdServer};
 use crate::pb::cairnpb::internal_request::Request as Internal;
 use crate::pb::etcdserverpb::auth_server::Auth;
 use crate::pb::etcdserverpb::*;
-use crate::server::auth::with_caller;
-use crate::server::{Applied, EtcdServer};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 /// gRPC metadata key etcd clients put their token in.
 const TOKEN_METADATA: &str = "token";
 
-/// Resolves the caller of a client request (gRPC `token` metadata; the
-/// `Authorization` header on the JSON gateway) and runs the request as that
-/// caller. A token that does not resolve is refused before any handler
-/// runs, with `invalid auth token`, as etcd does.
-pub async fn caller_layer(
+/// Resolves the caller of a gRPC call from its `token` metadata (see
+/// [`caller_layer`]).
+pub async fn grpc_caller_layer(
     axum::extract::State(srv): axum::extract::State<Arc<EtcdServer>>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    let is_grpc = req
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/grpc"));
+    caller_layer(srv, true, req, next).await
+}
+
+/// Resolves the caller of an HTTP request from its `Authorization` header on
+/// the JSON gateway (see [`caller_layer`]).
+pub async fn http_caller_layer(
+    axum::extract::State(srv): axum::extract::State<Arc<EtcdServer>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    caller_layer(srv, false, req, next).await
+}
+
+/// Resolves the caller of a client request (gRPC `token` metadata; the
+/// `Authorization` header on the JSON gateway) and runs the request as that
+/// caller. A token that does not resolve is refused before any handler
+/// runs, with `invalid auth token`, as etcd does.
+async fn caller_layer(
+    srv: Arc<EtcdServer>,
+    is_grpc: bool,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
     let path = req.uri().path();
     let header = if is_grpc {
         Some(TOKEN_METADATA)
@@ -41,28 +57,38 @@ pub async fn caller_layer(
         .and_then(|v| v.to_str().ok())
         .map(str::to_string)
         .filter(|t| !t.is_empty());
-    let caller = match token {
+    let (caller, credential) = match token {
         // etcd: without a token, the verified client certificate's common
         // name is the user (`--client-cert-auth`).
-        None => req
-            .extensions()
-            .get::<crate::tls::PeerIdentity>()
-            .and_then(|p| p.common_name.clone())
-            .filter(|cn| !cn.is_empty())
-            .map(|cn| crate::auth::AuthInfo {
+        None => {
+            let cn = req
+                .extensions()
+                .get::<crate::tls::PeerIdentity>()
+                .and_then(|p| p.common_name.clone())
+                .filter(|cn| !cn.is_empty());
+            let info = cn.clone().map(|cn| crate::auth::AuthInfo {
                 username: cn,
                 revision: srv.auth.store.read().revision(),
-            }),
-        Some(t) => match srv.resolve_token(&t).await {
-            Ok(info) => Some(info),
-            // A token only a plugin authenticator knows (docs/plugins.md).
-            Err(e) => match crate::plugins::authenticate_token(&srv, &t).await {
-                Some(info) => Some(info),
-                None => return refuse(is_grpc, e),
-            },
+            });
+            (info, cn.map(Credential::CommonName))
+        }
+        Some(t) => match resolve_token(&srv, &t).await {
+            Ok(info) => (Some(info), Some(Credential::Token(t))),
+            Err(e) => return refuse(is_grpc, e),
         },
     };
-    with_caller(caller, next.run(req)).await
+    with_credentialed_caller(caller, credential, next.run(req)).await
+}
+
+/// Who a token stands for: a token of etcd's auth, or else one only a policy
+/// plugin's authenticator knows (docs/plugins.md).
+pub async fn resolve_token(srv: &EtcdServer, token: &str) -> Result<crate::auth::AuthInfo, Error> {
+    match srv.resolve_token(token).await {
+        Ok(info) => Ok(info),
+        Err(e) => crate::etcdserver::policy::authenticate_token(srv, token)
+            .await
+            .ok_or(e),
+    }
 }
 
 fn refuse(is_grpc: bool, e: Error) -> axum::response::Response {

@@ -2,13 +2,13 @@
 //! changes themselves live in `server::cluster`).
 
 use super::check_leader;
+use crate::etcdserver::EtcdServer;
 use crate::pb::etcdserverpb::cluster_server::Cluster;
 use crate::pb::etcdserverpb::{
     MemberAddRequest, MemberAddResponse, MemberListRequest, MemberListResponse,
     MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse,
     MemberUpdateRequest, MemberUpdateResponse,
 };
-use crate::server::EtcdServer;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 

@@ -4,6 +4,8 @@
 //! creation revision, waiting for the keys ahead to be deleted).
 
 use crate::error::Error;
+use crate::etcdserver::EtcdServer;
+use crate::etcdserver::watch::{HubMsg, WatchSpec};
 use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::pb::etcdserverpb::range_request::{SortOrder, SortTarget};
 use crate::pb::etcdserverpb::request_op::Request as Op;
@@ -12,22 +14,8 @@ use crate::pb::etcdserverpb::{
     Compare, PutRequest, RangeRequest, RequestOp, ResponseHeader, TxnRequest,
 };
 use crate::pb::mvccpb::KeyValue;
-use crate::server::EtcdServer;
-use crate::server::watch::{HubMsg, WatchSpec};
 use crate::storage::mvcc::index::KeyRange;
 use bytes::Bytes;
-
-/// The key after every key starting with `prefix` (etcd's prefix range end).
-pub fn prefix_end(prefix: &[u8]) -> Bytes {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xff {
-            end.push(last + 1);
-            return Bytes::from(end);
-        }
-    }
-    Bytes::from_static(b"\0")
-}
 
 /// Creates `key` with `value` on `lease` unless it exists; returns the key's
 /// current state (its creation revision is its place in the queue) and the
@@ -91,7 +79,7 @@ pub async fn by_create(
     let resp = srv
         .range(RangeRequest {
             key: Bytes::copy_from_slice(prefix),
-            range_end: prefix_end(prefix),
+            range_end: crate::state::prefix_end(prefix),
             limit: 1,
             sort_order: order as i32,
             sort_target: SortTarget::Create as i32,
@@ -106,7 +94,7 @@ pub async fn by_create(
 pub async fn wait_deleted(srv: &EtcdServer, key: Bytes, from: i64) -> Result<(), Error> {
     // One event is all this waits for; the byte bound only matters if the
     // watched key's value is large.
-    let (tx, mut rx) = crate::server::watch::hub_channel(16, 1 << 20);
+    let (tx, mut rx) = crate::etcdserver::watch::hub_channel(16, 1 << 20);
     let handle = srv.hub.add(
         WatchSpec {
             range: KeyRange::Single(key),
@@ -160,6 +148,7 @@ mod tests {
 
     #[test]
     fn prefix_ends() {
+        use crate::state::prefix_end;
         assert_eq!(prefix_end(b"a/"), Bytes::from_static(b"a0"));
         assert_eq!(prefix_end(b"a\xff"), Bytes::from_static(b"b"));
         assert_eq!(prefix_end(b"\xff\xff"), Bytes::from_static(b"\0"));

@@ -6,11 +6,12 @@
 //! With auth enabled, reloading and reading the configuration take a root
 //! token (as the plugin admin API does): the configuration names files and
 //! carries plugin settings, and a reload is an operator's action. The status
-//! stays open, like `/health`, so monitoring needs no credentials.
+//! stays open, like `/health`, so monitoring needs no credentials — with
+//! auth on, without the values, errors and files (root sees them).
 
-use crate::plugins::admin::require_admin;
-use crate::server::EtcdServer;
-use crate::server::reload::Reloader;
+use crate::api::plugins::require_admin;
+use crate::etcdserver::EtcdServer;
+use crate::etcdserver::reload::Reloader;
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -56,8 +57,14 @@ async fn reload(State(c): State<Ctx>, headers: HeaderMap) -> Response {
     (code, Json(serde_json::to_value(&st).unwrap_or_default())).into_response()
 }
 
-async fn status(State(c): State<Ctx>) -> impl IntoResponse {
-    Json(c.reloader.status())
+/// Open like `/health`, so monitoring needs no credentials; but while auth
+/// is on, only root sees values, error texts and file names.
+async fn status(State(c): State<Ctx>, headers: HeaderMap) -> impl IntoResponse {
+    let status = c.reloader.status();
+    if c.srv.auth_enabled() && require_admin(&c.srv, &headers).await.is_err() {
+        return Json(status.redacted());
+    }
+    Json(status)
 }
 
 async fn show(

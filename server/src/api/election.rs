@@ -3,8 +3,10 @@
 //! the proclamation.
 
 use super::check_leader;
-use super::concurrency::{by_create, create_or_get, prefix_end, wait_deletes};
+use super::concurrency::{by_create, create_or_get, wait_deletes};
 use crate::error::Error;
+use crate::etcdserver::EtcdServer;
+use crate::etcdserver::watch::WatchSpec;
 use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::pb::etcdserverpb::range_request::SortOrder;
 use crate::pb::etcdserverpb::request_op::Request as Op;
@@ -16,8 +18,7 @@ use crate::pb::v3electionpb::{
     CampaignRequest, CampaignResponse, LeaderKey, LeaderRequest, LeaderResponse, ProclaimRequest,
     ProclaimResponse, ResignRequest, ResignResponse,
 };
-use crate::server::EtcdServer;
-use crate::server::watch::WatchSpec;
+use crate::state::prefix_end;
 use crate::storage::mvcc::index::KeyRange;
 use bytes::Bytes;
 use std::sync::Arc;
@@ -190,7 +191,7 @@ impl Election for ElectionService {
                     None => KeyRange::Range(Bytes::from(prefix.clone()), prefix_end(&prefix)),
                 };
                 // Only "something changed" matters; see wait_deleted.
-                let (tx, mut rx) = crate::server::watch::hub_channel(16, 1 << 20);
+                let (tx, mut rx) = crate::etcdserver::watch::hub_channel(16, 1 << 20);
                 let handle = srv.hub.add(
                     WatchSpec {
                         range,

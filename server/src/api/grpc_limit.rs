@@ -13,7 +13,7 @@
 //! `Status`.
 
 use super::GRPC_OVERHEAD_BYTES;
-use crate::server::EtcdServer;
+use crate::etcdserver::EtcdServer;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use std::pin::Pin;

@@ -3,22 +3,13 @@
 //! port. The status code of a call is only known when its body ends (it
 //! travels in the trailers), so the response body is wrapped.
 
+use super::grpc_methods::GrpcMethod;
 use crate::metrics::METRICS;
 use axum::body::Body;
 use http::{Request, Response};
 use http_body::Frame;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-
-fn grpc_type(service: &str, method: &str) -> &'static str {
-    match (service, method) {
-        ("etcdserverpb.Watch", "Watch") | ("etcdserverpb.Lease", "LeaseKeepAlive") => "bidi_stream",
-        ("etcdserverpb.Maintenance", "Snapshot") | ("v3electionpb.Election", "Observe") => {
-            "server_stream"
-        }
-        _ => "unary",
-    }
-}
 
 fn code_name(code: &str) -> &'static str {
     match code.parse::<i32>().map(tonic::Code::from) {
@@ -45,15 +36,14 @@ fn code_name(code: &str) -> &'static str {
 
 struct Call {
     ty: &'static str,
-    service: String,
-    method: String,
+    method: &'static GrpcMethod,
 }
 
 impl Call {
     fn handled(&self, code: &'static str) {
         METRICS
             .grpc_handled
-            .with_label_values(&[self.ty, &self.service, &self.method, code])
+            .with_label_values(&[self.ty, self.method.service, self.method.method, code])
             .inc();
     }
 }
@@ -113,22 +103,19 @@ impl Drop for Counted {
     }
 }
 
-/// Runs `next` for a gRPC request and counts it.
+/// Runs `next` for a gRPC call and counts it. Only registered methods get
+/// here (`grpc_methods::route` put the method in the request), so the label
+/// sets are bounded by the protos, whatever paths clients make up.
 pub async fn count(req: Request<Body>, next: axum::middleware::Next) -> Response<Body> {
-    let path = req.uri().path().trim_start_matches('/').to_string();
-    let Some((service, method)) = path.split_once('/') else {
+    let Some(&method) = req.extensions().get::<&'static GrpcMethod>() else {
         return next.run(req).await;
     };
-    let ty = grpc_type(service, method);
+    let ty = method.kind.label();
     METRICS
         .grpc_started
-        .with_label_values(&[ty, service, method])
+        .with_label_values(&[ty, method.service, method.method])
         .inc();
-    let call = Call {
-        ty,
-        service: service.to_string(),
-        method: method.to_string(),
-    };
+    let call = Call { ty, method };
     let resp = next.run(req).await;
     // A trailers-only response carries its status in the headers.
     if let Some(code) = resp

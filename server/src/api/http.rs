@@ -3,8 +3,8 @@
 //! the peer URLs.
 
 use super::{ETCD_CLUSTER_VERSION, ETCD_COMPAT_VERSION};
+use crate::etcdserver::EtcdServer;
 use crate::metrics::METRICS;
-use crate::server::EtcdServer;
 use axum::Json;
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};

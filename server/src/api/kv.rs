@@ -2,13 +2,13 @@
 
 use super::{check_leader, check_size};
 use crate::error::Error;
+use crate::etcdserver::{Applied, EtcdServer};
 use crate::pb::cairnpb::internal_request::Request as Internal;
 use crate::pb::etcdserverpb::kv_server::Kv;
 use crate::pb::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
     PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
-use crate::server::{Applied, EtcdServer};
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::{Request, Response, Status};

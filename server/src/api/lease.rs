@@ -2,6 +2,7 @@
 
 use super::check_leader;
 use crate::error::Error;
+use crate::etcdserver::{Applied, EtcdServer};
 use crate::pb::cairnpb::internal_request::Request as Internal;
 use crate::pb::etcdserverpb::lease_server::Lease;
 use crate::pb::etcdserverpb::{
@@ -9,8 +10,7 @@ use crate::pb::etcdserverpb::{
     LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus,
     LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
-use crate::server::lease::MAX_LEASE_TTL_SECS;
-use crate::server::{Applied, EtcdServer};
+use crate::state::lease::MAX_LEASE_TTL_SECS;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
@@ -32,7 +32,9 @@ where
 {
     use tokio_stream::StreamExt;
     let (tx, rx) = mpsc::channel(16);
-    tokio::spawn(async move {
+    // Renewals a follower forwards to the leader carry the caller along.
+    let caller = crate::etcdserver::auth::caller();
+    tokio::spawn(crate::etcdserver::auth::with_caller(caller, async move {
         loop {
             let r = match incoming.next().await {
                 Some(Ok(r)) => r,
@@ -53,7 +55,7 @@ where
                 return;
             }
         }
-    });
+    }));
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 

@@ -4,11 +4,11 @@
 
 use super::check_leader;
 use super::concurrency::{by_create, create_or_get, wait_deletes};
+use crate::etcdserver::EtcdServer;
 use crate::pb::etcdserverpb::DeleteRangeRequest;
 use crate::pb::etcdserverpb::range_request::SortOrder;
 use crate::pb::v3lockpb::lock_server::Lock;
 use crate::pb::v3lockpb::{LockRequest, LockResponse, UnlockRequest, UnlockResponse};
-use crate::server::EtcdServer;
 use bytes::Bytes;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};

@@ -8,6 +8,7 @@
 
 use super::{ETCD_COMPAT_VERSION, check_leader};
 use crate::error::Error;
+use crate::etcdserver::EtcdServer;
 use crate::metrics::METRICS;
 use crate::pb::cairnpb::{AlarmEntry, internal_request::Request as Internal};
 use crate::pb::etcdserverpb::alarm_request::AlarmAction;
@@ -17,7 +18,6 @@ use crate::pb::etcdserverpb::{
     HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest, MoveLeaderResponse,
     SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
 };
-use crate::server::EtcdServer;
 use crate::storage::{alarm, checksum, snapfile};
 use std::io::Read;
 use std::sync::atomic::Ordering;
@@ -148,7 +148,7 @@ impl Maintenance for MaintenanceService {
                     reply_token: 0,
                 };
                 match srv.propose(Internal::Alarm(entry)).await? {
-                    crate::server::Applied::Alarms(a) => a,
+                    crate::etcdserver::Applied::Alarms(a) => a,
                     other => {
                         return Err(
                             Error::Internal(format!("unexpected apply result {other:?}")).into(),

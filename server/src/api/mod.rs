@@ -10,19 +10,20 @@ pub mod config;
 pub mod election;
 pub mod gateway;
 pub mod grpc_limit;
+pub mod grpc_methods;
 pub mod grpc_metrics;
-pub mod h2_authority;
 pub mod http;
 pub mod kv;
 pub mod lease;
-pub mod listener;
 pub mod lock;
 pub mod maintenance;
+pub mod peer;
+pub mod plugins;
 pub mod v2;
 pub mod watch;
 
 use crate::error::Error;
-use crate::server::EtcdServer;
+use crate::etcdserver::EtcdServer;
 use prost::Message;
 use std::sync::Arc;
 use tonic::{Request, Status};
@@ -61,75 +62,82 @@ pub fn check_size<M: Message>(srv: &EtcdServer, m: &M) -> Result<(), Status> {
     Ok(())
 }
 
-/// Whether a request is a gRPC call: an `application/grpc` content type, as
-/// etcd tells them apart.
-pub fn is_grpc<B>(req: &::http::Request<B>) -> bool {
-    req.headers()
-        .get(::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/grpc"))
-}
-
-/// One router for a listener: gRPC requests (see [`is_grpc`]) go to the
-/// gRPC services; everything else to the HTTP routes, whose unknown paths
-/// get Go's plain "404 page not found" like etcd's HTTP mux.
+/// One router for a listener: requests that are gRPC calls to a method this
+/// listener serves (`grpc_methods::route`: HTTP/2, a gRPC content type, a
+/// registered path) go to the gRPC services; gRPC-shaped requests for any
+/// other path get `Unimplemented`; everything else goes to the HTTP routes,
+/// whose unknown paths get Go's plain "404 page not found" like etcd's HTTP
+/// mux.
 ///
 /// On a client listener (`client` given) every request also runs as its
-/// caller (`auth::caller_layer`), HTTP requests pass the host whitelist and
-/// get CORS headers first (`access`), and gRPC messages are held to the
-/// live `--max-request-bytes` (`grpc_limit`).
+/// caller (`auth::caller_layer`); HTTP requests pass the host whitelist and
+/// get CORS headers first (`access`); gRPC calls are counted
+/// (`grpc_metrics`) and their messages held to the live
+/// `--max-request-bytes` (`grpc_limit`).
 pub fn grpc_and_http(
     grpc: tonic::service::Routes,
     http: axum::Router,
+    surface: grpc_methods::Surface,
     client: Option<Arc<EtcdServer>>,
 ) -> axum::Router {
     use axum::response::IntoResponse;
+    use grpc_methods::Route;
+    use tower::ServiceExt;
     let mut grpc = grpc.prepare().into_axum_router();
-    if let Some(srv) = client.clone() {
+    let mut http = http.fallback(|| async {
+        (
+            ::http::StatusCode::NOT_FOUND,
+            [(::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            "404 page not found\n",
+        )
+    });
+    if let Some(srv) = client {
+        // Layers run outermost last-added: the caller is known before the
+        // call is counted; the access checks come before anything else on
+        // the HTTP side, as etcd's access controller wraps its whole mux.
         grpc = grpc
             .layer(axum::middleware::from_fn_with_state(
                 Arc::clone(&srv),
                 learner_gate,
             ))
             .layer(axum::middleware::from_fn_with_state(
-                srv,
+                Arc::clone(&srv),
                 grpc_limit::limit_layer,
             ))
-            .layer(axum::middleware::from_fn(grpc_metrics::count));
-    }
-    let router = http.fallback(move |req: axum::extract::Request| {
-        let grpc = grpc.clone();
-        async move {
-            if is_grpc(&req) {
-                use tower::ServiceExt;
-                match grpc.oneshot(req).await {
-                    Ok(resp) => resp.into_response(),
-                    Err(never) => match never {},
-                }
-            } else {
-                (
-                    ::http::StatusCode::NOT_FOUND,
-                    [(::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-                    "404 page not found\n",
-                )
-                    .into_response()
-            }
-        }
-    });
-    match client {
-        // Layers run outermost first: the access checks come before
-        // anything else, as etcd's access controller wraps its whole mux.
-        Some(srv) => router
+            .layer(axum::middleware::from_fn(grpc_metrics::count))
             .layer(axum::middleware::from_fn_with_state(
                 Arc::clone(&srv),
-                auth::caller_layer,
+                auth::grpc_caller_layer,
+            ));
+        http = http
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&srv),
+                auth::http_caller_layer,
             ))
             .layer(axum::middleware::from_fn_with_state(
                 srv,
                 access::access_layer,
-            )),
-        None => router,
+            ));
     }
+    axum::Router::new().fallback(move |mut req: axum::extract::Request| {
+        let (grpc, http) = (grpc.clone(), http.clone());
+        async move {
+            let served = match grpc_methods::route(surface, &req) {
+                Route::Grpc(method) => {
+                    req.extensions_mut().insert(method);
+                    grpc.oneshot(req).await
+                }
+                Route::UnknownGrpc(status) => {
+                    return status.into_http::<axum::body::Body>();
+                }
+                Route::Http => http.oneshot(req).await,
+            };
+            match served {
+                Ok(resp) => resp.into_response(),
+                Err(never) => match never {},
+            }
+        }
+    })
 }
 
 /// A learner serves only Status and serializable Range (etcd's rule); every

@@ -8,9 +8,9 @@
 //! expires the same keys at the same log position.
 
 use crate::error::Error;
+use crate::etcdserver::{Applied, EtcdServer};
 use crate::pb::cairnpb::internal_request::Request;
 use crate::pb::etcdserverpb::{MemberAddRequest, MemberRemoveRequest, MemberUpdateRequest};
-use crate::server::{Applied, EtcdServer};
 use crate::v2::{
     MemberError, V2Applied, V2Backend, V2CountsStats, V2Error, V2FollowerStats, V2LatencyStats,
     V2LeaderInfo, V2LeaderStats, V2Member, V2Op, V2Request, V2SelfStats, V2Store,
@@ -69,7 +69,7 @@ fn member_error(e: Error) -> MemberError {
 /// even the leader's `sync` waits, so sweeps never pile up.
 pub async fn propose_v2(srv: &EtcdServer, req: &V2Request) -> Result<V2Applied, V2Error> {
     let data = serde_json::to_vec(req).map_err(|e| V2Error::raft_internal(e.to_string()))?;
-    match crate::plugins::propose_v2_judged(srv, req, data.into()).await {
+    match crate::etcdserver::policy::propose_v2_judged(srv, req, data.into()).await {
         Ok(Applied::V2 {
             outcome,
             raft_index,
@@ -87,7 +87,7 @@ pub async fn propose_v2(srv: &EtcdServer, req: &V2Request) -> Result<V2Applied, 
         Ok(other) => Err(V2Error::raft_internal(format!(
             "etcdserver: unexpected apply result {other:?}"
         ))),
-        Err(e) => Err(crate::plugins::v2_error(e)),
+        Err(e) => Err(crate::policy::v2_error(e)),
     }
 }
 

@@ -7,12 +7,12 @@
 
 use super::check_leader;
 use crate::error::Error;
+use crate::etcdserver::EtcdServer;
+use crate::etcdserver::watch::{Held, HubMsg, HubSender, WatchSpec, hub_channel};
 use crate::pb::etcdserverpb::watch_create_request::FilterType;
 use crate::pb::etcdserverpb::watch_request::RequestUnion;
 use crate::pb::etcdserverpb::watch_server::Watch;
 use crate::pb::etcdserverpb::{WatchCreateRequest, WatchRequest, WatchResponse};
-use crate::server::EtcdServer;
-use crate::server::watch::{Held, HubMsg, HubSender, WatchSpec, hub_channel};
 use crate::storage::mvcc::index::KeyRange;
 use bytes::Bytes;
 use prost::Message as _;
@@ -331,8 +331,8 @@ where
         next_id: 0,
     };
     // The stream runs in its own task: it keeps the caller who opened it.
-    let caller = crate::server::auth::caller();
-    tokio::spawn(crate::server::auth::with_caller(caller, async move {
+    let caller = crate::etcdserver::auth::caller();
+    tokio::spawn(crate::etcdserver::auth::with_caller(caller, async move {
         let mut leader_check = tokio::time::interval(election.max(Duration::from_millis(10)));
         let mut no_leader_since: Option<Instant> = None;
         loop {

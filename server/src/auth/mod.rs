@@ -40,3 +40,16 @@ pub const ROOT_USER: &str = "root";
 /// The role that may do everything. It needs no role record: holding a
 /// role of this name is what counts.
 pub const ROOT_ROLE: &str = "root";
+
+/// What a caller presented to prove who they are, kept with the request so
+/// that a follower can forward it when the leader decides (membership
+/// changes): the leader checks the caller again rather than trusting the
+/// follower's word.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// An auth token (simple or JWT, or one a plugin issued).
+    Token(String),
+    /// The common name of a client certificate the receiving member
+    /// verified.
+    CommonName(String),
+}

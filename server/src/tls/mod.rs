@@ -23,12 +23,23 @@
 //! [`PeerIdentity`] extension with the common name of the verified client
 //! certificate, if the client presented one. With `--client-cert-auth` that
 //! CN is the etcd user name (see `docs/configuration.md`, "TLS").
+//!
+//! **etcd's certificate rules** (`verify.rs`): a certificate of the trusted
+//! CA bundle is accepted as a leaf, as Go does; `--peer-cert-allowed-cn`
+//! and `--*-cert-allowed-hostname` check the leaf's names (in both
+//! directions between peers, as etcd); `--*-crl-file` refuses revoked
+//! serial numbers (`crl.rs`). The CRL file is watched and reloaded with
+//! the other files. Every refused connection is logged with etcd's words,
+//! rate-limited (`reject.rs`).
 
 pub mod auto;
 pub mod connect;
+mod crl;
 mod der;
+mod reject;
+mod verify;
 
-pub use der::subject_common_name;
+pub use der::{subject_common_name, subject_public_key_info};
 
 use crate::metrics::METRICS;
 use arc_swap::ArcSwap;
@@ -38,6 +49,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use std::fmt;
 use std::io::Read;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
@@ -75,20 +87,21 @@ pub struct PeerIdentity {
     pub common_name: Option<String>,
 }
 
-/// The certificate, key and CA files one side is built from, with the flag
-/// each came from (for error messages).
+/// The certificate, key, CA and CRL files one side is built from, with
+/// the flag each came from (for error messages).
 #[derive(Debug, Clone)]
 struct Files {
     cert: (PathBuf, String),
     key: (PathBuf, String),
     ca: Option<(PathBuf, String)>,
+    crl: Option<(PathBuf, String)>,
 }
 
 impl Files {
     fn paths(&self) -> Vec<&Path> {
         let mut out = vec![self.cert.0.as_path(), self.key.0.as_path()];
-        if let Some((ca, _)) = &self.ca {
-            out.push(ca.as_path());
+        for (path, _) in [&self.ca, &self.crl].into_iter().flatten() {
+            out.push(path.as_path());
         }
         out
     }
@@ -108,6 +121,8 @@ pub struct ReloadableTlsConfig {
     fingerprint: Mutex<Vec<u8>>,
     /// One reload at a time.
     reloading: Mutex<()>,
+    /// Refused connections, logged as etcd does (rate-limited).
+    rejections: Arc<reject::RejectionLog>,
 }
 
 impl fmt::Debug for ReloadableTlsConfig {
@@ -167,6 +182,9 @@ impl Sides {
             )?),
             None => None,
         };
+        for tls in [&client, &peer].into_iter().flatten() {
+            tls.rejections.set_zap(cfg.logger == "zap");
+        }
         Ok(Sides { client, peer })
     }
 
@@ -215,6 +233,10 @@ impl ReloadableTlsConfig {
                     .trusted_ca_file
                     .clone()
                     .map(|p| (p, format!("--{}", flags.trusted_ca_file))),
+                crl: settings
+                    .crl_file
+                    .clone()
+                    .map(|p| (p, format!("--{}", flags.crl_file))),
             },
             TlsIdentity::Auto => {
                 let dir = data_dir.join("fixtures").join(side.as_str());
@@ -225,6 +247,7 @@ impl ReloadableTlsConfig {
                     cert: (generated.cert_file, flag.clone()),
                     key: (generated.key_file, flag),
                     ca: None,
+                    crl: None,
                 }
             }
         };
@@ -240,6 +263,7 @@ impl ReloadableTlsConfig {
             client: built.client.map(ArcSwap::from),
             fingerprint: Mutex::new(fingerprint),
             reloading: Mutex::new(()),
+            rejections: Arc::new(reject::RejectionLog::new(side)),
         });
         let mut live = LIVE.lock();
         live.retain(|w| w.strong_count() > 0);
@@ -290,7 +314,7 @@ impl ReloadableTlsConfig {
                     side,
                     trigger,
                     files = ?self.files.paths(),
-                    "TLS files changed: new connections use the new certificate and CA bundle"
+                    "TLS files changed: new connections use the new certificate, CA bundle and revocation list"
                 );
                 true
             }
@@ -303,7 +327,7 @@ impl ReloadableTlsConfig {
                     side,
                     trigger,
                     error = %e,
-                    "TLS files changed but cannot be used; still serving with the previous certificate and CA bundle"
+                    "TLS files changed but cannot be used; still serving with the previous certificate, CA bundle and revocation list"
                 );
                 false
             }
@@ -331,7 +355,7 @@ impl ReloadableTlsConfig {
                 use notify::Watcher;
                 let mut dirs: Vec<PathBuf> = Vec::new();
                 for f in self.files.paths() {
-                    for d in crate::server::reload::watch_dirs(f) {
+                    for d in crate::files::watch_dirs(f) {
                         if !dirs.contains(&d) {
                             dirs.push(d);
                         }
@@ -383,45 +407,61 @@ impl ReloadableTlsConfig {
         });
     }
 
-    /// Completes the server side of a TLS handshake on an accepted
-    /// connection, within [`HANDSHAKE_TIMEOUT`], with the configuration in
-    /// force right now.
+    /// Completes the server side of a TLS handshake on a connection
+    /// accepted from `remote`, within [`HANDSHAKE_TIMEOUT`], with the
+    /// configuration in force right now. A refused handshake is counted
+    /// and logged as etcd logs it (`reject.rs`).
     pub async fn accept<IO>(
         &self,
         io: IO,
+        remote: SocketAddr,
     ) -> Result<(tokio_rustls::server::TlsStream<IO>, PeerIdentity), String>
     where
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
-        let acceptor = tokio_rustls::TlsAcceptor::from(self.server_config());
-        let result = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(io)).await;
-        let stream = match result {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                METRICS
-                    .tls_handshake_failures
-                    .with_label_values(&[self.side.as_str()])
-                    .inc();
-                return Err(e.to_string());
-            }
-            Err(_) => {
-                METRICS
-                    .tls_handshake_failures
-                    .with_label_values(&[self.side.as_str()])
-                    .inc();
-                return Err(format!(
-                    "no TLS handshake within {}s",
-                    HANDSHAKE_TIMEOUT.as_secs()
-                ));
-            }
+        let config = self.server_config();
+        let mut server_name = String::new();
+        let handshake = async {
+            // The ClientHello first, for the SNI the log line names.
+            let start =
+                tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), io)
+                    .await
+                    .map_err(|e| (e, true))?;
+            server_name = start
+                .client_hello()
+                .server_name()
+                .unwrap_or_default()
+                .to_string();
+            start.into_stream(config).await.map_err(|e| (e, false))
         };
-        let common_name = stream
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|certs| certs.first())
-            .and_then(|c| subject_common_name(c));
-        Ok((stream, PeerIdentity { common_name }))
+        let result = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await;
+        let (error, names) = match result {
+            Ok(Ok(stream)) => {
+                let common_name = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|certs| certs.first())
+                    .and_then(|c| subject_common_name(c));
+                return Ok((stream, PeerIdentity { common_name }));
+            }
+            Ok(Err((e, before_hello))) => reject::describe(&e, before_hello),
+            Err(_) => (
+                format!("no TLS handshake within {}s", HANDSHAKE_TIMEOUT.as_secs()),
+                None,
+            ),
+        };
+        METRICS
+            .tls_handshake_failures
+            .with_label_values(&[self.side.as_str()])
+            .inc();
+        self.rejections.record(&reject::Refusal {
+            remote,
+            server_name,
+            error: error.clone(),
+            names,
+        });
+        Err(error)
     }
 }
 
@@ -500,11 +540,19 @@ fn describe(e: &rustls::Error) -> String {
     }
 }
 
+/// A CA bundle: the trust anchors, and the certificates themselves (a
+/// leaf that is one of them is trusted as Go trusts it, see `verify.rs`).
+#[derive(Debug, Clone)]
+struct Roots {
+    store: Arc<rustls::RootCertStore>,
+    certs: Vec<CertificateDer<'static>>,
+}
+
 /// The CAs in a PEM bundle.
-fn read_roots(path: &Path, flag: &str) -> Result<rustls::RootCertStore, String> {
+fn read_roots(path: &Path, flag: &str) -> Result<Roots, String> {
     let certs = read_certs(path, flag)?;
     let mut roots = rustls::RootCertStore::empty();
-    let (added, ignored) = roots.add_parsable_certificates(certs);
+    let (added, ignored) = roots.add_parsable_certificates(certs.iter().cloned());
     if added == 0 {
         return Err(format!(
             "{flag}={}: none of the {ignored} certificates in the file can be used as a CA",
@@ -514,11 +562,14 @@ fn read_roots(path: &Path, flag: &str) -> Result<rustls::RootCertStore, String> 
     if ignored > 0 {
         tracing::warn!(file = %path.display(), ignored, "{flag}: some certificates in the CA bundle cannot be parsed and are skipped");
     }
-    Ok(roots)
+    Ok(Roots {
+        store: Arc::new(roots),
+        certs,
+    })
 }
 
 /// The system's CA bundle (empty when none is found).
-fn system_roots() -> rustls::RootCertStore {
+fn system_roots() -> Roots {
     for path in SYSTEM_CA_BUNDLES {
         let path = Path::new(path);
         if path.exists()
@@ -530,7 +581,10 @@ fn system_roots() -> rustls::RootCertStore {
     tracing::warn!(
         "no system CA bundle found: https peers can only be verified with --peer-trusted-ca-file"
     );
-    rustls::RootCertStore::empty()
+    Roots {
+        store: Arc::new(rustls::RootCertStore::empty()),
+        certs: Vec::new(),
+    }
 }
 
 /// ring with the TLS 1.2 suites restricted to `--cipher-suites` (TLS 1.3
@@ -592,8 +646,19 @@ fn build(
     let provider = Arc::new(provider(cipher_suites));
     let (chain, key) = load_identity(&files.cert.0, &files.key.0, &files.cert.1, &files.key.1)?;
     let roots = match &files.ca {
-        Some((path, flag)) => Some(Arc::new(read_roots(path, flag)?)),
+        Some((path, flag)) => Some(read_roots(path, flag)?),
         None => None,
+    };
+    let revoked = match &files.crl {
+        Some((path, flag)) => Some(crl::RevokedSerials::load(path, flag)?),
+        None => None,
+    };
+    // etcd applies the CN/hostname check to whatever certificate the other
+    // end presents, in both directions.
+    let allowed = match (&settings.allowed_cn, &settings.allowed_hostname) {
+        (Some(cn), _) => Some(verify::AllowedName::CommonName(cn.clone())),
+        (None, Some(host)) => Some(verify::AllowedName::Hostname(host.clone())),
+        (None, None) => None,
     };
     let versions = versions(&provider);
 
@@ -602,21 +667,20 @@ fn build(
         .map_err(|e| format!("TLS settings: {e}"))?;
     let builder = match (&roots, settings.client_cert_auth) {
         (Some(roots), true) => {
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::clone(roots),
+            let inner = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::clone(&roots.store),
                 Arc::clone(&provider),
             )
             .build()
             .map_err(|e| format!("{}: {e}", files.ca.as_ref().map_or("", |c| c.1.as_str())))?;
-            let verifier: Arc<dyn rustls::server::danger::ClientCertVerifier> =
-                match &settings.allowed_cn {
-                    Some(cn) => Arc::new(AllowedCn {
-                        inner: verifier,
-                        cn: cn.clone(),
-                    }),
-                    None => verifier,
-                };
-            builder.with_client_cert_verifier(verifier)
+            builder.with_client_cert_verifier(Arc::new(verify::ClientVerifier {
+                inner,
+                checks: Arc::new(verify::Checks::new(
+                    roots.certs.clone(),
+                    allowed.clone(),
+                    revoked,
+                )),
+            }))
         }
         _ => builder.with_no_client_auth(),
     };
@@ -648,11 +712,32 @@ fn build(
                         provider: Arc::clone(&provider),
                     }))
             } else {
-                let roots = match &roots {
-                    Some(r) => Arc::clone(r),
-                    None => Arc::new(system_roots()),
+                let roots = match roots {
+                    Some(r) => r,
+                    None => system_roots(),
                 };
-                builder.with_root_certificates(roots)
+                let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                    roots.store,
+                    Arc::clone(&provider),
+                )
+                .build()
+                .map_err(|e| {
+                    format!(
+                        "{}: {e}",
+                        files
+                            .ca
+                            .as_ref()
+                            .map_or("system CA bundle", |c| c.1.as_str())
+                    )
+                })?;
+                // No revocation list here: etcd checks it on its listener
+                // only.
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(verify::ServerVerifier {
+                        inner,
+                        checks: Arc::new(verify::Checks::new(roots.certs, allowed, None)),
+                    }))
             };
             let mut client = builder.with_client_auth_cert(chain, key).map_err(|e| {
                 format!(
@@ -683,7 +768,7 @@ pub fn fallback_client_config() -> Result<Arc<rustls::ClientConfig>, String> {
             let mut c = rustls::ClientConfig::builder_with_provider(provider)
                 .with_protocol_versions(versions)
                 .map_err(|e| format!("TLS settings: {e}"))?
-                .with_root_certificates(system_roots())
+                .with_root_certificates(system_roots().store)
                 .with_no_client_auth();
             c.alpn_protocols = vec![b"h2".to_vec()];
             Ok(Arc::new(c))
@@ -701,8 +786,9 @@ fn fingerprint(files: &Files) -> Vec<u8> {
         h.update([0]);
         match std::fs::File::open(path) {
             Ok(f) => {
+                // The largest file read is a CRL.
                 let mut buf = Vec::new();
-                let _ = f.take(MAX_PEM_FILE + 1).read_to_end(&mut buf);
+                let _ = f.take(crl::MAX_CRL_FILE_BYTES + 1).read_to_end(&mut buf);
                 h.update((buf.len() as u64).to_be_bytes());
                 h.update(&buf);
             }
@@ -710,73 +796,6 @@ fn fingerprint(files: &Files) -> Vec<u8> {
         }
     }
     h.finalize().to_vec()
-}
-
-/// `--peer-cert-allowed-cn`: the CA's verdict, then the common name.
-#[derive(Debug)]
-struct AllowedCn {
-    inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
-    cn: String,
-}
-
-impl rustls::server::danger::ClientCertVerifier for AllowedCn {
-    fn offer_client_auth(&self) -> bool {
-        self.inner.offer_client_auth()
-    }
-
-    fn client_auth_mandatory(&self) -> bool {
-        self.inner.client_auth_mandatory()
-    }
-
-    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
-        self.inner.root_hint_subjects()
-    }
-
-    fn verify_client_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        now: UnixTime,
-    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
-        let verified = self
-            .inner
-            .verify_client_cert(end_entity, intermediates, now)?;
-        let cn = subject_common_name(end_entity);
-        if cn.as_deref() == Some(self.cn.as_str()) {
-            Ok(verified)
-        } else {
-            tracing::warn!(
-                got = ?cn,
-                allowed = %self.cn,
-                "rejected a peer connection: its certificate's common name is not --peer-cert-allowed-cn"
-            );
-            Err(rustls::Error::InvalidCertificate(
-                rustls::CertificateError::ApplicationVerificationFailure,
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
 }
 
 /// Accepts any server certificate, for peers that all use auto TLS. The

@@ -3,7 +3,7 @@
 
 use super::*;
 use cairn_config::{TlsIdentity, TlsSettings, TlsSide};
-use rustls::pki_types::ServerName;
+use rustls::pki_types::{CertificateRevocationListDer, ServerName};
 
 /// A CA that issues server and client certificates.
 struct Ca {
@@ -33,10 +33,44 @@ impl Ca {
 
     /// (certificate PEM, key PEM) for `cn` with `sans`.
     fn issue(&self, cn: &str, sans: &[&str]) -> (String, String) {
+        self.issue_inner(cn, sans, None)
+    }
+
+    /// A client certificate for `cn` with the given serial number.
+    fn issue_with_serial(&self, cn: &str, serial: &[u8]) -> (String, String) {
+        self.issue_inner(cn, &[], Some(serial))
+    }
+
+    /// A CRL (PEM) revoking `serials`.
+    fn crl(&self, serials: &[&[u8]]) -> String {
+        rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2024, 1, 1),
+            next_update: rcgen::date_time_ymd(2060, 1, 1),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|s| rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from_slice(s),
+                    revocation_time: rcgen::date_time_ymd(2024, 1, 1),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&self.issuer)
+        .expect("crl")
+        .pem()
+        .expect("crl pem")
+    }
+
+    fn issue_inner(&self, cn: &str, sans: &[&str], serial: Option<&[u8]>) -> (String, String) {
         let key = rcgen::KeyPair::generate().expect("key");
         let mut params =
             rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
                 .expect("params");
+        params.serial_number = serial.map(rcgen::SerialNumber::from_slice);
         params.distinguished_name = rcgen::DistinguishedName::new();
         params
             .distinguished_name
@@ -86,6 +120,8 @@ impl Fixture {
             trusted_ca_file: Some(self.write("ca.crt", &self.ca.pem)),
             client_cert_auth,
             allowed_cn: None,
+            allowed_hostname: None,
+            crl_file: None,
         }
     }
 }
@@ -130,7 +166,7 @@ async fn handshake(
 ) -> (Result<PeerIdentity, String>, Option<Vec<u8>>) {
     let (a, b) = tokio::io::duplex(64 * 1024);
     let server = async {
-        match tls.accept(a).await {
+        match tls.accept(a, "127.0.0.1:1".parse().expect("addr")).await {
             Ok((mut s, id)) => {
                 // Drive the connection a little so a TLS 1.3 client learns
                 // about a late rejection of its certificate.
@@ -374,6 +410,8 @@ async fn auto_tls_makes_a_certificate_in_the_data_dir() {
         trusted_ca_file: None,
         client_cert_auth: false,
         allowed_cn: None,
+        allowed_hostname: None,
+        crl_file: None,
     };
     let tls = ReloadableTlsConfig::load(&settings, None, dir.path(), &["127.0.0.1".into()])
         .expect("load");
@@ -404,10 +442,10 @@ async fn https_listener_gives_handlers_the_client_cn() {
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let server = tokio::spawn(crate::api::listener::serve(
+    let server = tokio::spawn(crate::net::listener::serve(
         listener,
         router,
-        crate::api::listener::ServeOptions {
+        crate::net::listener::ServeOptions {
             tls: Some(tls),
             ..Default::default()
         },
@@ -427,4 +465,313 @@ async fn https_listener_gives_handlers_the_client_cn() {
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.ends_with("cn=Some(\"alice\")"), "{text}");
     server.abort();
+}
+
+/// A self-signed certificate that is its own CA, for server and client use
+/// on 127.0.0.1: (certificate PEM, key PEM).
+fn self_signed_ca(cn: &str, edit: impl FnOnce(&mut rcgen::CertificateParams)) -> (String, String) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).expect("params");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    params.extended_key_usages = vec![
+        rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        rcgen::ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    edit(&mut params);
+    let cert = params.self_signed(&key).expect("cert");
+    (cert.pem(), key.serialize_pem())
+}
+
+/// Peer-side settings using `name.crt`/`name.key` in `dir`, trusting
+/// `ca_file`, with client certificates required.
+fn peer_settings(dir: &Path, name: &str, ca_file: PathBuf) -> TlsSettings {
+    TlsSettings {
+        side: TlsSide::Peer,
+        identity: TlsIdentity::Files {
+            cert_file: dir.join(format!("{name}.crt")),
+            key_file: dir.join(format!("{name}.key")),
+        },
+        trusted_ca_file: Some(ca_file),
+        client_cert_auth: true,
+        allowed_cn: None,
+        allowed_hostname: None,
+        crl_file: None,
+    }
+}
+
+#[tokio::test]
+async fn a_trusted_self_signed_ca_serves_as_leaf_in_both_directions() {
+    let f = Fixture::new();
+    let (cert, key) = self_signed_ca("everything", |_| {});
+    f.write("self.crt", &cert);
+    f.write("self.key", &key);
+    // One certificate as server certificate, client certificate and CA
+    // bundle, on the peer side (which also dials).
+    let settings = peer_settings(f.dir.path(), "self", f.path("self.crt"));
+    let tls = ReloadableTlsConfig::load(&settings, None, f.dir.path(), &[]).expect("load");
+    let (id, served) = handshake(&tls, tls.client_config().expect("dialer")).await;
+    assert_eq!(
+        id.expect("accepted").common_name.as_deref(),
+        Some("everything")
+    );
+    assert_eq!(served, Some(pem_der(&cert)));
+
+    // The same with the client side's listener and a plain client.
+    let mut client_side = settings.clone();
+    client_side.side = TlsSide::Client;
+    let tls = ReloadableTlsConfig::load(&client_side, None, f.dir.path(), &[]).expect("load");
+    let (id, _) = handshake(
+        &tls,
+        // The test client verifies with webpki, so it cannot take the
+        // anchor as a leaf; the dialer above shows that direction.
+        Arc::new(
+            rustls::ClientConfig::builder_with_provider(Arc::new(provider(None)))
+                .with_safe_default_protocol_versions()
+                .expect("versions")
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert {
+                    provider: Arc::new(provider(None)),
+                }))
+                .with_client_auth_cert(
+                    vec![CertificateDer::from_pem_slice(cert.as_bytes()).expect("cert")],
+                    PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key"),
+                )
+                .expect("client cert"),
+        ),
+    )
+    .await;
+    assert!(id.is_ok(), "{id:?}");
+}
+
+#[tokio::test]
+async fn only_an_exact_anchor_passes_as_leaf_and_its_checks_still_apply() {
+    let f = Fixture::new();
+    let (cert, key) = self_signed_ca("server", |_| {});
+    f.write("self.crt", &cert);
+    f.write("self.key", &key);
+    // Candidate client certificates, each a CA certificate used as a leaf.
+    let other = self_signed_ca("stranger", |_| {});
+    let expired = self_signed_ca("expired", |p| {
+        p.not_before = rcgen::date_time_ymd(2001, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2002, 1, 1);
+    });
+    let server_only = self_signed_ca("server-only", |p| {
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+    });
+    let any_usage = self_signed_ca("any-usage", |p| p.extended_key_usages = vec![]);
+    // A CA certificate issued by the trusted CA is an intermediate, not an
+    // anchor: still refused as a leaf.
+    let sub_ca = {
+        let k = rcgen::KeyPair::generate().expect("key");
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "sub CA");
+        (
+            p.signed_by(&k, &f.ca.issuer).expect("sub CA").pem(),
+            k.serialize_pem(),
+        )
+    };
+    let bundle = [&cert, &expired.0, &server_only.0, &any_usage.0, &f.ca.pem]
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<String>();
+    let mut settings = peer_settings(f.dir.path(), "self", f.write("bundle.crt", &bundle));
+    settings.side = TlsSide::Client;
+    let tls = ReloadableTlsConfig::load(&settings, None, f.dir.path(), &[]).expect("load");
+    let as_client = |id: &(String, String)| {
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider(None)))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert {
+                provider: Arc::new(provider(None)),
+            }))
+            .with_client_auth_cert(
+                vec![CertificateDer::from_pem_slice(id.0.as_bytes()).expect("cert")],
+                PrivateKeyDer::from_pem_slice(id.1.as_bytes()).expect("key"),
+            )
+            .expect("client cert");
+        Arc::new(config)
+    };
+    assert!(
+        handshake(&tls, as_client(&(cert.clone(), key.clone())))
+            .await
+            .0
+            .is_ok()
+    );
+    assert!(handshake(&tls, as_client(&any_usage)).await.0.is_ok());
+    for (what, id) in [
+        ("not in the bundle", &other),
+        ("expired", &expired),
+        ("server use only", &server_only),
+        ("issued sub-CA", &sub_ca),
+    ] {
+        let (verdict, _) = handshake(&tls, as_client(id)).await;
+        assert!(verdict.is_err(), "{what}: {verdict:?}");
+    }
+    let (verdict, _) = handshake(&tls, as_client(&expired)).await;
+    assert_eq!(
+        verdict.unwrap_err(),
+        "tls: failed to verify client certificate: x509: certificate has expired or is not yet valid"
+    );
+    let (verdict, _) = handshake(&tls, as_client(&server_only)).await;
+    assert_eq!(
+        verdict.unwrap_err(),
+        "tls: failed to verify client certificate: x509: certificate specifies an incompatible key usage"
+    );
+}
+
+#[tokio::test]
+async fn revoked_serials_are_refused_and_the_list_reloads() {
+    let f = Fixture::new();
+    let mut settings = f.settings(TlsSide::Client, "server", true);
+    let alice_serial: &[u8] = &[0x0c, 0xa1, 0x01];
+    let bob_serial: &[u8] = &[0x00, 0x9b, 0x0b];
+    let alice = f.ca.issue_with_serial("alice", alice_serial);
+    let bob = f.ca.issue_with_serial("bob", bob_serial);
+    settings.crl_file = Some(f.write("revoked.crl", &f.ca.crl(&[bob_serial])));
+    let tls = ReloadableTlsConfig::load(&settings, None, f.dir.path(), &[]).expect("load");
+    let roots = || roots_of(&[&f.ca.pem]);
+    let (id, _) = handshake(&tls, client_config(roots(), Some(alice.clone()))).await;
+    assert_eq!(id.expect("alice").common_name.as_deref(), Some("alice"));
+    let (id, served) = handshake(&tls, client_config(roots(), Some(bob.clone()))).await;
+    // etcd's text; the serial as Go prints it (no leading zero byte).
+    assert_eq!(
+        id.unwrap_err(),
+        "transport: certificate serial 9b0b revoked"
+    );
+    assert!(served.is_none());
+
+    // Revoke alice too, by replacing the list: new connections see it.
+    f.write("revoked.crl", &f.ca.crl(&[bob_serial, alice_serial]));
+    assert!(tls.reload("test"));
+    let (id, _) = handshake(&tls, client_config(roots(), Some(alice.clone()))).await;
+    assert_eq!(
+        id.unwrap_err(),
+        "transport: certificate serial 0ca101 revoked"
+    );
+    // A broken list is refused and the last good one stays.
+    f.write(
+        "revoked.crl",
+        "-----BEGIN X509 CRL-----\ngarbage\n-----END X509 CRL-----\n",
+    );
+    assert!(!tls.reload("test"));
+    let (id, _) = handshake(&tls, client_config(roots(), Some(alice.clone()))).await;
+    assert!(id.is_err());
+    // DER works as well as PEM.
+    let der = CertificateRevocationListDer::from_pem_slice(f.ca.crl(&[]).as_bytes()).expect("crl");
+    std::fs::write(f.path("revoked.crl"), der.as_ref()).expect("write");
+    assert!(tls.reload("test"));
+    let (id, _) = handshake(&tls, client_config(roots(), Some(bob))).await;
+    assert!(id.is_ok(), "{id:?}");
+    // At startup a broken list is an error naming the flag.
+    f.write("revoked.crl", "not a CRL");
+    let e = ReloadableTlsConfig::load(&settings, None, f.dir.path(), &[]).expect_err("broken CRL");
+    assert!(e.starts_with("--client-crl-file="), "{e}");
+}
+
+#[tokio::test]
+async fn a_revoked_intermediate_refuses_its_leaves() {
+    let f = Fixture::new();
+    // root -> intermediate (serial 0x77) -> carol
+    let int_key = rcgen::KeyPair::generate().expect("key");
+    let mut int_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    int_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    int_params.serial_number = Some(rcgen::SerialNumber::from_slice(&[0x77]));
+    int_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "intermediate");
+    let int_cert = int_params.signed_by(&int_key, &f.ca.issuer).expect("int");
+    let intermediate = Ca {
+        pem: int_cert.pem(),
+        issuer: rcgen::Issuer::new(int_params, int_key),
+    };
+    let (carol_cert, carol_key) = intermediate.issue("carol", &[]);
+    let carol = (format!("{carol_cert}{}", intermediate.pem), carol_key);
+    let mut settings = f.settings(TlsSide::Client, "server", true);
+    settings.crl_file = Some(f.write("revoked.crl", &f.ca.crl(&[])));
+    let tls = ReloadableTlsConfig::load(&settings, None, f.dir.path(), &[]).expect("load");
+    let roots = || roots_of(&[&f.ca.pem]);
+    let (id, _) = handshake(&tls, client_config(roots(), Some(carol.clone()))).await;
+    assert!(id.is_ok(), "{id:?}");
+    f.write("revoked.crl", &f.ca.crl(&[&[0x77]]));
+    assert!(tls.reload("test"));
+    let (id, _) = handshake(&tls, client_config(roots(), Some(carol))).await;
+    assert_eq!(id.unwrap_err(), "transport: certificate serial 77 revoked");
+}
+
+#[tokio::test]
+async fn allowed_hostname_matches_client_certificate_sans() {
+    let f = Fixture::new();
+    let mut settings = f.settings(TlsSide::Client, "server", true);
+    settings.allowed_hostname = Some("client.example.com".into());
+    let tls = ReloadableTlsConfig::load(&settings, None, f.dir.path(), &[]).expect("load");
+    let roots = || roots_of(&[&f.ca.pem]);
+    for (sans, ok) in [
+        (&["client.example.com"][..], true),
+        (&["*.example.com"][..], true),
+        (&["other.example.com", "10.0.0.1"][..], false),
+        (&[][..], false),
+    ] {
+        let (id, _) = handshake(&tls, client_config(roots(), Some(f.ca.issue("u", sans)))).await;
+        if ok {
+            assert!(id.is_ok(), "{sans:?}: {id:?}");
+        } else {
+            assert_eq!(
+                id.unwrap_err(),
+                "client certificate authentication failed",
+                "{sans:?}"
+            );
+        }
+    }
+    // No common-name fallback (Go 1.19).
+    let (id, _) = handshake(
+        &tls,
+        client_config(roots(), Some(f.ca.issue("client.example.com", &[]))),
+    )
+    .await;
+    assert!(id.is_err());
+    // An IP address matches IP SANs.
+    settings.allowed_hostname = Some("10.0.0.1".into());
+    let tls = ReloadableTlsConfig::load(&settings, None, f.dir.path(), &[]).expect("load");
+    let (id, _) = handshake(
+        &tls,
+        client_config(roots(), Some(f.ca.issue("u", &["10.0.0.1"]))),
+    )
+    .await;
+    assert!(id.is_ok(), "{id:?}");
+}
+
+#[tokio::test]
+async fn a_peer_checks_the_allowed_cn_of_the_members_it_dials_too() {
+    let f = Fixture::new();
+    let mut settings = f.settings(TlsSide::Peer, "etcd-peer", true);
+    settings.allowed_cn = Some("etcd-peer".into());
+    let ours = ReloadableTlsConfig::load(&settings, None, f.dir.path(), &[]).expect("load");
+    let dialer = ours.client_config().expect("dialer");
+    // A member whose certificate carries another CN (same CA).
+    let other_dir = tempfile::tempdir().expect("dir");
+    let (cert, key) = f.ca.issue("intruder", &["127.0.0.1"]);
+    std::fs::write(other_dir.path().join("p.crt"), cert).expect("write");
+    std::fs::write(other_dir.path().join("p.key"), key).expect("write");
+    let theirs = ReloadableTlsConfig::load(
+        &peer_settings(other_dir.path(), "p", f.path("ca.crt")),
+        None,
+        other_dir.path(),
+        &[],
+    )
+    .expect("load");
+    let (_, served) = handshake(&theirs, Arc::clone(&dialer)).await;
+    assert!(served.is_none(), "dialed a peer with the wrong CN");
+    // And it refuses that member's connections.
+    let (id, _) = handshake(&ours, theirs.client_config().expect("dialer")).await;
+    assert_eq!(id.unwrap_err(), "client certificate authentication failed");
+    // Members with the right CN talk both ways.
+    let (id, served) = handshake(&ours, dialer).await;
+    assert!(id.is_ok() && served.is_some(), "{id:?}");
 }

@@ -10,13 +10,12 @@
 //! hands them to the raft loop's inbox.
 
 pub mod prober;
-pub mod service;
 pub mod stats;
+pub mod wire;
 
 use crate::pb::cairnpb::peer_client::PeerClient;
 use crate::pb::cairnpb::{RaftBatch, SnapshotChunk, snapshot_chunk::Chunk};
-use crate::server::membership::Membership;
-use crate::server::node::RaftMsg;
+use crate::state::membership::Membership;
 use crate::storage::snapfile::{self, SnapshotRegistry};
 use parking_lot::Mutex;
 use protobuf::Message as _;
@@ -45,6 +44,23 @@ const RPC_TIMEOUT: Duration = Duration::from_secs(2);
 pub const HDR_CLUSTER_ID: &str = "x-cairn-cluster-id";
 pub const HDR_FROM: &str = "x-cairn-from";
 pub const HDR_TO: &str = "x-cairn-to";
+/// The size of a snapshot file in bytes, announced before its data.
+pub const HDR_SNAPSHOT_BYTES: &str = "x-cairn-snapshot-bytes";
+/// What the transport tells raft about its deliveries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Report {
+    /// Messages to this peer could not be delivered.
+    Unreachable(u64),
+    /// A snapshot stream to `to` ended (`ok`: the peer took it).
+    SnapshotSent { to: u64, ok: bool },
+}
+
+/// A forwarded client request's token (see `auth::Credential`).
+pub const HDR_CALLER_TOKEN: &str = "x-cairn-caller-token";
+/// A forwarded client request's verified certificate common name; the
+/// receiver believes it only from a peer that presented a verified
+/// certificate itself.
+pub const HDR_CALLER_CN: &str = "x-cairn-caller-cn";
 
 struct Peer {
     queue: mpsc::Sender<Message>,
@@ -81,7 +97,8 @@ pub struct Transport {
     /// Channels for request/response RPCs to peers (lease forwarding),
     /// connected lazily and reused.
     rpc_channels: Mutex<HashMap<u64, Channel>>,
-    raft_tx: OnceLock<crossbeam_channel::Sender<RaftMsg>>,
+    /// Where delivery reports go (the raft loop; see `attach`).
+    reports: OnceLock<Box<dyn Fn(Report) + Send + Sync>>,
     /// Peer TLS (`--peer-*`), for `https` peer URLs; unset without it.
     tls: OnceLock<Arc<crate::tls::ReloadableTlsConfig>>,
     rt: tokio::runtime::Handle,
@@ -103,7 +120,7 @@ impl Transport {
             snapshots,
             peers: Mutex::new(HashMap::new()),
             rpc_channels: Mutex::new(HashMap::new()),
-            raft_tx: OnceLock::new(),
+            reports: OnceLock::new(),
             tls: OnceLock::new(),
             rt,
             stats: stats::TransportStats::default(),
@@ -117,16 +134,16 @@ impl Transport {
         let _ = self.tls.set(tls);
     }
 
-    /// Connects the transport to the raft loop (they are built in a cycle).
-    pub fn attach(&self, raft_tx: crossbeam_channel::Sender<RaftMsg>) {
-        let _ = self.raft_tx.set(raft_tx);
+    /// Connects the transport's delivery reports to the raft loop (they
+    /// are built in a cycle). Reports are advisory: the sink may drop them
+    /// (raft notices a silent peer on its own), and must not block.
+    pub fn attach(&self, sink: impl Fn(Report) + Send + Sync + 'static) {
+        let _ = self.reports.set(Box::new(sink));
     }
 
-    fn report(&self, m: RaftMsg) {
-        if let Some(tx) = self.raft_tx.get() {
-            // Reports are advisory; if the inbox is full raft will notice
-            // the peer's silence on its own.
-            let _ = tx.try_send(m);
+    fn report(&self, r: Report) {
+        if let Some(sink) = self.reports.get() {
+            sink(r);
         }
     }
 
@@ -152,8 +169,9 @@ impl Transport {
                 connected: Arc::clone(&connected),
                 active_since: Arc::clone(&active_since),
             };
-            self.rt
-                .spawn(async move { this.run_sender(id, rx, link).await });
+            crate::crash::spawn_task_on(&self.rt, "peer sender", async move {
+                this.run_sender(id, rx, link).await
+            });
             Peer {
                 queue: tx,
                 connected,
@@ -182,7 +200,7 @@ impl Transport {
             self.with_peer(to, |p| dropped = p.queue.try_send(m).is_err());
             self.stats.delivery(to, !dropped);
             if dropped {
-                self.report(RaftMsg::Unreachable(to));
+                self.report(Report::Unreachable(to));
             }
         }
     }
@@ -309,6 +327,26 @@ impl Transport {
         req
     }
 
+    /// A request on behalf of a client who presented `credential`, for the
+    /// leader to check again (see `HDR_CALLER_TOKEN`).
+    pub fn request_for<T>(
+        &self,
+        to: u64,
+        body: T,
+        credential: Option<&crate::auth::Credential>,
+    ) -> tonic::Request<T> {
+        let mut req = self.request(to, body);
+        let (name, value) = match credential {
+            Some(crate::auth::Credential::Token(t)) => (HDR_CALLER_TOKEN, t),
+            Some(crate::auth::Credential::CommonName(cn)) => (HDR_CALLER_CN, cn),
+            None => return req,
+        };
+        if let Ok(v) = value.parse() {
+            req.metadata_mut().insert(name, v);
+        }
+        req
+    }
+
     async fn run_sender(self: Arc<Self>, id: u64, mut queue: mpsc::Receiver<Message>, link: Link) {
         let mut attempt = 0usize;
         let mut backoff = Duration::from_millis(50);
@@ -335,7 +373,7 @@ impl Transport {
                     dropped = true;
                 }
                 if dropped {
-                    self.report(RaftMsg::Unreachable(id));
+                    self.report(Report::Unreachable(id));
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -368,7 +406,7 @@ impl Transport {
                     }
                 }
                 if tx.send(batch).await.is_err() || call.is_finished() {
-                    self.report(RaftMsg::Unreachable(id));
+                    self.report(Report::Unreachable(id));
                     break;
                 }
             }
@@ -395,7 +433,7 @@ impl Transport {
                 false
             }
         };
-        self.report(RaftMsg::SnapshotSent { to, ok });
+        self.report(Report::SnapshotSent { to, ok });
     }
 
     async fn stream_snapshot(&self, m: &Message) -> Result<(), String> {
@@ -407,13 +445,21 @@ impl Transport {
         let mut file = tokio::fs::File::open(&path)
             .await
             .map_err(|e| format!("open {}: {e}", path.display()))?;
+        let size_bytes = file
+            .metadata()
+            .await
+            .map_err(|e| format!("stat {}: {e}", path.display()))?
+            .len();
         let header = m.write_to_bytes().map_err(|e| e.to_string())?;
         let mut client = self
             .connect(m.to, 0)
             .await
             .ok_or_else(|| "peer unreachable".to_string())?;
         let (tx, rx) = mpsc::channel::<SnapshotChunk>(4);
-        let req = self.request(m.to, tokio_stream::wrappers::ReceiverStream::new(rx));
+        let mut req = self.request(m.to, tokio_stream::wrappers::ReceiverStream::new(rx));
+        if let Ok(v) = size_bytes.to_string().parse() {
+            req.metadata_mut().insert(HDR_SNAPSHOT_BYTES, v);
+        }
         let call = tokio::spawn(async move { client.snapshot(req).await });
         let feed = async {
             tx.send(SnapshotChunk {

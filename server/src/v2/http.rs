@@ -6,11 +6,12 @@
 use super::error::*;
 use super::event::{V2Event, to_go_json};
 use super::{MemberError, V2Backend, V2Member, V2Op, V2Request, V2Watcher};
+use crate::net::gohttp::{self, clean_path, unescape};
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
-use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, LOCATION};
+use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -688,84 +689,11 @@ fn redirect_unclean(path: &str, req: &Request) -> Option<Response> {
     if clean == path {
         return None;
     }
-    let mut loc = escape_path(&clean);
-    if let Some(q) = req.uri().query() {
-        loc.push('?');
-        loc.push_str(q);
-    }
-    let value = HeaderValue::from_str(&loc).ok()?;
-    if !matches!(*req.method(), Method::GET | Method::HEAD) {
-        return Some((StatusCode::MOVED_PERMANENTLY, [(LOCATION, value)]).into_response());
-    }
-    // Go's `http.Redirect` adds a small HTML body for GET and HEAD.
-    let href = loc
-        .replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&#34;")
-        .replace('\'', "&#39;");
-    let body = format!("<a href=\"{href}\">Moved Permanently</a>.\n\n");
-    let headers = [
-        (LOCATION, value),
-        (
-            CONTENT_TYPE,
-            HeaderValue::from_static("text/html; charset=utf-8"),
-        ),
-    ];
-    Some(body_response_with(
-        StatusCode::MOVED_PERMANENTLY,
-        headers,
-        body,
-        *req.method() == Method::HEAD,
+    Some(gohttp::redirect_to_clean(
+        &clean,
+        req.uri().query(),
+        req.method(),
     ))
-}
-
-fn body_response_with<const N: usize>(
-    status: StatusCode,
-    headers: [(http::HeaderName, HeaderValue); N],
-    body: String,
-    head: bool,
-) -> Response {
-    let mut map = HeaderMap::new();
-    for (k, v) in headers {
-        map.insert(k, v);
-    }
-    body_response(status, map, body, head)
-}
-
-/// Go's `cleanPath`: `path.Clean`, keeping a trailing slash.
-fn clean_path(p: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for c in p.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
-    }
-    let mut out = String::with_capacity(p.len());
-    for c in &parts {
-        out.push('/');
-        out.push_str(c);
-    }
-    if out.is_empty() || (p.ends_with('/') && !parts.is_empty()) {
-        out.push('/');
-    }
-    out
-}
-
-fn escape_path(p: &str) -> String {
-    let mut out = String::with_capacity(p.len());
-    for b in p.bytes() {
-        if b.is_ascii_alphanumeric() || b"/-._~!$&'()*+,;=:@".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// Decoded request parameters: form body values first, then the query's,
@@ -869,59 +797,6 @@ fn parse_query(s: &str, out: &mut Vec<(String, String)>) -> Result<(), String> {
     }
 }
 
-/// Go's `unescape` (query mode turns `+` into a space). Invalid UTF-8 is
-/// replaced, as Go's JSON encoder would do on the way out.
-fn unescape(s: &str, query: bool) -> Result<String, String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                let hex = |c: u8| (c as char).to_digit(16);
-                match (
-                    b.get(i + 1).copied().and_then(hex),
-                    b.get(i + 2).copied().and_then(hex),
-                ) {
-                    (Some(h), Some(l)) => {
-                        out.push((h * 16 + l) as u8);
-                        i += 3;
-                    }
-                    _ => {
-                        let end = (i + 3).min(b.len());
-                        let bad = String::from_utf8_lossy(&b[i..end]);
-                        return Err(format!("invalid URL escape {}", go_quote(&bad)));
-                    }
-                }
-            }
-            b'+' if query => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    Ok(String::from_utf8_lossy(&out).into_owned())
-}
-
-/// A close enough `strconv.Quote` for error causes.
-fn go_quote(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
 /// Go's `strconv.ParseUint(s, 10, 64)`: digits only, no sign.
 fn parse_go_uint(s: &str) -> Option<u64> {
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
@@ -985,18 +860,6 @@ mod tests {
         assert_eq!(parse_go_bool("False"), Some(false));
         assert_eq!(parse_go_bool("yes"), None);
         assert_eq!(parse_go_bool(""), None);
-    }
-
-    #[test]
-    fn paths() {
-        assert_eq!(clean_path("/v2/keys/a"), "/v2/keys/a");
-        assert_eq!(clean_path("/v2/keys/"), "/v2/keys/");
-        assert_eq!(clean_path("/v2/keys//a//"), "/v2/keys/a/");
-        assert_eq!(clean_path("/v2/keys/x/../../../0/members"), "/0/members");
-        assert_eq!(clean_path("/v2/keys/.."), "/v2");
-        assert_eq!(clean_path("/.."), "/");
-        assert_eq!(unescape("/a%2Fb+c", false).unwrap(), "/a/b+c");
-        assert_eq!(escape_path("/sp ace/é"), "/sp%20ace/%C3%A9");
     }
 
     #[test]

@@ -46,6 +46,7 @@ use super::lock::LockService;
 use super::maintenance::MaintenanceService;
 use super::{GRPC_OVERHEAD_BYTES, check_leader, check_size};
 use crate::error::Error;
+use crate::etcdserver::EtcdServer;
 use crate::pb::etcdserverpb::auth_server::Auth as _;
 use crate::pb::etcdserverpb::cluster_server::Cluster as _;
 use crate::pb::etcdserverpb::kv_server::Kv as _;
@@ -56,7 +57,6 @@ use crate::pb::v3electionpb::election_server::Election as _;
 use crate::pb::v3electionpb::{self as electionpb};
 use crate::pb::v3lockpb::lock_server::Lock as _;
 use crate::pb::v3lockpb::{self as lockpb};
-use crate::server::EtcdServer;
 use axum::extract::Request;
 use axum::response::Response;
 use futures::future::BoxFuture;
@@ -500,7 +500,7 @@ impl Gateway {
             None if path == "/v3beta" => return respond::mux_not_found(),
             None => path,
         };
-        let cleaned = clean_path(&path);
+        let cleaned = crate::net::gohttp::clean_path(&path);
         let redirect_to = if cleaned != path {
             Some(cleaned)
         } else if path == "/v3" {
@@ -508,12 +508,12 @@ impl Gateway {
         } else {
             None
         };
-        if let Some(mut location) = redirect_to {
-            if let Some(q) = req.uri().query() {
-                location.push('?');
-                location.push_str(q);
-            }
-            return respond::redirect(&location, req.method());
+        if let Some(location) = redirect_to {
+            return crate::net::gohttp::redirect_to_clean(
+                &location,
+                req.uri().query(),
+                req.method(),
+            );
         }
         let Some(&handler) = self.routes.get(path.as_str()) else {
             return respond::not_found();
@@ -751,25 +751,6 @@ fn percent_decode(path: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Go's `path.Clean`, keeping a trailing slash (ServeMux's `cleanPath`).
-fn clean_path(p: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for seg in p.split('/') {
-        match seg {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            s => parts.push(s),
-        }
-    }
-    let mut out = format!("/{}", parts.join("/"));
-    if p.ends_with('/') && out != "/" {
-        out.push('/');
-    }
-    out
 }
 
 #[cfg(test)]

@@ -184,31 +184,6 @@ pub(super) fn method_not_allowed() -> Response {
     plain(StatusCode::METHOD_NOT_ALLOWED)
 }
 
-/// Go's ServeMux redirect to a cleaned path (301; a body only for GET and
-/// HEAD, as Go writes it).
-pub(super) fn redirect(location: &str, method: &http::Method) -> Response {
-    let mut headers = HeaderMap::new();
-    if let Ok(v) = HeaderValue::from_str(location) {
-        headers.insert(header::LOCATION, v);
-    }
-    let body = if method == http::Method::GET || method == http::Method::HEAD {
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/html; charset=utf-8"),
-        );
-        let escaped = location
-            .replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
-            .replace('"', "&#34;")
-            .replace('\'', "&#39;");
-        Body::from(format!("<a href=\"{escaped}\">Moved Permanently</a>.\n\n"))
-    } else {
-        Body::empty()
-    };
-    response(StatusCode::MOVED_PERMANENTLY, headers, body)
-}
-
 /// A stream of responses on its way to the client.
 pub(super) struct Forward {
     /// Serialized messages (or the stream's error).

@@ -8,9 +8,12 @@
 //!
 //! Cryptography: the `jsonwebtoken` crate (pure-Rust RustCrypto backend)
 //! signs and verifies HS/RS/PS 256–512 and ES256/ES384; it has no ES512,
-//! which etcd supports, so ES512 uses the `p521` crate directly. Keys are
-//! parsed here (PKCS#1, PKCS#8, SEC1 and SPKI PEM) so that every form
-//! `openssl` writes and etcd reads works, including `EC PRIVATE KEY`.
+//! which etcd supports, so ES512 uses the `p521` crate directly (etcd 3.4's
+//! jwt-go v3 has no EdDSA, and neither has Cairn). Keys are parsed here in
+//! every PEM form etcd reads: private keys PKCS#1, PKCS#8 or SEC1 `EC
+//! PRIVATE KEY`; public keys SPKI `PUBLIC KEY` or a `CERTIFICATE` (its
+//! public key: a member's TLS certificate can serve as `pub-key`), and for
+//! RSA also PKCS#1 `RSA PUBLIC KEY`.
 //!
 //! Validation follows etcd (jwt-go v3): the header's `alg` must be the
 //! configured method, the signature must verify, `exp` (seconds) must not
@@ -207,94 +210,134 @@ fn invalid_key(what: impl std::fmt::Display) -> AuthError {
     AuthError::InvalidKey(what.to_string())
 }
 
-/// The PEM blocks of a file, as (label, block text). A file may hold more
-/// than one (`openssl ecparam -genkey` writes `EC PARAMETERS` first).
-fn pem_blocks(text: &str) -> Vec<(&str, &str)> {
-    let mut out = Vec::new();
+/// PEM labels of the blocks that can hold a private key.
+const PRIVATE_KEY_LABELS: &[&str] = &["PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY"];
+/// PEM labels of the blocks that can hold a public key.
+const PUBLIC_KEY_LABELS: &[&str] = &["PUBLIC KEY", "RSA PUBLIC KEY", "CERTIFICATE"];
+
+/// The DER of the first PEM block whose label is one of `labels`, a
+/// certificate standing for its SubjectPublicKeyInfo; `None` when there is
+/// none. etcd (Go's `pem.Decode`) reads the very first block whatever its
+/// label and lets the parser judge the contents; Cairn skips blocks that
+/// cannot hold a key, so a key file that starts with `EC PARAMETERS` (what
+/// `openssl ecparam -genkey` writes) works too, but, like etcd, it never
+/// looks past the first key: in a certificate chain only the leaf counts.
+/// Within a block the contents decide, as in Go (a PKCS#8 key labelled
+/// `RSA PRIVATE KEY` works). Headers (`Proc-Type: 4,ENCRYPTED`) are
+/// skipped; an encrypted key then fails to parse, as in etcd.
+fn key_block(bytes: &[u8], labels: &[&str]) -> Result<Option<Vec<u8>>, AuthError> {
+    let text = std::str::from_utf8(bytes).map_err(|_| invalid_key("key file is not PEM text"))?;
     let mut rest = text;
     while let Some(start) = rest.find("-----BEGIN ") {
-        let after = &rest[start + 11..];
+        let after = &rest[start + "-----BEGIN ".len()..];
         let Some(label_end) = after.find("-----") else {
             break;
         };
         let label = &after[..label_end];
+        let body = &after[label_end + "-----".len()..];
         let end_marker = format!("-----END {label}-----");
-        let Some(end) = after.find(&end_marker) else {
+        let Some(end) = body.find(&end_marker) else {
             break;
         };
-        let block_end = start + 11 + end + end_marker.len();
-        out.push((label, &rest[start..block_end]));
-        rest = &rest[block_end..];
+        rest = &body[end + end_marker.len()..];
+        if !labels.contains(&label) {
+            continue;
+        }
+        let b64: String = body[..end]
+            .lines()
+            .filter(|l| !l.contains(':'))
+            .flat_map(|l| l.chars().filter(|c| !c.is_whitespace()))
+            .collect();
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|e| invalid_key(format!("PEM block {label:?} is not valid base64: {e}")))?;
+        if label == "CERTIFICATE" {
+            let spki = crate::tls::subject_public_key_info(&der)
+                .ok_or_else(|| invalid_key("the PEM CERTIFICATE cannot be read"))?;
+            return Ok(Some(spki.to_vec()));
+        }
+        return Ok(Some(der));
     }
-    out
+    Ok(None)
 }
 
-fn pem_text(bytes: &[u8]) -> Result<&str, AuthError> {
-    std::str::from_utf8(bytes).map_err(|_| invalid_key("key file is not PEM text"))
+/// The private-key block of a key file, parsed by `parse`.
+fn private_key<T>(
+    pem: &[u8],
+    parse: impl Fn(&[u8]) -> Option<T>,
+    what: &str,
+) -> Result<T, AuthError> {
+    key_block(pem, PRIVATE_KEY_LABELS)?
+        .and_then(|der| parse(&der))
+        .ok_or_else(|| invalid_key(format!("key is not a valid {what} private key")))
 }
 
-/// The first block with one of `labels`.
-fn find_block<'a>(text: &'a str, labels: &[&str]) -> Option<(&'a str, &'a str)> {
-    pem_blocks(text)
-        .into_iter()
-        .find(|(l, _)| labels.contains(l))
+/// The public-key block of a key file, parsed by `parse`. etcd 3.4
+/// (jwt-go v3's parsers) takes a `PUBLIC KEY` (SPKI) or a `CERTIFICATE`;
+/// for RSA Cairn also takes a PKCS#1 `RSA PUBLIC KEY`, which etcd refuses.
+fn public_key<T>(
+    pem: &[u8],
+    parse: impl Fn(&[u8]) -> Option<T>,
+    what: &str,
+) -> Result<T, AuthError> {
+    key_block(pem, PUBLIC_KEY_LABELS)?
+        .and_then(|der| parse(&der))
+        .ok_or_else(|| invalid_key(format!("key is not a valid {what} public key")))
 }
 
+/// PKCS#1 (`RSA PRIVATE KEY`) or PKCS#8 (`PRIVATE KEY`), as etcd.
 fn rsa_private(pem: &[u8]) -> Result<rsa::RsaPrivateKey, AuthError> {
-    let text = pem_text(pem)?;
-    match find_block(text, &["RSA PRIVATE KEY", "PRIVATE KEY"]) {
-        Some(("RSA PRIVATE KEY", b)) => rsa::RsaPrivateKey::from_pkcs1_pem(b).map_err(invalid_key),
-        Some((_, b)) => rsa::RsaPrivateKey::from_pkcs8_pem(b).map_err(invalid_key),
-        None => Err(invalid_key("key is not a valid RSA private key")),
-    }
+    private_key(
+        pem,
+        |der| {
+            rsa::RsaPrivateKey::from_pkcs1_der(der)
+                .ok()
+                .or_else(|| rsa::RsaPrivateKey::from_pkcs8_der(der).ok())
+        },
+        "RSA",
+    )
 }
 
 fn rsa_public(pem: &[u8]) -> Result<rsa::RsaPublicKey, AuthError> {
-    let text = pem_text(pem)?;
-    match find_block(text, &["RSA PUBLIC KEY", "PUBLIC KEY"]) {
-        Some(("RSA PUBLIC KEY", b)) => rsa::RsaPublicKey::from_pkcs1_pem(b).map_err(invalid_key),
-        Some((_, b)) => rsa::RsaPublicKey::from_public_key_pem(b).map_err(invalid_key),
-        None => Err(invalid_key("key is not a valid RSA public key")),
-    }
+    public_key(
+        pem,
+        |der| {
+            rsa::RsaPublicKey::from_public_key_der(der)
+                .ok()
+                .or_else(|| rsa::RsaPublicKey::from_pkcs1_der(der).ok())
+        },
+        "RSA",
+    )
 }
 
-/// Private and public key of one NIST curve: (PKCS#8 DER of the private
-/// key, SEC1 uncompressed public point). The curve crates share their
-/// traits, so one macro serves P-256 and P-384.
-macro_rules! ec_keys {
+/// The private key (SEC1 `EC PRIVATE KEY` or PKCS#8 `PRIVATE KEY`) and the
+/// public key (`PUBLIC KEY` or `CERTIFICATE`) of one NIST curve, checked to
+/// belong together. The curve crates share their traits, so one macro
+/// serves P-256, P-384 and P-521.
+macro_rules! ec_key_pair {
     ($name:ident, $curve:ident, $label:literal) => {
         fn $name(
             priv_pem: Option<&[u8]>,
             pub_pem: Option<&[u8]>,
-        ) -> Result<(Option<Vec<u8>>, Vec<u8>), AuthError> {
+        ) -> Result<(Option<$curve::SecretKey>, $curve::PublicKey), AuthError> {
             let secret = match priv_pem {
-                Some(p) => {
-                    let text = pem_text(p)?;
-                    Some(match find_block(text, &["EC PRIVATE KEY", "PRIVATE KEY"]) {
-                        Some(("EC PRIVATE KEY", b)) => $curve::SecretKey::from_sec1_pem(b)
-                            .map_err(|_| {
-                                invalid_key(concat!("key is not a valid ", $label, " private key"))
-                            })?,
-                        Some((_, b)) => $curve::SecretKey::from_pkcs8_pem(b).map_err(|_| {
-                            invalid_key(concat!("key is not a valid ", $label, " private key"))
-                        })?,
-                        None => {
-                            return Err(invalid_key("key is not a valid ECDSA private key"));
-                        }
-                    })
-                }
+                Some(p) => Some(private_key(
+                    p,
+                    |der| {
+                        $curve::SecretKey::from_sec1_der(der)
+                            .ok()
+                            .or_else(|| $curve::SecretKey::from_pkcs8_der(der).ok())
+                    },
+                    $label,
+                )?),
                 None => None,
             };
             let public = match pub_pem {
-                Some(p) => {
-                    let text = pem_text(p)?;
-                    let Some((_, b)) = find_block(text, &["PUBLIC KEY"]) else {
-                        return Err(invalid_key("key is not a valid ECDSA public key"));
-                    };
-                    Some($curve::PublicKey::from_public_key_pem(b).map_err(|_| {
-                        invalid_key(concat!("key is not a valid ", $label, " public key"))
-                    })?)
-                }
+                Some(p) => Some(public_key(
+                    p,
+                    |der| $curve::PublicKey::from_public_key_der(der).ok(),
+                    $label,
+                )?),
                 None => None,
             };
             let derived = secret.as_ref().map(|s| s.public_key());
@@ -304,6 +347,24 @@ macro_rules! ec_keys {
                 (None, Some(p)) => p,
                 (None, None) => return Err(AuthError::MissingKey),
             };
+            Ok((secret, public))
+        }
+    };
+}
+
+ec_key_pair!(p256_key_pair, p256, "P-256");
+ec_key_pair!(p384_key_pair, p384, "P-384");
+ec_key_pair!(p521_key_pair, p521, "P-521");
+
+/// For `jsonwebtoken`: (PKCS#8 DER of the private key, SEC1 uncompressed
+/// public point).
+macro_rules! ec_jwt_keys {
+    ($name:ident, $pair:ident) => {
+        fn $name(
+            priv_pem: Option<&[u8]>,
+            pub_pem: Option<&[u8]>,
+        ) -> Result<(Option<Vec<u8>>, Vec<u8>), AuthError> {
+            let (secret, public) = $pair(priv_pem, pub_pem)?;
             let der = match secret {
                 Some(s) => Some(s.to_pkcs8_der().map_err(invalid_key)?.as_bytes().to_vec()),
                 None => None,
@@ -313,49 +374,14 @@ macro_rules! ec_keys {
     };
 }
 
-ec_keys!(p256_keys, p256, "P-256");
-ec_keys!(p384_keys, p384, "P-384");
+ec_jwt_keys!(p256_keys, p256_key_pair);
+ec_jwt_keys!(p384_keys, p384_key_pair);
 
 fn p521_keys(
     priv_pem: Option<&[u8]>,
     pub_pem: Option<&[u8]>,
 ) -> Result<(Option<p521::ecdsa::SigningKey>, p521::ecdsa::VerifyingKey), AuthError> {
-    fn bad_priv<E>(_: E) -> AuthError {
-        invalid_key("key is not a valid P-521 private key")
-    }
-    let secret = match priv_pem {
-        Some(p) => {
-            let text = pem_text(p)?;
-            Some(match find_block(text, &["EC PRIVATE KEY", "PRIVATE KEY"]) {
-                Some(("EC PRIVATE KEY", b)) => {
-                    p521::SecretKey::from_sec1_pem(b).map_err(bad_priv)?
-                }
-                Some((_, b)) => p521::SecretKey::from_pkcs8_pem(b).map_err(bad_priv)?,
-                None => return Err(invalid_key("key is not a valid ECDSA private key")),
-            })
-        }
-        None => None,
-    };
-    let public = match pub_pem {
-        Some(p) => {
-            let text = pem_text(p)?;
-            let Some((_, b)) = find_block(text, &["PUBLIC KEY"]) else {
-                return Err(invalid_key("key is not a valid ECDSA public key"));
-            };
-            Some(
-                p521::PublicKey::from_public_key_pem(b)
-                    .map_err(|_| invalid_key("key is not a valid P-521 public key"))?,
-            )
-        }
-        None => None,
-    };
-    let derived = secret.as_ref().map(|s| s.public_key());
-    let public = match (derived, public) {
-        (Some(d), Some(p)) if d != p => return Err(AuthError::KeyMismatch),
-        (Some(d), _) => d,
-        (None, Some(p)) => p,
-        (None, None) => return Err(AuthError::MissingKey),
-    };
+    let (secret, public) = p521_key_pair(priv_pem, pub_pem)?;
     let signer = match secret {
         Some(s) => Some(p521::ecdsa::SigningKey::from_bytes(&s.to_bytes()).map_err(invalid_key)?),
         None => None,

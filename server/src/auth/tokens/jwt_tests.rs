@@ -15,6 +15,11 @@ const EC384_PUB: &[u8] = include_bytes!("../testdata/ec384.pub");
 const EC521_KEY: &[u8] = include_bytes!("../testdata/ec521.key");
 const EC521_PUB: &[u8] = include_bytes!("../testdata/ec521.pub");
 const HMAC_KEY: &[u8] = include_bytes!("../testdata/hmac.key");
+const RSA_CRT: &[u8] = include_bytes!("../testdata/rsa.crt");
+const RSA_PKCS1_PUB: &[u8] = include_bytes!("../testdata/rsa_pkcs1.pub");
+const EC256_CRT: &[u8] = include_bytes!("../testdata/ec256.crt");
+const EC384_CRT: &[u8] = include_bytes!("../testdata/ec384.crt");
+const EC521_CRT: &[u8] = include_bytes!("../testdata/ec521.crt");
 const ETCD_TOKENS: &str = include_str!("../testdata/etcd_tokens.txt");
 
 const HOUR: Duration = Duration::from_secs(3600);
@@ -117,6 +122,166 @@ fn verifies_tokens_issued_by_etcd() {
         seen += 1;
     }
     assert_eq!(seen, 7);
+}
+
+#[test]
+fn tokens_issued_by_etcd_verify_with_a_certificate_as_public_key() {
+    let mut seen = 0;
+    for line in ETCD_TOKENS.lines().filter(|l| !l.trim().is_empty()) {
+        let (name, token) = line.split_once(' ').unwrap();
+        let m = SignMethod::parse(name).unwrap();
+        let cert = match m {
+            // Issued with rsa_pkcs8.key, which has no certificate here.
+            SignMethod::RS512 | SignMethod::HS256 => continue,
+            SignMethod::ES256 => EC256_CRT,
+            SignMethod::ES384 => EC384_CRT,
+            SignMethod::ES512 => EC521_CRT,
+            _ => RSA_CRT,
+        };
+        let j = JwtTokens::from_keys(m, None, Some(cert), HOUR).unwrap();
+        let exp = payload(token)["exp"].as_i64().unwrap();
+        assert_eq!(j.verify(token, at(exp)), Some(("root".into(), 4)), "{m:?}");
+        seen += 1;
+    }
+    assert_eq!(seen, 5);
+}
+
+/// Every private-key form etcd 3.4 reads, for each asymmetric method:
+/// (private key PEM, what it is).
+fn private_forms(m: SignMethod) -> Vec<(Vec<u8>, &'static str)> {
+    use SignMethod::*;
+    use p256::pkcs8::{EncodePrivateKey, LineEnding};
+    let pkcs8 = |der: p256::pkcs8::Result<p256::pkcs8::der::zeroize::Zeroizing<String>>| {
+        der.unwrap().as_bytes().to_vec()
+    };
+    match m {
+        RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => {
+            let k =
+                rsa::RsaPrivateKey::from_pkcs1_pem(std::str::from_utf8(RSA_KEY).unwrap()).unwrap();
+            vec![
+                (RSA_KEY.to_vec(), "PKCS#1 RSA PRIVATE KEY"),
+                (pkcs8(k.to_pkcs8_pem(LineEnding::LF)), "PKCS#8 PRIVATE KEY"),
+            ]
+        }
+        ES256 => {
+            let params =
+                b"-----BEGIN EC PARAMETERS-----\nBggqhkjOPQMBBw==\n-----END EC PARAMETERS-----\n";
+            vec![
+                (EC256_KEY.to_vec(), "SEC1 EC PRIVATE KEY"),
+                (EC256_PKCS8_KEY.to_vec(), "PKCS#8 PRIVATE KEY"),
+                (
+                    [&params[..], EC256_KEY].concat(),
+                    "EC PARAMETERS, then SEC1",
+                ),
+            ]
+        }
+        ES384 => {
+            let k =
+                p384::SecretKey::from_sec1_pem(std::str::from_utf8(EC384_KEY).unwrap()).unwrap();
+            vec![
+                (EC384_KEY.to_vec(), "SEC1 EC PRIVATE KEY"),
+                (pkcs8(k.to_pkcs8_pem(LineEnding::LF)), "PKCS#8 PRIVATE KEY"),
+            ]
+        }
+        ES512 => {
+            let k =
+                p521::SecretKey::from_sec1_pem(std::str::from_utf8(EC521_KEY).unwrap()).unwrap();
+            vec![
+                (EC521_KEY.to_vec(), "SEC1 EC PRIVATE KEY"),
+                (pkcs8(k.to_pkcs8_pem(LineEnding::LF)), "PKCS#8 PRIVATE KEY"),
+            ]
+        }
+        HS256 | HS384 | HS512 => vec![],
+    }
+}
+
+/// Every public-key form etcd 3.4 reads (plus PKCS#1 for RSA, which etcd
+/// refuses and Cairn takes): (public key PEM, what it is).
+fn public_forms(m: SignMethod) -> Vec<(Vec<u8>, &'static str)> {
+    use SignMethod::*;
+    let (spki, cert): (&[u8], &[u8]) = match m {
+        RS256 | RS384 | RS512 | PS256 | PS384 | PS512 => (RSA_PUB, RSA_CRT),
+        ES256 => (EC256_PUB, EC256_CRT),
+        ES384 => (EC384_PUB, EC384_CRT),
+        ES512 => (EC521_PUB, EC521_CRT),
+        HS256 | HS384 | HS512 => return vec![],
+    };
+    let mut forms = vec![
+        (spki.to_vec(), "SPKI PUBLIC KEY"),
+        (cert.to_vec(), "CERTIFICATE"),
+        // A chain file: the first certificate's key counts.
+        ([cert, EC256_CRT].concat(), "CERTIFICATE chain"),
+    ];
+    if matches!(m, RS256 | RS384 | RS512 | PS256 | PS384 | PS512) {
+        forms.push((RSA_PKCS1_PUB.to_vec(), "PKCS#1 RSA PUBLIC KEY"));
+    }
+    forms
+}
+
+#[test]
+fn every_key_form_works_with_every_asymmetric_method() {
+    let now = at(1_800_000_000);
+    let mut combinations = 0;
+    for m in ALL {
+        for (private, pf) in private_forms(m) {
+            for (public, uf) in public_forms(m) {
+                let signer = JwtTokens::from_keys(m, Some(&private), Some(&public), HOUR)
+                    .unwrap_or_else(|e| panic!("{m:?} {pf} + {uf}: {e}"));
+                let token = signer.sign("alice", 3, now).unwrap();
+                let verifier = JwtTokens::from_keys(m, None, Some(&public), HOUR)
+                    .unwrap_or_else(|e| panic!("{m:?} {uf} alone: {e}"));
+                assert_eq!(
+                    verifier.verify(&token, now),
+                    Some(("alice".into(), 3)),
+                    "{m:?} {pf} + {uf}"
+                );
+                combinations += 1;
+            }
+        }
+    }
+    // 6 RSA methods x 2 x 4, ES256 3 x 3, ES384 and ES512 2 x 3.
+    assert_eq!(combinations, 6 * 2 * 4 + 3 * 3 + 2 * 2 * 3);
+}
+
+#[test]
+fn a_certificate_of_the_wrong_key_type_or_curve_is_refused() {
+    for (m, public) in [
+        (SignMethod::RS256, EC256_CRT),
+        (SignMethod::PS384, EC521_CRT),
+        (SignMethod::ES256, RSA_CRT),
+        (SignMethod::ES256, EC384_CRT),
+        (SignMethod::ES384, EC521_CRT),
+        (SignMethod::ES512, EC256_CRT),
+    ] {
+        let e = JwtTokens::from_keys(m, None, Some(public), HOUR).unwrap_err();
+        assert!(matches!(e, AuthError::InvalidKey(_)), "{m:?}: {e:?}");
+    }
+    // A certificate whose key is not the private key's.
+    assert_eq!(
+        JwtTokens::from_keys(SignMethod::RS256, Some(RSA_PKCS8_KEY), Some(RSA_CRT), HOUR)
+            .unwrap_err(),
+        AuthError::KeyMismatch
+    );
+    // In a chain only the first certificate counts, as in etcd.
+    assert_eq!(
+        JwtTokens::from_keys(
+            SignMethod::ES256,
+            Some(EC256_KEY),
+            Some(&[EC384_CRT, EC256_CRT].concat()),
+            HOUR
+        )
+        .unwrap_err(),
+        AuthError::InvalidKey("key is not a valid P-256 public key".into())
+    );
+    let broken = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+    assert_eq!(
+        JwtTokens::from_keys(SignMethod::RS256, None, Some(broken), HOUR).unwrap_err(),
+        AuthError::InvalidKey("the PEM CERTIFICATE cannot be read".into())
+    );
+    assert_eq!(
+        JwtTokens::from_keys(SignMethod::RS256, None, Some(HMAC_KEY), HOUR).unwrap_err(),
+        AuthError::InvalidKey("key is not a valid RSA public key".into())
+    );
 }
 
 #[test]

@@ -49,16 +49,6 @@ impl From<fjall::Error> for MvccError {
     }
 }
 
-impl From<MvccError> for crate::error::Error {
-    fn from(e: MvccError) -> Self {
-        match e {
-            MvccError::Compacted => crate::error::Error::Compacted,
-            MvccError::FutureRev => crate::error::Error::FutureRev,
-            MvccError::Storage(s) => s.into(),
-        }
-    }
-}
-
 pub type Result<T, E = MvccError> = std::result::Result<T, E>;
 
 fn encode_value(kind: u8, kv: &KeyValue) -> Vec<u8> {
@@ -562,16 +552,14 @@ impl Store {
         let (tx, rx) = crossbeam_channel::bounded::<CompactionJob>(16);
         *self.compactor.lock() = Some(tx);
         let weak = Arc::downgrade(self);
-        let spawned = std::thread::Builder::new()
-            .name("mvcc-compactor".into())
-            .spawn(move || {
-                while let Ok(job) = rx.recv() {
-                    let Some(store) = weak.upgrade() else { return };
-                    if let Err(e) = store.physical_compaction(&job) {
-                        tracing::error!(error = %e, revision = job.rev, "physical compaction failed");
-                    }
+        let spawned = crate::crash::spawn_thread("mvcc-compactor", move || {
+            while let Ok(job) = rx.recv() {
+                let Some(store) = weak.upgrade() else { return };
+                if let Err(e) = store.physical_compaction(&job) {
+                    tracing::error!(error = %e, revision = job.rev, "physical compaction failed");
                 }
-            });
+            }
+        });
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the compaction thread");
         }

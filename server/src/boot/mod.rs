@@ -1,0 +1,814 @@
+//! Starting a member: open (or create) its data, build the raft node and
+//! apply loop, bind the listeners, and publish the member to the cluster.
+//!
+//! A new member of a new cluster starts from the static `--initial-cluster`:
+//! every initial member computes the same member IDs, cluster ID and voter
+//! set, and stores them before raft runs, so all of them start from the same
+//! configuration at index 0 (no conf-change entries needed). A restarting
+//! member ignores the `--initial-*` flags and recovers from its data dir.
+
+use crate::api;
+use crate::etcdserver::apply::{ApplyConfig, ApplyLoop};
+use crate::etcdserver::node::{Node, NodeConfig, RaftMsg};
+use crate::etcdserver::wait::Waiters;
+use crate::etcdserver::watch::WatchHub;
+use crate::etcdserver::{EtcdServer, RaftStatus, ServerParts};
+use crate::ids;
+use crate::pb::cairnpb::{
+    MemberAttributes, MemberRecord, Membership as MembershipPb, internal_request::Request,
+};
+use crate::pb::etcdserverpb::{
+    LeaseRevokeRequest, cluster_server::ClusterServer, kv_server::KvServer,
+    lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
+};
+use crate::pb::v3electionpb::election_server::ElectionServer;
+use crate::pb::v3lockpb::lock_server::LockServer;
+use crate::state::lease::{Lessor, MAX_REVOKES_PER_SWEEP};
+use crate::state::membership::Membership;
+use crate::storage::meta::{self, AppliedState};
+use crate::storage::mvcc::Store;
+use crate::storage::raftlog::{self, RaftLog};
+use crate::storage::snapfile::{self, SnapshotRegistry};
+use crate::storage::{self, Db};
+use crate::transport::{PEER_MAX_MESSAGE_BYTES, Transport};
+use cairn_config::{ClusterState, ServerConfig};
+use raft::prelude::ConfState;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Raft log entries kept behind the applied index when the log is
+/// compacted, so a follower that is only a little behind catches up from
+/// the log instead of a snapshot (etcd keeps 5000).
+const SNAPSHOT_CATCHUP_ENTRIES: u64 = 5000;
+const RAFT_INBOX: usize = 16 * 1024;
+/// Where a new cluster's raft log begins (see `bootstrap_new`).
+const INITIAL_INDEX: u64 = 5;
+/// How long a joining member keeps asking the existing members who they are.
+const JOIN_DISCOVERY_TIMEOUT: Duration = Duration::from_secs(30);
+const APPLY_QUEUE: usize = 64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    #[error("{0}")]
+    Storage(#[from] storage::Error),
+    #[error("{0}")]
+    Config(String),
+    #[error("cannot listen on {url}: {source}")]
+    Listen {
+        url: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+}
+
+/// URL strings exactly as etcd writes them (no trailing slash): member IDs
+/// are hashed from these strings.
+fn url_string(u: &url::Url) -> String {
+    cairn_config::format_url(u)
+}
+
+fn url_strings(urls: &[url::Url]) -> Vec<String> {
+    urls.iter().map(url_string).collect()
+}
+
+/// Creates the stored identity, membership and voter set of a brand-new
+/// member of a brand-new cluster.
+fn bootstrap_new(db: &Db, cfg: &ServerConfig) -> Result<(u64, u64), BootError> {
+    let mut members = Vec::new();
+    for (name, urls) in cfg.initial_cluster_members() {
+        let peer_urls: Vec<String> = urls.iter().map(|u| url_string(u)).collect();
+        let id = ids::member_id(&peer_urls, &cfg.initial_cluster_token);
+        members.push(MemberRecord {
+            id,
+            name: name.to_string(),
+            peer_urls,
+            client_urls: Vec::new(),
+            is_learner: false,
+        });
+    }
+    let ids_list: Vec<u64> = members.iter().map(|m| m.id).collect();
+    let mut unique = ids_list.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    if unique.len() != ids_list.len() {
+        return Err(BootError::Config(
+            "--initial-cluster lists the same peer URLs under two names".into(),
+        ));
+    }
+    let self_id = members
+        .iter()
+        .find(|m| m.name == cfg.name)
+        .map(|m| m.id)
+        .ok_or_else(|| {
+            BootError::Config(format!(
+                "--initial-cluster has no member named {:?} (--name)",
+                cfg.name
+            ))
+        })?;
+    let cluster_id = ids::cluster_id(&ids_list);
+    let cs = ConfState {
+        voters: ids_list,
+        ..Default::default()
+    };
+    let membership = MembershipPb {
+        cluster_id,
+        members,
+    };
+    let mut batch = db.db.batch();
+    meta::put_membership(&mut batch, db, &membership);
+    meta::put_conf_state(&mut batch, db, &cs)?;
+    // The log starts after index INITIAL_INDEX (as if compacted there), so
+    // a member added later can never be sent entries from index 1 — which
+    // would skip this bootstrap configuration — and always starts from a
+    // snapshot that carries it.
+    meta::put_applied(
+        &mut batch,
+        db,
+        AppliedState {
+            index: INITIAL_INDEX,
+            term: INITIAL_INDEX,
+        },
+    );
+    raftlog::put_initial_position(&mut batch, db, INITIAL_INDEX, INITIAL_INDEX)?;
+    raftlog::put_identity(&mut batch, db, self_id, cluster_id);
+    batch
+        .durability(Some(fjall::PersistMode::SyncData))
+        .commit()
+        .map_err(storage::Error::from)?;
+    for m in &membership.members {
+        tracing::info!(
+            "added member {:x} {:?} to cluster {:x}",
+            m.id,
+            m.peer_urls,
+            cluster_id
+        );
+    }
+    Ok((self_id, cluster_id))
+}
+
+/// A new member joining a running cluster (`--initial-cluster-state
+/// existing`, after `etcdctl member add`): learns the member table and the
+/// cluster ID from the running members' peer endpoints, finds itself in it
+/// by its peer URLs, and starts with an empty raft configuration — the
+/// leader brings it up to date with a snapshot.
+async fn bootstrap_join(
+    db: &Db,
+    cfg: &ServerConfig,
+    peer_tls: Option<&crate::tls::ReloadableTlsConfig>,
+) -> Result<(u64, u64), BootError> {
+    let mine: Vec<String> = url_strings(&cfg.initial_advertise_peer_urls);
+    let others: Vec<String> = cfg
+        .initial_cluster
+        .iter()
+        .map(|m| url_string(&m.peer_url))
+        .filter(|u| !mine.contains(u))
+        .collect();
+    if others.is_empty() {
+        return Err(BootError::Config(
+            "--initial-cluster-state=existing needs --initial-cluster to list at least one running member".into(),
+        ));
+    }
+    let deadline = tokio::time::Instant::now() + JOIN_DISCOVERY_TIMEOUT;
+    let (cluster_id, members) = loop {
+        let mut last_err = String::new();
+        let mut found = None;
+        for url in &others {
+            match crate::net::http_client::get_tls(url, "/members", peer_tls).await {
+                Ok((headers, body)) => {
+                    let cid = headers
+                        .iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case("x-etcd-cluster-id"))
+                        .and_then(|(_, v)| u64::from_str_radix(v.trim(), 16).ok());
+                    let list: Result<Vec<serde_json::Value>, _> = serde_json::from_str(&body);
+                    match (cid, list) {
+                        (Some(cid), Ok(list)) => {
+                            found = Some((cid, list));
+                            break;
+                        }
+                        _ => last_err = format!("{url}: unexpected answer"),
+                    }
+                }
+                Err(e) => last_err = format!("{url}: {e}"),
+            }
+        }
+        if let Some(f) = found {
+            break f;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(BootError::Config(format!(
+                "could not retrieve cluster information from the peer URLs in --initial-cluster ({last_err})"
+            )));
+        }
+        tracing::warn!("waiting for a running member to answer ({last_err})");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let mut records = Vec::new();
+    for m in &members {
+        let strs = |v: &serde_json::Value| -> Vec<String> {
+            v.as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect()
+        };
+        records.push(MemberRecord {
+            id: m["id"].as_u64().unwrap_or(0),
+            name: m["name"].as_str().unwrap_or("").to_string(),
+            peer_urls: strs(&m["peerURLs"]),
+            client_urls: strs(&m["clientURLs"]),
+            is_learner: m["isLearner"].as_bool().unwrap_or(false),
+        });
+    }
+    let mut sorted_mine = mine.clone();
+    sorted_mine.sort();
+    let me = records.iter().find(|r| {
+        let mut urls = r.peer_urls.clone();
+        urls.sort();
+        urls == sorted_mine
+    });
+    let Some(me) = me else {
+        return Err(BootError::Config(format!(
+            "this member ({}) is not in the cluster's member list; add it first with `etcdctl member add {} --peer-urls={}`",
+            mine.join(","),
+            cfg.name,
+            mine.join(",")
+        )));
+    };
+    let self_id = me.id;
+    let membership = MembershipPb {
+        cluster_id,
+        members: records,
+    };
+    let mut batch = db.db.batch();
+    meta::put_membership(&mut batch, db, &membership);
+    meta::put_applied(&mut batch, db, AppliedState::default());
+    raftlog::put_identity(&mut batch, db, self_id, cluster_id);
+    batch
+        .durability(Some(fjall::PersistMode::SyncData))
+        .commit()
+        .map_err(storage::Error::from)?;
+    tracing::info!("joining cluster {cluster_id:x} as member {self_id:x}");
+    Ok((self_id, cluster_id))
+}
+
+/// Finishes a snapshot install that a crash interrupted: the state machine
+/// may be half replaced, so load the file again before anything reads it.
+fn finish_interrupted_install(db: &Db, snapshots: &SnapshotRegistry) -> Result<(), BootError> {
+    let Some(path) = raftlog::interrupted_install(db)? else {
+        return Ok(());
+    };
+    tracing::warn!(path = %path.display(), "redoing a snapshot install interrupted by a crash");
+    let header = snapfile::load(db, &path)?;
+    let mut log = RaftLog::open(
+        db.clone(),
+        Arc::new(SnapshotRegistry::new(snapshots.dir().to_path_buf(), 1)?),
+    )?;
+    let mut md = raft::prelude::SnapshotMetadata {
+        index: header.index,
+        term: header.term,
+        ..Default::default()
+    };
+    md.set_conf_state(header.conf_state);
+    log.apply_snapshot(&md)?;
+    Ok(())
+}
+
+async fn bind(url: &url::Url) -> Result<TcpListener, BootError> {
+    let host = url.host_str().unwrap_or("localhost");
+    let port = url.port_or_known_default().unwrap_or(0);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| BootError::Listen {
+            url: url_string(url),
+            source: e,
+        })?
+        .collect();
+    let mut last_err = None;
+    for addr in addrs {
+        match TcpListener::bind(addr).await {
+            Ok(l) => return Ok(l),
+            Err(e) => last_err = Some(e),
+        }
+    }
+    Err(BootError::Listen {
+        url: url_string(url),
+        source: last_err.unwrap_or_else(|| std::io::Error::other("no address")),
+    })
+}
+
+/// A started member. Dropping it does not stop the threads; the process
+/// exits to stop (everything acknowledged is already durable).
+pub struct Member {
+    pub server: Arc<EtcdServer>,
+}
+
+pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
+    let member_dir = cfg.data_dir.join("member");
+    tracing::info!("name = {}", cfg.name);
+    tracing::info!("data dir = {}", cfg.data_dir.display());
+    tracing::info!("member dir = {}", member_dir.display());
+    tracing::info!("heartbeat = {}ms", cfg.heartbeat_interval_ms);
+    tracing::info!("election = {}ms", cfg.election_timeout_ms);
+    tracing::info!("snapshot count = {}", cfg.snapshot_count);
+    tracing::info!(
+        "advertise client URLs = {}",
+        url_strings(&cfg.advertise_client_urls).join(",")
+    );
+
+    // Every certificate, key and CA file is read and checked before any
+    // data is touched, so a bad file stops the member with a clear error.
+    let tls = crate::tls::Sides::load(cfg).map_err(BootError::Config)?;
+
+    let db = Db::open(&member_dir)?;
+    let snapshots = Arc::new(SnapshotRegistry::new(
+        member_dir.join("snap"),
+        cfg.max_snapshots as usize,
+    )?);
+    finish_interrupted_install(&db, &snapshots)?;
+
+    let (member_id, cluster_id) = match raftlog::identity(&db)? {
+        Some(ids) => {
+            tracing::info!(
+                "restarting member {:x} in cluster {:x} from {}",
+                ids.0,
+                ids.1,
+                cfg.data_dir.display()
+            );
+            ids
+        }
+        None => {
+            if cfg.initial_cluster_state == ClusterState::Existing {
+                bootstrap_join(&db, cfg, tls.peer.as_deref()).await?
+            } else {
+                let ids = bootstrap_new(&db, cfg)?;
+                tracing::info!("starting member {:x} in cluster {:x}", ids.0, ids.1);
+                ids
+            }
+        }
+    };
+
+    let (store, attachments) =
+        Store::open(db.clone(), cfg.experimental_compaction_batch_limit as usize)
+            .map_err(|e| BootError::Config(format!("opening the MVCC store: {e}")))?;
+    let election_timeout = Duration::from_millis(cfg.election_timeout_ms);
+    let lessor = Arc::new(Lessor::default());
+    lessor.restore(meta::leases(&db)?, attachments, election_timeout);
+    let hub = WatchHub::start(
+        Arc::clone(&store),
+        cfg.experimental_watch_progress_notify_interval,
+    );
+    let membership_pb =
+        meta::membership(&db)?.ok_or_else(|| storage::Error::corrupt("membership", "missing"))?;
+    let membership = Arc::new(Membership::new(membership_pb));
+    let applied = meta::applied(&db)?;
+    let conf_state = meta::conf_state(&db)?;
+    let mut log = RaftLog::open(db.clone(), Arc::clone(&snapshots))?;
+    log.set_conf_state(conf_state.clone());
+    let hs = log.hard_state().clone();
+    let last_index = log.last_index_value();
+
+    let election_ticks = cfg.election_ticks().max(2);
+    let raft_cfg = raft::Config {
+        id: member_id,
+        election_tick: election_ticks,
+        heartbeat_tick: 1,
+        applied: applied.index,
+        pre_vote: cfg.pre_vote,
+        check_quorum: true,
+        max_size_per_msg: 1024 * 1024,
+        max_inflight_msgs: 256,
+        max_uncommitted_size: 512 * 1024 * 1024,
+        max_committed_size_per_ready: 64 * 1024 * 1024,
+        read_only_option: raft::ReadOnlyOption::Safe,
+        ..Default::default()
+    };
+    let raw = raft::RawNode::new(&raft_cfg, log, &crate::logging::raft_logger())?;
+
+    let (raft_tx, raft_rx) = crossbeam_channel::bounded::<RaftMsg>(RAFT_INBOX);
+    let (ctl_tx, ctl_rx) = crossbeam_channel::unbounded();
+    let (apply_tx, apply_rx) = crossbeam_channel::bounded(APPLY_QUEUE);
+    let (applied_tx, applied_rx) = watch::channel(applied.index);
+    let status = Arc::new(RaftStatus::default());
+    status.term.store(hs.term, Ordering::Release);
+    status.commit.store(hs.commit, Ordering::Release);
+    status.applied.store(applied.index, Ordering::Release);
+    status.last_index.store(last_index, Ordering::Release);
+    let waiters = Arc::new(Waiters::new(crate::etcdserver::MAX_PENDING_PROPOSALS));
+
+    let transport = Transport::new(
+        member_id,
+        cluster_id,
+        Arc::clone(&membership),
+        Arc::clone(&snapshots),
+        tokio::runtime::Handle::current(),
+    );
+    let reports = raft_tx.clone();
+    transport.attach(move |r| {
+        let _ = reports.try_send(RaftMsg::Transport(r));
+    });
+    if let Some(peer_tls) = &tls.peer {
+        transport.set_tls(Arc::clone(peer_tls));
+    }
+
+    let v2 = {
+        let (records, index) = meta::v2_records(&db)?;
+        let mut store = crate::v2::V2Store::new();
+        store
+            .load(records, index)
+            .map_err(|e| BootError::Config(format!("the v2 store on disk is corrupt: {e:?}")))?;
+        Arc::new(parking_lot::RwLock::new(store))
+    };
+    let auth = {
+        let store = match meta::auth(&db)? {
+            Some(blob) => crate::auth::AuthStore::load(&blob).map_err(|e| {
+                BootError::Config(format!("the auth store on disk is corrupt: {e}"))
+            })?,
+            None => crate::auth::AuthStore::new(),
+        };
+        let tokens = crate::auth::TokenProvider::from_option(
+            &cfg.auth_token,
+            Duration::from_secs(cfg.auth_token_ttl_secs),
+        )
+        .map_err(|e| BootError::Config(format!("--auth-token: {e}")))?;
+        Arc::new(crate::etcdserver::auth::AuthState {
+            store: parking_lot::RwLock::new(store),
+            tokens,
+            bcrypt_cost: cfg.bcrypt_cost,
+            verified: Default::default(),
+        })
+    };
+    // Policy plugins: a malformed [plugins] table stops the start.
+    let plugins =
+        crate::policy::Enforcer::open(&db, Arc::clone(&store), cfg).map_err(BootError::Config)?;
+    let server = Arc::new(EtcdServer::new(ServerParts {
+        member_id,
+        cluster_id,
+        name: cfg.name.clone(),
+        db: db.clone(),
+        store: Arc::clone(&store),
+        membership: Arc::clone(&membership),
+        status: Arc::clone(&status),
+        snapshots: Arc::clone(&snapshots),
+        lessor: Arc::clone(&lessor),
+        hub: Arc::clone(&hub),
+        transport: Arc::clone(&transport),
+        v2: Arc::clone(&v2),
+        auth: Arc::clone(&auth),
+        plugins: Arc::clone(&plugins),
+        config: Arc::new(arc_swap::ArcSwap::from_pointee(cfg.clone())),
+        raft_tx: raft_tx.clone(),
+        waiters: Arc::clone(&waiters),
+        applied_rx,
+    }));
+
+    // A lone voter needs no peers: skip most of the first election timeout,
+    // as etcd does with --initial-election-tick-advance.
+    let fast_forward = if cfg.initial_election_tick_advance && conf_state.voters.len() == 1 {
+        election_ticks.saturating_sub(1)
+    } else {
+        0
+    };
+    let node = Node::new(
+        raw,
+        member_id,
+        raft_rx,
+        ctl_rx,
+        apply_tx,
+        Arc::clone(&transport),
+        Arc::clone(&status),
+        Arc::clone(&waiters),
+        Arc::clone(&snapshots),
+        NodeConfig {
+            config: Arc::clone(&server.config),
+            election_ticks,
+            fast_forward_ticks: fast_forward,
+            lessor: Arc::clone(&lessor),
+        },
+        applied.index,
+    );
+    let apply = ApplyLoop {
+        db: db.clone(),
+        store: Arc::clone(&store),
+        membership: Arc::clone(&membership),
+        lessor: Arc::clone(&lessor),
+        hub: Arc::clone(&hub),
+        rx: apply_rx,
+        ctl: ctl_tx,
+        waiters: Arc::clone(&waiters),
+        status: Arc::clone(&status),
+        applied_tx,
+        snapshots: Arc::clone(&snapshots),
+        cfg: ApplyConfig {
+            config: Arc::clone(&server.config),
+            snapshot_catchup_entries: SNAPSHOT_CATCHUP_ENTRIES,
+        },
+        applied,
+        conf_state,
+        last_log_compaction: applied.index,
+        member_id,
+        removed: false,
+        v2,
+        auth,
+        plugins,
+    };
+
+    // Bind everything before any thread runs, so a taken port fails fast.
+    let mut peer_listeners = Vec::new();
+    for url in &cfg.listen_peer_urls {
+        peer_listeners.push((
+            url_string(url),
+            bind(url).await?,
+            crate::tls::for_url(url, &tls.peer),
+        ));
+    }
+    let mut client_listeners = Vec::new();
+    for url in &cfg.listen_client_urls {
+        client_listeners.push((
+            url_string(url),
+            bind(url).await?,
+            crate::tls::for_url(url, &tls.client),
+        ));
+    }
+
+    crate::crash::spawn_thread("raft", move || node.run())
+        .map_err(|e| BootError::Config(format!("cannot start the raft thread: {e}")))?;
+    crate::crash::spawn_thread("apply", move || apply.run())
+        .map_err(|e| BootError::Config(format!("cannot start the apply thread: {e}")))?;
+
+    let peer_router = api::grpc_and_http(
+        tonic::service::Routes::new(
+            crate::pb::cairnpb::peer_server::PeerServer::new(api::peer::PeerService {
+                self_id: member_id,
+                cluster_id,
+                raft_tx: raft_tx.clone(),
+                snapshots: Arc::clone(&snapshots),
+                srv: Arc::clone(&server),
+                receiving: tokio::sync::Mutex::new(()),
+            })
+            .max_decoding_message_size(PEER_MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(PEER_MAX_MESSAGE_BYTES),
+        ),
+        api::http::peer_routes(Arc::clone(&server)),
+        api::grpc_methods::Surface::Peer,
+        None,
+    );
+    for (url, l, peer_tls) in peer_listeners {
+        tracing::info!("listening for peers on {url}");
+        crate::crash::spawn_task(
+            "peer listener",
+            crate::net::listener::serve(
+                l,
+                peer_router.clone(),
+                crate::net::listener::ServeOptions {
+                    tls: peer_tls,
+                    ..Default::default()
+                },
+            ),
+        );
+    }
+    transport.start();
+    tls.spawn_watchers();
+
+    let reloader = crate::etcdserver::reload::Reloader::new(Arc::clone(&server));
+    reloader.spawn_triggers();
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    let client_router = client_router(&server, cfg, Arc::clone(&reloader), health_service);
+    let serve_opts = crate::net::listener::ServeOptions {
+        max_concurrent_streams: cfg.max_concurrent_streams,
+        keepalive_interval: if cfg.grpc_keepalive_interval.is_zero() {
+            None
+        } else {
+            Some(cfg.grpc_keepalive_interval)
+        },
+        keepalive_timeout: cfg.grpc_keepalive_timeout,
+        tls: None,
+    };
+    let mut metrics_listeners = Vec::new();
+    for url in &cfg.listen_metrics_urls {
+        // etcd serves https metrics URLs with the client certificate.
+        metrics_listeners.push((
+            url_string(url),
+            bind(url).await?,
+            crate::tls::for_url(url, &tls.client),
+        ));
+    }
+    let metrics_router = api::http::metrics_routes(Arc::clone(&server));
+    let mut ready = server.ready_watch();
+    tokio::spawn(async move {
+        // Like etcd, accept client connections only once this member has
+        // joined the cluster; until then they wait in the backlog.
+        if ready.wait_for(|r| *r).await.is_err() {
+            return;
+        }
+        // The gRPC health service says SERVING once this member serves.
+        health_reporter
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+        for (url, l, client_tls) in metrics_listeners {
+            tracing::info!("serving metrics and health on {url}");
+            crate::crash::spawn_task(
+                "metrics listener",
+                crate::net::listener::serve(
+                    l,
+                    metrics_router.clone(),
+                    crate::net::listener::ServeOptions {
+                        tls: client_tls,
+                        ..Default::default()
+                    },
+                ),
+            );
+        }
+        for (url, l, client_tls) in client_listeners {
+            if client_tls.is_some() {
+                tracing::info!(
+                    "serving client requests on {}",
+                    url.trim_start_matches("https://")
+                );
+            } else {
+                tracing::info!(
+                    "serving insecure client requests on {}, this is strongly discouraged!",
+                    url.trim_start_matches("http://")
+                );
+            }
+            crate::crash::spawn_task(
+                "client listener",
+                crate::net::listener::serve(
+                    l,
+                    client_router.clone(),
+                    crate::net::listener::ServeOptions {
+                        tls: client_tls,
+                        ..serve_opts.clone()
+                    },
+                ),
+            );
+        }
+    });
+
+    crate::crash::spawn_task("lease expiry", expire_leases(Arc::clone(&server)));
+    crate::crash::spawn_task(
+        "v2 TTL sweeper",
+        api::v2::run_ttl_sweeper(Arc::clone(&server)),
+    );
+    crate::crash::spawn_task(
+        "token sweeper",
+        crate::etcdserver::auth::sweep_tokens(Arc::clone(&server)),
+    );
+    crate::crash::spawn_task(
+        "auto-compaction",
+        crate::etcdserver::compactor::run(Arc::clone(&server)),
+    );
+    tokio::spawn(publish(
+        Arc::clone(&server),
+        cfg.name.clone(),
+        url_strings(&cfg.advertise_client_urls),
+    ));
+    tokio::spawn(crate::etcdserver::policy::reconcile_at_startup(Arc::clone(
+        &server,
+    )));
+    Ok(Member { server })
+}
+
+fn client_router(
+    server: &Arc<EtcdServer>,
+    cfg: &ServerConfig,
+    reloader: Arc<crate::etcdserver::reload::Reloader>,
+    health: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+) -> axum::Router {
+    // `--max-request-bytes` is live, so tonic gets a ceiling no reload can
+    // exceed; the limit in force is applied by `api::grpc_limit` as each
+    // message header arrives (nothing larger is buffered) and by
+    // `api::check_size` and the proposal size check.
+    let decode_limit = api::grpc_limit::DECODE_CEILING;
+    let kv = KvServer::new(api::kv::KvService {
+        srv: Arc::clone(server),
+    })
+    .max_decoding_message_size(decode_limit)
+    .max_encoding_message_size(usize::MAX);
+    let maintenance = MaintenanceServer::new(api::maintenance::MaintenanceService {
+        srv: Arc::clone(server),
+    })
+    .max_decoding_message_size(decode_limit);
+    let cluster = ClusterServer::new(api::cluster::ClusterService {
+        srv: Arc::clone(server),
+    })
+    .max_decoding_message_size(decode_limit);
+    let watch = WatchServer::new(api::watch::WatchService {
+        srv: Arc::clone(server),
+        election_timeout: server.election_timeout(),
+    })
+    .max_decoding_message_size(decode_limit)
+    .max_encoding_message_size(usize::MAX);
+    let lease = LeaseServer::new(api::lease::LeaseService {
+        srv: Arc::clone(server),
+    })
+    .max_decoding_message_size(decode_limit);
+    let lock = LockServer::new(api::lock::LockService {
+        srv: Arc::clone(server),
+    })
+    .max_decoding_message_size(decode_limit);
+    let election = ElectionServer::new(api::election::ElectionService {
+        srv: Arc::clone(server),
+    })
+    .max_decoding_message_size(decode_limit);
+    // Anything not registered here answers gRPC's Unimplemented from the
+    // gRPC router's fallback.
+    let auth = crate::pb::etcdserverpb::auth_server::AuthServer::new(api::auth::AuthService {
+        srv: Arc::clone(server),
+    })
+    .max_decoding_message_size(decode_limit);
+    let grpc = tonic::service::Routes::new(kv)
+        .add_service(auth)
+        .add_service(maintenance)
+        .add_service(cluster)
+        .add_service(watch)
+        .add_service(lease)
+        .add_service(lock)
+        .add_service(election)
+        .add_service(health);
+    let http = api::http::client_routes(Arc::clone(server))
+        .merge(api::config::routes(reloader, Arc::clone(server)))
+        // Policy plugins' admin API: /cairn/v1/plugins.
+        .merge(crate::api::plugins::routes(Arc::clone(server)))
+        // etcd's JSON gateway: POST /v3/... (and /v3beta/...).
+        .merge(api::gateway::routes(Arc::clone(server)));
+    let http = if cfg.enable_v2 {
+        http.merge(
+            crate::v2::routes(api::v2::V2Api::new(Arc::clone(server))).layer(
+                axum::middleware::from_fn_with_state(Arc::clone(server), api::v2::auth_gate),
+            ),
+        )
+    } else {
+        http
+    };
+    api::grpc_and_http(
+        grpc,
+        http,
+        api::grpc_methods::Surface::Client,
+        Some(Arc::clone(server)),
+    )
+}
+
+/// Publishes this member's name and client URLs through raft (etcd's
+/// "publish"), retrying until it is applied; then the member serves clients.
+async fn publish(server: Arc<EtcdServer>, name: String, client_urls: Vec<String>) {
+    let attrs = MemberAttributes {
+        member_id: server.member_id,
+        name: name.clone(),
+        client_urls: client_urls.clone(),
+    };
+    loop {
+        match server
+            .propose_internal(Request::Publish(attrs.clone()))
+            .await
+        {
+            Ok(_) => break,
+            Err(e) => {
+                tracing::debug!(error = %e, "publishing this member failed; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    tracing::info!(
+        "published local member to cluster through raft: {{Name:{} ClientURLs:[{}]}} to cluster {:x}",
+        name,
+        client_urls.join(" "),
+        server.cluster_id
+    );
+    server.set_ready();
+    tracing::info!("ready to serve client requests");
+    tracing::info!("enabled capabilities for version 3.4");
+}
+
+/// The leader revokes expired leases through raft (at most
+/// `MAX_REVOKES_PER_SWEEP` per half second, as etcd limits the rate).
+async fn expire_leases(server: Arc<EtcdServer>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        if !server.status.is_leader() {
+            continue;
+        }
+        for id in server.lessor.expired(MAX_REVOKES_PER_SWEEP) {
+            let srv = Arc::clone(&server);
+            tokio::spawn(async move {
+                let r = srv
+                    .propose_internal(Request::LeaseRevoke(LeaseRevokeRequest { id }))
+                    .await;
+                if let Err(e) = r
+                    && e != crate::error::Error::LeaseNotFound
+                {
+                    tracing::warn!(lease = %format!("{id:016x}"), error = %e, "revoking an expired lease failed; will retry");
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,307 @@
+//! Auth on the server side: who is calling, the checks reads and admin calls
+//! make, and the Auth service's operations.
+//!
+//! Who is calling is a task-local ([`with_caller`]) that the API layer sets
+//! from the request's token before any handler runs, so every path — KV,
+//! lock and election (built on KV), the JSON gateway — sees the same caller
+//! without threading it through every signature. Code that runs outside
+//! such a scope (a spawned task) sees an anonymous caller, which auth
+//! refuses: a forgotten scope fails closed, never open.
+//!
+//! Writes are checked in the apply loop against the auth state at that
+//! point of the log (the entry carries the caller, see `propose`), so every
+//! member reaches the same verdict. Reads are checked on the serving member
+//! before reading and re-checked after (`check_unchanged`), as etcd does.
+
+use super::{Applied, EtcdServer};
+pub use crate::auth::Credential;
+use crate::auth::tokens::simple::SimpleTokens;
+use crate::auth::{Access, AuthError, AuthInfo, AuthStore, Now, TokenProvider};
+use crate::error::Error;
+use crate::pb::cairnpb::internal_request::Request;
+use crate::pb::cairnpb::{AuthenticateEntry, RequestAuth};
+use crate::pb::etcdserverpb::*;
+use parking_lot::RwLock;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+tokio::task_local! {
+    static CALLER: Caller;
+}
+
+/// Who is calling, and how they proved it.
+#[derive(Debug, Clone, Default)]
+struct Caller {
+    info: Option<AuthInfo>,
+    credential: Option<Credential>,
+}
+
+/// A simple token whose index is further ahead of this member's log than
+/// this cannot be one the cluster issued recently: refuse it at once
+/// instead of waiting for the index to be applied.
+const MAX_TOKEN_INDEX_AHEAD: u64 = 10_000;
+/// etcd retries `Authenticate` when the auth store changed between the
+/// password check and the apply; this many times.
+const AUTHENTICATE_ATTEMPTS: usize = 3;
+
+/// The caller of the request being served: `None` for no token.
+pub fn caller() -> Option<AuthInfo> {
+    CALLER.try_with(|c| c.info.clone()).ok().flatten()
+}
+
+/// What the caller of the request being served presented, if anything.
+pub fn credential() -> Option<Credential> {
+    CALLER.try_with(|c| c.credential.clone()).ok().flatten()
+}
+
+/// Runs `f` as `info`, with the credential of the caller in scope now (for
+/// a task spawned for the same request: call this before spawning).
+pub fn with_caller<F: std::future::Future>(
+    info: Option<AuthInfo>,
+    f: F,
+) -> impl std::future::Future<Output = F::Output> {
+    let credential = credential();
+    CALLER.scope(Caller { info, credential }, f)
+}
+
+/// Runs `f` as `info`, who proved it with `credential`.
+pub fn with_credentialed_caller<F: std::future::Future>(
+    info: Option<AuthInfo>,
+    credential: Option<Credential>,
+    f: F,
+) -> impl std::future::Future<Output = F::Output> {
+    CALLER.scope(Caller { info, credential }, f)
+}
+
+/// What a client proposal carries into its raft entry.
+pub fn request_auth() -> RequestAuth {
+    match caller() {
+        Some(i) => RequestAuth {
+            username: i.username,
+            revision: i.revision,
+        },
+        None => RequestAuth::default(),
+    }
+}
+
+/// The caller recorded in an entry, as the auth store expects it.
+pub fn entry_caller(a: &RequestAuth) -> Option<AuthInfo> {
+    (a.revision != 0).then(|| AuthInfo {
+        username: a.username.clone(),
+        revision: a.revision,
+    })
+}
+
+/// The replicated auth store, this member's tokens and the hashing cost.
+pub struct AuthState {
+    pub store: RwLock<AuthStore>,
+    pub tokens: TokenProvider,
+    pub bcrypt_cost: u32,
+    /// Passwords bcrypt accepted lately (bounded, keyed fingerprints).
+    pub verified: crate::auth::verified::VerifiedPasswords,
+}
+
+impl EtcdServer {
+    pub fn auth_enabled(&self) -> bool {
+        self.auth.store.read().is_enabled()
+    }
+
+    /// Who a token stands for. Any failure is `invalid auth token`, as etcd
+    /// answers (even while auth is disabled).
+    pub async fn resolve_token(&self, token: &str) -> Result<AuthInfo, Error> {
+        if let (TokenProvider::Simple(_), Some(index)) =
+            (&self.auth.tokens, SimpleTokens::index_of(token))
+        {
+            self.wait_for_token_index(index).await?;
+        }
+        let revision = self.auth.store.read().revision();
+        Ok(self.auth.tokens.info(token, Now::current(), revision)?)
+    }
+
+    /// A simple token is issued by a login entry at `index`: this member
+    /// knows it once it has applied that index. Waiting only makes sense for
+    /// an index the cluster has committed — a made-up one would hold the
+    /// request for the whole request timeout. So: an index this member knows
+    /// to be committed is waited for (the apply loop is just behind); any
+    /// other costs one ReadIndex round, after which every token the cluster
+    /// had issued is applied here, and one still ahead was never issued.
+    async fn wait_for_token_index(&self, index: u64) -> Result<(), Error> {
+        let invalid = || Error::from(AuthError::InvalidAuthToken);
+        if self.status.applied.load(Ordering::Acquire) >= index {
+            return Ok(());
+        }
+        let last = self.status.last_index.load(Ordering::Acquire);
+        if index > last.saturating_add(MAX_TOKEN_INDEX_AHEAD) {
+            return Err(invalid());
+        }
+        if index > self.status.commit.load(Ordering::Acquire) {
+            self.linearizable_read_notify().await?;
+            return if self.status.applied.load(Ordering::Acquire) >= index {
+                Ok(())
+            } else {
+                Err(invalid())
+            };
+        }
+        let mut applied = self.applied_rx.clone();
+        match tokio::time::timeout(self.request_timeout(), applied.wait_for(|a| *a >= index)).await
+        {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(invalid()),
+        }
+    }
+
+    /// READ over `[key, range_end)` for the current caller.
+    pub fn check_read(&self, key: &[u8], range_end: &[u8]) -> Result<(), Error> {
+        let info = caller();
+        Ok(self
+            .auth
+            .store
+            .read()
+            .authorize_request(info.as_ref(), Access::Read, key, range_end)?)
+    }
+
+    /// After a local read: the auth state must not have changed since the
+    /// check, or data a revoke meant to hide could leak.
+    pub fn check_unchanged(&self) -> Result<(), Error> {
+        let info = caller();
+        Ok(self.auth.store.read().check_unchanged(info.as_ref())?)
+    }
+
+    /// The root role (membership changes, maintenance, auth management).
+    pub fn check_admin(&self) -> Result<(), Error> {
+        let info = caller();
+        Ok(self
+            .auth
+            .store
+            .read()
+            .authorize_request(info.as_ref(), Access::Admin, b"", b"")?)
+    }
+
+    /// Any authenticated user (lease operations when auth is on). Stricter
+    /// than etcd 3.4, which lets anonymous clients grant leases.
+    pub fn check_authenticated(&self) -> Result<(), Error> {
+        let store = self.auth.store.read();
+        if !store.is_enabled() {
+            return Ok(());
+        }
+        match caller() {
+            Some(i) if !i.username.is_empty() && i.revision != 0 => Ok(()),
+            _ => Err(AuthError::UserEmpty.into()),
+        }
+    }
+
+    /// `Authenticate`: check the password here (bcrypt off the async
+    /// threads), then replicate the login so every member knows the token.
+    pub async fn authenticate(
+        &self,
+        r: AuthenticateRequest,
+    ) -> Result<AuthenticateResponse, Error> {
+        for _ in 0..AUTHENTICATE_ATTEMPTS {
+            // Check against the latest auth state, as etcd does.
+            self.linearizable_read_notify().await?;
+            let check = self.auth.store.read().password_check(&r.name);
+            let verified = match check {
+                Ok(check) => {
+                    self.verify_password(&r.name, check, r.password.clone())
+                        .await
+                }
+                Err(e) => Err(e.into()),
+            };
+            let verified = match verified {
+                Ok(revision) => revision,
+                // No built-in user has this name and password (or etcd auth
+                // is off): a policy plugin's authenticator may know them.
+                Err(Error::Auth(e @ (AuthError::AuthFailed | AuthError::AuthNotEnabled))) => {
+                    return super::policy::authenticate_password(self, &r.name, &r.password, e)
+                        .await;
+                }
+                Err(e) => return Err(e),
+            };
+            let entry = AuthenticateEntry {
+                name: r.name.clone(),
+                simple_token_prefix: self.auth.tokens.generate_prefix(),
+                plugin_principal: false,
+            };
+            match self.propose_internal(Request::Authenticate(entry)).await? {
+                Applied::Authenticated { token, revision } => {
+                    if revision != verified {
+                        // The user changed meanwhile: check again.
+                        continue;
+                    }
+                    return Ok(AuthenticateResponse {
+                        header: Some(self.header(self.store.current_rev())),
+                        token,
+                    });
+                }
+                other => {
+                    return Err(Error::Internal(format!(
+                        "unexpected apply result {other:?}"
+                    )));
+                }
+            }
+        }
+        Err(AuthError::AuthOldRevision.into())
+    }
+
+    /// bcrypt off the async threads, skipped when the same user, password
+    /// and stored hash passed lately: a burst of logins (or v2 requests,
+    /// which carry Basic credentials every time) costs one bcrypt per user.
+    pub async fn verify_password(
+        &self,
+        user: &str,
+        check: crate::auth::PasswordCheck,
+        password: String,
+    ) -> Result<u64, Error> {
+        let cache = &self.auth.verified;
+        let fingerprint = check.fingerprint(cache, user, &password);
+        if cache.contains(&fingerprint, std::time::Instant::now()) {
+            return Ok(check.revision());
+        }
+        let revision = tokio::task::spawn_blocking(move || check.verify(&password))
+            .await
+            .map_err(|e| Error::Internal(format!("password check failed: {e}")))??;
+        cache.insert(fingerprint, std::time::Instant::now());
+        Ok(revision)
+    }
+
+    /// An auth-management write through raft; the apply loop checks that
+    /// the caller may do it.
+    pub async fn auth_write(&self, mut request: Request) -> Result<Applied, Error> {
+        let cost = self.auth.bcrypt_cost;
+        // Hash passwords before they enter the log (never store plaintext).
+        let hashed = tokio::task::spawn_blocking(move || {
+            match &mut request {
+                Request::UserAdd(r) => crate::auth::prepare_user_add(r, cost)?,
+                Request::UserChangePassword(r) => crate::auth::prepare_change_password(r, cost)?,
+                _ => {}
+            }
+            Ok::<_, AuthError>(request)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("password hashing failed: {e}")))??;
+        self.propose(hashed).await
+    }
+
+    /// Auth reads (`user get|list`, `role get|list`, `auth status`) are
+    /// served from this member's copy after a ReadIndex.
+    pub async fn auth_read<T>(
+        &self,
+        f: impl FnOnce(&AuthStore, Option<&AuthInfo>) -> Result<T, AuthError>,
+    ) -> Result<T, Error> {
+        self.linearizable_read_notify().await?;
+        let info = caller();
+        let store = self.auth.store.read();
+        Ok(f(&store, info.as_ref())?)
+    }
+}
+
+/// How often expired simple tokens are swept (etcd: every second).
+pub const TOKEN_SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+pub async fn sweep_tokens(srv: std::sync::Arc<EtcdServer>) {
+    let mut tick = tokio::time::interval(TOKEN_SWEEP_INTERVAL);
+    loop {
+        tick.tick().await;
+        srv.auth.tokens.expire(std::time::Instant::now());
+    }
+}

@@ -1,0 +1,452 @@
+//! Runtime membership changes (etcd's Cluster service): add a voter or a
+//! learner, remove (the leader too), update peer URLs, promote a learner, and
+//! move leadership.
+//!
+//! Changes run on the leader, which alone knows which members are connected
+//! and how far a learner has caught up; a follower forwards the request over
+//! the peer service. Adds, removes and promotions are raft configuration
+//! changes (ConfChangeV2) whose context carries the member record, so every
+//! member updates its member table and raft configuration at the same log
+//! index; a peer URL update is an ordinary entry.
+
+use super::{Applied, EtcdServer, MAX_APPLY_LAG};
+use crate::error::Error;
+use crate::ids;
+use crate::pb::cairnpb::{
+    MemberChange, MemberRecord, internal_request::Request, member_change::Kind,
+};
+use crate::pb::etcdserverpb::{
+    Member, MemberAddRequest, MemberAddResponse, MemberPromoteRequest, MemberPromoteResponse,
+    MemberRemoveRequest, MemberRemoveResponse, MemberUpdateRequest, MemberUpdateResponse,
+    MoveLeaderRequest, MoveLeaderResponse,
+};
+use prost::Message as _;
+use raft::prelude::{ConfChangeSingle, ConfChangeType, ConfChangeV2};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// etcd allows at most one learner.
+const MAX_LEARNERS: usize = 1;
+/// How long a peer's stream must have been up before it counts as healthy
+/// for a membership change (etcd's `HealthInterval`).
+const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+
+fn api_member(m: &MemberRecord) -> Member {
+    Member {
+        id: m.id,
+        name: m.name.clone(),
+        peer_ur_ls: m.peer_urls.clone(),
+        client_ur_ls: m.client_urls.clone(),
+        is_learner: m.is_learner,
+    }
+}
+
+/// Peer URLs must be absolute http(s) URLs with a host and port; they are
+/// stored as given (minus a trailing slash), as etcd stores them.
+fn check_urls(urls: &[String]) -> Result<Vec<String>, Error> {
+    if urls.is_empty() {
+        return Err(Error::MemberBadUrls);
+    }
+    let mut out = Vec::new();
+    for u in urls {
+        let parsed = url::Url::parse(u).map_err(|_| Error::MemberBadUrls)?;
+        if !matches!(parsed.scheme(), "http" | "https")
+            || parsed.host_str().is_none()
+            || parsed.port_or_known_default().is_none()
+        {
+            return Err(Error::MemberBadUrls);
+        }
+        out.push(u.trim_end_matches('/').to_string());
+    }
+    Ok(out)
+}
+
+impl EtcdServer {
+    fn members_api(&self) -> Vec<Member> {
+        self.membership.api_members()
+    }
+
+    /// Proposes a configuration change and waits until this member applied it.
+    async fn propose_member_change(
+        &self,
+        kind: Kind,
+        member: MemberRecord,
+        change: ConfChangeType,
+        promote: Option<u64>,
+    ) -> Result<(), Error> {
+        let commit = self.status.commit.load(Ordering::Acquire);
+        let applied = self.status.applied.load(Ordering::Acquire);
+        if commit.saturating_sub(applied) > MAX_APPLY_LAG {
+            return Err(Error::TooManyRequests);
+        }
+        let id = self.next_request_id();
+        let context = MemberChange {
+            request_id: id,
+            kind: kind as i32,
+            member: Some(member.clone()),
+        }
+        .encode_to_vec();
+        let mut single = ConfChangeSingle::default();
+        single.set_change_type(change);
+        single.node_id = member.id;
+        let mut cc = ConfChangeV2::default();
+        cc.set_changes(vec![single].into());
+        let rx = self.waiters.register(id)?;
+        let msg = super::node::RaftMsg::ProposeConfChange {
+            id,
+            cc,
+            context,
+            promote,
+        };
+        if self.raft_tx.try_send(msg).is_err() {
+            self.waiters.cancel(id);
+            return Err(Error::TooManyRequests);
+        }
+        match tokio::time::timeout(self.request_timeout(), rx).await {
+            Ok(Ok(Ok(Applied::Member))) => Ok(()),
+            Ok(Ok(Ok(other))) => Err(Error::Internal(format!(
+                "unexpected apply result {other:?}"
+            ))),
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(_)) => Err(Error::Stopped),
+            Err(_) => {
+                self.waiters.cancel(id);
+                Err(Error::Timeout)
+            }
+        }
+    }
+
+    fn strict(&self) -> bool {
+        self.config.load().strict_reconfig_check
+    }
+
+    /// Whether the stream to `id` has been up for at least
+    /// [`HEALTH_INTERVAL`]; this member always counts as connected.
+    fn connected_long_enough(&self, id: u64) -> bool {
+        id == self.member_id
+            || self
+                .transport
+                .active_since(id)
+                .is_some_and(|t| t.elapsed() >= HEALTH_INTERVAL)
+    }
+
+    /// Refuses a membership change that could cost the cluster its quorum,
+    /// with etcd's rules (`--strict-reconfig-check`, on by default):
+    /// "started" members are those that have published their name.
+    fn may_add(&self, is_learner: bool) -> Result<(), Error> {
+        if !self.strict() {
+            return Ok(());
+        }
+        let voters = self.voters();
+        if !is_learner {
+            // Counting the new member, which has not started yet.
+            let members = voters.len() + 1;
+            let started = voters.iter().filter(|m| !m.name.is_empty()).count();
+            // Growing a one-member cluster (e.g. one restored from a
+            // snapshot) to two is always allowed.
+            let growing_single = started == 1 && members == 2;
+            if !growing_single && started < members / 2 + 1 {
+                return Err(Error::NotEnoughStartedMembers);
+            }
+        }
+        if !voters.iter().all(|m| self.connected_long_enough(m.id)) {
+            return Err(Error::Unhealthy);
+        }
+        Ok(())
+    }
+
+    fn may_remove(&self, id: u64, is_learner: bool) -> Result<(), Error> {
+        if !self.strict() || is_learner {
+            return Ok(());
+        }
+        let voters = self.voters();
+        let remaining: Vec<_> = voters.iter().filter(|m| m.id != id).collect();
+        let started = remaining.iter().filter(|m| !m.name.is_empty()).count();
+        if started < remaining.len() / 2 + 1 {
+            return Err(Error::NotEnoughStartedMembers);
+        }
+        // A member that is down is not part of the working quorum, so
+        // removing it cannot hurt.
+        if id != self.member_id && self.transport.active_since(id).is_none() {
+            return Ok(());
+        }
+        let connected = voters
+            .iter()
+            .filter(|m| self.connected_long_enough(m.id))
+            .count();
+        if connected.saturating_sub(1) < 1 + (voters.len() - 1) / 2 {
+            return Err(Error::Unhealthy);
+        }
+        Ok(())
+    }
+
+    fn may_promote(&self, learner: &MemberRecord) -> Result<(), Error> {
+        if !self.strict() {
+            return Ok(());
+        }
+        let voters = self.voters();
+        let members = voters.len() + 1;
+        let started = voters.iter().filter(|m| !m.name.is_empty()).count()
+            + usize::from(!learner.name.is_empty());
+        if started < members / 2 + 1 {
+            return Err(Error::NotEnoughStartedMembers);
+        }
+        Ok(())
+    }
+
+    fn voters(&self) -> Vec<MemberRecord> {
+        self.membership
+            .snapshot()
+            .members
+            .into_iter()
+            .filter(|m| !m.is_learner)
+            .collect()
+    }
+
+    pub async fn member_add(&self, r: MemberAddRequest) -> Result<MemberAddResponse, Error> {
+        if !self.status.is_leader() {
+            return self
+                .forward(
+                    |mut c, req| Box::pin(async move { c.member_add(req).await }),
+                    r,
+                )
+                .await;
+        }
+        let urls = check_urls(&r.peer_ur_ls)?;
+        let current = self.membership.snapshot();
+        if current
+            .members
+            .iter()
+            .any(|m| m.peer_urls.iter().any(|u| urls.contains(u)))
+        {
+            return Err(Error::PeerUrlExists);
+        }
+        if r.is_learner && current.members.iter().filter(|m| m.is_learner).count() >= MAX_LEARNERS {
+            return Err(Error::TooManyLearners);
+        }
+        self.may_add(r.is_learner)?;
+        // etcd hashes the URLs with the time for members added at runtime,
+        // so re-adding the same URLs later gives a new ID.
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let id = ids::member_id(&urls, &format!("{now}"));
+        if current.members.iter().any(|m| m.id == id) {
+            return Err(Error::MemberExists);
+        }
+        let record = MemberRecord {
+            id,
+            name: String::new(),
+            peer_urls: urls,
+            client_urls: Vec::new(),
+            is_learner: r.is_learner,
+        };
+        let change = if r.is_learner {
+            ConfChangeType::AddLearnerNode
+        } else {
+            ConfChangeType::AddNode
+        };
+        self.propose_member_change(Kind::Add, record.clone(), change, None)
+            .await?;
+        Ok(MemberAddResponse {
+            header: Some(self.header(0)),
+            member: Some(api_member(&record)),
+            members: self.members_api(),
+        })
+    }
+
+    pub async fn member_remove(
+        &self,
+        r: MemberRemoveRequest,
+    ) -> Result<MemberRemoveResponse, Error> {
+        if !self.status.is_leader() {
+            // A member removing itself cannot read its own removal back:
+            // it stops serving once it applies it.
+            let sync_after = r.id != self.member_id;
+            return self
+                .forward_with(
+                    |mut c, req| Box::pin(async move { c.member_remove(req).await }),
+                    r,
+                    sync_after,
+                )
+                .await;
+        }
+        let Some(record) = self.membership.member(r.id) else {
+            return Err(Error::MemberNotFound);
+        };
+        self.may_remove(r.id, record.is_learner)?;
+        self.propose_member_change(Kind::Remove, record, ConfChangeType::RemoveNode, None)
+            .await?;
+        Ok(MemberRemoveResponse {
+            header: Some(self.header(0)),
+            members: self.members_api(),
+        })
+    }
+
+    pub async fn member_update(
+        &self,
+        r: MemberUpdateRequest,
+    ) -> Result<MemberUpdateResponse, Error> {
+        if !self.status.is_leader() {
+            return self
+                .forward(
+                    |mut c, req| Box::pin(async move { c.member_update(req).await }),
+                    r,
+                )
+                .await;
+        }
+        let urls = check_urls(&r.peer_ur_ls)?;
+        let Some(mut record) = self.membership.member(r.id) else {
+            return Err(Error::MemberNotFound);
+        };
+        let taken = self
+            .membership
+            .snapshot()
+            .members
+            .iter()
+            .any(|m| m.id != r.id && m.peer_urls.iter().any(|u| urls.contains(u)));
+        if taken {
+            return Err(Error::PeerUrlExists);
+        }
+        record.peer_urls = urls;
+        match self.propose_internal(Request::MemberUpdate(record)).await? {
+            Applied::Member => Ok(MemberUpdateResponse {
+                header: Some(self.header(0)),
+                members: self.members_api(),
+            }),
+            other => Err(Error::Internal(format!(
+                "unexpected apply result {other:?}"
+            ))),
+        }
+    }
+
+    pub async fn member_promote(
+        &self,
+        r: MemberPromoteRequest,
+    ) -> Result<MemberPromoteResponse, Error> {
+        if !self.status.is_leader() {
+            return self
+                .forward(
+                    |mut c, req| Box::pin(async move { c.member_promote(req).await }),
+                    r,
+                )
+                .await;
+        }
+        let Some(record) = self.membership.member(r.id) else {
+            return Err(Error::MemberNotFound);
+        };
+        if !record.is_learner {
+            return Err(Error::MemberNotLearner);
+        }
+        self.may_promote(&record)?;
+        self.propose_member_change(Kind::Promote, record, ConfChangeType::AddNode, Some(r.id))
+            .await?;
+        Ok(MemberPromoteResponse {
+            header: Some(self.header(0)),
+            members: self.members_api(),
+        })
+    }
+
+    /// Hands leadership to `target` and waits (bounded) until it leads.
+    pub async fn move_leader(&self, r: MoveLeaderRequest) -> Result<MoveLeaderResponse, Error> {
+        if !self.status.is_leader() {
+            return Err(Error::NotLeader);
+        }
+        let target = r.target_id;
+        match self.membership.member(target) {
+            Some(m) if !m.is_learner => {}
+            _ => return Err(Error::BadLeaderTransferee),
+        }
+        if target != self.member_id {
+            let _ = self
+                .raft_tx
+                .try_send(super::node::RaftMsg::TransferLeader(target));
+            let deadline = tokio::time::Instant::now() + self.request_timeout();
+            while self.status.leader() != target {
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(Error::Timeout);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        Ok(MoveLeaderResponse {
+            header: Some(self.header(self.store.current_rev())),
+        })
+    }
+
+    /// Sends a membership request to the leader over the peer service, then
+    /// waits until this member has applied it.
+    async fn forward<Req, Resp, F>(&self, call: F, req: Req) -> Result<Resp, Error>
+    where
+        Req: Clone,
+        F: Fn(
+            crate::pb::cairnpb::peer_client::PeerClient<tonic::transport::Channel>,
+            tonic::Request<Req>,
+        ) -> std::pin::Pin<
+            Box<
+                dyn std::future::Future<Output = Result<tonic::Response<Resp>, tonic::Status>>
+                    + Send,
+            >,
+        >,
+    {
+        self.forward_with(call, req, true).await
+    }
+
+    /// `forward`, optionally without waiting to apply the change locally.
+    async fn forward_with<Req, Resp, F>(
+        &self,
+        call: F,
+        req: Req,
+        sync_after: bool,
+    ) -> Result<Resp, Error>
+    where
+        Req: Clone,
+        F: Fn(
+            crate::pb::cairnpb::peer_client::PeerClient<tonic::transport::Channel>,
+            tonic::Request<Req>,
+        ) -> std::pin::Pin<
+            Box<
+                dyn std::future::Future<Output = Result<tonic::Response<Resp>, tonic::Status>>
+                    + Send,
+            >,
+        >,
+    {
+        let deadline = tokio::time::Instant::now() + self.request_timeout();
+        // The leader checks the caller again with what the caller presented.
+        let credential = super::auth::credential();
+        loop {
+            let leader = self.status.leader();
+            if leader != 0
+                && leader != self.member_id
+                && let Some(client) = self.transport.client(leader)
+            {
+                let r = self
+                    .transport
+                    .request_for(leader, req.clone(), credential.as_ref());
+                match call(client, r).await {
+                    Ok(resp) => {
+                        // The leader applied the change; make sure this
+                        // member has too, so the caller's next read here
+                        // (etcdctl lists members right after adding one)
+                        // sees it.
+                        if sync_after {
+                            self.linearizable_read_notify().await?;
+                        }
+                        return Ok(resp.into_inner());
+                    }
+                    Err(s) if s.message() == Error::NotLeader.to_string() => {}
+                    Err(s) => return Err(Error::from_status(&s)),
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(if self.status.has_leader() {
+                    Error::Timeout
+                } else {
+                    Error::NoLeader
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}

@@ -1,0 +1,620 @@
+//! The server layer (etcd's "etcdserver"): one raft node, its apply loop, and
+//! the operations the API layer calls — propose-and-wait for writes,
+//! ReadIndex for linearizable reads.
+//!
+//! Threads: the raft loop (`node`) owns the `RawNode` and is the only place a
+//! `Ready` is handled; the apply loop (`apply`) owns all state-machine writes.
+//! API handlers run on tokio and talk to both through bounded channels.
+
+pub mod apply;
+pub mod auth;
+pub mod cluster;
+pub mod compactor;
+pub mod node;
+pub mod policy;
+pub mod reload;
+pub mod wait;
+pub mod watch;
+
+use crate::error::Error;
+use crate::ids::RequestIdGenerator;
+use crate::pb::cairnpb::LeaseRenewRequest;
+use crate::pb::cairnpb::{InternalRequest, internal_request::Request};
+use crate::pb::etcdserverpb::{
+    CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantResponse,
+    LeaseRevokeResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, PutRequest, PutResponse,
+    RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
+};
+use crate::state::lease::{Lessor, Renewal};
+use crate::state::membership::Membership;
+use crate::state::txn;
+use crate::storage::Db;
+use crate::storage::mvcc::Store;
+use crate::storage::snapfile::SnapshotRegistry;
+use crate::transport::Transport;
+use prost::Message as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::{oneshot, watch as tokio_watch};
+use wait::Waiters;
+use watch::WatchHub;
+
+/// Most proposals a member keeps waiting at once before it answers
+/// `too many requests`.
+pub const MAX_PENDING_PROPOSALS: usize = 32 * 1024;
+/// etcd refuses new requests when the apply loop lags the commit index by more.
+pub const MAX_APPLY_LAG: u64 = 5000;
+
+/// What the apply loop hands back to the client that proposed an entry.
+#[derive(Debug)]
+pub enum Applied {
+    Put(PutResponse),
+    DeleteRange(DeleteRangeResponse),
+    Txn(TxnResponse),
+    Compaction(CompactionResponse),
+    LeaseGrant(LeaseGrantResponse),
+    LeaseRevoke(LeaseRevokeResponse),
+    Published,
+    /// A membership change (or peer URL update) was applied.
+    Member,
+    /// A v2 request: its event (none for `sync`) or the store's refusal,
+    /// with the entry's raft position for `X-Raft-Index`/`X-Raft-Term`.
+    /// An alarm change: the alarms it touched (etcd's `AlarmResponse`).
+    Alarms(Vec<crate::pb::etcdserverpb::AlarmMember>),
+    /// A login: the token for the client and the auth revision it is at.
+    Authenticated {
+        token: String,
+        revision: u64,
+    },
+    /// An auth-management write was applied.
+    AuthDone,
+    /// A plugin-set change was applied (see `crate::policy`).
+    Plugins(crate::policy::SetOutcome),
+    V2 {
+        outcome: Result<Option<crate::v2::V2Event>, crate::v2::V2Error>,
+        raft_index: u64,
+        raft_term: u64,
+    },
+}
+
+/// Raft's externally visible state, updated by the raft and apply loops and
+/// read lock-free by everyone else.
+#[derive(Debug, Default)]
+pub struct RaftStatus {
+    pub term: AtomicU64,
+    pub leader: AtomicU64,
+    pub commit: AtomicU64,
+    pub applied: AtomicU64,
+    pub last_index: AtomicU64,
+    pub is_leader: AtomicBool,
+    /// Leader changes observed since start.
+    pub leader_changes: AtomicU64,
+    /// When this member last saw a new leader (Unix nanoseconds).
+    pub leader_since_unix_nanos: std::sync::atomic::AtomicI64,
+    /// On the leader: how far each member's log matches and whether it was
+    /// heard from recently (refreshed every tick; empty on followers).
+    pub progress: parking_lot::Mutex<Vec<PeerProgress>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerProgress {
+    pub id: u64,
+    pub matched: u64,
+    pub recent_active: bool,
+    pub is_learner: bool,
+}
+
+impl RaftStatus {
+    pub fn term(&self) -> u64 {
+        self.term.load(Ordering::Acquire)
+    }
+    pub fn leader(&self) -> u64 {
+        self.leader.load(Ordering::Acquire)
+    }
+    pub fn has_leader(&self) -> bool {
+        self.leader() != 0
+    }
+    pub fn is_leader(&self) -> bool {
+        self.is_leader.load(Ordering::Acquire)
+    }
+}
+
+pub struct EtcdServer {
+    pub member_id: u64,
+    pub cluster_id: u64,
+    pub name: String,
+    pub db: Db,
+    pub store: Arc<Store>,
+    pub membership: Arc<Membership>,
+    pub status: Arc<RaftStatus>,
+    pub snapshots: Arc<SnapshotRegistry>,
+    /// The live configuration: swapped whole by a reload, read per request.
+    pub config: Arc<arc_swap::ArcSwap<cairn_config::ServerConfig>>,
+    pub lessor: Arc<Lessor>,
+    pub hub: Arc<WatchHub>,
+    pub transport: Arc<Transport>,
+    /// etcd's v2 keyspace, separate from v3 (written only by the apply loop).
+    pub v2: Arc<parking_lot::RwLock<crate::v2::V2Store>>,
+    /// etcd's v3 auth: the replicated store and this member's tokens.
+    pub auth: Arc<auth::AuthState>,
+    /// Policy plugins: the replicated set and what judges writes with it.
+    pub plugins: Arc<crate::policy::Enforcer>,
+    raft_tx: crossbeam_channel::Sender<node::RaftMsg>,
+    waiters: Arc<Waiters<Applied>>,
+    applied_rx: tokio_watch::Receiver<u64>,
+    ids: RequestIdGenerator,
+    /// Set once this member has published itself and serves clients.
+    ready: tokio_watch::Sender<bool>,
+}
+
+/// What a server is built from: its shared parts and the ends of the
+/// channels to its raft loop (see `boot`).
+pub struct ServerParts {
+    pub member_id: u64,
+    pub cluster_id: u64,
+    pub name: String,
+    pub db: Db,
+    pub store: Arc<Store>,
+    pub membership: Arc<Membership>,
+    pub status: Arc<RaftStatus>,
+    pub snapshots: Arc<SnapshotRegistry>,
+    pub config: Arc<arc_swap::ArcSwap<cairn_config::ServerConfig>>,
+    pub lessor: Arc<Lessor>,
+    pub hub: Arc<WatchHub>,
+    pub transport: Arc<Transport>,
+    pub v2: Arc<parking_lot::RwLock<crate::v2::V2Store>>,
+    pub auth: Arc<auth::AuthState>,
+    pub plugins: Arc<crate::policy::Enforcer>,
+    pub raft_tx: crossbeam_channel::Sender<node::RaftMsg>,
+    pub waiters: Arc<Waiters<Applied>>,
+    pub applied_rx: tokio_watch::Receiver<u64>,
+}
+
+impl EtcdServer {
+    pub fn new(p: ServerParts) -> EtcdServer {
+        let (ready, _) = tokio_watch::channel(false);
+        EtcdServer {
+            ids: RequestIdGenerator::new(p.member_id),
+            member_id: p.member_id,
+            cluster_id: p.cluster_id,
+            name: p.name,
+            db: p.db,
+            store: p.store,
+            membership: p.membership,
+            status: p.status,
+            snapshots: p.snapshots,
+            config: p.config,
+            lessor: p.lessor,
+            hub: p.hub,
+            transport: p.transport,
+            v2: p.v2,
+            auth: p.auth,
+            plugins: p.plugins,
+            raft_tx: p.raft_tx,
+            waiters: p.waiters,
+            applied_rx: p.applied_rx,
+            ready,
+        }
+    }
+
+    pub fn leader_since_unix_nanos(&self) -> i64 {
+        self.status.leader_since_unix_nanos.load(Ordering::Acquire)
+    }
+
+    pub fn header(&self, revision: i64) -> ResponseHeader {
+        ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.member_id,
+            revision,
+            raft_term: self.status.term(),
+        }
+    }
+
+    pub fn fill_header(&self, h: &mut Option<ResponseHeader>) {
+        let revision = h.as_ref().map_or(0, |h| h.revision);
+        let revision = if revision == 0 {
+            self.store.current_rev()
+        } else {
+            revision
+        };
+        *h = Some(self.header(revision));
+    }
+
+    /// Whether this member is a (non-voting) learner right now.
+    pub fn is_learner(&self) -> bool {
+        self.membership
+            .member(self.member_id)
+            .is_some_and(|m| m.is_learner)
+    }
+
+    pub fn max_request_bytes(&self) -> usize {
+        self.config.load().max_request_bytes as usize
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        self.config.load().request_timeout()
+    }
+
+    pub fn quota_backend_bytes(&self) -> u64 {
+        self.config.load().effective_quota_backend_bytes()
+    }
+
+    /// etcd's minimum lease TTL: 1.5 election timeouts, rounded up to
+    /// seconds, so a lease cannot expire during a leader election.
+    pub fn min_lease_ttl_secs(&self) -> i64 {
+        let cfg = self.config.load();
+        let ms = (3 * cfg.election_ticks() as u64 / 2) * cfg.heartbeat_interval_ms;
+        ms.div_ceil(1000) as i64
+    }
+
+    pub fn election_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.load().election_timeout_ms)
+    }
+
+    pub fn ready_watch(&self) -> tokio_watch::Receiver<bool> {
+        self.ready.subscribe()
+    }
+
+    pub fn set_ready(&self) {
+        self.ready.send_replace(true);
+    }
+
+    /// Proposes a client's request through raft and waits until this member
+    /// applied it, returning the apply result. The entry carries the caller
+    /// (see `auth`), which the apply loop checks.
+    pub async fn propose(&self, request: Request) -> Result<Applied, Error> {
+        self.propose_as(request, Some(auth::request_auth())).await
+    }
+
+    /// Proposes a request the server makes on its own behalf (lease expiry,
+    /// publishing itself, a login it verified): not subject to auth checks.
+    pub async fn propose_internal(&self, request: Request) -> Result<Applied, Error> {
+        self.propose_as(request, None).await
+    }
+
+    async fn propose_as(
+        &self,
+        request: Request,
+        auth: Option<crate::pb::cairnpb::RequestAuth>,
+    ) -> Result<Applied, Error> {
+        crate::metrics::METRICS.proposals_pending.inc();
+        let result = self.propose_inner(request, auth).await;
+        crate::metrics::METRICS.proposals_pending.dec();
+        // Failures of consensus, not requests refused by the state machine.
+        if matches!(
+            result,
+            Err(Error::Timeout
+                | Error::TimeoutDueToLeaderFail
+                | Error::NoLeader
+                | Error::Stopped
+                | Error::TooManyRequests)
+        ) {
+            crate::metrics::METRICS.proposals_failed.inc();
+        }
+        result
+    }
+
+    async fn propose_inner(
+        &self,
+        request: Request,
+        auth: Option<crate::pb::cairnpb::RequestAuth>,
+    ) -> Result<Applied, Error> {
+        let deadline = tokio::time::Instant::now() + self.request_timeout();
+        let commit = self.status.commit.load(Ordering::Acquire);
+        let applied = self.status.applied.load(Ordering::Acquire);
+        if commit.saturating_sub(applied) > MAX_APPLY_LAG {
+            return Err(Error::TooManyRequests);
+        }
+        let leader_changes_at_start = self.status.leader_changes.load(Ordering::Acquire);
+        let id = self.ids.next();
+        let limit = crate::policy::proposal_limit(&request, self.max_request_bytes());
+        let data = InternalRequest {
+            id,
+            request: Some(request),
+            auth,
+            plugin_stamp: crate::policy::current_stamp(),
+        }
+        .encode_to_vec();
+        if data.len() > limit {
+            return Err(Error::RequestTooLarge);
+        }
+        // A proposal raft refuses outright (no leader yet, leadership in
+        // transfer) never entered the log, so it is safe to offer again
+        // until the deadline.
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            let rx = self.waiters.register(id)?;
+            if self
+                .raft_tx
+                .try_send(node::RaftMsg::Propose {
+                    id,
+                    data: data.clone(),
+                })
+                .is_err()
+            {
+                self.waiters.cancel(id);
+                return Err(Error::TooManyRequests);
+            }
+            match tokio::time::timeout_at(deadline, rx).await {
+                Ok(Ok(Ok(applied))) => return Ok(applied),
+                Ok(Ok(Err(Error::NoLeader))) => {
+                    if tokio::time::Instant::now() + backoff >= deadline {
+                        return Err(Error::NoLeader);
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(200));
+                }
+                Ok(Ok(Err(e))) => return Err(e),
+                Ok(Err(_)) => return Err(Error::Stopped),
+                Err(_) => {
+                    self.waiters.cancel(id);
+                    // As etcd: say so when the leader failed meanwhile (the
+                    // write may or may not have been committed).
+                    let changed = self.status.leader_changes.load(Ordering::Acquire)
+                        != leader_changes_at_start;
+                    return Err(if changed || !self.status.has_leader() {
+                        Error::TimeoutDueToLeaderFail
+                    } else {
+                        Error::Timeout
+                    });
+                }
+            }
+        }
+    }
+
+    /// Waits until this member has applied everything committed when the
+    /// call started, confirmed by a quorum (raft ReadIndex). After it
+    /// returns, a local read is linearizable.
+    pub async fn linearizable_read_notify(&self) -> Result<(), Error> {
+        let deadline = tokio::time::Instant::now() + self.request_timeout();
+        let (tx, rx) = oneshot::channel();
+        if self.raft_tx.try_send(node::RaftMsg::ReadIndex(tx)).is_err() {
+            return Err(Error::TooManyRequests);
+        }
+        let index = match tokio::time::timeout_at(deadline, rx).await {
+            Ok(Ok(r)) => r?,
+            Ok(Err(_)) => return Err(Error::Stopped),
+            Err(_) => return Err(Error::Timeout),
+        };
+        let mut applied = self.applied_rx.clone();
+        match tokio::time::timeout_at(deadline, applied.wait_for(|a| *a >= index)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(Error::Stopped),
+            Err(_) => Err(Error::Timeout),
+        }
+    }
+
+    /// A request ID unique across the cluster (see `ids`).
+    pub fn next_request_id(&self) -> u64 {
+        self.ids.next()
+    }
+
+    /// A new lease ID chosen by this member: positive and cluster-unique.
+    pub fn new_lease_id(&self) -> i64 {
+        loop {
+            let id = (self.ids.next() & (i64::MAX as u64)) as i64;
+            if id != 0 {
+                return id;
+            }
+        }
+    }
+
+    /// Keep-alive: renews on the leader (forwarding there if this member is
+    /// a follower). Returns the lease's TTL, or 0 if it does not exist.
+    pub async fn lease_renew(&self, id: i64) -> Result<i64, Error> {
+        let deadline = tokio::time::Instant::now() + self.request_timeout();
+        let mut waited_for_apply = false;
+        loop {
+            if self.status.is_leader() {
+                match self.lessor.renew(id) {
+                    Renewal::Renewed(ttl) => return Ok(ttl),
+                    Renewal::NotFound if waited_for_apply => return Ok(0),
+                    Renewal::NotFound => {
+                        // The grant may be committed but not yet applied here.
+                        self.linearizable_read_notify().await?;
+                        waited_for_apply = true;
+                        continue;
+                    }
+                    // A new leader promotes once it applied its first entry.
+                    Renewal::NotPrimary => {}
+                }
+            } else if self.status.has_leader() {
+                let leader = self.status.leader();
+                if let Some(mut c) = self.transport.client(leader) {
+                    let req = self.transport.request_for(
+                        leader,
+                        LeaseRenewRequest { id },
+                        auth::credential().as_ref(),
+                    );
+                    if let Ok(resp) = c.lease_renew(req).await {
+                        let resp = resp.into_inner();
+                        if resp.leader {
+                            return Ok(resp.ttl.max(0));
+                        }
+                    }
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(if self.status.has_leader() {
+                    Error::Timeout
+                } else {
+                    Error::NoLeader
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// TimeToLive, answered by the leader (which alone knows expiry). TTL -1
+    /// means the lease does not exist.
+    pub async fn lease_time_to_live(
+        &self,
+        req: LeaseTimeToLiveRequest,
+    ) -> Result<LeaseTimeToLiveResponse, Error> {
+        let deadline = tokio::time::Instant::now() + self.request_timeout();
+        loop {
+            if self.status.is_leader() && self.lessor.is_primary() {
+                self.linearizable_read_notify().await?;
+                let info = self.lessor.time_to_live(req.id, req.keys);
+                return Ok(match info {
+                    Some(i) => LeaseTimeToLiveResponse {
+                        header: Some(self.header(self.store.current_rev())),
+                        id: req.id,
+                        ttl: i.remaining_secs,
+                        granted_ttl: i.granted_secs,
+                        keys: i.keys,
+                    },
+                    None => LeaseTimeToLiveResponse {
+                        header: Some(self.header(self.store.current_rev())),
+                        id: req.id,
+                        ttl: -1,
+                        ..Default::default()
+                    },
+                });
+            }
+            if !self.status.is_leader() && self.status.has_leader() {
+                let leader = self.status.leader();
+                if let Some(mut c) = self.transport.client(leader) {
+                    let r = self
+                        .transport
+                        .request_for(leader, req, auth::credential().as_ref());
+                    if let Ok(resp) = c.lease_time_to_live(r).await {
+                        let mut resp = resp.into_inner();
+                        // The header speaks for the member the client asked.
+                        resp.header = Some(self.header(self.store.current_rev()));
+                        return Ok(resp);
+                    }
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(if self.status.has_leader() {
+                    Error::Timeout
+                } else {
+                    Error::NoLeader
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    // --- KV operations, shared by the KV service and the lock/election
+    // services. Request checks run here, before anything is proposed.
+
+    pub async fn range(&self, r: RangeRequest) -> Result<RangeResponse, Error> {
+        txn::check_range(&r)?;
+        if !r.serializable && self.is_learner() {
+            return Err(Error::NotSupportedForLearner);
+        }
+        self.check_read(&r.key, &r.range_end)?;
+        self.plugin_check_read(&r.key, &r.range_end).await?;
+        if !r.serializable {
+            self.linearizable_read_notify().await?;
+        }
+        let (res, rev) = self.store.range(&r)?;
+        self.check_unchanged()?;
+        Ok(RangeResponse {
+            header: Some(self.header(rev)),
+            kvs: res.kvs,
+            more: res.more,
+            count: res.count,
+        })
+    }
+
+    /// etcd checks the quota before a request that can grow the store (the
+    /// quota monitor raises the NOSPACE alarm itself), so a burst of writes
+    /// does not overshoot it by more than what is in flight.
+    pub async fn check_quota(&self, cost_bytes: usize) -> Result<(), Error> {
+        let used = self.db.state_machine_space();
+        if used.saturating_add(cost_bytes as u64) <= self.quota_backend_bytes() {
+            return Ok(());
+        }
+        // Like etcd, raise the alarm before refusing, so `alarm list` shows
+        // why writes fail as soon as the first one does.
+        let ours = crate::pb::etcdserverpb::AlarmType::Nospace;
+        if !self.db.alarms.has(self.member_id, ours) {
+            let entry = crate::pb::cairnpb::AlarmEntry {
+                request: Some(crate::pb::etcdserverpb::AlarmRequest {
+                    action: crate::pb::etcdserverpb::alarm_request::AlarmAction::Activate as i32,
+                    member_id: self.member_id,
+                    alarm: ours as i32,
+                }),
+                reply_token: 0,
+            };
+            if let Err(e) = self.propose_internal(Request::Alarm(entry)).await {
+                tracing::warn!(error = %e, "raising the NOSPACE alarm failed");
+            }
+        }
+        Err(Error::NoSpace)
+    }
+
+    pub async fn put(&self, r: PutRequest) -> Result<PutResponse, Error> {
+        txn::check_put(&r)?;
+        self.check_quota(r.key.len() + r.value.len()).await?;
+        match self.propose_write(Request::Put(r)).await? {
+            Applied::Put(mut resp) => {
+                self.fill_header(&mut resp.header);
+                Ok(resp)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn delete_range(&self, r: DeleteRangeRequest) -> Result<DeleteRangeResponse, Error> {
+        txn::check_delete(&r)?;
+        match self.propose_write(Request::DeleteRange(r)).await? {
+            Applied::DeleteRange(mut resp) => {
+                self.fill_header(&mut resp.header);
+                Ok(resp)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn txn(&self, r: TxnRequest) -> Result<TxnResponse, Error> {
+        txn::check_txn(&r, self.config.load().max_txn_ops as usize)?;
+        if txn::is_txn_read_only(&r) {
+            if !txn::is_txn_serializable(&r) {
+                self.linearizable_read_notify().await?;
+            }
+            let caller = auth::caller();
+            self.auth.store.read().check_txn(caller.as_ref(), &r)?;
+            self.plugin_check_txn_reads(&r).await?;
+            let mut backend = txn::ReadBackend {
+                store: &self.store,
+                rev: self.store.current_rev(),
+            };
+            let mut resp = txn::txn(&mut backend, &r, self.store.compact_rev())?;
+            self.check_unchanged()?;
+            self.fill_header(&mut resp.header);
+            return Ok(resp);
+        }
+        if txn_has_put(&r) {
+            self.check_quota(prost::Message::encoded_len(&r)).await?;
+        }
+        match self.propose_write(Request::Txn(r)).await? {
+            Applied::Txn(mut resp) => {
+                self.fill_header(&mut resp.header);
+                Ok(resp)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+/// Whether a txn may write a value (in either branch, at any depth).
+fn txn_has_put(t: &TxnRequest) -> bool {
+    use crate::pb::etcdserverpb::request_op::Request as Op;
+    t.success
+        .iter()
+        .chain(t.failure.iter())
+        .any(|op| match &op.request {
+            Some(Op::RequestPut(_)) => true,
+            Some(Op::RequestTxn(inner)) => txn_has_put(inner),
+            _ => false,
+        })
+}
+
+fn unexpected(a: Applied) -> Error {
+    Error::Internal(format!("unexpected apply result {a:?}"))
+}

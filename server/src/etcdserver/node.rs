@@ -1,0 +1,609 @@
+//! The raft loop: the only owner of the `RawNode`, and the only place a
+//! `Ready` is handled.
+//!
+//! Order per Ready (raft-rs 0.7 semantics): send the leader's messages at
+//! once; install a snapshot if any; persist entries and hard state with one
+//! fsync (group commit: every proposal drained before `ready()` shares it);
+//! only then send the messages that require persistence; advance; hand the
+//! committed entries to the apply loop. Proposals, peer messages and
+//! ReadIndex requests arrive on one bounded inbox; the apply loop talks back
+//! on a separate control channel so the two loops can never wait on each
+//! other in a cycle.
+
+use super::wait::Waiters;
+use super::{Applied, RaftStatus};
+use crate::error::Error;
+use crate::metrics::METRICS;
+use crate::state::lease::Lessor;
+use crate::storage::raftlog::RaftLog;
+use crate::storage::snapfile::{self, SnapshotRegistry};
+use crate::transport::{Report, Transport};
+use crossbeam_channel::{Receiver, Sender};
+use raft::prelude::{ConfChangeV2, ConfState, Entry, Message, SnapshotMetadata};
+use raft::{RawNode, SnapshotStatus, StateRole};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// Inbox messages handled per loop turn before a Ready is processed, so a
+/// flood of proposals cannot starve ticks.
+const MAX_DRAIN: usize = 4096;
+/// How often a member without a leader says so in its log.
+const NO_LEADER_LOG_INTERVAL: Duration = Duration::from_secs(5);
+
+pub enum RaftMsg {
+    /// A client proposal; its waiter is already registered under `id`.
+    Propose { id: u64, data: Vec<u8> },
+    /// A linearizable read wants the current commit index confirmed.
+    ReadIndex(oneshot::Sender<Result<u64, Error>>),
+    /// A message from a peer.
+    Step(Message),
+    /// What the transport learned about a delivery.
+    Transport(crate::transport::Report),
+    /// Ask raft to hand leadership to this member.
+    TransferLeader(u64),
+    /// A membership change; its waiter is registered under `id`. With
+    /// `promote`, the learner must first be in sync with the leader.
+    ProposeConfChange {
+        id: u64,
+        cc: ConfChangeV2,
+        context: Vec<u8>,
+        promote: Option<u64>,
+    },
+}
+
+/// From the apply loop; unbounded but naturally small (one per apply batch).
+pub enum CtlMsg {
+    Applied(u64),
+    /// The state machine durably covers everything up to here: the log may
+    /// drop entries up to this index.
+    CompactLog(u64),
+    ApplyConfChange(
+        ConfChangeV2,
+        crossbeam_channel::Sender<Result<ConfState, String>>,
+    ),
+}
+
+pub enum ApplyMsg {
+    Entries(Vec<Entry>),
+    Snapshot {
+        metadata: SnapshotMetadata,
+        path: PathBuf,
+        done: crossbeam_channel::Sender<Result<(), String>>,
+    },
+}
+
+struct PendingRead {
+    issued: Instant,
+    first_issued: Instant,
+    waiters: Vec<oneshot::Sender<Result<u64, Error>>>,
+}
+
+pub struct NodeConfig {
+    /// The live configuration; tick periods are read from it every turn.
+    pub config: Arc<arc_swap::ArcSwap<cairn_config::ServerConfig>>,
+    /// The election timeout in ticks raft was created with (fixed).
+    pub election_ticks: usize,
+    pub fast_forward_ticks: usize,
+    pub lessor: Arc<Lessor>,
+}
+
+pub struct Node {
+    raw: RawNode<RaftLog>,
+    id: u64,
+    inbox: Receiver<RaftMsg>,
+    ctl: Receiver<CtlMsg>,
+    apply_tx: Sender<ApplyMsg>,
+    transport: Arc<Transport>,
+    status: Arc<RaftStatus>,
+    waiters: Arc<Waiters<Applied>>,
+    snapshots: Arc<SnapshotRegistry>,
+    cfg: NodeConfig,
+    /// Reads collected this turn, issued as one ReadIndex.
+    new_reads: Vec<oneshot::Sender<Result<u64, Error>>>,
+    reads: HashMap<u64, PendingRead>,
+    next_read_ctx: u64,
+    /// Highest index handed to the apply loop / reported applied by it.
+    sent_to_apply: u64,
+    applied: u64,
+    no_leader_since: Option<Instant>,
+    last_no_leader_log: Instant,
+    leader: u64,
+}
+
+impl Node {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        raw: RawNode<RaftLog>,
+        id: u64,
+        inbox: Receiver<RaftMsg>,
+        ctl: Receiver<CtlMsg>,
+        apply_tx: Sender<ApplyMsg>,
+        transport: Arc<Transport>,
+        status: Arc<RaftStatus>,
+        waiters: Arc<Waiters<Applied>>,
+        snapshots: Arc<SnapshotRegistry>,
+        cfg: NodeConfig,
+        applied: u64,
+    ) -> Node {
+        let now = Instant::now();
+        Node {
+            raw,
+            id,
+            inbox,
+            ctl,
+            apply_tx,
+            transport,
+            status,
+            waiters,
+            snapshots,
+            cfg,
+            new_reads: Vec::new(),
+            reads: HashMap::new(),
+            next_read_ctx: 1,
+            sent_to_apply: applied,
+            applied,
+            no_leader_since: Some(now),
+            last_no_leader_log: now,
+            leader: 0,
+        }
+    }
+
+    /// Runs until every sender of the inbox is gone (shutdown) or storage
+    /// fails, which stops the member: a raft node must not continue on a disk
+    /// it cannot trust.
+    pub fn run(mut self) {
+        for _ in 0..self.cfg.fast_forward_ticks {
+            self.raw.tick();
+        }
+        let mut next_tick = Instant::now() + self.tick_period();
+        loop {
+            let timeout = next_tick.saturating_duration_since(Instant::now());
+            crossbeam_channel::select! {
+                recv(self.inbox) -> m => match m {
+                    Ok(m) => self.handle(m),
+                    Err(_) => break,
+                },
+                recv(self.ctl) -> m => {
+                    if let Ok(m) = m {
+                        self.handle_ctl(m);
+                    }
+                },
+                default(timeout) => {},
+            }
+            for _ in 0..MAX_DRAIN {
+                match self.inbox.try_recv() {
+                    Ok(m) => self.handle(m),
+                    Err(_) => break,
+                }
+            }
+            while let Ok(m) = self.ctl.try_recv() {
+                self.handle_ctl(m);
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                self.raw.tick();
+                self.on_tick(now);
+                let tick = self.tick_period();
+                next_tick += tick;
+                if next_tick < now {
+                    // We fell behind (a long fsync or snapshot install);
+                    // don't burst ticks, which would trigger elections.
+                    next_tick = now + tick;
+                }
+            }
+            if !self.new_reads.is_empty() {
+                let reads = std::mem::take(&mut self.new_reads);
+                self.issue_read(reads, now);
+            }
+            if let Err(e) = self.process_ready() {
+                tracing::error!(error = %e, "raft storage failed; stopping this member");
+                std::process::exit(1);
+            }
+        }
+        tracing::info!("raft loop stopped");
+    }
+
+    /// raft-rs counts both timeouts in ticks fixed at creation (heartbeat =
+    /// 1 tick, election = `election_ticks`). A leader only uses the heartbeat
+    /// and a follower only the election timeout, so each role ticks at its
+    /// own period: that lets both intervals change live with a reload.
+    fn tick_period(&self) -> Duration {
+        let cfg = self.cfg.config.load();
+        let ms = if self.raw.raft.state == StateRole::Leader {
+            cfg.heartbeat_interval_ms
+        } else {
+            cfg.election_timeout_ms / self.cfg.election_ticks.max(1) as u64
+        };
+        Duration::from_millis(ms.max(1))
+    }
+
+    fn handle(&mut self, m: RaftMsg) {
+        match m {
+            RaftMsg::Propose { id, data } => match self.raw.propose(vec![], data) {
+                Ok(()) => {}
+                Err(raft::Error::ProposalDropped) => {
+                    self.waiters.complete(id, Err(Error::NoLeader))
+                }
+                Err(e) => self.waiters.complete(
+                    id,
+                    Err(Error::Internal(format!("raft refused proposal: {e}"))),
+                ),
+            },
+            RaftMsg::ReadIndex(tx) => self.new_reads.push(tx),
+            RaftMsg::Step(msg) => {
+                if let Err(e) = self.raw.step(msg) {
+                    tracing::debug!(error = %e, "dropped raft message");
+                }
+            }
+            RaftMsg::Transport(Report::Unreachable(id)) => self.raw.report_unreachable(id),
+            RaftMsg::Transport(Report::SnapshotSent { to, ok }) => {
+                let status = if ok {
+                    SnapshotStatus::Finish
+                } else {
+                    SnapshotStatus::Failure
+                };
+                self.raw.report_snapshot(to, status);
+            }
+            RaftMsg::TransferLeader(to) => self.raw.transfer_leader(to),
+            RaftMsg::ProposeConfChange {
+                id,
+                cc,
+                context,
+                promote,
+            } => {
+                if let Err(e) = self.check_conf_change(promote) {
+                    self.waiters.complete(id, Err(e));
+                    return;
+                }
+                match self.raw.propose_conf_change(context, cc) {
+                    Ok(()) => {}
+                    Err(raft::Error::ProposalDropped) => {
+                        self.waiters.complete(id, Err(Error::NoLeader))
+                    }
+                    Err(e) => self.waiters.complete(
+                        id,
+                        Err(Error::Internal(format!("raft refused the change: {e}"))),
+                    ),
+                }
+            }
+        }
+    }
+
+    /// Checks that only the leader can make: one change at a time, and a
+    /// learner is promoted only once it has (nearly) caught up — etcd's rule
+    /// is 90% of the leader's log.
+    fn check_conf_change(&self, promote: Option<u64>) -> Result<(), Error> {
+        if self.raw.raft.state != StateRole::Leader {
+            return Err(Error::NotLeader);
+        }
+        if self.raw.raft.has_pending_conf() {
+            // raft-rs would silently turn a second one into an empty entry.
+            return Err(Error::TooManyRequests);
+        }
+        if let Some(learner) = promote {
+            let prs = self.raw.raft.prs();
+            let leader_match = prs.get(self.id).map_or(0, |p| p.matched);
+            let Some(p) = prs.get(learner) else {
+                return Err(Error::MemberNotFound);
+            };
+            if (p.matched as f64) < leader_match as f64 * 0.9 {
+                return Err(Error::LearnerNotReady);
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_ctl(&mut self, m: CtlMsg) {
+        match m {
+            CtlMsg::Applied(idx) => {
+                if idx > self.applied {
+                    self.applied = idx;
+                    self.raw.advance_apply_to(idx);
+                }
+            }
+            CtlMsg::CompactLog(idx) => {
+                let idx = idx.min(self.applied);
+                if let Err(e) = self.raw.mut_store().compact(idx) {
+                    tracing::warn!(error = %e, index = idx, "raft log compaction failed");
+                } else {
+                    tracing::info!(index = idx, "compacted raft log");
+                }
+            }
+            CtlMsg::ApplyConfChange(cc, reply) => {
+                let result = self.raw.apply_conf_change(&cc).map_err(|e| e.to_string());
+                if let Ok(cs) = &result {
+                    self.raw.mut_store().set_conf_state(cs.clone());
+                }
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    fn issue_read(&mut self, waiters: Vec<oneshot::Sender<Result<u64, Error>>>, now: Instant) {
+        let ctx = self.next_read_ctx;
+        self.next_read_ctx += 1;
+        self.raw.read_index(self.read_ctx(ctx));
+        self.reads.insert(
+            ctx,
+            PendingRead {
+                issued: now,
+                first_issued: now,
+                waiters,
+            },
+        );
+    }
+
+    fn on_tick(&mut self, now: Instant) {
+        self.publish_progress();
+        // raft-rs drops a ReadIndex silently when the leader has not yet
+        // committed in its term or a follower knows no leader: re-issue
+        // stale ones, and give up on those past the request timeout.
+        let retry_after = self.tick_period() * 3;
+        let stale: Vec<u64> = self
+            .reads
+            .iter()
+            .filter(|(_, r)| now.duration_since(r.issued) >= retry_after)
+            .map(|(ctx, _)| *ctx)
+            .collect();
+        for ctx in stale {
+            let Some(mut r) = self.reads.remove(&ctx) else {
+                continue;
+            };
+            r.waiters.retain(|w| !w.is_closed());
+            if r.waiters.is_empty() {
+                continue;
+            }
+            if now.duration_since(r.first_issued) >= self.cfg.config.load().request_timeout() {
+                for w in r.waiters {
+                    let _ = w.send(Err(Error::Timeout));
+                }
+                continue;
+            }
+            let new_ctx = self.next_read_ctx;
+            self.next_read_ctx += 1;
+            self.raw.read_index(self.read_ctx(new_ctx));
+            r.issued = now;
+            self.reads.insert(new_ctx, r);
+        }
+
+        if self.leader == 0 {
+            let since = *self.no_leader_since.get_or_insert(now);
+            if now.duration_since(since) >= NO_LEADER_LOG_INTERVAL
+                && now.duration_since(self.last_no_leader_log) >= NO_LEADER_LOG_INTERVAL
+            {
+                self.last_no_leader_log = now;
+                let voters = self.raw.raft.prs().conf().voters().ids().len();
+                let reachable = self.transport.connected_peers();
+                tracing::warn!(
+                    "waiting for peers: no leader for {}s; {} of {} other voting members reachable ({}), a quorum of {} is needed to elect a leader",
+                    now.duration_since(since).as_secs(),
+                    reachable.len(),
+                    voters.saturating_sub(1),
+                    self.transport.describe_peers(),
+                    voters / 2 + 1,
+                );
+            }
+        }
+    }
+
+    /// ReadIndex contexts must be unique across the cluster: the leader
+    /// ignores a request whose context it already has pending, so two
+    /// members counting from 1 would silently starve each other's reads.
+    fn read_ctx(&self, ctx: u64) -> Vec<u8> {
+        let mut v = Vec::with_capacity(16);
+        v.extend_from_slice(&self.id.to_be_bytes());
+        v.extend_from_slice(&ctx.to_be_bytes());
+        v
+    }
+
+    /// Shares the leader's view of its followers with the API layer (strict
+    /// reconfiguration checks, learner promotion, stats).
+    fn publish_progress(&self) {
+        let mut out = Vec::new();
+        if self.raw.raft.state == StateRole::Leader {
+            let learners = self.raw.raft.prs().conf().learners().clone();
+            for (id, p) in self.raw.raft.prs().iter() {
+                out.push(super::PeerProgress {
+                    id: *id,
+                    matched: p.matched,
+                    recent_active: p.recent_active || *id == self.id,
+                    is_learner: learners.contains(id),
+                });
+            }
+        }
+        *self.status.progress.lock() = out;
+    }
+
+    fn resolve_reads(&mut self, states: Vec<raft::ReadState>) {
+        for rs in states {
+            if rs.request_ctx.len() != 16 || rs.request_ctx[..8] != self.id.to_be_bytes() {
+                continue;
+            }
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&rs.request_ctx[8..]);
+            let ctx = u64::from_be_bytes(b);
+            if let Some(r) = self.reads.remove(&ctx) {
+                for w in r.waiters {
+                    let _ = w.send(Ok(rs.index));
+                }
+            }
+        }
+    }
+
+    fn on_soft_state(&mut self, leader: u64, role: StateRole) {
+        let term = self.raw.raft.term;
+        if leader != self.leader {
+            if leader == 0 {
+                tracing::info!(
+                    "raft.node: {:x} lost leader {:x} at term {}",
+                    self.id,
+                    self.leader,
+                    term
+                );
+                self.no_leader_since = Some(Instant::now());
+                METRICS.has_leader.set(0);
+            } else {
+                METRICS.has_leader.set(1);
+                METRICS.leader_changes.inc();
+                tracing::info!(
+                    "raft.node: {:x} elected leader {:x} at term {}",
+                    self.id,
+                    leader,
+                    term
+                );
+                self.no_leader_since = None;
+                self.status.leader_changes.fetch_add(1, Ordering::Relaxed);
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as i64)
+                    .unwrap_or(0);
+                self.status
+                    .leader_since_unix_nanos
+                    .store(now, Ordering::Release);
+            }
+            self.leader = leader;
+            // Reads waiting on the old leader will never be answered.
+            let pending: Vec<u64> = self.reads.keys().copied().collect();
+            for ctx in pending {
+                if let Some(r) = self.reads.remove(&ctx) {
+                    self.new_reads.extend(r.waiters);
+                }
+            }
+        }
+        self.status.leader.store(leader, Ordering::Release);
+        self.status
+            .is_leader
+            .store(role == StateRole::Leader, Ordering::Release);
+        METRICS.is_leader.set(i64::from(role == StateRole::Leader));
+        if role != StateRole::Leader && self.cfg.lessor.is_primary() {
+            // Only the leader tracks expiry; a new leader promotes once it
+            // has applied its first entry (see the apply loop).
+            self.cfg.lessor.demote();
+        }
+    }
+
+    fn process_ready(&mut self) -> Result<(), crate::storage::Error> {
+        if !self.raw.has_ready() {
+            return Ok(());
+        }
+        // Backpressure: if the apply loop is saturated, let raft wait (it
+        // keeps everything in its unstable log) rather than queue unboundedly.
+        if self.apply_tx.is_full() {
+            return Ok(());
+        }
+        // A snapshot replaces the state machine: let the apply loop finish
+        // what it has first, so nothing is applied on top of the wrong state.
+        if self.raw.snap().is_some_and(|s| s.get_metadata().index != 0)
+            && self.applied < self.sent_to_apply
+        {
+            return Ok(());
+        }
+
+        let mut rd = self.raw.ready();
+
+        if let Some(ss) = rd.ss() {
+            let (leader, role) = (ss.leader_id, ss.raft_state);
+            self.on_soft_state(leader, role);
+        }
+
+        // The leader may send before persisting (raft thesis 10.2.1).
+        self.transport.send(rd.take_messages());
+
+        if !rd.snapshot().is_empty() {
+            let md = rd.snapshot().get_metadata().clone();
+            self.install_snapshot(md)?;
+        }
+
+        let mut committed = rd.take_committed_entries();
+
+        if !rd.entries().is_empty() {
+            METRICS
+                .raft_ready_entries
+                .observe(rd.entries().len() as f64);
+        }
+        self.raw
+            .mut_store()
+            .persist(rd.entries(), rd.hs(), rd.must_sync())?;
+        if let Some(hs) = rd.hs() {
+            self.status.term.store(hs.term, Ordering::Release);
+            self.status.commit.store(hs.commit, Ordering::Release);
+            METRICS.proposals_committed.set(hs.commit as i64);
+        }
+        self.status
+            .last_index
+            .store(self.raw.store().last_index_value(), Ordering::Release);
+
+        let states = rd.take_read_states();
+        self.resolve_reads(states);
+
+        // Votes and append responses only after the fsync above.
+        self.transport.send(rd.take_persisted_messages());
+
+        let mut light = self.raw.advance_append(rd);
+        if let Some(commit) = light.commit_index() {
+            self.raw.mut_store().set_commit(commit)?;
+            self.status.commit.store(commit, Ordering::Release);
+            METRICS.proposals_committed.set(commit as i64);
+        }
+        self.transport.send(light.take_messages());
+        committed.extend(light.take_committed_entries());
+
+        if let Some(last) = committed.last() {
+            self.sent_to_apply = last.index;
+            // Capacity was checked above and only this thread sends.
+            if self.apply_tx.send(ApplyMsg::Entries(committed)).is_err() {
+                return Err(crate::storage::Error::Raft("apply loop is gone".into()));
+            }
+        }
+        Ok(())
+    }
+
+    fn install_snapshot(&mut self, md: SnapshotMetadata) -> Result<(), crate::storage::Error> {
+        let path = self
+            .snapshots
+            .dir()
+            .join(snapfile::file_name(md.term, md.index));
+        tracing::info!(
+            index = md.index,
+            term = md.term,
+            "applying snapshot from leader"
+        );
+        self.raw.mut_store().mark_installing(&path)?;
+        let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+        self.apply_tx
+            .send(ApplyMsg::Snapshot {
+                metadata: md.clone(),
+                path: path.clone(),
+                done: done_tx,
+            })
+            .map_err(|_| crate::storage::Error::Raft("apply loop is gone".into()))?;
+        match done_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                return Err(crate::storage::Error::Raft(format!(
+                    "snapshot install: {e}"
+                )));
+            }
+            Err(_) => return Err(crate::storage::Error::Raft("apply loop is gone".into())),
+        }
+        self.raw.mut_store().apply_snapshot(&md)?;
+        self.applied = md.index;
+        self.sent_to_apply = md.index;
+        self.status.applied.store(md.index, Ordering::Release);
+        if let Ok(meta) = std::fs::metadata(&path) {
+            self.snapshots.adopt_received(snapfile::SnapshotInfo {
+                index: md.index,
+                term: md.term,
+                conf_state: md.get_conf_state().clone(),
+                path,
+                size_bytes: meta.len(),
+            });
+        }
+        tracing::info!(index = md.index, "applied snapshot");
+        Ok(())
+    }
+}
