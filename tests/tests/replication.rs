@@ -251,3 +251,100 @@ fn without_quorum_hasleader_requests_fail_fast_and_health_says_so() {
     cluster.restart(1);
     cluster.wait_healthy(Duration::from_secs(30));
 }
+
+/// Issue 16, item 4: a follower forwards a client's write, the leader
+/// commits it, but the follower receives it inside a snapshot (it was cut
+/// off from the leader while the leader compacted its log past the entry).
+/// Its apply loop never sees the entry, so before the fix nothing answered
+/// the waiting client until the request timeout (5 s + 2 election timeouts)
+/// expired. The follower must answer as soon as it has caught up.
+#[test]
+fn follower_write_committed_inside_a_snapshot_is_answered_promptly() {
+    use cairn_robustness::proxy::Link;
+    let opts = Options {
+        snapshot_count: Some(20),
+        // A long request timeout (5 s + 2 × 1.5 s) makes "answered
+        // promptly" and "answered when the timeout expired" far apart.
+        election_ms: 1_500,
+        ..Options::default()
+    };
+    let request_timeout = Duration::from_millis(5_000 + 2 * opts.election_ms);
+    let (cluster, proxy) = cairn_tests::robustness::proxied_cluster(opts, 4).unwrap();
+    cluster.wait_healthy(Duration::from_secs(30));
+    let leader = cluster.wait_leader(Duration::from_secs(10));
+    let follower = (leader + 1) % 3;
+    let rt = runtime();
+    let (answer, took) = rt.block_on(async {
+        let mut via_follower = client(&[cluster.members[follower].endpoint()]).await;
+        let mut via_leader = client(&[cluster.members[leader].endpoint()]).await;
+        // The follower knows the leader and is in sync.
+        via_follower.put("warm-up", "1", None).await.unwrap();
+        // Leader → follower cut; the follower's forwarded proposal still
+        // reaches the leader.
+        proxy.set_link(leader, follower, Link::Blackhole);
+        let started = Instant::now();
+        let mut c = via_follower.clone();
+        let put = tokio::spawn(async move { c.put("via-follower", "1", None).await });
+        // Committed by the leader and the other follower.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let r = via_leader.get("via-follower", None).await.unwrap();
+            if r.count() == 1 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the forwarded write never committed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Enough writes for the leader to compact its log past the entry.
+        for i in 0..60 {
+            via_leader
+                .put(format!("fill-{i}"), "x", None)
+                .await
+                .unwrap();
+        }
+        assert!(!put.is_finished(), "the follower answered while cut off");
+        // Drop what the proxy held for the follower, then reconnect: the
+        // leader can only catch it up with a snapshot now.
+        proxy.reset(leader, follower);
+        proxy.heal();
+        let answer = tokio::time::timeout(request_timeout * 2, put)
+            .await
+            .expect("no answer at all")
+            .expect("put task");
+        (answer, started.elapsed())
+    });
+    let log = cluster.members[follower].log();
+    eprintln!("answer after {took:?}: {answer:?}");
+    if cairn_tests::target() == cairn_tests::Target::Cairn {
+        assert!(
+            log.contains("applied snapshot"),
+            "the follower caught up without a snapshot, nothing tested:\n{}",
+            cairn_tests::tail(&log, 30)
+        );
+    }
+    // The write is committed, but the follower cannot know its result (the
+    // entry was inside the snapshot): "outcome unknown", or OK if it came
+    // as an entry after all. Either way, before the request timeout.
+    assert!(
+        took + Duration::from_secs(2) < request_timeout,
+        "the follower answered only after {took:?} (request timeout {request_timeout:?}): {answer:?}\n{}",
+        cairn_tests::tail(&log, 30)
+    );
+    if let Err(e) = &answer {
+        assert!(
+            e.to_string()
+                .contains("request timed out, possibly due to previous leader failure"),
+            "{e}"
+        );
+    }
+    // The write took effect exactly once, and the follower has it.
+    rt.block_on(async {
+        let mut c = client(&[cluster.members[follower].endpoint()]).await;
+        let r = c.get("via-follower", None).await.unwrap();
+        assert_eq!(r.kvs().len(), 1);
+        assert_eq!(r.kvs()[0].version(), 1);
+    });
+}

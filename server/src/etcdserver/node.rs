@@ -76,6 +76,22 @@ pub enum ApplyMsg {
     },
 }
 
+/// This member's proposals that were still waiting when a snapshot from the
+/// leader replaced its state. Each was either committed inside the snapshot
+/// (its entry will never be applied here, so nothing would ever answer it),
+/// comes later as a log entry, or was never committed. A ReadIndex issued
+/// after the install tells which index the leader had committed by then:
+/// once this member has applied that far, whatever is still waiting gets a
+/// definite answer at once instead of the full request timeout. The answer
+/// is "outcome unknown" (etcd's timeout due to leader failure): the entry
+/// may be in the snapshot, and nothing records which ones are.
+struct SnapshotSuspects {
+    ids: Vec<u64>,
+    read: oneshot::Receiver<Result<u64, Error>>,
+    /// The leader's commit index confirmed after the install.
+    barrier: Option<u64>,
+}
+
 struct PendingRead {
     issued: Instant,
     first_issued: Instant,
@@ -112,6 +128,7 @@ pub struct Node {
     no_leader_since: Option<Instant>,
     last_no_leader_log: Instant,
     leader: u64,
+    snapshot_suspects: Option<SnapshotSuspects>,
 }
 
 impl Node {
@@ -149,6 +166,7 @@ impl Node {
             no_leader_since: Some(now),
             last_no_leader_log: now,
             leader: 0,
+            snapshot_suspects: None,
         }
     }
 
@@ -203,6 +221,7 @@ impl Node {
                 tracing::error!(error = %e, "raft storage failed; stopping this member");
                 std::process::exit(1);
             }
+            self.settle_snapshot_suspects();
         }
         tracing::info!("raft loop stopped");
     }
@@ -604,6 +623,67 @@ impl Node {
             });
         }
         tracing::info!(index = md.index, "applied snapshot");
+        self.suspect_waiters();
         Ok(())
+    }
+
+    /// After a snapshot install: remember who is waiting, and ask the leader
+    /// how far it has committed (see `SnapshotSuspects`).
+    fn suspect_waiters(&mut self) {
+        let mut ids = self.waiters.ids();
+        if ids.is_empty() {
+            return;
+        }
+        if let Some(old) = self.snapshot_suspects.take() {
+            ids.extend(old.ids);
+            ids.sort_unstable();
+            ids.dedup();
+        }
+        let (tx, rx) = oneshot::channel();
+        self.new_reads.push(tx);
+        self.snapshot_suspects = Some(SnapshotSuspects {
+            ids,
+            read: rx,
+            barrier: None,
+        });
+    }
+
+    /// Answers the suspects still waiting once this member applied what the
+    /// leader had committed after the install: their entries, if committed
+    /// at all, were inside the snapshot or come after the barrier.
+    fn settle_snapshot_suspects(&mut self) {
+        let Some(s) = self.snapshot_suspects.as_mut() else {
+            return;
+        };
+        if s.barrier.is_none() {
+            match s.read.try_recv() {
+                Ok(Ok(index)) => s.barrier = Some(index),
+                Err(oneshot::error::TryRecvError::Empty) => return,
+                // The read itself timed out: so do the waiters, on their own.
+                Ok(Err(_)) | Err(oneshot::error::TryRecvError::Closed) => {
+                    self.snapshot_suspects = None;
+                    return;
+                }
+            }
+        }
+        if s.barrier.is_some_and(|b| self.applied >= b) {
+            let Some(s) = self.snapshot_suspects.take() else {
+                return;
+            };
+            let mut answered = 0usize;
+            for id in s.ids {
+                if self.waiters.is_registered(id) {
+                    self.waiters
+                        .complete(id, Err(Error::TimeoutDueToLeaderFail));
+                    answered += 1;
+                }
+            }
+            if answered > 0 {
+                tracing::info!(
+                    proposals = answered,
+                    "answered proposals a snapshot may have covered: outcome unknown"
+                );
+            }
+        }
     }
 }

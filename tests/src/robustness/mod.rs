@@ -350,6 +350,43 @@ fn baseline(h: &History, faults: &[FaultRecord], workload_end_ms: u64) -> Option
 }
 
 /// Runs one robustness run against the harness's target (see `target()`).
+/// Launches a three-member cluster whose peer traffic all passes through a
+/// fault proxy: each member listens for peers on `host:2381` and advertises
+/// `host:2380`, where the proxy listens (see docs/robustness.md). `opts`
+/// gives everything else; its hosts and peer port are chosen here. The
+/// members are launched, not yet waited for.
+pub fn proxied_cluster(opts: Options, seed: u64) -> Result<(Cluster, PeerProxy)> {
+    let hosts: Vec<String> = (0..MEMBERS)
+        .map(|_| crate::free_host(&[2379, 2380, REAL_PEER_PORT]))
+        .collect();
+    let cluster = Cluster::launch(Options {
+        hosts: Some(hosts),
+        peer_listen_port: Some(REAL_PEER_PORT),
+        ..opts
+    });
+    let routes: Vec<Route> = cluster
+        .members
+        .iter()
+        .enumerate()
+        .map(|(i, m)| Route {
+            member: i,
+            listen: m.peer_addr(),
+            upstream: format!("{}:{}", m.host, m.listen_peer_port)
+                .parse()
+                .expect("peer addr"),
+        })
+        .collect();
+    // A member's data dir flag is unique to it (and survives restarts).
+    let needles: Vec<String> = cluster
+        .members
+        .iter()
+        .map(|m| format!("--data-dir={}", m.data_dir.display()))
+        .collect();
+    let proxy = PeerProxy::start(MEMBERS, &routes, Arc::new(ProcIdentify::new(needles)), seed)
+        .context("starting the peer proxy")?;
+    Ok((cluster, proxy))
+}
+
 pub fn run(cfg: &RunConfig) -> Result<RunReport> {
     let target = crate::target();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -369,12 +406,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunReport> {
         (None, None)
     };
 
-    let hosts: Vec<String> = (0..MEMBERS)
-        .map(|_| crate::free_host(&[2379, 2380, REAL_PEER_PORT]))
-        .collect();
     let opts = Options {
-        hosts: Some(hosts),
-        peer_listen_port: Some(REAL_PEER_PORT),
         data_dirs: disks
             .as_ref()
             .map(|d| nemesis::data_dirs(d, MEMBERS))
@@ -383,34 +415,8 @@ pub fn run(cfg: &RunConfig) -> Result<RunReport> {
         token: format!("rb-{}", cfg.seed),
         ..Options::default()
     };
-    let cluster = Cluster::launch(opts);
-    let routes: Vec<Route> = cluster
-        .members
-        .iter()
-        .enumerate()
-        .map(|(i, m)| Route {
-            member: i,
-            listen: m.peer_addr(),
-            upstream: format!("{}:{}", m.host, m.listen_peer_port)
-                .parse()
-                .expect("peer addr"),
-        })
-        .collect();
-    // A member's data dir flag is unique to it (and survives restarts).
-    let needles: Vec<String> = cluster
-        .members
-        .iter()
-        .map(|m| format!("--data-dir={}", m.data_dir.display()))
-        .collect();
-    let proxy = Arc::new(
-        PeerProxy::start(
-            MEMBERS,
-            &routes,
-            Arc::new(ProcIdentify::new(needles)),
-            cfg.seed,
-        )
-        .context("starting the peer proxy")?,
-    );
+    let (cluster, proxy) = proxied_cluster(opts, cfg.seed)?;
+    let proxy = Arc::new(proxy);
     cluster.wait_healthy(HEALTHY_TIMEOUT);
     let endpoints = cluster.endpoint_list();
     let cluster = Arc::new(Mutex::new(cluster));
