@@ -37,10 +37,20 @@ pub enum FaultKind {
     /// Restart a member with its wall clock shifted (only where the binary
     /// has a hook for it: Cairn's `CAIRN_TEST_CLOCK_OFFSET_MS`).
     ClockSkew,
+    /// SIGKILL a member, damage the tail of its newest journal file (zero
+    /// or flip bits in its last bytes), start it again. It must recover
+    /// safely or refuse to start with a clear error (then the original
+    /// file is put back, as an operator would restore it).
+    CorruptTail,
+    /// Hand leadership to a follower (MoveLeader).
+    MoveLeader,
+    /// Membership under load: remove a follower, wipe its data dir, add it
+    /// back as a learner, promote it once it caught up.
+    ReplaceMember,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 11] = [
+    pub const ALL: [FaultKind; 14] = [
         FaultKind::IsolateLeader,
         FaultKind::IsolateFollower,
         FaultKind::OneWayFromLeader,
@@ -52,6 +62,9 @@ impl FaultKind {
         FaultKind::Restart,
         FaultKind::DiskFull,
         FaultKind::ClockSkew,
+        FaultKind::CorruptTail,
+        FaultKind::MoveLeader,
+        FaultKind::ReplaceMember,
     ];
 
     pub fn name(self) -> &'static str {
@@ -67,6 +80,9 @@ impl FaultKind {
             FaultKind::Restart => "restart",
             FaultKind::DiskFull => "disk-full",
             FaultKind::ClockSkew => "clock-skew",
+            FaultKind::CorruptTail => "corrupt-tail",
+            FaultKind::MoveLeader => "move-leader",
+            FaultKind::ReplaceMember => "replace-member",
         }
     }
 

@@ -132,6 +132,21 @@ fn disk_full() {
 }
 
 #[test]
+fn corrupt_tail() {
+    short(FaultKind::CorruptTail, 22);
+}
+
+#[test]
+fn move_leader() {
+    short(FaultKind::MoveLeader, 23);
+}
+
+#[test]
+fn replace_member() {
+    short(FaultKind::ReplaceMember, 24);
+}
+
+#[test]
 fn clock_skew() {
     short(FaultKind::ClockSkew, 21);
 }

@@ -23,6 +23,9 @@ const TMPFS_MIB: u64 = 256;
 /// How long a restarted member may take to answer /health again before the
 /// nemesis moves on (the run records it).
 const RESTART_HEALTH_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long each step of replacing a member (remove, add, promote) is
+/// retried while the cluster settles.
+const REPLACE_STEP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A fault as it was carried out.
 #[derive(Debug, Clone, Serialize)]
@@ -384,7 +387,205 @@ impl Nemesis {
                 self.set_clock_offset(m, Some(offset_ms));
                 Some(Box::new(move |s: &Nemesis| s.set_clock_offset(m, None)))
             }
+            FaultKind::CorruptTail => {
+                let m = self.rng.below(n as u64) as usize;
+                rec.targets = vec![m];
+                rec.detail = self.corrupt_tail(m);
+                None
+            }
+            FaultKind::MoveLeader => {
+                let Some(l) = self.leader() else {
+                    rec.detail = "no leader found; nothing moved".into();
+                    return None;
+                };
+                let followers: Vec<usize> = (0..n).filter(|i| *i != l).collect();
+                let to = *self.rng.pick(&followers);
+                rec.targets = vec![l, to];
+                let mut c = self.clients[l].clone();
+                let id = self.ids[to];
+                let r = self.rt.block_on(async {
+                    tokio::time::timeout(Duration::from_secs(5), c.move_leader(id)).await
+                });
+                rec.detail = match r {
+                    Ok(Ok(_)) => format!("leadership moved from m{} to m{}", l + 1, to + 1),
+                    Ok(Err(e)) => format!("moving leadership m{} → m{} failed: {e}", l + 1, to + 1),
+                    Err(_) => format!("moving leadership m{} → m{} timed out", l + 1, to + 1),
+                };
+                None
+            }
+            FaultKind::ReplaceMember => {
+                let (m, why) = self.pick_follower();
+                rec.targets = vec![m];
+                match self.replace_member(m) {
+                    Ok(d) => {
+                        rec.detail = format!(
+                            "m{} ({why}) removed, data dir wiped, added back as a learner, promoted: {d}",
+                            m + 1
+                        )
+                    }
+                    Err(e) => {
+                        rec.detail = format!("replacing m{} ({why}) failed: {e}", m + 1);
+                        self.errors
+                            .lock()
+                            .expect("errors lock")
+                            .push(rec.detail.clone());
+                    }
+                }
+                None
+            }
         }
+    }
+
+    /// Kills member `m`, damages the tail of its newest journal file, and
+    /// starts it again. Says what was done and how the member took it.
+    fn corrupt_tail(&mut self, m: usize) -> String {
+        let data_dir = {
+            let mut c = self.cluster.lock().expect("cluster lock");
+            c.kill(m);
+            c.members[m].data_dir.clone()
+        };
+        let ext = if self.target == Target::Cairn {
+            "jnl"
+        } else {
+            "wal"
+        };
+        let Some(file) = newest_file(&data_dir, ext) else {
+            self.restart(m);
+            return format!(
+                "m{}: no .{ext} file found under {}",
+                m + 1,
+                data_dir.display()
+            );
+        };
+        let original = match std::fs::read(&file) {
+            Ok(b) => b,
+            Err(e) => {
+                self.restart(m);
+                return format!("m{}: cannot read {}: {e}", m + 1, file.display());
+            }
+        };
+        let mut damaged = original.clone();
+        // Journals are preallocated with zeros: the data ends at the last
+        // non-zero byte.
+        let end = damaged.iter().rposition(|b| *b != 0).map_or(0, |p| p + 1);
+        let span = (self.rng.range(1, 4096) as usize).min(end);
+        let what = if self.rng.chance(0.5) {
+            // A torn write: the last bytes never reached the disk.
+            damaged[end - span..end].fill(0);
+            format!("last {span} bytes zeroed")
+        } else {
+            let at = end - span;
+            let bit = self.rng.below(8) as u8;
+            damaged[at] ^= 1 << bit;
+            format!("bit {bit} flipped {span} bytes before the end")
+        };
+        let name = file
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if let Err(e) = std::fs::write(&file, &damaged) {
+            self.restart(m);
+            return format!("m{}: cannot write {name}: {e}", m + 1);
+        }
+        let before = format!(
+            "m{} SIGKILLed; journal {name} ({end} bytes of data): {what}",
+            m + 1
+        );
+        {
+            let mut c = self.cluster.lock().expect("cluster lock");
+            c.restart(m);
+        }
+        if self.wait_member_healthy(m, RESTART_HEALTH_TIMEOUT) {
+            return format!("{before}; restarted and healthy");
+        }
+        let (running, log) = {
+            let mut c = self.cluster.lock().expect("cluster lock");
+            let running = c.members[m].is_running();
+            (running, crate::tail(&c.members[m].log(), 3))
+        };
+        // Detected: a clear refusal to start. Put the original back, as an
+        // operator restoring the file would, so the run goes on.
+        let outcome = if running {
+            // Neither recovered nor a clear refusal: a hang is a finding.
+            let o = format!("restarted but not healthy after {RESTART_HEALTH_TIMEOUT:?}");
+            self.errors
+                .lock()
+                .expect("errors lock")
+                .push(format!("{before}: {o}; log tail:\n{log}"));
+            o
+        } else {
+            "refused to start".to_string()
+        };
+        self.notes
+            .lock()
+            .expect("notes lock")
+            .push(format!("{before}: {outcome}; log tail:\n{log}"));
+        self.cluster.lock().expect("cluster lock").kill(m);
+        let restored = std::fs::write(&file, &original);
+        self.restart(m);
+        format!("{before}; {outcome}; original restored ({restored:?}) and restarted")
+    }
+
+    /// Removes member `m`, wipes its data dir, adds it back as a learner on
+    /// the same URLs and promotes it once it caught up. Updates `ids`.
+    fn replace_member(&mut self, m: usize) -> Result<String, String> {
+        let n = self.ids.len();
+        let via = (m + 1) % n;
+        let c = self.clients[via].clone();
+        let old_id = self.ids[m];
+        let started = Instant::now();
+        retry(&self.rt, REPLACE_STEP_TIMEOUT, || {
+            let mut c = c.clone();
+            async move { c.member_remove(old_id).await.map(|_| ()) }
+        })
+        .map_err(|e| format!("member remove: {e}"))?;
+        let (data_dir, peer_url) = {
+            let mut cl = self.cluster.lock().expect("cluster lock");
+            cl.kill(m);
+            (cl.members[m].data_dir.clone(), cl.members[m].peer_url())
+        };
+        std::fs::remove_dir_all(&data_dir)
+            .map_err(|e| format!("wiping {}: {e}", data_dir.display()))?;
+        let url = peer_url.clone();
+        let new_id = retry(&self.rt, REPLACE_STEP_TIMEOUT, || {
+            let mut c = c.clone();
+            let url = url.clone();
+            async move {
+                let r = c
+                    .member_add(
+                        [url],
+                        Some(etcd_client::MemberAddOptions::new().with_is_learner()),
+                    )
+                    .await?;
+                Ok(r.member().map_or(0, |mb| mb.id()))
+            }
+        })
+        .map_err(|e| format!("member add --learner: {e}"))?;
+        {
+            let mut cl = self.cluster.lock().expect("cluster lock");
+            let initial: Vec<String> = cl
+                .members
+                .iter()
+                .map(|mb| format!("{}={}", mb.name, mb.peer_url()))
+                .collect();
+            cl.join(m, &initial.join(","));
+        }
+        self.ids[m] = new_id;
+        // Promotion is refused until the learner is in sync with the leader.
+        retry(&self.rt, REPLACE_STEP_TIMEOUT * 2, || {
+            let mut c = c.clone();
+            async move { c.member_promote(new_id).await.map(|_| ()) }
+        })
+        .map_err(|e| format!("member promote: {e}"))?;
+        if !self.wait_member_healthy(m, RESTART_HEALTH_TIMEOUT) {
+            return Err(format!(
+                "not healthy {RESTART_HEALTH_TIMEOUT:?} after promotion"
+            ));
+        }
+        Ok(format!(
+            "new ID {new_id:x}, voter again after {:?}",
+            started.elapsed()
+        ))
     }
 
     fn set_clock_offset(&self, m: usize, offset_ms: Option<i64>) {
@@ -472,6 +673,55 @@ impl Nemesis {
         }
         self.check_members("at the end");
     }
+}
+
+/// Calls `f` until it succeeds or `timeout` passed (each call bounded too).
+fn retry<T, F, Fut>(rt: &tokio::runtime::Handle, timeout: Duration, mut f: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let r = rt.block_on(async { tokio::time::timeout(Duration::from_secs(3), f()).await });
+        let e = match r {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "timed out".to_string(),
+        };
+        if Instant::now() >= deadline {
+            return Err(e);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// The file with extension `ext` under `dir` (recursively) whose name sorts
+/// last: journals and WAL segments are numbered, the newest holds the tail.
+fn newest_file(dir: &std::path::Path, ext: &str) -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == ext) {
+                found.push(p);
+            }
+        }
+    }
+    // Numbered names: compare by length first so that 10 sorts after 9.
+    found.into_iter().max_by_key(|p| {
+        let name = p
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        (name.len(), name)
+    })
 }
 
 /// The data dirs of the disk-fault tmpfs mounts, for `Options::data_dirs`.
