@@ -57,6 +57,31 @@ pub struct RobustnessArgs {
     /// Pass --snapshot-count to the members.
     #[arg(long)]
     snapshot_count: Option<u64>,
+    /// Run nothing: summarize the reports already in the output directory
+    /// (e.g. of a campaign that was stopped early).
+    #[arg(long)]
+    summarize: bool,
+}
+
+/// The `report-<target>-<seed>.json` files in `out`, by target.
+fn existing_reports(out: &Path) -> Result<BTreeMap<&'static str, Vec<PathBuf>>> {
+    let mut reports: BTreeMap<&'static str, Vec<PathBuf>> = BTreeMap::new();
+    for e in std::fs::read_dir(out).with_context(|| format!("cannot read {}", out.display()))? {
+        let p = e?.path();
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        for t in ["cairn", "etcd"] {
+            if name.starts_with(&format!("report-{t}-")) && name.ends_with(".json") {
+                reports.entry(t).or_default().push(p.clone());
+            }
+        }
+    }
+    for v in reports.values_mut() {
+        v.sort();
+    }
+    Ok(reports)
 }
 
 /// Builds cairn and cairn-robustness; returns (cairn, runner).
@@ -103,6 +128,12 @@ pub fn run(args: RobustnessArgs) -> Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| target_dir().join("robustness"));
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    if args.summarize {
+        let summary = summarize(&existing_reports(&out)?)?;
+        print!("{summary}");
+        std::fs::write(out.join("summary.md"), &summary)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let (cairn, runner) = build(args.debug)?;
     eprintln!(
         "robustness: {runs} run(s) of {seconds} s per target from seed {seed}; reports in {}",
@@ -169,6 +200,11 @@ struct Totals {
     ok: u64,
     failed: u64,
     unknown: u64,
+    /// Runs with at least one such fault, and the violations in them (a
+    /// run mixes faults: its violations count for each of its kinds).
+    runs: u64,
+    run_violations: u64,
+    run_lost_writes: u64,
 }
 
 /// Totals over a target's runs.
@@ -182,8 +218,23 @@ struct RunTotals {
     ops_failed: u64,
     ops_unknown: u64,
     violations: u64,
+    /// Acknowledged writes the durability check covered, and those it found
+    /// lost.
+    acked: u64,
+    lost: u64,
+    faults: u64,
     /// Raft term increase over the runs (an upper bound on elections).
     terms: u64,
+}
+
+/// Durability findings of kind "lost-write" in a run report.
+fn lost_writes(r: &Value) -> u64 {
+    r["check"]["durability"]["violations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|f| f["kind"].as_str() == Some("lost-write"))
+        .count() as u64
 }
 
 fn mean(v: &[f64]) -> Option<f64> {
@@ -211,18 +262,29 @@ fn summarize(reports: &BTreeMap<&str, Vec<PathBuf>>) -> Result<String> {
                 o.ops_failed += r["ops_failed"].as_u64().unwrap_or(0);
                 o.ops_unknown += r["ops_unknown"].as_u64().unwrap_or(0);
                 o.violations += r["violations"].as_u64().unwrap_or(0);
+                o.acked += r["check"]["durability"]["acknowledged"]
+                    .as_u64()
+                    .unwrap_or(0);
+                o.lost += lost_writes(&r);
+                let mut kinds_here = std::collections::BTreeSet::new();
                 o.terms += r["term_end"]
                     .as_u64()
                     .unwrap_or(0)
                     .saturating_sub(r["term_start"].as_u64().unwrap_or(0));
                 for fault in r["faults"].as_array().into_iter().flatten() {
                     let kind = fault["kind"].as_str().unwrap_or("?").to_string();
-                    let tot = per.entry(t).or_default().entry(kind).or_default();
+                    let tot = per.entry(t).or_default().entry(kind.clone()).or_default();
+                    if kinds_here.insert(kind) {
+                        tot.runs += 1;
+                        tot.run_violations += r["violations"].as_u64().unwrap_or(0);
+                        tot.run_lost_writes += lost_writes(&r);
+                    }
                     if !fault["skipped"].is_null() {
                         tot.skipped += 1;
                         continue;
                     }
                     tot.faults += 1;
+                    o.faults += 1;
                     if let Some(a) = fault["write_availability"].as_f64() {
                         tot.availability.push(a);
                     }
@@ -240,14 +302,14 @@ fn summarize(reports: &BTreeMap<&str, Vec<PathBuf>>) -> Result<String> {
     let targets: Vec<&str> = reports.keys().copied().collect();
     let mut s = String::from("\n## Robustness summary\n\n");
     s.push_str(
-        "| target | runs | passed | failed | undecided | ops ok | failed | unknown | violations | terms |\n",
+        "| target | runs | passed | failed | undecided | ops ok | failed | unknown | faults | violations | acked writes | lost | terms |\n",
     );
-    s.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
+    s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for t in &targets {
         let o = overall.get(t).copied().unwrap_or_default();
         let _ = writeln!(
             s,
-            "| {t} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {t} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             o.runs,
             o.passed,
             o.failed,
@@ -255,19 +317,25 @@ fn summarize(reports: &BTreeMap<&str, Vec<PathBuf>>) -> Result<String> {
             o.ops_ok,
             o.ops_failed,
             o.ops_unknown,
+            o.faults,
             o.violations,
+            o.acked,
+            o.lost,
             o.terms
         );
     }
     s.push_str("\nPer fault kind (means over the faults; availability = share of 100 ms slots with an acknowledged write; recovery = heal until a write succeeds through every member; ops invoked during the fault):\n\n");
     let _ = write!(s, "| fault |");
     for t in &targets {
-        let _ = write!(s, " {t}: n | avail | recovery | ok/failed/unknown |");
+        let _ = write!(
+            s,
+            " {t}: runs | faults | violations / lost writes | avail | recovery | ok/failed/unknown |"
+        );
     }
     s.push('\n');
     let _ = write!(s, "|---|");
     for _ in &targets {
-        s.push_str("---|---|---|---|");
+        s.push_str("---|---|---|---|---|---|");
     }
     s.push('\n');
     let kinds: std::collections::BTreeSet<&String> = per.values().flat_map(|m| m.keys()).collect();
@@ -276,7 +344,11 @@ fn summarize(reports: &BTreeMap<&str, Vec<PathBuf>>) -> Result<String> {
         for t in &targets {
             match per.get(t).and_then(|m| m.get(k)) {
                 Some(x) if x.faults == 0 => {
-                    let _ = write!(s, " 0 (skipped {}) | - | - | - |", x.skipped);
+                    let _ = write!(
+                        s,
+                        " {} | 0 (skipped {}) | - | - | - | - |",
+                        x.runs, x.skipped
+                    );
                 }
                 Some(x) => {
                     let avail = mean(&x.availability).map_or("-".into(), |a| format!("{a:.2}"));
@@ -289,12 +361,18 @@ fn summarize(reports: &BTreeMap<&str, Vec<PathBuf>>) -> Result<String> {
                     };
                     let _ = write!(
                         s,
-                        " {} | {avail} | {rec}{unrec} | {}/{}/{} |",
-                        x.faults, x.ok, x.failed, x.unknown
+                        " {} | {} | {} / {} | {avail} | {rec}{unrec} | {}/{}/{} |",
+                        x.runs,
+                        x.faults,
+                        x.run_violations,
+                        x.run_lost_writes,
+                        x.ok,
+                        x.failed,
+                        x.unknown
                     );
                 }
                 None => {
-                    let _ = write!(s, " - | - | - | - |");
+                    let _ = write!(s, " - | - | - | - | - | - |");
                 }
             }
         }

@@ -23,6 +23,11 @@ const TMPFS_MIB: u64 = 256;
 /// How long a restarted member may take to answer /health again before the
 /// nemesis moves on (the run records it).
 const RESTART_HEALTH_TIMEOUT: Duration = Duration::from_secs(20);
+/// What Cairn's prober logs when a peer's clock is off by more than 1 s.
+const DRIFT_WARNING: &str = "the clock difference against peer";
+/// How long past a clock fault's planned end the nemesis waits for that
+/// warning (probes run every 2 s; the skewed member restarted first).
+const DRIFT_WARNING_TIMEOUT: Duration = Duration::from_secs(8);
 /// How long each step of replacing a member (remove, add, promote) is
 /// retried while the cluster settles.
 const REPLACE_STEP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -384,8 +389,36 @@ impl Nemesis {
                     "m{} restarted with its wall clock {offset_ms} ms off (what it reports to peers)",
                     m + 1
                 );
+                let before = self.drift_warnings();
                 self.set_clock_offset(m, Some(offset_ms));
-                Some(Box::new(move |s: &Nemesis| s.set_clock_offset(m, None)))
+                Some(Box::new(move |s: &Nemesis| {
+                    // The peers' probers must notice (one probe per 2 s).
+                    let deadline = Instant::now() + DRIFT_WARNING_TIMEOUT;
+                    let warned = loop {
+                        let now = s.drift_warnings();
+                        let warned: Vec<String> = (0..now.len())
+                            .filter(|i| now[*i] > before.get(*i).copied().unwrap_or(0))
+                            .map(|i| format!("m{}", i + 1))
+                            .collect();
+                        if !warned.is_empty() || Instant::now() >= deadline {
+                            break warned;
+                        }
+                        std::thread::sleep(Duration::from_millis(200));
+                    };
+                    if warned.is_empty() {
+                        s.errors.lock().expect("errors lock").push(format!(
+                            "m{} ran {offset_ms} ms off and no member logged a clock-drift warning",
+                            m + 1
+                        ));
+                    } else {
+                        s.notes.lock().expect("notes lock").push(format!(
+                            "m{} ran {offset_ms} ms off: clock-drift warning logged by {}",
+                            m + 1,
+                            warned.join(", ")
+                        ));
+                    }
+                    s.set_clock_offset(m, None)
+                }))
             }
             FaultKind::CorruptTail => {
                 let m = self.rng.below(n as u64) as usize;
@@ -586,6 +619,15 @@ impl Nemesis {
             "new ID {new_id:x}, voter again after {:?}",
             started.elapsed()
         ))
+    }
+
+    /// How many clock-drift warnings each member has logged so far.
+    fn drift_warnings(&self) -> Vec<usize> {
+        let c = self.cluster.lock().expect("cluster lock");
+        c.members
+            .iter()
+            .map(|m| m.log().matches(DRIFT_WARNING).count())
+            .collect()
     }
 
     fn set_clock_offset(&self, m: usize, offset_ms: Option<i64>) {
