@@ -528,8 +528,17 @@ impl Nemesis {
             let mut c = self.cluster.lock().expect("cluster lock");
             c.restart(m);
         }
-        if self.wait_member_healthy(m, RESTART_HEALTH_TIMEOUT) {
-            return format!("{before}; restarted and healthy");
+        // Healthy, or exited (a refusal): whichever comes first.
+        let addr = self.cluster.lock().expect("cluster lock").members[m].client_addr();
+        let deadline = Instant::now() + RESTART_HEALTH_TIMEOUT;
+        while Instant::now() < deadline {
+            if crate::health(&addr) == Some(true) {
+                return format!("{before}; restarted and healthy");
+            }
+            if !self.cluster.lock().expect("cluster lock").members[m].is_running() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
         let (running, log) = {
             let mut c = self.cluster.lock().expect("cluster lock");
