@@ -352,9 +352,15 @@ impl RecordReader {
                     len_bytes: rec_len,
                 });
             }
-            let mut buf = vec![0u8; (rec_len + pad) as usize];
-            let n = read_full(&mut seg.reader, &mut buf).map_err(io)?;
-            if n < buf.len() {
+            // Grown as the bytes arrive, not allocated from the length word:
+            // a damaged word must not cost its 10 MiB before the file
+            // turns out shorter (docs/security.md).
+            let want = rec_len + pad;
+            let mut buf = Vec::with_capacity(want.min(64 * 1024) as usize);
+            let n = std::io::Read::take(&mut seg.reader, want)
+                .read_to_end(&mut buf)
+                .map_err(io)?;
+            if (n as u64) < want {
                 return self.torn_or(
                     last,
                     file,

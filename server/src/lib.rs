@@ -12,12 +12,15 @@ pub mod crash;
 pub mod error;
 pub mod etcdserver;
 pub mod files;
+#[doc(hidden)]
+pub mod fuzz_api;
 pub mod ids;
 pub mod logging;
 pub mod metrics;
 pub mod net;
 pub mod pb;
 pub mod policy;
+pub mod raftwire;
 pub mod state;
 pub mod storage;
 pub mod tls;

@@ -531,7 +531,7 @@ fn a_raft_panic_ends_the_process_and_a_restart_rejoins() {
 /// RUSTSEC-2024-0437 (unbounded recursion into nested groups). Its 2.28
 /// `skip_group` happens to refuse a nested group rather than recurse, but we
 /// do not lean on that: peer bytes pass our own bounded wire check first
-/// (`transport::wire`), which refuses any group, and the member serves on.
+/// (`raftwire`), which refuses any group, and the member serves on.
 #[test]
 fn nested_groups_in_a_raft_message_are_refused() {
     let c = Cluster::start(Options::default());

@@ -695,6 +695,11 @@ fn password_authenticator_logs_in_on_every_member() {
     assert!(root.ends_with("\n200"), "{root}");
     let body: serde_json::Value = serde_json::from_str(root.rsplit_once('\n').unwrap().0).unwrap();
     let root_token = body["token"].as_str().expect("a token").to_owned();
+    let vouched = || {
+        let l = plugin_json(&eps[0], &["list", "--auth-token", &root_token]);
+        l["plugins"][0]["vouched_under_auth"].clone()
+    };
+    assert_eq!(vouched(), serde_json::json!(false));
     // Anonymous callers may not change the set now.
     let (_, err, code) = plugin(&eps[0], &["remove", "pw"]);
     assert_ne!(code, Some(0), "{err}");
@@ -710,6 +715,7 @@ fn password_authenticator_logs_in_on_every_member() {
             &root_token,
         ],
     );
+    assert_eq!(vouched(), serde_json::json!(true));
     let o = as_user(&eps[1], "alice:open-sesame", &["get", "/secure/alice/x"]);
     assert!(
         !o.status.success() && out(&o).contains("permission denied"),

@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 /// layers `< n` only. The root files (`lib.rs`, `main.rs`) are above all.
 pub const LAYERS: &[&[&str]] = &[
     // Infrastructure every layer may use.
-    &["pb", "metrics", "crash", "ids", "logging", "files"],
+    &[
+        "pb", "raftwire", "metrics", "crash", "ids", "logging", "files",
+    ],
     &["tls"],
     // Listeners, the HTTP client, Go's HTTP rules, the :authority rewriter.
     &["net"],
@@ -31,7 +33,8 @@ pub const LAYERS: &[&[&str]] = &[
     &["etcdserver"],
     &["api"],
     &["cli"],
-    &["boot"],
+    // The composition root, and the fuzz targets' entry points.
+    &["boot", "fuzz_api"],
 ];
 
 /// The layer of a top-level module, if it has one.

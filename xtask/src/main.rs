@@ -4,6 +4,10 @@
 //! - `cargo xtask test`: the project's one test command (lint + whole suite).
 //! - `cargo xtask cluster up|down|status|logs|stop|start|restart|kill|add|remove`:
 //!   a local cluster (three members to start with), one config file per member.
+//! - `cargo xtask fuzz [TARGET...] [--seconds N] [--seed S]`: the fuzz
+//!   targets (`fuzz/`) on the checked-in corpus; findings in `fuzz/crashes/`.
+//! - `cargo xtask deny [--advisories]`: cargo-deny's license, duplicate,
+//!   ban and source checks (`deny.toml`); the advisory database on request.
 //! - `cargo xtask plugins build`: builds the example WASM plugins into
 //!   `plugins/dist/` (needs the wasm32-wasip2 target).
 //! - `cargo xtask robustness`: fault-injection runs with history checks,
@@ -18,6 +22,8 @@
 mod bench;
 mod bench_plugins;
 mod cluster;
+mod deny;
+mod fuzz;
 mod health;
 mod layers;
 mod plugins;
@@ -67,6 +73,11 @@ enum Command {
     /// Print the server's module layers and any import that goes up or
     /// sideways (the structural check `cargo xtask test` runs).
     Layers,
+    /// Run the fuzz targets (all when none is named) for a while each.
+    Fuzz(fuzz::FuzzArgs),
+    /// Supply-chain checks with cargo-deny (licenses, bans, sources;
+    /// advisories with --advisories).
+    Deny(deny::DenyArgs),
     /// Build the example WASM policy plugins into plugins/dist/.
     Plugins {
         #[command(subcommand)]
@@ -174,6 +185,8 @@ fn main() -> ExitCode {
         Command::Plugins { action } => plugins::run(action),
         Command::Robustness(args) => robustness::run(args),
         Command::Layers => layers::run(&layers::server_src()),
+        Command::Fuzz(args) => fuzz::run(args),
+        Command::Deny(args) => deny::run(args),
     };
     match result {
         Ok(code) => code,

@@ -34,6 +34,7 @@ pub fn run(args: TestArgs) -> Result<ExitCode> {
         let mut clippy = cargo();
         clippy.args([
             "clippy",
+            "--locked",
             "--workspace",
             "--all-targets",
             "--",
@@ -42,6 +43,17 @@ pub fn run(args: TestArgs) -> Result<ExitCode> {
         ]);
         add_protoc_to_path(&mut clippy)?;
         run_streamed(&mut clippy)?;
+    }
+
+    // Supply chain (deny.toml). cargo-deny is a dev tool that takes minutes
+    // to build, so CI does not install it: checked here when present.
+    if crate::deny::available() {
+        crate::deny::check(false).context("cargo deny found a problem (deny.toml)")?;
+    } else {
+        eprintln!(
+            "xtask: cargo-deny not installed: skipping the license, ban and source checks \
+             (cargo install cargo-deny --locked)"
+        );
     }
 
     if let Some(bin) = std::env::var_os("CAIRN_BIN").filter(|b| !b.is_empty()) {
@@ -56,13 +68,13 @@ pub fn run(args: TestArgs) -> Result<ExitCode> {
     // package's tests. xtask is normally the binary running this very code
     // (`cargo xtask` builds it in the same profile), so that part is a no-op.
     run_streamed(cargo().args([
-        "build", "-p", "cairn", "--bin", "cairn", "-p", "xtask", "--bin", "xtask",
+        "build", "--locked", "-p", "cairn", "--bin", "cairn", "-p", "xtask", "--bin", "xtask",
     ]))?;
 
     let mut suite = if nextest_available() {
         eprintln!("xtask: running the suite with cargo-nextest");
         let mut cmd = cargo();
-        cmd.args(["nextest", "run", "--workspace"]);
+        cmd.args(["nextest", "run", "--locked", "--workspace"]);
         // CI gets the `ci` profile from .config/nextest.toml (no retries,
         // every test on a timeout); locally the default profile is the same
         // apart from that being implicit.
@@ -77,7 +89,7 @@ pub fn run(args: TestArgs) -> Result<ExitCode> {
              (install nextest for per-test timeouts: `cargo install cargo-nextest --locked`)"
         );
         let mut cmd = cargo();
-        cmd.args(["test", "--workspace"]);
+        cmd.args(["test", "--locked", "--workspace"]);
         // nextest's arguments mean nothing to libtest; the most useful common
         // ground is a test-name filter, which both accept before `--`.
         cmd.args(&args.extra);

@@ -39,6 +39,21 @@ const QUOTA_RETRY: Duration = Duration::from_secs(1);
 
 static SNAPSHOT_SLOTS: LazyLock<Arc<Semaphore>> =
     LazyLock::new(|| Arc::new(Semaphore::new(MAX_CONCURRENT_SNAPSHOTS)));
+/// Whole-database hashes (Hash, HashKV) computed at once: each reads every
+/// record, so more would only split the same disk and CPU.
+const MAX_CONCURRENT_SCANS: usize = 2;
+static SCAN_SLOTS: Semaphore = Semaphore::const_new(MAX_CONCURRENT_SCANS);
+
+/// A scan slot, waited for at most the request timeout; `too many
+/// requests` otherwise (docs/security.md).
+async fn scan_slot(srv: &EtcdServer) -> Result<tokio::sync::SemaphorePermit<'static>, Status> {
+    match tokio::time::timeout(srv.request_timeout(), SCAN_SLOTS.acquire()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        Ok(Err(_closed)) => Err(Error::Stopped.into()),
+        Err(_elapsed) => Err(Error::TooManyRequests.into()),
+    }
+}
+
 /// One defragmentation at a time (etcd serializes them too).
 static DEFRAG: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -210,6 +225,7 @@ impl Maintenance for MaintenanceService {
         check_leader(&self.srv, &req)?;
         check_maintenance_admin(&self.srv)?;
         let srv = &self.srv;
+        let _slot = scan_slot(srv).await?;
         let rev = srv.store.current_rev();
         let db = srv.db.clone();
         let hash = tokio::task::spawn_blocking(move || checksum::hash_state_machine(&db))
@@ -230,6 +246,7 @@ impl Maintenance for MaintenanceService {
         check_maintenance_admin(&self.srv)?;
         let srv = &self.srv;
         let rev = req.into_inner().revision;
+        let _slot = scan_slot(srv).await?;
         let store = Arc::clone(&srv.store);
         let h = tokio::task::spawn_blocking(move || store.hash_kv(rev))
             .await

@@ -119,7 +119,7 @@ impl PeerService {
     }
 
     fn decode(&self, from: u64, bytes: &[u8]) -> Result<Message, Status> {
-        crate::transport::wire::check_raft_message(bytes)
+        crate::raftwire::check_raft_message(bytes)
             .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))?;
         let mut m = Message::default();
         m.merge_from_bytes(bytes)

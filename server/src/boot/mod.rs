@@ -442,6 +442,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
             tokens,
             bcrypt_cost: cfg.bcrypt_cost,
             verified: Default::default(),
+            bcrypt_slots: crate::etcdserver::auth::bcrypt_slots(),
         })
     };
     // Policy plugins: a malformed [plugins] table stops the start.

@@ -99,6 +99,20 @@ pub struct AuthState {
     pub bcrypt_cost: u32,
     /// Passwords bcrypt accepted lately (bounded, keyed fingerprints).
     pub verified: crate::auth::verified::VerifiedPasswords,
+    /// bcrypt runs at once (see [`bcrypt_slots`]).
+    pub bcrypt_slots: tokio::sync::Semaphore,
+}
+
+/// How long a password check waits for a bcrypt slot before the request
+/// is refused with `too many requests`.
+const BCRYPT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// One bcrypt slot per core. A failed login costs a full bcrypt (tens of
+/// milliseconds at cost 10) and anyone may try one, so without a bound
+/// anonymous clients could occupy every blocking thread (docs/security.md).
+pub fn bcrypt_slots() -> tokio::sync::Semaphore {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    tokio::sync::Semaphore::new(cores)
 }
 
 impl EtcdServer {
@@ -243,6 +257,15 @@ impl EtcdServer {
         Err(AuthError::AuthOldRevision.into())
     }
 
+    /// A bcrypt slot, waited for at most `BCRYPT_WAIT`.
+    async fn bcrypt_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>, Error> {
+        match tokio::time::timeout(BCRYPT_WAIT, self.auth.bcrypt_slots.acquire()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_closed)) => Err(Error::Internal("password checks are shut down".into())),
+            Err(_elapsed) => Err(Error::TooManyRequests),
+        }
+    }
+
     /// bcrypt off the async threads, skipped when the same user, password
     /// and stored hash passed lately: a burst of logins (or v2 requests,
     /// which carry Basic credentials every time) costs one bcrypt per user.
@@ -257,6 +280,7 @@ impl EtcdServer {
         if cache.contains(&fingerprint, std::time::Instant::now()) {
             return Ok(check.revision());
         }
+        let _slot = self.bcrypt_slot().await?;
         let revision = tokio::task::spawn_blocking(move || check.verify(&password))
             .await
             .map_err(|e| Error::Internal(format!("password check failed: {e}")))??;
@@ -268,6 +292,7 @@ impl EtcdServer {
     /// the caller may do it.
     pub async fn auth_write(&self, mut request: Request) -> Result<Applied, Error> {
         let cost = self.auth.bcrypt_cost;
+        let slot = self.bcrypt_slot().await?;
         // Hash passwords before they enter the log (never store plaintext).
         let hashed = tokio::task::spawn_blocking(move || {
             match &mut request {
@@ -279,6 +304,7 @@ impl EtcdServer {
         })
         .await
         .map_err(|e| Error::Internal(format!("password hashing failed: {e}")))??;
+        drop(slot);
         self.propose(hashed).await
     }
 

@@ -28,6 +28,9 @@ use tokio::sync::{Notify, mpsc};
 
 /// Changes read from the store per step (whole revisions are never split).
 const CHUNK_CHANGES: usize = 4096;
+/// And their bytes per step: 4096 values of up to `--max-request-bytes`
+/// each would otherwise make one step gigabytes (docs/security.md).
+const CHUNK_BYTES: usize = 8 << 20;
 /// How often the hub looks at unsynced watchers even without new writes.
 const IDLE_TICK: Duration = Duration::from_millis(50);
 
@@ -375,7 +378,8 @@ impl WatchHub {
             if from > to {
                 break;
             }
-            let (changes, covered) = match self.store.changes(from, to, CHUNK_CHANGES) {
+            let (changes, covered) = match self.store.changes(from, to, CHUNK_CHANGES, CHUNK_BYTES)
+            {
                 Ok(r) => r,
                 Err(MvccError::Compacted) => {
                     // Compaction overtook the hub (it waited and gave up):
@@ -483,7 +487,10 @@ impl WatchHub {
         let (changes, covered) = if from > dispatched {
             (Vec::new(), dispatched)
         } else {
-            match self.store.changes(from, dispatched, CHUNK_CHANGES) {
+            match self
+                .store
+                .changes(from, dispatched, CHUNK_CHANGES, CHUNK_BYTES)
+            {
                 Ok(r) => r,
                 Err(MvccError::Compacted) => {
                     self.cancel_compacted(self.store.compact_rev());

@@ -480,6 +480,43 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for NormalizeAuthority<S> {
     }
 }
 
+/// The HPACK pieces, for `crate::fuzz_api` only.
+pub(crate) mod fuzzing {
+    /// See `hpack::rewrite_block`.
+    pub fn rewrite_block(block: &[u8]) -> Option<Vec<u8>> {
+        super::hpack::rewrite_block(block)
+    }
+
+    /// See `huffman::decode`.
+    pub fn huffman_decode(src: &[u8]) -> Option<Vec<u8>> {
+        super::huffman::decode(src)
+    }
+
+    /// See `hpack::normalize_authority`.
+    pub fn normalize_authority(value: &[u8]) -> Option<&[u8]> {
+        super::hpack::normalize_authority(value)
+    }
+
+    /// The literal fields of a block as the rewriter's walker sees them:
+    /// (name, value) in order, the name None for a dynamic-table
+    /// reference, a static index as `Err(index)`. None if the walker calls
+    /// the block malformed or a Huffman string does not decode.
+    #[allow(clippy::type_complexity)]
+    pub fn literals(block: &[u8]) -> Option<Vec<(Option<Result<Vec<u8>, u64>>, Vec<u8>)>> {
+        let mut out = Vec::new();
+        super::hpack::walk(block, |lit| {
+            let name = match lit.name {
+                super::hpack::Name::Static(i) => Some(Err(i)),
+                super::hpack::Name::Dynamic => None,
+                super::hpack::Name::Literal(s) => Some(Ok(s.decoded()?.into_owned())),
+            };
+            out.push((name, lit.value.decoded()?.into_owned()));
+            Some(())
+        })?;
+        Some(out)
+    }
+}
+
 /// Just enough HPACK (RFC 7541) to find and rewrite `:authority` literals
 /// without keeping the decoder's table state.
 mod hpack {

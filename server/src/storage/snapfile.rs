@@ -31,6 +31,8 @@ const MAGIC: &[u8; 10] = b"CAIRNSNAP\x01";
 const TAG_END: u8 = 0;
 /// Largest key or value a record may hold; anything bigger is corruption.
 const MAX_RECORD_BYTES: u32 = 64 * 1024 * 1024;
+/// The longest key fjall stores (it asserts on longer ones, and on empty).
+const MAX_KEY_BYTES: usize = u16::MAX as usize;
 /// Records loaded per write batch when installing a snapshot.
 const LOAD_BATCH_BYTES: usize = 8 * 1024 * 1024;
 
@@ -339,8 +341,20 @@ impl<R: Read> Reader<R> {
         if n > MAX_RECORD_BYTES {
             return Err(Error::corrupt(what, format!("record of {n} bytes")));
         }
-        let mut v = vec![0u8; n as usize];
-        self.exact(&mut v).map_err(|e| Error::corrupt(what, e))?;
+        // Grown as the bytes arrive rather than allocated from the length
+        // field: a short, damaged file cannot make us allocate 64 MiB.
+        let mut v = Vec::new();
+        (&mut self.inner)
+            .take(u64::from(n))
+            .read_to_end(&mut v)
+            .map_err(|e| Error::corrupt(what, e))?;
+        if v.len() != n as usize {
+            return Err(Error::corrupt(
+                what,
+                format!("record of {n} bytes cut short at {}", v.len()),
+            ));
+        }
+        self.hasher.update(&v);
         Ok(v)
     }
 }
@@ -395,6 +409,10 @@ fn scan(
     let index = r.u64().map_err(bad)?;
     let term = r.u64().map_err(bad)?;
     let cs_bytes = r.bytes("snapshot conf state")?;
+    // Checked before rust-protobuf sees it: the checksum that would catch
+    // damage is only read at the end of the file.
+    crate::raftwire::check_conf_state(&cs_bytes)
+        .map_err(|e| Error::corrupt("snapshot conf state", e))?;
     let mut conf_state = ConfState::default();
     conf_state
         .merge_from_bytes(&cs_bytes)
@@ -412,6 +430,14 @@ fn scan(
             ));
         }
         let k = r.bytes("snapshot key")?;
+        // fjall asserts on an empty key or one over 64 KiB: a damaged file
+        // must be refused here, not panic the restore or the apply thread.
+        if k.is_empty() || k.len() > MAX_KEY_BYTES {
+            return Err(Error::corrupt(
+                "snapshot key",
+                format!("a key of {} bytes (1 to {MAX_KEY_BYTES})", k.len()),
+            ));
+        }
         let v = r.bytes("snapshot value")?;
         record(tag[0], k, v)?;
     }
@@ -540,6 +566,83 @@ mod tests {
             .flatten()
             .filter(|e| e.path().extension().is_some_and(|x| x == "snap"))
             .count()
+    }
+
+    #[test]
+    fn a_record_longer_than_the_file_is_refused() {
+        // Magic, index, term, then a conf state that claims 60 MiB and has
+        // 3 bytes. (The fuzz target snapshot-file checks the reader holds
+        // no more than it read.)
+        let mut f = MAGIC.to_vec();
+        f.extend_from_slice(&5u64.to_be_bytes());
+        f.extend_from_slice(&2u64.to_be_bytes());
+        f.extend_from_slice(&(60u32 << 20).to_be_bytes());
+        f.extend_from_slice(b"abc");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("short.snap");
+        std::fs::write(&path, &f).unwrap();
+        let err = verify(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("snapshot conf state") && err.contains("cut short at 3"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_conf_state_field_longer_than_its_record_is_refused() {
+        // Field 9, length-delimited, claiming 9 MB in a 5-byte record
+        // (rust-protobuf would allocate the 9 MB before finding out).
+        let mut f = MAGIC.to_vec();
+        f.extend_from_slice(&5u64.to_be_bytes());
+        f.extend_from_slice(&2u64.to_be_bytes());
+        let cs = [0x4a, 0x80, 0xa8, 0xa5, 0x04];
+        f.extend_from_slice(&(cs.len() as u32).to_be_bytes());
+        f.extend_from_slice(&cs);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cs.snap");
+        std::fs::write(&path, &f).unwrap();
+        let err = verify(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("snapshot conf state") && err.contains("truncated field"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn empty_and_oversized_keys_are_refused_before_anything_is_written() {
+        for key_len in [0usize, 65_536] {
+            let mut f = MAGIC.to_vec();
+            f.extend_from_slice(&5u64.to_be_bytes());
+            f.extend_from_slice(&2u64.to_be_bytes());
+            f.extend_from_slice(&0u32.to_be_bytes());
+            f.push(TAG_META);
+            f.extend_from_slice(&(key_len as u32).to_be_bytes());
+            f.extend(std::iter::repeat_n(b'k', key_len));
+            f.extend_from_slice(&1u32.to_be_bytes());
+            f.push(b'v');
+            f.push(TAG_END);
+            let digest = Sha256::digest(&f);
+            f.extend_from_slice(&digest);
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("k.snap");
+            std::fs::write(&path, &f).unwrap();
+            let err = verify(&path).unwrap_err().to_string();
+            assert!(err.contains(&format!("a key of {key_len} bytes")), "{err}");
+            // A restore refuses it too, leaving nothing behind (fjall used
+            // to panic on the empty key).
+            let data_dir = dir.path().join("restored");
+            let r = super::super::restore::restore(&super::super::restore::RestoreOptions {
+                snapshot: path.clone(),
+                data_dir: data_dir.clone(),
+                name: "m1".into(),
+                members: vec![("m1".into(), vec!["http://127.0.0.1:2380".into()])],
+                token: "t".into(),
+                skip_hash_check: false,
+            });
+            assert!(r.is_err());
+            assert!(!data_dir.exists());
+            assert!(!dir.path().join("restored.restoring").exists());
+        }
     }
 
     #[test]

@@ -11,7 +11,6 @@
 
 pub mod prober;
 pub mod stats;
-pub mod wire;
 
 use crate::pb::cairnpb::peer_client::PeerClient;
 use crate::pb::cairnpb::{RaftBatch, SnapshotChunk, snapshot_chunk::Chunk};

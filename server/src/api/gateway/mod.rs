@@ -753,5 +753,69 @@ fn percent_decode(path: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The gateway's parsers, for `crate::fuzz_api` only.
+pub(crate) mod fuzzing {
+    use super::body::BodyReader;
+    use super::jsonpb::{self, HasSchema};
+    use serde::Serialize;
+    use serde::de::DeserializeOwned;
+
+    /// Every JSON value `BodyReader` takes off `body` (sent in frames of
+    /// `chunk_bytes`, values bounded by `limit_bytes`) until the body ends or
+    /// a value is refused.
+    pub(crate) fn read_values(body: &[u8], chunk_bytes: usize, limit_bytes: usize) -> Vec<Vec<u8>> {
+        let frames: Vec<Result<bytes::Bytes, std::convert::Infallible>> = body
+            .chunks(chunk_bytes.max(1))
+            .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+            .collect();
+        let body = axum::body::Body::from_stream(futures::stream::iter(frames));
+        let mut reader = BodyReader::new(body, limit_bytes, None);
+        let mut values = Vec::new();
+        futures::executor::block_on(async {
+            while let Ok(Some(v)) = reader.next_value().await {
+                values.push(v);
+            }
+        });
+        values
+    }
+
+    pub(crate) fn check_document(data: &[u8]) -> Result<(), String> {
+        super::gojson::check_document(data)
+    }
+
+    pub(crate) fn base64_decode(src: &[u8]) -> Result<Vec<u8>, String> {
+        super::gojson::base64_decode(src)
+    }
+
+    pub(crate) fn path(p: &str) -> (String, String) {
+        let decoded = super::percent_decode(p);
+        let cleaned = crate::net::gohttp::clean_path(&decoded);
+        (decoded, cleaned)
+    }
+
+    /// Decodes `raw` as a `T`; if that works, the message's JSON rendition
+    /// must decode to the same message. `Ok(true)` if `raw` decoded.
+    pub(crate) fn round_trip<T>(raw: &[u8]) -> Result<bool, String>
+    where
+        T: HasSchema + DeserializeOwned + Serialize + PartialEq + std::fmt::Debug,
+    {
+        let Ok(msg) = jsonpb::decode::<T>(raw) else {
+            return Ok(false);
+        };
+        let json = serde_json::to_vec(&msg).map_err(|e| format!("re-encoding failed: {e}"))?;
+        match jsonpb::decode::<T>(&json) {
+            Ok(again) if again == msg => Ok(true),
+            Ok(again) => Err(format!(
+                "round trip changed the message: {msg:?} -> {} -> {again:?}",
+                String::from_utf8_lossy(&json)
+            )),
+            Err(e) => Err(format!(
+                "the JSON rendition of {msg:?} does not decode: {} ({e})",
+                String::from_utf8_lossy(&json)
+            )),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

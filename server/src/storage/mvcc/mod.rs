@@ -350,11 +350,19 @@ impl Store {
     }
 
     /// Changes with revisions in `[from, to]`, in revision order, at most
-    /// about `max` of them — but never splitting one revision's changes (a
-    /// txn's events stay together). Returns the changes and the last
-    /// revision fully covered. Reads a fjall snapshot taken before checking
-    /// the compaction point, so a concurrent compaction cannot tear it.
-    pub fn changes(&self, from: i64, to: i64, max: usize) -> Result<(Vec<Change>, i64)> {
+    /// about `max_changes` of them and `max_bytes` of keys and values —
+    /// but never splitting one revision's changes (a txn's events stay
+    /// together), so a step holds at most one revision past either bound.
+    /// Returns the changes and the last revision fully covered. Reads a
+    /// fjall snapshot taken before checking the compaction point, so a
+    /// concurrent compaction cannot tear it.
+    pub fn changes(
+        &self,
+        from: i64,
+        to: i64,
+        max_changes: usize,
+        max_bytes: usize,
+    ) -> Result<(Vec<Change>, i64)> {
         let view = self.db.db.snapshot();
         if from < self.compact_rev() {
             return Err(MvccError::Compacted);
@@ -365,15 +373,17 @@ impl Store {
         }
         let start = Rev::new(from.max(0), 0).to_key();
         let end = Rev::new(to + 1, 0).to_key();
+        let mut bytes = 0usize;
         for guard in view.range(&self.db.kv, start..end) {
             let (k, v) = guard.into_inner()?;
             let rev = Rev::from_key(&k)
                 .ok_or_else(|| StorageError::corrupt("mvcc revision key", hex::encode(&k)))?;
             let starts_revision = out.last().is_none_or(|c| c.rev.main != rev.main);
-            if starts_revision && out.len() >= max {
+            if starts_revision && (out.len() >= max_changes || bytes >= max_bytes) {
                 // Every revision before this one is complete.
                 return Ok((out, rev.main - 1));
             }
+            bytes = bytes.saturating_add(v.len());
             let (kind, kv) = decode_value(&v)?;
             out.push(Change {
                 rev,
@@ -875,6 +885,37 @@ mod tests {
             (2, 3, 2)
         );
         assert!(matches!(get(&s, "foo", 4), Err(MvccError::FutureRev)));
+    }
+
+    #[test]
+    fn changes_are_read_in_bounded_steps_of_whole_revisions() {
+        let (_d, s) = open();
+        let big = "v".repeat(1000);
+        for i in 0..10 {
+            put(&s, &format!("k{i}"), &big);
+        }
+        // One txn (revision 12) with three changes.
+        let mut b = s.begin_batch();
+        let mut w = b.begin_write();
+        for k in ["t1", "t2", "t3"] {
+            b.put(&mut w, Bytes::from(k), Bytes::from(big.clone()), 0)
+                .unwrap();
+        }
+        b.end_write(w);
+        assert_eq!(b.commit().unwrap(), 12);
+
+        // Bounded by count.
+        let (c, covered) = s.changes(2, 12, 4, usize::MAX).unwrap();
+        assert_eq!((c.len(), covered), (4, 5));
+        // Bounded by bytes: the step ends at the first revision boundary
+        // past 2,500 bytes (three values of about 1,000).
+        let (c, covered) = s.changes(2, 12, usize::MAX, 2500).unwrap();
+        assert_eq!((c.len(), covered), (3, 4));
+        // A revision is never split, whatever the bounds.
+        let (c, covered) = s.changes(12, 12, 1, 1).unwrap();
+        assert_eq!((c.len(), covered), (3, 12));
+        let (c, covered) = s.changes(11, 12, 1, 1).unwrap();
+        assert_eq!((c.len(), covered), (1, 11));
     }
 
     #[test]

@@ -59,9 +59,21 @@ impl Schema {
 /// Checks that `bytes` is a well-formed raft `Message` on the wire, with no
 /// groups, before rust-protobuf sees it.
 pub fn check_raft_message(bytes: &[u8]) -> Result<(), WireError> {
+    check(bytes, Schema::Message)
+}
+
+/// The same check for a raft `ConfState` (a snapshot file's header): no
+/// groups, and no field longer than what is left of the message —
+/// rust-protobuf allocates an unknown bytes field's declared length (under
+/// 10 MB) before it reads it.
+pub fn check_conf_state(bytes: &[u8]) -> Result<(), WireError> {
+    check(bytes, Schema::Leaf)
+}
+
+fn check(bytes: &[u8], top: Schema) -> Result<(), WireError> {
     // The schema is four levels deep, so an explicit stack of
     // (schema, end offset) never holds more than five frames.
-    let mut stack: Vec<(Schema, usize)> = vec![(Schema::Message, bytes.len())];
+    let mut stack: Vec<(Schema, usize)> = vec![(top, bytes.len())];
     let mut at = 0usize;
     while let Some(&(schema, end)) = stack.last() {
         if at == end {
