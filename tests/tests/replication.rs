@@ -348,3 +348,77 @@ fn follower_write_committed_inside_a_snapshot_is_answered_promptly() {
         assert_eq!(r.kvs()[0].version(), 1);
     });
 }
+
+/// A leader frozen (SIGSTOP, a long GC pause) while the others elect a new
+/// one takes a write when it wakes, before it hears of the new term: the
+/// entry goes into its log at its old term and is overwritten once it
+/// learns. Nothing ever applies it there, so before the fix the client
+/// waited the full request timeout. The member must answer as soon as the
+/// new leader's commit index shows the entry is gone.
+#[test]
+fn write_taken_by_a_deposed_leader_is_answered_promptly() {
+    use cairn_robustness::proxy::Link;
+    let opts = Options {
+        election_ms: 1_500,
+        ..Options::default()
+    };
+    let request_timeout = Duration::from_millis(5_000 + 2 * opts.election_ms);
+    let (cluster, proxy) = cairn_tests::robustness::proxied_cluster(opts, 5).unwrap();
+    cluster.wait_healthy(Duration::from_secs(30));
+    let old = cluster.wait_leader(Duration::from_secs(10));
+    let others: Vec<usize> = (0..3).filter(|i| *i != old).collect();
+    let pid = cluster.members[old].pid().to_string();
+    let signal = |sig: &str| {
+        assert!(
+            std::process::Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .unwrap()
+                .success()
+        )
+    };
+    let rt = runtime();
+    let (answer, took) = rt.block_on(async {
+        let mut via_old = client(&[cluster.members[old].endpoint()]).await;
+        via_old.put("warm-up", "1", None).await.unwrap();
+        signal("-STOP");
+        // The others elect a leader among themselves.
+        let mut c = client(&[cluster.members[others[0]].endpoint()]).await;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while tokio::time::timeout(Duration::from_secs(1), c.put("elected", "1", None))
+            .await
+            .map_or(true, |r| r.is_err())
+        {
+            assert!(Instant::now() < deadline, "no new leader");
+        }
+        // Wake the old leader without letting it hear of the new term yet.
+        for o in &others {
+            proxy.set_link(*o, old, Link::Blackhole);
+        }
+        signal("-CONT");
+        let started = Instant::now();
+        let put = tokio::spawn(async move { via_old.put("via-old-leader", "1", None).await });
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        proxy.reset_member(old);
+        proxy.heal();
+        let answer = tokio::time::timeout(request_timeout * 2, put)
+            .await
+            .expect("no answer at all")
+            .expect("put task");
+        (answer, started.elapsed())
+    });
+    eprintln!("answer after {took:?}: {answer:?}");
+    let log = cluster.members[old].log();
+    assert!(
+        took + Duration::from_secs(2) < request_timeout,
+        "the deposed leader answered only after {took:?} (request timeout {request_timeout:?}): {answer:?}\n{}",
+        cairn_tests::tail(&log, 30)
+    );
+    if let Err(e) = &answer {
+        assert!(
+            e.to_string()
+                .contains("request timed out, possibly due to previous leader failure"),
+            "{e}"
+        );
+    }
+}

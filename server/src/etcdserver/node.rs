@@ -76,16 +76,23 @@ pub enum ApplyMsg {
     },
 }
 
-/// This member's proposals that were still waiting when a snapshot from the
-/// leader replaced its state. Each was either committed inside the snapshot
-/// (its entry will never be applied here, so nothing would ever answer it),
-/// comes later as a log entry, or was never committed. A ReadIndex issued
-/// after the install tells which index the leader had committed by then:
-/// once this member has applied that far, whatever is still waiting gets a
-/// definite answer at once instead of the full request timeout. The answer
-/// is "outcome unknown" (etcd's timeout due to leader failure): the entry
-/// may be in the snapshot, and nothing records which ones are.
-struct SnapshotSuspects {
+/// This member's proposals that were still waiting when something happened
+/// after which nothing may ever answer them:
+/// - a snapshot from the leader replaced its state: each was committed
+///   inside the snapshot (its entry will never be applied here), comes later
+///   as a log entry, or was never committed;
+/// - it stepped down as leader: entries it appended in its term may have
+///   been overwritten by the new leader (a leader frozen by a GC pause or
+///   SIGSTOP takes proposals before it hears of the new term).
+///
+/// A ReadIndex issued afterwards tells which index the current leader had
+/// committed by then (it has committed an entry of its own term, so every
+/// older entry that will ever commit is at or below it). Once this member
+/// has applied that far, whatever still waits gets an answer at once
+/// instead of the full request timeout. The answer is "outcome unknown"
+/// (etcd's timeout due to leader failure): an entry inside a snapshot did
+/// take effect, and nothing records which ones a snapshot held.
+struct Suspects {
     ids: Vec<u64>,
     read: oneshot::Receiver<Result<u64, Error>>,
     /// The leader's commit index confirmed after the install.
@@ -128,7 +135,7 @@ pub struct Node {
     no_leader_since: Option<Instant>,
     last_no_leader_log: Instant,
     leader: u64,
-    snapshot_suspects: Option<SnapshotSuspects>,
+    suspects: Option<Suspects>,
 }
 
 impl Node {
@@ -166,7 +173,7 @@ impl Node {
             no_leader_since: Some(now),
             last_no_leader_log: now,
             leader: 0,
-            snapshot_suspects: None,
+            suspects: None,
         }
     }
 
@@ -221,7 +228,7 @@ impl Node {
                 tracing::error!(error = %e, "raft storage failed; stopping this member");
                 std::process::exit(1);
             }
-            self.settle_snapshot_suspects();
+            self.settle_suspects();
         }
         tracing::info!("raft loop stopped");
     }
@@ -494,9 +501,13 @@ impl Node {
             }
         }
         self.status.leader.store(leader, Ordering::Release);
-        self.status
+        let was_leader = self
+            .status
             .is_leader
-            .store(role == StateRole::Leader, Ordering::Release);
+            .swap(role == StateRole::Leader, Ordering::AcqRel);
+        if was_leader && role != StateRole::Leader {
+            self.suspect_waiters();
+        }
         METRICS.is_leader.set(i64::from(role == StateRole::Leader));
         if role != StateRole::Leader && self.cfg.lessor.is_primary() {
             // Only the leader tracks expiry; a new leader promotes once it
@@ -627,21 +638,21 @@ impl Node {
         Ok(())
     }
 
-    /// After a snapshot install: remember who is waiting, and ask the leader
-    /// how far it has committed (see `SnapshotSuspects`).
+    /// After a snapshot install or a step-down: remember who is waiting, and
+    /// ask the leader how far it has committed (see `Suspects`).
     fn suspect_waiters(&mut self) {
         let mut ids = self.waiters.ids();
         if ids.is_empty() {
             return;
         }
-        if let Some(old) = self.snapshot_suspects.take() {
+        if let Some(old) = self.suspects.take() {
             ids.extend(old.ids);
             ids.sort_unstable();
             ids.dedup();
         }
         let (tx, rx) = oneshot::channel();
         self.new_reads.push(tx);
-        self.snapshot_suspects = Some(SnapshotSuspects {
+        self.suspects = Some(Suspects {
             ids,
             read: rx,
             barrier: None,
@@ -649,10 +660,10 @@ impl Node {
     }
 
     /// Answers the suspects still waiting once this member applied what the
-    /// leader had committed after the install: their entries, if committed
-    /// at all, were inside the snapshot or come after the barrier.
-    fn settle_snapshot_suspects(&mut self) {
-        let Some(s) = self.snapshot_suspects.as_mut() else {
+    /// leader had committed after the event: their entries were inside the
+    /// snapshot, overwritten, or (forwarded ones still in flight) come later.
+    fn settle_suspects(&mut self) {
+        let Some(s) = self.suspects.as_mut() else {
             return;
         };
         if s.barrier.is_none() {
@@ -661,13 +672,13 @@ impl Node {
                 Err(oneshot::error::TryRecvError::Empty) => return,
                 // The read itself timed out: so do the waiters, on their own.
                 Ok(Err(_)) | Err(oneshot::error::TryRecvError::Closed) => {
-                    self.snapshot_suspects = None;
+                    self.suspects = None;
                     return;
                 }
             }
         }
         if s.barrier.is_some_and(|b| self.applied >= b) {
-            let Some(s) = self.snapshot_suspects.take() else {
+            let Some(s) = self.suspects.take() else {
                 return;
             };
             let mut answered = 0usize;
@@ -681,7 +692,7 @@ impl Node {
             if answered > 0 {
                 tracing::info!(
                     proposals = answered,
-                    "answered proposals a snapshot may have covered: outcome unknown"
+                    "answered proposals a snapshot or a new leader may have overtaken: outcome unknown"
                 );
             }
         }
