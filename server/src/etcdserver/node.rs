@@ -136,6 +136,11 @@ pub struct Node {
     last_no_leader_log: Instant,
     leader: u64,
     suspects: Option<Suspects>,
+    /// Proposals handed to raft whose waiters may still be registered
+    /// (pruned every tick): the only ones a snapshot or a step-down can
+    /// strand. Proposals still queued in the inbox are proposed afterwards
+    /// and answered normally.
+    in_flight: Vec<u64>,
 }
 
 impl Node {
@@ -174,6 +179,7 @@ impl Node {
             last_no_leader_log: now,
             leader: 0,
             suspects: None,
+            in_flight: Vec::new(),
         }
     }
 
@@ -250,7 +256,7 @@ impl Node {
     fn handle(&mut self, m: RaftMsg) {
         match m {
             RaftMsg::Propose { id, data } => match self.raw.propose(vec![], data) {
-                Ok(()) => {}
+                Ok(()) => self.in_flight.push(id),
                 Err(raft::Error::ProposalDropped) => {
                     self.waiters.complete(id, Err(Error::NoLeader))
                 }
@@ -286,7 +292,7 @@ impl Node {
                     return;
                 }
                 match self.raw.propose_conf_change(context, cc) {
-                    Ok(()) => {}
+                    Ok(()) => self.in_flight.push(id),
                     Err(raft::Error::ProposalDropped) => {
                         self.waiters.complete(id, Err(Error::NoLeader))
                     }
@@ -365,6 +371,8 @@ impl Node {
 
     fn on_tick(&mut self, now: Instant) {
         self.publish_progress();
+        let waiters = &self.waiters;
+        self.in_flight.retain(|id| waiters.is_registered(*id));
         // raft-rs drops a ReadIndex silently when the leader has not yet
         // committed in its term or a follower knows no leader: re-issue
         // stale ones, and give up on those past the request timeout.
@@ -641,7 +649,9 @@ impl Node {
     /// After a snapshot install or a step-down: remember who is waiting, and
     /// ask the leader how far it has committed (see `Suspects`).
     fn suspect_waiters(&mut self) {
-        let mut ids = self.waiters.ids();
+        let waiters = &self.waiters;
+        self.in_flight.retain(|id| waiters.is_registered(*id));
+        let mut ids = self.in_flight.clone();
         if ids.is_empty() {
             return;
         }

@@ -58,15 +58,6 @@ impl<T> Waiters<T> {
         }
     }
 
-    /// The IDs waiting now (at most `max` of them).
-    pub fn ids(&self) -> Vec<u64> {
-        let mut v = Vec::with_capacity(self.len().min(self.max));
-        for shard in &self.shards {
-            v.extend(shard.lock().keys().copied());
-        }
-        v
-    }
-
     pub fn is_registered(&self, id: u64) -> bool {
         self.shard(id).lock().contains_key(&id)
     }
@@ -103,6 +94,5 @@ mod tests {
         assert!(w.is_empty());
         w.complete(99, Ok(1)); // unknown: ignored
         assert!(w.register(3).is_ok());
-        assert_eq!(w.ids(), vec![3]);
     }
 }
