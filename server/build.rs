@@ -46,6 +46,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ignore_unknown_fields()
         .build(&prefixes)?;
     let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR")?);
+    for package in JSON_PACKAGES {
+        let path = out_dir.join(format!("{package}.serde.rs"));
+        let code = std::fs::read_to_string(&path)?;
+        std::fs::write(&path, open_enums(&code))?;
+    }
     std::fs::write(out_dir.join("gateway_schema.rs"), gateway_schema(&fds)?)?;
     std::fs::write(out_dir.join("grpc_methods.rs"), grpc_methods(&fds)?)?;
 
@@ -58,6 +63,76 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".")
         .compile_fds(fds)?;
     Ok(())
+}
+
+/// Makes pbjson's code treat enums as proto3 does and Go's jsonpb shows
+/// them: a number without a name is kept, not refused. pbjson generates
+/// (a) decoders that parse an enum field through the Rust enum, refusing
+/// unknown numbers — the gateway hands them numbers only (see
+/// `api::gateway::jsonpb`), so they now read the `i32` directly; and (b)
+/// encoders that fail on a number without a name — they now write the
+/// number (`pb::GoEnum`). Each rewrite is checked to have happened, so a
+/// pbjson upgrade that changes the shape fails the build instead of
+/// silently bringing the refusals back.
+fn open_enums(code: &str) -> String {
+    let mut out = String::with_capacity(code.len());
+    let mut lines = code.lines().peekable();
+    while let Some(line) = lines.next() {
+        let t = line.trim_start();
+        let indent = &line[..line.len() - t.len()];
+        // (a) `x__ = Some(map_.next_value::<Enum>()? as i32);`
+        if let Some(start) = t.find("map_.next_value::<")
+            && t.ends_with(">()? as i32);")
+        {
+            out.push_str(&format!(
+                "{indent}{}map_.next_value::<i32>()?);\n",
+                &t[..start]
+            ));
+            continue;
+        }
+        // (a) repeated: `Some(map_.next_value::<Vec<Enum>>()?.into_iter().map(|x| x as i32).collect());`
+        if let Some(start) = t.find("map_.next_value::<Vec<")
+            && t.ends_with(">>()?.into_iter().map(|x| x as i32).collect());")
+        {
+            out.push_str(&format!(
+                "{indent}{}map_.next_value::<Vec<i32>>()?);\n",
+                &t[..start]
+            ));
+            continue;
+        }
+        // (b) `.map_err(|_| serde::ser::Error::custom(format!("Invalid variant {}", self.f)))?;`
+        const INVALID: &str =
+            ".map_err(|_| serde::ser::Error::custom(format!(\"Invalid variant {}\", ";
+        if let Some(rest) = t.strip_prefix(INVALID) {
+            if let Some(field) = rest.strip_suffix(")))?;") {
+                out.push_str(&format!(
+                    "{indent}.map_or(crate::pb::GoEnum::Number({field}), crate::pb::GoEnum::Named);\n"
+                ));
+                continue;
+            }
+            // repeated: `.map_err(..., v)))` then `}).collect::<std::result::Result<Vec<_>, _>>()?;`
+            if let Some(field) = rest.strip_suffix(")))") {
+                out.push_str(&format!(
+                    "{indent}.map_or(crate::pb::GoEnum::Number({field}), crate::pb::GoEnum::Named)\n"
+                ));
+                if let Some(next) = lines.peek()
+                    && next.trim_start() == "}).collect::<std::result::Result<Vec<_>, _>>()?;"
+                {
+                    let next_indent = &next[..next.len() - next.trim_start().len()];
+                    out.push_str(&format!("{next_indent}}}).collect::<Vec<_>>();\n"));
+                    lines.next();
+                }
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    assert!(
+        !out.contains("Invalid variant") && !out.contains("as i32"),
+        "pbjson's enum code changed shape; update open_enums in build.rs"
+    );
+    out
 }
 
 /// One message or enum of the JSON packages, flattened.

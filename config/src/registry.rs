@@ -628,8 +628,7 @@ pub static SETTINGS: &[Setting] = &[
         Choice(&["basic", "extensive"]),
         "basic",
         "Metrics detail: 'basic', or 'extensive' to add histograms.",
-    )
-    .no_effect("cairn exports the same metrics at either level; etcd's extra gRPC latency histograms are not recorded"),
+    ),
     setting(
         "listen-metrics-urls",
         Monitoring,
@@ -1073,6 +1072,7 @@ mod tests {
             "auto-compaction-mode",
             "config-file",
             "listen-metrics-urls",
+            "metrics",
             "cert-file",
             "key-file",
             "client-cert-auth",
@@ -1107,7 +1107,6 @@ mod tests {
             "experimental-backend-bbolt-freelist-type",
             "log-package-levels",
             "logger",
-            "metrics",
         ] {
             assert!(
                 matches!(lookup(f).unwrap().status, Status::NoEffect { .. }),

@@ -922,12 +922,7 @@ fn debug_means_log_level_debug() {
 fn metrics_values() {
     let c = serve(&["--metrics=extensive"]);
     assert_eq!(c.metrics, MetricsLevel::Extensive);
-    assert_eq!(
-        c.warnings,
-        [
-            "--metrics is set to \"extensive\" but has no effect in cairn: cairn exports the same metrics at either level; etcd's extra gRPC latency histograms are not recorded"
-        ]
-    );
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     assert_eq!(
         fail(&["--metrics=full"]),
         "invalid value \"full\" for --metrics: expected basic or extensive"

@@ -1,8 +1,14 @@
 //! Cairn: an etcd-compatible, Raft-replicated key-value store.
 //!
-//! Layers (see `docs/architecture.md`): `api` (gRPC and HTTP) → `server`
-//! (raft node, apply loop) → `storage` (MVCC and raft log on fjall), with
-//! `transport` carrying raft messages between members.
+//! Layers (see `docs/architecture.md`, checked by `cargo xtask layers`):
+//! `boot` wires `api` (handlers) → `etcdserver` (write pipeline, raft
+//! node, apply loop) → `policy`, `transport`, `state` → `storage` and the
+//! other leaves.
+
+// A panic on input takes a member down: errors are values here. Tests
+// may unwrap.
+#![deny(clippy::unwrap_used)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod api;
 pub mod auth;
@@ -10,6 +16,7 @@ pub mod boot;
 pub mod cli;
 pub mod crash;
 pub mod error;
+pub mod etcd_datadir;
 pub mod etcdserver;
 pub mod files;
 #[doc(hidden)]

@@ -37,12 +37,26 @@ pub struct Metrics {
     pub keys_total: IntGauge,
     pub current_revision: IntGauge,
     pub compact_revision: IntGauge,
+    /// etcd 3.4 exports the db size under both names; older dashboards and
+    /// kube-prometheus' recording rules read the debugging one.
+    pub debugging_db_total_size: IntGauge,
+    pub mvcc_range: IntCounter,
+    pub mvcc_put: IntCounter,
+    pub mvcc_delete: IntCounter,
+    pub mvcc_txn: IntCounter,
     // etcd_network_*
     pub peer_rtt: HistogramVec,
     pub peer_sent_failures: IntCounterVec,
+    pub peer_sent_bytes: IntCounterVec,
+    pub peer_received_bytes: IntCounterVec,
+    pub client_grpc_sent_bytes: IntCounter,
+    pub client_grpc_received_bytes: IntCounter,
     // gRPC (go-grpc-prometheus names)
     pub grpc_started: IntCounterVec,
     pub grpc_handled: IntCounterVec,
+    /// Only observed with `--metrics=extensive`, as etcd; registered (and so
+    /// listed) only then too.
+    pub grpc_handling_seconds: HistogramVec,
     // cairn_*
     pub raft_ready_entries: Histogram,
     pub apply_batch_entries: Histogram,
@@ -197,6 +211,64 @@ impl Metrics {
                 "etcd_debugging_mvcc_compact_revision",
                 "The revision of the last compaction in store.",
             ),
+            debugging_db_total_size: gauge(
+                "etcd_debugging_mvcc_db_total_size_in_bytes",
+                "Total size of the underlying database physically allocated in bytes.",
+            ),
+            mvcc_range: counter(
+                "etcd_mvcc_range_total",
+                "Total number of ranges seen by this member.",
+            ),
+            mvcc_put: counter(
+                "etcd_mvcc_put_total",
+                "Total number of puts seen by this member.",
+            ),
+            mvcc_delete: counter(
+                "etcd_mvcc_delete_total",
+                "Total number of deletes seen by this member.",
+            ),
+            mvcc_txn: counter(
+                "etcd_mvcc_txn_total",
+                "Total number of txns seen by this member.",
+            ),
+            peer_sent_bytes: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "etcd_network_peer_sent_bytes_total",
+                        "The total number of bytes sent to peers.",
+                    ),
+                    &["To"],
+                )
+                .expect("metric"),
+            ),
+            peer_received_bytes: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "etcd_network_peer_received_bytes_total",
+                        "The total number of bytes received from peers.",
+                    ),
+                    &["From"],
+                )
+                .expect("metric"),
+            ),
+            client_grpc_sent_bytes: counter(
+                "etcd_network_client_grpc_sent_bytes_total",
+                "The total number of bytes sent to grpc clients.",
+            ),
+            client_grpc_received_bytes: counter(
+                "etcd_network_client_grpc_received_bytes_total",
+                "The total number of bytes received from grpc clients.",
+            ),
+            grpc_handling_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "grpc_server_handling_seconds",
+                    "Histogram of response latency (seconds) of gRPC that had been application-level handled by the server.",
+                ),
+                &["grpc_type", "grpc_service", "grpc_method"],
+            )
+            .expect("metric"),
             peer_rtt: reg(
                 &r,
                 HistogramVec::new(
@@ -334,6 +406,22 @@ impl Metrics {
         m
     }
 
+    /// `--metrics=extensive`: registers the gRPC latency histogram (etcd
+    /// exports it only then). Idempotent.
+    pub fn enable_extensive(&self) {
+        if EXTENSIVE.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            return;
+        }
+        let _ = self
+            .registry
+            .register(Box::new(self.grpc_handling_seconds.clone()));
+    }
+
+    /// Whether `--metrics=extensive` is on.
+    pub fn extensive(&self) -> bool {
+        EXTENSIVE.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
@@ -346,6 +434,7 @@ impl Metrics {
 }
 
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+static EXTENSIVE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 #[cfg(test)]
 mod tests {

@@ -34,3 +34,21 @@ pub mod v3electionpb {
 pub mod cairnpb {
     tonic::include_proto!("cairnpb");
 }
+
+/// An enum field as Go's jsonpb writes it: the value's name, or the bare
+/// number when the number has no name (proto3 enums are open; etcd keeps
+/// and echoes such numbers). Used by the generated JSON encoders (see
+/// `open_enums` in build.rs).
+pub enum GoEnum<T> {
+    Named(T),
+    Number(i32),
+}
+
+impl<T: serde::Serialize> serde::Serialize for GoEnum<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            GoEnum::Named(v) => v.serialize(s),
+            GoEnum::Number(n) => s.serialize_i32(*n),
+        }
+    }
+}

@@ -123,6 +123,10 @@ pub struct Options {
     /// written and before any process starts, to replace some of them
     /// (`Member::tls_dir`, `Pki::dir`).
     pub prepare: Option<fn(&Cluster)>,
+    /// The server this cluster runs (default: `CAIRN_TEST_TARGET`'s).
+    /// Changing it on a stopped cluster and restarting the members runs
+    /// the other binary on the same data dirs and flags.
+    pub target: Option<Target>,
 }
 
 impl Default for Options {
@@ -142,6 +146,7 @@ impl Default for Options {
             peer_listen_port: None,
             data_dirs: Vec::new(),
             prepare: None,
+            target: None,
         }
     }
 }
@@ -298,6 +303,7 @@ impl Cluster {
     }
 
     fn spawn(&mut self, i: usize) {
+        let bin = self.server_bin();
         let m = &mut self.members[i];
         std::fs::create_dir_all(m.log_path.parent().expect("log dir")).expect("log dir");
         let log = std::fs::OpenOptions::new()
@@ -305,7 +311,7 @@ impl Cluster {
             .append(true)
             .open(&m.log_path)
             .expect("log file");
-        let mut cmd = Command::new(server_bin());
+        let mut cmd = Command::new(bin);
         for (_, k, v) in self.opts.member_env.iter().filter(|(idx, _, _)| *idx == i) {
             cmd.env(k, v);
         }
@@ -318,6 +324,14 @@ impl Cluster {
             .spawn()
             .expect("spawn server");
         m.child = Some(child);
+    }
+
+    /// The binary this cluster's members run (`Options::target`).
+    pub fn server_bin(&self) -> PathBuf {
+        match self.opts.target.unwrap_or_else(target) {
+            Target::Cairn => cairn_bin(),
+            Target::Etcd => PathBuf::from("/usr/bin/etcd"),
+        }
     }
 
     /// Adds a member that is not started yet, on a fresh address (for
@@ -628,7 +642,7 @@ fn member_args(m: &Member, opts: &Options, initial_cluster: &str, state: &str) -
     if let Some(t) = &opts.tls {
         args.extend(tls_args(m, t));
     }
-    if target() == Target::Etcd {
+    if opts.target.unwrap_or_else(target) == Target::Etcd {
         // etcd 3.4 serves the v2 API only when asked; Cairn by default.
         args.push("--enable-v2=true".into());
     }

@@ -241,3 +241,346 @@ fn v2_stats_machines_and_members_endpoints() {
     assert_eq!(status, 200);
     assert_eq!(l["name"], c.members[leader].name.as_str(), "{l}");
 }
+
+/// The v2 auth API through etcdctl's `user`, `role` and `auth` commands:
+/// users and roles, grants and revokes, enabling auth (root needed, guest
+/// created), and keys checked against roles once it is on.
+#[test]
+fn v2_auth_commands_match_etcd() {
+    let c = Cluster::start(Options {
+        hosts: Some((1..=3).map(|i| format!("127.77.21.{i}")).collect()),
+        ..Options::default()
+    });
+    let e = c.members[0].endpoint();
+    let other = c.members[1].endpoint();
+    let mut t = Transcript::new(&c);
+    let root = ["--username", "root:rootpw"];
+    let as_root = |args: &[&'static str]| -> Vec<&'static str> {
+        root.iter().chain(args.iter()).copied().collect()
+    };
+
+    t.run_v2(&e, &["auth", "enable"]);
+    t.run_v2(&e, &["user", "add", "root:rootpw"]);
+    t.run_v2(&e, &["user", "add", "alice:pw"]);
+    t.run_v2(&other, &["user", "list"]);
+    t.run_v2(&e, &["user", "get", "root"]);
+    t.run_v2(&e, &["user", "get", "alice"]);
+    t.run_v2(&e, &["user", "get", "nobody"]);
+    t.run_v2(&e, &["role", "add", "reader"]);
+    t.run_v2(&e, &["role", "add", "reader"]);
+    t.run_v2(&e, &["role", "add", "root"]);
+    t.run_v2(&e, &["role", "list"]);
+    t.run_v2(
+        &e,
+        &["role", "grant", "reader", "--path", "/foo/*", "--read"],
+    );
+    t.run_v2(
+        &e,
+        &["role", "grant", "reader", "--path", "/foo/*", "--read"],
+    );
+    t.run_v2(&e, &["role", "get", "reader"]);
+    t.run_v2(&e, &["role", "get", "root"]);
+    t.run_v2(&e, &["role", "get", "nobody"]);
+    t.run_v2(&e, &["user", "grant", "alice", "--roles", "reader"]);
+    t.run_v2(&e, &["user", "grant", "alice", "--roles", "reader"]);
+    t.run_v2(&e, &["user", "get", "alice"]);
+    t.run_v2(&e, &["set", "/foo/x", "before"]);
+
+    // On: guest (full access until changed) for anonymous requests, roles
+    // for users, root for the auth API itself.
+    t.run_v2(&e, &["auth", "enable"]);
+    t.run_v2(&e, &["auth", "enable"]);
+    t.run_v2(&e, &["role", "list"]);
+    t.run_v2(&other, &as_root(&["role", "list"]));
+    t.run_v2(&e, &as_root(&["role", "get", "guest"]));
+    t.run_v2(&e, &["get", "/foo/x"]);
+    t.run_v2(
+        &e,
+        &as_root(&["role", "revoke", "guest", "--path", "/*", "--readwrite"]),
+    );
+    t.run_v2(&other, &["get", "/foo/x"]);
+    t.run_v2(&e, &["set", "/foo/x", "anon"]);
+    t.run_v2(&e, &as_root(&["set", "/foo/x", "root"]));
+    t.run_v2(&other, &["--username", "alice:pw", "get", "/foo/x"]);
+    t.run_v2(&e, &["--username", "alice:pw", "set", "/foo/x", "alice"]);
+    t.run_v2(&e, &["--username", "alice:bad", "get", "/foo/x"]);
+    t.run_v2(&e, &["--username", "alice:pw", "role", "list"]);
+
+    t.run_v2(
+        &e,
+        &as_root(&["user", "revoke", "alice", "--roles", "reader"]),
+    );
+    t.run_v2(
+        &e,
+        &as_root(&["user", "revoke", "alice", "--roles", "reader"]),
+    );
+    t.run_v2(&e, &["--username", "alice:pw", "get", "/foo/x"]);
+    t.run_v2(
+        &e,
+        &as_root(&["role", "revoke", "reader", "--path", "/foo/*", "--read"]),
+    );
+    t.run_v2(&e, &as_root(&["user", "remove", "root"]));
+    t.run_v2(&e, &as_root(&["role", "remove", "root"]));
+    t.run_v2(&e, &as_root(&["role", "remove", "reader"]));
+    t.run_v2(&e, &as_root(&["role", "remove", "reader"]));
+    t.run_v2(&e, &as_root(&["user", "remove", "alice"]));
+    t.run_v2(&e, &as_root(&["user", "remove", "alice"]));
+    t.run_v2(&e, &as_root(&["auth", "disable"]));
+    t.run_v2(&e, &["auth", "disable"]);
+    t.run_v2(&e, &["get", "/foo/x"]);
+    t.check("v2_auth");
+}
+
+/// The v2 auth API's bodies and status codes, with curl: the JSON etcd
+/// writes, a password change (etcdctl's `passwd` needs a terminal), and the
+/// checks on request bodies.
+#[test]
+fn v2_auth_http_api() {
+    let c = Cluster::start(Options {
+        members: 1,
+        ..Options::default()
+    });
+    let url = c.members[0].client_url();
+    let curl = |args: &[&str]| -> (String, String) {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-w", "\n%{http_code}"])
+            .args(args)
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or((&text, ""));
+        (body.to_string(), code.to_string())
+    };
+    let put = |path: &str, body: &str, creds: Option<&str>| {
+        let mut args = vec![
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            body,
+        ];
+        if let Some(cr) = creds {
+            args.extend(["-u", cr]);
+        }
+        let full = format!("{url}{path}");
+        args.push(&full);
+        curl(&args)
+    };
+    assert_eq!(
+        curl(&[&format!("{url}/v2/auth/enable")]),
+        ("{\"enabled\":false}\n".into(), "200".into())
+    );
+    assert_eq!(
+        curl(&[&format!("{url}/v2/auth/users")]),
+        ("{\"users\":null}\n".into(), "200".into())
+    );
+    assert_eq!(
+        put(
+            "/v2/auth/users/root",
+            r#"{"user":"root","password":"pw1"}"#,
+            None
+        ),
+        (
+            "{\"user\":\"root\",\"roles\":[\"root\"]}\n".into(),
+            "201".into()
+        )
+    );
+    // Go's decoder: the first value only, field names in any case.
+    assert_eq!(
+        put(
+            "/v2/auth/users/bob",
+            r#"{"USER":"bob","Password":"x"} junk"#,
+            None
+        )
+        .1,
+        "201"
+    );
+    assert_eq!(
+        put(
+            "/v2/auth/users/bob",
+            r#"{"user":"carol","password":"x"}"#,
+            None
+        ),
+        (
+            "{\"message\":\"User JSON name does not match the name in the URL\"}".into(),
+            "400".into()
+        )
+    );
+    assert_eq!(
+        put("/v2/auth/users/bob", "{", None),
+        (
+            "{\"message\":\"Invalid JSON in request body.\"}".into(),
+            "400".into()
+        )
+    );
+    assert_eq!(
+        put("/v2/auth/users/dave", r#"{"user":"dave"}"#, None),
+        (
+            "{\"message\":\"auth: Cannot create user dave with an empty password\"}".into(),
+            "400".into()
+        )
+    );
+    assert_eq!(
+        put(
+            "/v2/auth/roles/r1",
+            r#"{"role":"r1","permissions":{"kv":{"read":["/a/*"],"write":[]}}}"#,
+            None
+        ),
+        (
+            "{\"role\":\"r1\",\"permissions\":{\"kv\":{\"read\":[\"/a/*\"],\"write\":[]}}}\n"
+                .into(),
+            "201".into()
+        )
+    );
+    assert_eq!(
+        curl(&[&format!("{url}/v2/auth/roles")]),
+        (
+            "{\"roles\":[{\"role\":\"r1\",\"permissions\":{\"kv\":{\"read\":[\"/a/*\"],\"write\":[]}}},\
+             {\"role\":\"root\",\"permissions\":{\"kv\":{\"read\":[\"/*\"],\"write\":[\"/*\"]}}}]}\n"
+                .into(),
+            "200".into()
+        )
+    );
+    assert_eq!(
+        curl(&["-X", "PUT", &format!("{url}/v2/auth/enable")]).1,
+        "200"
+    );
+    // Everything but GET of the switch now needs root.
+    assert_eq!(
+        curl(&[&format!("{url}/v2/auth/users")]),
+        (
+            "{\"message\":\"Insufficient credentials\"}".into(),
+            "401".into()
+        )
+    );
+    assert_eq!(
+        curl(&["-u", "root:pw1", &format!("{url}/v2/auth/enable")]),
+        ("{\"enabled\":true}\n".into(), "200".into())
+    );
+    // Changing root's password: the old one stops working at once.
+    assert_eq!(
+        put(
+            "/v2/auth/users/root",
+            r#"{"user":"root","password":"pw2"}"#,
+            Some("root:pw1")
+        )
+        .1,
+        "200"
+    );
+    assert_eq!(
+        curl(&["-u", "root:pw1", &format!("{url}/v2/auth/users")]).1,
+        "401"
+    );
+    let (body, code) = curl(&["-u", "root:pw2", &format!("{url}/v2/auth/users/bob")]);
+    assert_eq!(
+        (body.as_str(), code.as_str()),
+        ("{\"user\":\"bob\"}\n", "200")
+    );
+    assert_eq!(
+        curl(&["-u", "root:pw2", &format!("{url}/v2/auth/users/a/b")]),
+        ("{\"message\":\"Invalid path\"}".into(), "400".into())
+    );
+    assert_eq!(
+        curl(&[
+            "-X",
+            "POST",
+            "-u",
+            "root:pw2",
+            &format!("{url}/v2/auth/users")
+        ])
+        .1,
+        "405"
+    );
+    // Membership changes need root too; reading the list does not.
+    assert_eq!(curl(&[&format!("{url}/v2/members")]).1, "200");
+    let (body, code) = curl(&[
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "-d",
+        r#"{"peerURLs":["http://127.0.0.1:1"]}"#,
+        &format!("{url}/v2/members"),
+    ]);
+    assert_eq!(
+        (body.as_str(), code.as_str()),
+        ("{\"message\":\"Insufficient credentials\"}", "401")
+    );
+}
+
+/// etcd's v2 index also counts the membership records it keeps in the v2
+/// store, so `watch --after-index=1` set right after start waits for the
+/// next change instead of missing it (or failing with 401), and member
+/// changes move the index as etcd's do.
+#[test]
+fn v2_index_counts_membership_records() {
+    let c = Cluster::start(Options::default());
+    let e = c.members[0].endpoint();
+    let index = |ep: &str| -> u64 {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-s",
+                "-D",
+                "-",
+                "-o",
+                "/dev/null",
+                &format!("{ep}/v2/keys/"),
+            ])
+            .output()
+            .expect("curl");
+        let head = String::from_utf8_lossy(&out.stdout).into_owned();
+        head.lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("x-etcd-index")
+                    .then(|| v.trim().parse().ok())
+                    .flatten()
+            })
+            .unwrap_or_else(|| panic!("no X-Etcd-Index in {head}"))
+    };
+    // Three raftAttributes, three published attributes, one cluster
+    // version (etcd may write the version twice while members come up).
+    let start = index(&e);
+    assert!((7..=8).contains(&start), "v2 index after start: {start}");
+
+    let w = Background::etcdctl_v2(&e, &["watch", "--after-index=1", "foo"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let out = v2(&c.members[1].endpoint(), &["set", "foo", "bar"]);
+    assert!(out.status.success(), "{out:?}");
+    let (out, err, code) = w.finish(WAIT);
+    assert_eq!((out.as_str(), code), ("bar\n", Some(0)), "{err}");
+
+    // A member add writes one record, a removal two.
+    let before = index(&e);
+    let added = eventually(Duration::from_secs(20), || {
+        let out = etcdctl(
+            &e,
+            &["member", "add", "m4", "--peer-urls=http://127.0.0.1:9"],
+            None,
+        );
+        out.status.success().then_some(out)
+    })
+    .expect("member add never succeeded");
+    // "Member <hex id> added to cluster <hex id>"
+    let id = stdout(&added)
+        .split_whitespace()
+        .skip_while(|w| *w != "Member")
+        .nth(1)
+        .map(str::to_string)
+        .expect("member ID");
+    let after_add = eventually(WAIT, || {
+        let i = index(&e);
+        (i > before).then_some(i)
+    })
+    .expect("index never moved");
+    assert_eq!(after_add, before + 1);
+    let out = etcdctl(&e, &["member", "remove", &id], None);
+    assert!(out.status.success(), "{out:?}");
+    let after_remove = eventually(WAIT, || {
+        let i = index(&e);
+        (i > after_add + 1).then_some(i)
+    })
+    .expect("index never moved");
+    assert_eq!(after_remove, after_add + 2);
+}

@@ -682,3 +682,154 @@ fn auth_token_travels_in_authorization_header() {
         &format!(r#"{{"header":{}}}"#, hdr(2)),
     );
 }
+
+/// The responses etcd 3.4 sends without a header: Defragment, Alarm (get,
+/// activate and deactivate), MoveLeader, and every Snapshot message; and
+/// the membership responses, whose header has no revision.
+#[test]
+fn responses_without_header_match_etcd() {
+    let c = Cluster::start(Options::default());
+    assert_json(&post(&c, "/v3/maintenance/defragment", "{}"), 200, "{}");
+    assert_json(
+        &post(&c, "/v3/maintenance/alarm", r#"{"action":"GET"}"#),
+        200,
+        "{}",
+    );
+    let me = field(&post(&c, "/v3/maintenance/status", "{}").body, "member_id");
+    let activate = format!(r#"{{"action":"ACTIVATE","memberID":"{me}","alarm":"NOSPACE"}}"#);
+    assert_json(
+        &post(&c, "/v3/maintenance/alarm", &activate),
+        200,
+        &format!(r#"{{"alarms":[{{"memberID":"{me}","alarm":"NOSPACE"}}]}}"#),
+    );
+    let deactivate = activate.replace("ACTIVATE", "DEACTIVATE");
+    assert_json(
+        &post(&c, "/v3/maintenance/alarm", &deactivate),
+        200,
+        &format!(r#"{{"alarms":[{{"memberID":"{me}","alarm":"NOSPACE"}}]}}"#),
+    );
+    // MoveLeader, sent to the leader, naming a follower.
+    let leader = c.wait_leader(WAIT);
+    let target_id = {
+        let url = format!(
+            "{}/v3/maintenance/status",
+            c.members[(leader + 1) % 3].client_url()
+        );
+        field(
+            &curl(&url, &["-X", "POST", "--data-raw", "{}"]).body,
+            "member_id",
+        )
+    };
+    let url = format!(
+        "{}/v3/maintenance/transfer-leadership",
+        c.members[leader].client_url()
+    );
+    let r = curl(
+        &url,
+        &[
+            "-X",
+            "POST",
+            "--data-raw",
+            &format!(r#"{{"targetID":"{target_id}"}}"#),
+        ],
+    );
+    assert_json(&r, 200, "{}");
+    // Snapshot: the data and what remains, no header on any message.
+    let r = post(&c, "/v3/maintenance/snapshot", "{}");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let first = r.body.lines().next().unwrap_or_default();
+    assert!(first.starts_with(r#"{"result":{"#), "{first:.200}");
+    assert!(!r.body.contains("\"header\""), "{:.300}", r.body);
+    assert!(!r.body.contains("\"version\""), "{:.300}", r.body);
+    // Membership: a header without revision.
+    let r = post(&c, "/v3/cluster/member/list", "{}");
+    assert!(
+        mask(&r.body).starts_with(
+            r#"{"header":{"cluster_id":"*","member_id":"*","raft_term":"*"},"members":["#
+        ),
+        "{}",
+        r.body
+    );
+}
+
+/// What etcd's gateway accepts, Cairn does too: enum numbers without a
+/// name (kept, as proto3 does), several members of one oneof, and what it
+/// refuses, Cairn refuses: a txn op naming no request. A nested txn's
+/// response has an empty header, as etcd's.
+#[test]
+fn gateway_leniency_matches_etcd() {
+    let c = one_member();
+    assert_json(
+        &post(&c, "/v3/kv/put", r#"{"key":"Zm9v","value":"YmFy"}"#),
+        200,
+        &format!(r#"{{"header":{}}}"#, hdr(2)),
+    );
+    let r = post(&c, "/v3/kv/range", r#"{"key":"Zm9v","sort_order":99}"#);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains(r#""count":"1""#), "{}", r.body);
+    // Two members of RequestOp's oneof: accepted (etcd keeps one of them).
+    let r = post(
+        &c,
+        "/v3beta/kv/txn",
+        r#"{"success":[{"request_range":{"key":"Zm9v"},"request_put":{"key":"Zm9v","value":"YmFy"}}]}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains(r#""succeeded":true"#), "{}", r.body);
+    // A compare naming both a value and a version.
+    let r = post(
+        &c,
+        "/v3beta/kv/txn",
+        r#"{"compare":[{"key":"Zm9v","value":"YmFy","version":"1","target":"VALUE"}]}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    // An op with no request in it.
+    assert_json(
+        &post(&c, "/v3beta/kv/txn", r#"{"success":[{}]}"#),
+        400,
+        &error("etcdserver: key not found", 3),
+    );
+    // Nested: the inner response's header is empty.
+    let r = post(
+        &c,
+        "/v3/kv/txn",
+        r#"{"success":[{"request_txn":{"success":[{"request_put":{"key":"YQ==","value":"Yg=="}}]}}]}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let rev = field(&r.body, "revision");
+    assert_json(
+        &r,
+        200,
+        &format!(
+            r#"{{"header":{},"succeeded":true,"responses":[{{"response_txn":{{"header":{{}},"succeeded":true,"responses":[{{"response_put":{{"header":{{"revision":"{rev}"}}}}}}]}}}}]}}"#,
+            hdr(rev.parse().unwrap())
+        ),
+    );
+}
+
+/// A v2 value larger than `--max-request-bytes` is stored, as etcd stores
+/// it: that limit is for gRPC, and v2 has only Go's 10 MiB form limit.
+#[test]
+fn v2_values_are_not_bound_by_max_request_bytes() {
+    let c = Cluster::start(Options {
+        members: 1,
+        extra_args: vec!["--max-request-bytes=65536".into()],
+        ..Options::default()
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("value");
+    std::fs::write(&file, format!("value={}", "x".repeat(200_000))).expect("write");
+    let url = format!("{}/v2/keys/big", c.members[0].client_url());
+    let r = curl(
+        &url,
+        &[
+            "-X",
+            "PUT",
+            "--data-binary",
+            &format!("@{}", file.display()),
+        ],
+    );
+    assert_eq!(r.status, 201, "{:.300}", r.body);
+    let r = curl(&url, &[]);
+    assert_eq!(r.status, 200);
+    assert!(r.body.len() > 200_000, "{:.300}", r.body);
+}

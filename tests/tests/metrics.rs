@@ -160,3 +160,154 @@ fn metrics_exist_and_move_with_work() {
     assert_eq!(get(&f, "etcd_server_has_leader"), 1.0);
     assert_eq!(get(&f, "etcd_server_is_leader"), 0.0);
 }
+
+/// Every metric the etcd-mixin's alerts and recording rules and etcd's
+/// Grafana dashboards (etcd 3.4's `Documentation/op-guide/grafana.json`,
+/// `contrib/mixin`) read, with the labels they select or group by. Names
+/// the mixin reads that etcd 3.4 itself never exports (the etcd 2
+/// `etcd_http_*` family) are left out.
+const MIXIN_SERIES: &[(&str, &[&str])] = &[
+    ("etcd_server_has_leader", &[]),
+    ("etcd_server_leader_changes_seen_total", &[]),
+    ("etcd_server_proposals_failed_total", &[]),
+    ("etcd_server_proposals_pending", &[]),
+    ("etcd_server_proposals_committed_total", &[]),
+    ("etcd_server_proposals_applied_total", &[]),
+    ("etcd_server_quota_backend_bytes", &[]),
+    ("etcd_network_peer_sent_failures_total", &["To="]),
+    (
+        "etcd_network_peer_round_trip_time_seconds_bucket",
+        &["To=", "le="],
+    ),
+    ("etcd_network_peer_sent_bytes_total", &["To="]),
+    ("etcd_network_peer_received_bytes_total", &["From="]),
+    ("etcd_network_client_grpc_sent_bytes_total", &[]),
+    ("etcd_network_client_grpc_received_bytes_total", &[]),
+    ("etcd_disk_wal_fsync_duration_seconds_bucket", &["le="]),
+    ("etcd_disk_backend_commit_duration_seconds_bucket", &["le="]),
+    ("etcd_mvcc_db_total_size_in_bytes", &[]),
+    ("etcd_mvcc_db_total_size_in_use_in_bytes", &[]),
+    ("etcd_debugging_mvcc_db_total_size_in_bytes", &[]),
+    ("etcd_mvcc_put_total", &[]),
+    ("etcd_mvcc_range_total", &[]),
+    ("etcd_mvcc_txn_total", &[]),
+    ("etcd_mvcc_delete_total", &[]),
+    (
+        "grpc_server_started_total",
+        &["grpc_type=", "grpc_service=", "grpc_method="],
+    ),
+    (
+        "grpc_server_handled_total",
+        &["grpc_type=", "grpc_service=", "grpc_method=", "grpc_code="],
+    ),
+    (
+        "grpc_server_handling_seconds_bucket",
+        &["grpc_type=", "grpc_service=", "grpc_method=", "le="],
+    ),
+    ("process_resident_memory_bytes", &[]),
+];
+
+/// The names the etcd-mixin and etcd's dashboards use exist, with their
+/// labels, on a three-member cluster run with `--metrics=extensive` after
+/// a little traffic (peer series appear once peers talk, as in etcd); a
+/// member stopped shows up in the others' sent failures ("members down").
+#[test]
+fn etcd_mixin_metrics_exist() {
+    let mut c = Cluster::start(Options {
+        extra_args: vec!["--metrics=extensive".into()],
+        ..Options::default()
+    });
+    let e = c.members[0].endpoint();
+    for args in [
+        &["put", "k", "v"][..],
+        &["get", "k"],
+        &["txn"],
+        &["del", "k"],
+    ] {
+        let out = if args == ["txn"] {
+            cairn_tests::etcdctl_stdin(&e, args, None, Some("\nput a 1\nput b 2\n\n\n"))
+        } else {
+            etcdctl(&e, args, None)
+        };
+        assert!(out.status.success(), "{args:?}: {}", stderr(&out));
+    }
+    // Series of a label vector appear with their first label value: peer
+    // round trips once the prober has measured one (etcd probes every few
+    // seconds), sent failures once a send failed (below).
+    let later = ["etcd_network_peer_sent_failures_total"];
+    let missing = |m: &BTreeMap<String, f64>, skip: &[&str]| -> Vec<String> {
+        MIXIN_SERIES
+            .iter()
+            .filter(|(name, _)| !skip.contains(name))
+            .filter(|(name, labels)| {
+                !m.keys().any(|k| {
+                    (k == name || k.starts_with(&format!("{name}{{")))
+                        && labels
+                            .iter()
+                            .all(|l| k.contains(&format!("{{{l}")) || k.contains(&format!(",{l}")))
+                })
+            })
+            .map(|(name, labels)| format!("{name} {labels:?}"))
+            .collect()
+    };
+    let m = eventually(Duration::from_secs(20), || {
+        let m = scrape(&c, 0);
+        missing(&m, &later).is_empty().then_some(m)
+    })
+    .unwrap_or_else(|| {
+        let m = scrape(&c, 0);
+        panic!(
+            "missing series:\n{}\nhave:\n{}",
+            missing(&m, &later).join("\n"),
+            m.keys().cloned().collect::<Vec<_>>().join("\n")
+        )
+    });
+    assert!(get(&m, "etcd_mvcc_put_total") >= 3.0);
+    assert!(get(&m, "etcd_mvcc_txn_total") >= 1.0);
+    assert!(
+        sum(
+            &m,
+            "grpc_server_handling_seconds_count",
+            &["grpc_method=\"Put\""]
+        ) >= 1.0,
+        "Put latency not observed"
+    );
+    assert_eq!(
+        get(&m, "etcd_debugging_mvcc_db_total_size_in_bytes"),
+        get(&m, "etcd_mvcc_db_total_size_in_bytes")
+    );
+
+    // Members down: the others count what they cannot send to it.
+    let down = c.members[2].name.clone();
+    c.stop(2);
+    let out = etcdctl(&e, &["put", "after", "stop"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let failures = eventually(Duration::from_secs(20), || {
+        let m = scrape(&c, 0);
+        let n = sum(&m, "etcd_network_peer_sent_failures_total", &["To=\""]);
+        (n > 0.0 && missing(&m, &[]).is_empty()).then_some(n)
+    });
+    assert!(
+        failures.is_some(),
+        "no sent failures counted to stopped {down}"
+    );
+}
+
+/// Without `--metrics=extensive` there is no latency histogram, as in etcd.
+#[test]
+fn grpc_latency_histogram_only_when_extensive() {
+    let c = Cluster::start(Options {
+        members: 1,
+        ..Options::default()
+    });
+    let out = etcdctl(&c.members[0].endpoint(), &["put", "k", "v"], None);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let m = scrape(&c, 0);
+    assert!(
+        !m.keys()
+            .any(|k| k.starts_with("grpc_server_handling_seconds")),
+        "histogram exported at --metrics=basic"
+    );
+    assert!(get(&m, "etcd_network_client_grpc_received_bytes_total") > 0.0);
+    assert!(get(&m, "etcd_network_client_grpc_sent_bytes_total") > 0.0);
+}

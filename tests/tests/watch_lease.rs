@@ -466,6 +466,36 @@ fn leases_and_history_survive_restarts_and_snapshots() {
     assert!(cluster.members[lagger].log().contains("applied snapshot"));
 }
 
+/// A Lock without a lease gets a session lease of its own, as etcd's
+/// server-side session does; before, every lease-less caller got the key
+/// `name/0` and all of them "held" the lock at once.
+#[test]
+fn locks_without_a_lease_still_exclude_each_other() {
+    let cluster = Cluster::start(Options::default());
+    runtime().block_on(async {
+        let mut c = client(&cluster.endpoint_list()).await;
+        let held = c.lock("bare-lock", None).await.unwrap();
+        let key1 = held.key().to_vec();
+        let lease_hex = String::from_utf8_lossy(&key1["bare-lock/".len()..]).into_owned();
+        let lease = i64::from_str_radix(&lease_hex, 16).expect("key ends in a lease ID");
+        assert_ne!(lease, 0, "{}", String::from_utf8_lossy(&key1));
+        let ttl = c.lease_time_to_live(lease, None).await.unwrap().ttl();
+        assert!((1..=60).contains(&ttl), "session lease TTL {ttl}");
+
+        let mut c2 = c.clone();
+        let waiter =
+            tokio::spawn(async move { c2.lock("bare-lock", None).await.unwrap().key().to_vec() });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            !waiter.is_finished(),
+            "a second lease-less lock was granted while the first is held"
+        );
+        c.unlock(key1.clone()).await.unwrap();
+        let key2 = tokio::time::timeout(WAIT, waiter).await.unwrap().unwrap();
+        assert_ne!(key2, key1);
+    });
+}
+
 #[test]
 fn lock_and_election_services() {
     let cluster = Cluster::start(Options::default());

@@ -24,6 +24,8 @@ pub const LAYERS: &[&[&str]] = &[
     &["auth"],
     &["storage"],
     &["v2"],
+    // Importing a stopped etcd member's data dir: storage, v2 replay.
+    &["etcd_datadir"],
     // The client-facing error contract (converts auth and storage errors).
     &["error"],
     // Deterministic semantics: txn, lease table, member table.

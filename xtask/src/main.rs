@@ -14,13 +14,16 @@
 //!   against Cairn, etcd 3.4 or both (see `robustness.rs`).
 //! - `cargo xtask bench [args]`: the `cairn-bench` load generator;
 //!   `cargo xtask bench compare` runs it against Cairn and real etcd 3.4;
-//!   `cargo xtask bench plugins` measures what a policy plugin costs.
+//!   `cargo xtask bench plugins` measures what a policy plugin costs;
+//!   `cargo xtask bench restore` times restoring and importing a large etcd
+//!   snapshot against `etcdctl snapshot restore`.
 //!
 //! The xtask builds on a machine that has only the Rust toolchain: it must not
 //! depend on anything that needs `protoc` (see `protoc.rs`).
 
 mod bench;
 mod bench_plugins;
+mod bench_restore;
 mod cluster;
 mod deny;
 mod fuzz;
@@ -133,6 +136,10 @@ enum BenchCommand {
     /// What a policy plugin costs: the put workload on fresh clusters with
     /// and without a plugin (default: the allow-all validator).
     Plugins(bench_plugins::PluginBenchArgs),
+    /// Bringing a large etcd snapshot into service: `etcdctl snapshot
+    /// restore` against `cairn snapshot restore` and against starting
+    /// cairn on the etcd data dir (import); print a markdown table.
+    Restore(bench_restore::RestoreBenchArgs),
 }
 
 #[derive(Args)]
@@ -180,6 +187,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => match args.compare {
             Some(BenchCommand::Compare(c)) => bench::compare(c),
             Some(BenchCommand::Plugins(p)) => bench_plugins::run(p),
+            Some(BenchCommand::Restore(r)) => bench_restore::run(r),
             None => bench::run(args.args),
         },
         Command::Plugins { action } => plugins::run(action),

@@ -17,6 +17,27 @@ use crate::pb::mvccpb::KeyValue;
 use crate::storage::mvcc::index::KeyRange;
 use bytes::Bytes;
 
+/// TTL of the session lease a Lock or Campaign without a lease gets
+/// (etcd's `concurrency.NewSession` default).
+const SESSION_TTL_SECS: i64 = 60;
+
+/// The lease a Lock or Campaign holds its key with: the caller's, or — for
+/// lease 0, as etcd's server-side `NewSession` does — a new lease of
+/// `SESSION_TTL_SECS` that nobody keeps alive, so the key goes with it.
+/// Without one, every lease-less caller would share the key `name/0`
+/// and all of them would believe they hold the lock.
+pub async fn session_lease(srv: &EtcdServer, lease: i64) -> Result<i64, Error> {
+    if lease != 0 {
+        return Ok(lease);
+    }
+    srv.check_quota(0).await?;
+    let grant = crate::pb::etcdserverpb::LeaseGrantRequest {
+        ttl: SESSION_TTL_SECS.max(srv.min_lease_ttl_secs()),
+        id: srv.new_lease_id(),
+    };
+    Ok(srv.propose(grant).await?.id)
+}
+
 /// Creates `key` with `value` on `lease` unless it exists; returns the key's
 /// current state (its creation revision is its place in the queue) and the
 /// header of the txn.

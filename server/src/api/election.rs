@@ -69,7 +69,8 @@ impl Election for ElectionService {
         req: Request<CampaignRequest>,
     ) -> Result<Response<CampaignResponse>, Status> {
         check_leader(&self.srv, &req)?;
-        let r = req.into_inner();
+        let mut r = req.into_inner();
+        r.lease = super::concurrency::session_lease(&self.srv, r.lease).await?;
         let prefix = prefix_of(&r.name);
         let mut key = prefix.clone();
         key.extend_from_slice(format!("{:x}", r.lease).as_bytes());

@@ -188,6 +188,7 @@ async fn version(State(_srv): State<Arc<EtcdServer>>) -> impl IntoResponse {
 async fn metrics(State(srv): State<Arc<EtcdServer>>) -> impl IntoResponse {
     let size = srv.db.disk_space() as i64;
     METRICS.db_total_size.set(size);
+    METRICS.debugging_db_total_size.set(size);
     METRICS.db_in_use_size.set(size);
     METRICS.watcher_total.set(srv.hub.watcher_count() as i64);
     METRICS.current_revision.set(srv.store.current_rev());

@@ -2,8 +2,7 @@
 
 use super::{check_leader, check_size};
 use crate::error::Error;
-use crate::etcdserver::{Applied, EtcdServer};
-use crate::pb::cairnpb::internal_request::Request as Internal;
+use crate::etcdserver::EtcdServer;
 use crate::pb::etcdserverpb::kv_server::Kv;
 use crate::pb::etcdserverpb::{
     CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
@@ -18,10 +17,6 @@ const PHYSICAL_COMPACTION_WAIT: Duration = Duration::from_secs(300);
 
 pub struct KvService {
     pub srv: Arc<EtcdServer>,
-}
-
-fn unexpected(a: Applied) -> Status {
-    Error::Internal(format!("unexpected apply result {a:?}")).into()
 }
 
 #[tonic::async_trait]
@@ -66,22 +61,18 @@ impl Kv for KvService {
         let physical = r.physical;
         let target = r.revision;
         let mut done = self.srv.store.compaction_watch();
-        match self.srv.propose(Internal::Compaction(r)).await? {
-            Applied::Compaction(mut resp) => {
-                if physical {
-                    let waited = tokio::time::timeout(
-                        PHYSICAL_COMPACTION_WAIT,
-                        done.wait_for(|finished| *finished >= target),
-                    )
-                    .await;
-                    if !matches!(waited, Ok(Ok(_))) {
-                        return Err(Error::Timeout.into());
-                    }
-                }
-                self.srv.fill_header(&mut resp.header);
-                Ok(Response::new(resp))
+        let mut resp = self.srv.propose(r).await?;
+        if physical {
+            let waited = tokio::time::timeout(
+                PHYSICAL_COMPACTION_WAIT,
+                done.wait_for(|finished| *finished >= target),
+            )
+            .await;
+            if !matches!(waited, Ok(Ok(_))) {
+                return Err(Error::Timeout.into());
             }
-            other => Err(unexpected(other)),
         }
+        self.srv.fill_header(&mut resp.header);
+        Ok(Response::new(resp))
     }
 }

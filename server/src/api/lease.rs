@@ -2,8 +2,7 @@
 
 use super::check_leader;
 use crate::error::Error;
-use crate::etcdserver::{Applied, EtcdServer};
-use crate::pb::cairnpb::internal_request::Request as Internal;
+use crate::etcdserver::EtcdServer;
 use crate::pb::etcdserverpb::lease_server::Lease;
 use crate::pb::etcdserverpb::{
     LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
@@ -20,10 +19,6 @@ pub struct LeaseService {
 }
 
 pub type KeepAliveStream = tonic::codegen::BoxStream<LeaseKeepAliveResponse>;
-
-fn unexpected(a: Applied) -> Status {
-    Error::Internal(format!("unexpected apply result {a:?}")).into()
-}
 
 /// Serves one keep-alive stream (gRPC or the JSON gateway).
 pub fn keep_alive_stream<S>(srv: Arc<EtcdServer>, mut incoming: S) -> KeepAliveStream
@@ -77,13 +72,9 @@ impl Lease for LeaseService {
         }
         r.ttl = r.ttl.max(self.srv.min_lease_ttl_secs());
         self.srv.check_quota(0).await?;
-        match self.srv.propose(Internal::LeaseGrant(r)).await? {
-            Applied::LeaseGrant(mut resp) => {
-                self.srv.fill_header(&mut resp.header);
-                Ok(Response::new(resp))
-            }
-            other => Err(unexpected(other)),
-        }
+        let mut resp = self.srv.propose(r).await?;
+        self.srv.fill_header(&mut resp.header);
+        Ok(Response::new(resp))
     }
 
     async fn lease_revoke(
@@ -91,17 +82,9 @@ impl Lease for LeaseService {
         req: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
         check_leader(&self.srv, &req)?;
-        match self
-            .srv
-            .propose(Internal::LeaseRevoke(req.into_inner()))
-            .await?
-        {
-            Applied::LeaseRevoke(mut resp) => {
-                self.srv.fill_header(&mut resp.header);
-                Ok(Response::new(resp))
-            }
-            other => Err(unexpected(other)),
-        }
+        let mut resp = self.srv.propose(req.into_inner()).await?;
+        self.srv.fill_header(&mut resp.header);
+        Ok(Response::new(resp))
     }
 
     async fn lease_keep_alive(

@@ -44,7 +44,8 @@ impl Drop for ReleaseOnDrop {
 impl Lock for LockService {
     async fn lock(&self, req: Request<LockRequest>) -> Result<Response<LockResponse>, Status> {
         check_leader(&self.srv, &req)?;
-        let r = req.into_inner();
+        let mut r = req.into_inner();
+        r.lease = super::concurrency::session_lease(&self.srv, r.lease).await?;
         let mut prefix = r.name.to_vec();
         prefix.push(b'/');
         let mut key = prefix.clone();

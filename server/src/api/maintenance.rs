@@ -10,7 +10,7 @@ use super::{ETCD_COMPAT_VERSION, check_leader};
 use crate::error::Error;
 use crate::etcdserver::EtcdServer;
 use crate::metrics::METRICS;
-use crate::pb::cairnpb::{AlarmEntry, internal_request::Request as Internal};
+use crate::pb::cairnpb::AlarmEntry;
 use crate::pb::etcdserverpb::alarm_request::AlarmAction;
 use crate::pb::etcdserverpb::maintenance_server::Maintenance;
 use crate::pb::etcdserverpb::{
@@ -18,7 +18,7 @@ use crate::pb::etcdserverpb::{
     HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest, MoveLeaderResponse,
     SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
 };
-use crate::storage::{alarm, checksum, snapfile};
+use crate::storage::{alarm, checksum, etcd_snapshot};
 use std::io::Read;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, LazyLock};
@@ -162,20 +162,14 @@ impl Maintenance for MaintenanceService {
                     request: Some(r),
                     reply_token: 0,
                 };
-                match srv.propose(Internal::Alarm(entry)).await? {
-                    crate::etcdserver::Applied::Alarms(a) => a,
-                    other => {
-                        return Err(
-                            Error::Internal(format!("unexpected apply result {other:?}")).into(),
-                        );
-                    }
-                }
+                srv.propose(entry).await?
             }
             // An action etcd does not know either: nothing to report.
             Err(_) => Vec::new(),
         };
+        // etcd 3.4's AlarmResponse carries no header.
         Ok(Response::new(AlarmResponse {
-            header: Some(srv.header(srv.store.current_rev())),
+            header: None,
             alarms,
         }))
     }
@@ -216,9 +210,8 @@ impl Maintenance for MaintenanceService {
             took_ms = report.took.as_millis() as u64,
             "finished defragmenting the storage backend"
         );
-        Ok(Response::new(DefragmentResponse {
-            header: Some(srv.header(srv.store.current_rev())),
-        }))
+        // etcd 3.4 answers with an empty message: no header.
+        Ok(Response::new(DefragmentResponse { header: None }))
     }
 
     async fn hash(&self, req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
@@ -260,8 +253,8 @@ impl Maintenance for MaintenanceService {
         }))
     }
 
-    /// Streams a point-in-time copy of the state machine in the portable
-    /// snapshot form (see `snapfile`). It is written to a temporary file
+    /// Streams a point-in-time copy of the state machine as an etcd 3.4
+    /// snapshot (bbolt database + SHA-256, see `etcd_snapshot`). It is written to a temporary file
     /// first (so the size is known and the read view is released early),
     /// then sent in bounded chunks with `remaining_bytes`, as etcd does.
     async fn snapshot(
@@ -287,7 +280,7 @@ impl Maintenance for MaintenanceService {
         let started = Instant::now();
         let written = tokio::task::spawn_blocking(move || {
             let view = db.db.snapshot();
-            let result = snapfile::write_portable(&db, &view, &path).and_then(|size| {
+            let result = etcd_snapshot::write_snapshot(&db, &view, &path).and_then(|size| {
                 let file =
                     std::fs::File::open(&path).map_err(|e| crate::storage::Error::io(&path, e))?;
                 Ok((file, size))
@@ -312,12 +305,10 @@ impl Maintenance for MaintenanceService {
             revision = rev,
             "sending database snapshot to client"
         );
-        let header = srv.header(rev);
         let (tx, rx) = tokio::sync::mpsc::channel(SNAPSHOT_QUEUE_CHUNKS);
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
             let mut sent = 0u64;
-            let mut first = true;
             loop {
                 let mut buf = Vec::with_capacity(SNAPSHOT_CHUNK_BYTES);
                 match (&mut file)
@@ -334,17 +325,14 @@ impl Maintenance for MaintenanceService {
                         return;
                     }
                 }
+                // etcd 3.4 sends only the bytes and what remains: no
+                // header, no version (3.5 added both to the first message).
                 let msg = SnapshotResponse {
-                    header: first.then_some(header),
+                    header: None,
                     remaining_bytes: total.saturating_sub(sent),
                     blob: buf.into(),
-                    version: if first {
-                        ETCD_COMPAT_VERSION.to_string()
-                    } else {
-                        String::new()
-                    },
+                    version: String::new(),
                 };
-                first = false;
                 if tx.blocking_send(Ok(msg)).is_err() {
                     tracing::warn!(sent_bytes = sent, "snapshot client went away");
                     return;
@@ -402,7 +390,7 @@ pub async fn monitor_quota(srv: Arc<EtcdServer>) {
             }),
             reply_token: 0,
         };
-        if let Err(e) = srv.propose_internal(Internal::Alarm(entry)).await {
+        if let Err(e) = srv.propose_internal(entry).await {
             tracing::warn!(error = %e, "raising the NOSPACE alarm failed; will retry");
         }
     }

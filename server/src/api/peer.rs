@@ -272,6 +272,11 @@ impl Peer for PeerService {
                     "{from:x} is no longer a member of this cluster"
                 )));
             }
+            let received: usize = batch.messages.iter().map(|b| b.len()).sum();
+            crate::metrics::METRICS
+                .peer_received_bytes
+                .with_label_values(&[&format!("{from:x}")])
+                .inc_by(received as u64);
             for bytes in batch.messages {
                 let m = self.decode(from, &bytes)?;
                 if m.get_msg_type() == MessageType::MsgSnapshot {

@@ -8,8 +8,7 @@
 //! expires the same keys at the same log position.
 
 use crate::error::Error;
-use crate::etcdserver::{Applied, EtcdServer};
-use crate::pb::cairnpb::internal_request::Request;
+use crate::etcdserver::EtcdServer;
 use crate::pb::etcdserverpb::{MemberAddRequest, MemberRemoveRequest, MemberUpdateRequest};
 use crate::v2::{
     MemberError, V2Applied, V2Backend, V2CountsStats, V2Error, V2FollowerStats, V2LatencyStats,
@@ -70,7 +69,7 @@ fn member_error(e: Error) -> MemberError {
 pub async fn propose_v2(srv: &EtcdServer, req: &V2Request) -> Result<V2Applied, V2Error> {
     let data = serde_json::to_vec(req).map_err(|e| V2Error::raft_internal(e.to_string()))?;
     match crate::etcdserver::policy::propose_v2_judged(srv, req, data.into()).await {
-        Ok(Applied::V2 {
+        Ok(crate::etcdserver::proposal::V2Outcome {
             outcome,
             raft_index,
             raft_term,
@@ -84,9 +83,6 @@ pub async fn propose_v2(srv: &EtcdServer, req: &V2Request) -> Result<V2Applied, 
             Ok(None) => Err(V2Error::raft_internal("etcdserver: unexpected v2 result")),
             Err(e) => Err(e),
         },
-        Ok(other) => Err(V2Error::raft_internal(format!(
-            "etcdserver: unexpected apply result {other:?}"
-        ))),
         Err(e) => Err(crate::policy::v2_error(e)),
     }
 }
@@ -114,7 +110,10 @@ pub async fn run_ttl_sweeper(srv: Arc<EtcdServer>) {
             Ok(d) => d,
             Err(_) => continue,
         };
-        if let Err(e) = srv.propose_internal(Request::V2(data.into())).await {
+        if let Err(e) = srv
+            .propose_internal(crate::etcdserver::proposal::V2Entry(data.into()))
+            .await
+        {
             tracing::debug!(error = %e, "v2 TTL sweep failed; retrying on the next tick");
         }
     }
@@ -268,8 +267,8 @@ impl V2Backend for V2Api {
 
 /// etcd keeps v2 and v3 auth apart; Cairn does not let the v2 API become a
 /// way around v3 auth: while auth is enabled, v2 keys (and membership
-/// changes) need HTTP Basic credentials of a user holding the root role.
-/// Reads of membership, stats and machines stay open, as in etcd.
+/// changes, and the v2 auth API) need HTTP Basic credentials of a user
+/// holding the root role. Reads of membership, stats and machines stay open, as in etcd.
 pub async fn auth_gate(
     axum::extract::State(srv): axum::extract::State<Arc<EtcdServer>>,
     req: axum::extract::Request,
@@ -277,7 +276,10 @@ pub async fn auth_gate(
 ) -> axum::response::Response {
     use axum::response::IntoResponse;
     let path = req.uri().path();
+    // The v2 auth API writes replicated state and lists users: under v3
+    // auth it is for root only, like the keys.
     let guarded = path.starts_with("/v2/keys")
+        || path.starts_with("/v2/auth")
         || (path.starts_with("/v2/members") && req.method() != http::Method::GET);
     if !guarded || !srv.auth_enabled() {
         return next.run(req).await;

@@ -787,6 +787,36 @@ impl AuthStore {
     /// bcrypt hash, `options.no_password` its flag; permissions sorted by
     /// key and range end).
     pub fn save(&self) -> Vec<u8> {
+        self.snapshot().encode_to_vec()
+    }
+
+    /// etcd's own records of this store — what its `auth`, `authUsers`
+    /// and `authRoles` buckets hold: (enabled, revision, users, roles),
+    /// sorted by name.
+    pub fn etcd_records(&self) -> (bool, u64, Vec<User>, Vec<Role>) {
+        let s = self.snapshot();
+        (s.enabled, s.revision, s.users, s.roles)
+    }
+
+    /// A store from etcd's records (see [`AuthStore::etcd_records`]), with
+    /// [`AuthStore::load`]'s checks. etcd starts counting at revision 1.
+    pub fn from_etcd_records(
+        enabled: bool,
+        revision: u64,
+        users: Vec<User>,
+        roles: Vec<Role>,
+    ) -> Result<AuthStore, AuthError> {
+        let snap = Snapshot {
+            format: FORMAT,
+            enabled,
+            revision: revision.max(1),
+            users,
+            roles,
+        };
+        AuthStore::load(&snap.encode_to_vec())
+    }
+
+    fn snapshot(&self) -> Snapshot {
         let users = self
             .users
             .iter()
@@ -814,7 +844,6 @@ impl AuthStore {
             users,
             roles,
         }
-        .encode_to_vec()
     }
 
     /// Rebuilds a store from [`AuthStore::save`]'s bytes. Refuses anything

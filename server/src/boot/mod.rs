@@ -14,9 +14,7 @@ use crate::etcdserver::wait::Waiters;
 use crate::etcdserver::watch::WatchHub;
 use crate::etcdserver::{EtcdServer, RaftStatus, ServerParts};
 use crate::ids;
-use crate::pb::cairnpb::{
-    MemberAttributes, MemberRecord, Membership as MembershipPb, internal_request::Request,
-};
+use crate::pb::cairnpb::{MemberAttributes, MemberRecord, Membership as MembershipPb};
 use crate::pb::etcdserverpb::{
     LeaseRevokeRequest, cluster_server::ClusterServer, kv_server::KvServer,
     lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
@@ -121,6 +119,17 @@ fn bootstrap_new(db: &Db, cfg: &ServerConfig) -> Result<(u64, u64), BootError> {
         members,
     };
     let mut batch = db.db.batch();
+    // etcd's v2 store holds a record per initial member (`/0/members/<id>/
+    // raftAttributes`), each taking a v2 index: count them the same way so
+    // v2 indexes (`waitIndex`, `--after-index`) line up with etcd's.
+    meta::put_v2_index(
+        &mut batch,
+        db,
+        meta::V2Index {
+            index: membership.members.len() as u64,
+            visible: 0,
+        },
+    );
     meta::put_membership(&mut batch, db, &membership);
     meta::put_conf_state(&mut batch, db, &cs)?;
     // The log starts after index INITIAL_INDEX (as if compacted there), so
@@ -326,6 +335,8 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
     // data is touched, so a bad file stops the member with a clear error.
     let tls = crate::tls::Sides::load(cfg).map_err(BootError::Config)?;
 
+    // A stopped etcd member's data dir becomes this member's data first.
+    crate::etcd_datadir::import_if_etcd(cfg).map_err(|e| BootError::Config(e.to_string()))?;
     let db = Db::open(&member_dir)?;
     let snapshots = Arc::new(SnapshotRegistry::new(
         member_dir.join("snap"),
@@ -421,8 +432,9 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
         let (records, index) = meta::v2_records(&db)?;
         let mut store = crate::v2::V2Store::new();
         store
-            .load(records, index)
+            .load(records, index.index)
             .map_err(|e| BootError::Config(format!("the v2 store on disk is corrupt: {e:?}")))?;
+        store.set_visible_index(index.visible);
         Arc::new(parking_lot::RwLock::new(store))
     };
     let auth = {
@@ -591,6 +603,10 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
         keepalive_timeout: cfg.grpc_keepalive_timeout,
         tls: None,
     };
+    if cfg.metrics == cairn_config::MetricsLevel::Extensive {
+        // etcd's `--metrics=extensive`: gRPC latency histograms.
+        crate::metrics::METRICS.enable_extensive();
+    }
     let mut metrics_listeners = Vec::new();
     for url in &cfg.listen_metrics_urls {
         // etcd serves https metrics URLs with the client certificate.
@@ -767,10 +783,7 @@ async fn publish(server: Arc<EtcdServer>, name: String, client_urls: Vec<String>
         client_urls: client_urls.clone(),
     };
     loop {
-        match server
-            .propose_internal(Request::Publish(attrs.clone()))
-            .await
-        {
+        match server.propose_internal(attrs.clone()).await {
             Ok(_) => break,
             Err(e) => {
                 tracing::debug!(error = %e, "publishing this member failed; retrying");
@@ -801,9 +814,7 @@ async fn expire_leases(server: Arc<EtcdServer>) {
         for id in server.lessor.expired(MAX_REVOKES_PER_SWEEP) {
             let srv = Arc::clone(&server);
             tokio::spawn(async move {
-                let r = srv
-                    .propose_internal(Request::LeaseRevoke(LeaseRevokeRequest { id }))
-                    .await;
+                let r = srv.propose_internal(LeaseRevokeRequest { id }).await;
                 if let Err(e) = r
                     && e != crate::error::Error::LeaseNotFound
                 {

@@ -1,7 +1,9 @@
 //! `cairn` subcommands besides serving: `cairn config show|check|status`
-//! and `cairn snapshot restore|status` (etcdctl's offline snapshot tools).
+//! and `cairn snapshot restore|status|save` (etcdctl's snapshot tools, for
+//! etcd's snapshots and Cairn's; `save` lives in `snapshot`).
 
 pub mod plugin;
+mod snapshot;
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -123,14 +125,22 @@ const SNAPSHOT_USAGE: &str = "usage:
         [--initial-cluster NAME=PEER-URL,...] [--initial-cluster-token TOKEN]
         [--initial-advertise-peer-urls URL,...] [--skip-hash-check]
                                   build a new cluster member's data dir from a
-                                  snapshot (etcdctl snapshot save FILE)
+                                  snapshot: etcd's (etcdctl snapshot save, or a
+                                  stopped member's member/snap/db with
+                                  --skip-hash-check) or Cairn's
   cairn snapshot status FILE [-w simple|table|json]
-                                  hash, revision, total keys and size of a snapshot";
+                                  hash, revision, total keys and size of a snapshot
+  cairn snapshot save FILE [--endpoints HOST:PORT] [--user NAME:PASSWORD]
+  cairn snapshot save FILE --data-dir DIR
+                                  an etcd 3.4 snapshot of a running member, or of
+                                  a stopped member's data dir (etcdctl and etcd
+                                  restore it)";
 
 pub fn snapshot_command(args: &[String]) -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("restore") => snapshot_restore(&args[1..]),
         Some("status") => snapshot_status(&args[1..]),
+        Some("save") => snapshot::save(&args[1..]),
         _ => {
             eprintln!("{SNAPSHOT_USAGE}");
             return ExitCode::from(2);
@@ -150,7 +160,7 @@ pub fn snapshot_command(args: &[String]) -> ExitCode {
     }
 }
 
-enum CliError {
+pub(crate) enum CliError {
     Usage(String),
     Failed(String),
 }
@@ -158,7 +168,7 @@ enum CliError {
 /// Go-style flags as etcdctl takes them: `--flag=value`, `--flag value`
 /// (one or two dashes); `bools` take no separate value. Returns the
 /// positional arguments and the flags by name (the last one wins).
-fn parse_flags(
+pub(crate) fn parse_flags(
     args: &[String],
     values: &[&str],
     bools: &[&str],

@@ -237,6 +237,13 @@ impl ApplyLoop {
             });
             return Ok(());
         }
+        // The applied index only moves forward (a snapshot install, the
+        // other writer, never runs concurrently with this loop).
+        debug_assert!(
+            last.index >= self.status.applied.load(Ordering::Acquire),
+            "applied index went back to {}",
+            last.index
+        );
         self.status.applied.store(last.index, Ordering::Release);
         self.applied_tx.send_replace(last.index);
         let _ = self.ctl.send(CtlMsg::Applied(last.index));
@@ -417,10 +424,24 @@ impl ApplyLoop {
                 };
                 meta::put_membership(batch.raw(), &self.db, &m);
                 *membership = Some(m);
+                if r.is_ok() {
+                    self.bump_v2_membership(batch, 1);
+                }
                 r
             }
             Some(Request::Publish(attrs)) => {
+                // The first publish of a cluster's life stands in for etcd's
+                // first cluster-version record too (`/0/version`).
+                let first = membership
+                    .as_ref()
+                    .map_or_else(|| self.membership.snapshot(), Clone::clone)
+                    .members
+                    .iter()
+                    .all(|r| r.client_urls.is_empty());
                 let m = self.publish(batch, membership, &attrs);
+                if m.is_ok() {
+                    self.bump_v2_membership(batch, if first { 2 } else { 1 });
+                }
                 m.map(|_| Applied::Published)
             }
             Some(Request::Alarm(entry)) => {
@@ -559,6 +580,16 @@ impl ApplyLoop {
             *pending = Some(m);
             Applied::Member
         });
+        if result.is_ok() {
+            // etcd's v2 records: a new member's raftAttributes (add), the
+            // member's tree deleted and a removed_members record (remove),
+            // raftAttributes rewritten (promote).
+            let records = match Kind::try_from(change.kind).unwrap_or(Kind::Add) {
+                Kind::Remove => 2,
+                Kind::Add | Kind::Promote => 1,
+            };
+            self.bump_v2_membership(batch, records);
+        }
         if wanted {
             results.push((id, result));
         }
@@ -626,6 +657,19 @@ impl ApplyLoop {
         }
     }
 
+    /// etcd keeps the member table in its v2 store too, so every change to
+    /// it takes v2 indexes there; counting them the same way keeps v2
+    /// indexes (`X-Etcd-Index`, `waitIndex`) in line with etcd's.
+    fn bump_v2_membership(&self, batch: &mut ApplyBatch, records: u64) {
+        let mut store = self.v2.write();
+        store.bump_internal(records);
+        let i = meta::V2Index {
+            index: store.index(),
+            visible: store.visible_index(),
+        };
+        meta::put_v2_index(batch.raw(), &self.db, i);
+    }
+
     /// A v2 write, quorum read or TTL sweep. The store's refusals (key not
     /// found, compare failed) are answers, not failures.
     fn apply_v2(&mut self, batch: &mut ApplyBatch, bytes: &[u8], index: u64, term: u64) -> Applied {
@@ -644,7 +688,11 @@ impl ApplyLoop {
                             meta::put_v2_node(batch.raw(), &self.db, path, record.as_deref());
                         }
                         if out.index != before {
-                            meta::put_v2_index(batch.raw(), &self.db, out.index);
+                            let i = meta::V2Index {
+                                index: out.index,
+                                visible: store.visible_index(),
+                            };
+                            meta::put_v2_index(batch.raw(), &self.db, i);
                         }
                         if out.expired > 0 {
                             tracing::debug!(expired = out.expired, "v2 keys expired");
@@ -831,10 +879,12 @@ impl ApplyLoop {
     /// Rebuilds the in-memory v2 store from its persisted nodes.
     fn reload_v2(&self) -> storage::Result<()> {
         let (records, index) = meta::v2_records(&self.db)?;
-        self.v2
-            .write()
-            .load(records, index)
-            .map_err(|e| storage::Error::corrupt("v2 store", format!("{e:?}")))
+        let mut store = self.v2.write();
+        store
+            .load(records, index.index)
+            .map_err(|e| storage::Error::corrupt("v2 store", format!("{e:?}")))?;
+        store.set_visible_index(index.visible);
+        Ok(())
     }
 
     fn install_snapshot(&mut self, index: u64, path: &std::path::Path) -> storage::Result<()> {

@@ -13,7 +13,7 @@
 //! member reaches the same verdict. Reads are checked on the serving member
 //! before reading and re-checked after (`check_unchanged`), as etcd does.
 
-use super::{Applied, EtcdServer};
+use super::EtcdServer;
 pub use crate::auth::Credential;
 use crate::auth::tokens::simple::SimpleTokens;
 use crate::auth::{Access, AuthError, AuthInfo, AuthStore, Now, TokenProvider};
@@ -236,23 +236,15 @@ impl EtcdServer {
                 simple_token_prefix: self.auth.tokens.generate_prefix(),
                 plugin_principal: false,
             };
-            match self.propose_internal(Request::Authenticate(entry)).await? {
-                Applied::Authenticated { token, revision } => {
-                    if revision != verified {
-                        // The user changed meanwhile: check again.
-                        continue;
-                    }
-                    return Ok(AuthenticateResponse {
-                        header: Some(self.header(self.store.current_rev())),
-                        token,
-                    });
-                }
-                other => {
-                    return Err(Error::Internal(format!(
-                        "unexpected apply result {other:?}"
-                    )));
-                }
+            let login = self.propose_internal(entry).await?;
+            if login.revision != verified {
+                // The user changed meanwhile: check again.
+                continue;
             }
+            return Ok(AuthenticateResponse {
+                header: Some(self.header(self.store.current_rev())),
+                token: login.token,
+            });
         }
         Err(AuthError::AuthOldRevision.into())
     }
@@ -290,7 +282,7 @@ impl EtcdServer {
 
     /// An auth-management write through raft; the apply loop checks that
     /// the caller may do it.
-    pub async fn auth_write(&self, mut request: Request) -> Result<Applied, Error> {
+    pub async fn auth_write(&self, mut request: Request) -> Result<(), Error> {
         let cost = self.auth.bcrypt_cost;
         let slot = self.bcrypt_slot().await?;
         // Hash passwords before they enter the log (never store plaintext).
@@ -305,7 +297,7 @@ impl EtcdServer {
         .await
         .map_err(|e| Error::Internal(format!("password hashing failed: {e}")))??;
         drop(slot);
-        self.propose(hashed).await
+        self.propose(super::proposal::AuthWrite(hashed)).await
     }
 
     /// Auth reads (`user get|list`, `role get|list`, `auth status`) are

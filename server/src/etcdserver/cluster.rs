@@ -9,12 +9,10 @@
 //! member updates its member table and raft configuration at the same log
 //! index; a peer URL update is an ordinary entry.
 
-use super::{Applied, EtcdServer, MAX_APPLY_LAG};
+use super::{EtcdServer, MAX_APPLY_LAG};
 use crate::error::Error;
 use crate::ids;
-use crate::pb::cairnpb::{
-    MemberChange, MemberRecord, internal_request::Request, member_change::Kind,
-};
+use crate::pb::cairnpb::{MemberChange, MemberRecord, member_change::Kind};
 use crate::pb::etcdserverpb::{
     Member, MemberAddRequest, MemberAddResponse, MemberPromoteRequest, MemberPromoteResponse,
     MemberRemoveRequest, MemberRemoveResponse, MemberUpdateRequest, MemberUpdateResponse,
@@ -103,10 +101,10 @@ impl EtcdServer {
             return Err(Error::TooManyRequests);
         }
         match tokio::time::timeout(self.request_timeout(), rx).await {
-            Ok(Ok(Ok(Applied::Member))) => Ok(()),
-            Ok(Ok(Ok(other))) => Err(Error::Internal(format!(
-                "unexpected apply result {other:?}"
-            ))),
+            // A conf change answers like a member update.
+            Ok(Ok(Ok(applied))) => {
+                super::proposal::expect::<crate::pb::cairnpb::MemberRecord>(applied)
+            }
             Ok(Ok(Err(e))) => Err(e),
             Ok(Err(_)) => Err(Error::Stopped),
             Err(_) => {
@@ -310,15 +308,11 @@ impl EtcdServer {
             return Err(Error::PeerUrlExists);
         }
         record.peer_urls = urls;
-        match self.propose_internal(Request::MemberUpdate(record)).await? {
-            Applied::Member => Ok(MemberUpdateResponse {
-                header: Some(self.header(0)),
-                members: self.members_api(),
-            }),
-            other => Err(Error::Internal(format!(
-                "unexpected apply result {other:?}"
-            ))),
-        }
+        self.propose_internal(record).await?;
+        Ok(MemberUpdateResponse {
+            header: Some(self.header(0)),
+            members: self.members_api(),
+        })
     }
 
     pub async fn member_promote(
@@ -370,9 +364,8 @@ impl EtcdServer {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
-        Ok(MoveLeaderResponse {
-            header: Some(self.header(self.store.current_rev())),
-        })
+        // etcd 3.4 answers with an empty message: no header.
+        Ok(MoveLeaderResponse { header: None })
     }
 
     /// Sends a membership request to the leader over the peer service, then

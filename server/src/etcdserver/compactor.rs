@@ -10,7 +10,6 @@
 //!   (current revision − N).
 
 use super::EtcdServer;
-use crate::pb::cairnpb::internal_request::Request;
 use crate::pb::etcdserverpb::CompactionRequest;
 use cairn_config::AutoCompactionRetention;
 use std::collections::VecDeque;
@@ -44,10 +43,10 @@ async fn compact(srv: &EtcdServer, rev: i64, why: &str) {
         return;
     }
     tracing::info!(revision = rev, retention = why, "starting auto-compaction");
-    let req = Request::Compaction(CompactionRequest {
+    let req = CompactionRequest {
         revision: rev,
         physical: false,
-    });
+    };
     match srv.propose_internal(req).await {
         Ok(_) => tracing::info!(revision = rev, "auto-compaction scheduled"),
         Err(e) => tracing::warn!(revision = rev, error = %e, "auto-compaction failed"),

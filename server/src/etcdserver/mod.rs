@@ -12,6 +12,9 @@ pub mod cluster;
 pub mod compactor;
 pub mod node;
 pub mod policy;
+pub mod proposal;
+
+use proposal::Proposal;
 pub mod reload;
 pub mod wait;
 pub mod watch;
@@ -263,23 +266,45 @@ impl EtcdServer {
     /// Proposes a client's request through raft and waits until this member
     /// applied it, returning the apply result. The entry carries the caller
     /// (see `auth`), which the apply loop checks.
-    pub async fn propose(&self, request: Request) -> Result<Applied, Error> {
-        self.propose_as(request, Some(auth::request_auth())).await
+    pub async fn propose<P: Proposal>(&self, p: P) -> Result<P::Response, Error> {
+        let deadline = self.deadline();
+        let auth = Some(auth::request_auth());
+        let applied = self
+            .propose_as(p.into_request(), auth, None, deadline)
+            .await?;
+        proposal::expect::<P>(applied)
     }
 
     /// Proposes a request the server makes on its own behalf (lease expiry,
     /// publishing itself, a login it verified): not subject to auth checks.
-    pub async fn propose_internal(&self, request: Request) -> Result<Applied, Error> {
-        self.propose_as(request, None).await
+    pub async fn propose_internal<P: Proposal>(&self, p: P) -> Result<P::Response, Error> {
+        let deadline = self.deadline();
+        let applied = self
+            .propose_as(p.into_request(), None, None, deadline)
+            .await?;
+        proposal::expect::<P>(applied)
     }
 
-    async fn propose_as(
+    /// The deadline of a request starting now. A request gets one, set
+    /// where it starts: every stage after (judging, proposing, waiting)
+    /// shares it, so no request waits longer than `--request-timeout`
+    /// in all.
+    pub fn deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.request_timeout()
+    }
+
+    /// Proposes `request` with the caller `auth` (`None`: the server's
+    /// own) and the plugin `stamp` that judged it, waiting until
+    /// `deadline` at most.
+    pub(crate) async fn propose_as(
         &self,
         request: Request,
         auth: Option<crate::pb::cairnpb::RequestAuth>,
+        stamp: Option<crate::pb::cairnpb::PluginStamp>,
+        deadline: tokio::time::Instant,
     ) -> Result<Applied, Error> {
         crate::metrics::METRICS.proposals_pending.inc();
-        let result = self.propose_inner(request, auth).await;
+        let result = self.propose_inner(request, auth, stamp, deadline).await;
         crate::metrics::METRICS.proposals_pending.dec();
         // Failures of consensus, not requests refused by the state machine.
         if matches!(
@@ -299,8 +324,9 @@ impl EtcdServer {
         &self,
         request: Request,
         auth: Option<crate::pb::cairnpb::RequestAuth>,
+        plugin_stamp: Option<crate::pb::cairnpb::PluginStamp>,
+        deadline: tokio::time::Instant,
     ) -> Result<Applied, Error> {
-        let deadline = tokio::time::Instant::now() + self.request_timeout();
         let commit = self.status.commit.load(Ordering::Acquire);
         let applied = self.status.applied.load(Ordering::Acquire);
         if commit.saturating_sub(applied) > MAX_APPLY_LAG {
@@ -313,7 +339,7 @@ impl EtcdServer {
             id,
             request: Some(request),
             auth,
-            plugin_stamp: crate::policy::current_stamp(),
+            plugin_stamp,
         }
         .encode_to_vec();
         if data.len() > limit {
@@ -541,7 +567,7 @@ impl EtcdServer {
                 }),
                 reply_token: 0,
             };
-            if let Err(e) = self.propose_internal(Request::Alarm(entry)).await {
+            if let Err(e) = self.propose_internal(entry).await {
                 tracing::warn!(error = %e, "raising the NOSPACE alarm failed");
             }
         }
@@ -551,24 +577,16 @@ impl EtcdServer {
     pub async fn put(&self, r: PutRequest) -> Result<PutResponse, Error> {
         txn::check_put(&r)?;
         self.check_quota(r.key.len() + r.value.len()).await?;
-        match self.propose_write(Request::Put(r)).await? {
-            Applied::Put(mut resp) => {
-                self.fill_header(&mut resp.header);
-                Ok(resp)
-            }
-            other => Err(unexpected(other)),
-        }
+        let mut resp = self.propose_write(r).await?;
+        self.fill_header(&mut resp.header);
+        Ok(resp)
     }
 
     pub async fn delete_range(&self, r: DeleteRangeRequest) -> Result<DeleteRangeResponse, Error> {
         txn::check_delete(&r)?;
-        match self.propose_write(Request::DeleteRange(r)).await? {
-            Applied::DeleteRange(mut resp) => {
-                self.fill_header(&mut resp.header);
-                Ok(resp)
-            }
-            other => Err(unexpected(other)),
-        }
+        let mut resp = self.propose_write(r).await?;
+        self.fill_header(&mut resp.header);
+        Ok(resp)
     }
 
     pub async fn txn(&self, r: TxnRequest) -> Result<TxnResponse, Error> {
@@ -592,13 +610,9 @@ impl EtcdServer {
         if txn_has_put(&r) {
             self.check_quota(prost::Message::encoded_len(&r)).await?;
         }
-        match self.propose_write(Request::Txn(r)).await? {
-            Applied::Txn(mut resp) => {
-                self.fill_header(&mut resp.header);
-                Ok(resp)
-            }
-            other => Err(unexpected(other)),
-        }
+        let mut resp = self.propose_write(r).await?;
+        self.fill_header(&mut resp.header);
+        Ok(resp)
     }
 }
 
@@ -613,8 +627,4 @@ fn txn_has_put(t: &TxnRequest) -> bool {
             Some(Op::RequestTxn(inner)) => txn_has_put(inner),
             _ => false,
         })
-}
-
-fn unexpected(a: Applied) -> Error {
-    Error::Internal(format!("unexpected apply result {a:?}"))
 }

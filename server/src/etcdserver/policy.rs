@@ -5,14 +5,15 @@
 //! authenticators consulted for tokens and passwords. What the plugins
 //! decide lives in `crate::policy`, which knows nothing of the server.
 
-use super::{Applied, EtcdServer};
+use super::EtcdServer;
+use super::proposal::{self, Proposal, V2Entry, V2Outcome};
 use crate::error::Error;
 use crate::pb::cairnpb::internal_request::Request;
 use crate::pb::cairnpb::{PluginBlob, PluginRecord, PluginSetChange, PluginStamp};
 use crate::policy::config::{
     DeclaredState, RECONCILE_PATIENCE, Trigger, load_declared, now_unix, remember, remembered,
 };
-use crate::policy::gate::{MAX_CHANGE_ATTEMPTS, MAX_JUDGEMENTS, STAMP, collect_txn_reads};
+use crate::policy::gate::{MAX_CHANGE_ATTEMPTS, MAX_JUDGEMENTS, collect_txn_reads};
 use crate::policy::judge::{self, V2Reader};
 use crate::policy::metrics::PLUGIN_METRICS;
 use crate::policy::model::RecordExt;
@@ -27,8 +28,9 @@ impl EtcdServer {
     /// Proposes a client write (Put, DeleteRange, Txn) after the plugins
     /// allowed it, stamped with the set version that judged it; judges it
     /// again if the apply loop refused the stamp as stale.
-    pub async fn propose_write(&self, request: Request) -> Result<Applied, Error> {
-        let deadline = Instant::now() + self.request_timeout();
+    pub async fn propose_write<P: Proposal>(&self, p: P) -> Result<P::Response, Error> {
+        let request = p.into_request();
+        let deadline = self.deadline();
         let mut attempts = 0;
         loop {
             attempts += 1;
@@ -40,15 +42,19 @@ impl EtcdServer {
             let principal = super::auth::caller().map(|i| i.username);
             let stamp = self
                 .plugins
-                .judge_request(&set, &request, principal, deadline)
+                .judge_request(&set, &request, principal, deadline.into_std())
                 .await?;
-            match STAMP.scope(stamp, self.propose(request.clone())).await {
+            let auth = Some(super::auth::request_auth());
+            match self
+                .propose_as(request.clone(), auth, stamp, deadline)
+                .await
+            {
                 Err(Error::PluginSetChanged)
-                    if attempts < MAX_JUDGEMENTS && Instant::now() < deadline =>
+                    if attempts < MAX_JUDGEMENTS && tokio::time::Instant::now() < deadline =>
                 {
                     PLUGIN_METRICS.rejudged.inc();
                 }
-                other => return other,
+                other => return proposal::expect::<P>(other?),
             }
         }
     }
@@ -59,13 +65,13 @@ impl EtcdServer {
         &self,
         req: &crate::v2::V2Request,
         data: Bytes,
-    ) -> Result<Applied, Error> {
+    ) -> Result<V2Outcome, Error> {
         // v2 requests are proposed as the server's own (the v2 API has no
         // etcd v3 auth), as `api::v2::propose_v2` did before plugins.
         let Some(plan) = judge::plan_v2(req) else {
-            return self.propose_internal(Request::V2(data)).await;
+            return self.propose_internal(V2Entry(data)).await;
         };
-        let deadline = Instant::now() + self.request_timeout();
+        let deadline = self.deadline();
         let mut attempts = 0;
         loop {
             attempts += 1;
@@ -78,23 +84,30 @@ impl EtcdServer {
                 });
                 let index = self.v2.read().index();
                 self.plugins
-                    .run_plan(&set, plan.clone(), reader, index as i64 + 1, None, deadline)
+                    .run_plan(
+                        &set,
+                        plan.clone(),
+                        reader,
+                        index as i64 + 1,
+                        None,
+                        deadline.into_std(),
+                    )
                     .await?;
                 Some(PluginStamp {
                     version: set.version,
                     txn_path: Vec::new(),
                 })
             };
-            match STAMP
-                .scope(stamp, self.propose_internal(Request::V2(data.clone())))
+            match self
+                .propose_as(Request::V2(data.clone()), None, stamp, deadline)
                 .await
             {
                 Err(Error::PluginSetChanged)
-                    if attempts < MAX_JUDGEMENTS && Instant::now() < deadline =>
+                    if attempts < MAX_JUDGEMENTS && tokio::time::Instant::now() < deadline =>
                 {
                     PLUGIN_METRICS.rejudged.inc();
                 }
-                other => return other,
+                other => return proposal::expect::<V2Entry>(other?),
             }
         }
     }
@@ -157,13 +170,8 @@ impl EtcdServer {
                 }),
                 vouch: vouch.clone(),
             };
-            match self.propose_internal(Request::PluginSet(change)).await {
-                Ok(Applied::Plugins(outcome)) => return Ok(outcome),
-                Ok(other) => {
-                    return Err(Error::Internal(format!(
-                        "unexpected apply result {other:?}"
-                    )));
-                }
+            match self.propose_internal(change).await {
+                Ok(outcome) => return Ok(outcome),
                 Err(Error::PluginSetChanged) if attempts < MAX_CHANGE_ATTEMPTS => continue,
                 Err(e) => return Err(e),
             }
@@ -176,7 +184,7 @@ pub async fn propose_v2_judged(
     srv: &EtcdServer,
     req: &crate::v2::V2Request,
     data: Bytes,
-) -> Result<Applied, Error> {
+) -> Result<V2Outcome, Error> {
     srv.propose_v2_write(req, data).await
 }
 
@@ -323,20 +331,16 @@ pub async fn authenticate_password(
             version: set.version,
             txn_path: Vec::new(),
         });
-        match STAMP
-            .scope(stamp, srv.propose_internal(Request::Authenticate(entry)))
+        let applied = srv
+            .propose_as(Request::Authenticate(entry), None, stamp, deadline.into())
             .await
-        {
-            Ok(Applied::Authenticated { token, .. }) => {
+            .and_then(proposal::expect::<crate::pb::cairnpb::AuthenticateEntry>);
+        match applied {
+            Ok(login) => {
                 return Ok(crate::pb::etcdserverpb::AuthenticateResponse {
                     header: Some(srv.header(srv.store.current_rev())),
-                    token,
+                    token: login.token,
                 });
-            }
-            Ok(other) => {
-                return Err(Error::Internal(format!(
-                    "unexpected apply result {other:?}"
-                )));
             }
             Err(Error::PluginSetChanged)
                 if attempts < MAX_JUDGEMENTS && Instant::now() < deadline =>

@@ -5,7 +5,6 @@
 
 use super::judge;
 use crate::error::Error;
-use crate::pb::cairnpb::PluginStamp;
 use crate::pb::cairnpb::internal_request::Request;
 use bytes::Bytes;
 
@@ -15,24 +14,20 @@ pub(crate) const MAX_JUDGEMENTS: usize = 8;
 /// How many times a plugin-set change is recomputed after a concurrent one.
 pub(crate) const MAX_CHANGE_ATTEMPTS: usize = 5;
 
-tokio::task_local! {
-    /// The stamp of the write being proposed in this task (see `propose`).
-    pub(crate) static STAMP: Option<PluginStamp>;
-}
-
-/// The stamp `EtcdServer::propose` puts into the entry it builds: set by
-/// [`EtcdServer::propose_write`] around its call to `propose`, absent
-/// everywhere else (version 0: not judged).
-pub fn current_stamp() -> Option<PluginStamp> {
-    STAMP.try_with(Clone::clone).ok().flatten()
-}
+/// The largest v2 entry: etcd 3.4 puts no size limit on v2 requests
+/// (`--max-request-bytes` is a gRPC limit) beyond Go's 10 MiB form body, so
+/// neither does Cairn; the entry is the request as JSON, in which a value
+/// of control characters takes up to six bytes per byte. Still below what
+/// a peer accepts in one message (`transport::PEER_MAX_MESSAGE_BYTES`).
+pub const MAX_V2_ENTRY_BYTES: usize = 6 * crate::v2::http::MAX_FORM_BYTES + (1 << 20);
 
 /// The largest entry `propose` may make for `request`: plugin-set changes
-/// carry binaries and get their own bound; everything else the client
-/// request limit.
+/// carry binaries and get their own bound, v2 requests etcd's; everything
+/// else the client request limit.
 pub fn proposal_limit(request: &Request, max_request_bytes: usize) -> usize {
     match request {
         Request::PluginSet(_) => super::model::MAX_CHANGE_ENTRY_BYTES.max(max_request_bytes),
+        Request::V2(_) => MAX_V2_ENTRY_BYTES.max(max_request_bytes),
         _ => max_request_bytes,
     }
 }
@@ -78,5 +73,13 @@ pub(crate) fn collect_txn_reads(
             Some(Op::RequestTxn(inner)) => collect_txn_reads(inner, out, depth + 1),
             _ => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod limit_tests {
+    #[test]
+    fn v2_entries_fit_in_a_peer_message() {
+        const { assert!(super::MAX_V2_ENTRY_BYTES < crate::transport::PEER_MAX_MESSAGE_BYTES) };
     }
 }

@@ -52,7 +52,7 @@ pub(crate) mod set;
 #[cfg(test)]
 mod tests;
 
-pub use gate::{current_stamp, proposal_limit, v2_error};
+pub use gate::{proposal_limit, v2_error};
 pub use judge::AuthDecision;
 pub use set::{ActivePlugin, ActiveSet, LoadStatus, SetOutcome};
 

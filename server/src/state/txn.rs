@@ -6,6 +6,7 @@
 //! revision through the same code (`Backend` abstracts the difference).
 
 use crate::error::Error;
+use crate::metrics::METRICS;
 use crate::pb::etcdserverpb::{
     Compare, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest,
     RangeResponse, ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
@@ -184,7 +185,9 @@ fn check_txn_ops(r: &TxnRequest, max_ops: usize) -> Result<(), Error> {
             Some(Request::RequestPut(x)) => check_put(x)?,
             Some(Request::RequestDeleteRange(x)) => check_delete(x)?,
             Some(Request::RequestTxn(x)) => check_txn_ops(x, max_ops - ops)?,
-            None => {}
+            // An op naming no request: etcd's `checkRequestOp` answers
+            // "key not found" for it.
+            None => return Err(Error::KeyNotFound),
         }
     }
     Ok(())
@@ -220,6 +223,7 @@ fn map_err(e: MvccError) -> Error {
 }
 
 pub fn range<B: Backend>(b: &B, r: &RangeRequest) -> Result<RangeResponse, Error> {
+    METRICS.mvcc_range.inc();
     let res = b.range(r).map_err(map_err)?;
     Ok(RangeResponse {
         header: header(b.read_rev()),
@@ -270,6 +274,7 @@ pub fn put<B: Backend>(b: &mut B, p: &PutRequest) -> Result<PutResponse, Error> 
         return Err(Error::LeaseNotFound);
     }
     b.put(p.key.clone(), value, lease).map_err(map_err)?;
+    METRICS.mvcc_put.inc();
     Ok(PutResponse {
         header: header(b.read_rev()),
         prev_kv: if p.prev_kv { prev } else { None },
@@ -292,6 +297,7 @@ pub fn delete_range<B: Backend>(
         Vec::new()
     };
     let deleted = b.delete(&range).map_err(map_err)?;
+    METRICS.mvcc_delete.inc();
     Ok(DeleteRangeResponse {
         header: header(b.read_rev()),
         deleted,
@@ -451,8 +457,10 @@ fn run_path<B: Backend>(b: &mut B, t: &TxnRequest, path: &Path) -> Result<TxnRes
         };
         responses.push(ResponseOp { response });
     }
+    // A nested txn's response carries an empty header, as etcd's does;
+    // `txn` fills in the outermost one.
     Ok(TxnResponse {
-        header: header(b.read_rev()),
+        header: Some(ResponseHeader::default()),
         succeeded: path.succeeded,
         responses,
     })
@@ -465,7 +473,26 @@ pub fn txn<B: Backend>(b: &mut B, t: &TxnRequest, compact_rev: i64) -> Result<Tx
     check_path(b, t, &path, compact_rev)?;
     let mut resp = run_path(b, t, &path)?;
     resp.header = header(b.read_rev());
+    // etcd counts at the storage txn: each compare is a range read, and a
+    // txn is one that did more than one thing.
+    let compares = t.compare.len() as u64;
+    METRICS.mvcc_range.inc_by(compares);
+    if compares + ops_done(&resp) > 1 {
+        METRICS.mvcc_txn.inc();
+    }
     Ok(resp)
+}
+
+/// Requests a txn response carries, nested txns' included.
+fn ops_done(r: &TxnResponse) -> u64 {
+    r.responses
+        .iter()
+        .map(|op| match &op.response {
+            Some(Response::ResponseTxn(inner)) => ops_done(inner),
+            Some(_) => 1,
+            None => 0,
+        })
+        .sum()
 }
 
 #[cfg(test)]

@@ -216,8 +216,16 @@ fn v2_node_key(path: &str) -> Vec<u8> {
 /// v2 node records: (path, record bytes).
 pub type V2Records = Vec<(String, Vec<u8>)>;
 
-/// Every v2 node record and the v2 index.
-pub fn v2_records(db: &Db) -> Result<(V2Records, u64)> {
+/// The v2 store's index and the index of its last client-visible event
+/// (`V2Store::visible_index`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct V2Index {
+    pub index: u64,
+    pub visible: u64,
+}
+
+/// Every v2 node record and the v2 indexes.
+pub fn v2_records(db: &Db) -> Result<(V2Records, V2Index)> {
     let mut out = Vec::new();
     for guard in db.meta.prefix(V2_NODE_PREFIX) {
         let (k, v) = guard.into_inner()?;
@@ -226,9 +234,21 @@ pub fn v2_records(db: &Db) -> Result<(V2Records, u64)> {
             .to_string();
         out.push((path, v.to_vec()));
     }
+    // 8 bytes (the index alone) before the visible index was kept: then
+    // every event counts as visible.
     let index = match db.meta.get(V2_INDEX)? {
-        None => 0,
-        Some(v) => read_i64(&v, "v2 index")? as u64,
+        None => V2Index::default(),
+        Some(v) if v.len() == 8 => {
+            let index = read_i64(&v, "v2 index")? as u64;
+            V2Index {
+                index,
+                visible: index,
+            }
+        }
+        Some(v) => {
+            let (index, visible) = read_u64_pair(&v, "v2 index")?;
+            V2Index { index, visible }
+        }
     };
     Ok((out, index))
 }
@@ -241,8 +261,11 @@ pub fn put_v2_node(batch: &mut OwnedWriteBatch, db: &Db, path: &str, record: Opt
     }
 }
 
-pub fn put_v2_index(batch: &mut OwnedWriteBatch, db: &Db, index: u64) {
-    batch.insert(&db.meta, V2_INDEX, (index as i64).to_be_bytes());
+pub fn put_v2_index(batch: &mut OwnedWriteBatch, db: &Db, i: V2Index) {
+    let mut v = Vec::with_capacity(16);
+    v.extend_from_slice(&i.index.to_be_bytes());
+    v.extend_from_slice(&i.visible.to_be_bytes());
+    batch.insert(&db.meta, V2_INDEX, v);
 }
 
 // The v3 auth store (users, roles, enabled flag, auth revision) as one blob
@@ -255,4 +278,62 @@ pub fn auth(db: &Db) -> Result<Option<Vec<u8>>> {
 
 pub fn put_auth(batch: &mut OwnedWriteBatch, db: &Db, blob: Vec<u8>) {
     batch.insert(&db.meta, AUTH, blob);
+}
+
+/// The metadata records a consistent view of the state machine holds, for
+/// exporting it (`storage::etcd_snapshot`): everything but the MVCC data,
+/// the v2 tree and the plugin set.
+#[derive(Debug, Clone, Default)]
+pub struct ViewRecords {
+    pub applied: AppliedState,
+    pub membership: Option<Membership>,
+    pub alarms: Vec<crate::pb::etcdserverpb::AlarmMember>,
+    /// (id, ttl seconds).
+    pub leases: Vec<(i64, i64)>,
+    /// `AuthStore::save` bytes.
+    pub auth: Option<Vec<u8>>,
+    /// (scheduled, finished) compaction revisions; 0 when never compacted.
+    pub compaction: (i64, i64),
+}
+
+/// Reads [`ViewRecords`] from `view`.
+pub fn records_in(db: &Db, view: &fjall::Snapshot) -> Result<ViewRecords> {
+    use fjall::Readable;
+    let (applied, _) = position_in(db, view)?;
+    let membership = match view.get(&db.meta, MEMBERSHIP)? {
+        None => None,
+        Some(v) => Some(Membership::decode(&*v).map_err(|e| Error::corrupt("membership", e))?),
+    };
+    let alarms = match view.get(&db.meta, ALARMS)? {
+        None => Vec::new(),
+        Some(v) => crate::pb::cairnpb::AlarmList::decode(&*v)
+            .map(|l| l.alarms)
+            .map_err(|e| Error::corrupt("alarm list", e))?,
+    };
+    let mut leases = Vec::new();
+    for guard in view.prefix(&db.meta, LEASE_PREFIX) {
+        let (_, v) = guard.into_inner()?;
+        let rec = crate::pb::cairnpb::LeaseRecord::decode(&*v)
+            .map_err(|e| Error::corrupt("lease record", e))?;
+        leases.push((rec.id, rec.ttl));
+    }
+    let auth = view.get(&db.meta, AUTH)?.map(|v| v.to_vec());
+    let read = |key: &[u8], what| -> Result<i64> {
+        match view.get(&db.meta, key)? {
+            None => Ok(0),
+            Some(v) => read_i64(&v, what),
+        }
+    };
+    let compaction = (
+        read(COMPACT_SCHEDULED, "scheduled compaction")?,
+        read(COMPACT_FINISHED, "finished compaction")?,
+    );
+    Ok(ViewRecords {
+        applied,
+        membership,
+        alarms,
+        leases,
+        auth,
+        compaction,
+    })
 }

@@ -8,6 +8,8 @@
 
 pub mod alarm;
 pub mod checksum;
+pub mod etcd_import;
+pub mod etcd_snapshot;
 pub mod meta;
 pub mod mvcc;
 pub mod raftlog;

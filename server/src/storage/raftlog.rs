@@ -151,6 +151,10 @@ impl RaftLog {
         hs: Option<&HardState>,
         sync: bool,
     ) -> StorageResult<()> {
+        debug_assert!(
+            entries.windows(2).all(|w| w[1].index == w[0].index + 1),
+            "raft handed over a non-contiguous batch of entries"
+        );
         let mut batch = self.db.db.batch();
         if let Some(first) = entries.first() {
             let first_idx = first.index;
@@ -319,6 +323,7 @@ impl RaftLog {
         self.conf_state = md.get_conf_state().clone();
         self.cache.clear();
         self.cache_bytes = 0;
+        debug_assert!(self.cache.is_empty() && self.last_index + 1 == self.first_index_value());
         Ok(())
     }
 }
@@ -361,6 +366,22 @@ pub fn put_initial_position(
         ..Default::default()
     };
     batch.insert(&db.raft, HARD_STATE, encode(&hs, "hard state")?);
+    Ok(())
+}
+
+/// Stores `entries` and `hs` as they are, before raft ever runs on this
+/// database: the log of a member imported from etcd
+/// (`crate::etcd_datadir`), after `put_initial_position`.
+pub fn put_imported(
+    batch: &mut fjall::OwnedWriteBatch,
+    db: &Db,
+    entries: &[Entry],
+    hs: &HardState,
+) -> StorageResult<()> {
+    for e in entries {
+        batch.insert(&db.raft, entry_key(e.index), encode(e, "raft entry")?);
+    }
+    batch.insert(&db.raft, HARD_STATE, encode(hs, "hard state")?);
     Ok(())
 }
 
@@ -507,3 +528,7 @@ impl raft::Storage for RaftLog {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "raftlog_tests.rs"]
+mod tests;

@@ -13,6 +13,7 @@
 //! the same `--initial-cluster` flags.
 
 use super::checksum::Crc32c;
+use super::etcd_import::{self, SnapshotKind};
 use super::mvcc::index::Rev;
 use super::snapfile::{self, TAG_KV, TAG_META};
 use super::{Db, Error, meta, raftlog};
@@ -112,8 +113,14 @@ pub fn restore(o: &RestoreOptions) -> Result<Restored, RestoreError> {
     if o.data_dir.exists() {
         return Err(RestoreError::Exists(o.data_dir.clone()));
     }
-    // Check the whole file before writing anything.
-    snapfile::read_records(&o.snapshot, o.skip_hash_check, |_, _, _| Ok(()))?;
+    // Check the whole file (an etcd one: its SHA-256) before writing anything.
+    let kind = etcd_import::detect(&o.snapshot)?;
+    match kind {
+        SnapshotKind::Cairn => {
+            snapfile::read_records(&o.snapshot, o.skip_hash_check, |_, _, _| Ok(()))?;
+        }
+        SnapshotKind::Etcd => etcd_import::check_trailer(&o.snapshot, o.skip_hash_check)?,
+    }
 
     let Some(file_name) = o.data_dir.file_name() else {
         return Err(RestoreError::Invalid(format!(
@@ -127,7 +134,10 @@ pub fn restore(o: &RestoreOptions) -> Result<Restored, RestoreError> {
     if staging.exists() {
         std::fs::remove_dir_all(&staging).map_err(|e| Error::io(&staging, e))?;
     }
-    let restored = fill(o, &staging, self_id, &membership);
+    let restored = match kind {
+        SnapshotKind::Cairn => fill(o, &staging, self_id, &membership),
+        SnapshotKind::Etcd => etcd_import::fill_from_etcd(o, &staging, self_id, &membership),
+    };
     let restored = match restored {
         Ok(r) => r,
         Err(e) => {
@@ -174,34 +184,7 @@ fn fill(
         }
         Ok(())
     })?;
-    // The new cluster's records, as a bootstrap writes them.
-    let voters: Vec<u64> = membership.members.iter().map(|m| m.id).collect();
-    meta::put_membership(&mut batch, &db, membership);
-    meta::put_conf_state(
-        &mut batch,
-        &db,
-        &ConfState {
-            voters,
-            ..Default::default()
-        },
-    )?;
-    meta::put_applied(
-        &mut batch,
-        &db,
-        meta::AppliedState {
-            index: RESTORED_INDEX,
-            term: RESTORED_INDEX,
-        },
-    );
-    raftlog::put_initial_position(&mut batch, &db, RESTORED_INDEX, RESTORED_INDEX)?;
-    raftlog::put_identity(&mut batch, &db, self_id, membership.cluster_id);
-    batch
-        .durability(Some(fjall::PersistMode::SyncData))
-        .commit()
-        .map_err(Error::from)?;
-    db.db
-        .persist(fjall::PersistMode::SyncAll)
-        .map_err(Error::from)?;
+    put_new_member(batch, &db, self_id, membership)?;
     // Dropping the handles stops fjall's threads before the rename.
     drop(db);
     Ok(Restored {
@@ -210,6 +193,44 @@ fn fill(
         revision,
         revisions,
     })
+}
+
+/// Adds the new cluster's records to `batch` (as a bootstrap writes them),
+/// commits it and makes everything in `db` durable.
+pub(super) fn put_new_member(
+    mut batch: fjall::OwnedWriteBatch,
+    db: &Db,
+    self_id: u64,
+    membership: &Membership,
+) -> Result<(), RestoreError> {
+    let voters: Vec<u64> = membership.members.iter().map(|m| m.id).collect();
+    meta::put_membership(&mut batch, db, membership);
+    meta::put_conf_state(
+        &mut batch,
+        db,
+        &ConfState {
+            voters,
+            ..Default::default()
+        },
+    )?;
+    meta::put_applied(
+        &mut batch,
+        db,
+        meta::AppliedState {
+            index: RESTORED_INDEX,
+            term: RESTORED_INDEX,
+        },
+    );
+    raftlog::put_initial_position(&mut batch, db, RESTORED_INDEX, RESTORED_INDEX)?;
+    raftlog::put_identity(&mut batch, db, self_id, membership.cluster_id);
+    batch
+        .durability(Some(fjall::PersistMode::SyncData))
+        .commit()
+        .map_err(Error::from)?;
+    db.db
+        .persist(fjall::PersistMode::SyncAll)
+        .map_err(Error::from)?;
+    Ok(())
 }
 
 /// What `cairn snapshot status` reports (etcdctl's columns).
@@ -226,8 +247,11 @@ pub struct SnapshotStatus {
     pub total_size: u64,
 }
 
-/// Reads and checks a snapshot file and summarizes it.
-pub fn status(path: &Path) -> Result<SnapshotStatus, Error> {
+/// Reads and checks a snapshot file (Cairn's or etcd's) and summarizes it.
+pub fn status(path: &Path) -> Result<SnapshotStatus, RestoreError> {
+    if etcd_import::detect(path)? == SnapshotKind::Etcd {
+        return Ok(etcd_import::status(path)?);
+    }
     let mut h = Crc32c::default();
     let mut revision = 1i64;
     let mut total_keys = 0u64;

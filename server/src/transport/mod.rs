@@ -199,6 +199,7 @@ impl Transport {
             self.with_peer(to, |p| dropped = p.queue.try_send(m).is_err());
             self.stats.delivery(to, !dropped);
             if dropped {
+                sent_failure(to, 1);
                 self.report(Report::Unreachable(to));
             }
         }
@@ -367,11 +368,12 @@ impl Transport {
                 link.set(false);
                 attempt += 1;
                 // Drop what piled up for an unreachable peer; raft resends.
-                let mut dropped = false;
+                let mut dropped = 0u64;
                 while queue.try_recv().is_ok() {
-                    dropped = true;
+                    dropped += 1;
                 }
-                if dropped {
+                if dropped > 0 {
+                    sent_failure(id, dropped);
                     self.report(Report::Unreachable(id));
                 }
                 tokio::time::sleep(backoff).await;
@@ -404,10 +406,16 @@ impl Transport {
                         next = queue.try_recv().ok();
                     }
                 }
+                let count = batch.messages.len() as u64;
                 if tx.send(batch).await.is_err() || call.is_finished() {
+                    sent_failure(id, count);
                     self.report(Report::Unreachable(id));
                     break;
                 }
+                crate::metrics::METRICS
+                    .peer_sent_bytes
+                    .with_label_values(&[&format!("{id:x}")])
+                    .inc_by(bytes as u64);
             }
             call.abort();
             link.set(false);
@@ -486,4 +494,14 @@ impl Transport {
         fed?;
         answer.map(|_| ()).map_err(|s| s.message().to_string())
     }
+}
+
+/// etcd's `etcd_network_peer_sent_failures_total{To}`: messages that could
+/// not be handed to a peer's stream (queue full, peer unreachable, stream
+/// broken). The "members down" alert watches it.
+fn sent_failure(to: u64, messages: u64) {
+    crate::metrics::METRICS
+        .peer_sent_failures
+        .with_label_values(&[&format!("{to:x}")])
+        .inc_by(messages);
 }

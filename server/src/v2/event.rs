@@ -100,6 +100,23 @@ pub struct V2Event {
 }
 
 impl V2Event {
+    /// The history's record of a write to etcd's internal parts of the v2
+    /// store (membership, v2 auth): it holds its index and matches no
+    /// watch (no key).
+    pub fn internal(index: u64) -> V2Event {
+        V2Event {
+            action: V2Action::Set,
+            node: Some(V2Node {
+                modified_index: index,
+                created_index: index,
+                ..Default::default()
+            }),
+            prev_node: None,
+            etcd_index: index,
+            refresh: false,
+        }
+    }
+
     /// The index the event happened at (etcd: the node's modifiedIndex).
     pub fn index(&self) -> u64 {
         self.node.as_ref().map_or(0, |n| n.modified_index)

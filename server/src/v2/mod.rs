@@ -1,5 +1,5 @@
 //! etcd 3.4's v2 API (`/v2/keys`, `/v2/members`, `/v2/machines`,
-//! `/v2/stats/*`) as a self-contained module.
+//! `/v2/stats/*`, `/v2/auth/*`) as a self-contained module.
 //!
 //! As in etcd 3.4, the v2 keyspace is separate from v3: a tree of
 //! directories and files with its own "etcd index", TTLs, compare-and-swap,
@@ -28,9 +28,10 @@
 //!   ever expires a key, so followers and restarts agree on when it went.
 //! - Mount [`routes`] on the client listener. Not in here, because etcd
 //!   serves them outside its v2 handlers: CORS (`OPTIONS`,
-//!   `Access-Control-*`), `/health`, `/version`, `/v2/auth/*`, and the 404
+//!   `Access-Control-*`), `/health`, `/version`, and the 404
 //!   for unknown paths.
 
+pub mod auth;
 pub mod error;
 pub mod event;
 pub mod http;

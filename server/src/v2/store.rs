@@ -114,6 +114,13 @@ pub struct V2Request {
     /// against it; every operation uses it to render `ttl` in its event.
     #[serde(default)]
     pub time: i64,
+    /// Addresses the internal keyspace (etcd's `/2`, where the v2 auth API
+    /// keeps its users, roles and switch) instead of the client keys. Only
+    /// `Create`, `Update`, `Set`, `Delete` and `QGet` apply there; its
+    /// writes use store indexes like any other, as in etcd, but no watcher
+    /// ever sees them.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub internal: bool,
 }
 
 impl V2Request {
@@ -131,6 +138,15 @@ impl V2Request {
             expiration: None,
             refresh: false,
             time,
+            internal: false,
+        }
+    }
+
+    /// A request on the internal keyspace (see [`V2Request::internal`]).
+    pub fn internal(op: V2Op, path: impl Into<String>, time: i64) -> Self {
+        V2Request {
+            internal: true,
+            ..V2Request::new(op, path, time)
         }
     }
 }
@@ -350,6 +366,14 @@ fn bump(c: &AtomicU64) {
 pub struct V2Store {
     root: Node,
     index: u64,
+    /// The index of the last event a client watch could match: writes to
+    /// the internal keyspace and membership records move `index` but not
+    /// this. Waits for an index past it can be answered after a reload
+    /// even though the history is gone (nothing they could match is lost).
+    visible_index: u64,
+    /// etcd's `/2` keyspace, flat: "2/users/alice" → record. Keys carry no
+    /// leading '/', which keeps them apart from client keys when persisted.
+    internal: BTreeMap<String, NodeRecord>,
     /// (expiration, key) of every node with a TTL, soonest first.
     ttls: BTreeSet<(i64, String)>,
     hub: Arc<Mutex<Hub>>,
@@ -375,6 +399,8 @@ impl V2Store {
         V2Store {
             root: Node::new_dir(0, None),
             index: 0,
+            visible_index: 0,
+            internal: BTreeMap::new(),
             ttls: BTreeSet::new(),
             hub: Arc::new(Mutex::new(Hub::default())),
             stats: V2StoreStats::default(),
@@ -385,6 +411,65 @@ impl V2Store {
     /// write and every expired node.
     pub fn index(&self) -> u64 {
         self.index
+    }
+
+    /// The index of the last event a client watch could match (see the
+    /// field); persist it next to `index` and pass it to
+    /// [`V2Store::set_visible_index`] after a load.
+    pub fn visible_index(&self) -> u64 {
+        self.visible_index
+    }
+
+    /// After [`V2Store::load`]: the last client-visible index persisted with
+    /// the records. The history restarts just past it, so a wait for a later
+    /// index is answered rather than refused with 401.
+    pub fn set_visible_index(&mut self, visible: u64) {
+        let visible = visible.min(self.index);
+        self.visible_index = visible;
+        self.hub.lock().reset(visible);
+    }
+
+    /// Records `count` writes that etcd makes to its own parts of the v2
+    /// store (membership records under `/0`): each takes an index and a
+    /// place in the history, and no watcher matches it. Returns the new
+    /// index.
+    pub fn bump_internal(&mut self, count: u64) -> u64 {
+        for _ in 0..count {
+            self.index = self.index.wrapping_add(1);
+            self.hub
+                .lock()
+                .record(Arc::new(V2Event::internal(self.index)));
+        }
+        self.index
+    }
+
+    /// The value of a file in the internal keyspace (a local read).
+    pub fn internal_value(&self, path: &str) -> Option<&str> {
+        let rec = self.internal.get(&internal_key(path).ok()?)?;
+        if rec.dir {
+            return None;
+        }
+        Some(rec.value.as_deref().unwrap_or(""))
+    }
+
+    /// The files directly under an internal directory, in name order:
+    /// (name, value).
+    pub fn internal_list(&self, dir: &str) -> Vec<(String, String)> {
+        let Ok(dir) = internal_key(dir) else {
+            return Vec::new();
+        };
+        let prefix = format!("{dir}/");
+        self.internal
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .filter(|(k, r)| !r.dir && !k[prefix.len()..].contains('/'))
+            .map(|(k, r)| {
+                (
+                    k[prefix.len()..].to_string(),
+                    r.value.clone().unwrap_or_default(),
+                )
+            })
+            .collect()
     }
 
     /// Whether any node has a TTL: the leader proposes `Sync` only then.
@@ -497,6 +582,13 @@ impl V2Store {
     /// the same state, results and changes on every member. On error
     /// nothing changed (only the stats counters moved).
     pub fn apply(&mut self, req: &V2Request) -> Result<ApplyOutcome, V2Error> {
+        if req.internal {
+            let r = self.apply_internal(req);
+            if req.op != V2Op::QGet {
+                self.count(req.op, r.is_ok());
+            }
+            return r;
+        }
         let r = match req.op {
             V2Op::QGet => {
                 let ev = self.get(&req.path, req.recursive, req.sorted, req.time)?;
@@ -519,6 +611,7 @@ impl V2Store {
         self.count(req.op, r.is_ok());
         let done = r?;
         let event = done.event.clone();
+        self.visible_index = self.index;
         self.hub.lock().publish(Arc::new(done.event), &done.removed);
         Ok(ApplyOutcome {
             event: Some(event),
@@ -928,6 +1021,7 @@ impl V2Store {
             expired += 1;
             bump(&self.stats.expire_count);
             changes.extend(done.changes);
+            self.visible_index = self.index;
             self.hub.lock().publish(Arc::new(done.event), &done.removed);
         }
         ApplyOutcome {
@@ -936,6 +1030,121 @@ impl V2Store {
             index: self.index,
             expired,
         }
+    }
+
+    /// A request on the internal keyspace: etcd's v2 store operations as
+    /// its v2 auth uses them (create with `prevExist=false`, update with
+    /// `prevExist=true`, set, delete, quorum get), on a flat map. The event
+    /// goes to the history as an internal one, so no watch matches it.
+    fn apply_internal(&mut self, req: &V2Request) -> Result<ApplyOutcome, V2Error> {
+        let cur = self.index;
+        let key =
+            internal_key(&req.path).map_err(|cause| V2Error::new(INVALID_FIELD, cause, cur))?;
+        let shown = format!("/{key}");
+        let existing = self.internal.get(&key).cloned();
+        if req.op == V2Op::QGet {
+            let Some(rec) = existing else {
+                return Err(V2Error::new(KEY_NOT_FOUND, shown, cur));
+            };
+            let mut node = internal_node(&shown, &rec);
+            if rec.dir {
+                node.nodes = self
+                    .internal_list(&key)
+                    .into_iter()
+                    .filter_map(|(name, _)| {
+                        let k = format!("{key}/{name}");
+                        self.internal
+                            .get(&k)
+                            .map(|r| internal_node(&format!("/{k}"), r))
+                    })
+                    .collect();
+            }
+            let event = V2Event {
+                action: V2Action::Get,
+                node: Some(node),
+                prev_node: None,
+                etcd_index: cur,
+                refresh: false,
+            };
+            return Ok(ApplyOutcome {
+                event: Some(event),
+                changes: Vec::new(),
+                index: cur,
+                expired: 0,
+            });
+        }
+        let next = cur.wrapping_add(1);
+        let record = |created: u64| NodeRecord {
+            dir: req.dir,
+            value: (!req.dir).then(|| req.value.clone()),
+            created_index: created,
+            modified_index: next,
+            expiration: None,
+        };
+        let (action, new) = match (req.op, &existing) {
+            (V2Op::Create, Some(_)) => return Err(V2Error::new(NODE_EXIST, shown, cur)),
+            (V2Op::Create, None) => (V2Action::Create, Some(record(next))),
+            (V2Op::Update, None) | (V2Op::Delete, None) => {
+                return Err(V2Error::new(KEY_NOT_FOUND, shown, cur));
+            }
+            (V2Op::Update, Some(old)) => (V2Action::Update, Some(record(old.created_index))),
+            (V2Op::Set, old) => (
+                V2Action::Set,
+                Some(record(old.as_ref().map_or(next, |o| o.created_index))),
+            ),
+            (V2Op::Delete, Some(_)) => (V2Action::Delete, None),
+            _ => {
+                return Err(V2Error::new(
+                    INVALID_FIELD,
+                    "operation not supported on the internal keyspace",
+                    cur,
+                ));
+            }
+        };
+        let mut changes = Vec::new();
+        match &new {
+            Some(rec) => {
+                self.internal.insert(key.clone(), rec.clone());
+                changes.push((key.clone(), serde_json::to_vec(rec).ok()));
+            }
+            None => {
+                let prefix = format!("{key}/");
+                let below: Vec<String> = self
+                    .internal
+                    .range(prefix.clone()..)
+                    .take_while(|(k, _)| k.starts_with(&prefix))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for k in below.into_iter().chain(std::iter::once(key.clone())) {
+                    self.internal.remove(&k);
+                    changes.push((k, None));
+                }
+            }
+        }
+        self.index = next;
+        let mut node = match &new {
+            Some(rec) => internal_node(&shown, rec),
+            None => V2Node {
+                key: shown.clone(),
+                modified_index: next,
+                ..Default::default()
+            },
+        };
+        node.modified_index = next;
+        let event = V2Event {
+            action,
+            node: Some(node),
+            prev_node: existing.as_ref().map(|r| internal_node(&shown, r)),
+            etcd_index: next,
+            refresh: false,
+        };
+        self.hub.lock().record(Arc::new(V2Event::internal(next)));
+        Ok(ApplyOutcome {
+            event: Some(event),
+            changes,
+            index: next,
+            expired: 0,
+        })
     }
 
     /// Every node as a persistence record (parents before children): what
@@ -954,6 +1163,9 @@ impl V2Store {
         if let Kind::Dir(children) = &self.root.kind {
             walk(children, "", &mut out);
         }
+        for (k, rec) in &self.internal {
+            out.push((k.clone(), serde_json::to_vec(rec).unwrap_or_default()));
+        }
         out
     }
 
@@ -971,9 +1183,16 @@ impl V2Store {
             reason,
         };
         let mut recs = Vec::new();
+        let mut internal = BTreeMap::new();
         for (path, bytes) in records {
             let rec: NodeRecord =
                 serde_json::from_slice(&bytes).map_err(|e| err(&path, e.to_string()))?;
+            // Internal keys are persisted without the leading '/'.
+            if !path.starts_with('/') {
+                let key = internal_key(&path).map_err(|reason| err(&path, reason))?;
+                internal.insert(key, rec);
+                continue;
+            }
             let comps: Vec<String> = components(&path, 0)
                 .map_err(|e| err(&path, e.cause))?
                 .into_iter()
@@ -1025,9 +1244,34 @@ impl V2Store {
         }
         self.root = root;
         self.ttls = ttls;
+        self.internal = internal;
         self.index = index;
+        self.visible_index = index;
         self.hub.lock().reset(index);
         Ok(())
+    }
+}
+
+/// An internal keyspace path ("/2/users/alice", "2/users/alice/") as its
+/// map key ("2/users/alice"): cleaned like client keys, never the root.
+fn internal_key(path: &str) -> Result<String, String> {
+    let comps = components(path, 0).map_err(|e| e.cause)?;
+    if comps.is_empty() {
+        return Err("the internal root is not a key".into());
+    }
+    Ok(comps.join("/"))
+}
+
+/// How an internal record shows in an event (the internal keyspace has no
+/// TTLs).
+fn internal_node(key: &str, rec: &NodeRecord) -> V2Node {
+    V2Node {
+        key: key.to_string(),
+        value: if rec.dir { None } else { rec.value.clone() },
+        dir: rec.dir,
+        modified_index: rec.modified_index,
+        created_index: rec.created_index,
+        ..Default::default()
     }
 }
 

@@ -35,9 +35,11 @@ pub(crate) struct Hub {
     watchers: HashMap<String, Vec<Entry>>,
     count: usize,
     history: VecDeque<Arc<V2Event>>,
-    /// The lowest index the history can answer for while it is empty: 0 for
-    /// a new store (etcd's StartIndex), `index + 1` after a load, since the
-    /// events before it are gone.
+    /// The lowest index the history can answer for: 0 for a new store
+    /// (etcd's StartIndex), just past the last client-visible event after a
+    /// load (the events before it are gone, and the ones after it matched
+    /// no watch), and just past the oldest forgotten event once the history
+    /// is full.
     floor: u64,
 }
 
@@ -102,7 +104,7 @@ impl Hub {
     }
 
     fn start_index(&self) -> u64 {
-        self.history.front().map_or(self.floor, |e| e.index())
+        self.floor
     }
 
     fn remove(&mut self, key: &str, id: u64) {
@@ -195,10 +197,7 @@ impl Hub {
     /// deleted (a deleted directory's whole subtree): watchers on those keys
     /// hear about it whatever their `recursive` flag, as in etcd.
     pub(crate) fn publish(&mut self, ev: Arc<V2Event>, removed: &[String]) {
-        if self.history.len() == HISTORY_CAPACITY {
-            self.history.pop_front();
-        }
-        self.history.push_back(ev.clone());
+        self.record(ev.clone());
         if ev.refresh || self.count == 0 {
             return;
         }
@@ -214,6 +213,19 @@ impl Hub {
         for path in ancestors(&key) {
             self.notify_path(&ev, path, &key, index, false, &mut seen);
         }
+    }
+
+    /// Adds an event to the history without offering it to any watcher:
+    /// internal writes (see `V2Event::internal`), which take an index in
+    /// etcd's history too.
+    pub(crate) fn record(&mut self, ev: Arc<V2Event>) {
+        if self.history.len() == HISTORY_CAPACITY
+            && let Some(old) = self.history.pop_front()
+        {
+            // From now on the history can answer only past what it forgot.
+            self.floor = old.index().wrapping_add(1);
+        }
+        self.history.push_back(ev);
     }
 
     fn notify_path(

@@ -135,10 +135,20 @@ fn write_message(out: &mut Vec<u8>, schema: usize, v: Raw<'_>, depth: usize) -> 
         .enumerate()
         .filter(|(_, f)| !f.oneof)
         .chain(msg.fields.iter().enumerate().filter(|(_, f)| f.oneof));
+    // etcd's messages have at most one oneof each. Naming several of its
+    // members is accepted by Go (each overwrites the last, in map order, so
+    // which one stays is random); here the first in declaration order stays
+    // and the others are only checked.
+    let mut oneof_set = false;
     for (i, f) in order {
         let Some(value) = by_json[i].or(by_name[i]) else {
             continue;
         };
+        if f.oneof && oneof_set {
+            let mut scratch = Vec::new();
+            write_single(&mut scratch, f, value, depth)?;
+            continue;
+        }
         let mark = out.len();
         if !first {
             out.push(b',');
@@ -152,6 +162,7 @@ fn write_message(out: &mut Vec<u8>, schema: usize, v: Raw<'_>, depth: usize) -> 
         };
         if written {
             first = false;
+            oneof_set |= f.oneof;
         } else {
             // `null`: the field stays unset.
             out.truncate(mark);
@@ -274,11 +285,8 @@ fn write_value(out: &mut Vec<u8>, kind: Kind, v: Raw<'_>, depth: usize) -> Resul
             } else {
                 number(v, IntType::I32, en.go)?.unwrap_or(0)
             };
-            // Go keeps numbers it has no name for; the prost enum field could
-            // too, but the generated decoder refuses them, so say so plainly.
-            if !en.values.iter().any(|&(_, known)| i128::from(known) == n) {
-                return Err(format!("unknown value {n} for enum {}", en.go));
-            }
+            // Go keeps numbers it has no name for (proto3 enums are open),
+            // and so do the generated decoders (see `open_enums` in build.rs).
             out.extend_from_slice(n.to_string().as_bytes());
             Ok(())
         }

@@ -385,3 +385,21 @@ fn arbitrary_input_never_panics() {
         let _ = jsonpb::decode::<pb::TxnRequest>(&input);
     }
 }
+
+#[test]
+fn enum_numbers_without_a_name_are_kept() {
+    // proto3 enums are open: Go's jsonpb keeps 99, and so does etcd.
+    let r: pb::RangeRequest =
+        decode(r#"{"key":"Zm9v","sort_order":99,"sort_target":"MOD"}"#).unwrap();
+    assert_eq!(r.sort_order, 99);
+    assert_eq!(r.sort_target, pb::range_request::SortTarget::Mod as i32);
+    let w: pb::WatchCreateRequest = decode(r#"{"key":"Zm9v","filters":[0,7]}"#).unwrap();
+    assert_eq!(w.filters, [0, 7]);
+    // And they are written back as numbers.
+    let perm = crate::pb::authpb::Permission {
+        perm_type: 9,
+        key: bytes::Bytes::from_static(b"a"),
+        range_end: bytes::Bytes::new(),
+    };
+    assert_eq!(json(&perm), r#"{"permType":9,"key":"YQ=="}"#);
+}
