@@ -10,6 +10,7 @@
 //! instead (used to record what etcd prints: see `golden`).
 
 pub mod golden;
+pub mod robustness;
 pub mod steady;
 pub mod tls;
 
@@ -112,6 +113,13 @@ pub struct Options {
     /// TLS on the client and/or peer URLs, with certificates from a CA made
     /// for the cluster (`Cluster::pki`) or auto TLS.
     pub tls: Option<tls::TlsOptions>,
+    /// Members listen for peers on this port of their host but advertise
+    /// port 2380, where something else (the robustness tests' fault proxy)
+    /// listens and forwards. Choose hosts with this port free too.
+    pub peer_listen_port: Option<u16>,
+    /// Data dirs somewhere else than the cluster's temp dir: (index, path),
+    /// e.g. on a small tmpfs to fill up.
+    pub data_dirs: Vec<(usize, PathBuf)>,
     /// Called by `Cluster::launch` after the members' TLS files are
     /// written and before any process starts, to replace some of them
     /// (`Member::tls_dir`, `Pki::dir`).
@@ -136,6 +144,8 @@ impl Default for Options {
             config_toml: None,
             member_env: Vec::new(),
             tls: None,
+            peer_listen_port: None,
+            data_dirs: Vec::new(),
             prepare: None,
             target: None,
         }
@@ -146,7 +156,11 @@ pub struct Member {
     pub name: String,
     pub host: String,
     pub client_port: u16,
+    /// The advertised peer port (the one peers dial).
     pub peer_port: u16,
+    /// The port the member listens on for peers (= `peer_port` unless
+    /// `Options::peer_listen_port`).
+    pub listen_peer_port: u16,
     pub data_dir: PathBuf,
     pub log_path: PathBuf,
     /// `https` client / peer URLs (see `Options::tls`).
@@ -167,6 +181,10 @@ impl Member {
     pub fn peer_url(&self) -> String {
         let scheme = if self.peer_https { "https" } else { "http" };
         format!("{scheme}://{}:{}", self.host, self.peer_port)
+    }
+    pub fn listen_peer_url(&self) -> String {
+        let scheme = if self.peer_https { "https" } else { "http" };
+        format!("{scheme}://{}:{}", self.host, self.listen_peer_port)
     }
     /// The folder of this member's TLS files (`server.crt`, `peer.crt`,
     /// `ca.crt`, ... when the cluster has a `Pki`).
@@ -235,13 +253,18 @@ impl Cluster {
                 None => pick_host(&[2379, 2380]),
             };
             let name = format!("m{}", i + 1);
+            let data_dir = match opts.data_dirs.iter().find(|(idx, _)| *idx == i) {
+                Some((_, d)) => d.clone(),
+                None => dir.path().join(&name).join("data"),
+            };
             members.push(Member {
-                data_dir: dir.path().join(&name).join("data"),
+                data_dir,
                 log_path: dir.path().join(&name).join("server.log"),
                 name,
                 host,
                 client_port: 2379,
                 peer_port: 2380,
+                listen_peer_port: opts.peer_listen_port.unwrap_or(2380),
                 client_https: opts.tls.as_ref().is_some_and(|t| t.client),
                 peer_https: opts.tls.as_ref().is_some_and(|t| t.peer),
                 child: None,
@@ -323,6 +346,7 @@ impl Cluster {
             host,
             client_port: 2379,
             peer_port: 2380,
+            listen_peer_port: 2380,
             client_https: self.opts.tls.as_ref().is_some_and(|t| t.client),
             peer_https: self.opts.tls.as_ref().is_some_and(|t| t.peer),
             child: None,
@@ -598,7 +622,7 @@ fn member_args(m: &Member, opts: &Options, initial_cluster: &str, state: &str) -
         format!("--data-dir={}", m.data_dir.display()),
         format!("--listen-client-urls={}", m.client_url()),
         format!("--advertise-client-urls={}", m.client_url()),
-        format!("--listen-peer-urls={}", m.peer_url()),
+        format!("--listen-peer-urls={}", m.listen_peer_url()),
         format!("--initial-advertise-peer-urls={}", m.peer_url()),
         format!("--initial-cluster={initial_cluster}"),
         format!("--initial-cluster-token={}", opts.token),

@@ -251,3 +251,174 @@ fn without_quorum_hasleader_requests_fail_fast_and_health_says_so() {
     cluster.restart(1);
     cluster.wait_healthy(Duration::from_secs(30));
 }
+
+/// Issue 16, item 4: a follower forwards a client's write, the leader
+/// commits it, but the follower receives it inside a snapshot (it was cut
+/// off from the leader while the leader compacted its log past the entry).
+/// Its apply loop never sees the entry, so before the fix nothing answered
+/// the waiting client until the request timeout (5 s + 2 election timeouts)
+/// expired. The follower must answer as soon as it has caught up.
+#[test]
+fn follower_write_committed_inside_a_snapshot_is_answered_promptly() {
+    use cairn_robustness::proxy::Link;
+    let opts = Options {
+        snapshot_count: Some(20),
+        // A long request timeout (5 s + 2 × 1.5 s) makes "answered
+        // promptly" and "answered when the timeout expired" far apart.
+        election_ms: 1_500,
+        ..Options::default()
+    };
+    let request_timeout = Duration::from_millis(5_000 + 2 * opts.election_ms);
+    let (cluster, proxy) = cairn_tests::robustness::proxied_cluster(opts, 4).unwrap();
+    cluster.wait_healthy(Duration::from_secs(30));
+    let leader = cluster.wait_leader(Duration::from_secs(10));
+    let follower = (leader + 1) % 3;
+    let rt = runtime();
+    let (answer, took) = rt.block_on(async {
+        let mut via_follower = client(&[cluster.members[follower].endpoint()]).await;
+        let mut via_leader = client(&[cluster.members[leader].endpoint()]).await;
+        // The follower knows the leader and is in sync.
+        via_follower.put("warm-up", "1", None).await.unwrap();
+        // Leader → follower cut; the follower's forwarded proposal still
+        // reaches the leader.
+        proxy.set_link(leader, follower, Link::Blackhole);
+        let started = Instant::now();
+        let mut c = via_follower.clone();
+        let put = tokio::spawn(async move { c.put("via-follower", "1", None).await });
+        // Committed by the leader and the other follower.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let r = via_leader.get("via-follower", None).await.unwrap();
+            if r.count() == 1 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the forwarded write never committed"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Enough writes for the leader to compact its log past the entry.
+        for i in 0..60 {
+            via_leader
+                .put(format!("fill-{i}"), "x", None)
+                .await
+                .unwrap();
+        }
+        assert!(!put.is_finished(), "the follower answered while cut off");
+        // Drop what the proxy held for the follower, then reconnect: the
+        // leader can only catch it up with a snapshot now.
+        proxy.reset(leader, follower);
+        proxy.heal();
+        let answer = tokio::time::timeout(request_timeout * 2, put)
+            .await
+            .expect("no answer at all")
+            .expect("put task");
+        (answer, started.elapsed())
+    });
+    let log = cluster.members[follower].log();
+    eprintln!("answer after {took:?}: {answer:?}");
+    if cairn_tests::target() == cairn_tests::Target::Cairn {
+        assert!(
+            log.contains("applied snapshot"),
+            "the follower caught up without a snapshot, nothing tested:\n{}",
+            cairn_tests::tail(&log, 30)
+        );
+    }
+    // The write is committed, but the follower cannot know its result (the
+    // entry was inside the snapshot): "outcome unknown", or OK if it came
+    // as an entry after all. Either way, before the request timeout.
+    assert!(
+        took + Duration::from_secs(2) < request_timeout,
+        "the follower answered only after {took:?} (request timeout {request_timeout:?}): {answer:?}\n{}",
+        cairn_tests::tail(&log, 30)
+    );
+    if let Err(e) = &answer {
+        assert!(
+            e.to_string()
+                .contains("request timed out, possibly due to previous leader failure"),
+            "{e}"
+        );
+    }
+    // The write took effect exactly once, and the follower has it.
+    rt.block_on(async {
+        let mut c = client(&[cluster.members[follower].endpoint()]).await;
+        let r = c.get("via-follower", None).await.unwrap();
+        assert_eq!(r.kvs().len(), 1);
+        assert_eq!(r.kvs()[0].version(), 1);
+    });
+}
+
+/// A leader frozen (SIGSTOP, a long GC pause) while the others elect a new
+/// one takes a write when it wakes, before it hears of the new term: the
+/// entry goes into its log at its old term and is overwritten once it
+/// learns. Nothing ever applies it there, so before the fix the client
+/// waited the full request timeout. The member must answer as soon as the
+/// new leader's commit index shows the entry is gone.
+#[test]
+fn write_taken_by_a_deposed_leader_is_answered_promptly() {
+    use cairn_robustness::proxy::Link;
+    let opts = Options {
+        election_ms: 1_500,
+        ..Options::default()
+    };
+    let request_timeout = Duration::from_millis(5_000 + 2 * opts.election_ms);
+    let (cluster, proxy) = cairn_tests::robustness::proxied_cluster(opts, 5).unwrap();
+    cluster.wait_healthy(Duration::from_secs(30));
+    let old = cluster.wait_leader(Duration::from_secs(10));
+    let others: Vec<usize> = (0..3).filter(|i| *i != old).collect();
+    let pid = cluster.members[old].pid().to_string();
+    let signal = |sig: &str| {
+        assert!(
+            std::process::Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .unwrap()
+                .success()
+        )
+    };
+    let rt = runtime();
+    let (answer, took) = rt.block_on(async {
+        let mut via_old = client(&[cluster.members[old].endpoint()]).await;
+        via_old.put("warm-up", "1", None).await.unwrap();
+        signal("-STOP");
+        // The others elect a leader among themselves.
+        let mut c = client(&[cluster.members[others[0]].endpoint()]).await;
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while tokio::time::timeout(Duration::from_secs(1), c.put("elected", "1", None))
+            .await
+            .map_or(true, |r| r.is_err())
+        {
+            assert!(Instant::now() < deadline, "no new leader");
+        }
+        // Wake the old leader without letting it hear of the new term yet.
+        for o in &others {
+            proxy.set_link(*o, old, Link::Blackhole);
+        }
+        signal("-CONT");
+        let started = Instant::now();
+        let put = tokio::spawn(async move { via_old.put("via-old-leader", "1", None).await });
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        proxy.reset_member(old);
+        proxy.heal();
+        let answer = tokio::time::timeout(request_timeout * 2, put)
+            .await
+            .expect("no answer at all")
+            .expect("put task");
+        (answer, started.elapsed())
+    });
+    eprintln!("answer after {took:?}: {answer:?}");
+    let log = cluster.members[old].log();
+    assert!(
+        took + Duration::from_secs(2) < request_timeout,
+        "the deposed leader answered only after {took:?} (request timeout {request_timeout:?}): {answer:?}\n{}",
+        cairn_tests::tail(&log, 30)
+    );
+    if let Err(e) = &answer {
+        assert!(
+            e.to_string()
+                .contains("request timed out, possibly due to previous leader failure"),
+            "{e}"
+        );
+    }
+}

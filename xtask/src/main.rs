@@ -10,6 +10,8 @@
 //!   ban and source checks (`deny.toml`); the advisory database on request.
 //! - `cargo xtask plugins build`: builds the example WASM plugins into
 //!   `plugins/dist/` (needs the wasm32-wasip2 target).
+//! - `cargo xtask robustness`: fault-injection runs with history checks,
+//!   against Cairn, etcd 3.4 or both (see `robustness.rs`).
 //! - `cargo xtask bench [args]`: the `cairn-bench` load generator;
 //!   `cargo xtask bench compare` runs it against Cairn and real etcd 3.4;
 //!   `cargo xtask bench plugins` measures what a policy plugin costs;
@@ -31,6 +33,7 @@ mod health;
 mod layers;
 mod plugins;
 mod protoc;
+mod robustness;
 mod test;
 mod util;
 
@@ -69,6 +72,9 @@ enum Command {
     /// Build and run the cairn-bench load generator (args after `bench` are
     /// passed through; `cargo xtask bench -- --help` shows them).
     Bench(BenchArgs),
+    /// Fault-injection runs with history checks (linearizability, watches,
+    /// leases, durability) against Cairn, etcd 3.4, or both side by side.
+    Robustness(robustness::RobustnessArgs),
     /// Print the server's module layers and any import that goes up or
     /// sideways (the structural check `cargo xtask test` runs).
     Layers,
@@ -192,6 +198,7 @@ fn main() -> ExitCode {
             None => bench::run(args.args),
         },
         Command::Plugins { action } => plugins::run(action),
+        Command::Robustness(args) => robustness::run(args),
         Command::Layers => layers::run(&layers::server_src()),
         Command::Fuzz(args) => fuzz::run(args),
         Command::Deny(args) => deny::run(args),

@@ -90,6 +90,29 @@ pub enum ApplyMsg {
     },
 }
 
+/// This member's proposals that were still waiting when something happened
+/// after which nothing may ever answer them:
+/// - a snapshot from the leader replaced its state: each was committed
+///   inside the snapshot (its entry will never be applied here), comes later
+///   as a log entry, or was never committed;
+/// - it stepped down as leader: entries it appended in its term may have
+///   been overwritten by the new leader (a leader frozen by a GC pause or
+///   SIGSTOP takes proposals before it hears of the new term).
+///
+/// A ReadIndex issued afterwards tells which index the current leader had
+/// committed by then (it has committed an entry of its own term, so every
+/// older entry that will ever commit is at or below it). Once this member
+/// has applied that far, whatever still waits gets an answer at once
+/// instead of the full request timeout. The answer is "outcome unknown"
+/// (etcd's timeout due to leader failure): an entry inside a snapshot did
+/// take effect, and nothing records which ones a snapshot held.
+struct Suspects {
+    ids: Vec<u64>,
+    read: oneshot::Receiver<Result<u64, Error>>,
+    /// The leader's commit index confirmed after the install.
+    barrier: Option<u64>,
+}
+
 struct PendingRead {
     issued: Instant,
     first_issued: Instant,
@@ -130,6 +153,12 @@ pub struct Node {
     /// stepped again once it ends (as follower raft forwards them to the
     /// new leader; if the transfer was aborted, we append them ourselves).
     held_proposals: Vec<(Instant, Message)>,
+    suspects: Option<Suspects>,
+    /// Proposals handed to raft whose waiters may still be registered
+    /// (pruned every tick): the only ones a snapshot or a step-down can
+    /// strand. Proposals still queued in the inbox are proposed afterwards
+    /// and answered normally.
+    in_flight: Vec<u64>,
 }
 
 impl Node {
@@ -168,6 +197,8 @@ impl Node {
             last_no_leader_log: now,
             leader: 0,
             held_proposals: Vec::new(),
+            suspects: None,
+            in_flight: Vec::new(),
         }
     }
 
@@ -235,6 +266,7 @@ impl Node {
                 tracing::error!(error = %e, "raft storage failed; stopping this member");
                 std::process::exit(1);
             }
+            self.settle_suspects();
         }
         tracing::info!("raft loop stopped");
     }
@@ -256,7 +288,7 @@ impl Node {
     fn handle(&mut self, m: RaftMsg) {
         match m {
             RaftMsg::Propose { id, data } => match self.raw.propose(vec![], data) {
-                Ok(()) => {}
+                Ok(()) => self.in_flight.push(id),
                 Err(raft::Error::ProposalDropped) => {
                     self.waiters.complete(id, Err(Error::NoLeader))
                 }
@@ -306,7 +338,7 @@ impl Node {
                     return;
                 }
                 match self.raw.propose_conf_change(context, cc) {
-                    Ok(()) => {}
+                    Ok(()) => self.in_flight.push(id),
                     Err(raft::Error::ProposalDropped) => {
                         self.waiters.complete(id, Err(Error::NoLeader))
                     }
@@ -409,6 +441,8 @@ impl Node {
 
     fn on_tick(&mut self, now: Instant) {
         self.publish_progress();
+        let waiters = &self.waiters;
+        self.in_flight.retain(|id| waiters.is_registered(*id));
         // raft-rs drops a ReadIndex silently when the leader has not yet
         // committed in its term or a follower knows no leader: re-issue
         // stale ones, and give up on those past the request timeout.
@@ -545,9 +579,13 @@ impl Node {
             }
         }
         self.status.leader.store(leader, Ordering::Release);
-        self.status
+        let was_leader = self
+            .status
             .is_leader
-            .store(role == StateRole::Leader, Ordering::Release);
+            .swap(role == StateRole::Leader, Ordering::AcqRel);
+        if was_leader && role != StateRole::Leader {
+            self.suspect_waiters();
+        }
         METRICS.is_leader.set(i64::from(role == StateRole::Leader));
         if role != StateRole::Leader && self.cfg.lessor.is_primary() {
             // Only the leader tracks expiry; a new leader promotes once it
@@ -674,6 +712,69 @@ impl Node {
             });
         }
         tracing::info!(index = md.index, "applied snapshot");
+        self.suspect_waiters();
         Ok(())
+    }
+
+    /// After a snapshot install or a step-down: remember who is waiting, and
+    /// ask the leader how far it has committed (see `Suspects`).
+    fn suspect_waiters(&mut self) {
+        let waiters = &self.waiters;
+        self.in_flight.retain(|id| waiters.is_registered(*id));
+        let mut ids = self.in_flight.clone();
+        if ids.is_empty() {
+            return;
+        }
+        if let Some(old) = self.suspects.take() {
+            ids.extend(old.ids);
+            ids.sort_unstable();
+            ids.dedup();
+        }
+        let (tx, rx) = oneshot::channel();
+        self.new_reads.push(tx);
+        self.suspects = Some(Suspects {
+            ids,
+            read: rx,
+            barrier: None,
+        });
+    }
+
+    /// Answers the suspects still waiting once this member applied what the
+    /// leader had committed after the event: their entries were inside the
+    /// snapshot, overwritten, or (forwarded ones still in flight) come later.
+    fn settle_suspects(&mut self) {
+        let Some(s) = self.suspects.as_mut() else {
+            return;
+        };
+        if s.barrier.is_none() {
+            match s.read.try_recv() {
+                Ok(Ok(index)) => s.barrier = Some(index),
+                Err(oneshot::error::TryRecvError::Empty) => return,
+                // The read itself timed out: so do the waiters, on their own.
+                Ok(Err(_)) | Err(oneshot::error::TryRecvError::Closed) => {
+                    self.suspects = None;
+                    return;
+                }
+            }
+        }
+        if s.barrier.is_some_and(|b| self.applied >= b) {
+            let Some(s) = self.suspects.take() else {
+                return;
+            };
+            let mut answered = 0usize;
+            for id in s.ids {
+                if self.waiters.is_registered(id) {
+                    self.waiters
+                        .complete(id, Err(Error::TimeoutDueToLeaderFail));
+                    answered += 1;
+                }
+            }
+            if answered > 0 {
+                tracing::info!(
+                    proposals = answered,
+                    "answered proposals a snapshot or a new leader may have overtaken: outcome unknown"
+                );
+            }
+        }
     }
 }

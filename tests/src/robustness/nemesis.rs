@@ -1,0 +1,781 @@
+//! Carrying out a fault schedule against a running cluster: network faults
+//! through the peer proxy, process faults with signals, a full disk on a
+//! tmpfs, a wall-clock offset where the binary supports one.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use cairn_robustness::faults::{FaultKind, PlannedFault};
+use cairn_robustness::proxy::{Link, PeerProxy};
+use cairn_robustness::rng::Rng;
+use serde::Serialize;
+
+use crate::{Cluster, Target};
+
+/// Cairn's test hook that shifts the wall clock a member reports to peers.
+const CLOCK_OFFSET_ENV: &str = "CAIRN_TEST_CLOCK_OFFSET_MS";
+/// Size of each member's tmpfs when disk faults are on. etcd preallocates
+/// 64 MiB WAL segments, so less would not even start it.
+const TMPFS_MIB: u64 = 256;
+/// How long a restarted member may take to answer /health again before the
+/// nemesis moves on (the run records it).
+const RESTART_HEALTH_TIMEOUT: Duration = Duration::from_secs(20);
+/// What Cairn's prober logs when a peer's clock is off by more than 1 s.
+const DRIFT_WARNING: &str = "the clock difference against peer";
+/// How long past a clock fault's planned end the nemesis waits for that
+/// warning (probes run every 2 s; the skewed member restarted first).
+const DRIFT_WARNING_TIMEOUT: Duration = Duration::from_secs(8);
+/// How long each step of replacing a member (remove, add, promote) is
+/// retried while the cluster settles.
+const REPLACE_STEP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A fault as it was carried out.
+#[derive(Debug, Clone, Serialize)]
+pub struct FaultRecord {
+    pub kind: FaultKind,
+    /// Members it hit (indices; m1 is 0).
+    pub targets: Vec<usize>,
+    /// Milliseconds since the workload started.
+    pub start_ms: u64,
+    pub end_ms: u64,
+    pub detail: String,
+    /// Set when the fault could not be done here (and was not).
+    pub skipped: Option<String>,
+}
+
+/// One small tmpfs per member for its data dir, so that a member's disk can
+/// be filled without touching anyone else's. Needs root.
+pub struct Disks {
+    pub dir: tempfile::TempDir,
+    pub mounts: Vec<PathBuf>,
+}
+
+impl Disks {
+    pub fn mount(members: usize) -> Result<Disks, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("cairn-rb-disk-")
+            .tempdir()
+            .map_err(|e| e.to_string())?;
+        let mut disks = Disks {
+            dir,
+            mounts: Vec::new(),
+        };
+        for i in 0..members {
+            let m = disks.dir.path().join(format!("m{}", i + 1));
+            std::fs::create_dir_all(&m).map_err(|e| e.to_string())?;
+            let out = Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={TMPFS_MIB}m"), "tmpfs"])
+                .arg(&m)
+                .output()
+                .map_err(|e| format!("cannot run mount: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "mounting a tmpfs needs root: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+            disks.mounts.push(m);
+        }
+        Ok(disks)
+    }
+
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.mounts[i].join("data")
+    }
+
+    fn filler(&self, i: usize) -> PathBuf {
+        self.mounts[i].join("filler")
+    }
+
+    /// Writes zeros until the file system is full; returns bytes written.
+    pub fn fill(&self, i: usize) -> std::io::Result<u64> {
+        use std::io::Write;
+        let mut f = std::fs::File::create(self.filler(i))?;
+        let chunk = vec![0u8; 1 << 20];
+        let mut written = 0u64;
+        // Bounded by the tmpfs size (plus a margin for rounding).
+        while written <= (TMPFS_MIB + 1) << 20 {
+            match f.write(&chunk) {
+                Ok(0) => break,
+                Ok(n) => written += n as u64,
+                Err(e) if e.raw_os_error() == Some(28) => break, // ENOSPC
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(written)
+    }
+
+    pub fn free(&self, i: usize) {
+        let _ = std::fs::remove_file(self.filler(i));
+    }
+}
+
+impl Drop for Disks {
+    fn drop(&mut self) {
+        for m in &self.mounts {
+            let ok = Command::new("umount")
+                .arg(m)
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if !ok {
+                // Busy (a member still exiting): detach now, freed later.
+                let _ = Command::new("umount").arg("-l").arg(m).output();
+            }
+        }
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    if pid != 0 {
+        let _ = Command::new("kill")
+            .args([&format!("-{sig}"), &pid.to_string()])
+            .status();
+    }
+}
+
+/// How to end a fault that has started.
+type Undo = Box<dyn FnOnce(&Nemesis)>;
+
+pub struct Nemesis {
+    pub cluster: Arc<Mutex<Cluster>>,
+    pub proxy: Arc<PeerProxy>,
+    pub disks: Option<Arc<Disks>>,
+    /// Why disk faults are unavailable, if they are.
+    pub disks_unavailable: Option<String>,
+    pub rt: tokio::runtime::Handle,
+    pub clients: Vec<etcd_client::Client>,
+    /// Raft member ID of each member, by index.
+    pub ids: Vec<u64>,
+    pub target: Target,
+    pub base: Instant,
+    pub rng: Rng,
+    /// Problems worth reporting (a member that crashed, one that did not
+    /// come back).
+    pub errors: Arc<Mutex<Vec<String>>>,
+    /// What happened that is allowed but worth knowing (a member that
+    /// stopped on a full disk).
+    pub notes: Arc<Mutex<Vec<String>>>,
+}
+
+impl Nemesis {
+    fn ms(&self) -> u64 {
+        self.base.elapsed().as_millis() as u64
+    }
+
+    /// The current leader, asked of each member (bounded).
+    pub fn leader(&self) -> Option<usize> {
+        for c in &self.clients {
+            let mut c = c.clone();
+            let st = self
+                .rt
+                .block_on(async { tokio::time::timeout(Duration::from_secs(1), c.status()).await });
+            if let Ok(Ok(st)) = st
+                && st.leader() != 0
+                && let Some(l) = self.ids.iter().position(|id| *id == st.leader())
+            {
+                return Some(l);
+            }
+        }
+        None
+    }
+
+    fn pick_leader(&mut self) -> (usize, String) {
+        match self.leader() {
+            Some(l) => (l, "leader".into()),
+            None => {
+                let m = self.rng.below(self.ids.len() as u64) as usize;
+                (m, "no leader found; a random member".into())
+            }
+        }
+    }
+
+    fn pick_follower(&mut self) -> (usize, String) {
+        let n = self.ids.len();
+        let leader = self.leader();
+        let followers: Vec<usize> = (0..n).filter(|i| Some(*i) != leader).collect();
+        let f = *self.rng.pick(&followers);
+        (
+            f,
+            if leader.is_some() {
+                "follower".into()
+            } else {
+                "no leader found; a random member".into()
+            },
+        )
+    }
+
+    /// Runs the schedule; returns what was done. Stops early when `stop`.
+    /// A fault starts at its planned time, or `min_gap_ms` after the last
+    /// one ended if that is later (ending a fault can take seconds: a
+    /// restart waits for the member to be healthy), so that recovery always
+    /// has a healed stretch to be measured in.
+    pub fn run(
+        &mut self,
+        schedule: &[PlannedFault],
+        min_gap_ms: u64,
+        stop: &AtomicBool,
+    ) -> Vec<FaultRecord> {
+        let mut out: Vec<FaultRecord> = Vec::new();
+        for f in schedule {
+            let earliest = out.last().map_or(0, |r| r.end_ms + min_gap_ms);
+            if !self.sleep_until(f.start_ms.max(earliest), stop) {
+                break;
+            }
+            let mut rec = FaultRecord {
+                kind: f.kind,
+                targets: vec![],
+                start_ms: self.ms(),
+                end_ms: 0,
+                detail: String::new(),
+                skipped: None,
+            };
+            let undo = self.start(f.kind, &mut rec);
+            let end = rec.start_ms + f.duration_ms;
+            self.sleep_until(end, stop);
+            if let Some(undo) = undo {
+                undo(self);
+            }
+            rec.end_ms = self.ms();
+            self.check_members(&format!("after {}", f.kind));
+            out.push(rec);
+        }
+        out
+    }
+
+    /// Sleeps until `ms` after the start; false if stopped first.
+    fn sleep_until(&self, ms: u64, stop: &AtomicBool) -> bool {
+        let at = self.base + Duration::from_millis(ms);
+        while Instant::now() < at {
+            if stop.load(Ordering::Relaxed) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20).min(at - Instant::now()));
+        }
+        true
+    }
+
+    /// Starts a fault; returns how to end it.
+    fn start(&mut self, kind: FaultKind, rec: &mut FaultRecord) -> Option<Undo> {
+        let n = self.ids.len();
+        match kind {
+            FaultKind::IsolateLeader | FaultKind::IsolateFollower => {
+                let (m, why) = if kind == FaultKind::IsolateLeader {
+                    self.pick_leader()
+                } else {
+                    self.pick_follower()
+                };
+                rec.targets = vec![m];
+                rec.detail = format!("m{} ({why}) cut off from its peers", m + 1);
+                self.proxy.isolate(m);
+                Some(Box::new(|s: &Nemesis| s.proxy.heal()))
+            }
+            FaultKind::OneWayFromLeader | FaultKind::OneWayToLeader => {
+                let (l, why) = self.pick_leader();
+                rec.targets = vec![l];
+                for f in (0..n).filter(|f| *f != l) {
+                    if kind == FaultKind::OneWayFromLeader {
+                        self.proxy.set_link(l, f, Link::Blackhole);
+                    } else {
+                        self.proxy.set_link(f, l, Link::Blackhole);
+                    }
+                }
+                rec.detail = format!(
+                    "bytes {} m{} ({why}) held",
+                    if kind == FaultKind::OneWayFromLeader {
+                        "from"
+                    } else {
+                        "to"
+                    },
+                    l + 1
+                );
+                Some(Box::new(|s: &Nemesis| s.proxy.heal()))
+            }
+            FaultKind::Delay => {
+                let base = Duration::from_millis(self.rng.range(50, 250));
+                let jitter = base / 2;
+                rec.targets = (0..n).collect();
+                rec.detail = format!("every peer link delayed {base:?} ± {jitter:?}");
+                self.proxy.set_all(Link::Delay { base, jitter });
+                Some(Box::new(|s: &Nemesis| s.proxy.heal()))
+            }
+            FaultKind::KillLeader | FaultKind::KillFollower => {
+                let (m, why) = if kind == FaultKind::KillLeader {
+                    self.pick_leader()
+                } else {
+                    self.pick_follower()
+                };
+                rec.targets = vec![m];
+                rec.detail = format!("m{} ({why}) SIGKILLed, restarted at the end", m + 1);
+                self.cluster.lock().expect("cluster lock").kill(m);
+                Some(Box::new(move |s: &Nemesis| s.restart(m)))
+            }
+            FaultKind::StopLeader => {
+                let (m, why) = self.pick_leader();
+                rec.targets = vec![m];
+                let pid = self.cluster.lock().expect("cluster lock").members[m].pid();
+                rec.detail = format!("m{} ({why}) SIGSTOPped, SIGCONT at the end", m + 1);
+                signal(pid, "STOP");
+                Some(Box::new(move |_s: &Nemesis| signal(pid, "CONT")))
+            }
+            FaultKind::Restart => {
+                let m = self.rng.below(n as u64) as usize;
+                rec.targets = vec![m];
+                let role = if self.leader() == Some(m) {
+                    "leader"
+                } else {
+                    "follower"
+                };
+                rec.detail = format!("m{} ({role}) SIGTERMed and started again", m + 1);
+                self.cluster.lock().expect("cluster lock").stop(m);
+                self.restart(m);
+                None
+            }
+            FaultKind::DiskFull => {
+                let Some(disks) = self.disks.clone() else {
+                    rec.skipped = Some(
+                        self.disks_unavailable
+                            .clone()
+                            .unwrap_or_else(|| "no tmpfs data dirs in this run".into()),
+                    );
+                    return None;
+                };
+                let m = self.rng.below(n as u64) as usize;
+                rec.targets = vec![m];
+                match disks.fill(m) {
+                    Ok(b) => {
+                        rec.detail = format!(
+                            "m{}'s data dir file system filled ({} MiB of filler)",
+                            m + 1,
+                            b >> 20
+                        )
+                    }
+                    Err(e) => rec.detail = format!("filling m{}'s disk failed: {e}", m + 1),
+                }
+                Some(Box::new(move |s: &Nemesis| {
+                    disks.free(m);
+                    // A member that stopped on the full disk comes back.
+                    let running = s.cluster.lock().expect("cluster lock").members[m].is_running();
+                    if !running {
+                        let log = {
+                            let c = s.cluster.lock().expect("cluster lock");
+                            crate::tail(&c.members[m].log(), 3)
+                        };
+                        s.notes.lock().expect("notes lock").push(format!(
+                            "m{} exited on the full disk (restarted); log tail:\n{log}",
+                            m + 1
+                        ));
+                        s.cluster.lock().expect("cluster lock").kill(m);
+                        s.restart(m);
+                    }
+                }))
+            }
+            FaultKind::ClockSkew => {
+                if self.target != Target::Cairn {
+                    rec.skipped = Some(
+                        "etcd has no hook to shift a member's clock; a real clock jump would hit \
+                         the whole machine"
+                            .into(),
+                    );
+                    return None;
+                }
+                let m = self.rng.below(n as u64) as usize;
+                let offset_ms = self.rng.range(2_000, 10_000) as i64
+                    * if self.rng.chance(0.5) { 1 } else { -1 };
+                rec.targets = vec![m];
+                rec.detail = format!(
+                    "m{} restarted with its wall clock {offset_ms} ms off (what it reports to peers)",
+                    m + 1
+                );
+                let before = self.drift_warnings();
+                self.set_clock_offset(m, Some(offset_ms));
+                Some(Box::new(move |s: &Nemesis| {
+                    // The peers' probers must notice (one probe per 2 s).
+                    let deadline = Instant::now() + DRIFT_WARNING_TIMEOUT;
+                    let warned = loop {
+                        let now = s.drift_warnings();
+                        let warned: Vec<String> = (0..now.len())
+                            .filter(|i| now[*i] > before.get(*i).copied().unwrap_or(0))
+                            .map(|i| format!("m{}", i + 1))
+                            .collect();
+                        if !warned.is_empty() || Instant::now() >= deadline {
+                            break warned;
+                        }
+                        std::thread::sleep(Duration::from_millis(200));
+                    };
+                    if warned.is_empty() {
+                        s.errors.lock().expect("errors lock").push(format!(
+                            "m{} ran {offset_ms} ms off and no member logged a clock-drift warning",
+                            m + 1
+                        ));
+                    } else {
+                        s.notes.lock().expect("notes lock").push(format!(
+                            "m{} ran {offset_ms} ms off: clock-drift warning logged by {}",
+                            m + 1,
+                            warned.join(", ")
+                        ));
+                    }
+                    s.set_clock_offset(m, None)
+                }))
+            }
+            FaultKind::CorruptTail => {
+                let m = self.rng.below(n as u64) as usize;
+                rec.targets = vec![m];
+                rec.detail = self.corrupt_tail(m);
+                None
+            }
+            FaultKind::MoveLeader => {
+                let Some(l) = self.leader() else {
+                    rec.detail = "no leader found; nothing moved".into();
+                    return None;
+                };
+                let followers: Vec<usize> = (0..n).filter(|i| *i != l).collect();
+                let to = *self.rng.pick(&followers);
+                rec.targets = vec![l, to];
+                let mut c = self.clients[l].clone();
+                let id = self.ids[to];
+                let r = self.rt.block_on(async {
+                    tokio::time::timeout(Duration::from_secs(5), c.move_leader(id)).await
+                });
+                rec.detail = match r {
+                    Ok(Ok(_)) => format!("leadership moved from m{} to m{}", l + 1, to + 1),
+                    Ok(Err(e)) => format!("moving leadership m{} → m{} failed: {e}", l + 1, to + 1),
+                    Err(_) => format!("moving leadership m{} → m{} timed out", l + 1, to + 1),
+                };
+                None
+            }
+            FaultKind::ReplaceMember => {
+                let (m, why) = self.pick_follower();
+                rec.targets = vec![m];
+                match self.replace_member(m) {
+                    Ok(d) => {
+                        rec.detail = format!(
+                            "m{} ({why}) removed, data dir wiped, added back as a learner, promoted: {d}",
+                            m + 1
+                        )
+                    }
+                    Err(e) => {
+                        rec.detail = format!("replacing m{} ({why}) failed: {e}", m + 1);
+                        self.errors
+                            .lock()
+                            .expect("errors lock")
+                            .push(rec.detail.clone());
+                    }
+                }
+                None
+            }
+        }
+    }
+
+    /// Kills member `m`, damages the tail of its newest journal file, and
+    /// starts it again. Says what was done and how the member took it.
+    fn corrupt_tail(&mut self, m: usize) -> String {
+        let data_dir = {
+            let mut c = self.cluster.lock().expect("cluster lock");
+            c.kill(m);
+            c.members[m].data_dir.clone()
+        };
+        let ext = if self.target == Target::Cairn {
+            "jnl"
+        } else {
+            "wal"
+        };
+        let Some(file) = newest_file(&data_dir, ext) else {
+            self.restart(m);
+            return format!(
+                "m{}: no .{ext} file found under {}",
+                m + 1,
+                data_dir.display()
+            );
+        };
+        let original = match std::fs::read(&file) {
+            Ok(b) => b,
+            Err(e) => {
+                self.restart(m);
+                return format!("m{}: cannot read {}: {e}", m + 1, file.display());
+            }
+        };
+        let mut damaged = original.clone();
+        // Journals are preallocated with zeros: the data ends at the last
+        // non-zero byte.
+        let end = damaged.iter().rposition(|b| *b != 0).map_or(0, |p| p + 1);
+        let span = (self.rng.range(1, 4096) as usize).min(end);
+        let what = if self.rng.chance(0.5) {
+            // A torn write: the last bytes never reached the disk.
+            damaged[end - span..end].fill(0);
+            format!("last {span} bytes zeroed")
+        } else {
+            let at = end - span;
+            let bit = self.rng.below(8) as u8;
+            damaged[at] ^= 1 << bit;
+            format!("bit {bit} flipped {span} bytes before the end")
+        };
+        let name = file
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if let Err(e) = std::fs::write(&file, &damaged) {
+            self.restart(m);
+            return format!("m{}: cannot write {name}: {e}", m + 1);
+        }
+        let before = format!(
+            "m{} SIGKILLed; journal {name} ({end} bytes of data): {what}",
+            m + 1
+        );
+        {
+            let mut c = self.cluster.lock().expect("cluster lock");
+            c.restart(m);
+        }
+        // Healthy, or exited (a refusal): whichever comes first.
+        let addr = self.cluster.lock().expect("cluster lock").members[m].client_addr();
+        let deadline = Instant::now() + RESTART_HEALTH_TIMEOUT;
+        while Instant::now() < deadline {
+            if crate::health(&addr) == Some(true) {
+                return format!("{before}; restarted and healthy");
+            }
+            if !self.cluster.lock().expect("cluster lock").members[m].is_running() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let (running, log) = {
+            let mut c = self.cluster.lock().expect("cluster lock");
+            let running = c.members[m].is_running();
+            (running, crate::tail(&c.members[m].log(), 3))
+        };
+        // Detected: a clear refusal to start. Put the original back, as an
+        // operator restoring the file would, so the run goes on.
+        let outcome = if running {
+            // Neither recovered nor a clear refusal: a hang is a finding.
+            let o = format!("restarted but not healthy after {RESTART_HEALTH_TIMEOUT:?}");
+            self.errors
+                .lock()
+                .expect("errors lock")
+                .push(format!("{before}: {o}; log tail:\n{log}"));
+            o
+        } else {
+            "refused to start".to_string()
+        };
+        self.notes
+            .lock()
+            .expect("notes lock")
+            .push(format!("{before}: {outcome}; log tail:\n{log}"));
+        self.cluster.lock().expect("cluster lock").kill(m);
+        let restored = std::fs::write(&file, &original);
+        self.restart(m);
+        format!("{before}; {outcome}; original restored ({restored:?}) and restarted")
+    }
+
+    /// Removes member `m`, wipes its data dir, adds it back as a learner on
+    /// the same URLs and promotes it once it caught up. Updates `ids`.
+    fn replace_member(&mut self, m: usize) -> Result<String, String> {
+        let n = self.ids.len();
+        let via = (m + 1) % n;
+        let c = self.clients[via].clone();
+        let old_id = self.ids[m];
+        let started = Instant::now();
+        retry(&self.rt, REPLACE_STEP_TIMEOUT, || {
+            let mut c = c.clone();
+            async move { c.member_remove(old_id).await.map(|_| ()) }
+        })
+        .map_err(|e| format!("member remove: {e}"))?;
+        let (data_dir, peer_url) = {
+            let mut cl = self.cluster.lock().expect("cluster lock");
+            cl.kill(m);
+            (cl.members[m].data_dir.clone(), cl.members[m].peer_url())
+        };
+        std::fs::remove_dir_all(&data_dir)
+            .map_err(|e| format!("wiping {}: {e}", data_dir.display()))?;
+        let url = peer_url.clone();
+        let new_id = retry(&self.rt, REPLACE_STEP_TIMEOUT, || {
+            let mut c = c.clone();
+            let url = url.clone();
+            async move {
+                let r = c
+                    .member_add(
+                        [url],
+                        Some(etcd_client::MemberAddOptions::new().with_is_learner()),
+                    )
+                    .await?;
+                Ok(r.member().map_or(0, |mb| mb.id()))
+            }
+        })
+        .map_err(|e| format!("member add --learner: {e}"))?;
+        {
+            let mut cl = self.cluster.lock().expect("cluster lock");
+            let initial: Vec<String> = cl
+                .members
+                .iter()
+                .map(|mb| format!("{}={}", mb.name, mb.peer_url()))
+                .collect();
+            cl.join(m, &initial.join(","));
+        }
+        self.ids[m] = new_id;
+        // Promotion is refused until the learner is in sync with the leader.
+        retry(&self.rt, REPLACE_STEP_TIMEOUT * 2, || {
+            let mut c = c.clone();
+            async move { c.member_promote(new_id).await.map(|_| ()) }
+        })
+        .map_err(|e| format!("member promote: {e}"))?;
+        if !self.wait_member_healthy(m, RESTART_HEALTH_TIMEOUT) {
+            return Err(format!(
+                "not healthy {RESTART_HEALTH_TIMEOUT:?} after promotion"
+            ));
+        }
+        Ok(format!(
+            "new ID {new_id:x}, voter again after {:?}",
+            started.elapsed()
+        ))
+    }
+
+    /// How many clock-drift warnings each member has logged so far.
+    fn drift_warnings(&self) -> Vec<usize> {
+        let c = self.cluster.lock().expect("cluster lock");
+        c.members
+            .iter()
+            .map(|m| m.log().matches(DRIFT_WARNING).count())
+            .collect()
+    }
+
+    fn set_clock_offset(&self, m: usize, offset_ms: Option<i64>) {
+        let mut c = self.cluster.lock().expect("cluster lock");
+        c.opts
+            .member_env
+            .retain(|(i, k, _)| !(*i == m && k == CLOCK_OFFSET_ENV));
+        if let Some(o) = offset_ms {
+            c.opts
+                .member_env
+                .push((m, CLOCK_OFFSET_ENV.into(), o.to_string()));
+        }
+        c.stop(m);
+        c.restart(m);
+    }
+
+    /// Starts member `m` again and waits (bounded) until it is healthy.
+    pub fn restart(&self, m: usize) {
+        {
+            let mut c = self.cluster.lock().expect("cluster lock");
+            if c.members[m].is_running() {
+                return;
+            }
+            c.kill(m);
+            c.restart(m);
+        }
+        if !self.wait_member_healthy(m, RESTART_HEALTH_TIMEOUT) {
+            self.errors.lock().expect("errors lock").push(format!(
+                "m{} not healthy {RESTART_HEALTH_TIMEOUT:?} after its restart",
+                m + 1
+            ));
+        }
+    }
+
+    pub fn wait_member_healthy(&self, m: usize, timeout: Duration) -> bool {
+        let addr = self.cluster.lock().expect("cluster lock").members[m].client_addr();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if crate::health(&addr) == Some(true) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
+    /// Restarts any member that exited by itself, recording it.
+    pub fn check_members(&self, when: &str) {
+        let n = self.ids.len();
+        for m in 0..n {
+            let (running, log) = {
+                let mut c = self.cluster.lock().expect("cluster lock");
+                let running = c.members[m].is_running();
+                (running, crate::tail(&c.members[m].log(), 15))
+            };
+            if !running {
+                self.errors.lock().expect("errors lock").push(format!(
+                    "m{} exited unexpectedly ({when}); log tail:\n{log}",
+                    m + 1
+                ));
+                self.restart(m);
+            }
+        }
+    }
+
+    /// Ends every fault that may still be on: heal the network, continue
+    /// stopped processes, free disks, restart what is down.
+    pub fn heal_all(&self) {
+        self.proxy.heal();
+        let pids: Vec<u32> = self
+            .cluster
+            .lock()
+            .expect("cluster lock")
+            .members
+            .iter()
+            .map(|m| m.pid())
+            .collect();
+        for pid in pids {
+            signal(pid, "CONT");
+        }
+        if let Some(d) = &self.disks {
+            for m in 0..self.ids.len() {
+                d.free(m);
+            }
+        }
+        self.check_members("at the end");
+    }
+}
+
+/// Calls `f` until it succeeds or `timeout` passed (each call bounded too).
+fn retry<T, F, Fut>(rt: &tokio::runtime::Handle, timeout: Duration, mut f: F) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        let r = rt.block_on(async { tokio::time::timeout(Duration::from_secs(3), f()).await });
+        let e = match r {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "timed out".to_string(),
+        };
+        if Instant::now() >= deadline {
+            return Err(e);
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// The file with extension `ext` under `dir` (recursively) whose name sorts
+/// last: journals and WAL segments are numbered, the newest holds the tail.
+fn newest_file(dir: &std::path::Path, ext: &str) -> Option<PathBuf> {
+    let mut found: Vec<PathBuf> = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == ext) {
+                found.push(p);
+            }
+        }
+    }
+    // Numbered names: compare by length first so that 10 sorts after 9.
+    found.into_iter().max_by_key(|p| {
+        let name = p
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        (name.len(), name)
+    })
+}
+
+/// The data dirs of the disk-fault tmpfs mounts, for `Options::data_dirs`.
+pub fn data_dirs(disks: &Disks, members: usize) -> Vec<(usize, PathBuf)> {
+    (0..members).map(|i| (i, disks.data_dir(i))).collect()
+}
