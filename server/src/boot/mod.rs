@@ -901,9 +901,11 @@ async fn publish(server: Arc<EtcdServer>, name: String, client_urls: Vec<String>
         client_urls.join(" "),
         server.cluster_id
     );
-    server.set_ready();
+    // Logged before clients are let in: scripts (and tests) that see the
+    // member healthy may look for this line at once.
     tracing::info!("ready to serve client requests");
     tracing::info!("enabled capabilities for version 3.4");
+    server.set_ready();
 }
 
 /// The leader revokes expired leases through raft (at most
