@@ -142,11 +142,39 @@ pub fn set_level(level: &str) -> bool {
 /// A slog drain that forwards raft-rs's log records to `tracing`.
 pub struct SlogToTracing;
 
+/// The most of one raft record's key-values that gets rendered: a debug
+/// record can carry a whole append message, megabytes of entry data.
+const RAFT_RECORD_MAX_BYTES: usize = 2048;
+
+/// Collects a record's key-values up to `RAFT_RECORD_MAX_BYTES`; past it,
+/// writes fail, which makes `Debug` implementations stop early instead of
+/// rendering the rest.
 struct KvCollector(String);
+
+impl std::fmt::Write for KvCollector {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let room = RAFT_RECORD_MAX_BYTES.saturating_sub(self.0.len());
+        if s.len() <= room {
+            self.0.push_str(s);
+            return Ok(());
+        }
+        let mut cut = room;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        self.0.push_str(&s[..cut]);
+        Err(std::fmt::Error)
+    }
+}
 
 impl slog::Serializer for KvCollector {
     fn emit_arguments(&mut self, key: slog::Key, val: &std::fmt::Arguments<'_>) -> slog::Result {
-        let _ = write!(self.0, " {key}={val}");
+        if self.0.len() >= RAFT_RECORD_MAX_BYTES {
+            return Ok(());
+        }
+        if write!(self, " {key}={val}").is_err() {
+            self.0.push_str("…");
+        }
         Ok(())
     }
 }
@@ -160,6 +188,14 @@ impl slog::Drain for SlogToTracing {
         record: &slog::Record<'_>,
         values: &slog::OwnedKVList,
     ) -> Result<(), slog::Never> {
+        // Formatting comes last: raft-rs attaches whole messages (entries
+        // of up to --max-request-bytes) to its debug records, and
+        // rendering those when nobody reads them stalled the raft thread
+        // for most of a second per large write, long enough to lose
+        // leadership.
+        if !raft_level_enabled(record.level()) {
+            return Ok(());
+        }
         let mut kv = KvCollector(String::new());
         let _ = slog::KV::serialize(&record.kv(), record, &mut kv);
         let _ = slog::KV::serialize(values, record, &mut kv);
@@ -175,6 +211,18 @@ impl slog::Drain for SlogToTracing {
     }
 }
 
+fn raft_level_enabled(level: slog::Level) -> bool {
+    match level {
+        slog::Level::Critical | slog::Level::Error => {
+            tracing::enabled!(target: "raft", tracing::Level::ERROR)
+        }
+        slog::Level::Warning => tracing::enabled!(target: "raft", tracing::Level::WARN),
+        slog::Level::Info => tracing::enabled!(target: "raft", tracing::Level::INFO),
+        slog::Level::Debug => tracing::enabled!(target: "raft", tracing::Level::DEBUG),
+        slog::Level::Trace => tracing::enabled!(target: "raft", tracing::Level::TRACE),
+    }
+}
+
 pub fn raft_logger() -> slog::Logger {
     slog::Logger::root(SlogToTracing, slog::o!())
 }
@@ -185,6 +233,47 @@ mod tests {
 
     fn items(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| (*s).to_string()).collect()
+    }
+
+    /// A value that counts how often it is rendered.
+    struct Counted<'a>(&'a std::sync::atomic::AtomicUsize);
+
+    impl std::fmt::Display for Counted<'_> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            f.write_str(&"x".repeat(10 * RAFT_RECORD_MAX_BYTES))
+        }
+    }
+
+    #[test]
+    fn raft_records_below_the_level_are_never_rendered() {
+        let rendered = std::sync::atomic::AtomicUsize::new(0);
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::INFO)
+            .with_writer(std::io::sink)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let log = raft_logger();
+            slog::debug!(log, "sending"; "msg" => %Counted(&rendered));
+            assert_eq!(rendered.load(std::sync::atomic::Ordering::Relaxed), 0);
+            slog::info!(log, "sending"; "msg" => %Counted(&rendered));
+            assert_eq!(rendered.load(std::sync::atomic::Ordering::Relaxed), 1);
+        });
+    }
+
+    #[test]
+    fn a_raft_record_is_cut_at_its_limit() {
+        let mut kv = KvCollector(String::new());
+        let big = "é".repeat(RAFT_RECORD_MAX_BYTES);
+        let _ = slog::Serializer::emit_arguments(&mut kv, "a", &format_args!("{big}"));
+        let _ = slog::Serializer::emit_arguments(&mut kv, "b", &format_args!("more"));
+        assert!(
+            kv.0.len() <= RAFT_RECORD_MAX_BYTES + "…".len(),
+            "{}",
+            kv.0.len()
+        );
+        assert!(kv.0.ends_with('…'));
+        assert!(!kv.0.contains(" b="));
     }
 
     #[test]

@@ -718,6 +718,13 @@ fn tls_args(m: &Member, t: &tls::TlsOptions) -> Vec<String> {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        // A failing test shows what the members said: CI keeps no temp dirs.
+        if std::thread::panicking() {
+            eprintln!(
+                "--- member logs (last 60 lines each) ---\n{}",
+                self.logs_tail(60)
+            );
+        }
         for i in 0..self.members.len() {
             self.kill(i);
         }

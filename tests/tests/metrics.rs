@@ -277,13 +277,18 @@ fn etcd_mixin_metrics_exist() {
         get(&m, "etcd_mvcc_db_total_size_in_bytes")
     );
 
-    // Members down: the others count what they cannot send to it.
-    let down = c.members[2].name.clone();
-    c.stop(2);
+    // Members down: the leader, which sends heartbeats to every peer,
+    // counts what it cannot send to a stopped follower (a follower only
+    // talks to the leader, in etcd as here).
+    let leader = c.wait_leader(Duration::from_secs(10));
+    let victim = (0..3).find(|&i| i != leader).expect("a follower");
+    let down = c.members[victim].name.clone();
+    c.stop(victim);
+    let e = c.members[leader].endpoint();
     let out = etcdctl(&e, &["put", "after", "stop"], None);
     assert!(out.status.success(), "{}", stderr(&out));
     let failures = eventually(Duration::from_secs(20), || {
-        let m = scrape(&c, 0);
+        let m = scrape(&c, leader);
         let n = sum(&m, "etcd_network_peer_sent_failures_total", &["To=\""]);
         (n > 0.0 && missing(&m, &[]).is_empty()).then_some(n)
     });

@@ -382,6 +382,12 @@ fn write_taken_by_a_deposed_leader_is_answered_promptly() {
         let mut via_old = client(&[cluster.members[old].endpoint()]).await;
         via_old.put("warm-up", "1", None).await.unwrap();
         signal("-STOP");
+        // Nothing of the new term may reach the old leader, not even bytes
+        // its socket buffers while it is stopped: cut its inbound links
+        // before the others elect.
+        for o in &others {
+            proxy.set_link(*o, old, Link::Blackhole);
+        }
         // The others elect a leader among themselves.
         let mut c = client(&[cluster.members[others[0]].endpoint()]).await;
         let deadline = Instant::now() + Duration::from_secs(15);
@@ -391,10 +397,7 @@ fn write_taken_by_a_deposed_leader_is_answered_promptly() {
         {
             assert!(Instant::now() < deadline, "no new leader");
         }
-        // Wake the old leader without letting it hear of the new term yet.
-        for o in &others {
-            proxy.set_link(*o, old, Link::Blackhole);
-        }
+        // Wake the old leader; it still believes it leads.
         signal("-CONT");
         let started = Instant::now();
         let put = tokio::spawn(async move { via_old.put("via-old-leader", "1", None).await });
