@@ -173,7 +173,7 @@ impl slog::Serializer for KvCollector {
             return Ok(());
         }
         if write!(self, " {key}={val}").is_err() {
-            self.0.push_str("…");
+            self.0.push('…');
         }
         Ok(())
     }
