@@ -354,6 +354,14 @@ fn live_settings_change_without_a_restart() {
         c.members[0].log().contains("DEBUG"),
         "no debug logs after the level change"
     );
+    // At debug, one line per request says what it was and how it ended.
+    assert!(
+        (0..3).any(|i| c.members[i].log().lines().any(|l| l.contains("DEBUG")
+            && l.contains("method=\"Put\"")
+            && l.contains("key=\"after-debug\"")
+            && l.contains("outcome=\"ok\""))),
+        "no request line for the put made at debug"
+    );
     // The overwritten `churn` revisions went in several batches of 4 (at
     // the startup limit of 1000 they would have taken one).
     let batched = cairn_tests::eventually(WAIT, || {
