@@ -57,7 +57,19 @@ fn check(args: &[String]) -> ExitCode {
         return ExitCode::from(2);
     }
     let paths: Vec<PathBuf> = args.iter().map(PathBuf::from).collect();
-    let report = cairn_config::check(&paths);
+    let mut report = cairn_config::check(&paths);
+    // What a start would load next: TLS files and declared plugins.
+    if let Some(cfg) = report.config.take() {
+        let suites = cfg.cipher_suites.as_deref();
+        for tls in [&cfg.client_tls, &cfg.peer_tls].into_iter().flatten() {
+            if let Err(e) = crate::tls::check_files(tls, suites) {
+                report.add_error(e);
+            }
+        }
+        for e in crate::policy::config::check_declared(&cfg.plugins) {
+            report.add_error(e);
+        }
+    }
     print!("{report}");
     ExitCode::from(report.exit_code() as u8)
 }
