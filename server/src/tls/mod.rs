@@ -805,6 +805,37 @@ pub fn fallback_client_config() -> Result<Arc<rustls::ClientConfig>, String> {
         .clone()
 }
 
+/// The client side of the admin tools (`cairn plugin`, `cairn config
+/// status`), as etcdctl's `--cacert`, `--cert` and `--key`: the servers
+/// are verified against `cacert` (the system's CAs without it), and
+/// `cert_key` is the certificate and key to present. Speaks HTTP/1.1.
+pub fn cli_client_config(
+    cacert: Option<&Path>,
+    cert_key: Option<(&Path, &Path)>,
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    let provider = Arc::new(provider(None));
+    let versions = versions(&provider);
+    let roots = match cacert {
+        Some(path) => read_roots(path, "--cacert")?,
+        None => system_roots(),
+    };
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .map_err(|e| format!("TLS settings: {e}"))?
+        .with_root_certificates(roots.store);
+    let mut c = match cert_key {
+        Some((cert, key)) => {
+            let (chain, key) = load_identity(cert, key, "--cert", "--key")?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("--cert/--key: {e}"))?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    c.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(c))
+}
+
 /// Digest of the files' paths and contents (bounded reads); a missing or
 /// unreadable file hashes as such, so its return is a change too.
 fn fingerprint(files: &Files) -> Vec<u8> {
