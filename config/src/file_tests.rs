@@ -1292,3 +1292,109 @@ fn file_error_messages_are_single_line() {
         assert!(!e.contains('\n'), "{name}: {e}");
     }
 }
+
+// ------------------------------------------------ distro layouts, masking
+
+/// Under systemd's `EnvironmentFile=` (the Debian and RPM etcd units) every
+/// line of the env-file is also an `ETCD_*` variable. Those copies count as
+/// the file's: an edit to the file reloads, as the file is what the
+/// operator edits. A variable that differs (the unit's own
+/// `Environment=ETCD_NAME=%H`) still wins, and an edit it masks is named.
+#[test]
+fn environment_copies_of_a_file_follow_the_file_and_overrides_are_reported() {
+    let d = Dir::new();
+    let file = d.file(
+        "etcd",
+        "ETCD_LOG_LEVEL=\"info\"\nETCD_MAX_TXN_OPS=\"64\"\nETCD_NAME=\"from-file\"\n",
+    );
+    let env = [
+        // Copies made by EnvironmentFile=.
+        ("ETCD_LOG_LEVEL", "info"),
+        ("ETCD_MAX_TXN_OPS", "64"),
+        // The unit's own setting, not the file's.
+        ("ETCD_NAME", "host-a"),
+    ];
+    let c = run(&[], &env, std::slice::from_ref(&file)).unwrap();
+    assert_eq!(c.name, "host-a");
+    assert_eq!(
+        c.source_of("log-level"),
+        Some(&at(&file, 1, "ETCD_LOG_LEVEL"))
+    );
+    assert_eq!(
+        c.sources()
+            .adopted_env()
+            .iter()
+            .map(|(v, _)| v.as_str())
+            .collect::<Vec<_>>(),
+        ["ETCD_MAX_TXN_OPS", "ETCD_LOG_LEVEL"] // registry order
+    );
+    let shown = show(&c, true);
+    assert!(
+        shown.contains(&format!(
+            "name = host-a  # from env ETCD_NAME, overriding file {}:3 = from-file",
+            file.display()
+        )),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("(also in the environment as ETCD_LOG_LEVEL, a copy of the file)"),
+        "{shown}"
+    );
+
+    // Edits: the copied settings follow the file; the masked one is named.
+    std::fs::write(
+        &file,
+        "ETCD_LOG_LEVEL=\"debug\"\nETCD_MAX_TXN_OPS=\"64\"\nETCD_NAME=\"renamed\"\n",
+    )
+    .unwrap();
+    let fresh = c.reparse().unwrap();
+    assert_eq!(fresh.raw_value("log-level"), Some("debug"));
+    let changes: Vec<String> = diff(&c, &fresh).iter().map(|ch| ch.to_string()).collect();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert!(
+        changes[0].starts_with("--log-level: info -> debug"),
+        "{changes:?}"
+    );
+    let masked = masked_edits(&c, &fresh);
+    assert_eq!(masked.len(), 1, "{masked:?}");
+    assert!(
+        masked[0].starts_with(&format!(
+            "--name: the edit to file {}:3 (renamed) has no effect: environment variable ETCD_NAME = host-a overrides",
+            file.display()
+        )),
+        "{masked:?}"
+    );
+    // Reported once, not on every later reload.
+    let now = apply_live(&c, &fresh).unwrap();
+    assert!(masked_edits(&now, &fresh.reparse().unwrap()).is_empty());
+
+    // A variable recognised as a copy at start stays the file's; one that
+    // only comes to match after an edit stays an override.
+    std::fs::write(&file, "ETCD_LOG_LEVEL=\"warn\"\nETCD_NAME=\"host-a\"\n").unwrap();
+    let again = fresh.reparse().unwrap();
+    assert_eq!(again.raw_value("log-level"), Some("warn"));
+    assert_eq!(
+        again.source_of("name"),
+        Some(&Source::Env {
+            var: "ETCD_NAME".into()
+        })
+    );
+}
+
+#[test]
+fn a_bad_environment_value_says_which_file_value_it_overrides() {
+    let d = Dir::new();
+    let file = d.file("etcd.conf", "ETCD_MAX_TXN_OPS=\"64\"\n");
+    let e = run(
+        &args_for(&[&file], &[]),
+        &[("ETCD_MAX_TXN_OPS", "lots")],
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("ETCD_MAX_TXN_OPS"), "{e}");
+    assert!(
+        e.contains(&format!("it overrides config file {}:1", file.display())),
+        "{e}"
+    );
+}
