@@ -1398,3 +1398,141 @@ fn a_bad_environment_value_says_which_file_value_it_overrides() {
         "{e}"
     );
 }
+
+/// The deploy guide's env-files group their commented settings under
+/// `# live:` and `# restart:`; each must say what the registry says, or an
+/// operator edits a restart-only setting and waits for nothing.
+#[test]
+fn deploy_env_files_say_which_settings_reload_live() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/deploy");
+    let mut checked = 0;
+    for host in ["infra1", "infra2", "infra3"] {
+        let path = dir.join(host).join("etcd.conf");
+        let text = std::fs::read_to_string(&path).expect("deploy env-file");
+        let mut marker: Option<Reload> = None;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.starts_with("# live:") {
+                marker = Some(Reload::Live);
+                continue;
+            }
+            if line.starts_with("# restart") {
+                marker = Some(Reload::Restart);
+                continue;
+            }
+            if line.starts_with("#[") || line.is_empty() {
+                marker = None;
+                continue;
+            }
+            let Some((var, _)) = line.trim_start_matches('#').split_once('=') else {
+                continue;
+            };
+            let Some(want) = marker else {
+                continue;
+            };
+            let s = SETTINGS
+                .iter()
+                .find(|s| s.env_var() == var)
+                .unwrap_or_else(|| panic!("{}:{}: unknown {var}", path.display(), n + 1));
+            assert_eq!(
+                s.reload,
+                want,
+                "{}:{}: {var} is listed as {want:?}",
+                path.display(),
+                n + 1
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 30, "only {checked} settings checked");
+}
+
+/// The README says the defaults are etcd's except those it names: every
+/// setting whose default differs from etcd 3.4's (its help says "etcd
+/// 3.4: ...") is named there, and the default config files are listed.
+#[test]
+fn readme_names_every_default_that_is_not_etcds() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .expect("README.md");
+    let differ: Vec<&str> = SETTINGS
+        .iter()
+        .filter(|s| s.help.contains("etcd 3.4:") && s.help.contains("cairn default"))
+        .map(|s| s.name)
+        .collect();
+    assert!(!differ.is_empty());
+    for name in differ {
+        assert!(
+            readme.contains(&format!("`--{name}`")),
+            "README does not name --{name}, whose default is not etcd's"
+        );
+    }
+    for path in DEFAULT_CONFIG_FILES {
+        assert!(readme.contains(path), "README does not mention {path}");
+    }
+}
+
+/// Every example config file in docs/configuration.md (the env-file, YAML
+/// and TOML blocks) passes `check` as printed.
+#[test]
+fn configuration_guide_examples_pass_check() {
+    let guide = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md"),
+    )
+    .expect("configuration.md");
+    let d = Dir::new();
+    let mut block: Option<(String, String)> = None;
+    let mut seen = Vec::new();
+    for line in guide.lines() {
+        match (&mut block, line.strip_prefix("```")) {
+            (None, Some(lang)) => block = Some((lang.to_string(), String::new())),
+            (Some(_), Some(_)) => {
+                let Some((lang, text)) = block.take() else {
+                    continue;
+                };
+                let name = match lang.as_str() {
+                    "toml" => "example.toml",
+                    "yaml" => "example.yml",
+                    // The env-file example: only a block of ETCD_ lines.
+                    "sh" if text.contains("ETCD_NAME=") => "etcd.conf",
+                    _ => continue,
+                };
+                let path = d.file(name, &text);
+                let report = check(&[path]);
+                assert!(
+                    report.ok,
+                    "the {lang} example fails check:\n{report}\n{text}"
+                );
+                seen.push(lang);
+            }
+            (Some((_, text)), None) => {
+                text.push_str(line);
+                text.push('\n');
+            }
+            (None, None) => {}
+        }
+    }
+    assert_eq!(seen, ["sh", "yaml", "toml"], "examples found: {seen:?}");
+}
+
+/// docs/testing.md lists every cross-process test file.
+#[test]
+fn testing_guide_lists_every_test_file() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let guide = std::fs::read_to_string(root.join("docs/testing.md")).expect("testing.md");
+    let mut missing = Vec::new();
+    for entry in std::fs::read_dir(root.join("tests/tests")).expect("tests/tests") {
+        let name = entry
+            .expect("entry")
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        if name.ends_with(".rs") && !guide.contains(&format!("`{name}`")) {
+            missing.push(name);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "docs/testing.md does not list {missing:?}"
+    );
+}
