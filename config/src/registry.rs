@@ -1088,6 +1088,7 @@ mod tests {
             "experimental-initial-corrupt-check",
             "experimental-corrupt-check-time",
             "force-new-cluster",
+            "experimental-enable-lease-checkpoint",
         ];
         for s in SETTINGS {
             let want_supported = supported.contains(&s.name);

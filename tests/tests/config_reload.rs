@@ -78,11 +78,11 @@ fn precedence_across_every_source() {
     );
     assert_eq!(
         line(&out, "snapshot-count"),
-        "snapshot-count = 6000  # from env ETCD_SNAPSHOT_COUNT"
+        "snapshot-count = 6000  # from env ETCD_SNAPSHOT_COUNT, overriding file etcd.conf:3 = 5000"
     );
     assert_eq!(
         line(&out, "heartbeat-interval"),
-        "heartbeat-interval = 70  # from flag --heartbeat-interval"
+        "heartbeat-interval = 70  # from flag --heartbeat-interval, overriding file etcd.conf:5 = 90"
     );
     // A flag and its env var both set: the flag wins, with a warning.
     assert!(err.contains("ETCD_HEARTBEAT_INTERVAL"), "{err}");

@@ -88,6 +88,30 @@ fn deploy_hmac(endpoint: &str) {
     );
 }
 
+/// Waits until every member lists each of `names` as compiled and ready
+/// (a member compiles a deployed plugin in the background; on two busy
+/// cores that can take seconds, and a call meanwhile waits for it).
+fn wait_ready(eps: &[String], names: &[&str]) {
+    for ep in eps {
+        let ready = cairn_tests::eventually(WAIT, || {
+            let listed = plugin(ep, &["list"]).0;
+            names
+                .iter()
+                .all(|n| {
+                    listed
+                        .lines()
+                        .any(|l| l.starts_with(&format!("{n} ")) && l.contains("ready"))
+                })
+                .then_some(())
+        });
+        assert!(
+            ready.is_some(),
+            "{names:?} not ready on {ep}: {}",
+            plugin(ep, &["list"]).0
+        );
+    }
+}
+
 fn plugin_json(endpoint: &str, args: &[&str]) -> serde_json::Value {
     let mut a = args.to_vec();
     a.extend(["-w", "json"]);
@@ -542,6 +566,7 @@ fn password_authenticator_logs_in_on_every_member() {
         ],
     );
     deploy_hmac(&eps[0]);
+    wait_ready(&eps, &["pw", "hmac"]);
     let as_user = |ep: &str, user: &str, args: &[&str]| {
         let mut a = vec![format!("--user={user}")];
         a.extend(args.iter().map(|s| s.to_string()));

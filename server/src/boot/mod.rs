@@ -599,6 +599,14 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
             election_ticks,
             fast_forward_ticks: fast_forward,
             lessor: Arc::clone(&lessor),
+            // A restarted member of a multi-voter cluster first hears
+            // from a leader before it votes or campaigns (bounded): its
+            // journal may have lost a tail it had acknowledged.
+            hold_votes_for: if restarting && conf_state.voters.len() > 1 {
+                election_timeout * 2
+            } else {
+                Duration::ZERO
+            },
         },
         applied.index,
     );

@@ -119,6 +119,10 @@ impl Args {
 }
 
 pub fn command(args: &[String]) -> ExitCode {
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
     let result = match args.first().map(String::as_str) {
         Some("deploy") => deploy(&args[1..]),
         Some("list" | "ls") => list(&args[1..]),

@@ -19,7 +19,7 @@ use crate::storage::raftlog::RaftLog;
 use crate::storage::snapfile::{self, SnapshotRegistry};
 use crate::transport::{Report, Transport};
 use crossbeam_channel::{Receiver, Sender};
-use raft::prelude::{ConfChangeV2, ConfState, Entry, Message, SnapshotMetadata};
+use raft::prelude::{ConfChangeV2, ConfState, Entry, Message, MessageType, SnapshotMetadata};
 use raft::{RawNode, SnapshotStatus, StateRole};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -126,6 +126,9 @@ pub struct NodeConfig {
     pub election_ticks: usize,
     pub fast_forward_ticks: usize,
     pub lessor: Arc<Lessor>,
+    /// How long a restarted member neither votes nor campaigns unless it
+    /// hears from a leader first (zero: not at all). See `hold_votes_until`.
+    pub hold_votes_for: Duration,
 }
 
 pub struct Node {
@@ -154,6 +157,14 @@ pub struct Node {
     /// new leader; if the transfer was aborted, we append them ourselves).
     held_proposals: Vec<(Instant, Message)>,
     suspects: Option<Suspects>,
+    /// Until when (at most) this restarted member keeps out of elections:
+    /// no vote granted, no campaign, until a leader has been heard. If its
+    /// journal lost a tail it had acknowledged (fjall drops a damaged tail
+    /// silently), voting with the shorter log could elect a leader without
+    /// a committed entry; the leader's first heartbeat shows the loss
+    /// instead (see `check_heartbeat`). Bounded, so a cluster restarted
+    /// whole still elects.
+    hold_votes_until: Option<Instant>,
     /// Proposals handed to raft whose waiters may still be registered
     /// (pruned every tick): the only ones a snapshot or a step-down can
     /// strand. Proposals still queued in the inbox are proposed afterwards
@@ -199,6 +210,7 @@ impl Node {
             held_proposals: Vec::new(),
             suspects: None,
             in_flight: Vec::new(),
+            hold_votes_until: None,
         }
     }
 
@@ -208,6 +220,9 @@ impl Node {
     pub fn run(mut self) {
         for _ in 0..self.cfg.fast_forward_ticks {
             self.raw.tick();
+        }
+        if !self.cfg.hold_votes_for.is_zero() {
+            self.hold_votes_until = Some(Instant::now() + self.cfg.hold_votes_for);
         }
         let mut next_tick = Instant::now() + self.tick_period();
         loop {
@@ -234,8 +249,18 @@ impl Node {
                 self.handle_ctl(m);
             }
             let now = Instant::now();
+            if self.hold_votes_until.is_some_and(|t| now >= t) {
+                tracing::info!(
+                    "heard from no leader since restarting; taking part in elections again"
+                );
+                self.hold_votes_until = None;
+            }
             if now >= next_tick {
-                self.raw.tick();
+                // Held out of elections: a follower's election clock does
+                // not run (leaders and candidates are never held).
+                if self.hold_votes_until.is_none() || self.raw.raft.state != StateRole::Follower {
+                    self.raw.tick();
+                }
                 self.on_tick(now);
                 let tick = self.tick_period();
                 next_tick += tick;
@@ -305,9 +330,31 @@ impl Node {
             {
                 self.held_proposals.push((Instant::now(), msg));
             }
+            RaftMsg::Step(msg)
+                if self.hold_votes_until.is_some()
+                    && matches!(
+                        msg.get_msg_type(),
+                        MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
+                    ) =>
+            {
+                // Not a vote yet (see `hold_votes_until`); the candidate
+                // asks again or wins without this member.
+                tracing::debug!(from = %format!("{:x}", msg.from), "restarted member does not vote before it hears from a leader");
+            }
             RaftMsg::Step(msg) => {
+                if msg.get_msg_type() == MessageType::MsgHeartbeat {
+                    self.check_heartbeat(&msg);
+                }
+                let from_leader = matches!(
+                    msg.get_msg_type(),
+                    MessageType::MsgHeartbeat | MessageType::MsgAppend
+                ) && msg.term >= self.raw.raft.term;
                 if let Err(e) = self.raw.step(msg) {
                     tracing::debug!(error = %e, "dropped raft message");
+                } else if from_leader && self.hold_votes_until.take().is_some() {
+                    tracing::info!(
+                        "heard from the leader since restarting; taking part in elections again"
+                    );
                 }
             }
             RaftMsg::Transport(Report::Unreachable(id)) => self.raw.report_unreachable(id),
@@ -397,6 +444,28 @@ impl Node {
             }
         }
         Ok(())
+    }
+
+    /// A leader's heartbeat carries the commit index it knows this member
+    /// holds (what this member acknowledged, capped by the commit). Beyond
+    /// this member's last index, acknowledged entries are gone from its
+    /// journal: raft-rs would panic, and voting on would risk committed
+    /// writes. Stop with an error that says what happened and what to do.
+    fn check_heartbeat(&self, m: &Message) {
+        let last = self.raw.raft.raft_log.last_index();
+        if m.term < self.raw.raft.term || m.commit <= last {
+            return;
+        }
+        let msg = format!(
+            "this member's raft log ends at index {last}, but leader {:x} counts it as holding \
+             entries up to {}: entries it had persisted and acknowledged are gone (a damaged or \
+             truncated journal). Refusing to continue: remove this member \
+             (etcdctl member remove {:x}) and add it back with an empty data dir",
+            m.from, m.commit, self.id
+        );
+        tracing::error!("{msg}");
+        eprintln!("cairn: {msg}");
+        std::process::exit(1);
     }
 
     fn handle_ctl(&mut self, m: CtlMsg) {

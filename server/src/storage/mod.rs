@@ -82,6 +82,57 @@ pub struct DefragReport {
     pub took: Duration,
 }
 
+/// Opens fjall's database in `dir`, replaying its journal. A damaged
+/// journal can trip an assertion inside fjall's recovery (in builds with
+/// debug assertions) instead of returning an error: that is caught here and
+/// reported as the corruption it is, without a panic message, rather than
+/// crashing the process at start.
+fn open_recovering(dir: &Path) -> Result<Database> {
+    use std::sync::{Arc, Mutex};
+    let me = std::thread::current().id();
+    let message: Arc<Mutex<Option<String>>> = Arc::default();
+    let previous: Arc<dyn Fn(&std::panic::PanicHookInfo<'_>) + Send + Sync> =
+        Arc::from(std::panic::take_hook());
+    {
+        let message = Arc::clone(&message);
+        let previous = Arc::clone(&previous);
+        std::panic::set_hook(Box::new(move |info| {
+            if std::thread::current().id() == me {
+                if let Ok(mut m) = message.lock() {
+                    *m = Some(info.to_string());
+                }
+            } else {
+                previous(info);
+            }
+        }));
+    }
+    let opened = std::panic::catch_unwind(|| {
+        Database::builder(dir)
+            // The raft loop decides when to fsync (once per Ready); every
+            // other write only needs to reach the OS, because the raft log
+            // can replay it after a crash.
+            .manual_journal_persist(true)
+            .cache_size(64 * 1024 * 1024)
+            .open()
+    });
+    let _ = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| previous(info)));
+    match opened {
+        Ok(r) => Ok(r?),
+        Err(_) => {
+            let detail = message
+                .lock()
+                .ok()
+                .and_then(|m| m.clone())
+                .unwrap_or_else(|| "recovery failed".into());
+            Err(Error::corrupt(
+                "journal",
+                format!("{} cannot be recovered ({detail})", dir.display()),
+            ))
+        }
+    }
+}
+
 impl Db {
     /// Opens (or creates) the database under `member_dir`.
     pub fn open(member_dir: &Path) -> Result<Db> {
@@ -89,13 +140,7 @@ impl Db {
         if !dir.exists() {
             Self::create(member_dir, &dir)?;
         }
-        let db = Database::builder(&dir)
-            // The raft loop decides when to fsync (once per Ready); every
-            // other write only needs to reach the OS, because the raft log
-            // can replay it after a crash.
-            .manual_journal_persist(true)
-            .cache_size(64 * 1024 * 1024)
-            .open()?;
+        let db = open_recovering(&dir)?;
         let raft = db.keyspace("raft", KeyspaceCreateOptions::default)?;
         let kv = db.keyspace("kv", KeyspaceCreateOptions::default)?;
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
