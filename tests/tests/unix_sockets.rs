@@ -35,6 +35,10 @@ struct UnixCluster {
     pki: Option<Pki>,
     /// Peers use `--peer-auto-tls` rather than the CA's certificates.
     peer_auto_tls: bool,
+    /// `--initial-cluster-state` for members spawned from now on.
+    initial_state: &'static str,
+    /// More flags for one member: (index, flag).
+    extra_args: Vec<(usize, String)>,
 }
 
 /// How a cluster's sockets are secured.
@@ -70,6 +74,8 @@ impl UnixCluster {
             members,
             pki,
             peer_auto_tls: security == Security::PeerAutoTls,
+            initial_state: "new",
+            extra_args: Vec::new(),
         };
         if let Some(pki) = &c.pki {
             for m in &c.members {
@@ -124,10 +130,16 @@ impl UnixCluster {
             format!("--initial-advertise-peer-urls={}", self.peer_url(i)),
             format!("--initial-cluster={initial_cluster}"),
             "--initial-cluster-token=cairn-unix-test".into(),
-            "--initial-cluster-state=new".into(),
+            format!("--initial-cluster-state={}", self.initial_state),
             "--heartbeat-interval=50".into(),
             "--election-timeout=750".into(),
         ];
+        args.extend(
+            self.extra_args
+                .iter()
+                .filter(|(j, _)| *j == i)
+                .map(|(_, a)| a.clone()),
+        );
         match target() {
             Target::Cairn => args.push("--config-file=".into()),
             Target::Etcd => args.push("--enable-v2=true".into()),
@@ -495,6 +507,56 @@ fn check_unixs_cluster(c: &UnixCluster) {
     assert!(
         !out.status.success(),
         "a client without a certificate was served: {out:?}"
+    );
+}
+
+/// `etcdctl member add` with a unix peer URL, then the new member joins
+/// (`--initial-cluster-state existing`: it asks the running member for the
+/// member list over its unix peer socket) and serves metrics on a unix
+/// `--listen-metrics-urls` socket too.
+#[test]
+fn a_member_joins_over_unix_sockets() {
+    let mut c = UnixCluster::start(1, Security::Plain);
+    ok(c.etcdctl(&c.client_url(0), &["put", "before", "join"]));
+    c.members.push(UnixMember {
+        name: "m2".into(),
+        client: "localhost:2479".into(),
+        peer: "localhost:2480".into(),
+        child: None,
+    });
+    let added = ok(c.etcdctl(
+        &c.client_url(0),
+        &["member", "add", "m2", "--peer-urls=unix://localhost:2480"],
+    ));
+    assert!(
+        added.contains(
+            r#"ETCD_INITIAL_CLUSTER="m1=unix://localhost:2380,m2=unix://localhost:2480""#
+        ) || added.contains(
+            r#"ETCD_INITIAL_CLUSTER="m2=unix://localhost:2480,m1=unix://localhost:2380""#
+        ),
+        "{added}"
+    );
+    c.initial_state = "existing";
+    c.extra_args
+        .push((1, "--listen-metrics-urls=unix://localhost:2481".into()));
+    c.spawn(1);
+    c.wait_healthy();
+    assert_eq!(
+        ok(c.etcdctl(&c.client_url(1), &["get", "before", "--print-value-only"])),
+        "join\n"
+    );
+    let list = ok(c.etcdctl(&c.endpoints(), &["member", "list"]));
+    assert!(
+        list.contains(", started, m2, unix://localhost:2480, unix://localhost:2479, false"),
+        "{list}"
+    );
+    let (code, body) = http_unix(&c.socket("localhost:2481"), "GET", "/metrics", "");
+    assert_eq!(code, 200);
+    assert!(body.contains("etcd_server_has_leader 1"), "{body:.300}");
+    c.stop(1);
+    assert!(
+        !c.socket("localhost:2481").exists(),
+        "metrics socket left behind"
     );
 }
 

@@ -92,18 +92,31 @@ fn status(args: &[String]) -> ExitCode {
     }
 }
 
-/// A bounded plain-HTTP GET (the admin endpoints speak HTTP/1.1).
+/// A bounded plain-HTTP GET (the admin endpoints speak HTTP/1.1), to
+/// `http://host:port` or a `unix://host:port` socket (the file `host:port`
+/// in the working directory, as etcd names it).
 fn http_get(endpoint: &str, path: &str) -> std::io::Result<String> {
-    let hostport = endpoint
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
-    let addr = hostport
-        .to_socket_addrs()?
-        .next()
-        .ok_or_else(|| std::io::Error::other("no address"))?;
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    trait Conn: Read + Write {}
+    impl<T: Read + Write> Conn for T {}
+    let (mut s, hostport): (Box<dyn Conn>, String) =
+        if let Some(sock) = endpoint.strip_prefix("unix://") {
+            let sock = sock.trim_end_matches('/');
+            let s = std::os::unix::net::UnixStream::connect(sock)?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            (Box::new(s), sock.to_string())
+        } else {
+            let hostport = endpoint
+                .trim_start_matches("http://")
+                .trim_end_matches('/')
+                .to_string();
+            let addr = hostport
+                .to_socket_addrs()?
+                .next()
+                .ok_or_else(|| std::io::Error::other("no address"))?;
+            let s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            (Box::new(s), hostport)
+        };
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n"
