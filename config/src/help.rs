@@ -28,6 +28,20 @@ pub fn help_text() -> String {
     too (comma-separated). Without either, /etc/etcd/etcd.conf and
     /etc/cairn/cairn.toml are read if they exist; --config-file= reads none.
 
+  cairn config show|check|status ...
+    Print the effective configuration, validate config files (TLS files and
+    plugins included), or ask a running member for its last reload outcome.
+
+  cairn snapshot save|restore|status ...
+    etcdctl's snapshot tools, for etcd's snapshots (bbolt files) and Cairn's.
+
+  cairn plugin deploy|list|remove|dry-run|check ...
+    Manage the cluster's WebAssembly policy plugins.
+
+  Run a subcommand without arguments (or with --help) for its usage. The
+  ones that talk to a cluster take etcdctl's connection flags (--endpoints,
+  --cacert, --cert, --key, --user) and their ETCDCTL_* variables.
+
 Flags take the forms --flag=value, --flag value, -flag=value and -flag value;
 boolean flags may be given bare (--pre-vote) or as --pre-vote=false. Every flag
 can also be set with an environment variable named ETCD_ plus the flag in upper

@@ -93,12 +93,22 @@ pub struct CheckReport {
     /// where one is involved, and says what is allowed.
     pub errors: Vec<ConfigError>,
     pub warnings: Vec<String>,
+    /// The merged configuration when every value and combination is
+    /// valid: what the server checks further (TLS files, plugins).
+    pub config: Option<Box<crate::ServerConfig>>,
 }
 
 impl CheckReport {
     /// The exit status for `cairn config check`: 0 valid, 1 invalid.
     pub fn exit_code(&self) -> i32 {
         if self.ok { 0 } else { 1 }
+    }
+
+    /// Records a problem found beyond the files' syntax and values (a TLS
+    /// file that does not load, a plugin that does not compile).
+    pub fn add_error(&mut self, message: impl Into<String>) {
+        self.errors.push(ConfigError::invalid(message));
+        self.ok = false;
     }
 }
 
@@ -159,10 +169,14 @@ pub fn check(paths: &[PathBuf]) -> CheckReport {
             }
         }
     }
+    let mut config = None;
     if errors.is_empty() {
         match load::assemble_files_only(loaded) {
             // The build repeats the files' warnings and adds its own.
-            Ok(cfg) => warnings = cfg.warnings,
+            Ok(cfg) => {
+                warnings = cfg.warnings.clone();
+                config = Some(Box::new(cfg));
+            }
             Err(all) => errors.extend(all),
         }
     }
@@ -171,5 +185,6 @@ pub fn check(paths: &[PathBuf]) -> CheckReport {
         files: paths.to_vec(),
         errors,
         warnings,
+        config,
     }
 }

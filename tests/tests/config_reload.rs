@@ -121,6 +121,62 @@ fn config_check_names_file_line_and_key() {
     }
 }
 
+/// `cairn config check` loads what a start loads after the file itself:
+/// the TLS files (present, parseable, key matching certificate) and the
+/// declared plugins (readable, compiling, exporting their hooks), and
+/// reports every problem it finds.
+#[test]
+fn config_check_loads_tls_files_and_plugins() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = cairn_tests::tls::Ca::new("check-ca");
+    let (cert, key) = ca.issue("m1", &["127.0.0.1"]).write(dir.path(), "server");
+    let (_, other_key) = ca.issue("m2", &["127.0.0.1"]).write(dir.path(), "other");
+    let ca_file = dir.path().join("ca.crt");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let plugins = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugins");
+    let good_wasm = plugins.join("dist/allow-all.wasm");
+    let trap = wat::parse_file(plugins.join("testdata/wrong-interface.wat")).unwrap();
+    let bad_wasm = dir.path().join("wrong-interface.wasm");
+    std::fs::write(&bad_wasm, trap).unwrap();
+    let file = dir.path().join("cairn.toml");
+    let good = format!(
+        "listen-client-urls = \"https://127.0.0.1:2379\"\nadvertise-client-urls = \"https://127.0.0.1:2379\"\n\
+         cert-file = {cert:?}\nkey-file = {key:?}\ntrusted-ca-file = {ca_file:?}\n\
+         [plugins.fine]\nfile = {good_wasm:?}\nhooks = \"validator\"\n"
+    );
+    std::fs::write(&file, &good).unwrap();
+    let (out, err, code) = run_cairn(&["config", "check", "cairn.toml"], &[], dir.path());
+    assert_eq!(code, Some(0), "{out}{err}");
+
+    // A key of another certificate, a missing peer CA, a plugin file that
+    // is not there and one that is not a Cairn plugin: four errors.
+    let bad = good.replace(&format!("{key:?}"), &format!("{other_key:?}"))
+        + &format!(
+            "\n[plugins.missing]\nfile = \"/nonexistent/p.wasm\"\n\
+             [plugins.wrong]\nfile = {bad_wasm:?}\n"
+        );
+    let bad = bad.replacen(
+        "[plugins.fine]",
+        &format!(
+            "peer-cert-file = {cert:?}\npeer-key-file = {key:?}\npeer-trusted-ca-file = \"/nonexistent/ca.crt\"\n\n[plugins.fine]"
+        ),
+        1,
+    );
+    std::fs::write(&file, &bad).unwrap();
+    let (out, err, code) = run_cairn(&["config", "check", "cairn.toml"], &[], dir.path());
+    let text = format!("{out}{err}");
+    assert_eq!(code, Some(1), "{text}");
+    for want in [
+        "private key does not belong to the certificate",
+        "--peer-trusted-ca-file=/nonexistent/ca.crt",
+        "plugin `missing`: cannot read /nonexistent/p.wasm",
+        "wrong",
+        "invalid (4 errors)",
+    ] {
+        assert!(text.contains(want), "{want:?} missing from:\n{text}");
+    }
+}
+
 #[test]
 fn distro_etcd_conf_with_trailing_comments_and_unknown_key_starts() {
     let mut c = Cluster::launch(Options {
@@ -353,6 +409,14 @@ fn live_settings_change_without_a_restart() {
     assert!(
         c.members[0].log().contains("DEBUG"),
         "no debug logs after the level change"
+    );
+    // At debug, one line per request says what it was and how it ended.
+    assert!(
+        (0..3).any(|i| c.members[i].log().lines().any(|l| l.contains("DEBUG")
+            && l.contains("method=\"Put\"")
+            && l.contains("key=\"after-debug\"")
+            && l.contains("outcome=\"ok\""))),
+        "no request line for the put made at debug"
     );
     // The overwritten `churn` revisions went in several batches of 4 (at
     // the startup limit of 1000 they would have taken one).

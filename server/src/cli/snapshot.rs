@@ -95,8 +95,7 @@ fn save_online(endpoint: &str, user: Option<&str>, part: &Path) -> Result<(), St
     if let Some((scheme @ ("https" | "unix" | "unixs"), _)) = url.split_once("://") {
         return Err(format!(
             "{scheme} endpoints are not supported by `cairn snapshot save`: use etcdctl snapshot save"
-        )
-        .into());
+        ));
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
