@@ -39,6 +39,8 @@ struct UnixCluster {
     initial_state: &'static str,
     /// More flags for one member: (index, flag).
     extra_args: Vec<(usize, String)>,
+    /// Clients: both `unix://` and `unixs://` on the one socket file.
+    clients_both: bool,
 }
 
 /// How a cluster's sockets are secured.
@@ -56,6 +58,10 @@ enum Security {
 
 impl UnixCluster {
     fn start(size: usize, security: Security) -> UnixCluster {
+        Self::start_with(size, security, false)
+    }
+
+    fn start_with(size: usize, security: Security, clients_both: bool) -> UnixCluster {
         let dir = tempfile::Builder::new()
             .prefix("cairn-unix-")
             .tempdir()
@@ -76,6 +82,7 @@ impl UnixCluster {
             peer_auto_tls: security == Security::PeerAutoTls,
             initial_state: "new",
             extra_args: Vec::new(),
+            clients_both,
         };
         if let Some(pki) = &c.pki {
             for m in &c.members {
@@ -124,7 +131,11 @@ impl UnixCluster {
         let mut args = vec![
             format!("--name={}", m.name),
             format!("--data-dir={}/data", m.name),
-            format!("--listen-client-urls={}", self.client_url(i)),
+            if self.clients_both {
+                format!("--listen-client-urls=unix://{0},unixs://{0}", m.client)
+            } else {
+                format!("--listen-client-urls={}", self.client_url(i))
+            },
             format!("--advertise-client-urls={}", self.client_url(i)),
             format!("--listen-peer-urls={}", self.peer_url(i)),
             format!("--initial-advertise-peer-urls={}", self.peer_url(i)),
@@ -444,6 +455,34 @@ fn unix_socket_cluster_serves_etcdctl_and_http() {
 fn unixs_cluster_uses_tls_for_clients_and_peers() {
     let c = UnixCluster::start(3, Security::PeerAutoTls);
     check_unixs_cluster(&c);
+}
+
+/// `unix://h:p,unixs://h:p`: plain and TLS clients on one socket file, told
+/// apart by their first byte, as etcd serves `http` and `https` on one port.
+#[test]
+fn unix_and_unixs_share_one_socket() {
+    let c = UnixCluster::start_with(1, Security::PeerAutoTls, true);
+    // TLS with a client certificate (the cluster's etcdctl).
+    ok(c.etcdctl(&c.client_url(0), &["put", "both", "tls"]));
+    // Plain, without any certificate, on the same file.
+    let plain = format!("unix://{}", c.members[0].client);
+    let mut cmd = Command::new("etcdctl");
+    cmd.current_dir(c.dir.path())
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={plain}"))
+        .arg("--command-timeout=10s")
+        .args(["get", "both", "--print-value-only"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("ETCDCTL_") && k != "ETCDCTL_API" {
+            cmd.env_remove(k);
+        }
+    }
+    let out = wait_output(cmd.spawn().expect("etcdctl"), Duration::from_secs(20));
+    assert_eq!(ok(out), "tls\n");
+    let (code, body) = http_unix(&c.socket(&c.members[0].client), "GET", "/health", "");
+    assert_eq!(code, 200, "{body}");
 }
 
 /// unixs peers that verify each other's certificates against a CA. etcd
