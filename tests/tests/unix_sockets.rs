@@ -610,6 +610,18 @@ fn stale_sockets_are_replaced_and_other_files_kept() {
     }
     let mut c = UnixCluster::start(1, Security::Plain);
     ok(c.etcdctl(&c.client_url(0), &["put", "a", "1"]));
+    // Cairn's admin tools take unix endpoints as etcdctl does.
+    let status = Command::new(server_bin())
+        .current_dir(c.dir.path())
+        .args(["config", "status", "--endpoints", &c.client_url(0)])
+        .env_remove("ETCDCTL_ENDPOINTS")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn cairn config status");
+    let status = ok(wait_output(status, Duration::from_secs(20)));
+    assert!(status.contains("\"outcome\":\"applied\""), "{status}");
 
     // SIGKILL leaves the socket files; the restart replaces them.
     c.kill(0);
