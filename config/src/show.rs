@@ -38,6 +38,19 @@ pub fn show(cfg: &ServerConfig, with_sources: bool) -> String {
         if with_sources {
             out.push_str("  # from ");
             out.push_str(&r.source.short());
+            if let Some(file) = cfg.shadowed_file_values().get(s.name) {
+                out.push_str(&format!(
+                    ", overriding {} = {}",
+                    file.source.short(),
+                    display_value(s, &file.raw)
+                ));
+            }
+            let var = s.env_var();
+            if cfg.sources().adopted_env().iter().any(|(v, _)| *v == var) {
+                out.push_str(&format!(
+                    " (also in the environment as {var}, a copy of the file)"
+                ));
+            }
         }
         out.push('\n');
     }
