@@ -459,8 +459,15 @@ fn unixs_cluster_uses_tls_for_clients_and_peers() {
 
 /// `unix://h:p,unixs://h:p`: plain and TLS clients on one socket file, told
 /// apart by their first byte, as etcd serves `http` and `https` on one port.
+/// etcd 3.4.23 accepts the flags but serves the pair unreliably (here the
+/// plain etcdctl failed 2 runs of 4 with "all SubConns are in
+/// TransientFailure"; by hand with `--auto-tls`, every TLS request timed
+/// out), so this runs on Cairn only.
 #[test]
 fn unix_and_unixs_share_one_socket() {
+    if target() == Target::Etcd {
+        return;
+    }
     let c = UnixCluster::start_with(1, Security::PeerAutoTls, true);
     // TLS with a client certificate (the cluster's etcdctl).
     ok(c.etcdctl(&c.client_url(0), &["put", "both", "tls"]));
