@@ -461,8 +461,8 @@ fn unixs_cluster_uses_tls_for_clients_and_peers() {
 /// apart by their first byte, as etcd serves `http` and `https` on one port.
 /// etcd 3.4.23 accepts the flags but serves the pair unreliably (here the
 /// plain etcdctl failed 2 runs of 4 with "all SubConns are in
-/// TransientFailure"; by hand with `--auto-tls`, every TLS request timed
-/// out), so this runs on Cairn only.
+/// TransientFailure"; by hand, plain requests worked until the first TLS
+/// one, and timed out from then on), so this runs on Cairn only.
 #[test]
 fn unix_and_unixs_share_one_socket() {
     if target() == Target::Etcd {
