@@ -20,8 +20,8 @@ use crate::load::Sources;
 use crate::registry::{self, Kind, SETTINGS, Setting, Status};
 use crate::tls::{self, SuiteName, TlsIdentity, TlsSettings, TlsSide};
 use crate::values::{
-    UintError, format_url, is_bindable, parse_go_bool, parse_go_duration, parse_go_uint, parse_url,
-    split_list,
+    UintError, format_url, is_bindable, is_secure, parse_go_bool, parse_go_duration, parse_go_uint,
+    parse_url, split_list,
 };
 
 /// The quota used when `--quota-backend-bytes` is 0 (etcd's 2 GiB).
@@ -915,9 +915,7 @@ fn typed(
     });
 
     let cipher_suites = cipher_suites(&inputs, &mut warnings)?;
-    let https_peers = initial_cluster
-        .iter()
-        .any(|m| m.peer_url.scheme() == "https");
+    let https_peers = initial_cluster.iter().any(|m| is_secure(&m.peer_url));
     let client_tls = tls_side(
         &inputs,
         TlsSide::Client,
@@ -1299,7 +1297,7 @@ fn check_https_listeners(
     let f = side.flags();
     let mut any_https = https_elsewhere;
     for (flag, urls) in listeners {
-        for url in urls.iter().filter(|u| u.scheme() == "https") {
+        for url in urls.iter().filter(|u| is_secure(u)) {
             any_https = true;
             if settings.is_none() {
                 return Err(ConfigError::invalid(format!(

@@ -70,8 +70,8 @@
 //!    stray argument), 1 for bad values. etcd also exits 2 for a value that
 //!    fails to parse on the command line, and 1 for a stray argument.
 //! 8. **URLs:** items of URL lists are trimmed of surrounding whitespace and
-//!    keep the order given (etcd sorts them); `unix://` URLs are rejected,
-//!    and so are URLs with a query or fragment (etcd ignores those parts).
+//!    keep the order given (etcd sorts them); URLs with a query or fragment
+//!    are rejected (etcd ignores those parts).
 //! 9. **`--initial-cluster`** items are trimmed and not URL-unescaped (etcd
 //!    parses the list as a URL query string); a URL listed twice is an error.
 //! 10. **`--quota-backend-bytes`** must be between 0 and 1 TiB; etcd takes a

@@ -485,10 +485,10 @@ fn election_timeout_at_most_50s() {
 }
 
 #[test]
-fn url_scheme_must_be_http() {
+fn url_scheme_must_be_http_or_unix() {
     assert_eq!(
-        fail(&["--listen-peer-urls=unix://x:1"]),
-        "invalid value \"unix://x:1\" for --listen-peer-urls: expected a comma-separated list of URLs such as http://10.0.0.1:2380 (\"unix://x:1\" has scheme \"unix\"; only http and https are allowed)"
+        fail(&["--listen-peer-urls=tcp://x:1"]),
+        "invalid value \"tcp://x:1\" for --listen-peer-urls: expected a comma-separated list of URLs such as http://10.0.0.1:2380 (\"tcp://x:1\" has scheme \"tcp\"; only http, https, unix and unixs are allowed)"
     );
 }
 
@@ -802,7 +802,7 @@ fn initial_cluster_needs_names() {
 fn initial_cluster_needs_valid_urls() {
     assert_eq!(
         fail(&["--initial-cluster=default=localhost:2380"]),
-        "invalid value \"default=localhost:2380\" for --initial-cluster: expected comma-separated name=peer-URL pairs such as infra1=http://10.0.0.1:2380 (member \"default\": \"localhost:2380\" has scheme \"localhost\"; only http and https are allowed)"
+        "invalid value \"default=localhost:2380\" for --initial-cluster: expected comma-separated name=peer-URL pairs such as infra1=http://10.0.0.1:2380 (member \"default\": \"localhost:2380\" has scheme \"localhost\"; only http, https, unix and unixs are allowed)"
     );
 }
 

@@ -270,6 +270,8 @@ pub enum UrlError {
     NoHost,
     NoPort,
     Path,
+    /// A `unix://` URL with a path: etcd names the socket by `host:port`.
+    UnixPath,
 }
 
 impl UrlError {
@@ -277,25 +279,29 @@ impl UrlError {
         match self {
             UrlError::NotAUrl => format!("{item:?} is not a URL"),
             UrlError::Scheme(s) => {
-                format!("{item:?} has scheme {s:?}; only http and https are allowed")
+                format!("{item:?} has scheme {s:?}; only http, https, unix and unixs are allowed")
             }
             UrlError::UserInfo => format!("{item:?} must not contain user info"),
             UrlError::NoHost => format!("{item:?} has no host"),
             UrlError::NoPort => format!("{item:?} has no port"),
             UrlError::Path => format!("{item:?} must not contain a path, query or fragment"),
+            UrlError::UnixPath => format!(
+                "{item:?} must not contain a path; as in etcd, a unix URL names its socket file by host:port in the working directory, such as unix://localhost:2379"
+            ),
         }
     }
 }
 
-/// Parses one URL of a URL-list setting: `http` or `https`, a host, an
-/// explicit port, and nothing after the port. The url crate normalises
+/// Parses one URL of a URL-list setting: `http`, `https`, `unix` or
+/// `unixs`, a host, an explicit port, and nothing after the port (etcd
+/// requires `host:port` of unix URLs too: see [`unix_socket_path`]). The url crate normalises
 /// away things etcd looks at (it hides a default port such as `:80` and
 /// always has a `/` path), so the port and path rules are checked on the
 /// text itself.
 pub fn parse_url(item: &str) -> Result<Url, UrlError> {
     let url = Url::parse(item).map_err(|_| UrlError::NotAUrl)?;
     let scheme = url.scheme();
-    if scheme != "http" && scheme != "https" {
+    if !matches!(scheme, "http" | "https" | "unix" | "unixs") {
         return Err(UrlError::Scheme(scheme.to_string()));
     }
     // `Url::parse` also accepts `http:host:1` and `http:/host:1`; etcd's
@@ -307,6 +313,9 @@ pub fn parse_url(item: &str) -> Result<Url, UrlError> {
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(end);
     if !tail.is_empty() {
+        if scheme.starts_with("unix") && tail.starts_with('/') {
+            return Err(UrlError::UnixPath);
+        }
         return Err(UrlError::Path);
     }
     if authority.contains('@') {
@@ -329,12 +338,39 @@ pub fn parse_url(item: &str) -> Result<Url, UrlError> {
 }
 
 /// Whether a listener can bind this URL's host: an IP address or
-/// `localhost`, as etcd requires (it will not resolve names to bind).
+/// `localhost`, as etcd requires (it will not resolve names to bind). A
+/// unix URL names a socket file, so any host will do.
 pub fn is_bindable(url: &Url) -> bool {
+    if is_unix(url) {
+        return true;
+    }
     match url.host() {
         Some(Host::Ipv4(_)) | Some(Host::Ipv6(_)) => true,
         Some(Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
         None => false,
+    }
+}
+
+/// Whether the URL names a unix socket (`unix://` or `unixs://`).
+pub fn is_unix(url: &Url) -> bool {
+    matches!(url.scheme(), "unix" | "unixs")
+}
+
+/// Whether connections to or on this URL use TLS (`https://`, `unixs://`).
+pub fn is_secure(url: &Url) -> bool {
+    matches!(url.scheme(), "https" | "unixs")
+}
+
+/// The socket file a `unix://` or `unixs://` URL names, as etcd 3.4 reads
+/// it: the URL's `host:port` text taken as a path, relative to the working
+/// directory (`unix://localhost:2379` is the file `localhost:2379`). etcd
+/// insists on `host:port` and no path, so a URL cannot name a file
+/// elsewhere; `unix:///run/etcd.sock` is refused as it is by etcd.
+pub fn unix_socket_path(url: &Url) -> String {
+    let host = url.host_str().unwrap_or("");
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_string(),
     }
 }
 
@@ -513,9 +549,20 @@ mod tests {
             parse_url("localhost:2379"),
             Err(UrlError::Scheme("localhost".into()))
         );
+        let u = parse_url("unix://localhost:12379").unwrap();
+        assert!(is_unix(&u) && !is_secure(&u) && is_bindable(&u));
+        assert_eq!(unix_socket_path(&u), "localhost:12379");
+        assert_eq!(format_url(&u), "unix://localhost:12379");
+        let u = parse_url("unixs://node-1.sock:2380").unwrap();
+        assert!(is_unix(&u) && is_secure(&u) && is_bindable(&u));
+        assert_eq!(unix_socket_path(&u), "node-1.sock:2380");
+        // As etcd: the socket is named by host:port; no path, no bare host.
+        assert_eq!(parse_url("unix:///tmp/etcd.sock"), Err(UrlError::UnixPath));
+        assert_eq!(parse_url("unix://sock"), Err(UrlError::NoPort));
+        assert_eq!(parse_url("unix://sock:1/x"), Err(UrlError::UnixPath));
         assert_eq!(
-            parse_url("unix://sock:1"),
-            Err(UrlError::Scheme("unix".into()))
+            parse_url("tcp://sock:1"),
+            Err(UrlError::Scheme("tcp".into()))
         );
         assert_eq!(parse_url("http:host:1"), Err(UrlError::NotAUrl));
         assert_eq!(parse_url("http://host"), Err(UrlError::NoPort));

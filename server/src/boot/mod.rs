@@ -291,7 +291,29 @@ fn finish_interrupted_install(db: &Db, snapshots: &SnapshotRegistry) -> Result<(
     Ok(())
 }
 
-async fn bind(url: &url::Url) -> Result<TcpListener, BootError> {
+/// Binds a listen URL: a TCP socket for `http`/`https`, a unix socket file
+/// for `unix`/`unixs` (named as etcd names it; see `net::unix`), which
+/// `sockets` remembers so a stop removes it.
+async fn bind(
+    url: &url::Url,
+    sockets: &mut SocketFiles,
+) -> Result<crate::net::listener::Listener, BootError> {
+    if cairn_config::values::is_unix(url) {
+        let path = cairn_config::values::unix_socket_path(url);
+        let (listener, file) =
+            crate::net::unix::bind(&path)
+                .await
+                .map_err(|e| BootError::Listen {
+                    url: url_string(url),
+                    source: e,
+                })?;
+        sockets.0.push(file);
+        return Ok(listener.into());
+    }
+    bind_tcp(url).await.map(Into::into)
+}
+
+async fn bind_tcp(url: &url::Url) -> Result<TcpListener, BootError> {
     let host = url.host_str().unwrap_or("localhost");
     let port = url.port_or_known_default().unwrap_or(0);
     let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -319,7 +341,7 @@ async fn bind(url: &url::Url) -> Result<TcpListener, BootError> {
 struct ClientListener {
     /// The listen URLs it serves (two when http and https share it).
     urls: Vec<String>,
-    listener: TcpListener,
+    listener: crate::net::listener::Listener,
     tls: Option<Arc<crate::tls::ReloadableTlsConfig>>,
     plain_too: bool,
 }
@@ -330,11 +352,15 @@ struct ClientListener {
 async fn bind_client_urls(
     urls: &[url::Url],
     tls: &Option<Arc<crate::tls::ReloadableTlsConfig>>,
+    sockets: &mut SocketFiles,
 ) -> Result<Vec<ClientListener>, BootError> {
     let mut out: Vec<ClientListener> = Vec::new();
-    let mut addrs: Vec<(String, Option<u16>)> = Vec::new();
+    // (unix socket?, host, port): `unix` and `unixs` share a socket file
+    // as `http` and `https` share a port.
+    let mut addrs: Vec<(bool, String, Option<u16>)> = Vec::new();
     for url in urls {
         let addr = (
+            cairn_config::values::is_unix(url),
             url.host_str().unwrap_or("").to_string(),
             url.port_or_known_default(),
         );
@@ -351,12 +377,33 @@ async fn bind_client_urls(
         addrs.push(addr);
         out.push(ClientListener {
             urls: vec![url_string(url)],
-            listener: bind(url).await?,
+            listener: bind(url, sockets).await?,
             tls: this_tls,
             plain_too: false,
         });
     }
     Ok(out)
+}
+
+/// The unix socket files this member bound. They are removed at a clean
+/// stop, as etcd's listeners remove theirs when closed, and when dropped
+/// (a start that fails after binding leaves none behind). A killed process
+/// leaves them; the next start clears them (`net::unix`).
+#[derive(Default)]
+struct SocketFiles(Vec<crate::net::unix::SocketFile>);
+
+impl SocketFiles {
+    fn remove_all(&mut self) {
+        for f in self.0.drain(..) {
+            f.remove();
+        }
+    }
+}
+
+impl Drop for SocketFiles {
+    fn drop(&mut self) {
+        self.remove_all();
+    }
 }
 
 /// A started member. Dropping it does not stop the threads; the process
@@ -365,6 +412,7 @@ pub struct Member {
     pub server: Arc<EtcdServer>,
     /// Closes the client listeners gracefully (see [`Member::stop`]).
     client_drain: crate::net::listener::Drain,
+    sockets: parking_lot::Mutex<SocketFiles>,
 }
 
 impl Member {
@@ -383,6 +431,7 @@ impl Member {
         if let Err(e) = self.server.db.sync() {
             tracing::warn!(error = %e, "final flush failed");
         }
+        self.sockets.lock().remove_all();
     }
 }
 
@@ -637,15 +686,17 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
     };
 
     // Bind everything before any thread runs, so a taken port fails fast.
+    let mut sockets = SocketFiles::default();
     let mut peer_listeners = Vec::new();
     for url in &cfg.listen_peer_urls {
         peer_listeners.push((
             url_string(url),
-            bind(url).await?,
+            bind(url, &mut sockets).await?,
             crate::tls::for_url(url, &tls.peer),
         ));
     }
-    let client_listeners = bind_client_urls(&cfg.listen_client_urls, &tls.client).await?;
+    let client_listeners =
+        bind_client_urls(&cfg.listen_client_urls, &tls.client, &mut sockets).await?;
 
     // Before raft runs or anyone is served: a member whose data differs
     // from its peers' must not answer (or vote) at all.
@@ -720,7 +771,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
         // etcd serves https metrics URLs with the client certificate.
         metrics_listeners.push((
             url_string(url),
-            bind(url).await?,
+            bind(url, &mut sockets).await?,
             crate::tls::for_url(url, &tls.client),
         ));
     }
@@ -752,12 +803,12 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
         }
         for l in client_listeners {
             for url in &l.urls {
-                if let Some(addr) = url.strip_prefix("https://") {
+                let (scheme, addr) = url.split_once("://").unwrap_or(("", url));
+                if matches!(scheme, "https" | "unixs") {
                     tracing::info!("serving client requests on {addr}");
                 } else {
                     tracing::info!(
-                        "serving insecure client requests on {}, this is strongly discouraged!",
-                        url.trim_start_matches("http://")
+                        "serving insecure client requests on {addr}, this is strongly discouraged!"
                     );
                 }
             }
@@ -808,6 +859,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
     Ok(Member {
         server,
         client_drain,
+        sockets: parking_lot::Mutex::new(sockets),
     })
 }
 

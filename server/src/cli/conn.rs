@@ -4,7 +4,9 @@
 //! `ETCDCTL_CERT`, `ETCDCTL_KEY`), `--user NAME[:PASSWORD]` with
 //! `--password` (`ETCDCTL_USER`, `ETCDCTL_PASSWORD`), plus `--auth-token`
 //! for a token already in hand. Requests are bounded HTTP/1.1 exchanges over
-//! TCP or TLS, tried on each endpoint in turn until one answers.
+//! TCP or TLS, tried on each endpoint in turn until one answers. As in
+//! etcdctl, `unix://host:port` and `unixs://host:port` endpoints reach the
+//! socket file `host:port` in the working directory (with TLS for `unixs`).
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -76,15 +78,19 @@ impl Conn {
         if endpoints.is_empty() {
             return Err("--endpoints names no endpoint".into());
         }
-        if let Some(bad) = endpoints
-            .iter()
-            .find(|e| !e.starts_with("http://") && !e.starts_with("https://"))
-        {
+        let scheme = |e: &str| e.split_once("://").map(|(s, _)| s.to_owned());
+        if let Some(bad) = endpoints.iter().find(|e| {
+            !matches!(
+                scheme(e).as_deref(),
+                Some("http" | "https" | "unix" | "unixs")
+            )
+        }) {
             return Err(format!(
-                "endpoint {bad}: only http:// and https:// are supported"
+                "endpoint {bad}: only http://, https://, unix:// and unixs:// are supported"
             ));
         }
-        let tls = if wants_tls || endpoints.iter().any(|e| e.starts_with("https://")) {
+        let secure = |e: &str| matches!(scheme(e).as_deref(), Some("https" | "unixs"));
+        let tls = if wants_tls || endpoints.iter().any(|e| secure(e)) {
             Some(crate::tls::cli_client_config(
                 cacert.as_deref().map(std::path::Path::new),
                 cert_key,
@@ -204,13 +210,22 @@ impl Conn {
             Some(p) => format!("{host}:{p}"),
             None => host.clone(),
         };
-        let addr = (host.trim_start_matches('[').trim_end_matches(']'), port)
-            .to_socket_addrs()?
-            .next()
-            .ok_or_else(|| std::io::Error::other("no address"))?;
-        let tcp = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
-        tcp.set_read_timeout(Some(read_timeout))?;
-        tcp.set_write_timeout(Some(read_timeout))?;
+        let stream: Box<dyn ReadWrite> = if matches!(url.scheme(), "unix" | "unixs") {
+            // etcd names the socket file by the URL's host:port.
+            let s = std::os::unix::net::UnixStream::connect(&hostport)?;
+            s.set_read_timeout(Some(read_timeout))?;
+            s.set_write_timeout(Some(read_timeout))?;
+            Box::new(s)
+        } else {
+            let addr = (host.trim_start_matches('[').trim_end_matches(']'), port)
+                .to_socket_addrs()?
+                .next()
+                .ok_or_else(|| std::io::Error::other("no address"))?;
+            let tcp = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
+            tcp.set_read_timeout(Some(read_timeout))?;
+            tcp.set_write_timeout(Some(read_timeout))?;
+            Box::new(tcp)
+        };
         let body = body.unwrap_or("");
         let mut head = format!(
             "{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
@@ -220,7 +235,7 @@ impl Conn {
             head.push_str(&format!("Authorization: {t}\r\n"));
         }
         head.push_str("\r\n");
-        let raw = if url.scheme() == "https" {
+        let raw = if matches!(url.scheme(), "https" | "unixs") {
             let config = self
                 .tls
                 .clone()
@@ -233,15 +248,19 @@ impl Conn {
             .map_err(|e| std::io::Error::other(format!("{host:?}: {e}")))?;
             let conn = rustls::ClientConnection::new(config, name)
                 .map_err(|e| std::io::Error::other(e.to_string()))?;
-            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            let mut tls = rustls::StreamOwned::new(conn, stream);
             send_and_read(&mut tls, &head, body)?
         } else {
-            let mut tcp = tcp;
-            send_and_read(&mut tcp, &head, body)?
+            let mut stream = stream;
+            send_and_read(&mut stream, &head, body)?
         };
         parse_response(&raw)
     }
 }
+
+/// A connection of either kind (TCP, unix socket).
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
 
 fn send_and_read<S: Read + Write>(s: &mut S, head: &str, body: &str) -> std::io::Result<Vec<u8>> {
     s.write_all(head.as_bytes())?;
@@ -325,7 +344,7 @@ mod tests {
         assert_eq!(c.endpoints, ["http://127.0.0.1:1", "http://127.0.0.2:2"]);
         assert!(
             Conn::new(ConnFlags {
-                endpoints: Some("unix://x".into()),
+                endpoints: Some("tcp://x:1".into()),
                 ..ConnFlags::default()
             })
             .is_err()

@@ -92,11 +92,10 @@ fn save_online(endpoint: &str, user: Option<&str>, part: &Path) -> Result<(), St
     } else {
         format!("http://{endpoint}")
     };
-    if url.starts_with("https://") {
-        return Err(
-            "https endpoints are not supported by `cairn snapshot save`: use etcdctl snapshot save"
-                .into(),
-        );
+    if let Some((scheme @ ("https" | "unix" | "unixs"), _)) = url.split_once("://") {
+        return Err(format!(
+            "{scheme} endpoints are not supported by `cairn snapshot save`: use etcdctl snapshot save"
+        ));
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

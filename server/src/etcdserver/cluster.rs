@@ -42,7 +42,8 @@ fn api_member(m: &MemberRecord) -> Member {
     }
 }
 
-/// Peer URLs must be absolute http(s) URLs with a host and port; they are
+/// Peer URLs must be absolute http, https, unix or unixs URLs with a host
+/// and port (etcd's `types.NewURLs`); they are
 /// stored as given (minus a trailing slash), as etcd stores them.
 fn check_urls(urls: &[String]) -> Result<Vec<String>, Error> {
     if urls.is_empty() {
@@ -51,7 +52,7 @@ fn check_urls(urls: &[String]) -> Result<Vec<String>, Error> {
     let mut out = Vec::new();
     for u in urls {
         let parsed = url::Url::parse(u).map_err(|_| Error::MemberBadUrls)?;
-        if !matches!(parsed.scheme(), "http" | "https")
+        if !matches!(parsed.scheme(), "http" | "https" | "unix" | "unixs")
             || parsed.host_str().is_none()
             || parsed.port_or_known_default().is_none()
         {

@@ -1,5 +1,6 @@
 //! A minimal, bounded HTTP/1.1 GET for talking to other members' HTTP
-//! endpoints (joining a cluster), over plain TCP or TLS.
+//! endpoints (joining a cluster), over plain TCP or TLS, or a unix socket
+//! (`unix://` and `unixs://` peer URLs, see `tls::connect`).
 
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -30,6 +31,20 @@ async fn get_inner(
     path: &str,
     peer_tls: Option<&crate::tls::ReloadableTlsConfig>,
 ) -> std::io::Result<(Vec<(String, String)>, String)> {
+    if let Some((scheme @ ("unix" | "unixs"), rest)) = base.split_once("://") {
+        let hostport = rest.trim_end_matches('/');
+        let config = if scheme == "unixs" {
+            let config =
+                crate::tls::connect::peer_client_config(peer_tls).map_err(std::io::Error::other)?;
+            let mut config = (*config).clone();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Some(std::sync::Arc::new(config))
+        } else {
+            None
+        };
+        let stream = crate::tls::connect::connect_unix(config, hostport).await?;
+        return exchange(stream, hostport, path).await;
+    }
     if base.starts_with("https://") {
         let url = url::Url::parse(base)
             .map_err(|e| std::io::Error::other(format!("bad URL {base}: {e}")))?;

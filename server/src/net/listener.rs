@@ -11,13 +11,18 @@
 //! `http://h:2379,https://h:2379`) serves both on the one socket: like
 //! etcd's cmux, it looks at a connection's first byte, and a TLS handshake
 //! record (0x16) gets TLS while anything else is served plain.
+//!
+//! The same serving runs on unix sockets (`unix://`, `unixs://` URLs, see
+//! `net::unix`): [`Listener`] and [`Conn`] hide which kind it is.
 
 use crate::tls::{PeerIdentity, ReloadableTlsConfig};
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{Semaphore, watch};
 
 /// Connections served at once per listener; more wait in the kernel backlog.
@@ -91,8 +96,129 @@ impl Default for ServeOptions {
     }
 }
 
+/// A listening socket: TCP, or a unix socket.
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener),
+}
+
+impl From<TcpListener> for Listener {
+    fn from(l: TcpListener) -> Self {
+        Listener::Tcp(l)
+    }
+}
+
+impl From<UnixListener> for Listener {
+    fn from(l: UnixListener) -> Self {
+        Listener::Unix(l)
+    }
+}
+
+impl Listener {
+    /// The next connection and where it came from (for logs; a unix
+    /// socket's clients have no address worth showing).
+    async fn accept(&self) -> io::Result<(Conn, String)> {
+        match self {
+            Listener::Tcp(l) => {
+                let (s, peer) = l.accept().await?;
+                let _ = s.set_nodelay(true);
+                Ok((Conn::Tcp(s), peer.to_string()))
+            }
+            Listener::Unix(l) => {
+                let (s, _) = l.accept().await?;
+                Ok((
+                    Conn::Unix {
+                        stream: s,
+                        first: None,
+                    },
+                    // What Go shows for an unnamed unix peer.
+                    "@".to_string(),
+                ))
+            }
+        }
+    }
+}
+
+/// An accepted connection on either kind of [`Listener`].
+pub enum Conn {
+    Tcp(TcpStream),
+    /// `first`: a byte already read to tell TLS from plain (tokio's unix
+    /// streams cannot peek), handed out before anything else.
+    Unix {
+        stream: UnixStream,
+        first: Option<u8>,
+    },
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Unix { stream, first } => {
+                if buf.remaining() > 0
+                    && let Some(b) = first.take()
+                {
+                    buf.put_slice(&[b]);
+                    return Poll::Ready(Ok(()));
+                }
+                Pin::new(stream).poll_read(cx, buf)
+            }
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Unix { stream, .. } => Pin::new(stream).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Conn::Unix { stream, .. } => Pin::new(stream).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Conn::Tcp(s) => s.is_write_vectored(),
+            Conn::Unix { stream, .. } => stream.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Tcp(s) => Pin::new(s).poll_flush(cx),
+            Conn::Unix { stream, .. } => Pin::new(stream).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Unix { stream, .. } => Pin::new(stream).poll_shutdown(cx),
+        }
+    }
+}
+
 /// Accepts connections until the task is dropped or `opts.drain` says stop.
-pub async fn serve(listener: TcpListener, router: axum::Router, opts: ServeOptions) {
+pub async fn serve(listener: impl Into<Listener>, router: axum::Router, opts: ServeOptions) {
+    let listener = listener.into();
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     // The loop's own receiver; connections get clones of it.
     let mut drain = opts.drain.clone();
@@ -111,7 +237,7 @@ pub async fn serve(listener: TcpListener, router: axum::Router, opts: ServeOptio
                 }
             },
         };
-        let (stream, peer) = match accepted {
+        let (mut stream, peer) = match accepted {
             Ok(s) => s,
             Err(e) => {
                 // Out of file descriptors and the like: back off, keep serving.
@@ -120,13 +246,12 @@ pub async fn serve(listener: TcpListener, router: axum::Router, opts: ServeOptio
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
         let router = router.clone();
         let opts = opts.clone();
         tokio::spawn(async move {
             let _permit = permit;
             let tls = match opts.tls.clone() {
-                Some(_) if opts.plain_too && !starts_with_tls(&stream).await => None,
+                Some(_) if opts.plain_too && !starts_with_tls(&mut stream).await => None,
                 tls => tls,
             };
             match tls {
@@ -150,13 +275,24 @@ async fn stop_requested(rx: &mut watch::Receiver<bool>) {
     }
 }
 
-/// Whether the connection's first byte opens a TLS handshake (read without
-/// consuming it). A connection silent past `SNIFF_TIMEOUT`, or closed, is
-/// treated as TLS: the handshake then fails and ends it.
-async fn starts_with_tls(stream: &tokio::net::TcpStream) -> bool {
-    let mut first = [0u8; 1];
-    match tokio::time::timeout(SNIFF_TIMEOUT, stream.peek(&mut first)).await {
-        Ok(Ok(1)) => first[0] == TLS_HANDSHAKE_RECORD,
+/// Whether the connection's first byte opens a TLS handshake (peeked, or
+/// on a unix socket read and kept for the reader). A connection silent
+/// past `SNIFF_TIMEOUT`, or closed, is treated as TLS: the handshake then
+/// fails and ends it.
+async fn starts_with_tls(conn: &mut Conn) -> bool {
+    let mut byte = [0u8; 1];
+    let read = match conn {
+        Conn::Tcp(s) => tokio::time::timeout(SNIFF_TIMEOUT, s.peek(&mut byte)).await,
+        Conn::Unix { stream, first } => {
+            let r = tokio::time::timeout(SNIFF_TIMEOUT, stream.read(&mut byte)).await;
+            if let Ok(Ok(1)) = r {
+                *first = Some(byte[0]);
+            }
+            r
+        }
+    };
+    match read {
+        Ok(Ok(1)) => byte[0] == TLS_HANDSHAKE_RECORD,
         _ => true,
     }
 }

@@ -5,3 +5,4 @@ pub mod gohttp;
 pub mod h2_authority;
 pub mod http_client;
 pub mod listener;
+pub mod unix;

@@ -49,7 +49,6 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use std::fmt;
 use std::io::Read;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
@@ -225,13 +224,14 @@ pub fn check_files(settings: &TlsSettings, cipher_suites: Option<&[String]>) -> 
     build(settings, &files, cipher_suites).map(|_| ())
 }
 
-/// The TLS configuration to serve `url` with: `tls` for an `https` URL,
-/// none for `http` (etcd also serves plain HTTP there, certificates or not).
+/// The TLS configuration to serve `url` with: `tls` for an `https` or
+/// `unixs` URL, none for `http` or `unix` (etcd also serves plain HTTP
+/// there, certificates or not).
 pub fn for_url(
     url: &url::Url,
     tls: &Option<Arc<ReloadableTlsConfig>>,
 ) -> Option<Arc<ReloadableTlsConfig>> {
-    if url.scheme() == "https" {
+    if cairn_config::values::is_secure(url) {
         tls.clone()
     } else {
         None
@@ -443,7 +443,7 @@ impl ReloadableTlsConfig {
     pub async fn accept<IO>(
         &self,
         io: IO,
-        remote: SocketAddr,
+        remote: String,
     ) -> Result<(tokio_rustls::server::TlsStream<IO>, PeerIdentity), String>
     where
         IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,

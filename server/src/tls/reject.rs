@@ -19,7 +19,6 @@ use super::der::AltNames;
 use super::verify::Rejection;
 use cairn_config::TlsSide;
 use parking_lot::Mutex;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -53,7 +52,8 @@ struct Window {
 /// What to say about one refused connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
-    pub remote: SocketAddr,
+    /// The client's address; `@` for a unix socket client, as Go shows it.
+    pub remote: String,
     /// The SNI the client sent ("" without one).
     pub server_name: String,
     /// The error in Go's words where known.
@@ -68,7 +68,7 @@ impl Refusal {
     pub fn line(&self) -> String {
         let mut line = format!(
             "rejected connection from {} (error {}, ServerName {}",
-            go_quote(&self.remote.to_string()),
+            go_quote(&self.remote),
             go_quote(&self.error),
             go_quote(&self.server_name)
         );
@@ -322,7 +322,7 @@ mod tests {
 
     fn refusal(names: Option<AltNames>) -> Refusal {
         Refusal {
-            remote: "127.0.0.1:51234".parse().expect("addr"),
+            remote: "127.0.0.1:51234".into(),
             server_name: "".into(),
             error: "tls: client didn't provide a certificate".into(),
             names,

@@ -16,6 +16,7 @@ use crate::pb::cairnpb::peer_client::PeerClient;
 use crate::pb::cairnpb::{RaftBatch, SnapshotChunk, snapshot_chunk::Chunk};
 use crate::state::membership::Membership;
 use crate::storage::snapfile::{self, SnapshotRegistry};
+use crate::tls::connect::PeerScheme;
 use parking_lot::Mutex;
 use protobuf::Message as _;
 use raft::prelude::{Message, MessageType};
@@ -246,13 +247,14 @@ impl Transport {
         parts.join("; ")
     }
 
-    /// The tonic endpoint for a peer URL. For `https` URLs tonic gets the
-    /// URL with an `http` scheme and [`Transport::channel`] supplies a TLS
-    /// connector, so TLS never depends on tonic's own TLS features.
+    /// The tonic endpoint for a peer URL. For `https`, `unix` and `unixs`
+    /// URLs tonic gets the URL with an `http` scheme and a connector of
+    /// ours (`tls::connect::PeerConnector`) does the dialing, so TLS never
+    /// depends on tonic's own TLS features.
     fn endpoint(&self, url: &str) -> Option<Endpoint> {
-        let plain = match url.strip_prefix("https://") {
-            Some(rest) => format!("http://{rest}"),
-            None => url.to_string(),
+        let plain = match url.split_once("://") {
+            Some(("https" | "unix" | "unixs", rest)) => format!("http://{rest}"),
+            _ => url.to_string(),
         };
         Endpoint::from_shared(plain).ok().map(|e| {
             e.connect_timeout(CONNECT_TIMEOUT)
@@ -269,13 +271,12 @@ impl Transport {
         }
         let url = &urls[attempt % urls.len()];
         let endpoint = self.endpoint(url)?;
-        let channel = if url.starts_with("https://") {
-            endpoint
-                .connect_with_connector(self.tls_connector())
+        let channel = match PeerScheme::of(url) {
+            Some(scheme) => endpoint
+                .connect_with_connector(self.connector(scheme))
                 .await
-                .ok()?
-        } else {
-            endpoint.connect().await.ok()?
+                .ok()?,
+            None => endpoint.connect().await.ok()?,
         };
         Some(
             PeerClient::new(channel)
@@ -293,10 +294,9 @@ impl Transport {
             None => {
                 let url = self.membership.peer_urls(id).into_iter().next()?;
                 let endpoint = self.endpoint(&url)?.timeout(RPC_TIMEOUT);
-                let c = if url.starts_with("https://") {
-                    endpoint.connect_with_connector_lazy(self.tls_connector())
-                } else {
-                    endpoint.connect_lazy()
+                let c = match PeerScheme::of(&url) {
+                    Some(scheme) => endpoint.connect_with_connector_lazy(self.connector(scheme)),
+                    None => endpoint.connect_lazy(),
                 };
                 channels.insert(id, c.clone());
                 c
@@ -305,9 +305,10 @@ impl Transport {
         Some(PeerClient::new(channel))
     }
 
-    fn tls_connector(&self) -> crate::tls::connect::PeerConnector {
+    fn connector(&self, scheme: PeerScheme) -> crate::tls::connect::PeerConnector {
         crate::tls::connect::PeerConnector {
             tls: self.tls.get().cloned(),
+            scheme,
         }
     }
 
