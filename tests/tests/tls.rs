@@ -692,3 +692,93 @@ fn admin_tools_take_etcdctl_connection_flags() {
     let out = cairn(&["plugin", "list"], &with_user);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
 }
+
+/// With `--client-cert-auth`, etcd's v2 auth takes the verified client
+/// certificate's common name as the user when a request carries no Basic
+/// credentials (`userFromClientCertificate`); a CN that names no user
+/// falls back to the guest role.
+#[test]
+fn v2_auth_takes_the_client_certificate_as_the_user() {
+    let c = tls_cluster(
+        1,
+        TlsOptions {
+            client: true,
+            client_cert_auth: true,
+            ..TlsOptions::default()
+        },
+    );
+    let url = c.members[0].client_url();
+    let pki = c.pki.as_ref().expect("pki");
+    let ca = pki.ca_file().display().to_string();
+    let ids = c.dir.path().join("v2-ids");
+    c.pki
+        .as_ref()
+        .unwrap()
+        .ca
+        .issue("nobody", &[])
+        .write(&ids, "nobody");
+    let as_cert = |cert: &Path, key: &Path, extra: &[&str], path: &str| {
+        let mut args = vec![
+            "-w".to_string(),
+            "\n%{http_code}".to_string(),
+            "--cacert".to_string(),
+            ca.clone(),
+            "--cert".to_string(),
+            cert.display().to_string(),
+            "--key".to_string(),
+            key.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.push(format!("{url}{path}"));
+        let out = curl(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let text = stdout(&out);
+        let code = text.lines().last().unwrap_or("").to_string();
+        (code, text)
+    };
+    let (root_crt, root_key) = (pki.client_cert(), pki.client_key());
+    let (nobody_crt, nobody_key) = (ids.join("nobody.crt"), ids.join("nobody.key"));
+    let basic = ["-u", "root:rootpw"];
+    let put_json = |body: &'static str| {
+        [
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            body,
+        ]
+    };
+
+    let (code, text) = as_cert(
+        &root_crt,
+        &root_key,
+        &put_json(r#"{"user":"root","password":"rootpw"}"#),
+        "/v2/auth/users/root",
+    );
+    assert!(code.starts_with('2'), "{text}");
+    let (code, text) = as_cert(&root_crt, &root_key, &["-X", "PUT"], "/v2/auth/enable");
+    assert!(code.starts_with('2'), "{text}");
+    let mut revoke = basic.to_vec();
+    revoke.extend(put_json(
+        r#"{"role":"guest","revoke":{"kv":{"read":["/*"],"write":["/*"]}}}"#,
+    ));
+    let (code, text) = as_cert(&root_crt, &root_key, &revoke, "/v2/auth/roles/guest");
+    assert!(code.starts_with('2'), "{text}");
+
+    // The certificate of user "root", no Basic credentials: root.
+    let put = ["-X", "PUT", "-d", "value=bar"];
+    let (code, text) = as_cert(&root_crt, &root_key, &put, "/v2/keys/foo");
+    assert_eq!(code, "201", "{text}");
+    let (code, text) = as_cert(&root_crt, &root_key, &[], "/v2/auth/users");
+    assert_eq!(code, "200", "{text}");
+    // A CN that is no user: the guest role, which may do nothing now.
+    let (code, text) = as_cert(&nobody_crt, &nobody_key, &put, "/v2/keys/foo");
+    assert_eq!(code, "401", "{text}");
+    let (code, text) = as_cert(&nobody_crt, &nobody_key, &[], "/v2/auth/users");
+    assert_eq!(code, "401", "{text}");
+    // Basic credentials win over the certificate.
+    let mut wrong = vec!["-u", "root:wrong"];
+    wrong.extend(put);
+    let (code, text) = as_cert(&root_crt, &root_key, &wrong, "/v2/keys/foo");
+    assert_eq!(code, "401", "{text}");
+}

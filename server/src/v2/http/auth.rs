@@ -326,29 +326,49 @@ impl V2Auth {
         Some(user)
     }
 
-    /// etcd's `hasRootAccess`: auth off, or Basic credentials of a user
-    /// with the root role.
-    pub(super) async fn has_root_access(&self, headers: &HeaderMap) -> bool {
+    /// etcd's `userFromClientCertificate`: with `--client-cert-auth`, the
+    /// v2 user named by the verified client certificate's common name.
+    async fn cert_user(&self, cn: Option<&str>) -> Option<User> {
+        let cn = cn.filter(|c| !c.is_empty())?;
+        self.get_user(cn, false).await.ok()
+    }
+
+    /// etcd's `hasRootAccess`: auth off, or a user with the root role —
+    /// from Basic credentials, or without an `Authorization` header from
+    /// the client certificate (`cn`, see [`client_cn`]).
+    pub(super) async fn has_root_access(&self, headers: &HeaderMap, cn: Option<&str>) -> bool {
         if !self.enabled() {
             return true;
         }
-        match self.basic_user(headers).await {
+        let user = if !headers.contains_key(http::header::AUTHORIZATION) && cn.is_some() {
+            self.cert_user(cn).await
+        } else {
+            self.basic_user(headers).await
+        };
+        match user {
             Some(u) => u.role_names().iter().any(|r| r == ROOT_ROLE),
             None => false,
         }
     }
 
     /// etcd's `hasWriteRootAccess`: reads are open, writes need root.
-    pub(super) async fn has_write_root_access(&self, method: &Method, headers: &HeaderMap) -> bool {
-        *method == Method::GET || *method == Method::HEAD || self.has_root_access(headers).await
+    pub(super) async fn has_write_root_access(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        cn: Option<&str>,
+    ) -> bool {
+        *method == Method::GET || *method == Method::HEAD || self.has_root_access(headers, cn).await
     }
 
-    /// etcd's `hasKeyPrefixAccess`: without credentials the guest role
-    /// decides (on the key alone); with them, any of the user's roles.
+    /// etcd's `hasKeyPrefixAccess`: without credentials the client
+    /// certificate's user decides, or failing that the guest role (on the
+    /// key alone); with them, any of the user's roles.
     pub(super) async fn has_key_access(
         &self,
         method: &Method,
         headers: &HeaderMap,
+        cn: Option<&str>,
         key: &str,
         recursive: bool,
     ) -> bool {
@@ -356,14 +376,21 @@ impl V2Auth {
             return true;
         }
         let write = *method != Method::GET && *method != Method::HEAD;
-        if !headers.contains_key(http::header::AUTHORIZATION) {
-            return match self.get_role(GUEST_ROLE, false).await {
-                Ok(role) => role.has_key_access(key, write),
-                Err(_) => false,
+        let user = if headers.contains_key(http::header::AUTHORIZATION) {
+            let Some(user) = self.basic_user(headers).await else {
+                return false;
             };
-        }
-        let Some(user) = self.basic_user(headers).await else {
-            return false;
+            user
+        } else {
+            match self.cert_user(cn).await {
+                Some(user) => user,
+                None => {
+                    return match self.get_role(GUEST_ROLE, false).await {
+                        Ok(role) => role.has_key_access(key, write),
+                        Err(_) => false,
+                    };
+                }
+            }
         };
         for name in user.role_names() {
             let Ok(role) = self.get_role(name, false).await else {
@@ -385,6 +412,14 @@ impl V2Auth {
 
 fn root_role_error(name: &str) -> AuthError {
     auth_err(403, format!("Cannot modify role {name}: is root role."))
+}
+
+/// The common name of the client certificate the TLS layer verified for
+/// this request (`--client-cert-auth`), if any.
+pub(super) fn client_cn<B>(req: &http::Request<B>) -> Option<String> {
+    req.extensions()
+        .get::<crate::tls::PeerIdentity>()
+        .and_then(|p| p.common_name.clone())
 }
 
 /// Go's `Request.BasicAuth`.
@@ -475,7 +510,11 @@ async fn resource(st: Arc<V2State>, req: Request, kind: Kind) -> Response {
         if let Some(resp) = allow(&method, &[Method::GET], "GET") {
             return resp;
         }
-        if !st.auth.has_root_access(req.headers()).await {
+        if !st
+            .auth
+            .has_root_access(req.headers(), client_cn(&req).as_deref())
+            .await
+        {
             return no_auth();
         }
         return match kind {
@@ -494,7 +533,11 @@ async fn resource(st: Arc<V2State>, req: Request, kind: Kind) -> Response {
     ) {
         return resp;
     }
-    if !st.auth.has_root_access(req.headers()).await {
+    if !st
+        .auth
+        .has_root_access(req.headers(), client_cn(&req).as_deref())
+        .await
+    {
         return no_auth();
     }
     let body = if method == Method::PUT {
@@ -694,7 +737,11 @@ pub(super) async fn enable(State(st): State<Arc<V2State>>, req: Request) -> Resp
     ) {
         return resp;
     }
-    if !st.auth.has_write_root_access(&method, req.headers()).await {
+    if !st
+        .auth
+        .has_write_root_access(&method, req.headers(), client_cn(&req).as_deref())
+        .await
+    {
         return no_auth();
     }
     let cluster = cluster_header(st.backend.as_ref());

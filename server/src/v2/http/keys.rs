@@ -35,6 +35,7 @@ pub(super) async fn keys(State(st): State<Arc<V2State>>, req: Request) -> Respon
     let cluster = cluster_header(st.backend.as_ref());
     let key = path[KEYS_PREFIX.len()..].to_string();
     let headers = req.headers().clone();
+    let cn = super::auth::client_cn(&req);
     let form = match read_form(req).await {
         Ok(f) => f,
         Err(cause) => {
@@ -47,7 +48,7 @@ pub(super) async fn keys(State(st): State<Arc<V2State>>, req: Request) -> Respon
     };
     if !st
         .auth
-        .has_key_access(&method, &headers, &key, kr.recursive)
+        .has_key_access(&method, &headers, cn.as_deref(), &key, kr.recursive)
         .await
     {
         // etcd's `writeKeyNoAuth`.

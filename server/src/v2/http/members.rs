@@ -25,7 +25,15 @@ pub(super) async fn members(State(st): State<Arc<V2State>>, req: Request) -> Res
     ) {
         return method_not_allowed("GET,POST,DELETE,PUT");
     }
-    if !st.auth.has_write_root_access(&method, req.headers()).await {
+    if !st
+        .auth
+        .has_write_root_access(
+            &method,
+            req.headers(),
+            super::auth::client_cn(&req).as_deref(),
+        )
+        .await
+    {
         return super::auth::no_auth();
     }
     let backend = st.backend.as_ref();
