@@ -642,15 +642,14 @@ pub static SETTINGS: &[Setting] = &[
         Logging,
         Choice(&["capnslog", "zap"]),
         "capnslog",
-        "Logger flavour, 'capnslog' or 'zap' (cairn formats both the same way).",
-    )
-    .no_effect("cairn writes the same log format whichever logger is named"),
+        "Log format: 'capnslog' (etcd 3.4's text lines) or 'zap' (JSON lines).",
+    ),
     setting(
         "log-outputs",
         Logging,
         List,
         "default",
-        "Where logs go: 'default', 'stdout' or 'stderr'.",
+        "Where logs go: 'default', 'stdout', 'stderr' or file paths (appended to; reopened on SIGUSR1).",
     ),
     setting(
         "log-level",
@@ -1057,6 +1056,7 @@ mod tests {
             "host-whitelist",
             "log-outputs",
             "log-level",
+            "logger",
             "debug",
             "experimental-compaction-batch-limit",
             "experimental-warning-apply-duration",
@@ -1106,7 +1106,6 @@ mod tests {
             "backend-batch-limit",
             "experimental-backend-bbolt-freelist-type",
             "log-package-levels",
-            "logger",
         ] {
             assert!(
                 matches!(lookup(f).unwrap().status, Status::NoEffect { .. }),

@@ -931,15 +931,10 @@ fn metrics_values() {
 
 #[test]
 fn logger_values() {
-    // Accepted, but it changes nothing, and the operator is told so.
     let c = serve(&["--logger=zap"]);
     assert_eq!(c.logger, "zap");
-    assert_eq!(
-        c.warnings,
-        [
-            "--logger is set to \"zap\" but has no effect in cairn: cairn writes the same log format whichever logger is named"
-        ]
-    );
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    assert_eq!(serve(&[]).logger, "capnslog");
     assert_eq!(
         fail(&["--logger=slog"]),
         "invalid value \"slog\" for --logger: expected capnslog or zap"
@@ -958,20 +953,20 @@ fn log_outputs_values() {
     );
     // etcd reads any other word as a file to log to.
     assert_eq!(
-        fail(&["--log-outputs=/var/log/etcd.log"]),
-        "--log-outputs: logging to a file (\"/var/log/etcd.log\") is not supported yet by cairn (allowed values: default, stderr or stdout)"
+        serve(&["--log-outputs=/var/log/etcd.log"]).log_outputs,
+        ["/var/log/etcd.log"]
     );
     assert_eq!(
-        fail(&["--log-outputs=stdout,journald"]),
-        "--log-outputs: logging to a file (\"journald\") is not supported yet by cairn (allowed values: default, stderr or stdout)"
+        serve(&["--log-outputs=stdout,journal"]).log_outputs,
+        ["stdout", "journal"]
     );
     assert_eq!(
         fail(&["--log-outputs=,"]),
-        "invalid value \",\" for --log-outputs: expected default, stderr or stdout"
+        "invalid value \",\" for --log-outputs: expected default, stderr, stdout or a file path"
     );
     assert_eq!(
-        fail(&["--log-output=/tmp/x.log"]),
-        "--log-output: logging to a file (\"/tmp/x.log\") is not supported yet by cairn (allowed values: default, stderr or stdout)"
+        serve(&["--log-output=/tmp/x.log"]).log_outputs,
+        ["/tmp/x.log"]
     );
     // The deprecated singular flag still works, with a warning.
     let c = serve(&["--log-output=stderr"]);
