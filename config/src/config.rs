@@ -177,6 +177,9 @@ pub struct ServerConfig {
     pub pre_vote: bool,
     /// Cairn default `true` (etcd 3.4: `false`).
     pub enable_v2: bool,
+    /// `--enable-pprof`: CPU profiles under `/debug/pprof/` on the client
+    /// URLs.
+    pub enable_pprof: bool,
     /// Allowed CORS origins; `["*"]` (the default) or empty allows all.
     pub cors: Vec<String>,
     /// Accepted `Host` headers on plain HTTP; `["*"]` or empty allows all.
@@ -932,6 +935,7 @@ fn typed(
         strict_reconfig_check: inputs.bool("strict-reconfig-check")?,
         pre_vote: inputs.bool("pre-vote")?,
         enable_v2: inputs.bool("enable-v2")?,
+        enable_pprof: inputs.bool("enable-pprof")?,
         cors: dedup(inputs.list("cors")?),
         host_whitelist: dedup(inputs.list("host-whitelist")?),
         metrics,

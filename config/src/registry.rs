@@ -619,9 +619,8 @@ pub static SETTINGS: &[Setting] = &[
         Monitoring,
         Bool,
         "false",
-        "Serve runtime profiles under /debug/pprof/ on the client URLs.",
-    )
-    .not_yet("the pprof endpoint"),
+        "Serve CPU profiles (pprof format) under /debug/pprof/ on the client URLs.",
+    ),
     setting(
         "metrics",
         Monitoring,
@@ -1057,6 +1056,7 @@ mod tests {
             "log-outputs",
             "log-level",
             "logger",
+            "enable-pprof",
             "debug",
             "experimental-compaction-batch-limit",
             "experimental-warning-apply-duration",

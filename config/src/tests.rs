@@ -388,12 +388,14 @@ fn not_yet_flags_accept_their_default() {
 
 #[test]
 fn not_yet_flags_refuse_other_values() {
-    let e = fail_env(&["--enable-pprof"], &[]);
+    let e = fail_env(&["--proxy-refresh-interval=1"], &[]);
     assert_eq!(
         e.to_string(),
-        "--enable-pprof: the pprof endpoint is not supported yet by cairn (the flag is recognised; leave it unset)"
+        "--proxy-refresh-interval: the v2 proxy is not supported yet by cairn (the flag is recognised; leave it unset)"
     );
     assert_eq!(e.exit_code(), 1);
+    assert!(serve(&["--enable-pprof"]).enable_pprof);
+    assert!(!serve(&[]).enable_pprof);
     assert_eq!(
         fail_env(&[], &[("ETCD_DISCOVERY", "https://discovery.etcd.io/x")]).to_string(),
         "--discovery (from environment variable ETCD_DISCOVERY): cluster discovery is not supported yet by cairn (the flag is recognised; leave it unset)"

@@ -861,6 +861,12 @@ fn client_router(
         .merge(crate::api::plugins::routes(Arc::clone(server)))
         // etcd's JSON gateway: POST /v3/... (and /v3beta/...).
         .merge(api::gateway::routes(Arc::clone(server)));
+    let http = if cfg.enable_pprof {
+        tracing::info!(path = "/debug/pprof", "pprof is enabled");
+        http.merge(api::pprof::routes())
+    } else {
+        http
+    };
     let http = if cfg.enable_v2 {
         http.merge(
             crate::v2::routes(api::v2::V2Api::new(Arc::clone(server))).layer(
