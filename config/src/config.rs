@@ -180,6 +180,9 @@ pub struct ServerConfig {
     /// `--enable-pprof`: CPU profiles under `/debug/pprof/` on the client
     /// URLs.
     pub enable_pprof: bool,
+    /// `--wal-dir`: the raft log's own folder (a database there), instead
+    /// of inside the data dir.
+    pub wal_dir: Option<PathBuf>,
     /// Allowed CORS origins; `["*"]` (the default) or empty allows all.
     pub cors: Vec<String>,
     /// Accepted `Host` headers on plain HTTP; `["*"]` or empty allows all.
@@ -936,6 +939,9 @@ fn typed(
         pre_vote: inputs.bool("pre-vote")?,
         enable_v2: inputs.bool("enable-v2")?,
         enable_pprof: inputs.bool("enable-pprof")?,
+        wal_dir: Some(inputs.text("wal-dir")?)
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from),
         cors: dedup(inputs.list("cors")?),
         host_whitelist: dedup(inputs.list("host-whitelist")?),
         metrics,

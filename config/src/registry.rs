@@ -250,8 +250,13 @@ pub static SETTINGS: &[Setting] = &[
     setting("name", Member, Text, "default", "Human-readable name of this member."),
     setting("data-dir", Member, Text, "", "Directory that holds this member's data.")
         .shows("${name}.etcd"),
-    setting("wal-dir", Member, Text, "", "Separate directory for the write-ahead log.")
-        .not_yet("a dedicated WAL directory"),
+    setting(
+        "wal-dir",
+        Member,
+        Text,
+        "",
+        "Separate directory for the write-ahead log (the raft log).",
+    ),
     setting(
         "snapshot-count",
         Member,
@@ -1057,6 +1062,7 @@ mod tests {
             "log-level",
             "logger",
             "enable-pprof",
+            "wal-dir",
             "debug",
             "experimental-compaction-batch-limit",
             "experimental-warning-apply-duration",
