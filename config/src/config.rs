@@ -239,6 +239,10 @@ pub struct ServerConfig {
     provenance: BTreeMap<&'static str, Resolved>,
     /// What this configuration was parsed from, for [`ServerConfig::reparse`].
     sources: Sources,
+    /// For each setting an environment variable or a flag decides, the
+    /// value a config file also gives it (the last file that does):
+    /// an edit there changes nothing, which reload reports.
+    shadowed: BTreeMap<&'static str, Resolved>,
 }
 
 impl ServerConfig {
@@ -263,6 +267,12 @@ impl ServerConfig {
     /// this configuration was parsed from.
     pub fn sources(&self) -> &Sources {
         &self.sources
+    }
+
+    /// File values overridden by an environment variable or a flag, keyed
+    /// by setting (see the field).
+    pub fn shadowed_file_values(&self) -> &BTreeMap<&'static str, Resolved> {
+        &self.shadowed
     }
 
     /// The backend quota in force: 2 GiB when `--quota-backend-bytes` is 0.
@@ -715,6 +725,8 @@ pub(crate) struct Extras {
     pub(crate) sources: Sources,
     pub(crate) config_files: Vec<PathBuf>,
     pub(crate) plugins: toml::Table,
+    /// File values that the environment or a flag overrides.
+    pub(crate) shadowed: BTreeMap<&'static str, Resolved>,
 }
 
 /// Builds and validates the configuration from the merged values; the
@@ -969,6 +981,7 @@ fn typed(
         warnings,
         provenance: inputs.resolved,
         sources: extras.sources,
+        shadowed: extras.shadowed,
     })
 }
 

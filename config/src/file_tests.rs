@@ -1292,3 +1292,247 @@ fn file_error_messages_are_single_line() {
         assert!(!e.contains('\n'), "{name}: {e}");
     }
 }
+
+// ------------------------------------------------ distro layouts, masking
+
+/// Under systemd's `EnvironmentFile=` (the Debian and RPM etcd units) every
+/// line of the env-file is also an `ETCD_*` variable. Those copies count as
+/// the file's: an edit to the file reloads, as the file is what the
+/// operator edits. A variable that differs (the unit's own
+/// `Environment=ETCD_NAME=%H`) still wins, and an edit it masks is named.
+#[test]
+fn environment_copies_of_a_file_follow_the_file_and_overrides_are_reported() {
+    let d = Dir::new();
+    let file = d.file(
+        "etcd",
+        "ETCD_LOG_LEVEL=\"info\"\nETCD_MAX_TXN_OPS=\"64\"\nETCD_NAME=\"from-file\"\n",
+    );
+    let env = [
+        // Copies made by EnvironmentFile=.
+        ("ETCD_LOG_LEVEL", "info"),
+        ("ETCD_MAX_TXN_OPS", "64"),
+        // The unit's own setting, not the file's.
+        ("ETCD_NAME", "host-a"),
+    ];
+    let c = run(&[], &env, std::slice::from_ref(&file)).unwrap();
+    assert_eq!(c.name, "host-a");
+    assert_eq!(
+        c.source_of("log-level"),
+        Some(&at(&file, 1, "ETCD_LOG_LEVEL"))
+    );
+    assert_eq!(
+        c.sources()
+            .adopted_env()
+            .iter()
+            .map(|(v, _)| v.as_str())
+            .collect::<Vec<_>>(),
+        ["ETCD_MAX_TXN_OPS", "ETCD_LOG_LEVEL"] // registry order
+    );
+    let shown = show(&c, true);
+    assert!(
+        shown.contains(&format!(
+            "name = host-a  # from env ETCD_NAME, overriding file {}:3 = from-file",
+            file.display()
+        )),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("(also in the environment as ETCD_LOG_LEVEL, a copy of the file)"),
+        "{shown}"
+    );
+
+    // Edits: the copied settings follow the file; the masked one is named.
+    std::fs::write(
+        &file,
+        "ETCD_LOG_LEVEL=\"debug\"\nETCD_MAX_TXN_OPS=\"64\"\nETCD_NAME=\"renamed\"\n",
+    )
+    .unwrap();
+    let fresh = c.reparse().unwrap();
+    assert_eq!(fresh.raw_value("log-level"), Some("debug"));
+    let changes: Vec<String> = diff(&c, &fresh).iter().map(|ch| ch.to_string()).collect();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert!(
+        changes[0].starts_with("--log-level: info -> debug"),
+        "{changes:?}"
+    );
+    let masked = masked_edits(&c, &fresh);
+    assert_eq!(masked.len(), 1, "{masked:?}");
+    assert!(
+        masked[0].starts_with(&format!(
+            "--name: the edit to file {}:3 (renamed) has no effect: environment variable ETCD_NAME = host-a overrides",
+            file.display()
+        )),
+        "{masked:?}"
+    );
+    // Reported once, not on every later reload.
+    let now = apply_live(&c, &fresh).unwrap();
+    assert!(masked_edits(&now, &fresh.reparse().unwrap()).is_empty());
+
+    // A variable recognised as a copy at start stays the file's; one that
+    // only comes to match after an edit stays an override.
+    std::fs::write(&file, "ETCD_LOG_LEVEL=\"warn\"\nETCD_NAME=\"host-a\"\n").unwrap();
+    let again = fresh.reparse().unwrap();
+    assert_eq!(again.raw_value("log-level"), Some("warn"));
+    assert_eq!(
+        again.source_of("name"),
+        Some(&Source::Env {
+            var: "ETCD_NAME".into()
+        })
+    );
+}
+
+#[test]
+fn a_bad_environment_value_says_which_file_value_it_overrides() {
+    let d = Dir::new();
+    let file = d.file("etcd.conf", "ETCD_MAX_TXN_OPS=\"64\"\n");
+    let e = run(
+        &args_for(&[&file], &[]),
+        &[("ETCD_MAX_TXN_OPS", "lots")],
+        &[],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("ETCD_MAX_TXN_OPS"), "{e}");
+    assert!(
+        e.contains(&format!("it overrides config file {}:1", file.display())),
+        "{e}"
+    );
+}
+
+/// The deploy guide's env-files group their commented settings under
+/// `# live:` and `# restart:`; each must say what the registry says, or an
+/// operator edits a restart-only setting and waits for nothing.
+#[test]
+fn deploy_env_files_say_which_settings_reload_live() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/deploy");
+    let mut checked = 0;
+    for host in ["infra1", "infra2", "infra3"] {
+        let path = dir.join(host).join("etcd.conf");
+        let text = std::fs::read_to_string(&path).expect("deploy env-file");
+        let mut marker: Option<Reload> = None;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.starts_with("# live:") {
+                marker = Some(Reload::Live);
+                continue;
+            }
+            if line.starts_with("# restart") {
+                marker = Some(Reload::Restart);
+                continue;
+            }
+            if line.starts_with("#[") || line.is_empty() {
+                marker = None;
+                continue;
+            }
+            let Some((var, _)) = line.trim_start_matches('#').split_once('=') else {
+                continue;
+            };
+            let Some(want) = marker else {
+                continue;
+            };
+            let s = SETTINGS
+                .iter()
+                .find(|s| s.env_var() == var)
+                .unwrap_or_else(|| panic!("{}:{}: unknown {var}", path.display(), n + 1));
+            assert_eq!(
+                s.reload,
+                want,
+                "{}:{}: {var} is listed as {want:?}",
+                path.display(),
+                n + 1
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 30, "only {checked} settings checked");
+}
+
+/// The README says the defaults are etcd's except those it names: every
+/// setting whose default differs from etcd 3.4's (its help says "etcd
+/// 3.4: ...") is named there, and the default config files are listed.
+#[test]
+fn readme_names_every_default_that_is_not_etcds() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .expect("README.md");
+    let differ: Vec<&str> = SETTINGS
+        .iter()
+        .filter(|s| s.help.contains("etcd 3.4:") && s.help.contains("cairn default"))
+        .map(|s| s.name)
+        .collect();
+    assert!(!differ.is_empty());
+    for name in differ {
+        assert!(
+            readme.contains(&format!("`--{name}`")),
+            "README does not name --{name}, whose default is not etcd's"
+        );
+    }
+    for path in DEFAULT_CONFIG_FILES {
+        assert!(readme.contains(path), "README does not mention {path}");
+    }
+}
+
+/// Every example config file in docs/configuration.md (the env-file, YAML
+/// and TOML blocks) passes `check` as printed.
+#[test]
+fn configuration_guide_examples_pass_check() {
+    let guide = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/configuration.md"),
+    )
+    .expect("configuration.md");
+    let d = Dir::new();
+    let mut block: Option<(String, String)> = None;
+    let mut seen = Vec::new();
+    for line in guide.lines() {
+        match (&mut block, line.strip_prefix("```")) {
+            (None, Some(lang)) => block = Some((lang.to_string(), String::new())),
+            (Some(_), Some(_)) => {
+                let Some((lang, text)) = block.take() else {
+                    continue;
+                };
+                let name = match lang.as_str() {
+                    "toml" => "example.toml",
+                    "yaml" => "example.yml",
+                    // The env-file example: only a block of ETCD_ lines.
+                    "sh" if text.contains("ETCD_NAME=") => "etcd.conf",
+                    _ => continue,
+                };
+                let path = d.file(name, &text);
+                let report = check(&[path]);
+                assert!(
+                    report.ok,
+                    "the {lang} example fails check:\n{report}\n{text}"
+                );
+                seen.push(lang);
+            }
+            (Some((_, text)), None) => {
+                text.push_str(line);
+                text.push('\n');
+            }
+            (None, None) => {}
+        }
+    }
+    assert_eq!(seen, ["sh", "yaml", "toml"], "examples found: {seen:?}");
+}
+
+/// docs/testing.md lists every cross-process test file.
+#[test]
+fn testing_guide_lists_every_test_file() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let guide = std::fs::read_to_string(root.join("docs/testing.md")).expect("testing.md");
+    let mut missing = Vec::new();
+    for entry in std::fs::read_dir(root.join("tests/tests")).expect("tests/tests") {
+        let name = entry
+            .expect("entry")
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        if name.ends_with(".rs") && !guide.contains(&format!("`{name}`")) {
+            missing.push(name);
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "docs/testing.md does not list {missing:?}"
+    );
+}

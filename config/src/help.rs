@@ -25,8 +25,25 @@ pub fn help_text() -> String {
     Read settings from config files: etcd's YAML file, the distro etcd.conf
     (ETCD_NAME=\"...\" lines) or cairn TOML. Later files win over earlier ones;
     ETCD_* variables and flags win over files. ETCD_CONFIG_FILE may name files
-    too (comma-separated). Without either, /etc/etcd/etcd.conf and
-    /etc/cairn/cairn.toml are read if they exist; --config-file= reads none.
+    too (comma-separated). Without either, /etc/default/etcd,
+    /etc/etcd/etcd.conf and /etc/cairn/cairn.toml are read if they exist;
+    --config-file= reads none. An ETCD_* variable equal to a file's value at
+    start (systemd's EnvironmentFile= loading that file) counts as the
+    file's, so edits to the file still reload live.
+
+  cairn config show|check|status ...
+    Print the effective configuration, validate config files (TLS files and
+    plugins included), or ask a running member for its last reload outcome.
+
+  cairn snapshot save|restore|status ...
+    etcdctl's snapshot tools, for etcd's snapshots (bbolt files) and Cairn's.
+
+  cairn plugin deploy|list|remove|dry-run|check ...
+    Manage the cluster's WebAssembly policy plugins.
+
+  Run a subcommand without arguments (or with --help) for its usage. The
+  ones that talk to a cluster take etcdctl's connection flags (--endpoints,
+  --cacert, --cert, --key, --user) and their ETCDCTL_* variables.
 
 Flags take the forms --flag=value, --flag value, -flag=value and -flag value;
 boolean flags may be given bare (--pre-vote) or as --pre-vote=false. Every flag

@@ -142,6 +142,11 @@ impl Layer {
     pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.values.get(name).map(String::as_str)
     }
+
+    /// Where in its file a file layer's value of `name` is.
+    pub(crate) fn origin(&self, name: &str) -> Option<&Source> {
+        self.origins.get(name)
+    }
 }
 
 fn unknown_env_warning(var: &str, value: &str) -> String {

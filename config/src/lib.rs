@@ -148,7 +148,7 @@ pub use files::FileFormat;
 pub use help::help_text;
 pub use load::{DEFAULT_CONFIG_FILES, Sources};
 pub use registry::{Kind, Reload, SETTINGS, Section, Setting, Status};
-pub use reload::{Change, apply_live, diff};
+pub use reload::{Change, apply_live, diff, masked_edits};
 pub use show::{CheckReport, check, show};
 pub use tls::{TLS12_CIPHER_SUITES, TlsFlags, TlsIdentity, TlsSettings, TlsSide};
 /// The TOML crate whose `Table` holds [`ServerConfig::plugins`].

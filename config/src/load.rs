@@ -1,19 +1,26 @@
 //! From sources to a [`ServerConfig`]: which config files to read, the
 //! layer merge, and the record of the inputs that lets a reload parse again.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::config::{self, Extras, ServerConfig};
-use crate::error::ConfigError;
+use crate::error::{ConfigError, Resolved, Source};
 use crate::files::{self, LoadedFile};
 use crate::layers::{self, Layer};
 use crate::registry::{self, SETTINGS};
 use crate::values::split_list;
 
 /// Where Cairn looks for config files when neither `--config-file` nor
-/// `ETCD_CONFIG_FILE` names any: the distro env-file and Cairn's own TOML.
-/// Those that exist are read, in this order (so the TOML file wins).
-pub const DEFAULT_CONFIG_FILES: [&str; 2] = ["/etc/etcd/etcd.conf", "/etc/cairn/cairn.toml"];
+/// `ETCD_CONFIG_FILE` names any: the distro env-files (Debian's and
+/// Ubuntu's /etc/default/etcd, the RPM distros' /etc/etcd/etcd.conf) and
+/// Cairn's own TOML. Those that exist are read, in this order (so the TOML
+/// file wins).
+pub const DEFAULT_CONFIG_FILES: [&str; 3] = [
+    "/etc/default/etcd",
+    "/etc/etcd/etcd.conf",
+    "/etc/cairn/cairn.toml",
+];
 
 /// The inputs a configuration was parsed from: the command line (already
 /// normalised to one value per flag), the `ETCD_*` environment, and the
@@ -25,6 +32,12 @@ pub struct Sources {
     flags: Vec<(&'static str, String)>,
     env: Vec<(String, String)>,
     default_config_files: Vec<PathBuf>,
+    /// Whether environment variables that merely repeat a config file's
+    /// value are still to be recognised (the first parse only; see
+    /// [`adopt_env_copies`]).
+    adopt_pending: bool,
+    /// The variables recognised as copies, with the file line they copy.
+    adopted: Vec<(String, Source)>,
 }
 
 impl Sources {
@@ -45,7 +58,17 @@ impl Sources {
             flags,
             env,
             default_config_files: default_config_files.to_vec(),
+            adopt_pending: true,
+            adopted: Vec::new(),
         }
+    }
+
+    /// `ETCD_*` variables set to exactly what a config file says, taken as
+    /// copies of that file (systemd's `EnvironmentFile=`, as the Debian and
+    /// RPM etcd units load /etc/default/etcd and /etc/etcd/etcd.conf):
+    /// the file decides those settings, so its edits reload live.
+    pub fn adopted_env(&self) -> &[(String, Source)] {
+        &self.adopted
     }
 
     /// The command-line flags, as `(flag name, value)` in registry order.
@@ -66,8 +89,8 @@ impl Sources {
 
 /// Parses everything: flags, environment, and the config files they name
 /// (or the default ones), read now.
-pub(crate) fn load(sources: Sources) -> Result<ServerConfig, ConfigError> {
-    let (env, mut warnings) = Layer::env(sources.env.clone());
+pub(crate) fn load(mut sources: Sources) -> Result<ServerConfig, ConfigError> {
+    let (mut env, mut warnings) = Layer::env(sources.env.clone());
     let flag_settings = sources
         .flags
         .iter()
@@ -85,7 +108,68 @@ pub(crate) fn load(sources: Sources) -> Result<ServerConfig, ConfigError> {
     for path in &paths {
         loaded.push(files::load(path)?);
     }
+    if std::mem::take(&mut sources.adopt_pending) {
+        sources.adopted = adopt_env_copies(&env, &loaded);
+        if !sources.adopted.is_empty() {
+            let copies: Vec<&str> = sources.adopted.iter().map(|(v, _)| v.as_str()).collect();
+            sources.env.retain(|(k, _)| !copies.contains(&k.as_str()));
+            env = Layer::env(sources.env.clone()).0;
+        }
+    }
     assemble(sources, &env, &flags, loaded, warnings, discovered)
+}
+
+/// The environment variables whose value is the one a config file gives
+/// the same setting (the last file that sets it): under systemd's
+/// `EnvironmentFile=` every line of the file is also in the environment,
+/// which would otherwise override the file for good and make every later
+/// edit of it a no-op. Recognised once, at startup: a variable that only
+/// comes to equal a file's value after an edit stays an override.
+fn adopt_env_copies(env: &Layer, files: &[LoadedFile]) -> Vec<(String, Source)> {
+    let layers: Vec<Layer> = files
+        .iter()
+        .enumerate()
+        .map(|(i, f)| Layer::file(i, f))
+        .collect();
+    SETTINGS
+        .iter()
+        .filter(|s| s.name != "config-file")
+        .filter_map(|s| {
+            let value = env.get(s.name)?;
+            let file = layers.iter().rev().find(|l| l.get(s.name).is_some())?;
+            let in_file = file.get(s.name)?;
+            if !config::same_value(s, value, in_file) {
+                return None;
+            }
+            Some((s.env_var(), file.origin(s.name)?.clone()))
+        })
+        .collect()
+}
+
+/// File values that an environment variable or a flag overrides: for each
+/// such setting, the value of the last file that sets it.
+fn shadowed_file_values(
+    resolved: &BTreeMap<&'static str, Resolved>,
+    file_layers: &[Layer],
+) -> BTreeMap<&'static str, Resolved> {
+    SETTINGS
+        .iter()
+        .filter(|s| s.name != "config-file")
+        .filter_map(|s| {
+            let r = resolved.get(s.name)?;
+            if !matches!(r.source, Source::Env { .. } | Source::Flag { .. }) {
+                return None;
+            }
+            let file = file_layers.iter().rev().find(|l| l.get(s.name).is_some())?;
+            Some((
+                s.name,
+                Resolved {
+                    raw: file.get(s.name)?.to_string(),
+                    source: file.origin(s.name)?.clone(),
+                },
+            ))
+        })
+        .collect()
 }
 
 /// Merges the layers and builds the configuration. `discovered` says the
@@ -124,6 +208,7 @@ fn assemble_all(
         .collect();
     let figment = layers::merge_layers(&defaults, &file_layers, env, flags);
     let mut resolved = layers::resolve(&figment, &file_layers).map_err(|e| vec![e])?;
+    let shadowed = shadowed_file_values(&resolved, &file_layers);
 
     let config_files: Vec<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
     if discovered
@@ -141,6 +226,7 @@ fn assemble_all(
             }
         }
     }
+    let annotate = shadowed.clone();
     config::build_all(
         resolved,
         warnings,
@@ -148,8 +234,33 @@ fn assemble_all(
             sources,
             config_files,
             plugins,
+            shadowed,
         },
     )
+    .map_err(|errors| {
+        errors
+            .into_iter()
+            .map(|e| say_what_it_overrides(e, &annotate))
+            .collect()
+    })
+}
+
+/// A bad value from the environment or a flag, for a setting a config file
+/// also sets: says so, since the operator may be looking at the file.
+fn say_what_it_overrides(
+    e: ConfigError,
+    shadowed: &BTreeMap<&'static str, Resolved>,
+) -> ConfigError {
+    let ConfigError::BadValue { flag, .. } = &e else {
+        return e;
+    };
+    let name = flag.trim_start_matches('-');
+    match shadowed.get(name) {
+        Some(file) => {
+            ConfigError::invalid(format!("{e} (it overrides {}: {})", file.source, file.raw))
+        }
+        None => e,
+    }
 }
 
 /// The config files to read, and whether they came from the default paths.

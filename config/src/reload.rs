@@ -118,10 +118,46 @@ pub fn apply_live(old: &ServerConfig, new: &ServerConfig) -> Result<ServerConfig
             sources: new.sources().clone(),
             config_files: new.config_files.clone(),
             plugins: old.plugins.clone(),
+            shadowed: new.shadowed_file_values().clone(),
         },
     )?;
     merged.warnings = new.warnings.clone();
     Ok(merged)
+}
+
+/// Edits to config files that change nothing because an environment
+/// variable or a flag decides the setting: one message each, saying which
+/// value wins, so a reload does not report "nothing changed" silently.
+pub fn masked_edits(old: &ServerConfig, new: &ServerConfig) -> Vec<String> {
+    let before = old.shadowed_file_values();
+    SETTINGS
+        .iter()
+        .filter_map(|s| {
+            let now = new.shadowed_file_values().get(s.name)?;
+            if before
+                .get(s.name)
+                .is_some_and(|was| config::same_value(s, &was.raw, &now.raw))
+            {
+                return None;
+            }
+            let winner = new.resolved().get(s.name)?;
+            let value = |raw: &str| {
+                if s.secret {
+                    "********".to_string()
+                } else {
+                    shown(raw)
+                }
+            };
+            Some(format!(
+                "--{}: the edit to {} ({}) has no effect: {} = {} overrides config files; unset it and restart for the file to count",
+                s.name,
+                now.source.short(),
+                value(&now.raw),
+                winner.source,
+                value(&winner.raw),
+            ))
+        })
+        .collect()
 }
 
 impl ServerConfig {

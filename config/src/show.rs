@@ -38,6 +38,19 @@ pub fn show(cfg: &ServerConfig, with_sources: bool) -> String {
         if with_sources {
             out.push_str("  # from ");
             out.push_str(&r.source.short());
+            if let Some(file) = cfg.shadowed_file_values().get(s.name) {
+                out.push_str(&format!(
+                    ", overriding {} = {}",
+                    file.source.short(),
+                    display_value(s, &file.raw)
+                ));
+            }
+            let var = s.env_var();
+            if cfg.sources().adopted_env().iter().any(|(v, _)| *v == var) {
+                out.push_str(&format!(
+                    " (also in the environment as {var}, a copy of the file)"
+                ));
+            }
         }
         out.push('\n');
     }
@@ -93,12 +106,22 @@ pub struct CheckReport {
     /// where one is involved, and says what is allowed.
     pub errors: Vec<ConfigError>,
     pub warnings: Vec<String>,
+    /// The merged configuration when every value and combination is
+    /// valid: what the server checks further (TLS files, plugins).
+    pub config: Option<Box<crate::ServerConfig>>,
 }
 
 impl CheckReport {
     /// The exit status for `cairn config check`: 0 valid, 1 invalid.
     pub fn exit_code(&self) -> i32 {
         if self.ok { 0 } else { 1 }
+    }
+
+    /// Records a problem found beyond the files' syntax and values (a TLS
+    /// file that does not load, a plugin that does not compile).
+    pub fn add_error(&mut self, message: impl Into<String>) {
+        self.errors.push(ConfigError::invalid(message));
+        self.ok = false;
     }
 }
 
@@ -159,10 +182,14 @@ pub fn check(paths: &[PathBuf]) -> CheckReport {
             }
         }
     }
+    let mut config = None;
     if errors.is_empty() {
         match load::assemble_files_only(loaded) {
             // The build repeats the files' warnings and adds its own.
-            Ok(cfg) => warnings = cfg.warnings,
+            Ok(cfg) => {
+                warnings = cfg.warnings.clone();
+                config = Some(Box::new(cfg));
+            }
             Err(all) => errors.extend(all),
         }
     }
@@ -171,5 +198,6 @@ pub fn check(paths: &[PathBuf]) -> CheckReport {
         files: paths.to_vec(),
         errors,
         warnings,
+        config,
     }
 }

@@ -121,6 +121,62 @@ fn config_check_names_file_line_and_key() {
     }
 }
 
+/// `cairn config check` loads what a start loads after the file itself:
+/// the TLS files (present, parseable, key matching certificate) and the
+/// declared plugins (readable, compiling, exporting their hooks), and
+/// reports every problem it finds.
+#[test]
+fn config_check_loads_tls_files_and_plugins() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = cairn_tests::tls::Ca::new("check-ca");
+    let (cert, key) = ca.issue("m1", &["127.0.0.1"]).write(dir.path(), "server");
+    let (_, other_key) = ca.issue("m2", &["127.0.0.1"]).write(dir.path(), "other");
+    let ca_file = dir.path().join("ca.crt");
+    std::fs::write(&ca_file, &ca.pem).unwrap();
+    let plugins = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../plugins");
+    let good_wasm = plugins.join("dist/allow-all.wasm");
+    let trap = wat::parse_file(plugins.join("testdata/wrong-interface.wat")).unwrap();
+    let bad_wasm = dir.path().join("wrong-interface.wasm");
+    std::fs::write(&bad_wasm, trap).unwrap();
+    let file = dir.path().join("cairn.toml");
+    let good = format!(
+        "listen-client-urls = \"https://127.0.0.1:2379\"\nadvertise-client-urls = \"https://127.0.0.1:2379\"\n\
+         cert-file = {cert:?}\nkey-file = {key:?}\ntrusted-ca-file = {ca_file:?}\n\
+         [plugins.fine]\nfile = {good_wasm:?}\nhooks = \"validator\"\n"
+    );
+    std::fs::write(&file, &good).unwrap();
+    let (out, err, code) = run_cairn(&["config", "check", "cairn.toml"], &[], dir.path());
+    assert_eq!(code, Some(0), "{out}{err}");
+
+    // A key of another certificate, a missing peer CA, a plugin file that
+    // is not there and one that is not a Cairn plugin: four errors.
+    let bad = good.replace(&format!("{key:?}"), &format!("{other_key:?}"))
+        + &format!(
+            "\n[plugins.missing]\nfile = \"/nonexistent/p.wasm\"\n\
+             [plugins.wrong]\nfile = {bad_wasm:?}\n"
+        );
+    let bad = bad.replacen(
+        "[plugins.fine]",
+        &format!(
+            "peer-cert-file = {cert:?}\npeer-key-file = {key:?}\npeer-trusted-ca-file = \"/nonexistent/ca.crt\"\n\n[plugins.fine]"
+        ),
+        1,
+    );
+    std::fs::write(&file, &bad).unwrap();
+    let (out, err, code) = run_cairn(&["config", "check", "cairn.toml"], &[], dir.path());
+    let text = format!("{out}{err}");
+    assert_eq!(code, Some(1), "{text}");
+    for want in [
+        "private key does not belong to the certificate",
+        "--peer-trusted-ca-file=/nonexistent/ca.crt",
+        "plugin `missing`: cannot read /nonexistent/p.wasm",
+        "wrong",
+        "invalid (4 errors)",
+    ] {
+        assert!(text.contains(want), "{want:?} missing from:\n{text}");
+    }
+}
+
 #[test]
 fn distro_etcd_conf_with_trailing_comments_and_unknown_key_starts() {
     let mut c = Cluster::launch(Options {
@@ -207,6 +263,119 @@ fn distro_etcd_conf_with_trailing_comments_and_unknown_key_starts() {
         text.contains("etcd.conf:3"),
         "trailing comment not reported:\n{text}"
     );
+}
+
+/// Debian's etcd unit loads /etc/default/etcd with `EnvironmentFile=` and
+/// sets a few variables of its own: the copies follow the file (edits
+/// reload live), a variable of the unit's own wins and an edit it masks is
+/// reported, in `/config/status` and in `config show --sources`.
+#[test]
+fn environment_file_layout_reloads_and_names_what_the_environment_masks() {
+    let mut c = Cluster::launch(Options {
+        members: 1,
+        config_toml: Some(String::new()),
+        ..Options::default()
+    });
+    let m = &c.members[0];
+    let file = c.config_path(0).with_file_name("etcd");
+    let lines = [
+        format!("ETCD_DATA_DIR={}", m.data_dir.display()),
+        format!("ETCD_NAME={}", m.name),
+        format!("ETCD_LISTEN_PEER_URLS={}", m.peer_url()),
+        format!("ETCD_LISTEN_CLIENT_URLS={}", m.client_url()),
+        format!("ETCD_INITIAL_ADVERTISE_PEER_URLS={}", m.peer_url()),
+        format!("ETCD_ADVERTISE_CLIENT_URLS={}", m.client_url()),
+        format!("ETCD_INITIAL_CLUSTER={}={}", m.name, m.peer_url()),
+        "ETCD_LOG_LEVEL=info".to_string(),
+        "ETCD_MAX_TXN_OPS=4".to_string(),
+    ];
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let log = m.log_path.clone();
+    let addr = m.client_addr();
+    c.stop(0);
+    // What systemd hands the process: every line of the file, plus the
+    // unit's own Environment= (which differs from the file here).
+    let mut env: Vec<(String, String)> = lines
+        .iter()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    env.retain(|(k, _)| k != "ETCD_MAX_TXN_OPS");
+    env.push(("ETCD_MAX_TXN_OPS".into(), "8".into()));
+    let mut cmd = Command::new(cairn_bin());
+    cmd.arg(format!("--config-file={}", file.display()))
+        .envs(env.iter().cloned())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    let mut child = cmd.spawn().unwrap();
+    let guard = scopeguard(&mut child);
+    let healthy = cairn_tests::eventually(Duration::from_secs(20), || {
+        (cairn_tests::health(&addr) == Some(true)).then_some(())
+    });
+    assert!(
+        healthy.is_some(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap()
+    );
+
+    // `config show --sources` under the same environment.
+    let (out, err, code) = run_cairn(
+        &[
+            "config",
+            "show",
+            "--sources",
+            &format!("--config-file={}", file.display()),
+        ],
+        &env.iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect::<Vec<_>>(),
+        file.parent().unwrap(),
+    );
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("max-txn-ops = 8  # from env ETCD_MAX_TXN_OPS, overriding file")
+            && out.contains("(also in the environment as ETCD_LOG_LEVEL, a copy of the file)"),
+        "{out}"
+    );
+
+    let edited = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("ETCD_LOG_LEVEL=info", "ETCD_LOG_LEVEL=debug")
+        .replace("ETCD_MAX_TXN_OPS=4", "ETCD_MAX_TXN_OPS=6");
+    std::fs::write(&file, edited).unwrap();
+    let st = cairn_tests::eventually(WAIT, || {
+        let (_, body) = http_get(&addr, "/config/status").ok()?;
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        (v["last_trigger"] != "startup").then_some(v)
+    })
+    .unwrap_or_else(|| panic!("no reload:\n{}", std::fs::read_to_string(&log).unwrap()));
+    assert_eq!(st["outcome"], "partial", "{st:#}");
+    assert!(
+        st["applied"]
+            .to_string()
+            .contains("--log-level: info -> debug"),
+        "{st:#}"
+    );
+    let warnings = st["warnings"].to_string();
+    assert!(
+        warnings.contains("--max-txn-ops: the edit to file")
+            && warnings.contains("environment variable ETCD_MAX_TXN_OPS = 8 overrides"),
+        "{st:#}"
+    );
+    drop(guard);
+}
+
+/// Kills the child when the test ends, pass or fail.
+fn scopeguard(child: &mut std::process::Child) -> impl Drop + '_ {
+    struct Guard<'a>(&'a mut std::process::Child);
+    impl Drop for Guard<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    Guard(child)
 }
 
 /// Appends (or replaces) `key = value` in every member's file, in place.
@@ -353,6 +522,14 @@ fn live_settings_change_without_a_restart() {
     assert!(
         c.members[0].log().contains(" D | "),
         "no debug logs after the level change"
+    );
+    // At debug, one line per request says what it was and how it ended.
+    assert!(
+        (0..3).any(|i| c.members[i].log().lines().any(|l| l.contains(" D | ")
+            && l.contains("method=\"Put\"")
+            && l.contains("key=\"after-debug\"")
+            && l.contains("outcome=\"ok\""))),
+        "no request line for the put made at debug"
     );
     // The overwritten `churn` revisions went in several batches of 4 (at
     // the startup limit of 1000 they would have taken one).

@@ -597,3 +597,98 @@ fn http_and_https_client_urls_share_one_port() {
     let out = curl(&[&format!("{http}/v2/keys/plain"), "-XPUT", "-d", "value=1"]);
     assert!(out.status.success(), "{out:?}");
 }
+
+/// `cairn` subcommands that talk to a cluster (`plugin`, `config status`)
+/// take etcdctl's connection flags and `ETCDCTL_*` variables: https with a
+/// client certificate, and `--user` when auth is on.
+#[test]
+fn admin_tools_take_etcdctl_connection_flags() {
+    if target() == Target::Etcd {
+        return; // Cairn's own subcommands.
+    }
+    let c = tls_cluster(
+        1,
+        TlsOptions {
+            client: true,
+            client_cert_auth: true,
+            ..TlsOptions::default()
+        },
+    );
+    let url = c.members[0].client_url();
+    let pki = c.pki.as_ref().expect("pki");
+    let flags = c.etcdctl_tls_flags();
+    let cairn = |args: &[&str], env: &[(&str, String)]| {
+        let mut cmd = Command::new(cairn_tests::cairn_bin());
+        cmd.args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("ETCDCTL_") {
+                cmd.env_remove(k);
+            }
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        wait_output(cmd.spawn().expect("cairn"), WAIT)
+    };
+    let with_flags = |sub: &[&str]| -> Vec<String> {
+        let mut all: Vec<String> = sub.iter().map(|s| s.to_string()).collect();
+        all.push(format!("--endpoints={url}"));
+        all.extend(flags.iter().cloned());
+        all
+    };
+    let refs = |v: &[String]| v.to_vec();
+
+    let args = with_flags(&["plugin", "list"]);
+    let out = cairn(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+
+    let args = with_flags(&["config", "status"]);
+    let out = cairn(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    assert!(
+        stdout(&out).contains("last_reload"),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+
+    // The same from ETCDCTL_* alone.
+    let env = [
+        ("ETCDCTL_ENDPOINTS", url.clone()),
+        ("ETCDCTL_CACERT", pki.ca_file().display().to_string()),
+        ("ETCDCTL_CERT", pki.client_cert().display().to_string()),
+        ("ETCDCTL_KEY", pki.client_key().display().to_string()),
+    ];
+    let out = cairn(&["plugin", "list"], &env);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+
+    // The server insists on a client certificate.
+    let out = cairn(&["plugin", "list"], &env[..2]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("cannot reach any endpoint"),
+        "{}",
+        stderr(&out)
+    );
+
+    // With auth on, --user (or ETCDCTL_USER/ETCDCTL_PASSWORD) logs in.
+    for args in [&["user", "add", "root:rootpw"][..], &["auth", "enable"]] {
+        ok(ctl(&url, &refs(&flags), args));
+    }
+    let out = cairn(&["plugin", "list", "--user=root:wrong"], &env);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    assert!(
+        stderr(&out).contains("authentication failed"),
+        "{}",
+        stderr(&out)
+    );
+    let out = cairn(&["plugin", "list", "--user=root:rootpw"], &env);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let mut with_user = env.to_vec();
+    with_user.push(("ETCDCTL_USER", "root".into()));
+    with_user.push(("ETCDCTL_PASSWORD", "rootpw".into()));
+    let out = cairn(&["plugin", "list"], &with_user);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+}

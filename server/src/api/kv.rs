@@ -9,8 +9,83 @@ use crate::pb::etcdserverpb::{
     PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
 };
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tonic::{Request, Response, Status};
+
+/// Most of a key shown in a request's debug line.
+const LOGGED_KEY_BYTES: usize = 64;
+
+/// One debug line per KV request (`--log-level debug`): what was asked, of
+/// which key, at which revision, how long it took and how it ended.
+/// `key` is `None` when debug was off as the request began (no copy of
+/// the key is made then).
+fn log_request<T>(
+    method: &'static str,
+    key: Option<Vec<u8>>,
+    started: Instant,
+    result: &Result<T, Error>,
+    revision: impl Fn(&T) -> i64,
+) {
+    let Some(key) = key else {
+        return;
+    };
+    let shown = &key[..key.len().min(LOGGED_KEY_BYTES)];
+    let key = format!(
+        "{}{}",
+        String::from_utf8_lossy(shown).escape_debug(),
+        if key.len() > LOGGED_KEY_BYTES {
+            "…"
+        } else {
+            ""
+        }
+    );
+    let took_us = started.elapsed().as_micros() as u64;
+    match result {
+        Ok(r) => tracing::debug!(
+            method,
+            key,
+            revision = revision(r),
+            took_us,
+            outcome = "ok",
+            "request"
+        ),
+        Err(e) => tracing::debug!(method, key, took_us, outcome = %e, "request"),
+    }
+}
+
+fn debug_on() -> bool {
+    tracing::enabled!(tracing::Level::DEBUG)
+}
+
+fn header_revision(h: &Option<crate::pb::etcdserverpb::ResponseHeader>) -> i64 {
+    h.as_ref().map_or(0, |h| h.revision)
+}
+
+/// A txn's debug line names its first key (compares first, then ops,
+/// then the first op's nested txn, a bounded number of levels down).
+fn txn_first_key(r: &TxnRequest) -> Vec<u8> {
+    use crate::pb::etcdserverpb::request_op::Request as Op;
+    let mut txn = r;
+    for _ in 0..8 {
+        if let Some(c) = txn.compare.first() {
+            return c.key.to_vec();
+        }
+        match txn
+            .success
+            .iter()
+            .chain(&txn.failure)
+            .next()
+            .and_then(|op| op.request.as_ref())
+        {
+            Some(Op::RequestRange(x)) => return x.key.to_vec(),
+            Some(Op::RequestPut(x)) => return x.key.to_vec(),
+            Some(Op::RequestDeleteRange(x)) => return x.key.to_vec(),
+            Some(Op::RequestTxn(t)) => txn = t,
+            None => break,
+        }
+    }
+    Vec::new()
+}
 
 /// Longest a `physical: true` compaction waits for the deletion to finish.
 const PHYSICAL_COMPACTION_WAIT: Duration = Duration::from_secs(300);
@@ -25,14 +100,22 @@ impl Kv for KvService {
         check_leader(&self.srv, &req)?;
         let r = req.into_inner();
         check_size(&self.srv, &r)?;
-        Ok(Response::new(self.srv.range(r).await?))
+        let (started, key) = (Instant::now(), debug_on().then(|| r.key.to_vec()));
+        let result = self.srv.range(r).await;
+        log_request("Range", key, started, &result, |x| {
+            header_revision(&x.header)
+        });
+        Ok(Response::new(result?))
     }
 
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         check_leader(&self.srv, &req)?;
         let r = req.into_inner();
         check_size(&self.srv, &r)?;
-        Ok(Response::new(self.srv.put(r).await?))
+        let (started, key) = (Instant::now(), debug_on().then(|| r.key.to_vec()));
+        let result = self.srv.put(r).await;
+        log_request("Put", key, started, &result, |x| header_revision(&x.header));
+        Ok(Response::new(result?))
     }
 
     async fn delete_range(
@@ -42,14 +125,22 @@ impl Kv for KvService {
         check_leader(&self.srv, &req)?;
         let r = req.into_inner();
         check_size(&self.srv, &r)?;
-        Ok(Response::new(self.srv.delete_range(r).await?))
+        let (started, key) = (Instant::now(), debug_on().then(|| r.key.to_vec()));
+        let result = self.srv.delete_range(r).await;
+        log_request("DeleteRange", key, started, &result, |x| {
+            header_revision(&x.header)
+        });
+        Ok(Response::new(result?))
     }
 
     async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         check_leader(&self.srv, &req)?;
         let r = req.into_inner();
         check_size(&self.srv, &r)?;
-        Ok(Response::new(self.srv.txn(r).await?))
+        let (started, key) = (Instant::now(), debug_on().then(|| txn_first_key(&r)));
+        let result = self.srv.txn(r).await;
+        log_request("Txn", key, started, &result, |x| header_revision(&x.header));
+        Ok(Response::new(result?))
     }
 
     async fn compact(

@@ -2,11 +2,10 @@
 //! and `cairn snapshot restore|status|save` (etcdctl's snapshot tools, for
 //! etcd's snapshots and Cairn's; `save` lives in `snapshot`).
 
+mod conn;
 pub mod plugin;
 mod snapshot;
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -14,7 +13,10 @@ use std::time::Duration;
 const USAGE: &str = "usage:
   cairn config show [--sources] [server flags...]   print the effective configuration
   cairn config check FILE...                        validate config files (like nginx -t)
-  cairn config status [--endpoint URL]              a running member's last reload outcome";
+  cairn config status [--endpoints URL[,URL...]] [--cacert F] [--cert F --key F]
+                                                    a running member's last reload outcome
+                                                    (connection flags as etcdctl's, also
+                                                    from ETCDCTL_ENDPOINTS, ETCDCTL_CACERT...)";
 
 pub fn config_command(args: &[String]) -> ExitCode {
     match args.first().map(String::as_str) {
@@ -57,23 +59,59 @@ fn check(args: &[String]) -> ExitCode {
         return ExitCode::from(2);
     }
     let paths: Vec<PathBuf> = args.iter().map(PathBuf::from).collect();
-    let report = cairn_config::check(&paths);
+    let mut report = cairn_config::check(&paths);
+    // What a start would load next: TLS files and declared plugins.
+    if let Some(cfg) = report.config.take() {
+        let suites = cfg.cipher_suites.as_deref();
+        for tls in [&cfg.client_tls, &cfg.peer_tls].into_iter().flatten() {
+            if let Err(e) = crate::tls::check_files(tls, suites) {
+                report.add_error(e);
+            }
+        }
+        for e in crate::policy::config::check_declared(&cfg.plugins) {
+            report.add_error(e);
+        }
+    }
     print!("{report}");
     ExitCode::from(report.exit_code() as u8)
 }
 
 fn status(args: &[String]) -> ExitCode {
-    let endpoint = match args {
-        [] => "http://127.0.0.1:2379".to_string(),
-        [flag, url] if flag == "--endpoint" => url.clone(),
-        [a] if a.starts_with("--endpoint=") => a["--endpoint=".len()..].to_string(),
-        _ => {
-            eprintln!("{USAGE}");
+    let mut flags = conn::ConnFlags::default();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let (name, inline) = match a.split_once('=') {
+            Some((n, v)) => (n, Some(v.to_owned())),
+            None => (a.as_str(), None),
+        };
+        let slot = match name {
+            // `--endpoint` was this command's flag before it took etcdctl's.
+            "--endpoints" | "--endpoint" => &mut flags.endpoints,
+            "--cacert" => &mut flags.cacert,
+            "--cert" => &mut flags.cert,
+            "--key" => &mut flags.key,
+            "--user" => &mut flags.user,
+            "--password" => &mut flags.password,
+            _ => {
+                eprintln!("{USAGE}");
+                return ExitCode::from(2);
+            }
+        };
+        let Some(value) = inline.or_else(|| it.next().cloned()) else {
+            eprintln!("cairn: {name} needs a value\n{USAGE}");
+            return ExitCode::from(2);
+        };
+        *slot = Some(value);
+    }
+    let conn = match conn::Conn::new(flags) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("cairn: {e}");
             return ExitCode::from(2);
         }
     };
-    match http_get(&endpoint, "/config/status") {
-        Ok(body) => {
+    match conn.request("GET", "/config/status", None, Duration::from_secs(5)) {
+        Ok((200, body)) => {
             println!("{body}");
             let ok = serde_json::from_str::<serde_json::Value>(&body)
                 .ok()
@@ -85,39 +123,15 @@ fn status(args: &[String]) -> ExitCode {
                 ExitCode::FAILURE
             }
         }
+        Ok((code, body)) => {
+            eprintln!("cairn: HTTP {code}: {}", body.trim());
+            ExitCode::FAILURE
+        }
         Err(e) => {
-            eprintln!("cairn: cannot reach {endpoint}: {e}");
+            eprintln!("cairn: {e}");
             ExitCode::FAILURE
         }
     }
-}
-
-/// A bounded plain-HTTP GET (the admin endpoints speak HTTP/1.1).
-fn http_get(endpoint: &str, path: &str) -> std::io::Result<String> {
-    let hostport = endpoint
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
-    let addr = hostport
-        .to_socket_addrs()?
-        .next()
-        .ok_or_else(|| std::io::Error::other("no address"))?;
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut buf = Vec::new();
-    s.take(1 << 20).read_to_end(&mut buf)?;
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    if !head.starts_with("HTTP/1.1 200") {
-        return Err(std::io::Error::other(
-            head.lines().next().unwrap_or("").to_string(),
-        ));
-    }
-    Ok(body.to_string())
 }
 
 const SNAPSHOT_USAGE: &str = "usage:

@@ -3,8 +3,6 @@
 
 use base64::Engine as _;
 use serde_json::{Value, json};
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -17,25 +15,25 @@ const USAGE: &str = "usage:
   cairn plugin dry-run NAME                            which existing keys a deployed plugin rejects
   cairn plugin dry-run --file FILE [--prefix P]... [--config KEY=VALUE]...
         [--revision R] [--max-keys N]                 ... or a candidate that is not deployed
-  cairn plugin check [--token T | --user NAME:PASSWORD]
+  cairn plugin check [--token T | --as-user NAME:PASSWORD]
         [--authorize read|put|delete-range KEY [--range-end END] [--principal P]]
                                                        ask the auth hooks a question
-common flags:
-  --endpoints URL[,URL...]   members' client URLs (default $ETCDCTL_ENDPOINTS or 127.0.0.1:2379)
-  --auth-token TOKEN         a root user's token, when auth is enabled
+common flags (etcdctl's; each also read from its ETCDCTL_* variable):
+  --endpoints URL[,URL...]   members' client URLs (default 127.0.0.1:2379)
+  --cacert FILE              verify https endpoints with this CA bundle
+  --cert FILE --key FILE     client certificate and key for https endpoints
+  --user NAME[:PASSWORD]     authenticate as this user (root, when auth is enabled)
+  --password PASSWORD        the password, when --user has none
+  --auth-token TOKEN         a token already obtained, instead of --user
   -w, --write-out simple|json";
 
 /// Largest plugin file read (the cluster's limit).
 const MAX_FILE_BYTES: u64 = crate::policy::model::MAX_PLUGIN_BYTES as u64;
-/// Largest response read.
-const MAX_RESPONSE_BYTES: u64 = 64 << 20;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// A deploy compiles on the server; a dry run scans the keyspace.
 const READ_TIMEOUT: Duration = Duration::from_secs(180);
 
 struct Common {
-    endpoints: Vec<String>,
-    token: Option<String>,
+    conn: super::conn::Conn,
     json: bool,
 }
 
@@ -89,10 +87,6 @@ impl Args {
     }
 
     fn common(&mut self) -> Result<Common, String> {
-        let endpoints = self
-            .one("endpoints")?
-            .or_else(|| std::env::var("ETCDCTL_ENDPOINTS").ok())
-            .unwrap_or_else(|| "127.0.0.1:2379".into());
         let out = match (self.one("write-out")?, self.one("w")?) {
             (Some(a), None) | (None, Some(a)) => a,
             (None, None) => "simple".into(),
@@ -101,13 +95,17 @@ impl Args {
         if out != "simple" && out != "json" {
             return Err(format!("unknown output format {out:?} (simple or json)"));
         }
+        let flags = super::conn::ConnFlags {
+            endpoints: self.one("endpoints")?,
+            cacert: self.one("cacert")?,
+            cert: self.one("cert")?,
+            key: self.one("key")?,
+            user: self.one("user")?,
+            password: self.one("password")?,
+            auth_token: self.one("auth-token")?,
+        };
         Ok(Common {
-            endpoints: endpoints
-                .split(',')
-                .map(|e| e.trim().to_owned())
-                .filter(|e| !e.is_empty())
-                .collect(),
-            token: self.one("auth-token")?,
+            conn: super::conn::Conn::new(flags)?,
             json: out == "json",
         })
     }
@@ -474,26 +472,29 @@ fn dry_run(args: &[String]) -> Result<(), Failure> {
 
 fn check(args: &[String]) -> Result<(), Failure> {
     let mut a = parse_args(args).map_err(usage)?;
+    // `--user` is the caller's credential (etcdctl's); the credential to
+    // test is `--token` or `--as-user`.
+    let subject = (
+        a.one("token").map_err(usage)?,
+        a.one("as-user").map_err(usage)?,
+    );
     let common = a.common().map_err(usage)?;
     let mut body = serde_json::Map::new();
-    match (
-        a.one("token").map_err(usage)?,
-        a.one("user").map_err(usage)?,
-    ) {
+    match subject {
         (Some(t), None) => {
             body.insert("authenticate".into(), json!({ "token": t }));
         }
         (None, Some(u)) => {
             let (name, password) = u
                 .split_once(':')
-                .ok_or_else(|| usage("--user expects NAME:PASSWORD".into()))?;
+                .ok_or_else(|| usage("--as-user expects NAME:PASSWORD".into()))?;
             body.insert(
                 "authenticate".into(),
                 json!({ "name": name, "password": password }),
             );
         }
         (None, None) => {}
-        (Some(_), Some(_)) => return Err(usage("give --token or --user, not both".into())),
+        (Some(_), Some(_)) => return Err(usage("give --token or --as-user, not both".into())),
     }
     if let Some(access) = a.one("authorize").map_err(usage)? {
         let [key] = a.positional.as_slice() else {
@@ -510,7 +511,9 @@ fn check(args: &[String]) -> Result<(), Failure> {
     }
     a.done().map_err(usage)?;
     if body.is_empty() {
-        return Err(usage("check needs --token, --user or --authorize".into()));
+        return Err(usage(
+            "check needs --token, --as-user or --authorize".into(),
+        ));
     }
     let v = call(
         &common,
@@ -547,108 +550,23 @@ fn check(args: &[String]) -> Result<(), Failure> {
     Ok(())
 }
 
-/// One admin call, trying each endpoint until one answers.
+/// One admin call, on the first endpoint that answers.
 fn call(common: &Common, method: &str, path: &str, body: Option<Value>) -> Result<Value, Failure> {
     let body = body.map(|b| b.to_string());
-    let mut last = String::from("no endpoints");
-    for ep in &common.endpoints {
-        match http(ep, method, path, body.as_deref(), common.token.as_deref()) {
-            Ok((status, text)) => {
-                let v: Value =
-                    serde_json::from_str(&text).unwrap_or_else(|_| json!({ "error": text.trim() }));
-                if (200..300).contains(&status) {
-                    return Ok(v);
-                }
-                return Err(Failure::Server(
-                    v["error"]
-                        .as_str()
-                        .map(str::to_owned)
-                        .unwrap_or_else(|| format!("HTTP {status}: {text}")),
-                ));
-            }
-            Err(e) => last = format!("{ep}: {e}"),
-        }
+    let (status, text) = common
+        .conn
+        .request(method, path, body.as_deref(), READ_TIMEOUT)
+        .map_err(Failure::Server)?;
+    let v: Value = serde_json::from_str(&text).unwrap_or_else(|_| json!({ "error": text.trim() }));
+    if (200..300).contains(&status) {
+        return Ok(v);
     }
-    Err(Failure::Server(format!(
-        "cannot reach any endpoint ({last})"
-    )))
-}
-
-/// A bounded HTTP/1.1 exchange (`Connection: close`).
-fn http(
-    endpoint: &str,
-    method: &str,
-    path: &str,
-    body: Option<&str>,
-    token: Option<&str>,
-) -> std::io::Result<(u16, String)> {
-    let hostport = endpoint
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_owned();
-    if endpoint.starts_with("https://") {
-        return Err(std::io::Error::other(
-            "https endpoints are not supported by `cairn plugin` yet",
-        ));
-    }
-    let addr = hostport
-        .to_socket_addrs()?
-        .next()
-        .ok_or_else(|| std::io::Error::other("no address"))?;
-    let mut s = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
-    s.set_read_timeout(Some(READ_TIMEOUT))?;
-    s.set_write_timeout(Some(READ_TIMEOUT))?;
-    let body = body.unwrap_or("");
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    if let Some(t) = token {
-        head.push_str(&format!("Authorization: {t}\r\n"));
-    }
-    head.push_str("\r\n");
-    s.write_all(head.as_bytes())?;
-    s.write_all(body.as_bytes())?;
-    let mut buf = Vec::new();
-    s.take(MAX_RESPONSE_BYTES).read_to_end(&mut buf)?;
-    let split = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other("malformed HTTP response"))?;
-    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
-    let mut payload = buf[split + 4..].to_vec();
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::other("malformed HTTP status line"))?;
-    if head.lines().any(|l| {
-        l.to_ascii_lowercase().starts_with("transfer-encoding:")
-            && l.to_ascii_lowercase().contains("chunked")
-    }) {
-        payload = dechunk(&payload)?;
-    }
-    Ok((status, String::from_utf8_lossy(&payload).into_owned()))
-}
-
-fn dechunk(mut data: &[u8]) -> std::io::Result<Vec<u8>> {
-    let bad = || std::io::Error::other("malformed chunked body");
-    let mut out = Vec::new();
-    loop {
-        let line_end = data.windows(2).position(|w| w == b"\r\n").ok_or_else(bad)?;
-        let size_text = String::from_utf8_lossy(&data[..line_end]);
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-            .map_err(|_| bad())?;
-        data = &data[line_end + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        if data.len() < size + 2 {
-            return Err(bad());
-        }
-        out.extend_from_slice(&data[..size]);
-        data = &data[size + 2..];
-    }
+    Err(Failure::Server(
+        v["error"]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| format!("HTTP {status}: {text}")),
+    ))
 }
 
 #[cfg(test)]
@@ -656,7 +574,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn args_and_chunks() {
+    fn args() {
         let mut a = parse_args(&[
             "deploy".into(),
             "--prefix".into(),
@@ -672,9 +590,5 @@ mod tests {
         assert!(c.json);
         assert_eq!(a.positional, vec!["deploy", "x"]);
         assert!(a.done().is_ok());
-        assert_eq!(
-            dechunk(b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap(),
-            b"abcde"
-        );
     }
 }

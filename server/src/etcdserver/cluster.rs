@@ -92,27 +92,42 @@ impl EtcdServer {
         single.node_id = member.id;
         let mut cc = ConfChangeV2::default();
         cc.set_changes(vec![single].into());
-        let rx = self.waiters.register(id)?;
-        let msg = super::node::RaftMsg::ProposeConfChange {
-            id,
-            cc,
-            context,
-            promote,
-        };
-        if self.raft_tx.try_send(msg).is_err() {
-            self.waiters.cancel(id);
-            return Err(Error::TooManyRequests);
-        }
-        match tokio::time::timeout(self.request_timeout(), rx).await {
-            // A conf change answers like a member update.
-            Ok(Ok(Ok(applied))) => {
-                super::proposal::expect::<crate::pb::cairnpb::MemberRecord>(applied)
-            }
-            Ok(Ok(Err(e))) => Err(e),
-            Ok(Err(_)) => Err(Error::Stopped),
-            Err(_) => {
+        let deadline = tokio::time::Instant::now() + self.request_timeout();
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            let rx = self.waiters.register(id)?;
+            let msg = super::node::RaftMsg::ProposeConfChange {
+                id,
+                cc: cc.clone(),
+                context: context.clone(),
+                promote,
+            };
+            if self.raft_tx.try_send(msg).is_err() {
                 self.waiters.cancel(id);
-                Err(Error::Timeout)
+                return Err(Error::TooManyRequests);
+            }
+            match tokio::time::timeout_at(deadline, rx).await {
+                // A conf change answers like a member update.
+                Ok(Ok(Ok(applied))) => {
+                    return super::proposal::expect::<crate::pb::cairnpb::MemberRecord>(applied);
+                }
+                // Another change is still being applied, or this member
+                // became leader and has not yet applied its log up to its
+                // term (raft counts the unapplied tail as a pending
+                // change): neither entered the log, so wait for it to
+                // settle and offer again, until the deadline.
+                Ok(Ok(Err(Error::TooManyRequests)))
+                    if tokio::time::Instant::now() + backoff < deadline =>
+                {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(200));
+                }
+                Ok(Ok(Err(e))) => return Err(e),
+                Ok(Err(_)) => return Err(Error::Stopped),
+                Err(_) => {
+                    self.waiters.cancel(id);
+                    return Err(Error::Timeout);
+                }
             }
         }
     }

@@ -11,7 +11,7 @@
 
 use super::EtcdServer;
 use crate::metrics::METRICS;
-use cairn_config::{ServerConfig, apply_live, diff};
+use cairn_config::{ServerConfig, apply_live, diff, masked_edits};
 use parking_lot::Mutex;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -180,10 +180,16 @@ impl Reloader {
         let outcome: Result<_, String> = match running.reparse() {
             Ok(fresh) => {
                 let changes = diff(&running, &fresh);
+                // An edit an environment variable or a flag overrides is
+                // reported like an ignored line (outcome `partial`).
+                let masked = masked_edits(&running, &fresh);
                 apply_live(&running, &fresh)
                     .map_err(|e| e.to_string())
                     .and_then(|next| crate::policy::config::check_reload(&fresh, next))
-                    .map(|next| (changes, next))
+                    .map(|mut next| {
+                        next.warnings.extend(masked);
+                        (changes, next)
+                    })
             }
             Err(e) => Err(e.to_string()),
         };

@@ -80,7 +80,11 @@ where
 /// A field value, keeping the JSON type zap would give it.
 #[derive(Debug, Clone, PartialEq)]
 enum Value {
+    /// Rendered by the event (`%x`, `?x`): written as it is.
     Str(String),
+    /// A string value (`key = "…"`): quoted in capnslog lines, as
+    /// `tracing`'s own format does.
+    Text(String),
     I64(i64),
     U64(u64),
     F64(f64),
@@ -90,7 +94,7 @@ enum Value {
 impl fmt::Display for Value {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Value::Str(s) => f.write_str(s),
+            Value::Str(s) | Value::Text(s) => f.write_str(s),
             Value::I64(v) => write!(f, "{v}"),
             Value::U64(v) => write!(f, "{v}"),
             Value::F64(v) => write!(f, "{v}"),
@@ -130,7 +134,7 @@ impl Visit for Fields {
         self.put(field, Value::Str(format!("{value:?}")));
     }
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.put(field, Value::Str(value.to_string()));
+        self.put(field, Value::Text(value.to_string()));
     }
     fn record_i64(&mut self, field: &Field, value: i64) {
         self.put(field, Value::I64(value));
@@ -178,7 +182,10 @@ impl Line<'_> {
             self.fields.msg
         );
         for (k, v) in &self.fields.kv {
-            let _ = write!(out, " {k}={v}");
+            let _ = match v {
+                Value::Text(t) => write!(out, " {k}={t:?}"),
+                v => write!(out, " {k}={v}"),
+            };
         }
         out.push('\n');
         out
@@ -222,7 +229,7 @@ impl Line<'_> {
             push_json_str(&mut out, k);
             out.push(':');
             match v {
-                Value::Str(s) => push_json_str(&mut out, s),
+                Value::Str(s) | Value::Text(s) => push_json_str(&mut out, s),
                 Value::I64(n) => {
                     let _ = write!(out, "{n}");
                 }
@@ -414,7 +421,7 @@ mod tests {
     #[test]
     fn capnslog_lines_look_like_etcds() {
         let text = capture(Style::Capnslog, || {
-            tracing::warn!(peer = "a1", "lost the TCP streaming connection");
+            tracing::warn!(peer = "a1", n = 2, "lost the TCP streaming connection");
             tracing::error!(target: "raft", caller = "raft/raft.rs:1", "boom");
         });
         let lines: Vec<&str> = text.lines().collect();
@@ -425,7 +432,7 @@ mod tests {
         assert_eq!(&first[19..20], ".");
         assert_eq!(
             &first[26..],
-            " W | logging/format/tests: lost the TCP streaming connection peer=a1"
+            " W | logging/format/tests: lost the TCP streaming connection peer=\"a1\" n=2"
         );
         assert!(lines[1].ends_with(" E | raft: boom"), "{}", lines[1]);
     }

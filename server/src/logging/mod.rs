@@ -20,6 +20,24 @@ static LEVEL: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
 /// The outputs of the installed subscriber, for [`reopen_files`].
 static SINKS: OnceLock<Arc<sinks::Sinks>> = OnceLock::new();
 
+/// Cairn's own log targets, the ones `--log-level` sets (raft-rs's records
+/// arrive under `raft`).
+const OWN_TARGETS: &[&str] = &["cairn", "cairn_config", "cairn_plugin_host", "raft"];
+
+/// Dependencies that log a lot even at info.
+const CHATTY_TARGETS: &[&str] = &[
+    "h2",
+    "hyper",
+    "hyper_util",
+    "tower",
+    "fjall",
+    "lsm_tree",
+    "notify",
+    "cranelift_codegen",
+    "wasmtime",
+    "wasmtime_cranelift",
+];
+
 fn filter_for(level: &str) -> EnvFilter {
     let directive = match level {
         "debug" => "debug",
@@ -27,10 +45,28 @@ fn filter_for(level: &str) -> EnvFilter {
         "error" | "panic" | "fatal" => "error",
         _ => "info",
     };
-    // Dependencies are chatty at debug; keep them at warn.
-    EnvFilter::new(format!(
-        "{directive},h2=warn,hyper=warn,hyper_util=warn,tower=warn,fjall=warn,lsm_tree=warn,notify=warn"
-    ))
+    // `--log-level debug` is about Cairn: third-party crates stay at info
+    // (one plugin compile logged ~15,000 Cranelift lines at debug), and
+    // the chattiest at warn. `CAIRN_LOG` can still ask for any of them.
+    let others = if directive == "debug" {
+        "info"
+    } else {
+        directive
+    };
+    let own: Vec<String> = OWN_TARGETS
+        .iter()
+        .map(|t| format!("{t}={directive}"))
+        .collect();
+    let quiet = if directive == "error" {
+        "error"
+    } else {
+        "warn"
+    };
+    let chatty: Vec<String> = CHATTY_TARGETS
+        .iter()
+        .map(|t| format!("{t}={quiet}"))
+        .collect();
+    EnvFilter::new(format!("{others},{},{}", own.join(","), chatty.join(",")))
 }
 
 /// Installs the global subscriber. `level` is etcd's log level name;
@@ -221,6 +257,25 @@ mod tests {
             assert_eq!(rendered.load(std::sync::atomic::Ordering::Relaxed), 0);
             slog::info!(log, "sending"; "msg" => %Counted(&rendered));
             assert_eq!(rendered.load(std::sync::atomic::Ordering::Relaxed), 1);
+        });
+    }
+
+    #[test]
+    fn debug_is_for_cairn_not_its_dependencies() {
+        let subscriber = tracing_subscriber::registry().with(filter_for("debug"));
+        tracing::subscriber::with_default(subscriber, || {
+            assert!(tracing::enabled!(target: "cairn::api::kv", tracing::Level::DEBUG));
+            assert!(tracing::enabled!(target: "raft", tracing::Level::DEBUG));
+            assert!(tracing::enabled!(target: "cairn_plugin_host", tracing::Level::DEBUG));
+            assert!(!tracing::enabled!(target: "cranelift_codegen::isa", tracing::Level::DEBUG));
+            assert!(!tracing::enabled!(target: "wasmtime::runtime", tracing::Level::INFO));
+            assert!(tracing::enabled!(target: "tokio_util", tracing::Level::INFO));
+            assert!(!tracing::enabled!(target: "tokio_util", tracing::Level::DEBUG));
+        });
+        let subscriber = tracing_subscriber::registry().with(filter_for("error"));
+        tracing::subscriber::with_default(subscriber, || {
+            assert!(!tracing::enabled!(target: "h2", tracing::Level::WARN));
+            assert!(!tracing::enabled!(target: "cairn", tracing::Level::WARN));
         });
     }
 

@@ -116,9 +116,51 @@ fn resolve_hooks(name: &str, declared: Option<Hooks>, exported: Hooks) -> Result
     Ok(want)
 }
 
+/// `cairn config check`: every plugin the `[plugins]` table declares is
+/// read, compiled and checked as a start would do it (one engine for all);
+/// each problem is reported, not only the first.
+pub fn check_declared(table: &toml::Table) -> Vec<String> {
+    let mut errors = Vec::new();
+    let mut host = None;
+    for (name, value) in table {
+        let mut one = toml::Table::new();
+        one.insert(name.clone(), value.clone());
+        let declared = match model::declarations_from_toml(&one) {
+            Ok(d) => d,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
+        if host.is_none() {
+            match super::new_host() {
+                Ok(h) => host = Some(h),
+                Err(e) => return vec![format!("cannot start the plugin engine: {e}")],
+            }
+        }
+        let Some(host) = &host else {
+            continue;
+        };
+        for d in declared {
+            if let Err(e) = load_declaration_with(host, &d, PluginOrigin::Config) {
+                errors.push(e);
+            }
+        }
+    }
+    errors
+}
+
 /// Reads, compiles and checks one declared plugin: the record it makes.
 pub(crate) fn load_declaration(
     e: &Enforcer,
+    d: &Declaration,
+    origin: PluginOrigin,
+) -> Result<(PluginRecord, Bytes), String> {
+    load_declaration_with(&e.host()?, d, origin)
+}
+
+fn load_declaration_with(
+    host: &cairn_plugin_host::PluginHost,
     d: &Declaration,
     origin: PluginOrigin,
 ) -> Result<(PluginRecord, Bytes), String> {
@@ -144,7 +186,7 @@ pub(crate) fn load_declaration(
             })?)
         }
     };
-    let loaded = e.load_candidate(&d.name, bytes.clone(), d.limits(), d.config.clone())?;
+    let loaded = super::load_with(host, &d.name, bytes.clone(), d.limits(), d.config.clone())?;
     let hooks = resolve_hooks(&d.name, d.hooks, loaded.hooks())?;
     Ok((d.record(loaded.sha256(), hooks, origin), bytes))
 }

@@ -62,6 +62,36 @@ use cairn_plugin_host::{HostOptions, PluginHost};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
+/// A plugin engine with the server's limits.
+fn new_host() -> Result<PluginHost, String> {
+    PluginHost::new(HostOptions {
+        epoch_tick: model::EPOCH_TICK,
+        max_memory_bytes: model::MAX_MEMORY_BYTES,
+        max_deadline: model::MAX_DEADLINE,
+        max_wasm_bytes: model::MAX_PLUGIN_BYTES,
+        ..HostOptions::default()
+    })
+    .map_err(|e| e.to_string())
+}
+
+/// Compiles and checks a candidate on `host`: the same load every member
+/// does (see `Enforcer::load_candidate`).
+fn load_with(
+    host: &PluginHost,
+    name: &str,
+    wasm: bytes::Bytes,
+    limits: cairn_plugin_host::Limits,
+    config: Vec<(String, String)>,
+) -> Result<Arc<cairn_plugin_host::LoadedPlugin>, String> {
+    let mut spec = cairn_plugin_host::PluginSpec::new(
+        name,
+        cairn_plugin_host::WasmSource::Bytes(wasm.to_vec().into()),
+    );
+    spec.limits = limits;
+    spec.config = config;
+    host.load(spec).map_err(|e| e.to_string())
+}
+
 /// The server's plugin state: the host that runs components, the active set
 /// (what proposers judge with, swapped whole by the apply loop), and this
 /// member's own `[plugins]` declaration.
@@ -83,18 +113,7 @@ impl Enforcer {
     /// The host, created on first use: a cluster without plugins never pays
     /// for an engine (or its address-space reservations).
     pub fn host(&self) -> Result<PluginHost, String> {
-        self.host
-            .get_or_init(|| {
-                PluginHost::new(HostOptions {
-                    epoch_tick: model::EPOCH_TICK,
-                    max_memory_bytes: model::MAX_MEMORY_BYTES,
-                    max_deadline: model::MAX_DEADLINE,
-                    max_wasm_bytes: model::MAX_PLUGIN_BYTES,
-                    ..HostOptions::default()
-                })
-                .map_err(|e| e.to_string())
-            })
-            .clone()
+        self.host.get_or_init(new_host).clone()
     }
 
     /// The set proposers judge with.

@@ -426,11 +426,7 @@ impl Enforcer {
         limits: cairn_plugin_host::Limits,
         config: Vec<(String, String)>,
     ) -> Result<Arc<LoadedPlugin>, String> {
-        let host = self.host()?;
-        let mut spec = PluginSpec::new(name, WasmSource::Bytes(wasm.to_vec().into()));
-        spec.limits = limits;
-        spec.config = config;
-        host.load(spec).map_err(|e| e.to_string())
+        super::load_with(&self.host()?, name, wasm, limits, config)
     }
 
     /// Applies a replicated change (apply loop only). Every check here

@@ -196,6 +196,35 @@ impl Sides {
     }
 }
 
+/// `cairn config check`: reads and checks one side's certificate, key, CA
+/// and CRL files exactly as a start would (each file exists and parses,
+/// the key belongs to the certificate), without generating auto-TLS
+/// certificates or watching anything.
+pub fn check_files(settings: &TlsSettings, cipher_suites: Option<&[String]>) -> Result<(), String> {
+    let TlsIdentity::Files {
+        cert_file,
+        key_file,
+    } = &settings.identity
+    else {
+        // Auto TLS makes its certificate at start; nothing to read yet.
+        return Ok(());
+    };
+    let flags = settings.side.flags();
+    let files = Files {
+        cert: (cert_file.clone(), format!("--{}", flags.cert_file)),
+        key: (key_file.clone(), format!("--{}", flags.key_file)),
+        ca: settings
+            .trusted_ca_file
+            .clone()
+            .map(|p| (p, format!("--{}", flags.trusted_ca_file))),
+        crl: settings
+            .crl_file
+            .clone()
+            .map(|p| (p, format!("--{}", flags.crl_file))),
+    };
+    build(settings, &files, cipher_suites).map(|_| ())
+}
+
 /// The TLS configuration to serve `url` with: `tls` for an `https` URL,
 /// none for `http` (etcd also serves plain HTTP there, certificates or not).
 pub fn for_url(
@@ -774,6 +803,37 @@ pub fn fallback_client_config() -> Result<Arc<rustls::ClientConfig>, String> {
             Ok(Arc::new(c))
         })
         .clone()
+}
+
+/// The client side of the admin tools (`cairn plugin`, `cairn config
+/// status`), as etcdctl's `--cacert`, `--cert` and `--key`: the servers
+/// are verified against `cacert` (the system's CAs without it), and
+/// `cert_key` is the certificate and key to present. Speaks HTTP/1.1.
+pub fn cli_client_config(
+    cacert: Option<&Path>,
+    cert_key: Option<(&Path, &Path)>,
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    let provider = Arc::new(provider(None));
+    let versions = versions(&provider);
+    let roots = match cacert {
+        Some(path) => read_roots(path, "--cacert")?,
+        None => system_roots(),
+    };
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .map_err(|e| format!("TLS settings: {e}"))?
+        .with_root_certificates(roots.store);
+    let mut c = match cert_key {
+        Some((cert, key)) => {
+            let (chain, key) = load_identity(cert, key, "--cert", "--key")?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("--cert/--key: {e}"))?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    c.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(c))
 }
 
 /// Digest of the files' paths and contents (bounded reads); a missing or
