@@ -200,6 +200,9 @@ pub struct ServerConfig {
     /// Compare this member's KV hash with its peers' before serving
     /// (restarting members only, as etcd).
     pub experimental_initial_corrupt_check: bool,
+    /// `--experimental-enable-lease-checkpoint`: the leader records leases'
+    /// remaining TTLs through raft so a leader change does not reset them.
+    pub experimental_enable_lease_checkpoint: bool,
     /// How often the leader compares the members' KV hashes; zero: never.
     pub experimental_corrupt_check_time: Duration,
     /// `--force-new-cluster`: restart as a one-member cluster keeping the
@@ -966,6 +969,8 @@ fn typed(
         experimental_watch_progress_notify_interval: inputs
             .duration("experimental-watch-progress-notify-interval")?,
         experimental_initial_corrupt_check: inputs.bool("experimental-initial-corrupt-check")?,
+        experimental_enable_lease_checkpoint: inputs
+            .bool("experimental-enable-lease-checkpoint")?,
         experimental_corrupt_check_time: inputs.duration("experimental-corrupt-check-time")?,
         force_new_cluster: inputs.bool("force-new-cluster")?,
         auth_token,

@@ -749,8 +749,7 @@ pub static SETTINGS: &[Setting] = &[
         Bool,
         "false",
         "Have the leader persist lease TTLs so they survive leader changes.",
-    )
-    .not_yet("lease checkpointing"),
+    ),
     setting(
         "experimental-compaction-batch-limit",
         Experimental,

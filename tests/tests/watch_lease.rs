@@ -374,6 +374,100 @@ fn lease_does_not_expire_early_across_leader_failover() {
     });
 }
 
+/// `--experimental-enable-lease-checkpoint`: the leader records leases'
+/// remaining TTLs through raft, so a new leader continues a lease where the
+/// old one was instead of granting it its full TTL again; and a lease
+/// renewed since is not cut short by the next leader (the renewal clears
+/// the record; that step itself is unit-tested in `state::lease`).
+#[test]
+fn lease_checkpoints_survive_a_leader_kill() {
+    let env = |v: &str| {
+        (0..3)
+            .map(|i| {
+                (
+                    i,
+                    "CAIRN_TEST_LEASE_CHECKPOINT_INTERVAL_MS".to_string(),
+                    v.to_string(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut cluster = Cluster::start(Options {
+        extra_args: vec!["--experimental-enable-lease-checkpoint".into()],
+        member_env: env("500"),
+        ..Options::default()
+    });
+    let rt = runtime();
+    let ttl: i64 = 60;
+    let remaining_after_failover =
+        |cluster: &mut Cluster, rt: &tokio::runtime::Runtime, id: i64| {
+            let leader = cluster.wait_leader(WAIT);
+            cluster.kill(leader);
+            let survivors: Vec<String> = (0..3)
+                .filter(|i| *i != leader)
+                .map(|i| cluster.members[i].endpoint())
+                .collect();
+            let new_leader = cluster.wait_leader(WAIT);
+            assert_ne!(new_leader, leader);
+            let remaining = rt.block_on(async {
+                let mut c = client(&survivors).await;
+                // Asked until the new leader has taken over the lease clocks.
+                let deadline = Instant::now() + WAIT;
+                loop {
+                    if let Ok(r) = c.lease_time_to_live(id, None).await
+                        && r.ttl() > 0
+                        && r.ttl() != ttl
+                    {
+                        break r.ttl();
+                    }
+                    assert!(Instant::now() < deadline, "no answer from the new leader");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            });
+            cluster.restart(leader);
+            cluster.wait_healthy(WAIT);
+            remaining
+        };
+
+    let (id, granted) = rt.block_on(async {
+        let mut c = client(&cluster.endpoint_list()).await;
+        let id = c.lease_grant(ttl, None).await.unwrap().id();
+        (id, Instant::now())
+    });
+    // Several checkpoint rounds go by.
+    std::thread::sleep(Duration::from_secs(6));
+    let remaining = remaining_after_failover(&mut cluster, &rt, id);
+    let elapsed = granted.elapsed().as_secs() as i64;
+    // Without checkpoints the new leader would give the lease its full TTL
+    // plus an election timeout (60). With them it continues from the last
+    // checkpoint: at most a round's worth (plus the election) above what
+    // is really left.
+    assert!(
+        remaining <= ttl - 5,
+        "after {elapsed}s of a {ttl}s lease the new leader says {remaining}s remain"
+    );
+
+    // A keep-alive restores the full TTL, and clears the checkpoint record.
+    rt.block_on(async {
+        let mut c = client(&cluster.endpoint_list()).await;
+        let (mut keeper, mut responses) = c.lease_keep_alive(id).await.unwrap();
+        keeper.keep_alive().await.unwrap();
+        let r = responses.message().await.unwrap().unwrap();
+        assert_eq!(r.ttl(), ttl);
+    });
+    let renewed = Instant::now();
+    // Whatever the records say now (cleared, or a later round's), none
+    // may be below what is really left.
+    std::thread::sleep(Duration::from_secs(2));
+    let remaining = remaining_after_failover(&mut cluster, &rt, id);
+    let left = ttl - renewed.elapsed().as_secs() as i64;
+    assert!(
+        remaining >= left - 3,
+        "{remaining}s remain after a renewal {:?} ago (TTL {ttl}s): the record was not cleared",
+        renewed.elapsed()
+    );
+}
+
 #[test]
 fn leases_and_history_survive_restarts_and_snapshots() {
     let mut cluster = Cluster::start(Options {

@@ -489,7 +489,14 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
             .map_err(|e| BootError::Config(format!("opening the MVCC store: {e}")))?;
     let election_timeout = Duration::from_millis(cfg.election_timeout_ms);
     let lessor = Arc::new(Lessor::default());
-    lessor.restore(meta::leases(&db)?, attachments, election_timeout);
+    lessor.restore(
+        meta::lease_records(&db)?
+            .into_iter()
+            .map(|r| (r.id, r.ttl, r.remaining_ttl))
+            .collect(),
+        attachments,
+        election_timeout,
+    );
     let hub = WatchHub::start(
         Arc::clone(&store),
         cfg.experimental_watch_progress_notify_interval,
@@ -953,14 +960,69 @@ async fn publish(server: Arc<EtcdServer>, name: String, client_urls: Vec<String>
     server.set_ready();
 }
 
+/// etcd 3.4's lease checkpoint interval.
+const LEASE_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(300);
+/// Tests shorten the checkpoint interval with this variable (milliseconds);
+/// etcd 3.4 has no flag for it.
+pub const TEST_LEASE_CHECKPOINT_INTERVAL_ENV: &str = "CAIRN_TEST_LEASE_CHECKPOINT_INTERVAL_MS";
+
+fn lease_checkpoint_interval() -> Duration {
+    std::env::var(TEST_LEASE_CHECKPOINT_INTERVAL_ENV)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|ms| Duration::from_millis(ms.max(100)))
+        .unwrap_or(LEASE_CHECKPOINT_INTERVAL)
+}
+
 /// The leader revokes expired leases through raft (at most
-/// `MAX_REVOKES_PER_SWEEP` per half second, as etcd limits the rate).
+/// `MAX_REVOKES_PER_SWEEP` per half second, as etcd limits the rate), and
+/// with `--experimental-enable-lease-checkpoint` records leases' remaining
+/// TTLs every checkpoint interval and clears renewed leases' records.
 async fn expire_leases(server: Arc<EtcdServer>) {
     let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let interval = lease_checkpoint_interval();
+    let mut last_checkpoint = tokio::time::Instant::now();
+    // One checkpoint entry in flight at a time: a slow cluster gets fewer
+    // of them rather than a queue.
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(1));
     loop {
         tick.tick().await;
         if !server.status.is_leader() {
             continue;
+        }
+        if server.config.load().experimental_enable_lease_checkpoint
+            && let Ok(permit) = Arc::clone(&in_flight).try_acquire_owned()
+        {
+            let due = last_checkpoint.elapsed() >= interval;
+            let checkpoints = server.lessor.checkpoints(due, interval);
+            if due {
+                last_checkpoint = tokio::time::Instant::now();
+            }
+            if !checkpoints.is_empty() {
+                let srv = Arc::clone(&server);
+                tokio::spawn(async move {
+                    let clears: Vec<i64> = checkpoints
+                        .iter()
+                        .filter(|(_, left)| *left == 0)
+                        .map(|(id, _)| *id)
+                        .collect();
+                    let request =
+                        crate::pb::etcdserverpb::LeaseCheckpointRequest {
+                            checkpoints: checkpoints
+                                .into_iter()
+                                .map(|(id, remaining_ttl)| {
+                                    crate::pb::etcdserverpb::LeaseCheckpoint { id, remaining_ttl }
+                                })
+                                .collect(),
+                        };
+                    if let Err(e) = srv.propose_internal(request).await {
+                        // Renewed leases' records must still be cleared.
+                        srv.lessor.requeue_clears(&clears);
+                        tracing::warn!(error = %e, "proposing lease checkpoints failed; the next round retries");
+                    }
+                    drop(permit);
+                });
+            }
         }
         for id in server.lessor.expired(MAX_REVOKES_PER_SWEEP) {
             let srv = Arc::clone(&server);

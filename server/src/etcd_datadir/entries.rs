@@ -312,16 +312,16 @@ impl Replay {
             K::AuthRoleDelete => Cairn::RoleDelete(de(bytes)?),
             K::AuthRoleGrantPermission => Cairn::RoleGrantPermission(de(bytes)?),
             K::AuthRoleRevokePermission => Cairn::RoleRevokePermission(de(bytes)?),
-            // Reads etcd 3.4 sends through raft, the remaining TTLs of
-            // leases (Cairn restarts lease clocks in full on a new leader,
-            // as etcd does without checkpoints), and logins (tokens do not
+            // etcd's lease checkpoints (--experimental-enable-lease-checkpoint),
+            // which Cairn records the same way.
+            K::LeaseCheckpoint => Cairn::LeaseCheckpoint(de(bytes)?),
+            // Reads etcd 3.4 sends through raft, and logins (tokens do not
             // outlive the process that issued them).
             K::Range
             | K::AuthUserGet
             | K::AuthUserList
             | K::AuthRoleGet
             | K::AuthRoleList
-            | K::LeaseCheckpoint
             | K::Authenticate => return Ok(None),
             K::ClusterVersionSet | K::ClusterMemberAttrSet => {
                 return Err(format!("{kind:?}: an etcd 3.5 request"));

@@ -169,7 +169,9 @@ impl ApplyLoop {
                         // A new leader's first entry: everything before it is
                         // applied, so this member knows every lease; start
                         // their clocks (etcd's "promote").
-                        self.lessor.promote(self.election_timeout());
+                        let checkpoints =
+                            self.cfg.config.load().experimental_enable_lease_checkpoint;
+                        self.lessor.promote(self.election_timeout(), checkpoints);
                     }
                 }
                 EntryType::EntryConfChange => {
@@ -341,6 +343,27 @@ impl ApplyLoop {
                 } else {
                     Err(Error::LeaseExists)
                 }
+            }
+            Some(Request::LeaseCheckpoint(c)) => {
+                for cp in c
+                    .checkpoints
+                    .iter()
+                    .take(crate::state::lease::MAX_CHECKPOINTS_PER_ENTRY)
+                {
+                    // A lease revoked since the leader looked is skipped.
+                    if let Some(ttl) = lessor.checkpoint(cp.id, cp.remaining_ttl) {
+                        meta::put_lease_record(
+                            batch.raw(),
+                            &self.db,
+                            &crate::pb::cairnpb::LeaseRecord {
+                                id: cp.id,
+                                ttl,
+                                remaining_ttl: cp.remaining_ttl.clamp(0, ttl),
+                            },
+                        );
+                    }
+                }
+                Ok(Applied::LeaseCheckpointed)
             }
             Some(Request::LeaseRevoke(r)) => match lessor.revoke(r.id) {
                 None => Err(Error::LeaseNotFound),
@@ -898,7 +921,10 @@ impl ApplyLoop {
         }
         let attachments = self.store.reload().map_err(storage_err)?;
         self.lessor.restore(
-            meta::leases(&self.db)?,
+            meta::lease_records(&self.db)?
+                .into_iter()
+                .map(|r| (r.id, r.ttl, r.remaining_ttl))
+                .collect(),
             attachments,
             self.election_timeout(),
         );

@@ -59,6 +59,8 @@ pub enum Applied {
     Compaction(CompactionResponse),
     LeaseGrant(LeaseGrantResponse),
     LeaseRevoke(LeaseRevokeResponse),
+    /// Lease checkpoints were recorded (nobody waits on the answer).
+    LeaseCheckpointed,
     Published,
     /// A membership change (or peer URL update) was applied.
     Member,

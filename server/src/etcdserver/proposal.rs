@@ -61,6 +61,20 @@ proposals! {
     PluginSetChange => PluginSet, Plugins(crate::policy::SetOutcome);
 }
 
+/// The leader's lease checkpoints: recorded, nothing to report.
+impl Proposal for LeaseCheckpointRequest {
+    type Response = ();
+    fn into_request(self) -> Request {
+        Request::LeaseCheckpoint(self)
+    }
+    fn response(applied: Applied) -> Result<(), Applied> {
+        match applied {
+            Applied::LeaseCheckpointed => Ok(()),
+            other => Err(other),
+        }
+    }
+}
+
 /// A member publishing its name and client URLs.
 impl Proposal for crate::pb::cairnpb::MemberAttributes {
     type Response = ();

@@ -10,6 +10,13 @@
 //! first entry of the term, so it knows every lease) it "promotes": every
 //! lease gets a fresh full TTL plus an election timeout, so no lease expires
 //! early because of a leader change.
+//!
+//! With `--experimental-enable-lease-checkpoint` the leader also records,
+//! through raft, how much of each long lease is left (every checkpoint
+//! interval, for leases that outlive it), and a new leader starts a
+//! checkpointed lease at that remainder instead of its full TTL: leader
+//! changes no longer extend leases. A renewal clears the record (again
+//! through raft) so the next leader does not cut a renewed lease short.
 
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -22,10 +29,14 @@ pub const MAX_LEASE_TTL_SECS: i64 = 9_000_000_000;
 pub const MAX_REVOKES_PER_SWEEP: usize = 500;
 /// A revoke that has not been applied after this long is proposed again.
 const REVOKE_RETRY: Duration = Duration::from_secs(3);
+/// Lease checkpoints in one raft entry at most (etcd: 1000).
+pub const MAX_CHECKPOINTS_PER_ENTRY: usize = 1000;
 
 #[derive(Debug)]
 struct Lease {
     ttl_secs: i64,
+    /// Replicated: the remaining TTL the leader last checkpointed (0: none).
+    checkpoint_secs: i64,
     keys: BTreeSet<Bytes>,
     /// Leader only: when the lease expires.
     expiry: Option<Instant>,
@@ -39,6 +50,9 @@ struct State {
     /// key → lease, for keys that have one.
     key_lease: HashMap<Bytes, i64>,
     primary: bool,
+    /// Leader only: leases renewed while they carried a checkpoint, whose
+    /// record must be cleared through raft.
+    clear: BTreeSet<i64>,
 }
 
 #[derive(Debug, Default)]
@@ -67,23 +81,26 @@ pub struct LeaseInfo {
 
 impl Lessor {
     /// Replaces all state (startup, or after a snapshot was installed).
+    /// `leases` are (id, granted TTL, checkpointed remaining TTL or 0).
     pub fn restore(
         &self,
-        leases: Vec<(i64, i64)>,
+        leases: Vec<(i64, i64, i64)>,
         attachments: Vec<(Bytes, i64)>,
         extend: Duration,
     ) {
         let mut st = self.state.lock();
         let primary = st.primary;
         let now = Instant::now();
+        st.clear.clear();
         st.leases = leases
             .into_iter()
-            .map(|(id, ttl)| {
+            .map(|(id, ttl, checkpoint)| {
                 let expiry = primary.then(|| now + extend + secs(ttl));
                 (
                     id,
                     Lease {
                         ttl_secs: ttl,
+                        checkpoint_secs: checkpoint,
                         keys: BTreeSet::new(),
                         expiry,
                         revoking: None,
@@ -117,6 +134,7 @@ impl Lessor {
             id,
             Lease {
                 ttl_secs,
+                checkpoint_secs: 0,
                 keys: BTreeSet::new(),
                 expiry,
                 revoking: None,
@@ -125,10 +143,20 @@ impl Lessor {
         true
     }
 
+    /// Records a checkpointed remaining TTL (0 clears it); the lease's
+    /// granted TTL, or None if the lease is gone.
+    pub fn checkpoint(&self, id: i64, remaining_secs: i64) -> Option<i64> {
+        let mut st = self.state.lock();
+        let l = st.leases.get_mut(&id)?;
+        l.checkpoint_secs = remaining_secs.clamp(0, l.ttl_secs);
+        Some(l.ttl_secs)
+    }
+
     /// Removes a lease; returns its keys (to delete), or None if unknown.
     pub fn revoke(&self, id: i64) -> Option<Vec<Bytes>> {
         let mut st = self.state.lock();
         let lease = st.leases.remove(&id)?;
+        st.clear.remove(&id);
         for k in &lease.keys {
             st.key_lease.remove(k);
         }
@@ -161,16 +189,23 @@ impl Lessor {
     // --- leader half ------------------------------------------------------
 
     /// This member became leader and has applied everything before its
-    /// term: start every lease's clock afresh.
-    pub fn promote(&self, extend: Duration) {
+    /// term: start every lease's clock afresh, from its checkpointed
+    /// remainder when `use_checkpoints` and it has one.
+    pub fn promote(&self, extend: Duration, use_checkpoints: bool) {
         let mut st = self.state.lock();
         if st.primary {
             return;
         }
         st.primary = true;
+        st.clear.clear();
         let now = Instant::now();
         for l in st.leases.values_mut() {
-            l.expiry = Some(now + extend + secs(l.ttl_secs));
+            let left = if use_checkpoints && l.checkpoint_secs > 0 {
+                l.checkpoint_secs
+            } else {
+                l.ttl_secs
+            };
+            l.expiry = Some(now + extend + secs(left));
             l.revoking = None;
         }
     }
@@ -178,6 +213,7 @@ impl Lessor {
     pub fn demote(&self) {
         let mut st = self.state.lock();
         st.primary = false;
+        st.clear.clear();
         for l in st.leases.values_mut() {
             l.expiry = None;
             l.revoking = None;
@@ -202,7 +238,60 @@ impl Lessor {
             return Renewal::NotFound;
         }
         l.expiry = Some(Instant::now() + secs(l.ttl_secs));
-        Renewal::Renewed(l.ttl_secs)
+        let ttl = l.ttl_secs;
+        if l.checkpoint_secs > 0 {
+            st.clear.insert(id);
+        }
+        Renewal::Renewed(ttl)
+    }
+
+    /// Clears that could not be proposed go back in line (leader only).
+    pub fn requeue_clears(&self, ids: &[i64]) {
+        let mut st = self.state.lock();
+        if !st.primary {
+            return;
+        }
+        for id in ids {
+            if st.leases.contains_key(id) {
+                st.clear.insert(*id);
+            }
+        }
+    }
+
+    /// Leader only: the checkpoints to propose now, at most
+    /// `MAX_CHECKPOINTS_PER_ENTRY`: renewed leases' records to clear (0),
+    /// and with `due`, the remaining TTL of every lease that outlives
+    /// `interval` (shorter ones expire or are renewed before the next
+    /// round, as etcd skips them).
+    pub fn checkpoints(&self, due: bool, interval: Duration) -> Vec<(i64, i64)> {
+        let mut st = self.state.lock();
+        if !st.primary {
+            return Vec::new();
+        }
+        let mut out: Vec<(i64, i64)> = Vec::new();
+        let mut cleared = BTreeSet::new();
+        while out.len() < MAX_CHECKPOINTS_PER_ENTRY {
+            let Some(id) = st.clear.pop_first() else {
+                break;
+            };
+            out.push((id, 0));
+            cleared.insert(id);
+        }
+        if due {
+            let now = Instant::now();
+            for (id, l) in &st.leases {
+                if out.len() >= MAX_CHECKPOINTS_PER_ENTRY {
+                    break;
+                }
+                let Some(left) = l.expiry.map(|e| e.saturating_duration_since(now)) else {
+                    continue;
+                };
+                if left > interval && l.revoking.is_none() && !cleared.contains(id) {
+                    out.push((*id, left.as_secs().max(1) as i64));
+                }
+            }
+        }
+        out
     }
 
     pub fn time_to_live(&self, id: i64, with_keys: bool) -> Option<LeaseInfo> {
@@ -210,7 +299,9 @@ impl Lessor {
         let l = st.leases.get(&id)?;
         let remaining_secs = match l.expiry {
             Some(e) => e.saturating_duration_since(Instant::now()).as_secs() as i64,
-            // Followers do not track expiry; report the full TTL.
+            // Followers do not track expiry: the last checkpoint, or the
+            // full TTL.
+            None if l.checkpoint_secs > 0 => l.checkpoint_secs,
             None => l.ttl_secs,
         };
         Some(LeaseInfo {
@@ -282,14 +373,43 @@ mod tests {
         l.grant(7, 0);
         assert!(l.expired(10).is_empty(), "followers never expire leases");
         assert_eq!(l.renew(7), Renewal::NotPrimary);
-        l.promote(Duration::ZERO);
+        l.promote(Duration::ZERO, false);
         assert_eq!(l.expired(10), vec![7]);
         // Handed out once, not again right away.
         assert!(l.expired(10).is_empty());
         l.demote();
-        l.promote(Duration::from_secs(60));
+        l.promote(Duration::from_secs(60), false);
         assert!(l.expired(10).is_empty(), "promotion restarts the clock");
         assert_eq!(l.renew(7), Renewal::Renewed(0));
         assert_eq!(l.renew(8), Renewal::NotFound);
+    }
+
+    #[test]
+    fn checkpoints_carry_over_a_leader_change_and_renewals_clear_them() {
+        let l = Lessor::default();
+        l.grant(1, 600);
+        l.grant(2, 5);
+        l.promote(Duration::ZERO, true);
+        // Only leases outliving the interval are checkpointed.
+        let cps = l.checkpoints(true, Duration::from_secs(60));
+        assert_eq!(cps.len(), 1);
+        assert_eq!(cps[0].0, 1);
+        assert!((598..=600).contains(&cps[0].1), "{cps:?}");
+        // Applied everywhere; then a new leader takes over.
+        assert_eq!(l.checkpoint(1, 100), Some(600));
+        assert_eq!(l.checkpoint(9, 100), None);
+        l.demote();
+        assert_eq!(l.time_to_live(1, false).unwrap().remaining_secs, 100);
+        l.promote(Duration::ZERO, true);
+        assert!(l.time_to_live(1, false).unwrap().remaining_secs <= 100);
+        // A renewal restores the full TTL and asks to clear the record.
+        assert_eq!(l.renew(1), Renewal::Renewed(600));
+        assert_eq!(l.checkpoints(false, Duration::from_secs(60)), vec![(1, 0)]);
+        assert!(l.checkpoints(false, Duration::from_secs(60)).is_empty());
+        // Without checkpoints in use, promotion ignores a stale record.
+        l.checkpoint(1, 10);
+        l.demote();
+        l.promote(Duration::ZERO, false);
+        assert!(l.time_to_live(1, false).unwrap().remaining_secs >= 599);
     }
 }

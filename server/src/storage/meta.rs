@@ -192,9 +192,37 @@ pub fn leases(db: &Db) -> Result<Vec<(i64, i64)>> {
     Ok(out)
 }
 
+/// Every lease with its checkpointed remaining TTL (0: none).
+pub fn lease_records(db: &Db) -> Result<Vec<crate::pb::cairnpb::LeaseRecord>> {
+    let mut out = Vec::new();
+    for guard in db.meta.prefix(LEASE_PREFIX) {
+        let (_, v) = guard.into_inner()?;
+        out.push(
+            crate::pb::cairnpb::LeaseRecord::decode(&*v)
+                .map_err(|e| Error::corrupt("lease record", e))?,
+        );
+    }
+    Ok(out)
+}
+
 pub fn put_lease(batch: &mut OwnedWriteBatch, db: &Db, id: i64, ttl: i64) {
-    let rec = crate::pb::cairnpb::LeaseRecord { id, ttl };
-    batch.insert(&db.meta, lease_key(id), rec.encode_to_vec());
+    put_lease_record(
+        batch,
+        db,
+        &crate::pb::cairnpb::LeaseRecord {
+            id,
+            ttl,
+            remaining_ttl: 0,
+        },
+    );
+}
+
+pub fn put_lease_record(
+    batch: &mut OwnedWriteBatch,
+    db: &Db,
+    rec: &crate::pb::cairnpb::LeaseRecord,
+) {
+    batch.insert(&db.meta, lease_key(rec.id), rec.encode_to_vec());
 }
 
 pub fn delete_lease(batch: &mut OwnedWriteBatch, db: &Db, id: i64) {
