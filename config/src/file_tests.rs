@@ -961,7 +961,7 @@ fn check_reports_every_out_of_range_value_in_one_file() {
     let d = Dir::new();
     let f = d.file(
         "cairn.toml",
-        "name = \"m1\"\nbcrypt-cost = 50\nmax-txn-ops = 0\nlog-outputs = \"/var/log/cairn.log\"\n",
+        "name = \"m1\"\nbcrypt-cost = 50\nmax-txn-ops = 0\nauth-token = \"bogus\"\n",
     );
     let report = check(std::slice::from_ref(&f));
     assert!(!report.ok);
@@ -981,7 +981,7 @@ fn check_reports_every_out_of_range_value_in_one_file() {
                 "invalid value \"0\" for --max-txn-ops (from file {p}:3, key max-txn-ops): expected a number greater than 0"
             ),
             format!(
-                "--log-outputs (from file {p}:4, key log-outputs): logging to a file (\"/var/log/cairn.log\") is not supported yet by cairn (allowed values: default, stderr or stdout)"
+                "invalid value \"bogus\" for --auth-token (from file {p}:4, key auth-token): expected simple or jwt,<options>"
             ),
         ]
     );

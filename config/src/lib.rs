@@ -59,9 +59,8 @@
 //!    are recognised; setting one to anything but its default is an error
 //!    rather than being silently ignored. Settings
 //!    that only tune etcd internals Cairn lacks (`--max-wals`, bbolt tuning,
-//!    `--log-package-levels`) or that Cairn does not vary (`--logger`,
-//!    `--metrics`) are accepted with a warning. `--log-outputs` accepts only
-//!    `default`, `stdout` and `stderr` for now (etcd also takes file paths).
+//!    `--log-package-levels`) or that Cairn does not vary (`--metrics`) are
+//!    accepted with a warning.
 //! 5. **Unknown flags** are an error that suggests the closest known flag;
 //!    etcd prints its whole usage text instead.
 //! 6. **`--help` and `--version`** win wherever they appear on the line, even

@@ -250,8 +250,13 @@ pub static SETTINGS: &[Setting] = &[
     setting("name", Member, Text, "default", "Human-readable name of this member."),
     setting("data-dir", Member, Text, "", "Directory that holds this member's data.")
         .shows("${name}.etcd"),
-    setting("wal-dir", Member, Text, "", "Separate directory for the write-ahead log.")
-        .not_yet("a dedicated WAL directory"),
+    setting(
+        "wal-dir",
+        Member,
+        Text,
+        "",
+        "Separate directory for the write-ahead log (the raft log).",
+    ),
     setting(
         "snapshot-count",
         Member,
@@ -619,9 +624,8 @@ pub static SETTINGS: &[Setting] = &[
         Monitoring,
         Bool,
         "false",
-        "Serve runtime profiles under /debug/pprof/ on the client URLs.",
-    )
-    .not_yet("the pprof endpoint"),
+        "Serve CPU profiles (pprof format) under /debug/pprof/ on the client URLs.",
+    ),
     setting(
         "metrics",
         Monitoring,
@@ -642,15 +646,14 @@ pub static SETTINGS: &[Setting] = &[
         Logging,
         Choice(&["capnslog", "zap"]),
         "capnslog",
-        "Logger flavour, 'capnslog' or 'zap' (cairn formats both the same way).",
-    )
-    .no_effect("cairn writes the same log format whichever logger is named"),
+        "Log format: 'capnslog' (etcd 3.4's text lines) or 'zap' (JSON lines).",
+    ),
     setting(
         "log-outputs",
         Logging,
         List,
         "default",
-        "Where logs go: 'default', 'stdout' or 'stderr'.",
+        "Where logs go: 'default', 'stdout', 'stderr' or file paths (appended to; reopened on SIGUSR1).",
     ),
     setting(
         "log-level",
@@ -1056,6 +1059,9 @@ mod tests {
             "host-whitelist",
             "log-outputs",
             "log-level",
+            "logger",
+            "enable-pprof",
+            "wal-dir",
             "debug",
             "experimental-compaction-batch-limit",
             "experimental-warning-apply-duration",
@@ -1106,7 +1112,6 @@ mod tests {
             "backend-batch-limit",
             "experimental-backend-bbolt-freelist-type",
             "log-package-levels",
-            "logger",
         ] {
             assert!(
                 matches!(lookup(f).unwrap().status, Status::NoEffect { .. }),

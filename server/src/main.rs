@@ -41,10 +41,14 @@ fn main() -> ExitCode {
         }
         cairn_config::Invocation::Serve(cfg) => cfg,
     };
-    cairn::logging::init(
+    if let Err(e) = cairn::logging::init(
         cfg.log_level.as_str(),
-        cairn::logging::Outputs::from_config(&cfg.log_outputs),
-    );
+        cairn::logging::Style::from_config(&cfg.logger),
+        &cairn::logging::Outputs::from_config(&cfg.log_outputs),
+    ) {
+        eprintln!("cairn: {e}");
+        return ExitCode::FAILURE;
+    }
     for w in &cfg.warnings {
         tracing::warn!("{w}");
     }
@@ -61,6 +65,7 @@ fn main() -> ExitCode {
         }
     };
     let code = runtime.block_on(async move {
+        tokio::spawn(cairn::logging::reopen_on_sigusr1());
         let member = match cairn::boot::start(&cfg).await {
             Ok(m) => m,
             Err(e) => {

@@ -640,7 +640,7 @@ fn editing_a_member_config_file_changes_the_running_member() {
         let _ = etcdctl(&xt.endpoint(0), &["put", "after", "edit"], None);
         std::fs::read_to_string(&log_path)
             .ok()
-            .filter(|l| l.contains(" DEBUG "))
+            .filter(|l| l.contains(" D | "))
     });
     assert!(debug_logged.is_some(), "no DEBUG line in m1's log");
 

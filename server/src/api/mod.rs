@@ -19,6 +19,7 @@ pub mod lock;
 pub mod maintenance;
 pub mod peer;
 pub mod plugins;
+pub mod pprof;
 pub mod v2;
 pub mod watch;
 

@@ -147,12 +147,16 @@ fn bootstrap_new(db: &Db, cfg: &ServerConfig) -> Result<(u64, u64), BootError> {
             term: INITIAL_INDEX,
         },
     );
-    raftlog::put_initial_position(&mut batch, db, INITIAL_INDEX, INITIAL_INDEX)?;
-    raftlog::put_identity(&mut batch, db, self_id, cluster_id);
-    batch
-        .durability(Some(fjall::PersistMode::SyncData))
-        .commit()
-        .map_err(storage::Error::from)?;
+    // With a separate raft log the two parts are two batches: the state
+    // machine's first, then the log's with the identity, which marks the
+    // member as bootstrapped (a crash between them bootstraps again).
+    let mut log_batch = db.has_separate_wal().then(|| db.raft_batch());
+    {
+        let rb = log_batch.as_mut().unwrap_or(&mut batch);
+        raftlog::put_initial_position(rb, db, INITIAL_INDEX, INITIAL_INDEX)?;
+        raftlog::put_identity(rb, db, self_id, cluster_id);
+    }
+    commit_synced(batch, log_batch)?;
     for m in &membership.members {
         tracing::info!(
             "added member {:x} {:?} to cluster {:x}",
@@ -260,13 +264,31 @@ async fn bootstrap_join(
     let mut batch = db.db.batch();
     meta::put_membership(&mut batch, db, &membership);
     meta::put_applied(&mut batch, db, AppliedState::default());
-    raftlog::put_identity(&mut batch, db, self_id, cluster_id);
-    batch
-        .durability(Some(fjall::PersistMode::SyncData))
-        .commit()
-        .map_err(storage::Error::from)?;
+    let mut log_batch = db.has_separate_wal().then(|| db.raft_batch());
+    raftlog::put_identity(
+        log_batch.as_mut().unwrap_or(&mut batch),
+        db,
+        self_id,
+        cluster_id,
+    );
+    commit_synced(batch, log_batch)?;
     tracing::info!("joining cluster {cluster_id:x} as member {self_id:x}");
     Ok((self_id, cluster_id))
+}
+
+/// Commits a bootstrap's state-machine batch, then (with a separate raft
+/// log) the log's batch, each durably.
+fn commit_synced(
+    state: fjall::OwnedWriteBatch,
+    log: Option<fjall::OwnedWriteBatch>,
+) -> Result<(), BootError> {
+    for batch in std::iter::once(state).chain(log) {
+        batch
+            .durability(Some(fjall::PersistMode::SyncData))
+            .commit()
+            .map_err(storage::Error::from)?;
+    }
+    Ok(())
 }
 
 /// Finishes a snapshot install that a crash interrupted: the state machine
@@ -440,6 +462,9 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
     tracing::info!("name = {}", cfg.name);
     tracing::info!("data dir = {}", cfg.data_dir.display());
     tracing::info!("member dir = {}", member_dir.display());
+    if let Some(w) = &cfg.wal_dir {
+        tracing::info!("dedicated WAL dir = {}", w.display());
+    }
     tracing::info!("heartbeat = {}ms", cfg.heartbeat_interval_ms);
     tracing::info!("election = {}ms", cfg.election_timeout_ms);
     tracing::info!("snapshot count = {}", cfg.snapshot_count);
@@ -463,7 +488,21 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
             )));
         }
     }
-    let db = Db::open(&member_dir)?;
+    if let Some(w) = &cfg.wal_dir {
+        match crate::files::prepare_data_dir(w) {
+            Ok(warnings) => warnings.iter().for_each(|m| tracing::warn!("{m}")),
+            Err(e) => {
+                return Err(BootError::Config(format!(
+                    "cannot create wal dir {}: {e}",
+                    w.display()
+                )));
+            }
+        }
+    }
+    // A member keeps the raft log layout it was created with.
+    crate::storage::wal::check_layout(&member_dir, cfg.wal_dir.as_deref())
+        .map_err(|e| BootError::Config(e.to_string()))?;
+    let db = Db::open_with_wal(&member_dir, cfg.wal_dir.as_deref())?;
     let snapshots = Arc::new(SnapshotRegistry::new(
         member_dir.join("snap"),
         cfg.max_snapshots as usize,
@@ -928,6 +967,12 @@ fn client_router(
         .merge(crate::api::plugins::routes(Arc::clone(server)))
         // etcd's JSON gateway: POST /v3/... (and /v3beta/...).
         .merge(api::gateway::routes(Arc::clone(server)));
+    let http = if cfg.enable_pprof {
+        tracing::info!(path = "/debug/pprof", "pprof is enabled");
+        http.merge(api::pprof::routes())
+    } else {
+        http
+    };
     let http = if cfg.enable_v2 {
         http.merge(
             crate::v2::routes(api::v2::V2Api::new(Arc::clone(server))).layer(

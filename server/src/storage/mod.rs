@@ -5,6 +5,16 @@
 //! a batch of new raft entries durable also makes every earlier state-machine
 //! write durable, and the applied index is always written in the same atomic
 //! batch as the data it covers. See `docs/architecture.md` for the invariants.
+//!
+//! With `--wal-dir` (etcd's dedicated WAL directory, usually a faster disk)
+//! the raft log is a second database there (`<wal-dir>/raft`, keyspace
+//! `raft`), with its own journal: the per-Ready fsync then touches only the
+//! WAL disk. The state machine's writes are no longer made durable by that
+//! fsync, so whatever removes raft entries (log compaction, a snapshot
+//! install) first syncs the state machine (`Db::sync_state_for_log`): an
+//! entry leaves the log only once its effects are durable (invariant 3).
+//! `wal.rs` records which layout a member was created with and refuses a
+//! restart with the other one.
 
 pub mod alarm;
 pub mod checksum;
@@ -15,6 +25,7 @@ pub mod mvcc;
 pub mod raftlog;
 pub mod restore;
 pub mod snapfile;
+pub mod wal;
 
 use fjall::{AbstractTree, Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use std::path::{Path, PathBuf};
@@ -37,6 +48,9 @@ pub enum Error {
     Corrupt { what: &'static str, detail: String },
     #[error("raft: {0}")]
     Raft(String),
+    /// `--wal-dir` does not match the layout the member was created with.
+    #[error("{0}")]
+    Layout(String),
 }
 
 impl Error {
@@ -59,7 +73,13 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Handles to the database and its keyspaces. Cheap to clone.
 #[derive(Clone)]
 pub struct Db {
+    /// The state machine's database (and the raft log's, without `--wal-dir`).
     pub db: Database,
+    /// The database holding `raft`: `db` itself, or the one in `--wal-dir`.
+    /// Batches that write `raft` must come from here.
+    pub raft_db: Database,
+    /// The `--wal-dir` raft log database's folder, when there is one.
+    pub wal_dir: Option<PathBuf>,
     /// Raft log entries and raft's own persistent state (hard state, truncation point).
     pub raft: Keyspace,
     /// MVCC revisions: `revision → KeyValue`.
@@ -87,7 +107,7 @@ pub struct DefragReport {
 /// debug assertions) instead of returning an error: that is caught here and
 /// reported as the corruption it is, without a panic message, rather than
 /// crashing the process at start.
-fn open_recovering(dir: &Path) -> Result<Database> {
+fn open_recovering(dir: &Path, cache_bytes: u64) -> Result<Database> {
     use std::sync::{Arc, Mutex};
     let me = std::thread::current().id();
     let message: Arc<Mutex<Option<String>>> = Arc::default();
@@ -112,7 +132,7 @@ fn open_recovering(dir: &Path) -> Result<Database> {
             // other write only needs to reach the OS, because the raft log
             // can replay it after a crash.
             .manual_journal_persist(true)
-            .cache_size(64 * 1024 * 1024)
+            .cache_size(cache_bytes)
             .open()
     });
     let _ = std::panic::take_hook();
@@ -134,18 +154,48 @@ fn open_recovering(dir: &Path) -> Result<Database> {
 }
 
 impl Db {
-    /// Opens (or creates) the database under `member_dir`.
+    /// Opens (or creates) the database under `member_dir`, raft log
+    /// included.
     pub fn open(member_dir: &Path) -> Result<Db> {
+        Self::open_with_wal(member_dir, None)
+    }
+
+    /// Opens (or creates) the member's storage: the state machine under
+    /// `member_dir`, the raft log there too or, with `wal_dir`
+    /// (`--wal-dir`), in its own database in that folder. The caller checks
+    /// first that the layout is the member's (`wal::check_layout`).
+    pub fn open_with_wal(member_dir: &Path, wal_dir: Option<&Path>) -> Result<Db> {
         let dir = member_dir.join("db");
+        // The raft log's database first: a member database never exists
+        // without the log database it was created with.
+        let wal = match wal_dir {
+            Some(w) => {
+                let wal_db_dir = w.join(wal::WAL_DB_DIR);
+                if !wal_db_dir.exists() {
+                    Self::create(w, &wal_db_dir)?;
+                }
+                Some((
+                    wal_db_dir.clone(),
+                    open_recovering(&wal_db_dir, 16 * 1024 * 1024)?,
+                ))
+            }
+            None => None,
+        };
         if !dir.exists() {
             Self::create(member_dir, &dir)?;
         }
-        let db = open_recovering(&dir)?;
-        let raft = db.keyspace("raft", KeyspaceCreateOptions::default)?;
+        let db = open_recovering(&dir, 64 * 1024 * 1024)?;
+        let (raft_db, wal_dir) = match wal {
+            Some((wal_db_dir, wal_db)) => (wal_db, Some(wal_db_dir)),
+            None => (db.clone(), None),
+        };
+        let raft = raft_db.keyspace("raft", KeyspaceCreateOptions::default)?;
         let kv = db.keyspace("kv", KeyspaceCreateOptions::default)?;
         let meta = db.keyspace("meta", KeyspaceCreateOptions::default)?;
         let db = Db {
             db,
+            raft_db,
+            wal_dir,
             raft,
             kv,
             meta,
@@ -154,6 +204,26 @@ impl Db {
         };
         db.alarms.reload(&db)?;
         Ok(db)
+    }
+
+    /// A batch for the `raft` keyspace (on the raft log's database).
+    pub fn raft_batch(&self) -> fjall::OwnedWriteBatch {
+        self.raft_db.batch()
+    }
+
+    /// Whether the raft log has a database (and journal) of its own.
+    pub fn has_separate_wal(&self) -> bool {
+        self.wal_dir.is_some()
+    }
+
+    /// Before raft entries are removed: with a separate raft log, the
+    /// state-machine writes they produced must be durable first (with one
+    /// database the shared journal already orders the removal after them).
+    pub fn sync_state_for_log(&self) -> Result<()> {
+        if self.has_separate_wal() {
+            self.db.persist(PersistMode::SyncData)?;
+        }
+        Ok(())
     }
 
     /// Creates an empty database atomically: fjall writes its "this is a
@@ -171,9 +241,13 @@ impl Db {
         snapfile::sync_dir(member_dir)
     }
 
-    /// Makes everything written so far durable (one fsync of the journal).
+    /// Makes everything written so far durable (one fsync of the journal;
+    /// two with a separate raft log, the state machine's first).
     pub fn sync(&self) -> Result<()> {
         self.db.persist(PersistMode::SyncData)?;
+        if self.has_separate_wal() {
+            self.raft_db.persist(PersistMode::SyncData)?;
+        }
         Ok(())
     }
 

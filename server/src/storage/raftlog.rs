@@ -155,7 +155,7 @@ impl RaftLog {
             entries.windows(2).all(|w| w[1].index == w[0].index + 1),
             "raft handed over a non-contiguous batch of entries"
         );
-        let mut batch = self.db.db.batch();
+        let mut batch = self.db.raft_batch();
         if let Some(first) = entries.first() {
             let first_idx = first.index;
             if first_idx <= self.truncated.0 {
@@ -281,7 +281,8 @@ impl RaftLog {
             )));
         }
         let term = self.read_entry(to)?.term;
-        let mut batch = self.db.db.batch();
+        self.db.sync_state_for_log()?;
+        let mut batch = self.db.raft_batch();
         for idx in self.truncated.0 + 1..=to {
             batch.remove(&self.db.raft, entry_key(idx));
         }
@@ -302,7 +303,8 @@ impl RaftLog {
     /// Replaces the whole log by a snapshot's position. Called only after the
     /// state machine durably holds the snapshot's data.
     pub fn apply_snapshot(&mut self, md: &SnapshotMetadata) -> StorageResult<()> {
-        let mut batch = self.db.db.batch();
+        self.db.sync_state_for_log()?;
+        let mut batch = self.db.raft_batch();
         for idx in self.truncated.0 + 1..=self.last_index {
             batch.remove(&self.db.raft, entry_key(idx));
         }
@@ -331,7 +333,7 @@ impl RaftLog {
 /// Records that the state machine is about to be replaced by this snapshot file.
 impl RaftLog {
     pub fn mark_installing(&mut self, path: &std::path::Path) -> StorageResult<()> {
-        let mut batch = self.db.db.batch();
+        let mut batch = self.db.raft_batch();
         batch.insert(
             &self.db.raft,
             INSTALLING,

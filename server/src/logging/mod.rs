@@ -1,16 +1,24 @@
 //! Logging: `tracing` everywhere, with raft-rs's `slog` records bridged in.
-//! The level can change at runtime (config reload); where the lines go
-//! (`--log-outputs`) is fixed at startup.
+//! The level can change at runtime (config reload); the format
+//! (`--logger`, see `format`) and where the lines go (`--log-outputs`, see
+//! `sinks`) are fixed at startup; log files are reopened on SIGUSR1.
+
+pub mod format;
+pub mod sinks;
+
+pub use format::Style;
+pub use sinks::{OpenError, Outputs};
 
 use std::fmt::Write as _;
-use std::io::{IsTerminal, Write};
-use std::sync::OnceLock;
-use tracing_subscriber::fmt::MakeWriter;
+use std::sync::{Arc, OnceLock};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Registry, reload};
 
 static LEVEL: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
+
+/// The outputs of the installed subscriber, for [`reopen_files`].
+static SINKS: OnceLock<Arc<sinks::Sinks>> = OnceLock::new();
 
 /// Cairn's own log targets, the ones `--log-level` sets (raft-rs's records
 /// arrive under `raft`).
@@ -61,100 +69,17 @@ fn filter_for(level: &str) -> EnvFilter {
     EnvFilter::new(format!("{others},{},{}", own.join(","), chatty.join(",")))
 }
 
-/// The streams log lines are written to, from `--log-outputs`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Outputs {
-    pub stderr: bool,
-    pub stdout: bool,
-}
-
-impl Outputs {
-    /// From the validated `--log-outputs` items (`default`, `stderr`,
-    /// `stdout`; configuration refuses anything else). etcd's `default` is
-    /// stderr (or journald under systemd with zap; Cairn has no journald
-    /// writer, and systemd collects stderr anyway). A line goes to each
-    /// stream named once, so `default,stderr` writes it once.
-    pub fn from_config(items: &[String]) -> Outputs {
-        let mut out = Outputs::default();
-        for item in items {
-            match item.as_str() {
-                "stdout" => out.stdout = true,
-                _ => out.stderr = true,
-            }
-        }
-        if !out.stdout && !out.stderr {
-            out.stderr = true;
-        }
-        out
-    }
-
-    /// Colour only when every stream written to is a terminal: escape codes
-    /// in a file or a pipe are noise.
-    fn ansi(self) -> bool {
-        (!self.stderr || std::io::stderr().is_terminal())
-            && (!self.stdout || std::io::stdout().is_terminal())
-    }
-}
-
-impl<'a> MakeWriter<'a> for Outputs {
-    type Writer = LineWriter;
-
-    fn make_writer(&'a self) -> LineWriter {
-        LineWriter {
-            outputs: *self,
-            buf: Vec::new(),
-        }
-    }
-}
-
-/// Collects one formatted event and writes it to each stream in one call
-/// when dropped, so lines from different threads never interleave (the
-/// formatter may write an event in several pieces).
-pub struct LineWriter {
-    outputs: Outputs,
-    buf: Vec<u8>,
-}
-
-impl Write for LineWriter {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Drop for LineWriter {
-    fn drop(&mut self) {
-        if self.buf.is_empty() {
-            return;
-        }
-        // A closed stream must not take the process down: the line is lost
-        // either way.
-        if self.outputs.stderr {
-            let _ = std::io::stderr().lock().write_all(&self.buf);
-        }
-        if self.outputs.stdout {
-            let mut out = std::io::stdout().lock();
-            let _ = out.write_all(&self.buf);
-            // stdout is line-buffered only on a terminal; flush so a log
-            // collector reading a pipe sees each line as it happens.
-            let _ = out.flush();
-        }
-    }
-}
-
 /// Installs the global subscriber. `level` is etcd's log level name;
-/// `CAIRN_LOG` (an `EnvFilter` directive) overrides it for debugging.
-pub fn init(level: &str, outputs: Outputs) {
+/// `CAIRN_LOG` (an `EnvFilter` directive) overrides it for debugging. Fails
+/// only when a log file cannot be opened.
+pub fn init(level: &str, style: Style, outputs: &Outputs) -> Result<(), OpenError> {
+    let sinks = Arc::new(sinks::Sinks::open(outputs)?);
     let filter = EnvFilter::try_from_env("CAIRN_LOG").unwrap_or_else(|_| filter_for(level));
     let (filter, handle) = reload::Layer::new(filter);
     let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(outputs)
-        .with_ansi(outputs.ansi())
-        .with_target(true);
+        .with_writer(sinks::SinkWriter(Arc::clone(&sinks)))
+        .with_ansi(false)
+        .event_format(format::EtcdFormat(style));
     if tracing_subscriber::registry()
         .with(filter)
         .with(fmt)
@@ -162,6 +87,36 @@ pub fn init(level: &str, outputs: Outputs) {
         .is_ok()
     {
         let _ = LEVEL.set(handle);
+        let _ = SINKS.set(sinks);
+    }
+    Ok(())
+}
+
+/// Reopens the log files by their paths (logrotate renamed them), logging
+/// the outcome. Files that cannot be reopened keep their old handle.
+pub fn reopen_files() {
+    let Some(sinks) = SINKS.get() else { return };
+    match sinks.reopen() {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(files = n, "reopened log files"),
+        Err(errors) => {
+            for e in errors {
+                tracing::error!("{e}; still writing to the old file");
+            }
+        }
+    }
+}
+
+/// Reopens the log files on every SIGUSR1, for as long as the process runs.
+/// (SIGHUP is configuration reload.)
+pub async fn reopen_on_sigusr1() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut usr1) = signal(SignalKind::user_defined1()) else {
+        tracing::warn!("cannot listen for SIGUSR1; log files will not be reopened");
+        return;
+    };
+    while usr1.recv().await.is_some() {
+        reopen_files();
     }
 }
 
@@ -236,12 +191,24 @@ impl slog::Drain for SlogToTracing {
         let _ = slog::KV::serialize(&record.kv(), record, &mut kv);
         let _ = slog::KV::serialize(values, record, &mut kv);
         let msg = format!("{}{}", record.msg(), kv.0);
+        // zap's caller for raft-rs's own line: `raft/raft.rs:706`, as etcd's
+        // `raft/raft.go:706`.
+        let file = record.file().rsplit('/').next().unwrap_or_default();
+        let caller = format!("raft/{file}:{}", record.line());
         match record.level() {
-            slog::Level::Critical | slog::Level::Error => tracing::error!(target: "raft", "{msg}"),
-            slog::Level::Warning => tracing::warn!(target: "raft", "{msg}"),
-            slog::Level::Info => tracing::info!(target: "raft", "{msg}"),
-            slog::Level::Debug => tracing::debug!(target: "raft", "{msg}"),
-            slog::Level::Trace => tracing::trace!(target: "raft", "{msg}"),
+            slog::Level::Critical | slog::Level::Error => {
+                tracing::error!(target: "raft", caller = caller.as_str(), "{msg}")
+            }
+            slog::Level::Warning => {
+                tracing::warn!(target: "raft", caller = caller.as_str(), "{msg}")
+            }
+            slog::Level::Info => tracing::info!(target: "raft", caller = caller.as_str(), "{msg}"),
+            slog::Level::Debug => {
+                tracing::debug!(target: "raft", caller = caller.as_str(), "{msg}")
+            }
+            slog::Level::Trace => {
+                tracing::trace!(target: "raft", caller = caller.as_str(), "{msg}")
+            }
         }
         Ok(())
     }
@@ -266,10 +233,6 @@ pub fn raft_logger() -> slog::Logger {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn items(list: &[&str]) -> Vec<String> {
-        list.iter().map(|s| (*s).to_string()).collect()
-    }
 
     /// A value that counts how often it is rendered.
     struct Counted<'a>(&'a std::sync::atomic::AtomicUsize);
@@ -329,33 +292,5 @@ mod tests {
         );
         assert!(kv.0.ends_with('…'));
         assert!(!kv.0.contains(" b="));
-    }
-
-    #[test]
-    fn outputs_from_config() {
-        let only_stderr = Outputs {
-            stderr: true,
-            stdout: false,
-        };
-        assert_eq!(Outputs::from_config(&items(&["default"])), only_stderr);
-        assert_eq!(
-            Outputs::from_config(&items(&["default", "stderr"])),
-            only_stderr
-        );
-        assert_eq!(
-            Outputs::from_config(&items(&["stdout"])),
-            Outputs {
-                stderr: false,
-                stdout: true
-            }
-        );
-        assert_eq!(
-            Outputs::from_config(&items(&["stdout", "default"])),
-            Outputs {
-                stderr: true,
-                stdout: true
-            }
-        );
-        assert_eq!(Outputs::from_config(&[]), only_stderr);
     }
 }
