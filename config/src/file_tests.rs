@@ -1536,3 +1536,43 @@ fn testing_guide_lists_every_test_file() {
         "docs/testing.md does not list {missing:?}"
     );
 }
+
+/// `check` reports every syntax error of a file, not only the first, and
+/// the values on the lines that do parse are checked too.
+#[test]
+fn check_reports_every_syntax_error_in_a_file() {
+    let d = Dir::new();
+    let env = d.file(
+        "bad.conf",
+        "ETCD_NAME=\"a\"\nthis is not a line\nETCD_MAX_TXN_OPS=\"lots\"\nanother bad line\n",
+    );
+    let toml = d.file(
+        "bad.toml",
+        "name = \"a\"\nmax-txn-ops = = 3\nheartbeat-interval = \"x\"\n[[broken\n",
+    );
+    for (file, want) in [
+        (
+            &env,
+            vec![
+                ":2: expected KEY=value",
+                ":4: expected KEY=value",
+                "ETCD_MAX_TXN_OPS",
+            ],
+        ),
+        (
+            &toml,
+            vec![
+                ":2: TOML syntax error",
+                ":4: TOML syntax error",
+                "heartbeat-interval",
+            ],
+        ),
+    ] {
+        let report = check(std::slice::from_ref(file));
+        let errors: Vec<String> = report.errors.iter().map(ToString::to_string).collect();
+        assert_eq!(errors.len(), want.len(), "{errors:#?}");
+        for (e, w) in errors.iter().zip(&want) {
+            assert!(e.contains(w), "{w:?} not in {e:?}");
+        }
+    }
+}

@@ -166,10 +166,9 @@ pub fn check(paths: &[PathBuf]) -> CheckReport {
     let mut warnings = Vec::new();
     let mut loaded = Vec::new();
     for path in paths {
-        match files::load(path) {
-            Ok(file) => loaded.push(file),
-            Err(e) => errors.push(e),
-        }
+        let (file, found) = files::load_reporting_all(path);
+        errors.extend(found);
+        loaded.extend(file);
     }
     for file in &loaded {
         warnings.extend(file.warnings.iter().cloned());

@@ -94,6 +94,58 @@ pub(crate) fn load(path: &Path) -> Result<LoadedFile, ConfigError> {
     parse_text(path, &text)
 }
 
+/// Most syntax errors [`load_reporting_all`] looks for in one file.
+const MAX_SYNTAX_ERRORS: usize = 32;
+
+/// For `check`: every syntax error of the file, not only the first. Each
+/// error's line is blanked and the file parsed again (line numbers stay),
+/// until it parses or the error has no line; what then parses is returned
+/// so its values can be checked too.
+pub(crate) fn load_reporting_all(path: &Path) -> (Option<LoadedFile>, Vec<ConfigError>) {
+    let mut text = match read_bounded(path) {
+        Ok(t) => t,
+        Err(e) => return (None, vec![e]),
+    };
+    let mut errors = Vec::new();
+    for _ in 0..MAX_SYNTAX_ERRORS {
+        match parse_text(path, &text) {
+            Ok(file) => return (Some(file), errors),
+            Err(e) => {
+                let line = match &e {
+                    ConfigError::File {
+                        line: Some(line), ..
+                    } => *line,
+                    _ => {
+                        errors.push(e);
+                        return (None, errors);
+                    }
+                };
+                let blanked = blank_line(&text, line);
+                errors.push(e);
+                if blanked == text {
+                    return (None, errors);
+                }
+                text = blanked;
+            }
+        }
+    }
+    (None, errors)
+}
+
+/// `text` with its 1-based line `line` emptied (the line break kept).
+fn blank_line(text: &str, line: usize) -> String {
+    text.split_inclusive('\n')
+        .enumerate()
+        .map(|(i, l)| {
+            if i + 1 == line {
+                if l.ends_with('\n') { "\n" } else { "" }
+            } else {
+                l
+            }
+        })
+        .collect()
+}
+
 fn read_bounded(path: &Path) -> Result<String, ConfigError> {
     let unreadable =
         |e: std::io::Error| ConfigError::file(path, None, format!("cannot read config file: {e}"));
