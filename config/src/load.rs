@@ -136,7 +136,7 @@ fn adopt_env_copies(env: &Layer, files: &[LoadedFile]) -> Vec<(String, Source)> 
         .filter(|s| s.name != "config-file")
         .filter_map(|s| {
             let value = env.get(s.name)?;
-            let file = layers.iter().rev().find(|l| l.get(s.name).is_some())?;
+            let file = last_setting(&layers, s.name)?;
             let in_file = file.get(s.name)?;
             if !config::same_value(s, value, in_file) {
                 return None;
@@ -144,6 +144,11 @@ fn adopt_env_copies(env: &Layer, files: &[LoadedFile]) -> Vec<(String, Source)> 
             Some((s.env_var(), file.origin(s.name)?.clone()))
         })
         .collect()
+}
+
+/// The last (highest-precedence) file layer that sets `name`.
+fn last_setting<'a>(file_layers: &'a [Layer], name: &str) -> Option<&'a Layer> {
+    file_layers.iter().rev().find(|l| l.get(name).is_some())
 }
 
 /// File values that an environment variable or a flag overrides: for each
@@ -160,7 +165,7 @@ fn shadowed_file_values(
             if !matches!(r.source, Source::Env { .. } | Source::Flag { .. }) {
                 return None;
             }
-            let file = file_layers.iter().rev().find(|l| l.get(s.name).is_some())?;
+            let file = last_setting(file_layers, s.name)?;
             Some((
                 s.name,
                 Resolved {

@@ -639,7 +639,6 @@ fn admin_tools_take_etcdctl_connection_flags() {
         all.extend(flags.iter().cloned());
         all
     };
-    let refs = |v: &[String]| v.to_vec();
 
     let args = with_flags(&["plugin", "list"]);
     let out = cairn(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
@@ -675,7 +674,7 @@ fn admin_tools_take_etcdctl_connection_flags() {
 
     // With auth on, --user (or ETCDCTL_USER/ETCDCTL_PASSWORD) logs in.
     for args in [&["user", "add", "root:rootpw"][..], &["auth", "enable"]] {
-        ok(ctl(&url, &refs(&flags), args));
+        ok(ctl(&url, &flags, args));
     }
     let out = cairn(&["plugin", "list", "--user=root:wrong"], &env);
     assert!(!out.status.success(), "{}", stdout(&out));
@@ -711,12 +710,7 @@ fn v2_auth_takes_the_client_certificate_as_the_user() {
     let pki = c.pki.as_ref().expect("pki");
     let ca = pki.ca_file().display().to_string();
     let ids = c.dir.path().join("v2-ids");
-    c.pki
-        .as_ref()
-        .unwrap()
-        .ca
-        .issue("nobody", &[])
-        .write(&ids, "nobody");
+    pki.ca.issue("nobody", &[]).write(&ids, "nobody");
     let as_cert = |cert: &Path, key: &Path, extra: &[&str], path: &str| {
         let mut args = vec![
             "-w".to_string(),

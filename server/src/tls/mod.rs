@@ -97,6 +97,23 @@ struct Files {
 }
 
 impl Files {
+    /// The files the flags of `settings`' side name, each with its flag.
+    fn configured(settings: &TlsSettings, cert_file: &Path, key_file: &Path) -> Files {
+        let flags = settings.side.flags();
+        Files {
+            cert: (cert_file.to_path_buf(), format!("--{}", flags.cert_file)),
+            key: (key_file.to_path_buf(), format!("--{}", flags.key_file)),
+            ca: settings
+                .trusted_ca_file
+                .clone()
+                .map(|p| (p, format!("--{}", flags.trusted_ca_file))),
+            crl: settings
+                .crl_file
+                .clone()
+                .map(|p| (p, format!("--{}", flags.crl_file))),
+        }
+    }
+
     fn paths(&self) -> Vec<&Path> {
         let mut out = vec![self.cert.0.as_path(), self.key.0.as_path()];
         for (path, _) in [&self.ca, &self.crl].into_iter().flatten() {
@@ -208,19 +225,7 @@ pub fn check_files(settings: &TlsSettings, cipher_suites: Option<&[String]>) -> 
         // Auto TLS makes its certificate at start; nothing to read yet.
         return Ok(());
     };
-    let flags = settings.side.flags();
-    let files = Files {
-        cert: (cert_file.clone(), format!("--{}", flags.cert_file)),
-        key: (key_file.clone(), format!("--{}", flags.key_file)),
-        ca: settings
-            .trusted_ca_file
-            .clone()
-            .map(|p| (p, format!("--{}", flags.trusted_ca_file))),
-        crl: settings
-            .crl_file
-            .clone()
-            .map(|p| (p, format!("--{}", flags.crl_file))),
-    };
+    let files = Files::configured(settings, cert_file, key_file);
     build(settings, &files, cipher_suites).map(|_| ())
 }
 
@@ -255,18 +260,7 @@ impl ReloadableTlsConfig {
             TlsIdentity::Files {
                 cert_file,
                 key_file,
-            } => Files {
-                cert: (cert_file.clone(), format!("--{}", flags.cert_file)),
-                key: (key_file.clone(), format!("--{}", flags.key_file)),
-                ca: settings
-                    .trusted_ca_file
-                    .clone()
-                    .map(|p| (p, format!("--{}", flags.trusted_ca_file))),
-                crl: settings
-                    .crl_file
-                    .clone()
-                    .map(|p| (p, format!("--{}", flags.crl_file))),
-            },
+            } => Files::configured(settings, cert_file, key_file),
             TlsIdentity::Auto => {
                 let dir = data_dir.join("fixtures").join(side.as_str());
                 let generated =
