@@ -180,6 +180,9 @@ pub struct ServerConfig {
     /// `--enable-pprof`: CPU profiles under `/debug/pprof/` on the client
     /// URLs.
     pub enable_pprof: bool,
+    /// `--enable-ui` (Cairn's own; live): the operator web console under
+    /// `/ui/` on the client URLs.
+    pub enable_ui: bool,
     /// `--wal-dir`: the raft log's own folder (a database there), instead
     /// of inside the data dir.
     pub wal_dir: Option<PathBuf>,
@@ -952,6 +955,7 @@ fn typed(
         pre_vote: inputs.bool("pre-vote")?,
         enable_v2: inputs.bool("enable-v2")?,
         enable_pprof: inputs.bool("enable-pprof")?,
+        enable_ui: inputs.bool("enable-ui")?,
         wal_dir: Some(inputs.text("wal-dir")?)
             .filter(|d| !d.is_empty())
             .map(PathBuf::from),

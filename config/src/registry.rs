@@ -626,6 +626,15 @@ pub static SETTINGS: &[Setting] = &[
         "false",
         "Serve CPU profiles (pprof format) under /debug/pprof/ on the client URLs.",
     ),
+    // Cairn's own (etcd has no console): the operator web console.
+    setting(
+        "enable-ui",
+        Monitoring,
+        Bool,
+        "true",
+        "Serve the operator web console under /ui/ on the client URLs.",
+    )
+    .live(),
     setting(
         "metrics",
         Monitoring,
@@ -1011,6 +1020,7 @@ mod tests {
             "experimental-compaction-batch-limit",
             "cors",
             "host-whitelist",
+            "enable-ui",
         ] {
             assert_eq!(lookup(name).unwrap().reload, Reload::Live, "--{name}");
         }
@@ -1061,6 +1071,7 @@ mod tests {
             "log-level",
             "logger",
             "enable-pprof",
+            "enable-ui",
             "wal-dir",
             "debug",
             "experimental-compaction-batch-limit",

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod cluster;
 pub mod concurrency;
 pub mod config;
+pub mod console;
 pub mod election;
 pub mod gateway;
 pub mod grpc_limit;

@@ -197,8 +197,22 @@ impl Peer for PeerService {
     ) -> Result<Response<crate::pb::cairnpb::ProbeResponse>, Status> {
         self.check(&req)?;
         let unix_nanos = crate::transport::prober::reported_unix_nanos();
+        let srv = &self.srv;
+        let st = &srv.status;
+        let status = crate::pb::cairnpb::ProbeStatus {
+            term: st.term(),
+            leader: st.leader(),
+            applied_index: st.applied.load(std::sync::atomic::Ordering::Acquire),
+            raft_index: st.last_index.load(std::sync::atomic::Ordering::Acquire),
+            db_size: srv.db.disk_space() as i64,
+            db_size_in_use: srv.db.state_machine_space() as i64,
+            is_learner: srv.is_learner(),
+            etcd_version: super::ETCD_COMPAT_VERSION.to_string(),
+            cairn_version: env!("CARGO_PKG_VERSION").to_string(),
+        };
         Ok(Response::new(crate::pb::cairnpb::ProbeResponse {
             unix_nanos,
+            status: Some(status),
         }))
     }
 

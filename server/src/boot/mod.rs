@@ -962,6 +962,11 @@ fn client_router(
         .add_service(election)
         .add_service(health);
     let http = api::http::client_routes(Arc::clone(server))
+        // The operator console, /ui/ (`--enable-ui`, checked per request).
+        .merge(api::console::routes(
+            Arc::clone(server),
+            Arc::clone(&reloader),
+        ))
         .merge(api::config::routes(reloader, Arc::clone(server)))
         // Policy plugins' admin API: /cairn/v1/plugins.
         .merge(crate::api::plugins::routes(Arc::clone(server)))

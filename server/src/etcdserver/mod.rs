@@ -101,6 +101,21 @@ pub struct RaftStatus {
     /// On the leader: how far each member's log matches and whether it was
     /// heard from recently (refreshed every tick; empty on followers).
     pub progress: parking_lot::Mutex<Vec<PeerProgress>>,
+    /// The last leader changes this member saw, oldest first, at most
+    /// [`LEADER_HISTORY_LEN`] (the operator console shows them).
+    pub leader_history: parking_lot::Mutex<std::collections::VecDeque<LeaderChange>>,
+}
+
+/// How many leader changes [`RaftStatus::leader_history`] keeps.
+pub const LEADER_HISTORY_LEN: usize = 16;
+
+/// One leader change as this member saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaderChange {
+    pub unix_nanos: i64,
+    pub term: u64,
+    /// The new leader; 0 when the leader was lost.
+    pub leader: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -123,6 +138,14 @@ impl RaftStatus {
     }
     pub fn is_leader(&self) -> bool {
         self.is_leader.load(Ordering::Acquire)
+    }
+    /// Records a leader change, dropping the oldest past the bound.
+    pub fn record_leader_change(&self, change: LeaderChange) {
+        let mut h = self.leader_history.lock();
+        if h.len() >= LEADER_HISTORY_LEN {
+            h.pop_front();
+        }
+        h.push_back(change);
     }
 }
 

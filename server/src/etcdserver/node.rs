@@ -610,6 +610,14 @@ impl Node {
     fn on_soft_state(&mut self, leader: u64, role: StateRole) {
         let term = self.raw.raft.term;
         if leader != self.leader {
+            self.status.record_leader_change(super::LeaderChange {
+                unix_nanos: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as i64)
+                    .unwrap_or(0),
+                term,
+                leader,
+            });
             if leader == 0 {
                 tracing::info!(
                     "raft.node: {:x} lost leader {:x} at term {}",

@@ -103,6 +103,8 @@ pub struct Transport {
     tls: OnceLock<Arc<crate::tls::ReloadableTlsConfig>>,
     rt: tokio::runtime::Handle,
     pub stats: stats::TransportStats,
+    /// The last successful probe of each peer (see `prober`).
+    pub probes: prober::ProbeTable,
 }
 
 impl Transport {
@@ -124,6 +126,7 @@ impl Transport {
             tls: OnceLock::new(),
             rt,
             stats: stats::TransportStats::default(),
+            probes: prober::ProbeTable::default(),
         })
     }
 

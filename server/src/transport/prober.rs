@@ -29,6 +29,50 @@ const WARN_EVERY: Duration = Duration::from_secs(30);
 /// test can show that drift is detected without touching the host clock.
 pub const TEST_CLOCK_OFFSET_ENV: &str = "CAIRN_TEST_CLOCK_OFFSET_MS";
 
+/// What the last successful probe of a peer measured and what the peer
+/// said about itself (the operator console's member table reads it).
+#[derive(Debug, Clone)]
+pub struct PeerProbe {
+    pub at: Instant,
+    pub rtt: Duration,
+    /// Peer clock minus ours.
+    pub clock_difference_nanos: i64,
+    pub status: Option<crate::pb::cairnpb::ProbeStatus>,
+}
+
+impl PeerProbe {
+    /// Whether the probe is recent enough to call the peer reachable: three
+    /// probe rounds without an answer mean it is not.
+    pub fn is_fresh(&self) -> bool {
+        self.at.elapsed() <= PROBE_INTERVAL * 3
+    }
+
+    pub fn clock_drift_too_high(&self) -> bool {
+        Duration::from_nanos(self.clock_difference_nanos.unsigned_abs()) > MAX_CLOCK_DIFFERENCE
+    }
+}
+
+/// The last probe per peer; bounded by the membership (removed members are
+/// dropped each round).
+#[derive(Debug, Default)]
+pub struct ProbeTable {
+    inner: parking_lot::Mutex<HashMap<u64, PeerProbe>>,
+}
+
+impl ProbeTable {
+    pub fn get(&self, id: u64) -> Option<PeerProbe> {
+        self.inner.lock().get(&id).cloned()
+    }
+
+    fn record(&self, id: u64, probe: PeerProbe) {
+        self.inner.lock().insert(id, probe);
+    }
+
+    fn retain(&self, peers: &[u64]) {
+        self.inner.lock().retain(|id, _| peers.contains(id));
+    }
+}
+
 /// This member's wall clock as it reports it to peers, Unix nanoseconds.
 pub fn reported_unix_nanos() -> i64 {
     static OFFSET_MS: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
@@ -69,6 +113,7 @@ pub async fn run(transport: Arc<Transport>) {
             .filter(|id| *id != transport.self_id)
             .collect();
         last_warned.retain(|id, _| peers.contains(id));
+        transport.probes.retain(&peers);
         // Peers are probed one after another: a handful of members, each
         // bounded by the timeout, never delays the next round much.
         for id in peers {
@@ -91,7 +136,17 @@ pub async fn run(transport: Arc<Transport>) {
                 .peer_rtt
                 .with_label_values(&[&label])
                 .observe(rtt.as_secs_f64());
-            let diff_nanos = clock_difference_nanos(sent, rtt, resp.into_inner().unix_nanos);
+            let resp = resp.into_inner();
+            let diff_nanos = clock_difference_nanos(sent, rtt, resp.unix_nanos);
+            transport.probes.record(
+                id,
+                PeerProbe {
+                    at: Instant::now(),
+                    rtt,
+                    clock_difference_nanos: diff_nanos,
+                    status: resp.status,
+                },
+            );
             let diff = Duration::from_nanos(diff_nanos.unsigned_abs());
             METRICS
                 .peer_clock_difference
