@@ -699,7 +699,12 @@ mod tests {
             "{first}"
         );
         assert!(first.ends_with("&lt;a&gt;..bcdefghijkl"), "{first}");
-        assert!(d.lines().nth(1).unwrap().starts_with("00000010  6d 6e 6f 70 71"));
+        assert!(
+            d.lines()
+                .nth(1)
+                .unwrap()
+                .starts_with("00000010  6d 6e 6f 70 71")
+        );
     }
 
     #[test]

@@ -1,0 +1,655 @@
+//! The operator console (`/ui/`, docs/console.md) against real three-member
+//! clusters, over real sockets, driven with curl (a cookie jar per
+//! "browser") and a raw socket for the server-sent event streams:
+//!
+//! - the cluster page lists every member with the leader, and the others'
+//!   status (from the prober) arrives;
+//! - keys: browse, view, put and delete through the forms with their CSRF
+//!   token, writes without it (or from another origin) refused and not
+//!   applied, markup in keys and values escaped, a plugin's denial shown
+//!   with its reason;
+//! - watch: the event stream sees a write made with etcdctl;
+//! - `--enable-ui` turned off by a config edit takes the console away live;
+//! - with auth on: sign-in through Authenticate, a user sees only what its
+//!   role may read, root-only pages refused to others, sign-out.
+
+use cairn_tests::{Cluster, Options, cairn_bin, etcdctl, eventually, wait_output};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// What curl got back; header names in lower case.
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One browser: a cookie jar and the member it talks to.
+struct Browser {
+    base: String,
+    jar: PathBuf,
+}
+
+impl Browser {
+    fn new(dir: &Path, name: &str, client_url: &str) -> Browser {
+        Browser {
+            base: client_url.to_string(),
+            jar: dir.join(format!("{name}.cookies")),
+        }
+    }
+
+    fn request(&self, method: &str, path: &str, form: Option<&str>, extra: &[&str]) -> Reply {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "-i", "--max-time", "20", "-X", method]);
+        cmd.arg("-b").arg(&self.jar).arg("-c").arg(&self.jar);
+        for h in extra {
+            cmd.args(["-H", h]);
+        }
+        if let Some(f) = form {
+            cmd.args(["--data-raw", f]);
+        }
+        let url = format!("{}{path}", self.base);
+        let out = cmd
+            .arg(&url)
+            .stdin(Stdio::null())
+            .output()
+            .expect("curl must be installed");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("no response from {url}: {text:?} {:?}", out.stderr));
+        let mut lines = head.lines();
+        let status = lines
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        Reply {
+            status,
+            headers,
+            body: body.to_string(),
+        }
+    }
+
+    fn get(&self, path: &str) -> Reply {
+        self.request("GET", path, None, &[])
+    }
+
+    /// A form POST as the browser sends it from the console's own page.
+    fn post(&self, path: &str, form: &str) -> Reply {
+        let origin = format!("Origin: {}", self.base);
+        self.request("POST", path, Some(form), &[&origin])
+    }
+
+    /// The browser's cookies as a `Cookie` header value (from curl's jar,
+    /// where HttpOnly cookies' lines start with `#HttpOnly_`).
+    fn cookie_header(&self) -> String {
+        let jar = std::fs::read_to_string(&self.jar).unwrap_or_default();
+        jar.lines()
+            .filter(|l| l.starts_with("#HttpOnly_") || !l.starts_with('#'))
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                (f.len() == 7).then(|| format!("{}={}", f[5], f[6]))
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// The CSRF token the console put in this browser's forms.
+    fn csrf(&self) -> String {
+        let page = self.get("/ui/keys");
+        let marker = r#"name="csrf" value=""#;
+        let token = page
+            .body
+            .split_once(marker)
+            .and_then(|(_, rest)| rest.split_once('"'))
+            .map(|(t, _)| t.to_string());
+        token.unwrap_or_else(|| {
+            // The login page carries one too (auth on, signed out).
+            let login = self.get("/ui/login");
+            let (_, rest) = login.body.split_once(marker).expect("a csrf field");
+            rest.split_once('"').expect("quoted").0.to_string()
+        })
+    }
+}
+
+fn enc(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+fn ok(o: std::process::Output) -> String {
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Reads a server-sent event stream on a raw socket until `needle` shows
+/// up or `timeout` passes; returns what arrived. `after_open` runs once the
+/// response headers are in (the watcher exists by then).
+fn sse_until(
+    client_url: &str,
+    cookie: &str,
+    path: &str,
+    needle: &str,
+    timeout: Duration,
+    after_open: impl FnOnce(),
+) -> String {
+    let addr = client_url.trim_start_matches("http://");
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\nCookie: {cookie}\r\n\r\n"
+    )
+    .unwrap();
+    let deadline = Instant::now() + timeout;
+    let mut got = Vec::new();
+    let mut opened = Some(after_open);
+    let mut buf = [0u8; 4096];
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => panic!("reading the event stream: {e}"),
+        }
+        let text = String::from_utf8_lossy(&got);
+        if text.contains("event: start")
+            && let Some(f) = opened.take()
+        {
+            f();
+        }
+        if text.contains(needle) {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+fn plugins_dist(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/dist")
+        .join(format!("{name}.wasm"))
+        .display()
+        .to_string()
+}
+
+#[test]
+fn console_shows_the_cluster_and_edits_keys_with_csrf_and_plugins() {
+    let c = Cluster::start(Options {
+        config_toml: Some(String::new()),
+        ..Options::default()
+    });
+    let leader = c.wait_leader(WAIT);
+    let b = Browser::new(c.dir.path(), "b0", &c.members[0].client_url());
+
+    // The cluster page: every member, the leader named, auth-off warning;
+    // the peers' figures arrive from the prober within a few rounds.
+    let page = eventually(WAIT, || {
+        let p = b.get("/ui/");
+        (p.status == 200 && p.body.matches(r#"<span class="ok">healthy</span>"#).count() == 3)
+            .then_some(p)
+    })
+    .unwrap_or_else(|| panic!("not three healthy members: {}", b.get("/ui/").body));
+    for m in &c.members {
+        assert!(
+            page.body.contains(&format!("<th scope=\"row\">{}", m.name)),
+            "{}",
+            page.body
+        );
+        assert!(page.body.contains(&m.client_url()), "{}", page.body);
+    }
+    assert!(
+        page.body.contains(&format!(
+            r#"<dd id="leader">{}</dd>"#,
+            c.members[leader].name
+        )),
+        "{}",
+        page.body
+    );
+    assert_eq!(page.body.matches(r#"badge leader"#).count(), 1);
+    assert!(page.body.contains(r#"id="auth-off""#));
+    assert!(page.body.contains("Leader changes"));
+    assert!(
+        page.body.contains(" ms</td>"),
+        "no RTT shown: {}",
+        page.body
+    );
+    // Nothing outside the member: only our own assets, under a CSP.
+    assert!(!page.body.contains("src=\"http") && !page.body.contains("href=\"http"));
+    let csp = page.header("content-security-policy").unwrap_or_default();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("script-src 'self'"),
+        "{csp}"
+    );
+    let js = b.get("/ui/assets/console.js");
+    assert_eq!(js.status, 200);
+    assert!(js.body.contains("EventSource"));
+    // The live stream sends the same fragment.
+    let live = sse_until(
+        &c.members[1].client_url(),
+        "",
+        "/ui/events/cluster",
+        "id=\"members\"",
+        WAIT,
+        || {},
+    );
+    assert!(live.contains("event: cluster"), "{live}");
+
+    // Markup in a key and a value is shown as text, never as markup.
+    let e = c.endpoints();
+    ok(etcdctl(
+        &e,
+        &["put", "/c/<script>alert(1)", "<img src=x onerror=alert(2)>"],
+        None,
+    ));
+    ok(etcdctl(
+        &e,
+        &["put", "/c/doc", r#"{"b":[1,2],"a":"x"}"#],
+        None,
+    ));
+    ok(etcdctl(&e, &["put", "/c/dir/inner", "v"], None));
+    let list = b.get("/ui/keys?prefix=%2Fc%2F");
+    assert_eq!(list.status, 200);
+    assert!(
+        list.body.contains("&lt;script&gt;alert(1)</a>"),
+        "{}",
+        list.body
+    );
+    assert!(!list.body.contains("<script>alert"), "{}", list.body);
+    assert!(
+        list.body
+            .contains(r#"href="/ui/keys?prefix=%2Fc%2Fdir%2F">dir/</a>"#),
+        "{}",
+        list.body
+    );
+    let view = b.get(&format!("/ui/key?key={}", enc("/c/<script>alert(1)")));
+    assert_eq!(view.status, 200);
+    assert!(
+        view.body.contains("&lt;img src=x onerror=alert(2)&gt;"),
+        "{}",
+        view.body
+    );
+    assert!(!view.body.contains("<img src=x"), "{}", view.body);
+    let doc = b.get("/ui/key?key=%2Fc%2Fdoc");
+    assert!(doc.body.contains("(JSON)"), "{}", doc.body);
+    assert!(
+        doc.body.contains("&quot;b&quot;: [\n    1,"),
+        "{}",
+        doc.body
+    );
+
+    // A write without the CSRF token, with a wrong one, or from another
+    // origin is refused and changes nothing.
+    let token = b.csrf();
+    let no_token = b.post("/ui/key/put", "key=%2Fc%2Fnew&value=1&confirm=yes");
+    assert_eq!(no_token.status, 403, "{}", no_token.body);
+    let wrong = b.post(
+        "/ui/key/put",
+        &format!("key=%2Fc%2Fnew&value=1&confirm=yes&csrf={}", "0".repeat(64)),
+    );
+    assert_eq!(wrong.status, 403, "{}", wrong.body);
+    let cross = b.request(
+        "POST",
+        "/ui/key/put",
+        Some(&format!("key=%2Fc%2Fnew&value=1&confirm=yes&csrf={token}")),
+        &["Origin: http://evil.example"],
+    );
+    assert_eq!(cross.status, 403, "{}", cross.body);
+    let absent = ok(etcdctl(&e, &["get", "/c/new", "--print-value-only"], None));
+    assert!(absent.trim().is_empty(), "a refused form wrote: {absent}");
+
+    // With the token: a confirmation page first, then the write.
+    let review = b.post(
+        "/ui/key/put",
+        &format!("key=%2Fc%2Fnew&value=first&csrf={token}"),
+    );
+    assert_eq!(review.status, 200);
+    assert!(
+        review.body.contains(r#"name="confirm" value="yes""#),
+        "{}",
+        review.body
+    );
+    assert!(ok(etcdctl(&e, &["get", "/c/new"], None)).trim().is_empty());
+    let done = b.post(
+        "/ui/key/put",
+        &format!("key=%2Fc%2Fnew&value=second&confirm=yes&csrf={token}"),
+    );
+    assert_eq!(done.status, 200, "{}", done.body);
+    let rev: i64 = done
+        .body
+        .split_once("Written at revision ")
+        .and_then(|(_, r)| r.split_once('.'))
+        .and_then(|(r, _)| r.parse().ok())
+        .unwrap_or_else(|| panic!("{}", done.body));
+    assert_eq!(
+        ok(etcdctl(&e, &["get", "/c/new", "--print-value-only"], None)).trim(),
+        "second"
+    );
+    let after = b.get("/ui/key?key=%2Fc%2Fnew");
+    assert!(
+        after
+            .body
+            .contains(&format!(r#"<dd id="mod-revision">{rev}</dd>"#)),
+        "{}",
+        after.body
+    );
+
+    // Delete: confirmation, then gone.
+    let hex: String = "/c/new".bytes().map(|b| format!("{b:02x}")).collect();
+    let confirm = b.post("/ui/key/delete", &format!("hex={hex}&csrf={token}"));
+    assert!(
+        confirm.body.contains("Delete <code>/c/new</code>?"),
+        "{}",
+        confirm.body
+    );
+    assert!(!ok(etcdctl(&e, &["get", "/c/new"], None)).trim().is_empty());
+    let deleted = b.post(
+        "/ui/key/delete",
+        &format!("hex={hex}&csrf={token}&confirm=yes"),
+    );
+    assert!(
+        deleted.body.contains("Deleted 1 key(s)"),
+        "{}",
+        deleted.body
+    );
+    assert!(ok(etcdctl(&e, &["get", "/c/new"], None)).trim().is_empty());
+
+    // A plugin's denial comes back with its reason.
+    let mut deploy = Command::new(cairn_bin());
+    deploy
+        .args(["plugin", "deploy", "naming", &plugins_dist("key-naming")])
+        .args(["--deadline", "2s", "--prefix", "/apps/"])
+        .args([
+            "--config",
+            "prefixes=/apps/",
+            "--config",
+            "pattern=^/apps/[a-z0-9-]+$",
+        ])
+        .arg(format!("--endpoints={}", c.members[0].endpoint()))
+        .env_remove("ETCDCTL_ENDPOINTS")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = wait_output(deploy.spawn().expect("cairn plugin"), WAIT);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let denied = eventually(WAIT, || {
+        let r = b.post(
+            "/ui/key/put",
+            &format!("key=%2Fapps%2FBad_Name&value=x&confirm=yes&csrf={token}"),
+        );
+        (r.status == 403).then_some(r)
+    })
+    .expect("the plugin never denied the console's write");
+    assert!(
+        denied
+            .body
+            .contains("plugin &quot;naming&quot; denied the write"),
+        "{}",
+        denied.body
+    );
+    assert!(
+        denied.body.contains("does not match the naming pattern"),
+        "{}",
+        denied.body
+    );
+
+    // Watch: a write made elsewhere arrives on the stream.
+    let member2 = c.members[2].endpoint();
+    let stream = sse_until(
+        &c.members[1].client_url(),
+        "",
+        "/ui/events/watch?key=%2Fw%2F&prefix=1",
+        r#""key":"/w/seen""#,
+        WAIT,
+        || {
+            ok(etcdctl(&member2, &["put", "/w/seen", "<now>"], None));
+        },
+    );
+    assert!(stream.contains("event: kv"), "{stream}");
+    assert!(stream.contains(r#""value":"<now>""#), "{stream}");
+    let watch_page = b.get("/ui/watch?key=%2Fw%2F&prefix=1");
+    assert!(
+        watch_page
+            .body
+            .contains(r#"data-src="/ui/events/watch?key=%2Fw%2F&amp;prefix=1&amp;rev=""#),
+        "{}",
+        watch_page.body
+    );
+
+    // --enable-ui=false in the config file takes the console away, live.
+    c.set_config_line(0, "enable-ui", "false");
+    let gone = eventually(WAIT, || (b.get("/ui/").status == 404).then_some(()));
+    assert!(
+        gone.is_some(),
+        "the console is still served after enable-ui = false"
+    );
+    assert_eq!(b.get("/health").status, 200);
+    c.set_config_line(0, "enable-ui", "true");
+    let back = eventually(WAIT, || (b.get("/ui/").status == 200).then_some(()));
+    assert!(back.is_some());
+}
+
+#[test]
+fn console_with_auth_signs_in_and_shows_only_what_roles_allow() {
+    let c = Cluster::start(Options::default());
+    let e = c.endpoints();
+    let root = ["--user", "root:rootpw"];
+    ok(etcdctl(&e, &["user", "add", "root:rootpw"], None));
+    ok(etcdctl(&e, &["user", "add", "alice:alicepw"], None));
+    ok(etcdctl(&e, &["role", "add", "reader"], None));
+    ok(etcdctl(
+        &e,
+        &[
+            "role",
+            "grant-permission",
+            "reader",
+            "--prefix=true",
+            "readwrite",
+            "/public/",
+        ],
+        None,
+    ));
+    ok(etcdctl(
+        &e,
+        &["user", "grant-role", "alice", "reader"],
+        None,
+    ));
+    ok(etcdctl(&e, &["auth", "enable"], None));
+    let as_root = |args: &[&str]| {
+        let mut a = args.to_vec();
+        a.extend(root);
+        ok(etcdctl(&e, &a, None))
+    };
+    as_root(&["put", "/public/p", "open"]);
+    as_root(&["put", "/secret/s", "topsecret"]);
+
+    let b = Browser::new(c.dir.path(), "alice", &c.members[1].client_url());
+    // Signed out: every page leads to the login form; streams refuse.
+    let r = b.get("/ui/keys?prefix=%2Fsecret%2F");
+    assert_eq!(r.status, 303);
+    assert_eq!(r.header("location"), Some("/ui/login"));
+    assert!(!r.body.contains("topsecret"));
+    assert_eq!(b.get("/ui/events/cluster").status, 401);
+    let login = b.get("/ui/login");
+    assert_eq!(login.status, 200);
+    assert!(!login.body.contains(r#"id="auth-off""#));
+    let token = b.csrf();
+
+    // A wrong password is etcd's refusal; a login without the token is
+    // refused before any password is checked.
+    let bad = b.post(
+        "/ui/login",
+        &format!("name=alice&password=nope&csrf={token}"),
+    );
+    assert_eq!(bad.status, 401);
+    assert!(bad.body.contains("authentication failed"), "{}", bad.body);
+    assert_eq!(
+        b.post("/ui/login", "name=alice&password=alicepw").status,
+        403
+    );
+    let good = b.post(
+        "/ui/login",
+        &format!("name=alice&password=alicepw&csrf={token}"),
+    );
+    assert_eq!(good.status, 303, "{}", good.body);
+    let cookies: Vec<&str> = good
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "set-cookie")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    let session = cookies
+        .iter()
+        .find(|c| c.starts_with("cairn_session="))
+        .expect("a session cookie");
+    assert!(
+        session.contains("HttpOnly") && session.contains("SameSite=Strict"),
+        "{session}"
+    );
+
+    // Alice reads /public/ and nothing else.
+    let home = b.get("/ui/");
+    assert_eq!(home.status, 200);
+    assert!(home.body.contains("Signed in as <strong>alice</strong>"));
+    let public = b.get("/ui/keys?prefix=%2Fpublic%2F");
+    assert!(
+        public.body.contains(r#"href="/ui/key?key=%2Fpublic%2Fp""#),
+        "{}",
+        public.body
+    );
+    for path in [
+        "/ui/keys?prefix=%2Fsecret%2F",
+        "/ui/keys",
+        "/ui/keys?prefix=%2F",
+    ] {
+        let r = b.get(path);
+        assert!(r.body.contains("permission denied"), "{path}: {}", r.body);
+        assert!(
+            !r.body.contains("/secret/s\"") && !r.body.contains("%2Fsecret%2Fs"),
+            "{path}: {}",
+            r.body
+        );
+    }
+    let secret = b.get("/ui/key?key=%2Fsecret%2Fs");
+    assert_eq!(secret.status, 403);
+    assert!(!secret.body.contains("topsecret"), "{}", secret.body);
+    // A watch stream: refused without the session, and with it for a
+    // prefix alice may not read — with etcd's reason.
+    let url = c.members[1].client_url();
+    let anon = sse_until(
+        &url,
+        "",
+        "/ui/events/watch?key=%2Fsecret%2F&prefix=1",
+        "Sign in first",
+        WAIT,
+        || {},
+    );
+    assert!(anon.starts_with("HTTP/1.1 401"), "{anon}");
+    let cookie = b.cookie_header();
+    let denied = sse_until(
+        &url,
+        &cookie,
+        "/ui/events/watch?key=%2Fsecret%2F&prefix=1",
+        "event: end",
+        WAIT,
+        || {},
+    );
+    assert!(
+        denied.contains("refused: etcdserver: permission denied"),
+        "{denied}"
+    );
+    let allowed = sse_until(
+        &url,
+        &cookie,
+        "/ui/events/watch?key=%2Fpublic%2F&prefix=1",
+        r#""key":"/public/new""#,
+        WAIT,
+        || {
+            as_root(&["put", "/public/new", "seen"]);
+        },
+    );
+    assert!(allowed.contains(r#""value":"seen""#), "{allowed}");
+    // Alice's writes go through auth in the apply loop like any other.
+    let token = b.csrf();
+    let w = b.post(
+        "/ui/key/put",
+        &format!("key=%2Fsecret%2Fs&value=mine&confirm=yes&csrf={token}"),
+    );
+    assert_eq!(w.status, 403);
+    assert!(w.body.contains("permission denied"), "{}", w.body);
+    let w = b.post(
+        "/ui/key/put",
+        &format!("key=%2Fpublic%2Fp&value=edited&confirm=yes&csrf={token}"),
+    );
+    assert_eq!(w.status, 200, "{}", w.body);
+    assert_eq!(
+        as_root(&["get", "/public/p", "--print-value-only"]).trim(),
+        "edited"
+    );
+    // The configuration is root's.
+    assert_eq!(b.get("/ui/config").status, 403);
+
+    // Sign out: the session is gone.
+    let out = b.post("/ui/logout", &format!("csrf={token}"));
+    assert_eq!(out.status, 303);
+    assert_eq!(b.get("/ui/").status, 303);
+
+    // Root sees everything, the configuration included.
+    let r = Browser::new(c.dir.path(), "root", &c.members[2].client_url());
+    let token = r.csrf();
+    assert_eq!(
+        r.post(
+            "/ui/login",
+            &format!("name=root&password=rootpw&csrf={token}")
+        )
+        .status,
+        303
+    );
+    let all = r.get("/ui/keys?prefix=%2Fsecret%2F");
+    assert!(
+        all.body.contains(r#"href="/ui/key?key=%2Fsecret%2Fs""#),
+        "{}",
+        all.body
+    );
+    let cfg = r.get("/ui/config");
+    assert_eq!(cfg.status, 200, "{}", cfg.body);
+    assert!(
+        cfg.body.contains("<code>--enable-ui</code>"),
+        "{}",
+        cfg.body
+    );
+    assert!(cfg.body.contains("live"), "{}", cfg.body);
+}
