@@ -89,7 +89,8 @@ pub fn routes(srv: Arc<EtcdServer>, reloader: Arc<Reloader>) -> axum::Router {
 /// `--enable-ui`, read per request (live); and the headers every console
 /// response carries: a content security policy that allows only this
 /// member's own stylesheet and script (no inline script, no other origin,
-/// no framing), no sniffing, no referrer, no caching of pages.
+/// no framing), no sniffing, no referrer to other sites, no caching of
+/// pages.
 async fn gate(State(c): State<Arc<Console>>, req: Request, next: Next) -> Response {
     if !c.srv.config.load().enable_ui {
         return (
@@ -113,9 +114,12 @@ async fn gate(State(c): State<Arc<Console>>, req: Request, next: Next) -> Respon
         HeaderValue::from_static("nosniff"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    // `same-origin`, not `no-referrer`: under `no-referrer` browsers send
+    // `Origin: null` on form posts, and the CSRF layer needs the real one.
+    // Key names in URLs still never reach another site.
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     if !h.contains_key(header::CACHE_CONTROL) {
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -16,8 +16,11 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 /// Events queued for one stream before it counts as stalled.
 pub const BUFFER_EVENTS: usize = 16;
-/// How long one stream lives; the browser then reconnects.
-pub const MAX_LIFETIME: Duration = Duration::from_secs(600);
+/// How long one stream lives; the browser then reconnects. Shorter than
+/// the default `--auth-token-ttl` (5 min): the reconnect resolves the
+/// session's token again, which both re-checks it and keeps an open page's
+/// session alive, as any use of a simple token does.
+pub const MAX_LIFETIME: Duration = Duration::from_secs(240);
 /// A comment line this often keeps proxies from closing an idle stream.
 pub const KEEPALIVE: Duration = Duration::from_secs(15);
 
