@@ -430,6 +430,45 @@ fn console_shows_the_cluster_and_edits_keys_with_csrf_and_plugins() {
         denied.body
     );
 
+    // The plugins page lists it, with its prefix, mode and the denial.
+    let plugins = b.get("/ui/plugins");
+    assert_eq!(plugins.status, 200);
+    assert!(
+        plugins.body.contains(r#"<th scope="row">naming</th>"#),
+        "{}",
+        plugins.body
+    );
+    assert!(
+        plugins.body.contains("<code>/apps/</code>"),
+        "{}",
+        plugins.body
+    );
+    assert!(plugins.body.contains("enforce"), "{}", plugins.body);
+
+    // The metrics page charts this member's own figures: the puts above
+    // show up as calls to KV/Put once two samples (5 s apart) are in.
+    let charts = eventually(WAIT, || {
+        let m = b.get("/ui/metrics?minutes=5");
+        m.body
+            .contains("<code>etcdserverpb.KV/Put</code>")
+            .then_some(m)
+    })
+    .unwrap_or_else(|| panic!("no KV/Put rate: {}", b.get("/ui/metrics").body));
+    for title in [
+        "Requests",
+        "Proposals",
+        "Log fsync duration",
+        "Database size",
+        "Watchers",
+    ] {
+        assert!(
+            charts.body.contains(&format!("<h2>{title}</h2>")),
+            "{title}: {}",
+            charts.body
+        );
+    }
+    assert!(charts.body.contains("<polyline"), "{}", charts.body);
+
     // Watch: a write made elsewhere arrives on the stream.
     let member2 = c.members[2].endpoint();
     let stream = sse_until(
@@ -638,8 +677,12 @@ fn console_with_auth_signs_in_and_shows_only_what_roles_allow() {
         as_root(&["get", "/public/p", "--print-value-only"]).trim(),
         "edited"
     );
-    // The configuration is root's.
-    assert_eq!(b.get("/ui/config").status, 403);
+    // The configuration, plugins and metrics are root's.
+    for page in ["/ui/config", "/ui/plugins", "/ui/metrics"] {
+        let r = b.get(page);
+        assert_eq!(r.status, 403, "{page}");
+        assert!(r.body.contains("permission denied"), "{page}: {}", r.body);
+    }
 
     // Sign out: the session is gone.
     let out = b.post("/ui/logout", &format!("csrf={token}"));
@@ -671,4 +714,6 @@ fn console_with_auth_signs_in_and_shows_only_what_roles_allow() {
         cfg.body
     );
     assert!(cfg.body.contains("live"), "{}", cfg.body);
+    assert_eq!(r.get("/ui/plugins").status, 200);
+    assert_eq!(r.get("/ui/metrics").status, 200);
 }

@@ -135,7 +135,7 @@ fn plugin_json(p: &crate::policy::ActivePlugin) -> Value {
     })
 }
 
-fn set_json(srv: &EtcdServer, set: &ActiveSet) -> Value {
+pub(crate) fn set_json(srv: &EtcdServer, set: &ActiveSet) -> Value {
     let declared = srv.plugins.declared();
     json!({
         "member": srv.name,

@@ -81,6 +81,8 @@ pub enum Nav {
     Cluster,
     Keys,
     Watch,
+    Metrics,
+    Plugins,
     Config,
     None,
 }
@@ -132,6 +134,8 @@ pub fn page_with_status(
         (Nav::Cluster, "Cluster", "/ui/"),
         (Nav::Keys, "Keys", "/ui/keys"),
         (Nav::Watch, "Watch", "/ui/watch"),
+        (Nav::Metrics, "Metrics", "/ui/metrics"),
+        (Nav::Plugins, "Plugins", "/ui/plugins"),
         (Nav::Config, "Configuration", "/ui/config"),
     ] {
         let current = if item == nav {

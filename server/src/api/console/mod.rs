@@ -19,6 +19,8 @@ mod cluster;
 mod config;
 pub mod html;
 mod keys;
+mod metrics;
+mod plugins;
 pub mod session;
 mod sse;
 mod watch;
@@ -42,17 +44,23 @@ pub struct Console {
     pub reloader: Arc<Reloader>,
     /// One permit per open event stream (see [`MAX_SSE_STREAMS`]).
     pub streams: Arc<tokio::sync::Semaphore>,
+    /// The metrics page's samples (see `metrics`).
+    ring: Arc<metrics::Ring>,
 }
 
 const CSS: &str = include_str!("assets/console.css");
 const JS: &str = include_str!("assets/console.js");
 
-/// The console's routes, to merge into a client listener's HTTP router.
+/// The console's routes, to merge into a client listener's HTTP router;
+/// starts the metrics sampler (so call it once per member, in a runtime).
 pub fn routes(srv: Arc<EtcdServer>, reloader: Arc<Reloader>) -> axum::Router {
+    let ring = Arc::new(metrics::Ring::default());
+    tokio::spawn(metrics::run_sampler(Arc::clone(&srv), Arc::clone(&ring)));
     let console = Arc::new(Console {
         srv,
         reloader,
         streams: Arc::new(tokio::sync::Semaphore::new(MAX_SSE_STREAMS)),
+        ring,
     });
     axum::Router::new()
         .route("/ui", get(|| async { Redirect::permanent("/ui/") }))
@@ -67,6 +75,8 @@ pub fn routes(srv: Arc<EtcdServer>, reloader: Arc<Reloader>) -> axum::Router {
         .route("/ui/key/delete", post(keys::delete))
         .route("/ui/watch", get(watch::page))
         .route("/ui/events/watch", get(watch::events))
+        .route("/ui/metrics", get(metrics::page))
+        .route("/ui/plugins", get(plugins::page))
         .route("/ui/config", get(config::page))
         .route("/ui/assets/console.css", get(css))
         .route("/ui/assets/console.js", get(js))
