@@ -733,8 +733,7 @@ pub static SETTINGS: &[Setting] = &[
         Text,
         "",
         "Serve the v2 API from the v3 store under this prefix.",
-    )
-    .not_yet("v2-on-v3 emulation"),
+    ),
     setting(
         "experimental-backend-bbolt-freelist-type",
         Experimental,
