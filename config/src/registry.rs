@@ -1094,6 +1094,7 @@ mod tests {
             "experimental-corrupt-check-time",
             "force-new-cluster",
             "experimental-enable-lease-checkpoint",
+            "experimental-enable-v2v3",
         ];
         for s in SETTINGS {
             let want_supported = supported.contains(&s.name);
