@@ -367,6 +367,17 @@ fn console_shows_the_cluster_and_edits_keys_with_csrf_and_plugins() {
         after.body
     );
 
+    // A textarea's CRLF line breaks (what browsers send) are stored as the
+    // LFs the text had.
+    let lines = b.post(
+        "/ui/key/put",
+        &format!("key=%2Fc%2Flines&value=l1%0D%0Al2&confirm=yes&csrf={token}"),
+    );
+    assert_eq!(lines.status, 200, "{}", lines.body);
+    let stored = ok(etcdctl(&e, &["get", "/c/lines", "-w", "json"], None));
+    let v: serde_json::Value = serde_json::from_str(&stored).unwrap();
+    assert_eq!(v["kvs"][0]["value"], "bDEKbDI=", "not l1\\nl2: {stored}");
+
     // Delete: confirmation, then gone.
     let hex: String = "/c/new".bytes().map(|b| format!("{b:02x}")).collect();
     let confirm = b.post("/ui/key/delete", &format!("hex={hex}&csrf={token}"));
@@ -445,8 +456,12 @@ fn console_shows_the_cluster_and_edits_keys_with_csrf_and_plugins() {
     );
     assert!(plugins.body.contains("enforce"), "{}", plugins.body);
 
-    // The metrics page charts this member's own figures: the puts above
+    // The metrics page charts this member's own figures: puts sent to it
     // show up as calls to KV/Put once two samples (5 s apart) are in.
+    let member0 = c.members[0].endpoint();
+    for i in 0..3 {
+        ok(etcdctl(&member0, &["put", &format!("/m/{i}"), "x"], None));
+    }
     let charts = eventually(WAIT, || {
         let m = b.get("/ui/metrics?minutes=5");
         m.body

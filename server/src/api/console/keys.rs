@@ -514,6 +514,7 @@ pub async fn edit(
         );
     };
     let mut current = String::new();
+    let mut crlf = false;
     if !key.is_empty() {
         match c
             .srv
@@ -528,6 +529,7 @@ pub async fn edit(
                     && let Ok(t) = std::str::from_utf8(&kv.value)
                 {
                     current = t.to_string();
+                    crlf = t.contains("\r\n");
                 }
             }
             Err(e) => {
@@ -542,18 +544,30 @@ pub async fn edit(
             }
         }
     }
-    let body = put_form(&s, &key_text, &current);
+    let body = put_form(&s, &key_text, &current, crlf);
     html::page(&s, "Edit key", Nav::Keys, &body)
 }
 
-fn put_form(s: &Session, key: &str, value: &str) -> String {
+/// Browsers send a textarea's line breaks as CRLF whatever the text had;
+/// the form says which the value should keep (CRLF only when the value
+/// being edited used it), and [`PutForm::value`] restores it.
+fn newlines_field(crlf: bool) -> &'static str {
+    if crlf {
+        r#"<input type="hidden" name="newlines" value="crlf">"#
+    } else {
+        ""
+    }
+}
+
+fn put_form(s: &Session, key: &str, value: &str, crlf: bool) -> String {
     format!(
-        r#"<form class="card" method="post" action="/ui/key/put">{}
+        r#"<form class="card" method="post" action="/ui/key/put">{}{}
 <p><label for="key">Key</label><br><input id="key" name="key" value="{}" required size="60"></p>
 <p><label for="value">Value</label><br><textarea id="value" name="value" rows="12" cols="60">{}</textarea></p>
 <p><button type="submit">Review…</button> <span class="hint">You confirm on the next page.</span></p>
 </form>"#,
         csrf_field(s),
+        newlines_field(crlf),
         esc(key),
         esc(value)
     )
@@ -565,6 +579,24 @@ pub struct PutForm {
     #[serde(default)]
     value: String,
     confirm: Option<String>,
+    /// `crlf` to keep the browser's CRLF line breaks (see `newlines_field`).
+    newlines: Option<String>,
+}
+
+impl PutForm {
+    fn crlf(&self) -> bool {
+        self.newlines.as_deref() == Some("crlf")
+    }
+
+    /// The value to store: the browser's CRLFs turned back into LFs unless
+    /// the form asked to keep them.
+    fn value(&self) -> String {
+        if self.crlf() {
+            self.value.clone()
+        } else {
+            self.value.replace("\r\n", "\n")
+        }
+    }
 }
 
 /// `POST /ui/key/put`: without `confirm`, the confirmation page; with it,
@@ -577,17 +609,20 @@ pub async fn put(
     if f.key.is_empty() {
         return bad(&s, "A key is required.");
     }
+    let value = f.value();
     if f.confirm.as_deref() != Some("yes") {
         let body = format!(
-            r#"<p>Write this value to <code>{}</code>?</p>
+            r#"<p>Write this value ({} bytes) to <code>{}</code>?</p>
 <pre class="value">{}</pre>
-<form method="post" action="/ui/key/put">{}<input type="hidden" name="key" value="{}"><input type="hidden" name="value" value="{}"><input type="hidden" name="confirm" value="yes">
+<form method="post" action="/ui/key/put">{}{}<input type="hidden" name="key" value="{}"><input type="hidden" name="value" value="{}"><input type="hidden" name="confirm" value="yes">
 <button type="submit" autofocus>Put</button> <a href="/ui/key?key={}">Cancel</a></form>"#,
+            value.len(),
             esc(&f.key),
-            esc(&f.value),
+            esc(&value),
             csrf_field(&s),
+            newlines_field(f.crlf()),
             esc(&f.key),
-            esc(&f.value),
+            esc(&value),
             url_enc(&f.key)
         );
         return html::page(&s, "Confirm put", Nav::Keys, &body);
@@ -596,7 +631,7 @@ pub async fn put(
         .srv
         .put(PutRequest {
             key: Bytes::from(f.key.clone().into_bytes()),
-            value: Bytes::from(f.value.clone().into_bytes()),
+            value: Bytes::from(value.into_bytes()),
             ..Default::default()
         })
         .await;
@@ -611,7 +646,7 @@ pub async fn put(
         }
         Err(e) => {
             let mut body = error_box(&e.to_string());
-            body.push_str(&put_form(&s, &f.key, &f.value));
+            body.push_str(&put_form(&s, &f.key, &f.value(), f.crlf()));
             html::page_with_status(refusal_status(&e), &s, "Put refused", Nav::Keys, &body, "")
         }
     }
@@ -727,6 +762,20 @@ mod tests {
         );
         let big = vec![b'x'; MAX_SHOWN_VALUE_BYTES + 10];
         assert!(value_html(&big).contains("Showing the first 65536 of 65546 bytes"));
+    }
+
+    #[test]
+    fn textarea_line_breaks_are_restored() {
+        let form = |newlines: Option<&str>| PutForm {
+            key: "k".into(),
+            value: "a\r\nb\r\n".into(),
+            confirm: None,
+            newlines: newlines.map(String::from),
+        };
+        assert_eq!(form(None).value(), "a\nb\n");
+        assert_eq!(form(Some("crlf")).value(), "a\r\nb\r\n");
+        assert!(newlines_field(true).contains(r#"value="crlf""#));
+        assert_eq!(newlines_field(false), "");
     }
 
     #[test]
