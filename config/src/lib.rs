@@ -139,8 +139,9 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 pub use config::{
-    AutoCompactionMode, AutoCompactionRetention, ClusterState, DEFAULT_QUOTA_BACKEND_BYTES,
-    InitialMember, LogLevel, MAX_ELECTION_TIMEOUT_MS, MAX_QUOTA_BACKEND_BYTES, MetricsLevel,
+    AutoCompactionMode, AutoCompactionRetention, Bootstrap, CONFLICT_BOOTSTRAP_FLAGS, ClusterState,
+    DEFAULT_QUOTA_BACKEND_BYTES, DiscoveryFallback, InitialMember, LogLevel,
+    MAX_ELECTION_TIMEOUT_MS, MAX_QUOTA_BACKEND_BYTES, MetricsLevel,
     RECOMMENDED_MAX_QUOTA_BACKEND_BYTES, ServerConfig,
 };
 pub use error::{ConfigError, Resolved, Source};
