@@ -55,7 +55,7 @@
 //!    warning (as in etcd); empty variables count as unset (as in etcd);
 //!    variables without the `ETCD_` prefix are ignored, and so is
 //!    `ETCD_UNSUPPORTED_ARCH` (etcd's arm64 opt-in, meaningless for Cairn).
-//! 4. **Not-yet-supported features** (discovery, the v2 proxy, CRLs, ...)
+//! 4. **Not-yet-supported features** (the v2 proxy, v2-on-v3, ...)
 //!    are recognised; setting one to anything but its default is an error
 //!    rather than being silently ignored. Settings
 //!    that only tune etcd internals Cairn lacks (`--max-wals`, bbolt tuning,
