@@ -168,28 +168,41 @@ fn discovery_cluster(service: Target) {
     let set = curl(&["-XPUT", &format!("{durl}/_config/size"), "-d", "value=3"]);
     assert!(set.contains("\"value\":\"3\""), "{set}");
 
-    // The size key must exist: etcd 3.4 prints the service's v2 error.
+    // Bad discovery directories. The size key must exist (etcd 3.4 prints
+    // the service's v2 error), be a number, and the URL must be a v2 API.
+    let bad_size = format!("{svc_url}/v2/keys/_etcd/registry/{token}-badsize");
+    curl(&[
+        "-XPUT",
+        &format!("{bad_size}/_config/size"),
+        "-d",
+        "value=three",
+    ]);
     let mut probe = Cluster::launch(Options {
         members: 0,
         static_bootstrap: false,
         ..Options::default()
     });
-    let nosize = probe.new_member("nosize");
-    probe.launch_member(
-        nosize,
-        &[&format!(
-            "--discovery={svc_url}/v2/keys/_etcd/registry/{token}-nosize"
-        )],
-    );
-    let code = probe.wait_exit(nosize, Duration::from_secs(30));
-    assert_ne!(code, Some(0));
-    let log = probe.members[nosize].log();
-    assert!(
-        log.contains(&format!(
-            "failed to join discovery cluster (100: Key not found (/_etcd/registry/{token}-nosize) ["
-        )),
-        "{log}"
-    );
+    for (url, error) in [
+        (
+            format!("{svc_url}/v2/keys/_etcd/registry/{token}-nosize"),
+            format!("100: Key not found (/_etcd/registry/{token}-nosize) ["),
+        ),
+        (bad_size, "discovery: size key is bad".to_string()),
+        (
+            format!("{svc_url}/not-v2/{token}"),
+            "discovery: bad discovery endpoint".to_string(),
+        ),
+    ] {
+        let i = probe.new_member(&format!("probe{}", probe.members.len()));
+        probe.launch_member(i, &[&format!("--discovery={url}")]);
+        let code = probe.wait_exit(i, Duration::from_secs(30));
+        assert_eq!(code, Some(1), "{url}");
+        let log = probe.members[i].log();
+        assert!(
+            log.contains(&format!("failed to join discovery cluster ({error}")),
+            "{url}: {log}"
+        );
+    }
 
     // One member goes through an HTTP proxy.
     let proxy = start_proxy();
