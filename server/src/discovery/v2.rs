@@ -33,8 +33,10 @@ pub const WAIT_FOR_MEMBERS: Duration = Duration::from_secs(15 * 60);
 /// Failed exchanges with the discovery service tolerated before giving up
 /// with etcd's "too many retries" (etcd: 2^32).
 pub const MAX_RETRIES: u32 = 10;
-/// Backoff before retry n is 2^min(n, this) seconds (etcd caps at 2^8 s).
+/// Backoff before retry n is 2^min(n, this) units (etcd caps at 2^8 s).
 const MAX_BACKOFF_EXPONENT: u32 = 5;
+/// etcd's backoff unit.
+const BACKOFF_UNIT: Duration = Duration::from_secs(1);
 /// The most members a size key may ask for (a discovery directory listing
 /// beyond this would be no cluster anyone runs).
 const MAX_SIZE: u64 = 1000;
@@ -108,6 +110,7 @@ struct Client {
     proxy: Option<Url>,
     self_id: u64,
     retries: u32,
+    backoff_unit: Duration,
     deadline: Instant,
 }
 
@@ -120,7 +123,11 @@ pub async fn join_cluster(
     self_id: u64,
     config: &str,
 ) -> Result<String, DiscoveryError> {
-    let mut c = Client::new(url, proxy, self_id)?;
+    let c = Client::new(url, proxy, self_id, BACKOFF_UNIT)?;
+    join(c, config).await
+}
+
+async fn join(mut c: Client, config: &str) -> Result<String, DiscoveryError> {
     // Fast path: a full cluster is refused before registering.
     c.check_cluster().await?;
     c.create_self(config).await?;
@@ -129,7 +136,12 @@ pub async fn join_cluster(
 }
 
 impl Client {
-    fn new(url: &str, proxy: Option<&str>, self_id: u64) -> Result<Self, DiscoveryError> {
+    fn new(
+        url: &str,
+        proxy: Option<&str>,
+        self_id: u64,
+        backoff_unit: Duration,
+    ) -> Result<Self, DiscoveryError> {
         let parsed = Url::parse(url).map_err(|_| DiscoveryError::InvalidUrl)?;
         let cluster = parsed.path().trim_end_matches('/').to_string();
         if cluster.is_empty() || !matches!(parsed.scheme(), "http" | "https") {
@@ -152,6 +164,7 @@ impl Client {
             proxy,
             self_id,
             retries: 0,
+            backoff_unit,
             deadline: Instant::now() + WAIT_FOR_MEMBERS,
         })
     }
@@ -348,7 +361,7 @@ impl Client {
             tracing::warn!("{step}: {error}");
             return Err(DiscoveryError::TooManyRetries);
         }
-        let wait = Duration::from_secs(1 << self.retries.min(MAX_BACKOFF_EXPONENT));
+        let wait = self.backoff_unit * (1 << self.retries.min(MAX_BACKOFF_EXPONENT));
         tracing::info!(
             "{step}: error connecting to {}, retrying in {wait:?} ({error})",
             self.base
@@ -454,6 +467,126 @@ mod tests {
             value: value.into(),
             created_index,
         }
+    }
+
+    /// A discovery service on loopback that answers every request with
+    /// `reply(request line)`; counts requests.
+    async fn fake_service(
+        reply: impl Fn(&str) -> String + Send + Sync + 'static,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let seen = std::sync::Arc::clone(&count);
+        let reply = std::sync::Arc::new(reply);
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let reply = std::sync::Arc::clone(&reply);
+                let seen = std::sync::Arc::clone(&seen);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 8192];
+                    let mut got = 0;
+                    while !buf[..got].windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf[got..]).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => got += n,
+                        }
+                    }
+                    seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let head = String::from_utf8_lossy(&buf[..got]).into_owned();
+                    let line = head.lines().next().unwrap_or("").to_string();
+                    let _ = s.write_all(reply(&line).as_bytes()).await;
+                });
+            }
+        });
+        (format!("http://{addr}/v2/keys/d"), count)
+    }
+
+    fn http(status: &str, index: u64, body: &str) -> String {
+        format!(
+            "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nX-Etcd-Index: {index}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    async fn join_fast(url: &str) -> Result<String, DiscoveryError> {
+        let c = Client::new(url, None, 0xabc, Duration::from_millis(1)).unwrap();
+        join(c, "me=http://10.0.0.1:2380").await
+    }
+
+    #[tokio::test]
+    async fn retries_are_bounded() {
+        let (url, count) = fake_service(|_| http("503 Service Unavailable", 1, "")).await;
+        let e = join_fast(&url).await.unwrap_err();
+        assert_eq!(e.to_string(), "discovery: too many retries");
+        assert_eq!(
+            count.load(std::sync::atomic::Ordering::Relaxed),
+            MAX_RETRIES as usize + 1
+        );
+        // Nobody listening at all.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let e = join_fast(&format!("http://127.0.0.1:{port}/v2/keys/d"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.to_string(), "discovery: too many retries");
+    }
+
+    #[tokio::test]
+    async fn malformed_answers_are_errors() {
+        let size = r#"{"action":"get","node":{"key":"/d/_config/size","value":"1"}}"#;
+        // A listing whose nodes are not objects, keys not strings.
+        let (url, _) = fake_service(move |line| {
+            if line.contains("_config/size") {
+                http("200 OK", 3, size)
+            } else if line.starts_with("PUT") {
+                http("201 Created", 4, r#"{"node":{"createdIndex":"x"}}"#)
+            } else {
+                http(
+                    "200 OK",
+                    4,
+                    r#"{"node":{"nodes":[1,"a",{"key":7},{"key":"/d/abc","value":5}]}}"#,
+                )
+            }
+        })
+        .await;
+        let e = join_fast(&url).await.unwrap_err();
+        // The one usable node (this member's) has no value: no member
+        // named, as etcd's nodesToCluster reports it.
+        assert_eq!(e.to_string(), "discovery: found duplicate name");
+        // A registration that someone else already made under our ID.
+        let (url, _) = fake_service(move |line| {
+            if line.contains("_config/size") {
+                http("200 OK", 3, size)
+            } else if line.starts_with("PUT") {
+                http(
+                    "412 Precondition Failed",
+                    4,
+                    r#"{"errorCode":105,"message":"Key already exists","cause":"/d/abc","index":4}"#,
+                )
+            } else {
+                http("200 OK", 4, r#"{"node":{"key":"/d","dir":true}}"#)
+            }
+        })
+        .await;
+        assert_eq!(
+            join_fast(&url).await.unwrap_err().to_string(),
+            "discovery: found duplicate id"
+        );
+        // A chunked, endless body is cut at the limit, not buffered.
+        let (url, _) = fake_service(|_| {
+            let mut r = String::from("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+            for _ in 0..1100 {
+                r.push_str(&format!("1000\r\n{}\r\n", "x".repeat(4096)));
+            }
+            r
+        })
+        .await;
+        let e = join_fast(&url).await.unwrap_err();
+        assert_eq!(e.to_string(), "discovery: too many retries");
     }
 
     #[test]
