@@ -243,6 +243,9 @@ pub struct ServerConfig {
     /// `--experimental-enable-lease-checkpoint`: the leader records leases'
     /// remaining TTLs through raft so a leader change does not reset them.
     pub experimental_enable_lease_checkpoint: bool,
+    /// `--experimental-enable-v2v3`: the v3 key prefix `/v2/keys` is kept
+    /// under (etcd's layout); empty: the v2 store serves it.
+    pub experimental_enable_v2v3: String,
     /// How often the leader compares the members' KV hashes; zero: never.
     pub experimental_corrupt_check_time: Duration,
     /// `--force-new-cluster`: restart as a one-member cluster keeping the
@@ -1018,6 +1021,7 @@ fn typed(
         experimental_initial_corrupt_check: inputs.bool("experimental-initial-corrupt-check")?,
         experimental_enable_lease_checkpoint: inputs
             .bool("experimental-enable-lease-checkpoint")?,
+        experimental_enable_v2v3: inputs.text("experimental-enable-v2v3")?,
         experimental_corrupt_check_time: inputs.duration("experimental-corrupt-check-time")?,
         force_new_cluster: inputs.bool("force-new-cluster")?,
         auth_token,

@@ -727,8 +727,7 @@ pub static SETTINGS: &[Setting] = &[
         Text,
         "",
         "Serve the v2 API from the v3 store under this prefix.",
-    )
-    .not_yet("v2-on-v3 emulation"),
+    ),
     setting(
         "experimental-backend-bbolt-freelist-type",
         Experimental,
@@ -1094,6 +1093,7 @@ mod tests {
             "experimental-corrupt-check-time",
             "force-new-cluster",
             "experimental-enable-lease-checkpoint",
+            "experimental-enable-v2v3",
         ];
         for s in SETTINGS {
             let want_supported = supported.contains(&s.name);

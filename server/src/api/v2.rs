@@ -27,13 +27,20 @@ pub struct V2Api {
     pub srv: Arc<EtcdServer>,
     /// When this process started, for `/v2/stats/self`.
     started_unix_nanos: i64,
+    /// `--experimental-enable-v2v3`: `/v2/keys` over v3 keys.
+    v3_keys: Option<super::v2v3::V3Keyspace>,
 }
 
 impl V2Api {
-    pub fn new(srv: Arc<EtcdServer>) -> Arc<V2Api> {
+    /// `v2v3_prefix`: the value of `--experimental-enable-v2v3` (empty:
+    /// the v2 store serves `/v2/keys`).
+    pub fn new(srv: Arc<EtcdServer>, v2v3_prefix: &str) -> Arc<V2Api> {
+        let v3_keys = (!v2v3_prefix.is_empty())
+            .then(|| super::v2v3::V3Keyspace::new(Arc::clone(&srv), v2v3_prefix.to_string()));
         Arc::new(V2Api {
             srv,
             started_unix_nanos: unix_nanos(),
+            v3_keys,
         })
     }
 }
@@ -231,6 +238,10 @@ impl V2Backend for V2Api {
         }
     }
 
+    fn v3_keys(&self) -> Option<&dyn crate::v2::V2Keys> {
+        self.v3_keys.as_ref().map(|k| k as &dyn crate::v2::V2Keys)
+    }
+
     fn leader_stats(&self) -> Option<V2LeaderStats> {
         if !self.srv.status.is_leader() {
             return None;
@@ -303,7 +314,13 @@ pub async fn auth_gate(
     if let Some((user, password)) = creds
         && root_password_ok(&srv, &user, password).await
     {
-        return next.run(req).await;
+        // The request runs as that user: with `--experimental-enable-v2v3`
+        // its keys are v3 keys, checked like any other v3 request's.
+        let info = crate::auth::AuthInfo {
+            username: user,
+            revision: srv.auth.store.read().revision(),
+        };
+        return crate::etcdserver::auth::with_caller(Some(info), next.run(req)).await;
     }
     let err = V2Error::new(
         crate::v2::error::UNAUTHORIZED,

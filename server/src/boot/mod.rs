@@ -1115,9 +1115,14 @@ fn client_router(
     };
     let http = if cfg.enable_v2 {
         http.merge(
-            crate::v2::routes(api::v2::V2Api::new(Arc::clone(server))).layer(
-                axum::middleware::from_fn_with_state(Arc::clone(server), api::v2::auth_gate),
-            ),
+            crate::v2::routes(api::v2::V2Api::new(
+                Arc::clone(server),
+                &cfg.experimental_enable_v2v3,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::clone(server),
+                api::v2::auth_gate,
+            )),
         )
     } else {
         http

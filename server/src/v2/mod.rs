@@ -214,4 +214,42 @@ pub trait V2Backend: Send + Sync + 'static {
 
     /// `None` unless this member is the leader.
     fn leader_stats(&self) -> Option<V2LeaderStats>;
+
+    /// The keyspace `/v2/keys` serves when it is not the v2 store: with
+    /// `--experimental-enable-v2v3` it is v3 keys under a prefix. `None`
+    /// (the default): the v2 store, through `propose` and `store`.
+    fn v3_keys(&self) -> Option<&dyn V2Keys> {
+        None
+    }
+}
+
+/// `/v2/keys` over another keyspace (etcd's v2v3 emulation): the same
+/// requests the v2 store answers, with the same events and errors. The
+/// v2 auth API and membership stay where they are.
+#[async_trait::async_trait]
+pub trait V2Keys: Send + Sync + 'static {
+    /// A read (`quorum` or not; both are linearizable here).
+    async fn get(&self, path: &str, recursive: bool, sorted: bool) -> Result<V2Event, V2Error>;
+
+    /// A write: every [`V2Op`] except `QGet` and `Sync`. A TTL is refused.
+    async fn write(&self, req: V2Request) -> Result<V2Event, V2Error>;
+
+    /// A long-poll watch from `wait_index` (0: from now).
+    async fn watch(
+        &self,
+        path: &str,
+        recursive: bool,
+        stream: bool,
+        wait_index: u64,
+    ) -> Result<V2KeysWatch, V2Error>;
+
+    /// The current index, for errors that carry one.
+    fn index(&self) -> u64;
+}
+
+/// A watch on a [`V2Keys`]: its start index (`X-Etcd-Index`) and its
+/// events, which end when the watch does (dropping it unregisters it).
+pub struct V2KeysWatch {
+    pub start_index: u64,
+    pub events: futures::stream::BoxStream<'static, V2Event>,
 }

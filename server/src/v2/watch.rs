@@ -262,6 +262,15 @@ impl Hub {
     }
 }
 
+/// Whether a watcher on `key` (root: "/") hears `e`: the history's rule
+/// below, minus changes to hidden keys under the watched path. For
+/// keyspaces other than the v2 store (`--experimental-enable-v2v3`), which
+/// filter a stream of events themselves.
+pub fn hears(e: &V2Event, key: &str, recursive: bool) -> bool {
+    let ek = e.key();
+    history_matches(e, key, recursive) && (ek == key || !is_hidden(key, ek))
+}
+
 /// etcd's history match: the key itself, keys under it for a recursive
 /// watch, and deletions or expiries of a directory above it.
 fn history_matches(e: &V2Event, key: &str, recursive: bool) -> bool {

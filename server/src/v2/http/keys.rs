@@ -6,7 +6,7 @@
 use super::*;
 use crate::v2::error::*;
 use crate::v2::event::V2Event;
-use crate::v2::{V2Op, V2Request, V2Watcher};
+use crate::v2::{V2Keys, V2Op, V2Request, V2Watcher};
 use axum::body::Bytes;
 use axum::extract::State;
 use tokio::sync::OwnedSemaphorePermit;
@@ -57,6 +57,9 @@ pub(super) async fn keys(State(st): State<Arc<V2State>>, req: Request) -> Respon
     }
     let backend = st.backend.as_ref();
     let now = backend.now_unix_nanos();
+    if let Some(v3) = backend.v3_keys() {
+        return v3_keys_request(&st, v3, &method, key, &kr, &cluster, now).await;
+    }
 
     // etcd turns `GET ?quorum=true` into a raft read before looking at
     // `wait`, so a quorum watch is a quorum get.
@@ -84,35 +87,7 @@ pub(super) async fn keys(State(st): State<Arc<V2State>>, req: Request) -> Respon
         };
     }
 
-    let conditional = kr.prev_index > 0 || !kr.prev_value.is_empty();
-    let op = if method == Method::PUT {
-        match kr.prev_exist {
-            Some(true) if conditional => V2Op::CompareAndSwap,
-            Some(true) => V2Op::Update,
-            Some(false) => V2Op::Create,
-            None if conditional => V2Op::CompareAndSwap,
-            None => V2Op::Set,
-        }
-    } else if method == Method::POST {
-        V2Op::CreateInOrder
-    } else if conditional {
-        V2Op::CompareAndDelete
-    } else {
-        V2Op::Delete
-    };
-    let mut r = V2Request::new(op, key, now);
-    r.value = kr.value;
-    r.dir = kr.dir;
-    r.prev_value = kr.prev_value;
-    r.prev_index = kr.prev_index;
-    r.recursive = kr.recursive;
-    r.refresh = kr.refresh;
-    // Go: `clock.Now().Add(time.Duration(ttl) * time.Second).UnixNano()`,
-    // all in wrapping int64; an overflow lands before 2000 and the store
-    // then treats the key as permanent.
-    r.expiration = kr
-        .ttl
-        .map(|ttl| now.wrapping_add((ttl as i64).wrapping_mul(1_000_000_000)));
+    let r = write_request(&method, key, &kr, now);
     match backend.propose(r).await {
         Ok(a) => event_response(
             &a.event,
@@ -126,14 +101,90 @@ pub(super) async fn keys(State(st): State<Arc<V2State>>, req: Request) -> Respon
     }
 }
 
+/// `/v2/keys` served from v3 keys (`--experimental-enable-v2v3`): the
+/// same parameters and responses, another keyspace behind them.
+async fn v3_keys_request(
+    st: &V2State,
+    v3: &dyn V2Keys,
+    method: &Method,
+    key: String,
+    kr: &KeyRequest,
+    cluster: &HeaderValue,
+    now: i64,
+) -> Response {
+    let head = *method == Method::HEAD;
+    let backend = st.backend.as_ref();
+    if *method == Method::GET && kr.wait && !kr.quorum {
+        let Ok(permit) = st.long_polls.clone().try_acquire_owned() else {
+            return too_many_watches(cluster, v3.index());
+        };
+        let w = match v3.watch(&key, kr.recursive, kr.stream, kr.wait_index).await {
+            Ok(w) => w,
+            Err(e) => return error_response(&e, cluster, false),
+        };
+        let headers = watch_headers(backend, cluster, w.start_index);
+        let stream = kr.stream;
+        let body = futures::stream::unfold(Some((w.events, permit)), move |state| async move {
+            let (mut events, permit) = state?;
+            let ev = futures::StreamExt::next(&mut events).await?;
+            let chunk = Bytes::from(ev.to_body(false));
+            Some((
+                Ok::<_, std::convert::Infallible>(chunk),
+                stream.then_some((events, permit)),
+            ))
+        });
+        return (StatusCode::OK, headers, Body::from_stream(body)).into_response();
+    }
+    let result = if *method == Method::GET || head {
+        v3.get(&key, kr.recursive, kr.sorted).await
+    } else {
+        v3.write(write_request(method, key, kr, now)).await
+    };
+    let (ri, rt) = backend.raft_index_term();
+    match result {
+        Ok(ev) => event_response(&ev, ri, rt, cluster, kr.no_value_on_success, head),
+        Err(e) => error_response(&e, cluster, head),
+    }
+}
+
+/// The v2 write a PUT, POST or DELETE stands for.
+fn write_request(method: &Method, key: String, kr: &KeyRequest, now: i64) -> V2Request {
+    let conditional = kr.prev_index > 0 || !kr.prev_value.is_empty();
+    let op = if *method == Method::PUT {
+        match kr.prev_exist {
+            Some(true) if conditional => V2Op::CompareAndSwap,
+            Some(true) => V2Op::Update,
+            Some(false) => V2Op::Create,
+            None if conditional => V2Op::CompareAndSwap,
+            None => V2Op::Set,
+        }
+    } else if *method == Method::POST {
+        V2Op::CreateInOrder
+    } else if conditional {
+        V2Op::CompareAndDelete
+    } else {
+        V2Op::Delete
+    };
+    let mut r = V2Request::new(op, key, now);
+    r.value = kr.value.clone();
+    r.dir = kr.dir;
+    r.prev_value = kr.prev_value.clone();
+    r.prev_index = kr.prev_index;
+    r.recursive = kr.recursive;
+    r.refresh = kr.refresh;
+    // Go: `clock.Now().Add(time.Duration(ttl) * time.Second).UnixNano()`,
+    // all in wrapping int64; an overflow lands before 2000 and the store
+    // then treats the key as permanent.
+    r.expiration = kr
+        .ttl
+        .map(|ttl| now.wrapping_add((ttl as i64).wrapping_mul(1_000_000_000)));
+    r
+}
+
 async fn watch(st: &V2State, key: &str, kr: &KeyRequest, cluster: &HeaderValue) -> Response {
     let backend = st.backend.as_ref();
     let Ok(permit) = st.long_polls.clone().try_acquire_owned() else {
-        let index = backend.store().read().index();
-        let e = V2Error::new(RAFT_INTERNAL, "etcdserver: too many requests", index);
-        let mut resp = error_response(&e, cluster, false);
-        *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-        return resp;
+        return too_many_watches(cluster, backend.store().read().index());
     };
     // The store lock is held only to scan the history and register.
     let watcher = backend
@@ -144,18 +195,32 @@ async fn watch(st: &V2State, key: &str, kr: &KeyRequest, cluster: &HeaderValue) 
         Ok(w) => w,
         Err(e) => return error_response(&e, cluster, false),
     };
-    let (ri, rt) = backend.raft_index_term();
-    let mut headers = HeaderMap::new();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static(JSON));
-    headers.insert("x-etcd-cluster-id", cluster.clone());
-    headers.insert("x-etcd-index", num(watcher.start_index()));
-    headers.insert("x-raft-index", num(ri));
-    headers.insert("x-raft-term", num(rt));
+    let headers = watch_headers(backend, cluster, watcher.start_index());
     // The status and headers go out at once; the body is the event(s).
     // When the client goes away the server drops the body, and with it the
     // watcher (unregistered) and the long-poll permit.
     let body = Body::from_stream(watch_stream(watcher, kr.stream, permit));
     (StatusCode::OK, headers, body).into_response()
+}
+
+/// 503 when `MAX_LONG_POLLS` watches are open.
+fn too_many_watches(cluster: &HeaderValue, index: u64) -> Response {
+    let e = V2Error::new(RAFT_INTERNAL, "etcdserver: too many requests", index);
+    let mut resp = error_response(&e, cluster, false);
+    *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    resp
+}
+
+/// A watch's headers go out at once, before its first event.
+fn watch_headers(backend: &dyn V2Backend, cluster: &HeaderValue, start_index: u64) -> HeaderMap {
+    let (ri, rt) = backend.raft_index_term();
+    let mut headers = HeaderMap::new();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(JSON));
+    headers.insert("x-etcd-cluster-id", cluster.clone());
+    headers.insert("x-etcd-index", num(start_index));
+    headers.insert("x-raft-index", num(ri));
+    headers.insert("x-raft-term", num(rt));
+    headers
 }
 
 fn watch_stream(
