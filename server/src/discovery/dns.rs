@@ -455,6 +455,46 @@ fn read_name(msg: &[u8], mut at: usize) -> Option<String> {
     Some(name)
 }
 
+/// For the fuzz target.
+pub mod fuzzing {
+    use super::{Record, Reply, decode_reply};
+
+    /// A DNS response to query ID `id`, decoded; the records as text, or
+    /// why it was refused. `Err` only for a broken invariant.
+    pub fn dns_reply(msg: &[u8], id: u16) -> Result<Result<Vec<String>, String>, String> {
+        let reply = match decode_reply(msg, id) {
+            Err(super::Truncated) => return Ok(Err("truncated".into())),
+            Ok(Err(e)) => return Ok(Err(e)),
+            Ok(Ok(r)) => r,
+        };
+        let Reply::Records(records) = reply else {
+            return Ok(Err(format!("{reply:?}")));
+        };
+        if records.len() > super::MAX_ANSWERS {
+            return Err(format!("{} records, over the bound", records.len()));
+        }
+        let mut out = Vec::new();
+        for r in records {
+            match r {
+                Record::Srv(s) => {
+                    if !s.target.ends_with('.') || s.target.len() > super::MAX_NAME_BYTES + 1 {
+                        return Err(format!(
+                            "SRV target {:?} is not a bounded absolute name",
+                            s.target
+                        ));
+                    }
+                    out.push(format!(
+                        "SRV {} {} {} {}",
+                        s.priority, s.weight, s.port, s.target
+                    ));
+                }
+                Record::Ip(ip) => out.push(format!("IP {ip}")),
+            }
+        }
+        Ok(Ok(out))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

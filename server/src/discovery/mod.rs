@@ -13,6 +13,13 @@ pub mod v2;
 
 pub use dns::{Resolver, TEST_DNS_SERVER_ENV};
 
+/// The parsers of what a DNS server and a discovery service send, for the
+/// fuzz targets (`crate::fuzz_api`). Not an API.
+pub mod fuzzing {
+    pub use super::dns::fuzzing::dns_reply;
+    pub use super::v2::fuzzing::keys_answer;
+}
+
 /// Why discovery failed; the `discovery: ...` texts are etcd's.
 #[derive(Debug, thiserror::Error)]
 pub enum DiscoveryError {

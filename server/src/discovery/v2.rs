@@ -457,6 +457,53 @@ fn nodes_to_cluster(nodes: &[Node]) -> Result<String, DiscoveryError> {
     Ok(joined)
 }
 
+/// For the fuzz target.
+pub mod fuzzing {
+    use super::{answer, base_name, node_of, nodes_to_cluster, parse_size};
+
+    /// A keys answer (`status`, `body`) read as the discovery client reads
+    /// it: as a size key, and as a directory listing turned into a
+    /// cluster. A description of the outcome; `Err` for a broken invariant.
+    pub fn keys_answer(status: u16, body: &[u8]) -> Result<String, String> {
+        let url = url::Url::parse("http://fuzz:2379/v2/keys/d").map_err(|e| e.to_string())?;
+        let resp = super::Response {
+            status,
+            headers: http::HeaderMap::new(),
+            body: bytes::Bytes::copy_from_slice(body),
+        };
+        let a = match answer(&url, resp) {
+            Err(e) => return Ok(format!("error {e:?}")),
+            Ok(a) => a,
+        };
+        let size = parse_size(a.json["node"]["value"].as_str().unwrap_or(""));
+        if size.is_some_and(|n| n == 0 || n > super::MAX_SIZE) {
+            return Err(format!("size {size:?} out of bounds"));
+        }
+        let mut nodes: Vec<super::Node> = a.json["node"]["nodes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(node_of)
+            .filter(|n| base_name(&n.key) != "_config")
+            .collect();
+        nodes.sort_by_key(|n| n.created_index);
+        let cluster = nodes_to_cluster(&nodes);
+        if let Ok(text) = &cluster {
+            let parsed = super::super::parse_urls_map(text)
+                .map_err(|e| format!("a cluster nodes_to_cluster accepted does not parse: {e}"))?;
+            if parsed.len() != nodes.len() {
+                return Err("nodes_to_cluster accepted a cluster with a duplicate name".into());
+            }
+        }
+        Ok(format!(
+            "size {} nodes {} cluster {}",
+            size.is_some(),
+            nodes.len(),
+            cluster.is_ok()
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
