@@ -1474,7 +1474,8 @@ fn check_discovery_url(text: &str) -> Result<(), String> {
 }
 
 /// `--discovery-proxy`, sanitized as etcd does (a bare `host:port` means
-/// `http://host:port`). Only plain-HTTP proxies are supported.
+/// `http://host:port`). The proxy itself must speak plain HTTP (https
+/// discovery URLs go through it in a CONNECT tunnel).
 fn discovery_proxy(text: &str) -> Result<Option<String>, String> {
     if text.is_empty() {
         return Ok(None);

@@ -126,6 +126,17 @@ fn forward(mut client: TcpStream, seen: &AtomicUsize) {
     else {
         return;
     };
+    if method == "CONNECT" {
+        // A tunnel (to an https discovery service).
+        seen.fetch_add(1, Ordering::Relaxed);
+        let Ok(upstream) = TcpStream::connect(target) else {
+            let _ = client.write_all(b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n");
+            return;
+        };
+        let _ = client.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+        pipe(client, upstream);
+        return;
+    }
     // Only absolute-form requests are proxy requests.
     let Some(after) = target.strip_prefix("http://") else {
         let _ = client.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n");
@@ -141,6 +152,11 @@ fn forward(mut client: TcpStream, seen: &AtomicUsize) {
         return;
     };
     let _ = upstream.write_all(format!("{method} {path} {version}\r\n{rest}").as_bytes());
+    pipe(client, upstream);
+}
+
+/// Copies bytes both ways until either side closes.
+fn pipe(mut client: TcpStream, mut upstream: TcpStream) {
     let (Ok(mut up_read), Ok(mut client_write)) = (upstream.try_clone(), client.try_clone()) else {
         return;
     };
@@ -281,6 +297,58 @@ fn discovery_bootstraps_through_a_cairn_discovery_service() {
 #[test]
 fn discovery_bootstraps_through_an_etcd_discovery_service() {
     discovery_cluster(Target::Etcd);
+}
+
+/// An https discovery service (its CA given as Go's `SSL_CERT_FILE`), one
+/// member direct, one through the proxy's CONNECT tunnel.
+#[test]
+fn discovery_over_https_directly_and_through_a_connect_proxy() {
+    let svc = Cluster::start(Options {
+        members: 1,
+        tls: Some(tls::TlsOptions {
+            client: true,
+            ..Default::default()
+        }),
+        ..Options::default()
+    });
+    let ca = svc.pki.as_ref().expect("pki").ca_file();
+    let ca = ca.to_str().expect("CA path").to_string();
+    let durl = format!(
+        "{}/v2/keys/_etcd/registry/tls-{}",
+        svc.members[0].client_url(),
+        rand::random::<u32>()
+    );
+    assert!(durl.starts_with("https://"));
+    let set = curl(&[
+        "--cacert",
+        &ca,
+        "-XPUT",
+        &format!("{durl}/_config/size"),
+        "-d",
+        "value=2",
+    ]);
+    assert!(set.contains("\"value\":\"2\""), "{set}");
+    let proxy = start_proxy();
+    let c = Cluster::launch(Options {
+        members: 2,
+        static_bootstrap: false,
+        extra_args: vec![format!("--discovery={durl}")],
+        member_args: vec![(1, format!("--discovery-proxy=http://{}", proxy.addr))],
+        member_env: (0..2)
+            .map(|i| (i, "SSL_CERT_FILE".to_string(), ca.clone()))
+            .collect(),
+        ..Options::default()
+    });
+    c.wait_healthy(Duration::from_secs(60));
+    assert!(
+        proxy.requests.load(Ordering::Relaxed) >= 1,
+        "no CONNECT through the proxy"
+    );
+    let list = wait_named(&c, &c.members[0].endpoint(), 2);
+    for (m, (id, _, _)) in c.members.iter().zip(&list) {
+        assert_eq!(*id, member_id(&m.peer_url(), &durl));
+    }
+    check_replication(&c);
 }
 
 /// Three members on 127.0.0.1 bootstrap from SRV records that name

@@ -1,7 +1,10 @@
 //! The discovery client's HTTP/1.1 requests: one connection per request
 //! (discovery makes a handful), bounded bodies, a deadline on each, and an
-//! optional plain-HTTP proxy (`--discovery-proxy`), which gets the request
-//! in absolute form as Go's `http.ProxyURL` sends it.
+//! optional HTTP proxy (`--discovery-proxy`) used as Go's transport uses
+//! one: `http://` requests in absolute form, `https://` ones through a
+//! CONNECT tunnel; credentials in the proxy URL become `Proxy-Authorization`.
+//! `https://` services are verified against the system's CAs
+//! (`$SSL_CERT_FILE` when set, as Go), with no client certificate, as etcd.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -83,26 +86,22 @@ async fn exchange(
         Some(q) => format!("{}?{q}", url.path()),
         None => url.path().to_string(),
     };
-    // Through a proxy the request line carries the absolute URL.
-    let (dial_host, dial_port, target) = match proxy {
-        Some(p) => {
-            if url.scheme() == "https" {
-                return Err(TransportError::new(format!(
-                    "{url}: --discovery-proxy is supported for http:// discovery URLs only"
-                )));
-            }
-            let ph = p
-                .host_str()
-                .ok_or_else(|| TransportError::new(format!("proxy {p}: no host")))?;
-            let pp = p.port_or_known_default().unwrap_or(80);
-            (ph.to_string(), pp, format!("http://{authority}{path}"))
-        }
-        None => (host.to_string(), port, path),
+    // Plain HTTP through a proxy: the request line carries the absolute
+    // URL. HTTPS through a proxy: a CONNECT tunnel, then the request as
+    // to the server itself (what Go's transport does).
+    let target = match proxy {
+        Some(_) if url.scheme() == "http" => format!("http://{authority}{path}"),
+        _ => path,
     };
     let mut req = http::Request::builder()
         .method(method)
         .uri(target)
-        .header(http::header::HOST, authority);
+        .header(http::header::HOST, &authority);
+    if let (Some(p), "http") = (proxy, url.scheme())
+        && let Some(auth) = proxy_authorization(p)
+    {
+        req = req.header("proxy-authorization", auth);
+    }
     let body = match form {
         Some(f) => {
             req = req.header(
@@ -114,21 +113,100 @@ async fn exchange(
         None => Full::new(Bytes::new()),
     };
     let req = req.body(body).map_err(|e| err("request", &e))?;
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let tcp = match proxy {
+        Some(p) => {
+            let ph = p
+                .host_str()
+                .ok_or_else(|| TransportError::new(format!("proxy {p}: no host")))?;
+            let ph = ph.trim_start_matches('[').trim_end_matches(']');
+            let pp = p.port_or_known_default().unwrap_or(80);
+            let tcp = tokio::net::TcpStream::connect((ph, pp))
+                .await
+                .map_err(|e| err("connect to the proxy", &e))?;
+            if url.scheme() == "https" {
+                connect_tunnel(tcp, &format!("{}:{port}", host), p)
+                    .await
+                    .map_err(|e| err("proxy CONNECT", &e))?
+            } else {
+                tcp
+            }
+        }
+        None => tokio::net::TcpStream::connect((bare, port))
+            .await
+            .map_err(|e| err("connect", &e))?,
+    };
     if url.scheme() == "https" {
         // System roots, no client certificate: etcd's `TLSInfo{}`.
         let config = crate::tls::fallback_client_config().map_err(|e| err("TLS", &e))?;
         let mut config = (*config).clone();
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let tls = crate::tls::connect::connect(std::sync::Arc::new(config), &dial_host, dial_port)
+        let name = rustls::pki_types::ServerName::try_from(bare.to_string())
+            .map_err(|e| err("TLS server name", &e))?;
+        let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(name, tcp)
             .await
-            .map_err(|e| err("connect", &e))?;
+            .map_err(|e| err("TLS", &e))?;
         return send(TokioIo::new(tls), req, url).await;
     }
-    let dial = dial_host.trim_start_matches('[').trim_end_matches(']');
-    let tcp = tokio::net::TcpStream::connect((dial, dial_port))
-        .await
-        .map_err(|e| err("connect", &e))?;
     send(TokioIo::new(tcp), req, url).await
+}
+
+/// `Basic` credentials from the proxy URL's user info, as Go sends them.
+fn proxy_authorization(proxy: &Url) -> Option<String> {
+    use base64::Engine as _;
+    if proxy.username().is_empty() {
+        return None;
+    }
+    let decode = |s: &str| {
+        url::form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    let user = decode(proxy.username());
+    let pass = decode(proxy.password().unwrap_or(""));
+    Some(format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
+    ))
+}
+
+/// The most bytes of a proxy's answer to CONNECT read before the tunnel.
+const MAX_CONNECT_HEAD_BYTES: usize = 16 * 1024;
+
+/// Asks the proxy on `tcp` for a tunnel to `authority`; the stream is the
+/// tunnel once the proxy answers 200.
+async fn connect_tunnel(
+    mut tcp: tokio::net::TcpStream,
+    authority: &str,
+    proxy: &Url,
+) -> Result<tokio::net::TcpStream, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n");
+    if let Some(auth) = proxy_authorization(proxy) {
+        head.push_str(&format!("Proxy-Authorization: {auth}\r\n"));
+    }
+    head.push_str("\r\n");
+    tcp.write_all(head.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    // Byte by byte: nothing of the tunnel may be read here.
+    let mut answer = Vec::new();
+    while !answer.ends_with(b"\r\n\r\n") {
+        if answer.len() >= MAX_CONNECT_HEAD_BYTES {
+            return Err("the proxy's answer has no end".into());
+        }
+        let b = tcp.read_u8().await.map_err(|e| e.to_string())?;
+        answer.push(b);
+    }
+    let text = String::from_utf8_lossy(&answer);
+    let status = text.lines().next().unwrap_or("");
+    let code = status.split(' ').nth(1).unwrap_or("");
+    if !status.starts_with("HTTP/1.") || code != "200" {
+        return Err(format!("the proxy refused: {status}"));
+    }
+    Ok(tcp)
 }
 
 async fn send<I>(
