@@ -243,3 +243,22 @@ where
         body,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_credentials_become_basic_auth() {
+        let p = Url::parse("http://user:p%40ss@proxy:3128").unwrap();
+        // base64("user:p@ss")
+        assert_eq!(
+            proxy_authorization(&p).as_deref(),
+            Some("Basic dXNlcjpwQHNz")
+        );
+        assert_eq!(
+            proxy_authorization(&Url::parse("http://proxy:3128").unwrap()),
+            None
+        );
+    }
+}
