@@ -290,8 +290,15 @@ impl Client {
             // etcd does not retry a failed registration either.
             Err(KeysError::Transient(e) | KeysError::TimedOut(e)) => return Err(unavailable(&e)),
         };
-        let index = created.json["node"]["createdIndex"].as_u64().unwrap_or(0);
-        let query = format!("wait=true&waitIndex={}", index.max(1));
+        let Some(index) = created.json["node"]["createdIndex"]
+            .as_u64()
+            .filter(|i| *i > 0)
+        else {
+            // Nothing to wait for; the directory reads that follow show
+            // whether the registration is there.
+            return Ok(());
+        };
+        let query = format!("wait=true&waitIndex={index}");
         match self
             .send(http::Method::GET, &key, &query, None, WATCH_POLL)
             .await
