@@ -239,7 +239,6 @@ pub fn lookup_env(var: &str) -> Option<&'static Setting> {
 use Kind::*;
 use Section::*;
 
-const DISCOVERY: &str = "cluster discovery";
 const PROXY: &str = "the v2 proxy";
 const LEGACY: &str = "the flag is an etcd 2 leftover that etcd 3.4 also ignores";
 
@@ -419,40 +418,35 @@ pub static SETTINGS: &[Setting] = &[
         "http://localhost:2379",
         "Client URLs of this member published to clients.",
     ),
-    setting("discovery", Clustering, Text, "", "Discovery service URL to bootstrap from.")
-        .not_yet(DISCOVERY),
+    setting("discovery", Clustering, Text, "", "Discovery service URL to bootstrap from."),
     setting(
         "discovery-fallback",
         Clustering,
         Choice(&["exit", "proxy"]),
         "proxy",
-        "What to do when the discovery service fails ('exit' or 'proxy').",
-    )
-    .not_yet(DISCOVERY),
+        "When the discovery cluster is full: 'exit' or 'proxy' (cairn has no proxy mode: it exits).",
+    ),
     setting(
         "discovery-proxy",
         Clustering,
         Text,
         "",
         "HTTP proxy for talking to the discovery service.",
-    )
-    .not_yet(DISCOVERY),
+    ),
     setting(
         "discovery-srv",
         Clustering,
         Text,
         "",
         "DNS domain whose SRV records list the cluster.",
-    )
-    .not_yet(DISCOVERY),
+    ),
     setting(
         "discovery-srv-name",
         Clustering,
         Text,
         "",
         "Suffix added to the SRV name looked up for discovery.",
-    )
-    .not_yet(DISCOVERY),
+    ),
     setting(
         "strict-reconfig-check",
         Clustering,
@@ -1051,6 +1045,11 @@ mod tests {
             "initial-cluster-state",
             "initial-cluster-token",
             "advertise-client-urls",
+            "discovery",
+            "discovery-fallback",
+            "discovery-proxy",
+            "discovery-srv",
+            "discovery-srv-name",
             "strict-reconfig-check",
             "pre-vote",
             "enable-v2",
