@@ -243,6 +243,12 @@ pub struct ServerConfig {
     /// `--experimental-enable-lease-checkpoint`: the leader records leases'
     /// remaining TTLs through raft so a leader change does not reset them.
     pub experimental_enable_lease_checkpoint: bool,
+    /// `--experimental-enable-lease-checkpoint-persist`: accepted and
+    /// checked as etcd 3.4.23 does; Cairn persists checkpoints whenever
+    /// they are on (etcd 3.6's behaviour).
+    pub experimental_enable_lease_checkpoint_persist: bool,
+    /// `--enable-grpc-gateway`: serve the `/v3/` JSON gateway.
+    pub enable_grpc_gateway: bool,
     /// `--experimental-enable-v2v3`: the v3 key prefix `/v2/keys` is kept
     /// under (etcd's layout); empty: the v2 store serves it.
     pub experimental_enable_v2v3: String,
@@ -865,6 +871,14 @@ fn typed(
         .err(),
     );
 
+    if inputs.bool("experimental-enable-lease-checkpoint-persist")?
+        && !inputs.bool("experimental-enable-lease-checkpoint")?
+    {
+        errors.push(ConfigError::invalid(
+            "setting experimental-enable-lease-checkpoint-persist requires experimental-enable-lease-checkpoint",
+        ));
+    }
+
     let listen_peer_urls = inputs.urls("listen-peer-urls")?;
     let listen_client_urls = inputs.urls("listen-client-urls")?;
     let listen_metrics_urls = inputs.urls("listen-metrics-urls")?;
@@ -1021,6 +1035,9 @@ fn typed(
         experimental_initial_corrupt_check: inputs.bool("experimental-initial-corrupt-check")?,
         experimental_enable_lease_checkpoint: inputs
             .bool("experimental-enable-lease-checkpoint")?,
+        experimental_enable_lease_checkpoint_persist: inputs
+            .bool("experimental-enable-lease-checkpoint-persist")?,
+        enable_grpc_gateway: inputs.bool("enable-grpc-gateway")?,
         experimental_enable_v2v3: inputs.text("experimental-enable-v2v3")?,
         experimental_corrupt_check_time: inputs.duration("experimental-corrupt-check-time")?,
         force_new_cluster: inputs.bool("force-new-cluster")?,

@@ -819,7 +819,6 @@ pub static SETTINGS: &[Setting] = &[
         "true",
         "Serve the JSON gateway to the v3 API under /v3/.",
     )
-    .not_yet("disabling the gRPC gateway")
     .hidden(),
     setting(
         "log-output",
@@ -843,9 +842,8 @@ pub static SETTINGS: &[Setting] = &[
         Experimental,
         Bool,
         "false",
-        "Persist lease checkpoints across restarts.",
+        "Persist lease checkpoints across restarts (cairn always does when checkpoints are on).",
     )
-    .not_yet("lease checkpointing")
     .hidden(),
     // etcd 2 flags that etcd 3.4 still swallows with a warning.
     setting("cluster-active-size", Deprecated, Ignored, "", "").no_effect(LEGACY).hidden(),
@@ -1094,6 +1092,8 @@ mod tests {
             "force-new-cluster",
             "experimental-enable-lease-checkpoint",
             "experimental-enable-v2v3",
+            "enable-grpc-gateway",
+            "experimental-enable-lease-checkpoint-persist",
         ];
         for s in SETTINGS {
             let want_supported = supported.contains(&s.name);

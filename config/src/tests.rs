@@ -1294,3 +1294,19 @@ fn discovery_refuses_what_etcd_refuses() {
         "couldn't find local name \"infra1\" in the initial cluster configuration: --discovery-srv-name is set without --discovery-srv, which leaves no initial cluster (as in etcd)"
     );
 }
+
+#[test]
+fn lease_checkpoint_persist_needs_checkpoints_as_in_etcd() {
+    assert!(
+        fail(&["--experimental-enable-lease-checkpoint-persist"]).contains(
+            "setting experimental-enable-lease-checkpoint-persist requires experimental-enable-lease-checkpoint"
+        )
+    );
+    let c = serve(&[
+        "--experimental-enable-lease-checkpoint",
+        "--experimental-enable-lease-checkpoint-persist",
+    ]);
+    assert!(c.experimental_enable_lease_checkpoint_persist);
+    assert!(serve(&[]).enable_grpc_gateway);
+    assert!(!serve(&["--enable-grpc-gateway=false"]).enable_grpc_gateway);
+}

@@ -1104,9 +1104,14 @@ fn client_router(
     let http = api::http::client_routes(Arc::clone(server))
         .merge(api::config::routes(reloader, Arc::clone(server)))
         // Policy plugins' admin API: /cairn/v1/plugins.
-        .merge(crate::api::plugins::routes(Arc::clone(server)))
-        // etcd's JSON gateway: POST /v3/... (and /v3beta/...).
-        .merge(api::gateway::routes(Arc::clone(server)));
+        .merge(crate::api::plugins::routes(Arc::clone(server)));
+    // etcd's JSON gateway: POST /v3/... (and /v3beta/...), unless
+    // `--enable-grpc-gateway=false`.
+    let http = if cfg.enable_grpc_gateway {
+        http.merge(api::gateway::routes(Arc::clone(server)))
+    } else {
+        http
+    };
     let http = if cfg.enable_pprof {
         tracing::info!(path = "/debug/pprof", "pprof is enabled");
         http.merge(api::pprof::routes())
