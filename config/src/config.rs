@@ -44,6 +44,42 @@ pub enum ClusterState {
     Existing,
 }
 
+/// How a brand-new member learns the cluster it bootstraps (its first start
+/// only: a member with data ignores all of this, as etcd does).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// `--initial-cluster` (or its derived default).
+    Static,
+    /// `--discovery`: etcd's v2 discovery protocol against a keys directory
+    /// of another cluster (or discovery.etcd.io).
+    Discovery {
+        /// The URL exactly as given: etcd hashes this text into the member
+        /// IDs (it is the cluster token), so it must not be normalized.
+        url: String,
+        /// `--discovery-proxy`, as a normalized `http://` URL.
+        proxy: Option<String>,
+        fallback: DiscoveryFallback,
+    },
+    /// `--discovery-srv`: DNS SRV records of `domain`.
+    Srv {
+        domain: String,
+        /// `--discovery-srv-name` (empty: none).
+        service_name: String,
+    },
+}
+
+/// `--discovery-fallback`: what etcd does when the discovery cluster is
+/// full. Cairn has no proxy mode, so both end the process; `Proxy` (etcd's
+/// default) only changes the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DiscoveryFallback {
+    Exit,
+    Proxy,
+}
+
+/// etcd's `ErrConflictBootstrapFlags`, word for word.
+pub const CONFLICT_BOOTSTRAP_FLAGS: &str = "multiple discovery or bootstrap flags are set. Choose one of \"initial-cluster\", \"discovery\" or \"discovery-srv\"";
+
 /// `--metrics`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MetricsLevel {
@@ -167,8 +203,12 @@ pub struct ServerConfig {
     /// Zero disables the ping timeout.
     pub grpc_keepalive_timeout: Duration,
     pub initial_advertise_peer_urls: Vec<Url>,
-    /// Defaults to `<name>=<each initial-advertise-peer-url>`.
+    /// Defaults to `<name>=<each initial-advertise-peer-url>` (also with
+    /// discovery, where it is etcd's temporary one-member cluster that
+    /// names this member's discovery key).
     pub initial_cluster: Vec<InitialMember>,
+    /// Where a new member's initial cluster comes from.
+    pub bootstrap: Bootstrap,
     pub initial_cluster_token: String,
     pub initial_cluster_state: ClusterState,
     pub advertise_client_urls: Vec<Url>,
@@ -206,6 +246,12 @@ pub struct ServerConfig {
     /// `--experimental-enable-lease-checkpoint`: the leader records leases'
     /// remaining TTLs through raft so a leader change does not reset them.
     pub experimental_enable_lease_checkpoint: bool,
+    /// `--experimental-enable-lease-checkpoint-persist`: accepted and
+    /// checked as etcd 3.4.23 does; Cairn persists checkpoints whenever
+    /// they are on (etcd 3.6's behaviour).
+    pub experimental_enable_lease_checkpoint_persist: bool,
+    /// `--enable-grpc-gateway`: serve the `/v3/` JSON gateway.
+    pub enable_grpc_gateway: bool,
     /// `--experimental-enable-v2v3`: the v3 key prefix `/v2/keys` is kept
     /// under (etcd's layout); empty: the v2 store serves it.
     pub experimental_enable_v2v3: String,
@@ -828,6 +874,14 @@ fn typed(
         .err(),
     );
 
+    if inputs.bool("experimental-enable-lease-checkpoint-persist")?
+        && !inputs.bool("experimental-enable-lease-checkpoint")?
+    {
+        errors.push(ConfigError::invalid(
+            "setting experimental-enable-lease-checkpoint-persist requires experimental-enable-lease-checkpoint",
+        ));
+    }
+
     let listen_peer_urls = inputs.urls("listen-peer-urls")?;
     let listen_client_urls = inputs.urls("listen-client-urls")?;
     let listen_metrics_urls = inputs.urls("listen-metrics-urls")?;
@@ -862,8 +916,16 @@ fn typed(
         "existing" => ClusterState::Existing,
         _ => ClusterState::New,
     };
+    let bootstrap = bootstrap(&inputs, &name).unwrap_or_else(|e| {
+        errors.push(e);
+        Bootstrap::Static
+    });
     let initial_cluster = initial_cluster(&mut inputs, &name, &initial_advertise_peer_urls)?;
-    if initial_cluster_state == ClusterState::New {
+    if bootstrap != Bootstrap::Static && !inputs.explicit("initial-cluster") {
+        // As etcd: discovery clears the default --initial-cluster.
+        set_raw(&mut inputs, "initial-cluster", "");
+    }
+    if initial_cluster_state == ClusterState::New && bootstrap == Bootstrap::Static {
         errors.extend(
             check_own_membership(
                 &inputs,
@@ -951,6 +1013,7 @@ fn typed(
         grpc_keepalive_timeout: inputs.duration("grpc-keepalive-timeout")?,
         initial_advertise_peer_urls,
         initial_cluster,
+        bootstrap,
         initial_cluster_token: inputs.text("initial-cluster-token")?,
         initial_cluster_state,
         advertise_client_urls,
@@ -976,6 +1039,9 @@ fn typed(
         experimental_initial_corrupt_check: inputs.bool("experimental-initial-corrupt-check")?,
         experimental_enable_lease_checkpoint: inputs
             .bool("experimental-enable-lease-checkpoint")?,
+        experimental_enable_lease_checkpoint_persist: inputs
+            .bool("experimental-enable-lease-checkpoint-persist")?,
+        enable_grpc_gateway: inputs.bool("enable-grpc-gateway")?,
         experimental_enable_v2v3: inputs.text("experimental-enable-v2v3")?,
         experimental_corrupt_check_time: inputs.duration("experimental-corrupt-check-time")?,
         force_new_cluster: inputs.bool("force-new-cluster")?,
@@ -1370,6 +1436,87 @@ fn initial_cluster(
         return Ok(members);
     }
     parse_initial_cluster(&inputs.text(FLAG)?).map_err(|e| inputs.bad(FLAG, e))
+}
+
+/// `--discovery`, `--discovery-srv` and their companions, with etcd's
+/// rules: at most one of `--initial-cluster`, `--discovery` and
+/// `--discovery-srv`.
+fn bootstrap(inputs: &Inputs, name: &str) -> Result<Bootstrap, ConfigError> {
+    let url = inputs.text("discovery")?;
+    let domain = inputs.text("discovery-srv")?;
+    let service_name = inputs.text("discovery-srv-name")?;
+    let set = [
+        !url.is_empty(),
+        inputs.explicit("initial-cluster"),
+        !domain.is_empty(),
+    ];
+    if set.iter().filter(|s| **s).count() > 1 {
+        return Err(ConfigError::invalid(CONFLICT_BOOTSTRAP_FLAGS));
+    }
+    if !url.is_empty() {
+        check_discovery_url(&url).map_err(|e| inputs.bad("discovery", e))?;
+        let proxy = discovery_proxy(&inputs.text("discovery-proxy")?)
+            .map_err(|e| inputs.bad("discovery-proxy", e))?;
+        let fallback = match inputs.text("discovery-fallback")?.as_str() {
+            "exit" => DiscoveryFallback::Exit,
+            _ => DiscoveryFallback::Proxy,
+        };
+        return Ok(Bootstrap::Discovery {
+            url,
+            proxy,
+            fallback,
+        });
+    }
+    if !domain.is_empty() {
+        return Ok(Bootstrap::Srv {
+            domain,
+            service_name,
+        });
+    }
+    if !service_name.is_empty() && !inputs.explicit("initial-cluster") {
+        // etcd clears its default --initial-cluster for this flag too and
+        // then finds no member at all; say why.
+        return Err(ConfigError::invalid(format!(
+            "couldn't find local name {name:?} in the initial cluster configuration: --discovery-srv-name{} is set without --discovery-srv, which leaves no initial cluster (as in etcd)",
+            inputs.at("discovery-srv-name")
+        )));
+    }
+    Ok(Bootstrap::Static)
+}
+
+/// A discovery URL must be one an HTTP client can fetch.
+fn check_discovery_url(text: &str) -> Result<(), String> {
+    const SHAPE: &str = "a discovery URL such as https://discovery.etcd.io/<token> or http://host:2379/v2/keys/<dir>";
+    let url = Url::parse(text).map_err(|e| format!("{SHAPE} ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{SHAPE} (http or https, with a host)"));
+    }
+    Ok(())
+}
+
+/// `--discovery-proxy`, sanitized as etcd does (a bare `host:port` means
+/// `http://host:port`). The proxy itself must speak plain HTTP (https
+/// discovery URLs go through it in a CONNECT tunnel).
+fn discovery_proxy(text: &str) -> Result<Option<String>, String> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    let url = match Url::parse(text) {
+        Ok(u) if u.scheme().starts_with("http") && u.host_str().is_some() => u,
+        first => match Url::parse(&format!("http://{text}")) {
+            Ok(u) if u.host_str().is_some_and(|h| !h.is_empty()) => u,
+            _ => {
+                let why = first.map_or_else(|e| e.to_string(), |_| "no host".to_string());
+                return Err(format!(
+                    "an HTTP proxy address such as http://proxy:3128 ({why})"
+                ));
+            }
+        },
+    };
+    if url.scheme() != "http" {
+        return Err("an http:// proxy (cairn does not speak TLS to a proxy)".into());
+    }
+    Ok(Some(format_url(&url)))
 }
 
 /// An explicit `--initial-cluster`; `Err` holds what was expected.

@@ -899,7 +899,7 @@ fn check_bad_files_reports_every_problem() {
     let d = Dir::new();
     let a = d.file(
         "a.conf",
-        "ETCD_HEARTBEAT_INTERVAL=abc\nETCD_LOG_LEVEL=loud\nETCD_LOG_LEVEL=info\nETCD_DISCOVERY_SRV=example.com\n",
+        "ETCD_HEARTBEAT_INTERVAL=abc\nETCD_LOG_LEVEL=loud\nETCD_LOG_LEVEL=info\nETCD_PROXY=on\n",
     );
     let b = d.file("b.toml", "name = \n");
     let missing = d.path("missing.yml");
@@ -931,7 +931,7 @@ fn check_bad_files_reports_every_problem() {
     assert_eq!(
         errors[4],
         format!(
-            "--discovery-srv (from file {pa}:4, key ETCD_DISCOVERY_SRV): cluster discovery is not supported yet by cairn (the flag is recognised; leave it unset)"
+            "--proxy (from file {pa}:4, key ETCD_PROXY): the v2 proxy is not supported yet by cairn (the flag is recognised; leave it unset)"
         )
     );
     let text = report.to_string();

@@ -93,7 +93,8 @@ mod tests {
         assert!(text.contains("\n  --data-dir '${name}.etcd'\n"));
         assert!(text.contains("\n  --pre-vote 'true'\n"));
         assert!(text.contains("\n  --max-concurrent-streams 'math.MaxUint32'\n"));
-        assert!(text.contains("\n  --discovery '' (not supported yet)\n"));
+        assert!(text.contains("\n  --discovery ''\n"));
+        assert!(text.contains("\n  --proxy 'off' (not supported yet)\n"));
         assert!(text.contains("\n  --client-crl-file ''\n"));
         assert!(text.contains("\n  --max-wals '5' (accepted; no effect in cairn)\n"));
         assert!(!text.contains("--peer-heartbeat-interval"));

@@ -55,7 +55,7 @@
 //!    warning (as in etcd); empty variables count as unset (as in etcd);
 //!    variables without the `ETCD_` prefix are ignored, and so is
 //!    `ETCD_UNSUPPORTED_ARCH` (etcd's arm64 opt-in, meaningless for Cairn).
-//! 4. **Not-yet-supported features** (discovery, the v2 proxy, CRLs, ...)
+//! 4. **Not-yet-supported features** (the v2 proxy, v2-on-v3, ...)
 //!    are recognised; setting one to anything but its default is an error
 //!    rather than being silently ignored. Settings
 //!    that only tune etcd internals Cairn lacks (`--max-wals`, bbolt tuning,
@@ -139,8 +139,9 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 pub use config::{
-    AutoCompactionMode, AutoCompactionRetention, ClusterState, DEFAULT_QUOTA_BACKEND_BYTES,
-    InitialMember, LogLevel, MAX_ELECTION_TIMEOUT_MS, MAX_QUOTA_BACKEND_BYTES, MetricsLevel,
+    AutoCompactionMode, AutoCompactionRetention, Bootstrap, CONFLICT_BOOTSTRAP_FLAGS, ClusterState,
+    DEFAULT_QUOTA_BACKEND_BYTES, DiscoveryFallback, InitialMember, LogLevel,
+    MAX_ELECTION_TIMEOUT_MS, MAX_QUOTA_BACKEND_BYTES, MetricsLevel,
     RECOMMENDED_MAX_QUOTA_BACKEND_BYTES, ServerConfig,
 };
 pub use error::{ConfigError, Resolved, Source};

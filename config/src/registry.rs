@@ -239,7 +239,6 @@ pub fn lookup_env(var: &str) -> Option<&'static Setting> {
 use Kind::*;
 use Section::*;
 
-const DISCOVERY: &str = "cluster discovery";
 const PROXY: &str = "the v2 proxy";
 const LEGACY: &str = "the flag is an etcd 2 leftover that etcd 3.4 also ignores";
 
@@ -419,40 +418,35 @@ pub static SETTINGS: &[Setting] = &[
         "http://localhost:2379",
         "Client URLs of this member published to clients.",
     ),
-    setting("discovery", Clustering, Text, "", "Discovery service URL to bootstrap from.")
-        .not_yet(DISCOVERY),
+    setting("discovery", Clustering, Text, "", "Discovery service URL to bootstrap from."),
     setting(
         "discovery-fallback",
         Clustering,
         Choice(&["exit", "proxy"]),
         "proxy",
-        "What to do when the discovery service fails ('exit' or 'proxy').",
-    )
-    .not_yet(DISCOVERY),
+        "When the discovery cluster is full: 'exit' or 'proxy' (cairn has no proxy mode: it exits).",
+    ),
     setting(
         "discovery-proxy",
         Clustering,
         Text,
         "",
         "HTTP proxy for talking to the discovery service.",
-    )
-    .not_yet(DISCOVERY),
+    ),
     setting(
         "discovery-srv",
         Clustering,
         Text,
         "",
         "DNS domain whose SRV records list the cluster.",
-    )
-    .not_yet(DISCOVERY),
+    ),
     setting(
         "discovery-srv-name",
         Clustering,
         Text,
         "",
         "Suffix added to the SRV name looked up for discovery.",
-    )
-    .not_yet(DISCOVERY),
+    ),
     setting(
         "strict-reconfig-check",
         Clustering,
@@ -834,7 +828,6 @@ pub static SETTINGS: &[Setting] = &[
         "true",
         "Serve the JSON gateway to the v3 API under /v3/.",
     )
-    .not_yet("disabling the gRPC gateway")
     .hidden(),
     setting(
         "log-output",
@@ -858,9 +851,8 @@ pub static SETTINGS: &[Setting] = &[
         Experimental,
         Bool,
         "false",
-        "Persist lease checkpoints across restarts.",
+        "Persist lease checkpoints across restarts (cairn always does when checkpoints are on).",
     )
-    .not_yet("lease checkpointing")
     .hidden(),
     // etcd 2 flags that etcd 3.4 still swallows with a warning.
     setting("cluster-active-size", Deprecated, Ignored, "", "").no_effect(LEGACY).hidden(),
@@ -1061,6 +1053,11 @@ mod tests {
             "initial-cluster-state",
             "initial-cluster-token",
             "advertise-client-urls",
+            "discovery",
+            "discovery-fallback",
+            "discovery-proxy",
+            "discovery-srv",
+            "discovery-srv-name",
             "strict-reconfig-check",
             "pre-vote",
             "enable-v2",
@@ -1106,6 +1103,8 @@ mod tests {
             "force-new-cluster",
             "experimental-enable-lease-checkpoint",
             "experimental-enable-v2v3",
+            "enable-grpc-gateway",
+            "experimental-enable-lease-checkpoint-persist",
         ];
         for s in SETTINGS {
             let want_supported = supported.contains(&s.name);

@@ -397,14 +397,6 @@ fn not_yet_flags_refuse_other_values() {
     assert!(serve(&["--enable-pprof"]).enable_pprof);
     assert!(!serve(&[]).enable_pprof);
     assert_eq!(
-        fail_env(&[], &[("ETCD_DISCOVERY", "https://discovery.etcd.io/x")]).to_string(),
-        "--discovery (from environment variable ETCD_DISCOVERY): cluster discovery is not supported yet by cairn (the flag is recognised; leave it unset)"
-    );
-    assert_eq!(
-        fail(&["--discovery-srv=example.com"]),
-        "--discovery-srv: cluster discovery is not supported yet by cairn (the flag is recognised; leave it unset)"
-    );
-    assert_eq!(
         fail(&["--proxy=on"]),
         "--proxy: the v2 proxy is not supported yet by cairn (the flag is recognised; leave it unset)"
     );
@@ -1101,7 +1093,8 @@ fn help_and_version() {
     );
     let text = help_text();
     assert!(text.starts_with("Usage:\n"));
-    assert!(text.contains("\n  --discovery-srv '' (not supported yet)\n"));
+    assert!(text.contains("\n  --discovery-srv ''\n"));
+    assert!(text.contains("\n  --proxy-refresh-interval '30000' (not supported yet)\n"));
 }
 
 // ----------------------------------------------------------- robustness
@@ -1181,4 +1174,139 @@ fn non_utf8_arguments_are_errors_not_panics() {
         e.to_string(),
         "invalid value \"\u{fffd}\" for --name: expected valid UTF-8 text"
     );
+}
+
+// ------------------------------------------------------------ discovery
+
+#[test]
+fn discovery_flags_select_the_bootstrap() {
+    use crate::{Bootstrap, DiscoveryFallback};
+    assert_eq!(serve(&[]).bootstrap, Bootstrap::Static);
+    // The URL is kept exactly as given: etcd hashes it into the member IDs.
+    let url = "http://10.0.0.9:2379/v2/keys/_etcd/registry/Tok";
+    let c = serve(&[&format!("--discovery={url}")]);
+    assert_eq!(
+        c.bootstrap,
+        Bootstrap::Discovery {
+            url: url.into(),
+            proxy: None,
+            // etcd's default, even though cairn cannot act on it.
+            fallback: DiscoveryFallback::Proxy,
+        }
+    );
+    // etcd's temporary one-member cluster; the default --initial-cluster
+    // is cleared, as etcd does.
+    assert_eq!(c.initial_cluster.len(), 1);
+    assert_eq!(c.raw_value("initial-cluster"), Some(""));
+    let c = serve_env(
+        &[
+            "--discovery-fallback=exit",
+            "--discovery-proxy=10.0.0.1:3128",
+        ],
+        &[("ETCD_DISCOVERY", "https://discovery.etcd.io/abc")],
+    );
+    assert_eq!(
+        c.bootstrap,
+        Bootstrap::Discovery {
+            url: "https://discovery.etcd.io/abc".into(),
+            proxy: Some("http://10.0.0.1:3128".into()),
+            fallback: DiscoveryFallback::Exit,
+        }
+    );
+    let c = serve(&[
+        "--discovery-srv=example.com",
+        "--discovery-srv-name=prod",
+        "--name=infra1",
+    ]);
+    assert_eq!(
+        c.bootstrap,
+        Bootstrap::Srv {
+            domain: "example.com".into(),
+            service_name: "prod".into()
+        }
+    );
+    // Own-membership checks wait for the SRV records.
+    assert!(
+        serve(&[
+            "--discovery-srv=example.com",
+            "--initial-advertise-peer-urls=http://10.0.0.1:2380"
+        ])
+        .bootstrap
+            != Bootstrap::Static
+    );
+    // With --initial-cluster, the service name is unused (as in etcd).
+    let c = serve(&[
+        "--discovery-srv-name=prod",
+        "--initial-cluster=default=http://localhost:2380",
+    ]);
+    assert_eq!(c.bootstrap, Bootstrap::Static);
+}
+
+#[test]
+fn discovery_refuses_what_etcd_refuses() {
+    let conflict = "multiple discovery or bootstrap flags are set. Choose one of \"initial-cluster\", \"discovery\" or \"discovery-srv\"";
+    assert_eq!(
+        fail(&[
+            "--discovery=http://h:2379/v2/keys/d",
+            "--initial-cluster=default=http://localhost:2380"
+        ]),
+        conflict
+    );
+    assert_eq!(
+        fail(&[
+            "--discovery=http://h:2379/v2/keys/d",
+            "--discovery-srv=example.com"
+        ]),
+        conflict
+    );
+    assert_eq!(
+        fail_env(
+            &["--discovery-srv=example.com"],
+            &[("ETCD_INITIAL_CLUSTER", "default=http://localhost:2380")]
+        )
+        .to_string(),
+        conflict
+    );
+    assert_eq!(
+        fail(&["--discovery-fallback=maybe"]),
+        "invalid value \"maybe\" for --discovery-fallback: expected exit or proxy"
+    );
+    let e = fail(&["--discovery=ftp://h/x"]);
+    assert!(
+        e.starts_with("invalid value \"ftp://h/x\" for --discovery: expected a discovery URL"),
+        "{e}"
+    );
+    let e = fail(&["--discovery=not a url"]);
+    assert!(
+        e.contains("for --discovery: expected a discovery URL"),
+        "{e}"
+    );
+    let e = fail(&[
+        "--discovery=http://h:2379/v2/keys/d",
+        "--discovery-proxy=https://proxy:3128",
+    ]);
+    assert!(
+        e.contains("for --discovery-proxy: expected an http:// proxy"),
+        "{e}"
+    );
+    assert_eq!(
+        fail(&["--discovery-srv-name=prod", "--name=infra1"]),
+        "couldn't find local name \"infra1\" in the initial cluster configuration: --discovery-srv-name is set without --discovery-srv, which leaves no initial cluster (as in etcd)"
+    );
+}
+
+#[test]
+fn lease_checkpoint_persist_needs_checkpoints_as_in_etcd() {
+    assert!(
+        fail(&["--experimental-enable-lease-checkpoint-persist"]).contains(
+            "setting experimental-enable-lease-checkpoint-persist requires experimental-enable-lease-checkpoint"
+        )
+    );
+    let c = serve(&[
+        "--experimental-enable-lease-checkpoint",
+        "--experimental-enable-lease-checkpoint-persist",
+    ]);
+    assert!(c.experimental_enable_lease_checkpoint_persist);
+    assert!(serve(&[]).enable_grpc_gateway);
+    assert!(!serve(&["--enable-grpc-gateway=false"]).enable_grpc_gateway);
 }

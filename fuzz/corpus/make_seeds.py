@@ -210,6 +210,25 @@ max = "10"
 """)
 w("config-toml", "types", 'name = 1\nlisten-client-urls = ["http://127.0.0.1:2379", "http://127.0.0.1:22379"]\n[log]\nlevel = "debug"\n')
 
+# ---- discovery: selector 0 + a DNS response to ID 0x1234; 1 + status (LE) + keys answer
+def dns_name(n):
+    return b"".join(bytes([len(l)]) + l.encode() for l in n.rstrip(".").split(".")) + b"\x00"
+def dns_reply(qname, qtype, answers, rcode=0):
+    q = dns_name(qname) + struct.pack(">HH", qtype, 1)
+    head = struct.pack(">HHHHHH", 0x1234, 0x8180 | rcode, 1, len(answers), 0, 0)
+    body = b"".join(b"\xc0\x0c" + struct.pack(">HHIH", t, 1, 60, len(d)) + d for t, d in answers)
+    return head + q + body
+srv = lambda prio, weight, port, target: struct.pack(">HHH", prio, weight, port) + dns_name(target)
+w("discovery", "dns-srv", b"\x00" + dns_reply("_etcd-server._tcp.example.test", 33,
+    [(33, srv(0, 10, 2380, "m1.example.test")), (33, srv(0, 10, 2380, "m2.example.test"))]))
+w("discovery", "dns-srv-compressed", b"\x00" + dns_reply("_etcd-server._tcp.example.test", 33,
+    [(33, struct.pack(">HHH", 1, 5, 2380) + b"\x02m1\xc0\x1e")]))
+w("discovery", "dns-a", b"\x00" + dns_reply("localhost", 1, [(1, bytes([127, 0, 0, 1])), (28, bytes(15) + b"\x01")]))
+w("discovery", "dns-nxdomain", b"\x00" + dns_reply("_etcd-server-ssl._tcp.example.test", 33, [], 3))
+w("discovery", "keys-size", b"\x01" + struct.pack("<H", 100) + b'{"action":"get","node":{"key":"/_etcd/registry/t/_config/size","value":"3","modifiedIndex":5,"createdIndex":5}}')
+w("discovery", "keys-listing", b"\x01" + struct.pack("<H", 100) + b'{"action":"get","node":{"key":"/_etcd/registry/t","dir":true,"nodes":[{"key":"/_etcd/registry/t/_config","dir":true},{"key":"/_etcd/registry/t/7e48c47444dc14f7","value":"m1=http://127.0.0.1:2380","modifiedIndex":7,"createdIndex":7},{"key":"/_etcd/registry/t/de296f25ee7077e","value":"m2=http://127.0.0.2:2380,m2=http://127.0.0.3:2380","modifiedIndex":8,"createdIndex":8}],"modifiedIndex":6,"createdIndex":6}}')
+w("discovery", "keys-error", b"\x01" + struct.pack("<H", 304) + b'{"errorCode":100,"message":"Key not found","cause":"/_etcd","index":4}')
+
 # ---- etcd-bolt: etcdctl snapshot save of a small etcd 3.4 (with trailer), and its db
 snapdb = open(f"{rec}/snap.db", "rb").read()
 w("etcd-bolt", "etcdctl-snapshot-save", snapdb)

@@ -8,7 +8,7 @@ use cairn_fuzz::targets;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Per target; 13 targets on two cores stay well under a minute.
+/// Per target; 14 targets on two cores stay well under a minute.
 const SECONDS: f64 = 3.0;
 
 fn smoke(name: &str) {
@@ -71,4 +71,5 @@ smoke_tests! {
     config_yaml => "config-yaml",
     config_toml => "config-toml",
     plugin_admin => "plugin-admin",
+    discovery => "discovery",
 }

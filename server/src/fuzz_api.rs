@@ -18,6 +18,12 @@ pub mod h2 {
     };
 }
 
+/// What a new member's discovery reads from outside: DNS responses and v2
+/// keys answers (`discovery::dns`, `discovery::v2`).
+pub mod discovery {
+    pub use crate::discovery::fuzzing::{dns_reply, keys_answer};
+}
+
 /// The request types the `/v3` gateway decodes, by a selector byte.
 pub const GATEWAY_REQUEST_TYPES: &[&str] = &[
     "RangeRequest",

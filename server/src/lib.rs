@@ -15,6 +15,7 @@ pub mod auth;
 pub mod boot;
 pub mod cli;
 pub mod crash;
+pub mod discovery;
 pub mod error;
 pub mod etcd_datadir;
 pub mod etcdserver;

@@ -9,6 +9,7 @@
 //! `CAIRN_TEST_TARGET=etcd` runs the same clusters with the real etcd binary
 //! instead (used to record what etcd prints: see `golden`).
 
+pub mod dns;
 pub mod golden;
 pub mod robustness;
 pub mod steady;
@@ -128,6 +129,14 @@ pub struct Options {
     /// Changing it on a stopped cluster and restarting the members runs
     /// the other binary on the same data dirs and flags.
     pub target: Option<Target>,
+    /// `false`: members get no `--initial-cluster` (they bootstrap with
+    /// `--discovery` or `--discovery-srv` from `extra_args`).
+    pub static_bootstrap: bool,
+    /// (client, peer) ports per member instead of 2379/2380 (with `hosts`,
+    /// several members on one address).
+    pub ports: Option<Vec<(u16, u16)>>,
+    /// Extra flags for one member: (index, flag).
+    pub member_args: Vec<(usize, String)>,
 }
 
 impl Default for Options {
@@ -148,6 +157,9 @@ impl Default for Options {
             data_dirs: Vec::new(),
             prepare: None,
             target: None,
+            static_bootstrap: true,
+            ports: None,
+            member_args: Vec::new(),
         }
     }
 }
@@ -253,6 +265,7 @@ impl Cluster {
                 None => pick_host(&[2379, 2380]),
             };
             let name = format!("m{}", i + 1);
+            let (client_port, peer_port) = opts.ports.as_ref().map_or((2379, 2380), |p| p[i]);
             let data_dir = match opts.data_dirs.iter().find(|(idx, _)| *idx == i) {
                 Some((_, d)) => d.clone(),
                 None => dir.path().join(&name).join("data"),
@@ -262,9 +275,9 @@ impl Cluster {
                 log_path: dir.path().join(&name).join("server.log"),
                 name,
                 host,
-                client_port: 2379,
-                peer_port: 2380,
-                listen_peer_port: opts.peer_listen_port.unwrap_or(2380),
+                client_port,
+                peer_port,
+                listen_peer_port: opts.peer_listen_port.unwrap_or(peer_port),
                 client_https: opts.tls.as_ref().is_some_and(|t| t.client),
                 peer_https: opts.tls.as_ref().is_some_and(|t| t.peer),
                 child: None,
@@ -285,8 +298,14 @@ impl Cluster {
             .map(|m| format!("{}={}", m.name, m.peer_url()))
             .collect::<Vec<_>>()
             .join(",");
-        for m in &mut members {
+        for (i, m) in members.iter_mut().enumerate() {
             m.args = member_args(m, &opts, &initial_cluster, "new");
+            m.args.extend(
+                opts.member_args
+                    .iter()
+                    .filter(|(idx, _)| *idx == i)
+                    .map(|(_, a)| a.clone()),
+            );
         }
         let mut c = Cluster {
             members,
@@ -365,6 +384,34 @@ impl Cluster {
         let args = member_args(&self.members[i], &self.opts, initial_cluster, "existing");
         self.members[i].args = args;
         self.spawn(i);
+    }
+
+    /// Starts member `i` (from [`Cluster::new_member`]) as a new member of a
+    /// new cluster that learns its peers by discovery (`extra_args`), with
+    /// `extra` flags besides the cluster's.
+    pub fn launch_member(&mut self, i: usize, extra: &[&str]) {
+        let mut args = member_args(&self.members[i], &self.opts, "", "new");
+        args.extend(extra.iter().map(|a| a.to_string()));
+        self.members[i].args = args;
+        self.spawn(i);
+    }
+
+    /// Waits for member `i` to exit; its exit code (`None`: a signal).
+    /// Panics with the log if it still runs after `timeout`.
+    pub fn wait_exit(&mut self, i: usize, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(code) = self.members[i].try_exit_code() {
+                return code;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "member {} still runs after {timeout:?}; log:\n{}",
+                self.members[i].name,
+                tail(&self.members[i].log(), 40)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Forgets member `i` (after `member remove`): kills it if it still runs.
@@ -624,10 +671,12 @@ fn member_args(m: &Member, opts: &Options, initial_cluster: &str, state: &str) -
         format!("--advertise-client-urls={}", m.client_url()),
         format!("--listen-peer-urls={}", m.listen_peer_url()),
         format!("--initial-advertise-peer-urls={}", m.peer_url()),
-        format!("--initial-cluster={initial_cluster}"),
         format!("--initial-cluster-token={}", opts.token),
         format!("--initial-cluster-state={state}"),
     ];
+    if opts.static_bootstrap {
+        args.push(format!("--initial-cluster={initial_cluster}"));
+    }
     match &opts.config_toml {
         // Timing goes in the file, where a reload can change it (flags
         // would shadow the file).

@@ -1342,3 +1342,56 @@ fn dry_run_and_the_cli_end_to_end() {
     put_ok(&eps[2], "/users/ivy", "{}");
     assert!(plugin_ok(&eps[0], &["list"]).contains("no plugins"));
 }
+
+/// A write denied by a plugin the client has just removed through another
+/// member: the member it writes to may not have applied the removal yet.
+/// An allowed write is judged again when it applies, but a denied one
+/// never gets there, so the member confirms a denial against the cluster's
+/// current set (one ReadIndex) before answering. Here the leader's traffic
+/// to that member is delayed, so it applies the removal ~1.5 s late.
+#[test]
+fn a_denial_by_a_removed_plugin_is_not_answered() {
+    use cairn_robustness::proxy::Link;
+    let (c, proxy) = cairn_tests::robustness::proxied_cluster(Options::default(), 7).unwrap();
+    c.wait_healthy(Duration::from_secs(30));
+    let leader = c.wait_leader(Duration::from_secs(10));
+    let follower = (leader + 1) % 3;
+    let (via_leader, via_follower) = (c.members[leader].endpoint(), c.members[follower].endpoint());
+    plugin_ok(
+        &via_leader,
+        &[
+            "deploy",
+            "schema",
+            &dist("value-schema"),
+            "--deadline",
+            HONEST_DEADLINE,
+            "--prefix",
+            "/users/",
+            "--config",
+            "prefix=/users/",
+            "--config",
+            "required=name",
+        ],
+    );
+    // Enforced on the follower too (once it has compiled the plugin).
+    let denied = cairn_tests::eventually(WAIT, || {
+        let o = etcdctl(&via_follower, &["put", "/users/a", "{}"], None);
+        out(&o).contains("plugin \"schema\" denied").then_some(())
+    });
+    assert!(denied.is_some(), "the follower never enforced the plugin");
+
+    proxy.set_link(
+        leader,
+        follower,
+        Link::Delay {
+            base: Duration::from_millis(1500),
+            jitter: Duration::ZERO,
+        },
+    );
+    plugin_ok(&via_leader, &["remove", "schema"]);
+    let started = Instant::now();
+    put_ok(&via_follower, "/users/b", "{}");
+    let took = started.elapsed();
+    proxy.heal();
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+}

@@ -425,3 +425,47 @@ fn write_taken_by_a_deposed_leader_is_answered_promptly() {
         );
     }
 }
+
+/// A linearizable read on a follower whose link from the leader is slower
+/// than the follower's ReadIndex retry period (3 ticks): it used to retry
+/// under a new context and drop the old one, so every answer arrived for a
+/// context it had forgotten and the read timed out, however long the
+/// request timeout. A round trip of 1.5 s must cost about that, not fail.
+/// (etcd 3.4 fails the same way: `request timed out` after its request
+/// timeout. Cairn is deliberately better here, so the test is Cairn's.)
+#[test]
+fn linearizable_read_over_a_slow_link_is_answered() {
+    use cairn_robustness::proxy::Link;
+    if cairn_tests::target() == cairn_tests::Target::Etcd {
+        return;
+    }
+    let (cluster, proxy) = cairn_tests::robustness::proxied_cluster(Options::default(), 6).unwrap();
+    cluster.wait_healthy(Duration::from_secs(30));
+    let leader = cluster.wait_leader(Duration::from_secs(10));
+    let follower = (leader + 1) % 3;
+    let rt = runtime();
+    let took = rt.block_on(async {
+        let mut via_follower = client(&[cluster.members[follower].endpoint()]).await;
+        via_follower.put("slow-read", "1", None).await.unwrap();
+        proxy.set_link(
+            leader,
+            follower,
+            Link::Delay {
+                base: Duration::from_millis(1500),
+                jitter: Duration::ZERO,
+            },
+        );
+        let started = Instant::now();
+        let r = via_follower.get("slow-read", None).await;
+        let took = started.elapsed();
+        let r = r.unwrap_or_else(|e| panic!("read failed after {took:?}: {e}"));
+        assert_eq!(r.kvs()[0].value(), b"1");
+        took
+    });
+    proxy.heal();
+    assert!(
+        took >= Duration::from_millis(1400),
+        "took {took:?}: the delay did not apply"
+    );
+    assert!(took < Duration::from_secs(4), "took {took:?}");
+}

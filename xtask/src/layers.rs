@@ -21,6 +21,8 @@ pub const LAYERS: &[&[&str]] = &[
     &["tls"],
     // Listeners, the HTTP client, Go's HTTP rules, the :authority rewriter.
     &["net"],
+    // A new member's initial cluster from etcd's v2 discovery or DNS SRV.
+    &["discovery"],
     &["auth"],
     &["storage"],
     &["v2"],

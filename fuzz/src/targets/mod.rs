@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 mod config;
+mod discovery;
 mod etcd;
 mod gateway;
 mod h2;
@@ -32,6 +33,7 @@ pub fn all() -> Vec<Target> {
         config::YAML,
         config::TOML,
         plugin::TARGET,
+        discovery::TARGET,
     ]
 }
 

@@ -2,9 +2,10 @@
 //! calling.
 
 use super::check_leader;
+use super::request_ctx;
 use crate::error::Error;
 use crate::etcdserver::EtcdServer;
-use crate::etcdserver::auth::{Credential, with_credentialed_caller};
+use crate::etcdserver::auth::Credential;
 use crate::pb::cairnpb::internal_request::Request as Internal;
 use crate::pb::etcdserverpb::auth_server::Auth;
 use crate::pb::etcdserverpb::*;
@@ -77,7 +78,10 @@ async fn caller_layer(
             Err(e) => return refuse(is_grpc, e),
         },
     };
-    with_credentialed_caller(caller, credential, next.run(req)).await
+    let mut req = req;
+    req.extensions_mut()
+        .insert(srv.request_ctx(caller, credential));
+    next.run(req).await
 }
 
 /// Who a token stands for: a token of etcd's auth, or else one only a policy
@@ -105,9 +109,15 @@ pub struct AuthService {
 }
 
 impl AuthService {
-    /// An auth write through raft; every such response holds only a header.
-    async fn write(&self, r: Internal) -> Result<ResponseHeader, Status> {
-        self.srv.auth_write(r).await?;
+    /// An auth write through raft (the request's message, wrapped by
+    /// `wrap`); every such response holds only a header.
+    async fn write_inner<T>(
+        &self,
+        req: Request<T>,
+        wrap: impl FnOnce(T) -> Internal,
+    ) -> Result<ResponseHeader, Status> {
+        let ctx = request_ctx(&self.srv, &req);
+        self.srv.auth_write(&ctx, wrap(req.into_inner())).await?;
         Ok(self.srv.header(self.srv.store.current_rev()))
     }
 }
@@ -119,7 +129,7 @@ impl Auth for AuthService {
         req: Request<AuthEnableRequest>,
     ) -> Result<Response<AuthEnableResponse>, Status> {
         check_leader(&self.srv, &req)?;
-        let header = self.write(Internal::AuthEnable(req.into_inner())).await?;
+        let header = self.write_inner(req, Internal::AuthEnable).await?;
         Ok(Response::new(AuthEnableResponse {
             header: Some(header),
         }))
@@ -130,7 +140,7 @@ impl Auth for AuthService {
         req: Request<AuthDisableRequest>,
     ) -> Result<Response<AuthDisableResponse>, Status> {
         check_leader(&self.srv, &req)?;
-        let header = self.write(Internal::AuthDisable(req.into_inner())).await?;
+        let header = self.write_inner(req, Internal::AuthDisable).await?;
         Ok(Response::new(AuthDisableResponse {
             header: Some(header),
         }))
@@ -141,7 +151,7 @@ impl Auth for AuthService {
         req: Request<AuthUserAddRequest>,
     ) -> Result<Response<AuthUserAddResponse>, Status> {
         check_leader(&self.srv, &req)?;
-        let header = self.write(Internal::UserAdd(req.into_inner())).await?;
+        let header = self.write_inner(req, Internal::UserAdd).await?;
         Ok(Response::new(AuthUserAddResponse {
             header: Some(header),
         }))
@@ -152,7 +162,7 @@ impl Auth for AuthService {
         req: Request<AuthUserDeleteRequest>,
     ) -> Result<Response<AuthUserDeleteResponse>, Status> {
         check_leader(&self.srv, &req)?;
-        let header = self.write(Internal::UserDelete(req.into_inner())).await?;
+        let header = self.write_inner(req, Internal::UserDelete).await?;
         Ok(Response::new(AuthUserDeleteResponse {
             header: Some(header),
         }))
@@ -163,9 +173,7 @@ impl Auth for AuthService {
         req: Request<AuthUserChangePasswordRequest>,
     ) -> Result<Response<AuthUserChangePasswordResponse>, Status> {
         check_leader(&self.srv, &req)?;
-        let header = self
-            .write(Internal::UserChangePassword(req.into_inner()))
-            .await?;
+        let header = self.write_inner(req, Internal::UserChangePassword).await?;
         Ok(Response::new(AuthUserChangePasswordResponse {
             header: Some(header),
         }))
@@ -176,9 +184,7 @@ impl Auth for AuthService {
         req: Request<AuthUserGrantRoleRequest>,
     ) -> Result<Response<AuthUserGrantRoleResponse>, Status> {
         check_leader(&self.srv, &req)?;
-        let header = self
-            .write(Internal::UserGrantRole(req.into_inner()))
-            .await?;
+        let header = self.write_inner(req, Internal::UserGrantRole).await?;
         Ok(Response::new(AuthUserGrantRoleResponse {
             header: Some(header),
         }))
@@ -189,9 +195,7 @@ impl Auth for AuthService {
         req: Request<AuthUserRevokeRoleRequest>,
     ) -> Result<Response<AuthUserRevokeRoleResponse>, Status> {
         check_leader(&self.srv, &req)?;
-        let header = self
-            .write(Internal::UserRevokeRole(req.into_inner()))
-            .await?;
+        let header = self.write_inner(req, Internal::UserRevokeRole).await?;
         Ok(Response::new(AuthUserRevokeRoleResponse {
             header: Some(header),
         }))
@@ -202,7 +206,7 @@ impl Auth for AuthService {
         req: Request<AuthRoleAddRequest>,
     ) -> Result<Response<AuthRoleAddResponse>, Status> {
         check_leader(&self.srv, &req)?;
-        let header = self.write(Internal::RoleAdd(req.into_inner())).await?;
+        let header = self.write_inner(req, Internal::RoleAdd).await?;
         Ok(Response::new(AuthRoleAddResponse {
             header: Some(header),
         }))
@@ -213,7 +217,7 @@ impl Auth for AuthService {
         req: Request<AuthRoleDeleteRequest>,
     ) -> Result<Response<AuthRoleDeleteResponse>, Status> {
         check_leader(&self.srv, &req)?;
-        let header = self.write(Internal::RoleDelete(req.into_inner())).await?;
+        let header = self.write_inner(req, Internal::RoleDelete).await?;
         Ok(Response::new(AuthRoleDeleteResponse {
             header: Some(header),
         }))
@@ -224,9 +228,7 @@ impl Auth for AuthService {
         req: Request<AuthRoleGrantPermissionRequest>,
     ) -> Result<Response<AuthRoleGrantPermissionResponse>, Status> {
         check_leader(&self.srv, &req)?;
-        let header = self
-            .write(Internal::RoleGrantPermission(req.into_inner()))
-            .await?;
+        let header = self.write_inner(req, Internal::RoleGrantPermission).await?;
         Ok(Response::new(AuthRoleGrantPermissionResponse {
             header: Some(header),
         }))
@@ -238,7 +240,7 @@ impl Auth for AuthService {
     ) -> Result<Response<AuthRoleRevokePermissionResponse>, Status> {
         check_leader(&self.srv, &req)?;
         let header = self
-            .write(Internal::RoleRevokePermission(req.into_inner()))
+            .write_inner(req, Internal::RoleRevokePermission)
             .await?;
         Ok(Response::new(AuthRoleRevokePermissionResponse {
             header: Some(header),
@@ -250,7 +252,8 @@ impl Auth for AuthService {
         req: Request<AuthStatusRequest>,
     ) -> Result<Response<AuthStatusResponse>, Status> {
         check_leader(&self.srv, &req)?;
-        let mut resp = self.srv.auth_read(|s, _| Ok(s.status())).await?;
+        let ctx = request_ctx(&self.srv, &req);
+        let mut resp = self.srv.auth_read(&ctx, |s, _| Ok(s.status())).await?;
         resp.header = Some(self.srv.header(self.srv.store.current_rev()));
         Ok(Response::new(resp))
     }
@@ -270,10 +273,11 @@ impl Auth for AuthService {
         req: Request<AuthUserGetRequest>,
     ) -> Result<Response<AuthUserGetResponse>, Status> {
         check_leader(&self.srv, &req)?;
+        let ctx = request_ctx(&self.srv, &req);
         let r = req.into_inner();
         let mut resp = self
             .srv
-            .auth_read(|s, info| {
+            .auth_read(&ctx, |s, info| {
                 s.check_user_get(info, &r.name)?;
                 s.user_get(&r)
             })
@@ -287,10 +291,11 @@ impl Auth for AuthService {
         req: Request<AuthUserListRequest>,
     ) -> Result<Response<AuthUserListResponse>, Status> {
         check_leader(&self.srv, &req)?;
+        let ctx = request_ctx(&self.srv, &req);
         let r = req.into_inner();
         let mut resp = self
             .srv
-            .auth_read(|s, info| {
+            .auth_read(&ctx, |s, info| {
                 s.authorize_request(info, crate::auth::Access::Admin, b"", b"")?;
                 Ok(s.user_list(&r))
             })
@@ -304,10 +309,11 @@ impl Auth for AuthService {
         req: Request<AuthRoleGetRequest>,
     ) -> Result<Response<AuthRoleGetResponse>, Status> {
         check_leader(&self.srv, &req)?;
+        let ctx = request_ctx(&self.srv, &req);
         let r = req.into_inner();
         let mut resp = self
             .srv
-            .auth_read(|s, info| {
+            .auth_read(&ctx, |s, info| {
                 s.check_role_get(info, &r.role)?;
                 s.role_get(&r)
             })
@@ -321,10 +327,11 @@ impl Auth for AuthService {
         req: Request<AuthRoleListRequest>,
     ) -> Result<Response<AuthRoleListResponse>, Status> {
         check_leader(&self.srv, &req)?;
+        let ctx = request_ctx(&self.srv, &req);
         let r = req.into_inner();
         let mut resp = self
             .srv
-            .auth_read(|s, info| {
+            .auth_read(&ctx, |s, info| {
                 s.authorize_request(info, crate::auth::Access::Admin, b"", b"")?;
                 Ok(s.role_list(&r))
             })

@@ -23,8 +23,11 @@ impl Cluster for ClusterService {
         req: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
         check_leader(&self.srv, &req)?;
-        self.srv.check_admin()?;
-        Ok(Response::new(self.srv.member_add(req.into_inner()).await?))
+        let ctx = super::request_ctx(&self.srv, &req);
+        self.srv.check_admin(&ctx)?;
+        Ok(Response::new(
+            self.srv.member_add(&ctx, req.into_inner()).await?,
+        ))
     }
 
     async fn member_remove(
@@ -32,9 +35,10 @@ impl Cluster for ClusterService {
         req: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
         check_leader(&self.srv, &req)?;
-        self.srv.check_admin()?;
+        let ctx = super::request_ctx(&self.srv, &req);
+        self.srv.check_admin(&ctx)?;
         Ok(Response::new(
-            self.srv.member_remove(req.into_inner()).await?,
+            self.srv.member_remove(&ctx, req.into_inner()).await?,
         ))
     }
 
@@ -43,9 +47,10 @@ impl Cluster for ClusterService {
         req: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
         check_leader(&self.srv, &req)?;
-        self.srv.check_admin()?;
+        let ctx = super::request_ctx(&self.srv, &req);
+        self.srv.check_admin(&ctx)?;
         Ok(Response::new(
-            self.srv.member_update(req.into_inner()).await?,
+            self.srv.member_update(&ctx, req.into_inner()).await?,
         ))
     }
 
@@ -54,9 +59,10 @@ impl Cluster for ClusterService {
         req: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
         check_leader(&self.srv, &req)?;
-        self.srv.check_admin()?;
+        let ctx = super::request_ctx(&self.srv, &req);
+        self.srv.check_admin(&ctx)?;
         Ok(Response::new(
-            self.srv.member_promote(req.into_inner()).await?,
+            self.srv.member_promote(&ctx, req.into_inner()).await?,
         ))
     }
 
@@ -66,7 +72,8 @@ impl Cluster for ClusterService {
     ) -> Result<Response<MemberListResponse>, Status> {
         check_leader(&self.srv, &req)?;
         if req.get_ref().linearizable {
-            self.srv.linearizable_read_notify().await?;
+            let ctx = super::request_ctx(&self.srv, &req);
+            self.srv.linearizable_read_until(ctx.deadline()).await?;
         }
         let mut header = self.srv.header(0);
         // etcd leaves the revision out of MemberList's header.

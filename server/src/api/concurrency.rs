@@ -4,8 +4,8 @@
 //! creation revision, waiting for the keys ahead to be deleted).
 
 use crate::error::Error;
-use crate::etcdserver::EtcdServer;
 use crate::etcdserver::watch::{HubMsg, WatchSpec};
+use crate::etcdserver::{EtcdServer, RequestCtx};
 use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::pb::etcdserverpb::range_request::{SortOrder, SortTarget};
 use crate::pb::etcdserverpb::request_op::Request as Op;
@@ -26,7 +26,7 @@ const SESSION_TTL_SECS: i64 = 60;
 /// `SESSION_TTL_SECS` that nobody keeps alive, so the key goes with it.
 /// Without one, every lease-less caller would share the key `name/0`
 /// and all of them would believe they hold the lock.
-pub async fn session_lease(srv: &EtcdServer, lease: i64) -> Result<i64, Error> {
+pub async fn session_lease(srv: &EtcdServer, ctx: &RequestCtx, lease: i64) -> Result<i64, Error> {
     if lease != 0 {
         return Ok(lease);
     }
@@ -35,7 +35,7 @@ pub async fn session_lease(srv: &EtcdServer, lease: i64) -> Result<i64, Error> {
         ttl: SESSION_TTL_SECS.max(srv.min_lease_ttl_secs()),
         id: srv.new_lease_id(),
     };
-    Ok(srv.propose(grant).await?.id)
+    Ok(srv.propose(ctx, grant).await?.id)
 }
 
 /// Creates `key` with `value` on `lease` unless it exists; returns the key's
@@ -43,6 +43,7 @@ pub async fn session_lease(srv: &EtcdServer, lease: i64) -> Result<i64, Error> {
 /// header of the txn.
 pub async fn create_or_get(
     srv: &EtcdServer,
+    ctx: &RequestCtx,
     key: Bytes,
     value: Bytes,
     lease: i64,
@@ -75,7 +76,7 @@ pub async fn create_or_get(
         ],
         failure: vec![get],
     };
-    let resp = srv.txn(t).await?;
+    let resp = srv.txn(ctx, t).await?;
     let header = resp.header.unwrap_or_default();
     let kv = resp
         .responses
@@ -93,20 +94,24 @@ pub async fn create_or_get(
 /// revision under `prefix`.
 pub async fn by_create(
     srv: &EtcdServer,
+    ctx: &RequestCtx,
     prefix: &[u8],
     order: SortOrder,
     max_create_rev: i64,
 ) -> Result<(Option<KeyValue>, ResponseHeader), Error> {
     let resp = srv
-        .range(RangeRequest {
-            key: Bytes::copy_from_slice(prefix),
-            range_end: crate::state::prefix_end(prefix),
-            limit: 1,
-            sort_order: order as i32,
-            sort_target: SortTarget::Create as i32,
-            max_create_revision: max_create_rev,
-            ..Default::default()
-        })
+        .range(
+            ctx,
+            RangeRequest {
+                key: Bytes::copy_from_slice(prefix),
+                range_end: crate::state::prefix_end(prefix),
+                limit: 1,
+                sort_order: order as i32,
+                sort_target: SortTarget::Create as i32,
+                max_create_revision: max_create_rev,
+                ..Default::default()
+            },
+        )
         .await?;
     Ok((resp.kvs.into_iter().next(), resp.header.unwrap_or_default()))
 }
@@ -151,11 +156,15 @@ pub async fn wait_deleted(srv: &EtcdServer, key: Bytes, from: i64) -> Result<(),
 /// then the caller is first in line.
 pub async fn wait_deletes(
     srv: &EtcdServer,
+    ctx: &RequestCtx,
     prefix: &[u8],
     my_rev: i64,
 ) -> Result<ResponseHeader, Error> {
     loop {
-        let (last, header) = by_create(srv, prefix, SortOrder::Descend, my_rev - 1).await?;
+        // A lock or campaign waits as long as it takes: each look is a read
+        // of its own, with its own deadline.
+        let look = ctx.until(srv.deadline());
+        let (last, header) = by_create(srv, &look, prefix, SortOrder::Descend, my_rev - 1).await?;
         match last {
             None => return Ok(header),
             Some(kv) => wait_deleted(srv, kv.key, header.revision + 1).await?,

@@ -5,8 +5,8 @@
 use super::check_leader;
 use super::concurrency::{by_create, create_or_get, wait_deletes};
 use crate::error::Error;
-use crate::etcdserver::EtcdServer;
 use crate::etcdserver::watch::WatchSpec;
+use crate::etcdserver::{EtcdServer, RequestCtx};
 use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::pb::etcdserverpb::range_request::SortOrder;
 use crate::pb::etcdserverpb::request_op::Request as Op;
@@ -42,6 +42,7 @@ fn prefix_of(name: &[u8]) -> Vec<u8> {
 /// A txn guarded by "the leader key still has its creation revision".
 async fn as_leader(
     srv: &EtcdServer,
+    ctx: &RequestCtx,
     leader: &LeaderKey,
     op: Op,
 ) -> Result<Option<ResponseHeader>, Error> {
@@ -56,7 +57,7 @@ async fn as_leader(
         success: vec![RequestOp { request: Some(op) }],
         failure: vec![],
     };
-    let resp = srv.txn(t).await?;
+    let resp = srv.txn(ctx, t).await?;
     Ok(resp.succeeded.then_some(resp.header.unwrap_or_default()))
 }
 
@@ -69,14 +70,15 @@ impl Election for ElectionService {
         req: Request<CampaignRequest>,
     ) -> Result<Response<CampaignResponse>, Status> {
         check_leader(&self.srv, &req)?;
+        let ctx = super::request_ctx(&self.srv, &req);
         let mut r = req.into_inner();
-        r.lease = super::concurrency::session_lease(&self.srv, r.lease).await?;
+        r.lease = super::concurrency::session_lease(&self.srv, &ctx, r.lease).await?;
         let prefix = prefix_of(&r.name);
         let mut key = prefix.clone();
         key.extend_from_slice(format!("{:x}", r.lease).as_bytes());
         let key = Bytes::from(key);
         let (mine, header) =
-            create_or_get(&self.srv, key.clone(), r.value.clone(), r.lease).await?;
+            create_or_get(&self.srv, &ctx, key.clone(), r.value.clone(), r.lease).await?;
         let leader = LeaderKey {
             name: r.name.clone(),
             key: key.clone(),
@@ -91,17 +93,20 @@ impl Election for ElectionService {
                 lease: r.lease,
                 ..Default::default()
             });
-            if as_leader(&self.srv, &leader, put).await?.is_none() {
+            if as_leader(&self.srv, &ctx, &leader, put).await?.is_none() {
                 return Err(Status::unknown(NOT_LEADER));
             }
         }
-        if let Err(e) = wait_deletes(&self.srv, &prefix, mine.create_revision).await {
+        if let Err(e) = wait_deletes(&self.srv, &ctx, &prefix, mine.create_revision).await {
             let _ = self
                 .srv
-                .delete_range(DeleteRangeRequest {
-                    key,
-                    ..Default::default()
-                })
+                .delete_range(
+                    &ctx.until(self.srv.deadline()),
+                    DeleteRangeRequest {
+                        key,
+                        ..Default::default()
+                    },
+                )
                 .await;
             return Err(e.into());
         }
@@ -118,6 +123,7 @@ impl Election for ElectionService {
         req: Request<ProclaimRequest>,
     ) -> Result<Response<ProclaimResponse>, Status> {
         check_leader(&self.srv, &req)?;
+        let ctx = super::request_ctx(&self.srv, &req);
         let r = req.into_inner();
         let leader = r
             .leader
@@ -128,7 +134,7 @@ impl Election for ElectionService {
             lease: leader.lease,
             ..Default::default()
         });
-        match as_leader(&self.srv, &leader, put).await? {
+        match as_leader(&self.srv, &ctx, &leader, put).await? {
             Some(h) => {
                 let mut header = Some(h);
                 self.srv.fill_header(&mut header);
@@ -143,8 +149,9 @@ impl Election for ElectionService {
         req: Request<LeaderRequest>,
     ) -> Result<Response<LeaderResponse>, Status> {
         check_leader(&self.srv, &req)?;
+        let ctx = super::request_ctx(&self.srv, &req);
         let prefix = prefix_of(&req.into_inner().name);
-        let (first, header) = by_create(&self.srv, &prefix, SortOrder::Ascend, 0).await?;
+        let (first, header) = by_create(&self.srv, &ctx, &prefix, SortOrder::Ascend, 0).await?;
         match first {
             Some(kv) => Ok(Response::new(LeaderResponse {
                 header: Some(header),
@@ -159,19 +166,23 @@ impl Election for ElectionService {
         req: Request<LeaderRequest>,
     ) -> Result<Response<ObserveStream>, Status> {
         check_leader(&self.srv, &req)?;
+        let ctx = super::request_ctx(&self.srv, &req);
         let prefix = prefix_of(&req.into_inner().name);
         let (out_tx, out_rx) = mpsc::channel(16);
         let srv = Arc::clone(&self.srv);
         tokio::spawn(async move {
             let mut last: Option<(Bytes, i64)> = None;
             loop {
-                let (first, header) = match by_create(&srv, &prefix, SortOrder::Ascend, 0).await {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let _ = out_tx.send(Err(e.into())).await;
-                        return;
-                    }
-                };
+                // Each look is a read of its own, with its own deadline.
+                let look = ctx.until(srv.deadline());
+                let (first, header) =
+                    match by_create(&srv, &look, &prefix, SortOrder::Ascend, 0).await {
+                        Ok(r) => r,
+                        Err(e) => {
+                            let _ = out_tx.send(Err(e.into())).await;
+                            return;
+                        }
+                    };
                 // Watch what can change the answer: the leader's key, or
                 // (without a leader) anything under the prefix.
                 let range = match &first {
@@ -225,6 +236,7 @@ impl Election for ElectionService {
         req: Request<ResignRequest>,
     ) -> Result<Response<ResignResponse>, Status> {
         check_leader(&self.srv, &req)?;
+        let ctx = super::request_ctx(&self.srv, &req);
         let r = req.into_inner();
         let leader = r
             .leader
@@ -233,7 +245,7 @@ impl Election for ElectionService {
             key: leader.key.clone(),
             ..Default::default()
         });
-        let header = match as_leader(&self.srv, &leader, del).await? {
+        let header = match as_leader(&self.srv, &ctx, &leader, del).await? {
             Some(h) => Some(h),
             // Not the leader (any more): nothing to give up, as etcd.
             None => Some(self.srv.header(self.srv.store.current_rev())),

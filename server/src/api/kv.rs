@@ -98,10 +98,11 @@ pub struct KvService {
 impl Kv for KvService {
     async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
         check_leader(&self.srv, &req)?;
+        let ctx = super::request_ctx(&self.srv, &req);
         let r = req.into_inner();
         check_size(&self.srv, &r)?;
         let (started, key) = (Instant::now(), debug_on().then(|| r.key.to_vec()));
-        let result = self.srv.range(r).await;
+        let result = self.srv.range(&ctx, r).await;
         log_request("Range", key, started, &result, |x| {
             header_revision(&x.header)
         });
@@ -110,10 +111,11 @@ impl Kv for KvService {
 
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
         check_leader(&self.srv, &req)?;
+        let ctx = super::request_ctx(&self.srv, &req);
         let r = req.into_inner();
         check_size(&self.srv, &r)?;
         let (started, key) = (Instant::now(), debug_on().then(|| r.key.to_vec()));
-        let result = self.srv.put(r).await;
+        let result = self.srv.put(&ctx, r).await;
         log_request("Put", key, started, &result, |x| header_revision(&x.header));
         Ok(Response::new(result?))
     }
@@ -123,10 +125,11 @@ impl Kv for KvService {
         req: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
         check_leader(&self.srv, &req)?;
+        let ctx = super::request_ctx(&self.srv, &req);
         let r = req.into_inner();
         check_size(&self.srv, &r)?;
         let (started, key) = (Instant::now(), debug_on().then(|| r.key.to_vec()));
-        let result = self.srv.delete_range(r).await;
+        let result = self.srv.delete_range(&ctx, r).await;
         log_request("DeleteRange", key, started, &result, |x| {
             header_revision(&x.header)
         });
@@ -135,10 +138,11 @@ impl Kv for KvService {
 
     async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
         check_leader(&self.srv, &req)?;
+        let ctx = super::request_ctx(&self.srv, &req);
         let r = req.into_inner();
         check_size(&self.srv, &r)?;
         let (started, key) = (Instant::now(), debug_on().then(|| txn_first_key(&r)));
-        let result = self.srv.txn(r).await;
+        let result = self.srv.txn(&ctx, r).await;
         log_request("Txn", key, started, &result, |x| header_revision(&x.header));
         Ok(Response::new(result?))
     }
@@ -148,11 +152,12 @@ impl Kv for KvService {
         req: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
         check_leader(&self.srv, &req)?;
+        let ctx = super::request_ctx(&self.srv, &req);
         let r = req.into_inner();
         let physical = r.physical;
         let target = r.revision;
         let mut done = self.srv.store.compaction_watch();
-        let mut resp = self.srv.propose(r).await?;
+        let mut resp = self.srv.propose(&ctx, r).await?;
         if physical {
             let waited = tokio::time::timeout(
                 PHYSICAL_COMPACTION_WAIT,

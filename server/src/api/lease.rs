@@ -2,7 +2,7 @@
 
 use super::check_leader;
 use crate::error::Error;
-use crate::etcdserver::EtcdServer;
+use crate::etcdserver::{EtcdServer, RequestCtx};
 use crate::pb::etcdserverpb::lease_server::Lease;
 use crate::pb::etcdserverpb::{
     LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
@@ -21,15 +21,18 @@ pub struct LeaseService {
 pub type KeepAliveStream = tonic::codegen::BoxStream<LeaseKeepAliveResponse>;
 
 /// Serves one keep-alive stream (gRPC or the JSON gateway).
-pub fn keep_alive_stream<S>(srv: Arc<EtcdServer>, mut incoming: S) -> KeepAliveStream
+pub fn keep_alive_stream<S>(
+    srv: Arc<EtcdServer>,
+    ctx: RequestCtx,
+    mut incoming: S,
+) -> KeepAliveStream
 where
     S: tokio_stream::Stream<Item = Result<LeaseKeepAliveRequest, Status>> + Send + Unpin + 'static,
 {
     use tokio_stream::StreamExt;
     let (tx, rx) = mpsc::channel(16);
     // Renewals a follower forwards to the leader carry the caller along.
-    let caller = crate::etcdserver::auth::caller();
-    tokio::spawn(crate::etcdserver::auth::with_caller(caller, async move {
+    tokio::spawn(async move {
         loop {
             let r = match incoming.next().await {
                 Some(Ok(r)) => r,
@@ -37,7 +40,7 @@ where
             };
             // An unknown lease answers TTL 0 without an error (etcd); any
             // other failure ends the stream with its error.
-            let resp = match srv.lease_renew(r.id).await {
+            let resp = match srv.lease_renew(&ctx.until(srv.deadline()), r.id).await {
                 Ok(ttl) => Ok(LeaseKeepAliveResponse {
                     header: Some(srv.header(srv.store.current_rev())),
                     id: r.id,
@@ -50,7 +53,7 @@ where
                 return;
             }
         }
-    }));
+    });
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx))
 }
 
@@ -61,6 +64,7 @@ impl Lease for LeaseService {
         req: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
         check_leader(&self.srv, &req)?;
+        let ctx = super::request_ctx(&self.srv, &req);
         // (The apply loop checks the caller of a grant or revoke.)
         let mut r = req.into_inner();
         if r.ttl > MAX_LEASE_TTL_SECS {
@@ -72,7 +76,7 @@ impl Lease for LeaseService {
         }
         r.ttl = r.ttl.max(self.srv.min_lease_ttl_secs());
         self.srv.check_quota(0).await?;
-        let mut resp = self.srv.propose(r).await?;
+        let mut resp = self.srv.propose(&ctx, r).await?;
         self.srv.fill_header(&mut resp.header);
         Ok(Response::new(resp))
     }
@@ -82,7 +86,8 @@ impl Lease for LeaseService {
         req: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
         check_leader(&self.srv, &req)?;
-        let mut resp = self.srv.propose(req.into_inner()).await?;
+        let ctx = super::request_ctx(&self.srv, &req);
+        let mut resp = self.srv.propose(&ctx, req.into_inner()).await?;
         self.srv.fill_header(&mut resp.header);
         Ok(Response::new(resp))
     }
@@ -92,9 +97,11 @@ impl Lease for LeaseService {
         req: Request<Streaming<LeaseKeepAliveRequest>>,
     ) -> Result<Response<KeepAliveStream>, Status> {
         check_leader(&self.srv, &req)?;
-        self.srv.check_authenticated()?;
+        let ctx = super::request_ctx(&self.srv, &req);
+        self.srv.check_authenticated(&ctx)?;
         Ok(Response::new(keep_alive_stream(
             Arc::clone(&self.srv),
+            ctx,
             req.into_inner(),
         )))
     }
@@ -104,14 +111,15 @@ impl Lease for LeaseService {
         req: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         check_leader(&self.srv, &req)?;
-        self.srv.check_authenticated()?;
-        let resp = self.srv.lease_time_to_live(req.into_inner()).await?;
+        let ctx = super::request_ctx(&self.srv, &req);
+        self.srv.check_authenticated(&ctx)?;
+        let resp = self.srv.lease_time_to_live(&ctx, req.into_inner()).await?;
         // Listing the attached keys reveals them: READ on each is needed,
         // from RBAC and from the plugin authorizers alike, as a Range of the
         // key would be checked.
         for k in &resp.keys {
-            self.srv.check_read(k, b"")?;
-            self.srv.plugin_check_read(k, b"").await?;
+            self.srv.check_read(&ctx, k, b"")?;
+            self.srv.plugin_check_read(&ctx, k, b"").await?;
         }
         Ok(Response::new(resp))
     }
@@ -121,8 +129,9 @@ impl Lease for LeaseService {
         req: Request<LeaseLeasesRequest>,
     ) -> Result<Response<LeaseLeasesResponse>, Status> {
         check_leader(&self.srv, &req)?;
-        self.srv.check_authenticated()?;
-        self.srv.linearizable_read_notify().await?;
+        let ctx = super::request_ctx(&self.srv, &req);
+        self.srv.check_authenticated(&ctx)?;
+        self.srv.linearizable_read_until(ctx.deadline()).await?;
         let leases = self
             .srv
             .lessor

@@ -8,7 +8,7 @@
 
 use super::{ETCD_COMPAT_VERSION, check_leader};
 use crate::error::Error;
-use crate::etcdserver::EtcdServer;
+use crate::etcdserver::{EtcdServer, RequestCtx};
 use crate::metrics::METRICS;
 use crate::pb::cairnpb::AlarmEntry;
 use crate::pb::etcdserverpb::alarm_request::AlarmAction;
@@ -85,8 +85,8 @@ pub fn human_bytes(n: u64) -> String {
 /// etcd's Maintenance service requires the root role for defragment,
 /// snapshot and the hashes, and answers a refusal untranslated (code
 /// Unknown, `auth: permission denied`), which clients show as is.
-fn check_maintenance_admin(srv: &EtcdServer) -> Result<(), Status> {
-    match srv.check_admin() {
+fn check_maintenance_admin(srv: &EtcdServer, ctx: &RequestCtx) -> Result<(), Status> {
+    match srv.check_admin(ctx) {
         Ok(()) => Ok(()),
         Err(Error::Auth(e)) => Err(e.untranslated_status()),
         Err(e) => Err(e.into()),
@@ -100,8 +100,11 @@ impl Maintenance for MaintenanceService {
         req: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
         check_leader(&self.srv, &req)?;
-        self.srv.check_admin()?;
-        Ok(Response::new(self.srv.move_leader(req.into_inner()).await?))
+        let ctx = super::request_ctx(&self.srv, &req);
+        self.srv.check_admin(&ctx)?;
+        Ok(Response::new(
+            self.srv.move_leader(&ctx, req.into_inner()).await?,
+        ))
     }
 
     async fn status(
@@ -150,11 +153,12 @@ impl Maintenance for MaintenanceService {
     /// ACTIVATE and DEACTIVATE are applied through raft on every member.
     async fn alarm(&self, req: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
         check_leader(&self.srv, &req)?;
+        let ctx = super::request_ctx(&self.srv, &req);
         let srv = &self.srv;
         let r = req.into_inner();
         let alarms = match AlarmAction::try_from(r.action) {
             Ok(AlarmAction::Get) => {
-                srv.linearizable_read_notify().await?;
+                srv.linearizable_read_until(ctx.deadline()).await?;
                 srv.db.alarms.list(r.alarm)
             }
             Ok(AlarmAction::Activate | AlarmAction::Deactivate) => {
@@ -162,7 +166,7 @@ impl Maintenance for MaintenanceService {
                     request: Some(r),
                     reply_token: 0,
                 };
-                srv.propose(entry).await?
+                srv.propose(&ctx, entry).await?
             }
             // An action etcd does not know either: nothing to report.
             Err(_) => Vec::new(),
@@ -181,7 +185,8 @@ impl Maintenance for MaintenanceService {
         req: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
         check_leader(&self.srv, &req)?;
-        check_maintenance_admin(&self.srv)?;
+        let ctx = super::request_ctx(&self.srv, &req);
+        check_maintenance_admin(&self.srv, &ctx)?;
         let srv = &self.srv;
         let _one_at_a_time = DEFRAG.lock().await;
         let before = srv.db.disk_space();
@@ -216,7 +221,8 @@ impl Maintenance for MaintenanceService {
 
     async fn hash(&self, req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
         check_leader(&self.srv, &req)?;
-        check_maintenance_admin(&self.srv)?;
+        let ctx = super::request_ctx(&self.srv, &req);
+        check_maintenance_admin(&self.srv, &ctx)?;
         let srv = &self.srv;
         let _slot = scan_slot(srv).await?;
         let rev = srv.store.current_rev();
@@ -236,7 +242,8 @@ impl Maintenance for MaintenanceService {
         req: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
         check_leader(&self.srv, &req)?;
-        check_maintenance_admin(&self.srv)?;
+        let ctx = super::request_ctx(&self.srv, &req);
+        check_maintenance_admin(&self.srv, &ctx)?;
         let srv = &self.srv;
         let rev = req.into_inner().revision;
         let _slot = scan_slot(srv).await?;
@@ -262,7 +269,8 @@ impl Maintenance for MaintenanceService {
         req: Request<SnapshotRequest>,
     ) -> Result<Response<tonic::codegen::BoxStream<SnapshotResponse>>, Status> {
         check_leader(&self.srv, &req)?;
-        check_maintenance_admin(&self.srv)?;
+        let ctx = super::request_ctx(&self.srv, &req);
+        check_maintenance_admin(&self.srv, &ctx)?;
         let srv = Arc::clone(&self.srv);
         let permit = tokio::time::timeout(
             srv.request_timeout(),

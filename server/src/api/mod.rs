@@ -26,7 +26,7 @@ pub mod v2v3;
 pub mod watch;
 
 use crate::error::Error;
-use crate::etcdserver::EtcdServer;
+use crate::etcdserver::{EtcdServer, RequestCtx};
 use prost::Message;
 use std::sync::Arc;
 use tonic::{Request, Status};
@@ -40,6 +40,22 @@ pub const ETCD_CLUSTER_VERSION: &str = "3.4.0";
 pub const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
 
 /// `hasleader: true` asks to fail at once when this member knows no leader.
+/// The request's context, as the caller layer (`auth::caller_layer`) put it
+/// in the request's extensions; anonymous when none did.
+pub fn request_ctx<T>(srv: &EtcdServer, req: &Request<T>) -> RequestCtx {
+    req.extensions()
+        .get::<RequestCtx>()
+        .cloned()
+        .unwrap_or_else(|| RequestCtx::anonymous(srv.deadline()))
+}
+
+/// [`request_ctx`] from a request's extensions (HTTP handlers).
+pub fn ctx_from(srv: &EtcdServer, ext: &::http::Extensions) -> RequestCtx {
+    ext.get::<RequestCtx>()
+        .cloned()
+        .unwrap_or_else(|| RequestCtx::anonymous(srv.deadline()))
+}
+
 pub fn check_leader<T>(srv: &EtcdServer, req: &Request<T>) -> Result<(), Status> {
     let wants = req
         .metadata()

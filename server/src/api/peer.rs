@@ -2,7 +2,6 @@
 
 use crate::auth::{AuthInfo, Credential};
 use crate::etcdserver::EtcdServer;
-use crate::etcdserver::auth::with_credentialed_caller;
 use crate::etcdserver::node::RaftMsg;
 use crate::pb::cairnpb::peer_server::Peer;
 use crate::pb::cairnpb::{
@@ -143,13 +142,9 @@ macro_rules! leader_only {
             return Err(crate::error::Error::NotLeader.into());
         }
         let (info, credential) = $self.forwarded_caller(&$req).await?;
-        let srv = &$self.srv;
-        let body = $req.into_inner();
-        let resp = with_credentialed_caller(info, credential, async move {
-            srv.check_admin()?;
-            srv.$method(body).await
-        })
-        .await?;
+        let ctx = $self.srv.request_ctx(info, credential);
+        $self.srv.check_admin(&ctx)?;
+        let resp = $self.srv.$method(&ctx, $req.into_inner()).await?;
         Ok(Response::new(resp))
     }};
 }
@@ -241,8 +236,8 @@ impl Peer for PeerService {
     ) -> Result<Response<LeaseRenewResponse>, Status> {
         self.check(&req)?;
         let (info, credential) = self.forwarded_caller(&req).await?;
-        with_credentialed_caller(info, credential, async { self.srv.check_authenticated() })
-            .await?;
+        let ctx = self.srv.request_ctx(info, credential);
+        self.srv.check_authenticated(&ctx)?;
         let id = req.into_inner().id;
         if !self.srv.status.is_leader() {
             return Ok(Response::new(LeaseRenewResponse {
@@ -254,7 +249,7 @@ impl Peer for PeerService {
             Renewal::Renewed(ttl) => ttl,
             Renewal::NotFound => {
                 // The grant may be committed but not applied here yet.
-                self.srv.linearizable_read_notify().await?;
+                self.srv.linearizable_read_until(ctx.deadline()).await?;
                 match self.srv.lessor.renew(id) {
                     Renewal::Renewed(ttl) => ttl,
                     _ => -1,
@@ -281,14 +276,11 @@ impl Peer for PeerService {
         }
         let (info, credential) = self.forwarded_caller(&req).await?;
         let r = req.into_inner();
-        let srv = &self.srv;
         // The follower checks READ on each attached key it passes on; here,
         // as on the client API, only that the caller is authenticated.
-        let resp = with_credentialed_caller(info, credential, async move {
-            srv.check_authenticated()?;
-            srv.lease_time_to_live(r).await
-        })
-        .await?;
+        let ctx = self.srv.request_ctx(info, credential);
+        self.srv.check_authenticated(&ctx)?;
+        let resp = self.srv.lease_time_to_live(&ctx, r).await?;
         Ok(Response::new(resp))
     }
 

@@ -105,8 +105,7 @@ pub(crate) async fn admin_caller(
         .resolve_token(token)
         .await
         .map_err(|e| error(StatusCode::UNAUTHORIZED, e.to_string()))?;
-    crate::etcdserver::auth::with_caller(Some(info.clone()), async { srv.check_admin() })
-        .await
+    srv.check_admin(&srv.request_ctx(Some(info.clone()), None))
         .map_err(|e| error(StatusCode::FORBIDDEN, e.to_string()))?;
     Ok(Some(info))
 }

@@ -173,10 +173,13 @@ impl V2Backend for V2Api {
     async fn add_member(&self, peer_urls: Vec<String>) -> Result<V2Member, MemberError> {
         let resp = self
             .srv
-            .member_add(MemberAddRequest {
-                peer_ur_ls: peer_urls,
-                is_learner: false,
-            })
+            .member_add(
+                &self.srv.request_ctx(None, None),
+                MemberAddRequest {
+                    peer_ur_ls: peer_urls,
+                    is_learner: false,
+                },
+            )
             .await
             .map_err(member_error)?;
         resp.member
@@ -187,7 +190,10 @@ impl V2Backend for V2Api {
 
     async fn remove_member(&self, id: u64) -> Result<(), MemberError> {
         self.srv
-            .member_remove(MemberRemoveRequest { id })
+            .member_remove(
+                &self.srv.request_ctx(None, None),
+                MemberRemoveRequest { id },
+            )
             .await
             .map(|_| ())
             .map_err(member_error)
@@ -195,10 +201,13 @@ impl V2Backend for V2Api {
 
     async fn update_member(&self, id: u64, peer_urls: Vec<String>) -> Result<(), MemberError> {
         self.srv
-            .member_update(MemberUpdateRequest {
-                id,
-                peer_ur_ls: peer_urls,
-            })
+            .member_update(
+                &self.srv.request_ctx(None, None),
+                MemberUpdateRequest {
+                    id,
+                    peer_ur_ls: peer_urls,
+                },
+            )
             .await
             .map(|_| ())
             .map_err(member_error)
@@ -320,7 +329,10 @@ pub async fn auth_gate(
             username: user,
             revision: srv.auth.store.read().revision(),
         };
-        return crate::etcdserver::auth::with_caller(Some(info), next.run(req)).await;
+        let mut req = req;
+        req.extensions_mut()
+            .insert(srv.request_ctx(Some(info), None));
+        return next.run(req).await;
     }
     let err = V2Error::new(
         crate::v2::error::UNAUTHORIZED,

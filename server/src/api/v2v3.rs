@@ -24,8 +24,8 @@
 //! API; docs/compatibility.md lists those places. TTLs are refused with
 //! etcd's error, as etcd's emulation has nowhere to keep them.
 
-use crate::etcdserver::EtcdServer;
 use crate::etcdserver::watch::{HubMsg, WatchSpec, hub_channel};
+use crate::etcdserver::{EtcdServer, RequestCtx};
 use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
 use crate::pb::etcdserverpb::request_op::Request as Op;
 use crate::pb::etcdserverpb::response_op::Response as OpResponse;
@@ -429,6 +429,7 @@ impl V3Keyspace {
     /// Reads `keys` at one (linearizable) revision.
     async fn read(
         &self,
+        ctx: &RequestCtx,
         keys: Vec<Bytes>,
     ) -> Result<(Vec<(Bytes, Option<KeyValue>)>, i64), V2Error> {
         let txn = TxnRequest {
@@ -436,7 +437,7 @@ impl V3Keyspace {
             success: keys.iter().cloned().map(range_op).collect(),
             failure: Vec::new(),
         };
-        let resp = self.srv.txn(txn).await.map_err(Self::error)?;
+        let resp = self.srv.txn(ctx, txn).await.map_err(Self::error)?;
         let rev = resp.header.as_ref().map_or(0, |h| h.revision);
         let mut out = Vec::with_capacity(keys.len());
         for (key, r) in keys.into_iter().zip(resp.responses) {
@@ -449,13 +450,13 @@ impl V3Keyspace {
         Ok((out, rev))
     }
 
-    async fn read_path(&self, comps: &[String]) -> Result<PathRead, V2Error> {
+    async fn read_path(&self, ctx: &RequestCtx, comps: &[String]) -> Result<PathRead, V2Error> {
         let mut keys = Vec::with_capacity(comps.len() * 2);
         for i in 1..=comps.len() {
             keys.push(Bytes::from(self.layout.file_key(&comps[..i])));
             keys.push(Bytes::from(self.layout.dir_key(&comps[..i])));
         }
-        let (reads, rev) = self.read(keys).await?;
+        let (reads, rev) = self.read(ctx, keys).await?;
         let levels = reads
             .chunks(2)
             .map(|pair| match pair {
@@ -467,19 +468,28 @@ impl V3Keyspace {
     }
 
     /// Whether anything lies `level` levels below the directory, at `rev`.
-    async fn has_level(&self, comps: &[String], level: usize, rev: i64) -> Result<bool, V2Error> {
+    async fn has_level(
+        &self,
+        ctx: &RequestCtx,
+        comps: &[String],
+        level: usize,
+        rev: i64,
+    ) -> Result<bool, V2Error> {
         let prefix = self.layout.level_prefix(comps, level);
         let end = crate::state::prefix_end(prefix.as_bytes());
         let resp = self
             .srv
-            .range(RangeRequest {
-                key: prefix.into(),
-                range_end: end,
-                revision: rev,
-                serializable: true,
-                count_only: true,
-                ..Default::default()
-            })
+            .range(
+                ctx,
+                RangeRequest {
+                    key: prefix.into(),
+                    range_end: end,
+                    revision: rev,
+                    serializable: true,
+                    count_only: true,
+                    ..Default::default()
+                },
+            )
             .await
             .map_err(Self::error)?;
         Ok(resp.count > 0)
@@ -488,6 +498,7 @@ impl V3Keyspace {
     /// Commits `plan` if nothing it read changed; `None`: something did.
     async fn commit(
         &self,
+        ctx: &RequestCtx,
         reads: &[(Bytes, Option<KeyValue>)],
         action: V2Action,
         mut plan: Plan,
@@ -501,7 +512,7 @@ impl V3Keyspace {
             success: plan.ops,
             failure: Vec::new(),
         };
-        let resp = self.srv.txn(txn).await.map_err(Self::error)?;
+        let resp = self.srv.txn(ctx, txn).await.map_err(Self::error)?;
         if !resp.succeeded {
             return Ok(None);
         }
@@ -520,6 +531,7 @@ impl V3Keyspace {
     /// Plans against fresh reads and commits, until a commit holds.
     async fn write_loop<F>(
         &self,
+        ctx: &RequestCtx,
         comps: &[String],
         action: V2Action,
         plan: F,
@@ -528,6 +540,7 @@ impl V3Keyspace {
         F: Fn(&[String], &PathRead) -> Result<Plan, V2Error>,
     {
         self.write_loop_async(
+            ctx,
             |_| comps.to_vec(),
             false,
             action,
@@ -545,6 +558,7 @@ impl V3Keyspace {
     /// another try with `None` (what it wanted to create appeared).
     async fn write_loop_async<F, Fut>(
         &self,
+        ctx: &RequestCtx,
         comps_of: impl Fn(i64) -> Vec<String>,
         by_revision: bool,
         action: V2Action,
@@ -556,17 +570,17 @@ impl V3Keyspace {
     {
         for _ in 0..MAX_ATTEMPTS {
             let rev = if by_revision {
-                self.read(Vec::new()).await?.1
+                self.read(ctx, Vec::new()).await?.1
             } else {
                 0
             };
             let comps = comps_of(rev);
-            let read = self.read_path(&comps).await?;
+            let read = self.read_path(ctx, &comps).await?;
             let reads = read.reads.clone();
             let Some(p) = plan(comps, read).await? else {
                 continue;
             };
-            if let Some(ev) = self.commit(&reads, action, p).await? {
+            if let Some(ev) = self.commit(ctx, &reads, action, p).await? {
                 return Ok(ev);
             }
         }
@@ -579,6 +593,7 @@ impl V3Keyspace {
     /// `rev`, sorted by name, hidden ones left out.
     async fn list(
         &self,
+        ctx: &RequestCtx,
         comps: &[String],
         recursive: bool,
         rev: i64,
@@ -593,14 +608,17 @@ impl V3Keyspace {
             let end = crate::state::prefix_end(prefix.as_bytes());
             let resp = self
                 .srv
-                .range(RangeRequest {
-                    key: prefix.into(),
-                    range_end: end,
-                    revision: rev,
-                    serializable: true,
-                    limit: (MAX_LISTED_NODES - total + 1) as i64,
-                    ..Default::default()
-                })
+                .range(
+                    ctx,
+                    RangeRequest {
+                        key: prefix.into(),
+                        range_end: end,
+                        revision: rev,
+                        serializable: true,
+                        limit: (MAX_LISTED_NODES - total + 1) as i64,
+                        ..Default::default()
+                    },
+                )
                 .await
                 .map_err(Self::error)?;
             if resp.kvs.is_empty() {
@@ -652,12 +670,12 @@ impl V3Keyspace {
         Ok(levels.pop().unwrap_or_default())
     }
 
-    async fn set(&self, req: &V2Request) -> Result<V2Event, V2Error> {
+    async fn set(&self, ctx: &RequestCtx, req: &V2Request) -> Result<V2Event, V2Error> {
         let comps = components(&req.path, self.index())?;
         if comps.is_empty() {
             return Err(V2Error::new(ROOT_READ_ONLY, "/", self.index()));
         }
-        self.write_loop(&comps, V2Action::Set, |comps, read| {
+        self.write_loop(ctx, &comps, V2Action::Set, |comps, read| {
             let key = key_of(comps);
             let missing = read.missing_parents(comps)?;
             let (file, dir) = read.last();
@@ -709,7 +727,12 @@ impl V3Keyspace {
         .await
     }
 
-    async fn create(&self, req: &V2Request, in_order: bool) -> Result<V2Event, V2Error> {
+    async fn create(
+        &self,
+        ctx: &RequestCtx,
+        req: &V2Request,
+        in_order: bool,
+    ) -> Result<V2Event, V2Error> {
         let base = components(&req.path, self.index())?;
         if in_order {
             // The name is one more level.
@@ -727,6 +750,7 @@ impl V3Keyspace {
             c
         };
         self.write_loop_async(
+            ctx,
             comps_of,
             in_order,
             V2Action::Create,
@@ -777,12 +801,12 @@ impl V3Keyspace {
         .await
     }
 
-    async fn update(&self, req: &V2Request) -> Result<V2Event, V2Error> {
+    async fn update(&self, ctx: &RequestCtx, req: &V2Request) -> Result<V2Event, V2Error> {
         let comps = components(&req.path, self.index())?;
         if comps.is_empty() {
             return Err(V2Error::new(ROOT_READ_ONLY, "/", self.index()));
         }
-        self.write_loop(&comps, V2Action::Update, |comps, read| {
+        self.write_loop(ctx, &comps, V2Action::Update, |comps, read| {
             let key = key_of(comps);
             let (ops, node, prev) = match read.lookup(comps)? {
                 Found::Root => return Err(V2Error::new(ROOT_READ_ONLY, "/", read.index())),
@@ -826,12 +850,16 @@ impl V3Keyspace {
         .await
     }
 
-    async fn compare_and_swap(&self, req: &V2Request) -> Result<V2Event, V2Error> {
+    async fn compare_and_swap(
+        &self,
+        ctx: &RequestCtx,
+        req: &V2Request,
+    ) -> Result<V2Event, V2Error> {
         let comps = components(&req.path, self.index())?;
         if comps.is_empty() {
             return Err(V2Error::new(ROOT_READ_ONLY, "/", self.index()));
         }
-        self.write_loop(&comps, V2Action::CompareAndSwap, |comps, read| {
+        self.write_loop(ctx, &comps, V2Action::CompareAndSwap, |comps, read| {
             let key = key_of(comps);
             let f = match read.lookup(comps)? {
                 Found::File(f) => f,
@@ -862,9 +890,13 @@ impl V3Keyspace {
         .await
     }
 
-    async fn compare_and_delete(&self, req: &V2Request) -> Result<V2Event, V2Error> {
+    async fn compare_and_delete(
+        &self,
+        ctx: &RequestCtx,
+        req: &V2Request,
+    ) -> Result<V2Event, V2Error> {
         let comps = components(&req.path, self.index())?;
-        self.write_loop(&comps, V2Action::CompareAndDelete, |comps, read| {
+        self.write_loop(ctx, &comps, V2Action::CompareAndDelete, |comps, read| {
             let key = key_of(comps);
             let f = match read.lookup(comps)? {
                 Found::File(f) => f,
@@ -895,7 +927,7 @@ impl V3Keyspace {
         .await
     }
 
-    async fn delete(&self, req: &V2Request) -> Result<V2Event, V2Error> {
+    async fn delete(&self, ctx: &RequestCtx, req: &V2Request) -> Result<V2Event, V2Error> {
         let comps = components(&req.path, self.index())?;
         if comps.is_empty() {
             return Err(V2Error::new(ROOT_READ_ONLY, "/", self.index()));
@@ -904,6 +936,7 @@ impl V3Keyspace {
         let dir_ok = req.dir || req.recursive;
         let recursive = req.recursive;
         self.write_loop_async(
+            ctx,
             |_| comps.clone(),
             false,
             V2Action::Delete,
@@ -924,7 +957,7 @@ impl V3Keyspace {
                     // that nothing appeared one level further.
                     let deepest = MAX_STORE_DEPTH - comps.len() - 1;
                     let mut level = 1;
-                    while level <= deepest && self.has_level(&comps, level, read.rev).await? {
+                    while level <= deepest && self.has_level(ctx, &comps, level, read.rev).await? {
                         if !recursive {
                             return Err(V2Error::new(DIR_NOT_EMPTY, key, read.index()));
                         }
@@ -1018,9 +1051,16 @@ impl Drop for HubGuard {
 
 #[async_trait::async_trait]
 impl V2Keys for V3Keyspace {
-    async fn get(&self, path: &str, recursive: bool, _sorted: bool) -> Result<V2Event, V2Error> {
+    async fn get(
+        &self,
+        ext: &::http::Extensions,
+        path: &str,
+        recursive: bool,
+        _sorted: bool,
+    ) -> Result<V2Event, V2Error> {
+        let ctx = super::ctx_from(&self.srv, ext);
         let comps = components(path, self.index())?;
-        let read = self.read_path(&comps).await?;
+        let read = self.read_path(&ctx, &comps).await?;
         let found = read.lookup(&comps)?;
         let mut node = match &found {
             Found::Root => V2Node {
@@ -1030,7 +1070,7 @@ impl V2Keys for V3Keyspace {
             Found::Dir(kv) | Found::File(kv) => self.layout.node_of(kv).unwrap_or_default(),
         };
         if node.dir {
-            node.nodes = self.list(&comps, recursive, read.rev).await?;
+            node.nodes = self.list(&ctx, &comps, recursive, read.rev).await?;
         }
         Ok(V2Event {
             action: V2Action::Get,
@@ -1041,19 +1081,20 @@ impl V2Keys for V3Keyspace {
         })
     }
 
-    async fn write(&self, req: V2Request) -> Result<V2Event, V2Error> {
+    async fn write(&self, ext: &::http::Extensions, req: V2Request) -> Result<V2Event, V2Error> {
         if req.expiration.is_some() || req.refresh {
             return Err(V2Error::raft_internal(TTL_UNSUPPORTED));
         }
+        let ctx = &super::ctx_from(&self.srv, ext);
         match req.op {
-            V2Op::Set => self.set(&req).await,
-            V2Op::Create => self.create(&req, false).await,
-            V2Op::CreateInOrder => self.create(&req, true).await,
-            V2Op::Update => self.update(&req).await,
-            V2Op::CompareAndSwap => self.compare_and_swap(&req).await,
-            V2Op::Delete => self.delete(&req).await,
-            V2Op::CompareAndDelete => self.compare_and_delete(&req).await,
-            V2Op::QGet => self.get(&req.path, req.recursive, req.sorted).await,
+            V2Op::Set => self.set(ctx, &req).await,
+            V2Op::Create => self.create(ctx, &req, false).await,
+            V2Op::CreateInOrder => self.create(ctx, &req, true).await,
+            V2Op::Update => self.update(ctx, &req).await,
+            V2Op::CompareAndSwap => self.compare_and_swap(ctx, &req).await,
+            V2Op::Delete => self.delete(ctx, &req).await,
+            V2Op::CompareAndDelete => self.compare_and_delete(ctx, &req).await,
+            V2Op::QGet => self.get(ext, &req.path, req.recursive, req.sorted).await,
             V2Op::Sync => Err(V2Error::raft_internal(format!(
                 "etcdserver: {} is not a client request",
                 action_name(req.op).as_str()
@@ -1063,6 +1104,7 @@ impl V2Keys for V3Keyspace {
 
     async fn watch(
         &self,
+        _ext: &::http::Extensions,
         path: &str,
         recursive: bool,
         stream: bool,

@@ -7,8 +7,8 @@
 
 use super::check_leader;
 use crate::error::Error;
-use crate::etcdserver::EtcdServer;
 use crate::etcdserver::watch::{Held, HubMsg, HubSender, WatchSpec, hub_channel};
+use crate::etcdserver::{EtcdServer, RequestCtx};
 use crate::pb::etcdserverpb::watch_create_request::FilterType;
 use crate::pb::etcdserverpb::watch_request::RequestUnion;
 use crate::pb::etcdserverpb::watch_server::Watch;
@@ -62,6 +62,8 @@ type Outgoing = (Result<WatchResponse, Status>, Option<Arc<Held>>);
 
 struct StreamState {
     srv: Arc<EtcdServer>,
+    /// Who opened the stream: every watch created on it reads as them.
+    ctx: RequestCtx,
     hub_tx: HubSender,
     /// Responses to the client, each holding (if it came from the hub) its
     /// message's bytes against the stream's budget until tonic takes it.
@@ -87,8 +89,11 @@ impl StreamState {
 
     async fn create(&mut self, c: WatchCreateRequest) -> bool {
         let current = self.srv.store.current_rev();
-        let checked = match self.srv.check_read(&c.key, &c.range_end) {
-            Ok(()) => self.srv.plugin_check_read(&c.key, &c.range_end).await,
+        let checked = match self.srv.check_read(&self.ctx, &c.key, &c.range_end) {
+            Ok(()) => {
+                let ctx = self.ctx.until(self.srv.deadline());
+                self.srv.plugin_check_read(&ctx, &c.key, &c.range_end).await
+            }
             Err(e) => Err(e),
         };
         if let Err(e) = checked {
@@ -312,6 +317,7 @@ fn fragments(resp: WatchResponse, limit: usize) -> Vec<WatchResponse> {
 /// returned stream the responses. Shared by gRPC and the JSON gateway.
 pub fn serve_stream<S>(
     srv: Arc<EtcdServer>,
+    ctx: RequestCtx,
     election: Duration,
     require_leader: bool,
     mut incoming: S,
@@ -324,15 +330,15 @@ where
     let (out_tx, out_rx) = mpsc::channel(OUT_QUEUE);
     let mut state = StreamState {
         srv,
+        ctx,
         hub_tx,
         out: out_tx,
         watchers: HashMap::new(),
         fragment: HashSet::new(),
         next_id: 0,
     };
-    // The stream runs in its own task: it keeps the caller who opened it.
-    let caller = crate::etcdserver::auth::caller();
-    tokio::spawn(crate::etcdserver::auth::with_caller(caller, async move {
+    // The stream runs in its own task; its state keeps who opened it.
+    tokio::spawn(async move {
         let mut leader_check = tokio::time::interval(election.max(Duration::from_millis(10)));
         let mut no_leader_since: Option<Instant> = None;
         loop {
@@ -375,7 +381,7 @@ where
             }
         }
         state.close();
-    }));
+    });
     // Dropping each item's `Held` as tonic takes it releases its bytes.
     Box::pin(tokio_stream::wrappers::ReceiverStream::new(out_rx).map(|(r, _held)| r))
 }
@@ -387,6 +393,7 @@ impl Watch for WatchService {
         req: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<ResponseStream>, Status> {
         check_leader(&self.srv, &req)?;
+        let ctx = super::request_ctx(&self.srv, &req);
         let require_leader = req
             .metadata()
             .get("hasleader")
@@ -394,6 +401,7 @@ impl Watch for WatchService {
             .is_some_and(|v| v == "true");
         Ok(Response::new(serve_stream(
             Arc::clone(&self.srv),
+            ctx,
             self.election_timeout,
             require_leader,
             req.into_inner(),

@@ -32,7 +32,7 @@ use crate::storage::raftlog::{self, RaftLog};
 use crate::storage::snapfile::{self, SnapshotRegistry};
 use crate::storage::{self, Db};
 use crate::transport::{PEER_MAX_MESSAGE_BYTES, Transport};
-use cairn_config::{ClusterState, ServerConfig};
+use cairn_config::{Bootstrap, ClusterState, DiscoveryFallback, ServerConfig};
 use raft::prelude::ConfState;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -66,6 +66,26 @@ pub enum BootError {
     },
     #[error("raft: {0}")]
     Raft(#[from] raft::Error),
+    /// etcd's words: "failed to join discovery cluster (<why>)".
+    #[error("failed to join discovery cluster ({error}){}", proxy_note(.error, *.fallback))]
+    Discovery {
+        error: crate::discovery::DiscoveryError,
+        fallback: DiscoveryFallback,
+    },
+}
+
+/// etcd falls back to a v2 proxy when the discovery cluster is full and
+/// `--discovery-fallback=proxy` (its default); Cairn has no proxy mode.
+fn proxy_note(
+    error: &crate::discovery::DiscoveryError,
+    fallback: DiscoveryFallback,
+) -> &'static str {
+    match (error, fallback) {
+        (crate::discovery::DiscoveryError::FullCluster, DiscoveryFallback::Proxy) => {
+            "; etcd would fall back to a v2 proxy here (--discovery-fallback=proxy, the default), but cairn has no proxy mode (see docs/compatibility.md), so it exits as with --discovery-fallback=exit"
+        }
+        _ => "",
+    }
 }
 
 /// URL strings exactly as etcd writes them (no trailing slash): member IDs
@@ -78,13 +98,132 @@ fn url_strings(urls: &[url::Url]) -> Vec<String> {
     urls.iter().map(url_string).collect()
 }
 
+/// A new cluster's initial members (name, peer URLs) and the token their
+/// IDs are hashed with: `--initial-cluster`, or what discovery found.
+/// With `--discovery` the token is the discovery URL, as in etcd, so the
+/// members get the IDs etcd members would.
+async fn initial_members(
+    cfg: &ServerConfig,
+) -> Result<(Vec<(String, Vec<String>)>, String), BootError> {
+    match &cfg.bootstrap {
+        Bootstrap::Static => {
+            let members = cfg
+                .initial_cluster_members()
+                .into_iter()
+                .map(|(name, urls)| (name.to_string(), urls.into_iter().map(url_string).collect()))
+                .collect();
+            Ok((members, cfg.initial_cluster_token.clone()))
+        }
+        Bootstrap::Discovery {
+            url,
+            proxy,
+            fallback,
+        } => {
+            tracing::info!("discovery URL= {url}");
+            let mut own = url_strings(&cfg.initial_advertise_peer_urls);
+            own.sort();
+            let self_id = ids::member_id(&own, url);
+            let config = crate::discovery::urls_map_string(&[(cfg.name.clone(), own)]);
+            let found = crate::discovery::v2::join_cluster(url, proxy.as_deref(), self_id, &config)
+                .await
+                .map_err(|error| {
+                    log_discovery_hints(cfg, url, &error);
+                    BootError::Discovery {
+                        error,
+                        fallback: *fallback,
+                    }
+                })?;
+            let members = crate::discovery::parse_urls_map(&found).map_err(BootError::Config)?;
+            let mut all: Vec<&String> = members.iter().flat_map(|(_, u)| u).collect();
+            let count = all.len();
+            all.sort();
+            all.dedup();
+            if all.len() != count {
+                return Err(BootError::Config(format!(
+                    "discovery cluster {} has duplicate url",
+                    crate::discovery::urls_map_string(&members)
+                )));
+            }
+            Ok((members, url.clone()))
+        }
+        Bootstrap::Srv {
+            domain,
+            service_name,
+        } => {
+            let resolver = crate::discovery::Resolver::from_env().map_err(BootError::Config)?;
+            let setup =
+                |e: String| BootError::Config(format!("error setting up initial cluster: {e}"));
+            let members = crate::discovery::srv::cluster(
+                &resolver,
+                &cfg.name,
+                domain,
+                service_name,
+                &cfg.initial_advertise_peer_urls,
+            )
+            .await
+            .map_err(setup)?;
+            if let Some((_, own)) = members.iter().find(|(n, _)| *n == cfg.name) {
+                crate::discovery::srv::check_advertised(
+                    &resolver,
+                    own,
+                    &cfg.initial_advertise_peer_urls,
+                )
+                .await
+                .map_err(BootError::Config)?;
+            }
+            Ok((members, cfg.initial_cluster_token.clone()))
+        }
+    }
+}
+
+/// What etcd tells the operator after a failed discovery, logged.
+fn log_discovery_hints(cfg: &ServerConfig, url: &str, error: &crate::discovery::DiscoveryError) {
+    use crate::discovery::DiscoveryError as E;
+    match error {
+        E::DuplicateId => {
+            tracing::error!(
+                "member {:?} has previously registered with discovery service token ({url}).",
+                cfg.name
+            );
+            tracing::error!(
+                "But cairn could not find valid cluster configuration in the given data dir ({}).",
+                cfg.data_dir.display()
+            );
+            tracing::info!(
+                "Please check the given data dir path if the previous bootstrap succeeded"
+            );
+            tracing::info!("or use a new discovery token if the previous bootstrap failed.");
+        }
+        E::DuplicateName => {
+            tracing::error!(
+                "member with duplicated name has registered with discovery service token({url})."
+            );
+            tracing::error!("please check (cURL) the discovery token for more information.");
+            tracing::error!(
+                "please do not reuse the discovery token and generate a new one to bootstrap the cluster."
+            );
+        }
+        _ => {
+            tracing::error!("failed to join discovery cluster ({error})");
+            tracing::info!("discovery token {url} was used, but failed to bootstrap the cluster.");
+            tracing::info!("please generate a new discovery token and try to bootstrap again.");
+        }
+    }
+}
+
 /// Creates the stored identity, membership and voter set of a brand-new
-/// member of a brand-new cluster.
-fn bootstrap_new(db: &Db, cfg: &ServerConfig) -> Result<(u64, u64), BootError> {
+/// member of a brand-new cluster with these initial members, their IDs
+/// hashed with `token`.
+fn bootstrap_new(
+    db: &Db,
+    cfg: &ServerConfig,
+    initial: &[(String, Vec<String>)],
+    token: &str,
+) -> Result<(u64, u64), BootError> {
     let mut members = Vec::new();
-    for (name, urls) in cfg.initial_cluster_members() {
-        let peer_urls: Vec<String> = urls.iter().map(|u| url_string(u)).collect();
-        let id = ids::member_id(&peer_urls, &cfg.initial_cluster_token);
+    for (name, urls) in initial {
+        let peer_urls: Vec<String> = urls.clone();
+        let id = ids::member_id(&peer_urls, token);
         members.push(MemberRecord {
             id,
             name: name.to_string(),
@@ -526,7 +665,8 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
             if cfg.initial_cluster_state == ClusterState::Existing {
                 bootstrap_join(&db, cfg, tls.peer.as_deref()).await?
             } else {
-                let ids = bootstrap_new(&db, cfg)?;
+                let (initial, token) = initial_members(cfg).await?;
+                let ids = bootstrap_new(&db, cfg, &initial, &token)?;
                 tracing::info!("starting member {:x} in cluster {:x}", ids.0, ids.1);
                 ids
             }
@@ -969,9 +1109,14 @@ fn client_router(
         ))
         .merge(api::config::routes(reloader, Arc::clone(server)))
         // Policy plugins' admin API: /cairn/v1/plugins.
-        .merge(crate::api::plugins::routes(Arc::clone(server)))
-        // etcd's JSON gateway: POST /v3/... (and /v3beta/...).
-        .merge(api::gateway::routes(Arc::clone(server)));
+        .merge(crate::api::plugins::routes(Arc::clone(server)));
+    // etcd's JSON gateway: POST /v3/... (and /v3beta/...), unless
+    // `--enable-grpc-gateway=false`.
+    let http = if cfg.enable_grpc_gateway {
+        http.merge(api::gateway::routes(Arc::clone(server)))
+    } else {
+        http
+    };
     let http = if cfg.enable_pprof {
         tracing::info!(path = "/debug/pprof", "pprof is enabled");
         http.merge(api::pprof::routes())

@@ -1,19 +1,18 @@
 //! Auth on the server side: who is calling, the checks reads and admin calls
 //! make, and the Auth service's operations.
 //!
-//! Who is calling is a task-local ([`with_caller`]) that the API layer sets
-//! from the request's token before any handler runs, so every path — KV,
-//! lock and election (built on KV), the JSON gateway — sees the same caller
-//! without threading it through every signature. Code that runs outside
-//! such a scope (a spawned task) sees an anonymous caller, which auth
-//! refuses: a forgotten scope fails closed, never open.
+//! Who is calling comes in the request's [`RequestCtx`], which the API
+//! layer makes from the request's token or certificate before any handler
+//! runs; every path — KV, lock and election (built on KV), the JSON
+//! gateway — passes it down. A request with no resolved caller is
+//! anonymous, which auth refuses: nothing fails open.
 //!
 //! Writes are checked in the apply loop against the auth state at that
 //! point of the log (the entry carries the caller, see `propose`), so every
 //! member reaches the same verdict. Reads are checked on the serving member
 //! before reading and re-checked after (`check_unchanged`), as etcd does.
 
-use super::EtcdServer;
+use super::{EtcdServer, RequestCtx};
 pub use crate::auth::Credential;
 use crate::auth::tokens::simple::SimpleTokens;
 use crate::auth::{Access, AuthError, AuthInfo, AuthStore, Now, TokenProvider};
@@ -25,17 +24,6 @@ use parking_lot::RwLock;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-tokio::task_local! {
-    static CALLER: Caller;
-}
-
-/// Who is calling, and how they proved it.
-#[derive(Debug, Clone, Default)]
-struct Caller {
-    info: Option<AuthInfo>,
-    credential: Option<Credential>,
-}
-
 /// A simple token whose index is further ahead of this member's log than
 /// this cannot be one the cluster issued recently: refuse it at once
 /// instead of waiting for the index to be applied.
@@ -43,46 +31,6 @@ const MAX_TOKEN_INDEX_AHEAD: u64 = 10_000;
 /// etcd retries `Authenticate` when the auth store changed between the
 /// password check and the apply; this many times.
 const AUTHENTICATE_ATTEMPTS: usize = 3;
-
-/// The caller of the request being served: `None` for no token.
-pub fn caller() -> Option<AuthInfo> {
-    CALLER.try_with(|c| c.info.clone()).ok().flatten()
-}
-
-/// What the caller of the request being served presented, if anything.
-pub fn credential() -> Option<Credential> {
-    CALLER.try_with(|c| c.credential.clone()).ok().flatten()
-}
-
-/// Runs `f` as `info`, with the credential of the caller in scope now (for
-/// a task spawned for the same request: call this before spawning).
-pub fn with_caller<F: std::future::Future>(
-    info: Option<AuthInfo>,
-    f: F,
-) -> impl std::future::Future<Output = F::Output> {
-    let credential = credential();
-    CALLER.scope(Caller { info, credential }, f)
-}
-
-/// Runs `f` as `info`, who proved it with `credential`.
-pub fn with_credentialed_caller<F: std::future::Future>(
-    info: Option<AuthInfo>,
-    credential: Option<Credential>,
-    f: F,
-) -> impl std::future::Future<Output = F::Output> {
-    CALLER.scope(Caller { info, credential }, f)
-}
-
-/// What a client proposal carries into its raft entry.
-pub fn request_auth() -> RequestAuth {
-    match caller() {
-        Some(i) => RequestAuth {
-            username: i.username,
-            revision: i.revision,
-        },
-        None => RequestAuth::default(),
-    }
-}
 
 /// The caller recorded in an entry, as the auth store expects it.
 pub fn entry_caller(a: &RequestAuth) -> Option<AuthInfo> {
@@ -164,41 +112,38 @@ impl EtcdServer {
         }
     }
 
-    /// READ over `[key, range_end)` for the current caller.
-    pub fn check_read(&self, key: &[u8], range_end: &[u8]) -> Result<(), Error> {
-        let info = caller();
+    /// READ over `[key, range_end)` for the request's caller.
+    pub fn check_read(&self, ctx: &RequestCtx, key: &[u8], range_end: &[u8]) -> Result<(), Error> {
         Ok(self
             .auth
             .store
             .read()
-            .authorize_request(info.as_ref(), Access::Read, key, range_end)?)
+            .authorize_request(ctx.caller(), Access::Read, key, range_end)?)
     }
 
     /// After a local read: the auth state must not have changed since the
     /// check, or data a revoke meant to hide could leak.
-    pub fn check_unchanged(&self) -> Result<(), Error> {
-        let info = caller();
-        Ok(self.auth.store.read().check_unchanged(info.as_ref())?)
+    pub fn check_unchanged(&self, ctx: &RequestCtx) -> Result<(), Error> {
+        Ok(self.auth.store.read().check_unchanged(ctx.caller())?)
     }
 
     /// The root role (membership changes, maintenance, auth management).
-    pub fn check_admin(&self) -> Result<(), Error> {
-        let info = caller();
+    pub fn check_admin(&self, ctx: &RequestCtx) -> Result<(), Error> {
         Ok(self
             .auth
             .store
             .read()
-            .authorize_request(info.as_ref(), Access::Admin, b"", b"")?)
+            .authorize_request(ctx.caller(), Access::Admin, b"", b"")?)
     }
 
     /// Any authenticated user (lease operations when auth is on). Stricter
     /// than etcd 3.4, which lets anonymous clients grant leases.
-    pub fn check_authenticated(&self) -> Result<(), Error> {
+    pub fn check_authenticated(&self, ctx: &RequestCtx) -> Result<(), Error> {
         let store = self.auth.store.read();
         if !store.is_enabled() {
             return Ok(());
         }
-        match caller() {
+        match ctx.caller() {
             Some(i) if !i.username.is_empty() && i.revision != 0 => Ok(()),
             _ => Err(AuthError::UserEmpty.into()),
         }
@@ -282,7 +227,7 @@ impl EtcdServer {
 
     /// An auth-management write through raft; the apply loop checks that
     /// the caller may do it.
-    pub async fn auth_write(&self, mut request: Request) -> Result<(), Error> {
+    pub async fn auth_write(&self, ctx: &RequestCtx, mut request: Request) -> Result<(), Error> {
         let cost = self.auth.bcrypt_cost;
         let slot = self.bcrypt_slot().await?;
         // Hash passwords before they enter the log (never store plaintext).
@@ -297,19 +242,19 @@ impl EtcdServer {
         .await
         .map_err(|e| Error::Internal(format!("password hashing failed: {e}")))??;
         drop(slot);
-        self.propose(super::proposal::AuthWrite(hashed)).await
+        self.propose(ctx, super::proposal::AuthWrite(hashed)).await
     }
 
     /// Auth reads (`user get|list`, `role get|list`, `auth status`) are
     /// served from this member's copy after a ReadIndex.
     pub async fn auth_read<T>(
         &self,
+        ctx: &RequestCtx,
         f: impl FnOnce(&AuthStore, Option<&AuthInfo>) -> Result<T, AuthError>,
     ) -> Result<T, Error> {
-        self.linearizable_read_notify().await?;
-        let info = caller();
+        self.linearizable_read_until(ctx.deadline()).await?;
         let store = self.auth.store.read();
-        Ok(f(&store, info.as_ref())?)
+        Ok(f(&store, ctx.caller())?)
     }
 }
 

@@ -9,7 +9,7 @@
 //! member updates its member table and raft configuration at the same log
 //! index; a peer URL update is an ordinary entry.
 
-use super::{EtcdServer, MAX_APPLY_LAG};
+use super::{EtcdServer, MAX_APPLY_LAG, RequestCtx};
 use crate::error::Error;
 use crate::ids;
 use crate::pb::cairnpb::{MemberChange, MemberRecord, member_change::Kind};
@@ -220,10 +220,15 @@ impl EtcdServer {
             .collect()
     }
 
-    pub async fn member_add(&self, r: MemberAddRequest) -> Result<MemberAddResponse, Error> {
+    pub async fn member_add(
+        &self,
+        ctx: &RequestCtx,
+        r: MemberAddRequest,
+    ) -> Result<MemberAddResponse, Error> {
         if !self.status.is_leader() {
             return self
                 .forward(
+                    ctx,
                     |mut c, req| Box::pin(async move { c.member_add(req).await }),
                     r,
                 )
@@ -275,6 +280,7 @@ impl EtcdServer {
 
     pub async fn member_remove(
         &self,
+        ctx: &RequestCtx,
         r: MemberRemoveRequest,
     ) -> Result<MemberRemoveResponse, Error> {
         if !self.status.is_leader() {
@@ -283,6 +289,7 @@ impl EtcdServer {
             let sync_after = r.id != self.member_id;
             return self
                 .forward_with(
+                    ctx,
                     |mut c, req| Box::pin(async move { c.member_remove(req).await }),
                     r,
                     sync_after,
@@ -303,11 +310,13 @@ impl EtcdServer {
 
     pub async fn member_update(
         &self,
+        ctx: &RequestCtx,
         r: MemberUpdateRequest,
     ) -> Result<MemberUpdateResponse, Error> {
         if !self.status.is_leader() {
             return self
                 .forward(
+                    ctx,
                     |mut c, req| Box::pin(async move { c.member_update(req).await }),
                     r,
                 )
@@ -336,11 +345,13 @@ impl EtcdServer {
 
     pub async fn member_promote(
         &self,
+        ctx: &RequestCtx,
         r: MemberPromoteRequest,
     ) -> Result<MemberPromoteResponse, Error> {
         if !self.status.is_leader() {
             return self
                 .forward(
+                    ctx,
                     |mut c, req| Box::pin(async move { c.member_promote(req).await }),
                     r,
                 )
@@ -362,7 +373,11 @@ impl EtcdServer {
     }
 
     /// Hands leadership to `target` and waits (bounded) until it leads.
-    pub async fn move_leader(&self, r: MoveLeaderRequest) -> Result<MoveLeaderResponse, Error> {
+    pub async fn move_leader(
+        &self,
+        ctx: &RequestCtx,
+        r: MoveLeaderRequest,
+    ) -> Result<MoveLeaderResponse, Error> {
         if !self.status.is_leader() {
             return Err(Error::NotLeader);
         }
@@ -375,7 +390,7 @@ impl EtcdServer {
             let _ = self
                 .raft_tx
                 .try_send(super::node::RaftMsg::TransferLeader(target));
-            let deadline = tokio::time::Instant::now() + self.request_timeout();
+            let deadline = ctx.deadline();
             while self.status.leader() != target {
                 if tokio::time::Instant::now() >= deadline {
                     return Err(Error::Timeout);
@@ -448,7 +463,12 @@ impl EtcdServer {
 
     /// Sends a membership request to the leader over the peer service, then
     /// waits until this member has applied it.
-    async fn forward<Req, Resp, F>(&self, call: F, req: Req) -> Result<Resp, Error>
+    async fn forward<Req, Resp, F>(
+        &self,
+        ctx: &RequestCtx,
+        call: F,
+        req: Req,
+    ) -> Result<Resp, Error>
     where
         Req: Clone,
         F: Fn(
@@ -461,12 +481,13 @@ impl EtcdServer {
             >,
         >,
     {
-        self.forward_with(call, req, true).await
+        self.forward_with(ctx, call, req, true).await
     }
 
     /// `forward`, optionally without waiting to apply the change locally.
     async fn forward_with<Req, Resp, F>(
         &self,
+        ctx: &RequestCtx,
         call: F,
         req: Req,
         sync_after: bool,
@@ -483,18 +504,16 @@ impl EtcdServer {
             >,
         >,
     {
-        let deadline = tokio::time::Instant::now() + self.request_timeout();
+        let deadline = ctx.deadline();
         // The leader checks the caller again with what the caller presented.
-        let credential = super::auth::credential();
+        let credential = ctx.credential();
         loop {
             let leader = self.status.leader();
             if leader != 0
                 && leader != self.member_id
                 && let Some(client) = self.transport.client(leader)
             {
-                let r = self
-                    .transport
-                    .request_for(leader, req.clone(), credential.as_ref());
+                let r = self.transport.request_for(leader, req.clone(), credential);
                 match call(client, r).await {
                     Ok(resp) => {
                         // The leader applied the change; make sure this
@@ -502,7 +521,7 @@ impl EtcdServer {
                         // (etcdctl lists members right after adding one)
                         // sees it.
                         if sync_after {
-                            self.linearizable_read_notify().await?;
+                            self.linearizable_read_until(deadline).await?;
                         }
                         return Ok(resp.into_inner());
                     }

@@ -11,10 +11,12 @@ pub mod auth;
 pub mod cluster;
 pub mod compactor;
 pub mod corrupt;
+pub mod ctx;
 pub mod node;
 pub mod policy;
 pub mod proposal;
 
+pub use ctx::RequestCtx;
 use proposal::Proposal;
 pub mod reload;
 pub mod wait;
@@ -290,13 +292,12 @@ impl EtcdServer {
     }
 
     /// Proposes a client's request through raft and waits until this member
-    /// applied it, returning the apply result. The entry carries the caller
-    /// (see `auth`), which the apply loop checks.
-    pub async fn propose<P: Proposal>(&self, p: P) -> Result<P::Response, Error> {
-        let deadline = self.deadline();
-        let auth = Some(auth::request_auth());
+    /// applied it, returning the apply result. The entry carries the caller,
+    /// which the apply loop checks.
+    pub async fn propose<P: Proposal>(&self, ctx: &RequestCtx, p: P) -> Result<P::Response, Error> {
+        let auth = Some(ctx.request_auth());
         let applied = self
-            .propose_as(p.into_request(), auth, None, deadline)
+            .propose_as(p.into_request(), auth, None, ctx.deadline())
             .await?;
         proposal::expect::<P>(applied)
     }
@@ -311,12 +312,21 @@ impl EtcdServer {
         proposal::expect::<P>(applied)
     }
 
-    /// The deadline of a request starting now. A request gets one, set
-    /// where it starts: every stage after (judging, proposing, waiting)
-    /// shares it, so no request waits longer than `--request-timeout`
-    /// in all.
+    /// The deadline of a request starting now. A client request gets one
+    /// where it enters, in its [`RequestCtx`]: every stage after (judging,
+    /// proposing, waiting) shares it, so no request waits longer than
+    /// `--request-timeout` in all.
     pub fn deadline(&self) -> tokio::time::Instant {
         tokio::time::Instant::now() + self.request_timeout()
+    }
+
+    /// The context of a request entering now as `caller`.
+    pub fn request_ctx(
+        &self,
+        caller: Option<crate::auth::AuthInfo>,
+        credential: Option<crate::auth::Credential>,
+    ) -> RequestCtx {
+        RequestCtx::new(caller, credential, self.deadline())
     }
 
     /// Proposes `request` with the caller `auth` (`None`: the server's
@@ -419,7 +429,14 @@ impl EtcdServer {
     /// call started, confirmed by a quorum (raft ReadIndex). After it
     /// returns, a local read is linearizable.
     pub async fn linearizable_read_notify(&self) -> Result<(), Error> {
-        let deadline = tokio::time::Instant::now() + self.request_timeout();
+        self.linearizable_read_until(self.deadline()).await
+    }
+
+    /// [`Self::linearizable_read_notify`] within a request's deadline.
+    pub async fn linearizable_read_until(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), Error> {
         let (tx, rx) = oneshot::channel();
         if self.raft_tx.try_send(node::RaftMsg::ReadIndex(tx)).is_err() {
             return Err(Error::TooManyRequests);
@@ -454,8 +471,8 @@ impl EtcdServer {
 
     /// Keep-alive: renews on the leader (forwarding there if this member is
     /// a follower). Returns the lease's TTL, or 0 if it does not exist.
-    pub async fn lease_renew(&self, id: i64) -> Result<i64, Error> {
-        let deadline = tokio::time::Instant::now() + self.request_timeout();
+    pub async fn lease_renew(&self, ctx: &RequestCtx, id: i64) -> Result<i64, Error> {
+        let deadline = ctx.deadline();
         let mut waited_for_apply = false;
         loop {
             if self.status.is_leader() {
@@ -464,7 +481,7 @@ impl EtcdServer {
                     Renewal::NotFound if waited_for_apply => return Ok(0),
                     Renewal::NotFound => {
                         // The grant may be committed but not yet applied here.
-                        self.linearizable_read_notify().await?;
+                        self.linearizable_read_until(deadline).await?;
                         waited_for_apply = true;
                         continue;
                     }
@@ -477,7 +494,7 @@ impl EtcdServer {
                     let req = self.transport.request_for(
                         leader,
                         LeaseRenewRequest { id },
-                        auth::credential().as_ref(),
+                        ctx.credential(),
                     );
                     if let Ok(resp) = c.lease_renew(req).await {
                         let resp = resp.into_inner();
@@ -502,12 +519,13 @@ impl EtcdServer {
     /// means the lease does not exist.
     pub async fn lease_time_to_live(
         &self,
+        ctx: &RequestCtx,
         req: LeaseTimeToLiveRequest,
     ) -> Result<LeaseTimeToLiveResponse, Error> {
-        let deadline = tokio::time::Instant::now() + self.request_timeout();
+        let deadline = ctx.deadline();
         loop {
             if self.status.is_leader() && self.lessor.is_primary() {
-                self.linearizable_read_notify().await?;
+                self.linearizable_read_until(deadline).await?;
                 let info = self.lessor.time_to_live(req.id, req.keys);
                 return Ok(match info {
                     Some(i) => LeaseTimeToLiveResponse {
@@ -528,9 +546,7 @@ impl EtcdServer {
             if !self.status.is_leader() && self.status.has_leader() {
                 let leader = self.status.leader();
                 if let Some(mut c) = self.transport.client(leader) {
-                    let r = self
-                        .transport
-                        .request_for(leader, req, auth::credential().as_ref());
+                    let r = self.transport.request_for(leader, req, ctx.credential());
                     if let Ok(resp) = c.lease_time_to_live(r).await {
                         let mut resp = resp.into_inner();
                         // The header speaks for the member the client asked.
@@ -553,18 +569,18 @@ impl EtcdServer {
     // --- KV operations, shared by the KV service and the lock/election
     // services. Request checks run here, before anything is proposed.
 
-    pub async fn range(&self, r: RangeRequest) -> Result<RangeResponse, Error> {
+    pub async fn range(&self, ctx: &RequestCtx, r: RangeRequest) -> Result<RangeResponse, Error> {
         txn::check_range(&r)?;
         if !r.serializable && self.is_learner() {
             return Err(Error::NotSupportedForLearner);
         }
-        self.check_read(&r.key, &r.range_end)?;
-        self.plugin_check_read(&r.key, &r.range_end).await?;
+        self.check_read(ctx, &r.key, &r.range_end)?;
+        self.plugin_check_read(ctx, &r.key, &r.range_end).await?;
         if !r.serializable {
-            self.linearizable_read_notify().await?;
+            self.linearizable_read_until(ctx.deadline()).await?;
         }
         let (res, rev) = self.store.range(&r)?;
-        self.check_unchanged()?;
+        self.check_unchanged(ctx)?;
         Ok(RangeResponse {
             header: Some(self.header(rev)),
             kvs: res.kvs,
@@ -600,43 +616,46 @@ impl EtcdServer {
         Err(Error::NoSpace)
     }
 
-    pub async fn put(&self, r: PutRequest) -> Result<PutResponse, Error> {
+    pub async fn put(&self, ctx: &RequestCtx, r: PutRequest) -> Result<PutResponse, Error> {
         txn::check_put(&r)?;
         self.check_quota(r.key.len() + r.value.len()).await?;
-        let mut resp = self.propose_write(r).await?;
+        let mut resp = self.propose_write(ctx, r).await?;
         self.fill_header(&mut resp.header);
         Ok(resp)
     }
 
-    pub async fn delete_range(&self, r: DeleteRangeRequest) -> Result<DeleteRangeResponse, Error> {
+    pub async fn delete_range(
+        &self,
+        ctx: &RequestCtx,
+        r: DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, Error> {
         txn::check_delete(&r)?;
-        let mut resp = self.propose_write(r).await?;
+        let mut resp = self.propose_write(ctx, r).await?;
         self.fill_header(&mut resp.header);
         Ok(resp)
     }
 
-    pub async fn txn(&self, r: TxnRequest) -> Result<TxnResponse, Error> {
+    pub async fn txn(&self, ctx: &RequestCtx, r: TxnRequest) -> Result<TxnResponse, Error> {
         txn::check_txn(&r, self.config.load().max_txn_ops as usize)?;
         if txn::is_txn_read_only(&r) {
             if !txn::is_txn_serializable(&r) {
-                self.linearizable_read_notify().await?;
+                self.linearizable_read_until(ctx.deadline()).await?;
             }
-            let caller = auth::caller();
-            self.auth.store.read().check_txn(caller.as_ref(), &r)?;
-            self.plugin_check_txn_reads(&r).await?;
+            self.auth.store.read().check_txn(ctx.caller(), &r)?;
+            self.plugin_check_txn_reads(ctx, &r).await?;
             let mut backend = txn::ReadBackend {
                 store: &self.store,
                 rev: self.store.current_rev(),
             };
             let mut resp = txn::txn(&mut backend, &r, self.store.compact_rev())?;
-            self.check_unchanged()?;
+            self.check_unchanged(ctx)?;
             self.fill_header(&mut resp.header);
             return Ok(resp);
         }
         if txn_has_put(&r) {
             self.check_quota(prost::Message::encoded_len(&r)).await?;
         }
-        let mut resp = self.propose_write(r).await?;
+        let mut resp = self.propose_write(ctx, r).await?;
         self.fill_header(&mut resp.header);
         Ok(resp)
     }

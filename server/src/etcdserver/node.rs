@@ -117,6 +117,9 @@ struct PendingRead {
     issued: Instant,
     first_issued: Instant,
     waiters: Vec<oneshot::Sender<Result<u64, Error>>>,
+    /// Every context this read was issued under (the first, then one per
+    /// retry): the answer to any of them answers it.
+    ctxs: Vec<u64>,
 }
 
 pub struct NodeConfig {
@@ -145,6 +148,8 @@ pub struct Node {
     /// Reads collected this turn, issued as one ReadIndex.
     new_reads: Vec<oneshot::Sender<Result<u64, Error>>>,
     reads: HashMap<u64, PendingRead>,
+    /// Context → the key of its read in `reads`.
+    read_ctxs: HashMap<u64, u64>,
     next_read_ctx: u64,
     /// Highest index handed to the apply loop / reported applied by it.
     sent_to_apply: u64,
@@ -201,6 +206,7 @@ impl Node {
             cfg,
             new_reads: Vec::new(),
             reads: HashMap::new(),
+            read_ctxs: HashMap::new(),
             next_read_ctx: 1,
             sent_to_apply: applied,
             applied,
@@ -498,14 +504,25 @@ impl Node {
         let ctx = self.next_read_ctx;
         self.next_read_ctx += 1;
         self.raw.read_index(self.read_ctx(ctx));
+        self.read_ctxs.insert(ctx, ctx);
         self.reads.insert(
             ctx,
             PendingRead {
                 issued: now,
                 first_issued: now,
                 waiters,
+                ctxs: vec![ctx],
             },
         );
+    }
+
+    /// Takes the read `key` out, with all its contexts.
+    fn take_read(&mut self, key: u64) -> Option<PendingRead> {
+        let r = self.reads.remove(&key)?;
+        for c in &r.ctxs {
+            self.read_ctxs.remove(c);
+        }
+        Some(r)
     }
 
     fn on_tick(&mut self, now: Instant) {
@@ -522,8 +539,12 @@ impl Node {
             .filter(|(_, r)| now.duration_since(r.issued) >= retry_after)
             .map(|(ctx, _)| *ctx)
             .collect();
-        for ctx in stale {
-            let Some(mut r) = self.reads.remove(&ctx) else {
+        // A retry gets a new context (the leader ignores one it already
+        // has pending) but keeps the earlier ones: on a link slower than
+        // `retry_after` the answer to an earlier one is still on its way,
+        // and it answers the read as well.
+        for key in stale {
+            let Some(mut r) = self.take_read(key) else {
                 continue;
             };
             r.waiters.retain(|w| !w.is_closed());
@@ -540,7 +561,12 @@ impl Node {
             self.next_read_ctx += 1;
             self.raw.read_index(self.read_ctx(new_ctx));
             r.issued = now;
-            self.reads.insert(new_ctx, r);
+            // Bounded by the request timeout over `retry_after`.
+            r.ctxs.push(new_ctx);
+            for c in &r.ctxs {
+                self.read_ctxs.insert(*c, key);
+            }
+            self.reads.insert(key, r);
         }
 
         if self.leader == 0 {
@@ -599,7 +625,10 @@ impl Node {
             let mut b = [0u8; 8];
             b.copy_from_slice(&rs.request_ctx[8..]);
             let ctx = u64::from_be_bytes(b);
-            if let Some(r) = self.reads.remove(&ctx) {
+            let Some(&key) = self.read_ctxs.get(&ctx) else {
+                continue;
+            };
+            if let Some(r) = self.take_read(key) {
                 for w in r.waiters {
                     let _ = w.send(Ok(rs.index));
                 }
@@ -649,8 +678,8 @@ impl Node {
             self.leader = leader;
             // Reads waiting on the old leader will never be answered.
             let pending: Vec<u64> = self.reads.keys().copied().collect();
-            for ctx in pending {
-                if let Some(r) = self.reads.remove(&ctx) {
+            for key in pending {
+                if let Some(r) = self.take_read(key) {
                     self.new_reads.extend(r.waiters);
                 }
             }

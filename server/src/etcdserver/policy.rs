@@ -5,8 +5,8 @@
 //! authenticators consulted for tokens and passwords. What the plugins
 //! decide lives in `crate::policy`, which knows nothing of the server.
 
-use super::EtcdServer;
 use super::proposal::{self, Proposal, V2Entry, V2Outcome};
+use super::{EtcdServer, RequestCtx};
 use crate::error::Error;
 use crate::pb::cairnpb::internal_request::Request;
 use crate::pb::cairnpb::{PluginBlob, PluginRecord, PluginSetChange, PluginStamp};
@@ -28,9 +28,13 @@ impl EtcdServer {
     /// Proposes a client write (Put, DeleteRange, Txn) after the plugins
     /// allowed it, stamped with the set version that judged it; judges it
     /// again if the apply loop refused the stamp as stale.
-    pub async fn propose_write<P: Proposal>(&self, p: P) -> Result<P::Response, Error> {
+    pub async fn propose_write<P: Proposal>(
+        &self,
+        ctx: &RequestCtx,
+        p: P,
+    ) -> Result<P::Response, Error> {
         let request = p.into_request();
-        let deadline = self.deadline();
+        let deadline = ctx.deadline();
         let mut attempts = 0;
         loop {
             attempts += 1;
@@ -39,12 +43,22 @@ impl EtcdServer {
             // stale: the first set may be applied before it is, and apply
             // then refuses it like any other. So the request is kept for a
             // retry either way (a clone of its `Bytes` and op lists).
-            let principal = super::auth::caller().map(|i| i.username);
-            let stamp = self
+            let judged = self
                 .plugins
-                .judge_request(&set, &request, principal, deadline.into_std())
-                .await?;
-            let auth = Some(super::auth::request_auth());
+                .judge_request(&set, &request, ctx.principal(), deadline.into_std())
+                .await;
+            let stamp = match judged {
+                Err(e @ Error::PluginDenied { .. }) => {
+                    if attempts < MAX_JUDGEMENTS
+                        && self.denied_by_stale_set(set.version, deadline).await
+                    {
+                        continue;
+                    }
+                    return Err(e);
+                }
+                other => other?,
+            };
+            let auth = Some(ctx.request_auth());
             match self
                 .propose_as(request.clone(), auth, stamp, deadline)
                 .await
@@ -59,19 +73,38 @@ impl EtcdServer {
         }
     }
 
+    /// Whether a denial by set `version` came from a set the cluster has
+    /// already replaced. An allowed write is checked against the set in
+    /// force when it applies; a denied one never gets that far, so a denial
+    /// is confirmed against the cluster's current set: this member may not
+    /// have applied a change (say, the plugin's removal) that the client
+    /// just made through another member. Costs a ReadIndex, on denials only.
+    async fn denied_by_stale_set(&self, version: u64, deadline: tokio::time::Instant) -> bool {
+        let stale = version != 0
+            && self.linearizable_read_until(deadline).await.is_ok()
+            && self.plugins.version() != version;
+        if stale {
+            PLUGIN_METRICS.rejudged.inc();
+        }
+        stale
+    }
+
     /// [`Self::propose_write`] for the v2 API (keys are v2 paths, and
     /// `host.get` reads the v2 store).
     pub async fn propose_v2_write(
         &self,
         req: &crate::v2::V2Request,
         data: Bytes,
+        deadline: tokio::time::Instant,
     ) -> Result<V2Outcome, Error> {
         // v2 requests are proposed as the server's own (the v2 API has no
         // etcd v3 auth), as `api::v2::propose_v2` did before plugins.
         let Some(plan) = judge::plan_v2(req) else {
-            return self.propose_internal(V2Entry(data)).await;
+            let applied = self
+                .propose_as(Request::V2(data), None, None, deadline)
+                .await?;
+            return proposal::expect::<V2Entry>(applied);
         };
-        let deadline = self.deadline();
         let mut attempts = 0;
         loop {
             attempts += 1;
@@ -83,7 +116,8 @@ impl EtcdServer {
                     v2: Arc::clone(&self.v2),
                 });
                 let index = self.v2.read().index();
-                self.plugins
+                let judged = self
+                    .plugins
                     .run_plan(
                         &set,
                         plan.clone(),
@@ -92,7 +126,18 @@ impl EtcdServer {
                         None,
                         deadline.into_std(),
                     )
-                    .await?;
+                    .await;
+                match judged {
+                    Err(e @ Error::PluginDenied { .. }) => {
+                        if attempts < MAX_JUDGEMENTS
+                            && self.denied_by_stale_set(set.version, deadline).await
+                        {
+                            continue;
+                        }
+                        return Err(e);
+                    }
+                    other => other?,
+                }
                 Some(PluginStamp {
                     version: set.version,
                     txn_path: Vec::new(),
@@ -185,21 +230,25 @@ pub async fn propose_v2_judged(
     req: &crate::v2::V2Request,
     data: Bytes,
 ) -> Result<V2Outcome, Error> {
-    srv.propose_v2_write(req, data).await
+    srv.propose_v2_write(req, data, srv.deadline()).await
 }
 
 impl EtcdServer {
     /// The read side of the authorize hook: may the current caller read
     /// `[key, range_end)`? `Ok` at once when no live authorizer applies.
     /// Called next to `check_read` (Range, Watch, read-only Txn).
-    pub async fn plugin_check_read(&self, key: &[u8], range_end: &[u8]) -> Result<(), Error> {
+    pub async fn plugin_check_read(
+        &self,
+        ctx: &RequestCtx,
+        key: &[u8],
+        range_end: &[u8],
+    ) -> Result<(), Error> {
         if self.plugins.version() == 0 {
             return Ok(());
         }
-        let principal = crate::etcdserver::auth::caller().map(|i| i.username);
         self.plugins
             .authorize(
-                principal,
+                ctx.principal(),
                 crate::auth::Access::Read,
                 Bytes::copy_from_slice(key),
                 Bytes::copy_from_slice(range_end),
@@ -211,6 +260,7 @@ impl EtcdServer {
     /// compares and the ranges of both branches, as RBAC checks them).
     pub async fn plugin_check_txn_reads(
         &self,
+        ctx: &RequestCtx,
         t: &crate::pb::etcdserverpb::TxnRequest,
     ) -> Result<(), Error> {
         if self.plugins.version() == 0 {
@@ -219,7 +269,7 @@ impl EtcdServer {
         let mut reads = Vec::new();
         collect_txn_reads(t, &mut reads, 0);
         for (key, end) in reads {
-            self.plugin_check_read(&key, &end).await?;
+            self.plugin_check_read(ctx, &key, &end).await?;
         }
         Ok(())
     }

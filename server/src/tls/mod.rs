@@ -68,6 +68,8 @@ const MAX_DEBOUNCE: Duration = Duration::from_secs(2);
 const POLL_INTERVAL: Duration = Duration::from_secs(60);
 /// Where distributions keep the system CA bundle: the roots for verifying
 /// peers when `--peer-trusted-ca-file` is not given (Go's default too).
+/// The variable Go reads the system CA bundle's path from.
+const SSL_CERT_FILE_ENV: &str = "SSL_CERT_FILE";
 const SYSTEM_CA_BUNDLES: &[&str] = &[
     "/etc/ssl/certs/ca-certificates.crt",
     "/etc/pki/tls/certs/ca-bundle.crt",
@@ -593,6 +595,14 @@ fn read_roots(path: &Path, flag: &str) -> Result<Roots, String> {
 
 /// The system's CA bundle (empty when none is found).
 fn system_roots() -> Roots {
+    // Go's crypto/x509 (so etcd) takes the bundle from $SSL_CERT_FILE when
+    // it is set.
+    if let Some(file) = std::env::var_os(SSL_CERT_FILE_ENV).filter(|f| !f.is_empty()) {
+        match read_roots(Path::new(&file), SSL_CERT_FILE_ENV) {
+            Ok(roots) => return roots,
+            Err(e) => tracing::warn!("{e}; using the system CA bundle instead"),
+        }
+    }
     for path in SYSTEM_CA_BUNDLES {
         let path = Path::new(path);
         if path.exists()

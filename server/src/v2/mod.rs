@@ -228,15 +228,24 @@ pub trait V2Backend: Send + Sync + 'static {
 /// v2 auth API and membership stay where they are.
 #[async_trait::async_trait]
 pub trait V2Keys: Send + Sync + 'static {
-    /// A read (`quorum` or not; both are linearizable here).
-    async fn get(&self, path: &str, recursive: bool, sorted: bool) -> Result<V2Event, V2Error>;
+    /// A read (`quorum` or not; both are linearizable here). `ext`: the
+    /// HTTP request's extensions, where the server's layers say who is
+    /// calling (here and below).
+    async fn get(
+        &self,
+        ext: &::http::Extensions,
+        path: &str,
+        recursive: bool,
+        sorted: bool,
+    ) -> Result<V2Event, V2Error>;
 
     /// A write: every [`V2Op`] except `QGet` and `Sync`. A TTL is refused.
-    async fn write(&self, req: V2Request) -> Result<V2Event, V2Error>;
+    async fn write(&self, ext: &::http::Extensions, req: V2Request) -> Result<V2Event, V2Error>;
 
     /// A long-poll watch from `wait_index` (0: from now).
     async fn watch(
         &self,
+        ext: &::http::Extensions,
         path: &str,
         recursive: bool,
         stream: bool,

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 /// `GET /ui/config`.
 pub async fn page(State(c): State<Arc<Console>>, Extension(s): Extension<Session>) -> Response {
-    if let Err(e) = c.srv.check_admin() {
+    if let Err(e) = c.srv.check_admin(&s.ctx) {
         return html::page_with_status(
             StatusCode::FORBIDDEN,
             &s,

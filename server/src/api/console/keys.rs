@@ -14,7 +14,7 @@ use super::html::{self, Nav, csrf_field, esc, key_param, show_bytes, url_enc};
 use super::session::Session;
 use super::{Console, html::error_box};
 use crate::error::Error;
-use crate::etcdserver::EtcdServer;
+use crate::etcdserver::{EtcdServer, RequestCtx};
 use crate::pb::etcdserverpb::{
     DeleteRangeRequest, LeaseTimeToLiveRequest, PutRequest, RangeRequest,
 };
@@ -76,6 +76,7 @@ enum Entry {
 /// the revision of the first.
 async fn list_page(
     srv: &EtcdServer,
+    ctx: &RequestCtx,
     prefix: &[u8],
     from: Option<Vec<u8>>,
 ) -> Result<(Vec<Entry>, Option<Vec<u8>>, i64), Error> {
@@ -93,15 +94,18 @@ async fn list_page(
     while !done && entries.len() < PAGE_ENTRIES && rounds < PAGE_ENTRIES {
         rounds += 1;
         let resp = srv
-            .range(RangeRequest {
-                key: Bytes::from(cursor.clone()),
-                range_end: end.clone(),
-                limit: (PAGE_ENTRIES - entries.len()) as i64,
-                keys_only: true,
-                revision: rev,
-                serializable: rev != 0,
-                ..Default::default()
-            })
+            .range(
+                ctx,
+                RangeRequest {
+                    key: Bytes::from(cursor.clone()),
+                    range_end: end.clone(),
+                    limit: (PAGE_ENTRIES - entries.len()) as i64,
+                    keys_only: true,
+                    revision: rev,
+                    serializable: rev != 0,
+                    ..Default::default()
+                },
+            )
             .await?;
         if rev == 0 {
             rev = resp.header.as_ref().map_or(0, |h| h.revision);
@@ -149,7 +153,7 @@ pub async fn browse(
         esc(&q.prefix)
     );
     body.push_str(&breadcrumbs(&q.prefix));
-    match list_page(&c.srv, &prefix, from).await {
+    match list_page(&c.srv, &s.ctx, &prefix, from).await {
         Err(e) => body.push_str(&error_box(&format!(
             "{e} (reading keys under {:?})",
             q.prefix
@@ -253,10 +257,13 @@ pub async fn view(
     let mut body = String::new();
     body.push_str(&breadcrumbs(&String::from_utf8_lossy(&key)));
     let got = srv
-        .range(RangeRequest {
-            key: Bytes::from(key.clone()),
-            ..Default::default()
-        })
+        .range(
+            &s.ctx,
+            RangeRequest {
+                key: Bytes::from(key.clone()),
+                ..Default::default()
+            },
+        )
         .await;
     let kv = match got {
         Err(e) => {
@@ -282,10 +289,13 @@ pub async fn view(
     };
     let lease = if kv.lease != 0 {
         let ttl = srv
-            .lease_time_to_live(LeaseTimeToLiveRequest {
-                id: kv.lease,
-                keys: false,
-            })
+            .lease_time_to_live(
+                &s.ctx,
+                LeaseTimeToLiveRequest {
+                    id: kv.lease,
+                    keys: false,
+                },
+            )
             .await;
         match ttl {
             Ok(t) if t.ttl >= 0 => format!(
@@ -335,7 +345,7 @@ pub async fn view(
         hex::encode(&key)
     );
     let before = q.before.as_deref().and_then(|b| b.parse().ok());
-    body.push_str(&history_html(srv, &kv, before).await);
+    body.push_str(&history_html(srv, &s.ctx, &kv, before).await);
     html::page(&s, &title, Nav::Keys, &body)
 }
 
@@ -410,7 +420,12 @@ fn hex_dump(b: &[u8]) -> String {
 
 /// The key's earlier versions in its current life (since its create
 /// revision), newest first, until the compaction point; bounded.
-async fn history_html(srv: &EtcdServer, kv: &KeyValue, before: Option<i64>) -> String {
+async fn history_html(
+    srv: &EtcdServer,
+    ctx: &RequestCtx,
+    kv: &KeyValue,
+    before: Option<i64>,
+) -> String {
     let mut out = String::from(
         r#"<h2>History</h2><table id="history"><thead><tr><th scope="col">Mod revision</th><th scope="col">Version</th><th scope="col">Value</th></tr></thead><tbody>"#,
     );
@@ -429,12 +444,15 @@ async fn history_html(srv: &EtcdServer, kv: &KeyValue, before: Option<i64>) -> S
             break;
         }
         let resp = srv
-            .range(RangeRequest {
-                key: kv.key.clone(),
-                revision: rev,
-                serializable: true,
-                ..Default::default()
-            })
+            .range(
+                ctx,
+                RangeRequest {
+                    key: kv.key.clone(),
+                    revision: rev,
+                    serializable: true,
+                    ..Default::default()
+                },
+            )
             .await;
         let old = match resp {
             Ok(r) => r.kvs.into_iter().next(),
@@ -518,10 +536,13 @@ pub async fn edit(
     if !key.is_empty() {
         match c
             .srv
-            .range(RangeRequest {
-                key: Bytes::from(key),
-                ..Default::default()
-            })
+            .range(
+                &s.ctx,
+                RangeRequest {
+                    key: Bytes::from(key),
+                    ..Default::default()
+                },
+            )
             .await
         {
             Ok(r) => {
@@ -629,11 +650,14 @@ pub async fn put(
     }
     let r = c
         .srv
-        .put(PutRequest {
-            key: Bytes::from(f.key.clone().into_bytes()),
-            value: Bytes::from(value.into_bytes()),
-            ..Default::default()
-        })
+        .put(
+            &s.ctx,
+            PutRequest {
+                key: Bytes::from(f.key.clone().into_bytes()),
+                value: Bytes::from(value.into_bytes()),
+                ..Default::default()
+            },
+        )
         .await;
     match r {
         Ok(resp) => {
@@ -684,10 +708,13 @@ pub async fn delete(
     }
     let r = c
         .srv
-        .delete_range(DeleteRangeRequest {
-            key: Bytes::from(key.clone()),
-            ..Default::default()
-        })
+        .delete_range(
+            &s.ctx,
+            DeleteRangeRequest {
+                key: Bytes::from(key.clone()),
+                ..Default::default()
+            },
+        )
         .await;
     match r {
         Ok(resp) => {

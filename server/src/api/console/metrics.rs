@@ -191,7 +191,7 @@ pub async fn page(
 ) -> Response {
     // The figures are the member's, like /metrics; while auth is on they
     // are root's, as the configuration is.
-    if let Err(e) = c.srv.check_admin() {
+    if let Err(e) = c.srv.check_admin(&s.ctx) {
         return html::page_with_status(
             axum::http::StatusCode::FORBIDDEN,
             &s,

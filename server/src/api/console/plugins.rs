@@ -60,7 +60,7 @@ fn text_list(v: &Value) -> String {
 
 /// `GET /ui/plugins`.
 pub async fn page(State(c): State<Arc<Console>>, Extension(s): Extension<Session>) -> Response {
-    if let Err(e) = c.srv.check_admin() {
+    if let Err(e) = c.srv.check_admin(&s.ctx) {
         return html::page_with_status(
             StatusCode::FORBIDDEN,
             &s,

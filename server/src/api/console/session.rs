@@ -19,7 +19,8 @@
 
 use super::Console;
 use super::html::{self, Nav};
-use crate::etcdserver::auth::{Credential, with_credentialed_caller};
+use crate::etcdserver::RequestCtx;
+use crate::etcdserver::auth::Credential;
 use crate::pb::etcdserverpb::AuthenticateRequest;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -47,6 +48,9 @@ pub struct Session {
     pub auth_enabled: bool,
     /// Whether the request came over TLS (cookies are then `Secure`).
     pub tls: bool,
+    /// Who is asking, for every server call the request makes: the
+    /// session's user, with the request's deadline.
+    pub ctx: RequestCtx,
 }
 
 /// The cookies of a request, by name (the first of each name wins).
@@ -195,10 +199,10 @@ pub async fn session_layer(State(c): State<Arc<Console>>, req: Request, next: Ne
                 (None, None)
             }
         },
-        None => (
-            crate::etcdserver::auth::caller(),
-            crate::etcdserver::auth::credential(),
-        ),
+        None => {
+            let outer = crate::api::ctx_from(srv, req.extensions());
+            (outer.caller().cloned(), outer.credential().cloned())
+        }
     };
     let auth_enabled = srv.auth_enabled();
     let session = Session {
@@ -206,6 +210,7 @@ pub async fn session_layer(State(c): State<Arc<Console>>, req: Request, next: Ne
         user: info.as_ref().map(|i| i.username.clone()),
         auth_enabled,
         tls,
+        ctx: srv.request_ctx(info, credential),
     };
     let path = req.uri().path();
     let open = path == "/ui/login" || path.starts_with("/ui/assets/");
@@ -217,8 +222,11 @@ pub async fn session_layer(State(c): State<Arc<Console>>, req: Request, next: Ne
         }
     } else {
         let mut req = req;
+        // Handlers take the context from the session; replacing the outer
+        // one too keeps anything that reads the extensions consistent.
+        req.extensions_mut().insert(session.ctx.clone());
         req.extensions_mut().insert(session);
-        with_credentialed_caller(info, credential, next.run(req)).await
+        next.run(req).await
     };
     let headers = resp.headers_mut();
     if fresh_csrf {

@@ -102,6 +102,7 @@ pub async fn page(Extension(s): Extension<Session>, Query(q): Query<WatchQuery>)
 /// revision (`kv`, data a JSON array of events), or `end` with a reason.
 pub async fn events(
     State(c): State<Arc<Console>>,
+    Extension(s): Extension<Session>,
     headers: HeaderMap,
     Query(q): Query<WatchQuery>,
 ) -> Response {
@@ -143,8 +144,8 @@ pub async fn events(
         }
     };
     // The same checks a gRPC watch create passes, as this user.
-    let checked = match srv.check_read(&key, &range_end) {
-        Ok(()) => srv.plugin_check_read(&key, &range_end).await,
+    let checked = match srv.check_read(&s.ctx, &key, &range_end) {
+        Ok(()) => srv.plugin_check_read(&s.ctx, &key, &range_end).await,
         Err(e) => Err(e),
     };
     if let Err(e) = checked {

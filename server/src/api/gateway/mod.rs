@@ -195,8 +195,15 @@ fn metadata(headers: &HeaderMap) -> MetadataMap {
     md
 }
 
-fn grpc_request<T>(headers: &HeaderMap, msg: T) -> tonic::Request<T> {
-    tonic::Request::from_parts(metadata(headers), tonic::Extensions::default(), msg)
+/// The gRPC request a route hands its service: the headers as metadata,
+/// and the request's context (who is calling, until when), which the caller
+/// layer put in the HTTP request's extensions.
+fn grpc_request<T>(head: &http::request::Parts, msg: T) -> tonic::Request<T> {
+    let mut ext = tonic::Extensions::default();
+    if let Some(ctx) = head.extensions.get::<crate::etcdserver::RequestCtx>() {
+        ext.insert(ctx.clone());
+    }
+    tonic::Request::from_parts(metadata(&head.headers), ext, msg)
 }
 
 /// A unary route: decode, call `$svc.$method`, answer.
@@ -532,7 +539,7 @@ impl Gateway {
         handler(self, req).await
     }
 
-    fn reader(&self, req: Request) -> (HeaderMap, BodyReader) {
+    fn reader(&self, req: Request) -> (http::request::Parts, BodyReader) {
         let (parts, body) = req.into_parts();
         let content_length = parts
             .headers
@@ -540,13 +547,13 @@ impl Gateway {
             .and_then(|v| v.to_str().ok())
             .and_then(|s| s.parse().ok());
         let reader = BodyReader::new(body, 2 * self.limit(), content_length);
-        (parts.headers, reader)
+        (parts, reader)
     }
 
     /// The request message of a unary or server-streaming call: the body's
     /// first JSON value (anything after it is ignored, as Go's decoder
     /// does); an empty body is the default message.
-    async fn read_one<T>(&self, req: Request) -> Result<(HeaderMap, T), Rejected>
+    async fn read_one<T>(&self, req: Request) -> Result<(http::request::Parts, T), Rejected>
     where
         T: HasSchema + DeserializeOwned + Default + prost::Message,
     {
@@ -713,6 +720,7 @@ fn watch(gw: Arc<Gateway>, req: Request) -> BoxFuture<'static, Response> {
                 .is_some_and(|v| v == "true");
             Ok(super::watch::serve_stream(
                 Arc::clone(srv),
+                super::request_ctx(srv, probe),
                 srv.election_timeout(),
                 require_leader,
                 incoming,
@@ -726,7 +734,11 @@ fn keep_alive(gw: Arc<Gateway>, req: Request) -> BoxFuture<'static, Response> {
         gw.bidi::<LeaseKeepAliveRequest, _, _>(req, false, |srv, probe, incoming| {
             // What `LeaseService::lease_keep_alive` does with its stream.
             check_leader(srv, probe)?;
-            Ok(super::lease::keep_alive_stream(Arc::clone(srv), incoming))
+            Ok(super::lease::keep_alive_stream(
+                Arc::clone(srv),
+                super::request_ctx(srv, probe),
+                incoming,
+            ))
         }),
     )
 }

@@ -35,6 +35,7 @@ pub(super) async fn keys(State(st): State<Arc<V2State>>, req: Request) -> Respon
     let cluster = cluster_header(st.backend.as_ref());
     let key = path[KEYS_PREFIX.len()..].to_string();
     let headers = req.headers().clone();
+    let ext = req.extensions().clone();
     let cn = super::auth::client_cn(&req);
     let form = match read_form(req).await {
         Ok(f) => f,
@@ -58,7 +59,7 @@ pub(super) async fn keys(State(st): State<Arc<V2State>>, req: Request) -> Respon
     let backend = st.backend.as_ref();
     let now = backend.now_unix_nanos();
     if let Some(v3) = backend.v3_keys() {
-        return v3_keys_request(&st, v3, &method, key, &kr, &cluster, now).await;
+        return v3_keys_request(&st, v3, &ext, &method, key, &kr, &cluster, now).await;
     }
 
     // etcd turns `GET ?quorum=true` into a raft read before looking at
@@ -106,6 +107,7 @@ pub(super) async fn keys(State(st): State<Arc<V2State>>, req: Request) -> Respon
 async fn v3_keys_request(
     st: &V2State,
     v3: &dyn V2Keys,
+    ext: &::http::Extensions,
     method: &Method,
     key: String,
     kr: &KeyRequest,
@@ -118,7 +120,10 @@ async fn v3_keys_request(
         let Ok(permit) = st.long_polls.clone().try_acquire_owned() else {
             return too_many_watches(cluster, v3.index());
         };
-        let w = match v3.watch(&key, kr.recursive, kr.stream, kr.wait_index).await {
+        let w = match v3
+            .watch(ext, &key, kr.recursive, kr.stream, kr.wait_index)
+            .await
+        {
             Ok(w) => w,
             Err(e) => return error_response(&e, cluster, false),
         };
@@ -136,9 +141,9 @@ async fn v3_keys_request(
         return (StatusCode::OK, headers, Body::from_stream(body)).into_response();
     }
     let result = if *method == Method::GET || head {
-        v3.get(&key, kr.recursive, kr.sorted).await
+        v3.get(ext, &key, kr.recursive, kr.sorted).await
     } else {
-        v3.write(write_request(method, key, kr, now)).await
+        v3.write(ext, write_request(method, key, kr, now)).await
     };
     let (ri, rt) = backend.raft_index_term();
     match result {
