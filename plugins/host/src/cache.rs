@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use sha2::{Digest, Sha256};
 use wasmtime::Engine;
@@ -19,6 +19,13 @@ pub(crate) struct ComponentCache {
     engine: Engine,
     max_entries: usize,
     memory: Mutex<Memory>,
+    /// One lock per binary being compiled: a second request for the same
+    /// binary (the set's loader and a config check, or the next set version
+    /// while the last one still compiles) waits for that compile instead of
+    /// running its own. At most one entry per binary in flight.
+    compiling: Mutex<HashMap<[u8; 32], Arc<Mutex<()>>>>,
+    #[cfg(test)]
+    compiled: std::sync::atomic::AtomicU64,
     dir: Option<PathBuf>,
     // Artifacts from another wasmtime build or configuration must not be
     // loaded; this tag goes into every file name.
@@ -39,6 +46,9 @@ impl ComponentCache {
             engine: engine.clone(),
             max_entries,
             memory: Mutex::new(Memory::default()),
+            compiling: Mutex::new(HashMap::new()),
+            #[cfg(test)]
+            compiled: std::sync::atomic::AtomicU64::new(0),
             dir,
             engine_tag: format!("{:016x}", hasher.finish()),
         }
@@ -55,11 +65,43 @@ impl ComponentCache {
         if let Some(component) = self.memory_get(digest) {
             return Ok(component);
         }
+        let flight = Arc::clone(
+            self.compiling
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .entry(*digest)
+                .or_default(),
+        );
+        let result = {
+            let _only_one = flight.lock().unwrap_or_else(PoisonError::into_inner);
+            // Whoever held the lock before may have compiled it.
+            match self.memory_get(digest) {
+                Some(component) => Ok(component),
+                None => self.load_or_compile(digest, bytes),
+            }
+        };
+        let mut compiling = self
+            .compiling
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // The last one out removes the entry (the map holds one reference).
+        if Arc::strong_count(&flight) == 2 {
+            compiling.remove(digest);
+        }
+        drop(compiling);
+        result
+    }
+
+    /// The disk cache, or a compile; both remembered in memory.
+    fn load_or_compile(&self, digest: &[u8; 32], bytes: &[u8]) -> wasmtime::Result<Component> {
         let path = self.artifact_path(digest);
         if let Some(component) = path.as_deref().and_then(|p| self.disk_get(p)) {
             self.memory_put(digest, &component);
             return Ok(component);
         }
+        #[cfg(test)]
+        self.compiled
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let component = Component::from_binary(&self.engine, bytes)?;
         if let Some(path) = path {
             self.disk_put(&path, &component);
@@ -208,4 +250,31 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
             let _ = write!(s, "{b:02x}");
             s
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concurrent_requests_for_one_binary_compile_it_once() {
+        let engine = Engine::default();
+        let cache = Arc::new(ComponentCache::new(&engine, 4, None));
+        let bytes = wat::parse_str("(component (core module))").unwrap();
+        let digest: [u8; 32] = Sha256::digest(&bytes).into();
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (cache, bytes) = (Arc::clone(&cache), bytes.clone());
+                std::thread::spawn(move || cache.get_or_compile(&digest, &bytes).is_ok())
+            })
+            .collect();
+        for t in threads {
+            assert!(t.join().unwrap());
+        }
+        assert_eq!(cache.compiled.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert!(
+            cache.compiling.lock().unwrap().is_empty(),
+            "in-flight entries left"
+        );
+    }
 }
