@@ -239,7 +239,7 @@ impl Peer for PeerService {
         let ctx = self.srv.request_ctx(info, credential);
         self.srv.check_authenticated(&ctx)?;
         let id = req.into_inner().id;
-        if !self.srv.status.is_leader() {
+        if !self.srv.status.is_leader() || !self.srv.ensure_leadership(ctx.deadline()).await {
             return Ok(Response::new(LeaseRenewResponse {
                 ttl: -1,
                 leader: false,

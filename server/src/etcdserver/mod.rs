@@ -469,13 +469,22 @@ impl EtcdServer {
         }
     }
 
+    /// Whether this member is still the leader, confirmed by a quorum (a
+    /// ReadIndex round). A leader that was frozen (SIGSTOP, a long pause)
+    /// still believes it leads when it wakes, and its lessor would renew a
+    /// lease the real leader is about to expire; so renewals are answered
+    /// only after this (as etcd does since 3.4.25).
+    pub async fn ensure_leadership(&self, deadline: tokio::time::Instant) -> bool {
+        self.linearizable_read_until(deadline).await.is_ok() && self.status.is_leader()
+    }
+
     /// Keep-alive: renews on the leader (forwarding there if this member is
     /// a follower). Returns the lease's TTL, or 0 if it does not exist.
     pub async fn lease_renew(&self, ctx: &RequestCtx, id: i64) -> Result<i64, Error> {
         let deadline = ctx.deadline();
         let mut waited_for_apply = false;
         loop {
-            if self.status.is_leader() {
+            if self.status.is_leader() && self.ensure_leadership(deadline).await {
                 match self.lessor.renew(id) {
                     Renewal::Renewed(ttl) => return Ok(ttl),
                     Renewal::NotFound if waited_for_apply => return Ok(0),
