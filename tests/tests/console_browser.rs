@@ -81,8 +81,18 @@ impl Browser {
         v["value"].clone()
     }
 
+    /// Navigates and waits for the load. Under a loaded machine chromedriver
+    /// can give up waiting for the renderer (`timeout` in `value.error`);
+    /// the navigation is then tried again, within `WAIT`.
     fn go(&self, url: &str) {
-        self.send("POST", "/url", Some(json!({ "url": url })));
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let v = self.send("POST", "/url", Some(json!({ "url": url })));
+            let Some(error) = v.get("error") else { return };
+            assert!(Instant::now() < deadline, "navigating to {url}: {v}");
+            eprintln!("navigating to {url} failed ({error}); again");
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     fn find(&self, css: &str) -> Option<String> {
@@ -126,9 +136,9 @@ impl Browser {
     }
 
     fn source(&self) -> String {
-        self.send("GET", "/source", None)
-            .as_str()
-            .unwrap_or_default()
+        let v = self.send("GET", "/source", None);
+        v.as_str()
+            .unwrap_or_else(|| panic!("no page source: {v}"))
             .to_string()
     }
 
@@ -391,8 +401,8 @@ fn console_in_a_headless_browser() {
 
     // What alice's role does not cover stays hidden.
     b.go(&format!("{ui}/keys?prefix=%2Fsecret%2F"));
+    b.wait_text("main", WAIT, |t| t.contains("permission denied"));
     let page = b.source();
-    assert!(page.contains("permission denied"), "{page}");
     assert!(
         !page.contains("%2Fsecret%2Fs") && !page.contains("topsecret"),
         "{page}"
