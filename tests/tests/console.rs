@@ -63,31 +63,23 @@ impl Browser {
         if let Some(f) = form {
             cmd.args(["--data-raw", f]);
         }
-        let url = format!("{}{path}", self.base);
-        let out = cmd
-            .arg(&url)
-            .stdin(Stdio::null())
-            .output()
-            .expect("curl must be installed");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let (head, body) = text
-            .split_once("\r\n\r\n")
-            .unwrap_or_else(|| panic!("no response from {url}: {text:?} {:?}", out.stderr));
-        let mut lines = head.lines();
-        let status = lines
-            .next()
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let headers = lines
-            .filter_map(|l| l.split_once(':'))
-            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-            .collect();
-        Reply {
-            status,
-            headers,
-            body: body.to_string(),
+        run_curl(cmd, &format!("{}{path}", self.base))
+    }
+
+    /// A `multipart/form-data` POST from the console's own page, as the
+    /// plugin forms send it: text fields taken literally, and files.
+    fn upload(&self, path: &str, fields: &[(&str, &str)], files: &[(&str, &str)]) -> Reply {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "-i", "--max-time", "20"]);
+        cmd.arg("-b").arg(&self.jar).arg("-c").arg(&self.jar);
+        cmd.args(["-H", &format!("Origin: {}", self.base)]);
+        for (k, v) in fields {
+            cmd.arg("--form-string").arg(format!("{k}={v}"));
         }
+        for (k, f) in files {
+            cmd.arg("-F").arg(format!("{k}=@{f}"));
+        }
+        run_curl(cmd, &format!("{}{path}", self.base))
     }
 
     fn get(&self, path: &str) -> Reply {
@@ -129,6 +121,40 @@ impl Browser {
             let (_, rest) = login.body.split_once(marker).expect("a csrf field");
             rest.split_once('"').expect("quoted").0.to_string()
         })
+    }
+}
+
+/// Runs curl (`-i`) on `url` and splits what came back.
+fn run_curl(mut cmd: Command, url: &str) -> Reply {
+    let out = cmd
+        .arg(url)
+        .stdin(Stdio::null())
+        .output()
+        .expect("curl must be installed");
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    // curl shows a `100 Continue` before the answer to a large upload.
+    while text.starts_with("HTTP/1.1 100") {
+        text = text
+            .split_once("\r\n\r\n")
+            .map_or(String::new(), |(_, r)| r.to_string());
+    }
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no response from {url}: {text:?} {:?}", out.stderr));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Reply {
+        status,
+        headers,
+        body: body.to_string(),
     }
 }
 
@@ -474,7 +500,7 @@ fn console_shows_the_cluster_and_edits_keys_with_csrf_and_plugins() {
         "Proposals",
         "Log fsync duration",
         "Database size",
-        "Watchers",
+        "Watchers and watch streams",
     ] {
         assert!(
             charts.body.contains(&format!("<h2>{title}</h2>")),
@@ -731,4 +757,198 @@ fn console_with_auth_signs_in_and_shows_only_what_roles_allow() {
     assert!(cfg.body.contains("live"), "{}", cfg.body);
     assert_eq!(r.get("/ui/plugins").status, 200);
     assert_eq!(r.get("/ui/metrics").status, 200);
+}
+
+#[test]
+fn console_plugin_forms_dry_run_deploy_and_remove_for_root_only() {
+    // etcd has no console.
+    if cairn_tests::target() == cairn_tests::Target::Etcd {
+        return;
+    }
+    let c = Cluster::start(Options::default());
+    let e = c.endpoints();
+    let root = ["--user", "root:rootpw"];
+    ok(etcdctl(&e, &["user", "add", "root:rootpw"], None));
+    ok(etcdctl(&e, &["user", "add", "alice:alicepw"], None));
+    ok(etcdctl(&e, &["auth", "enable"], None));
+    let as_root = |args: &[&str]| {
+        let mut a = args.to_vec();
+        a.extend(root);
+        etcdctl(&e, &a, None)
+    };
+    ok(as_root(&["put", "/apps/Bad_Name", "x"]));
+    ok(as_root(&["put", "/apps/good-name", "x"]));
+    ok(as_root(&["put", "/other/Whatever", "x"]));
+
+    let sign_in = |who: &str, pw: &str, member: usize| {
+        let b = Browser::new(c.dir.path(), who, &c.members[member].client_url());
+        let token = b.csrf();
+        let r = b.post(
+            "/ui/login",
+            &format!("name={who}&password={pw}&csrf={token}"),
+        );
+        assert_eq!(r.status, 303, "{}", r.body);
+        // A new session, a new CSRF token.
+        (b.csrf(), b)
+    };
+    let (token, r) = sign_in("root", "rootpw", 0);
+    let wasm = plugins_dist("key-naming");
+    let settings = [
+        ("prefixes", "/apps/"),
+        ("config", "prefixes=/apps/\npattern=^/apps/[a-z0-9-]+$"),
+        ("deadline", "2s"),
+    ];
+    let with = |extra: &[(&'static str, &'static str)], token: &str| {
+        let mut f: Vec<(&str, String)> = vec![("csrf", token.to_string())];
+        f.extend(settings.iter().map(|(k, v)| (*k, v.to_string())));
+        f.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+        f
+    };
+    let fields = |f: &[(&str, String)]| -> Vec<(String, String)> {
+        f.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+    };
+    let upload = |b: &Browser, path: &str, f: &[(String, String)]| {
+        let f: Vec<(&str, &str)> = f.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        b.upload(path, &f, &[("wasm", wasm.as_str())])
+    };
+
+    // The page offers the forms to root.
+    let page = r.get("/ui/plugins");
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains(r#"action="/ui/plugins/dry-run""#));
+    assert!(page.body.contains(r#"enctype="multipart/form-data""#));
+
+    // Dry run: the existing key the candidate would reject, and only it.
+    let dry = upload(&r, "/ui/plugins/dry-run", &fields(&with(&[], &token)));
+    assert_eq!(dry.status, 200, "{}", dry.body);
+    assert!(dry.body.contains(r#"id="dry-run-report""#), "{}", dry.body);
+    assert!(
+        dry.body.contains("<code>/apps/Bad_Name</code>"),
+        "{}",
+        dry.body
+    );
+    assert!(
+        dry.body.contains("does not match the naming pattern"),
+        "{}",
+        dry.body
+    );
+    assert!(dry.body.contains("<strong>1</strong> would be rejected"));
+    assert!(!dry.body.contains("<code>/apps/good-name</code>"));
+    assert!(!dry.body.contains("<code>/other/Whatever</code>"));
+    // Bad input gets the admin API's own error.
+    let bad = upload(
+        &r,
+        "/ui/plugins/dry-run",
+        &fields(&with(&[("memory", "lots")], &token)),
+    );
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert!(bad.body.contains("Dry run refused"), "{}", bad.body);
+
+    // Without the CSRF token (or from another origin): refused, nothing
+    // deployed.
+    let no_csrf: Vec<(String, String)> = fields(&with(&[("name", "naming")], &token))
+        .into_iter()
+        .filter(|(k, _)| k != "csrf")
+        .collect();
+    let refused = upload(&r, "/ui/plugins/deploy", &no_csrf);
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(refused.body.contains("CSRF"), "{}", refused.body);
+    let elsewhere = r.request(
+        "POST",
+        "/ui/plugins/remove",
+        Some(&format!("name=naming&confirm=yes&csrf={token}")),
+        &["Origin: http://evil.example"],
+    );
+    assert_eq!(elsewhere.status, 403);
+    assert!(r.get("/ui/plugins").body.contains(r#"id="no-plugins""#));
+
+    // A user without the root role: 403 on every form, nothing changes.
+    let (alice_token, alice) = sign_in("alice", "alicepw", 1);
+    for path in ["/ui/plugins/dry-run", "/ui/plugins/deploy"] {
+        let f = fields(&with(&[("name", "naming")], &alice_token));
+        let denied = upload(&alice, path, &f);
+        assert_eq!(denied.status, 403, "{path}: {}", denied.body);
+        assert!(
+            denied.body.contains("permission denied"),
+            "{path}: {}",
+            denied.body
+        );
+    }
+    let denied = alice.post(
+        "/ui/plugins/remove",
+        &format!("name=naming&confirm=yes&csrf={alice_token}"),
+    );
+    assert_eq!(denied.status, 403, "{}", denied.body);
+
+    // Deploy through the form; a put it forbids is then denied with the
+    // plugin's reason.
+    let deployed = upload(
+        &r,
+        "/ui/plugins/deploy",
+        &fields(&with(
+            &[
+                ("name", "naming"),
+                ("hooks", "validator"),
+                ("mode", "enforce"),
+            ],
+            &token,
+        )),
+    );
+    assert_eq!(deployed.status, 200, "{}", deployed.body);
+    assert!(
+        deployed.body.contains(r#"id="deployed""#),
+        "{}",
+        deployed.body
+    );
+    assert!(deployed.body.contains(r#"<th scope="row">naming</th>"#));
+    // Until every member has compiled it: before that a member refuses
+    // with `not_loaded` (fail-closed), which is not the answer asked for.
+    let refusal = eventually(WAIT, || {
+        let o = as_root(&["put", "/apps/Another_Bad", "x"]);
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        (!o.status.success() && err.contains("denied the write")).then_some(err)
+    })
+    .expect("the deployed plugin never denied a put");
+    assert!(
+        refusal.contains("does not match the naming pattern"),
+        "{refusal}"
+    );
+    eventually(WAIT, || {
+        as_root(&["put", "/apps/fine", "x"])
+            .status
+            .success()
+            .then_some(())
+    })
+    .expect("a put the plugin allows stayed refused");
+
+    // Remove: a confirmation page first (nothing removed yet), then the
+    // removal; the put then succeeds.
+    let confirm = r.post("/ui/plugins/remove", &format!("name=naming&csrf={token}"));
+    assert_eq!(confirm.status, 200, "{}", confirm.body);
+    assert!(
+        confirm.body.contains(r#"name="confirm" value="yes""#),
+        "{}",
+        confirm.body
+    );
+    assert!(!as_root(&["put", "/apps/Still_Bad", "x"]).status.success());
+    let removed = r.post(
+        "/ui/plugins/remove",
+        &format!("name=naming&confirm=yes&csrf={token}"),
+    );
+    assert_eq!(removed.status, 200, "{}", removed.body);
+    assert!(removed.body.contains(r#"id="removed""#), "{}", removed.body);
+    eventually(WAIT, || {
+        as_root(&["put", "/apps/Now_Fine", "x"])
+            .status
+            .success()
+            .then_some(())
+    })
+    .expect("the put stayed denied after the plugin's removal");
+    // Removing it again: the admin API's own "not deployed" error.
+    let again = r.post(
+        "/ui/plugins/remove",
+        &format!("name=naming&confirm=yes&csrf={token}"),
+    );
+    assert_eq!(again.status, 404, "{}", again.body);
+    assert!(again.body.contains("no plugin named"), "{}", again.body);
 }

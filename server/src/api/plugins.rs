@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Largest request body: a plugin binary in base64 plus its settings.
-const MAX_BODY_BYTES: usize = model::MAX_PLUGIN_BYTES / 3 * 4 + (2 << 20);
+pub(crate) const MAX_BODY_BYTES: usize = model::MAX_PLUGIN_BYTES / 3 * 4 + (2 << 20);
 /// How long a dry run waits for a deployed plugin's component.
 const LOAD_WAIT: Duration = Duration::from_secs(30);
 
@@ -58,7 +58,23 @@ fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, Json(json!({ "error": msg.into() }))).into_response()
 }
 
+/// Why a change or dry run failed: the status the API answers with and the
+/// message (the console shows the same).
+pub(crate) type Failure = (StatusCode, String);
+
+fn fail(status: StatusCode, msg: impl Into<String>) -> Failure {
+    (status, msg.into())
+}
+
+fn failure_response((status, msg): Failure) -> Response {
+    error(status, msg)
+}
+
 fn from_error(e: Error) -> Response {
+    failure_response(failure_of(e))
+}
+
+fn failure_of(e: Error) -> Failure {
     let status = match &e {
         Error::PluginSetRejected(_) => StatusCode::BAD_REQUEST,
         Error::PluginSetChanged => StatusCode::CONFLICT,
@@ -72,7 +88,7 @@ fn from_error(e: Error) -> Response {
         Error::RequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    error(status, e.to_string())
+    (status, e.to_string())
 }
 
 /// With auth enabled: a root user's token in `Authorization` (as etcd's
@@ -197,7 +213,7 @@ async fn show(
 /// the order given).
 #[derive(Deserialize, Default)]
 #[serde(untagged)]
-enum ConfigPairs {
+pub(crate) enum ConfigPairs {
     #[default]
     Empty,
     Pairs(Vec<(String, String)>),
@@ -217,28 +233,28 @@ impl ConfigPairs {
 /// A plugin as the API takes it.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct Spec {
+pub(crate) struct Spec {
     /// The component, base64.
     #[serde(default)]
-    wasm_base64: Option<String>,
+    pub wasm_base64: Option<String>,
     #[serde(default)]
-    hooks: Option<Vec<String>>,
+    pub hooks: Option<Vec<String>>,
     #[serde(default)]
-    prefixes: Option<Vec<String>>,
+    pub prefixes: Option<Vec<String>>,
     #[serde(default)]
-    mode: Option<String>,
+    pub mode: Option<String>,
     #[serde(default)]
-    failure_policy: Option<String>,
+    pub failure_policy: Option<String>,
     /// Go duration, e.g. "50ms".
     #[serde(default)]
-    deadline: Option<String>,
+    pub deadline: Option<String>,
     /// Bytes, or a size such as "16MiB".
     #[serde(default)]
-    memory: Option<Value>,
+    pub memory: Option<Value>,
     #[serde(default)]
-    config: ConfigPairs,
+    pub config: ConfigPairs,
     #[serde(default)]
-    order: Option<i64>,
+    pub order: Option<i64>,
 }
 
 fn declaration(name: &str, spec: Spec) -> Result<Declaration, String> {
@@ -333,19 +349,31 @@ async fn deploy(
         Ok(s) => s,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad request body: {e}")),
     };
-    let decl = match declaration(&name, spec) {
-        Ok(d) => d,
-        Err(e) => return error(StatusCode::BAD_REQUEST, e),
-    };
+    match deploy_spec(&srv, admin, name, spec).await {
+        Ok(v) => Json(v).into_response(),
+        Err(f) => failure_response(f),
+    }
+}
+
+/// Deploys (or replaces) plugin `name` as `admin` (a root user, or `None`
+/// with auth off: the caller checked that): what `PUT
+/// /cairn/v1/plugins/{name}` and the console's deploy form both do.
+pub(crate) async fn deploy_spec(
+    srv: &Arc<EtcdServer>,
+    admin: Option<crate::auth::AuthInfo>,
+    name: String,
+    spec: Spec,
+) -> Result<Value, Failure> {
+    let decl = declaration(&name, spec).map_err(|e| fail(StatusCode::BAD_REQUEST, e))?;
     if let Some(p) = srv.plugins.current().get(&name)
         && p.record.declared_in_config()
     {
-        return error(
+        return Err(fail(
             StatusCode::CONFLICT,
             format!(
                 "plugin {name:?} is declared in the members' config files ([plugins.{name}]); change it there"
             ),
-        );
+        ));
     }
     // Compile and check it here first: a binary that does not load on this
     // member is refused before anything is proposed.
@@ -355,8 +383,8 @@ async fn deploy(
             .await;
     let (record, bytes) = match loaded {
         Ok(Ok(x)) => x,
-        Ok(Err(e)) => return error(StatusCode::BAD_REQUEST, e),
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Ok(Err(e)) => return Err(fail(StatusCode::BAD_REQUEST, e)),
+        Err(e) => return Err(fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     };
     let binaries = HashMap::from([(record.sha256.clone(), bytes)]);
     let cause = format!("deploy {name} (sha256 {})", hex::encode(&record.sha256));
@@ -382,7 +410,7 @@ async fn deploy(
         })
         .await;
     match outcome {
-        Ok(o) => Json(json!({
+        Ok(o) => Ok(json!({
             "deployed": name,
             "sha256": hex::encode(&record.sha256),
             "hooks": model::hook_names(record.hooks()),
@@ -390,9 +418,8 @@ async fn deploy(
             "raft_index": o.raft_index,
             "first_revision": o.first_revision,
             "changed": o.changed,
-        }))
-        .into_response(),
-        Err(e) => from_error(e),
+        })),
+        Err(e) => Err(failure_of(e)),
     }
 }
 
@@ -405,23 +432,34 @@ async fn remove(
         Ok(a) => a,
         Err(r) => return r,
     };
-    if let Err(e) = srv.linearizable_read_notify().await {
-        return from_error(e);
+    match remove_plugin(&srv, admin, name).await {
+        Ok(v) => Json(v).into_response(),
+        Err(f) => failure_response(f),
     }
+}
+
+/// Removes the API-deployed plugin `name` as `admin` (checked by the
+/// caller): `DELETE /cairn/v1/plugins/{name}` and the console's remove.
+pub(crate) async fn remove_plugin(
+    srv: &Arc<EtcdServer>,
+    admin: Option<crate::auth::AuthInfo>,
+    name: String,
+) -> Result<Value, Failure> {
+    srv.linearizable_read_notify().await.map_err(failure_of)?;
     match srv.plugins.current().get(&name) {
         None => {
-            return error(
+            return Err(fail(
                 StatusCode::NOT_FOUND,
                 format!("no plugin named {name:?} is deployed"),
-            );
+            ));
         }
         Some(p) if p.record.declared_in_config() => {
-            return error(
+            return Err(fail(
                 StatusCode::CONFLICT,
                 format!(
                     "plugin {name:?} is declared in the members' config files ([plugins.{name}]); remove it there"
                 ),
-            );
+            ));
         }
         Some(_) => {}
     }
@@ -446,49 +484,48 @@ async fn remove(
         )
         .await;
     match outcome {
-        Ok(o) => Json(json!({
+        Ok(o) => Ok(json!({
             "removed": name,
             "version": o.version,
             "raft_index": o.raft_index,
             "first_revision": o.first_revision,
             "changed": o.changed,
-        }))
-        .into_response(),
-        Err(e) => from_error(e),
+        })),
+        Err(e) => Err(failure_of(e)),
     }
 }
 
 // (No `deny_unknown_fields`: serde does not support it with `flatten`.)
-#[derive(Deserialize)]
-struct DryRunBody {
+#[derive(Deserialize, Default)]
+pub(crate) struct DryRunBody {
     /// A deployed plugin to evaluate (any mode); or give `wasm_base64`.
     #[serde(default)]
-    name: Option<String>,
+    pub name: Option<String>,
     #[serde(flatten)]
-    spec: DryRunSpec,
+    pub spec: DryRunSpec,
     /// Revision to read the keyspace at (default: the current one).
     #[serde(default)]
-    revision: Option<i64>,
+    pub revision: Option<i64>,
     #[serde(default)]
-    max_keys: Option<u64>,
+    pub max_keys: Option<u64>,
     #[serde(default)]
-    max_reported: Option<usize>,
+    pub max_reported: Option<usize>,
 }
 
 /// The candidate's settings (as in a deploy; hooks, mode and policy do not
 /// matter for a dry run).
 #[derive(Deserialize, Default)]
-struct DryRunSpec {
+pub(crate) struct DryRunSpec {
     #[serde(default)]
-    wasm_base64: Option<String>,
+    pub wasm_base64: Option<String>,
     #[serde(default)]
-    prefixes: Option<Vec<String>>,
+    pub prefixes: Option<Vec<String>>,
     #[serde(default)]
-    deadline: Option<String>,
+    pub deadline: Option<String>,
     #[serde(default)]
-    memory: Option<Value>,
+    pub memory: Option<Value>,
     #[serde(default)]
-    config: ConfigPairs,
+    pub config: ConfigPairs,
 }
 
 /// A dry run's candidate as a deploy would declare it.
@@ -511,25 +548,35 @@ async fn dry_run(State(srv): State<Arc<EtcdServer>>, headers: HeaderMap, body: B
         Ok(b) => b,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad request body: {e}")),
     };
-    if let Err(e) = srv.linearizable_read_notify().await {
-        return from_error(e);
+    match dry_run_body(&srv, body).await {
+        Ok(report) => Json(report).into_response(),
+        Err(f) => failure_response(f),
     }
+}
+
+/// A dry run as `POST /cairn/v1/plugins/dry-run` and the console's form
+/// make it (the caller checked for root).
+pub(crate) async fn dry_run_body(
+    srv: &Arc<EtcdServer>,
+    body: DryRunBody,
+) -> Result<dryrun::Report, Failure> {
+    srv.linearizable_read_notify().await.map_err(failure_of)?;
     let current = srv.store.current_rev();
     let revision = body.revision.filter(|r| *r > 0).unwrap_or(current);
     if revision > current {
-        return error(
+        return Err(fail(
             StatusCode::BAD_REQUEST,
             format!("revision {revision} is in the future (current {current})"),
-        );
+        ));
     }
     if revision < srv.store.compact_rev() {
-        return error(
+        return Err(fail(
             StatusCode::BAD_REQUEST,
             format!(
                 "revision {revision} is compacted (compacted up to {})",
                 srv.store.compact_rev()
             ),
-        );
+        ));
     }
     let max_keys = body
         .max_keys
@@ -550,38 +597,38 @@ async fn dry_run(State(srv): State<Arc<EtcdServer>>, headers: HeaderMap, body: B
         (Some(name), None) => {
             let set = enforcer.current();
             let Some(p) = set.get(name) else {
-                return error(
+                return Err(fail(
                     StatusCode::NOT_FOUND,
                     format!("no plugin named {name:?} is deployed"),
-                );
+                ));
             };
             if !p.record.validator {
-                return error(
+                return Err(fail(
                     StatusCode::BAD_REQUEST,
                     format!("plugin {name:?} is not deployed as a validator"),
-                );
+                ));
             }
             let cell = Arc::clone(&p.load);
             let prefixes = prefixes_override.unwrap_or_else(|| p.record.prefixes.clone());
             match tokio::task::spawn_blocking(move || cell.wait(LOAD_WAIT)).await {
                 Ok(Ok(l)) => (l, prefixes),
                 Ok(Err(e)) => {
-                    return error(
+                    return Err(fail(
                         StatusCode::SERVICE_UNAVAILABLE,
                         format!("plugin {name:?} is not loaded on this member: {e}"),
-                    );
+                    ));
                 }
-                Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+                Err(e) => return Err(fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
             }
         }
         (None, Some(_)) => {
             let name = "candidate".to_owned();
             let decl = match declaration(&name, candidate_spec(body.spec)) {
                 Ok(d) => d,
-                Err(e) => return error(StatusCode::BAD_REQUEST, e),
+                Err(e) => return Err(fail(StatusCode::BAD_REQUEST, e)),
             };
             let Source::Bytes(wasm) = decl.source.clone() else {
-                return error(StatusCode::BAD_REQUEST, "no binary");
+                return Err(fail(StatusCode::BAD_REQUEST, "no binary"));
             };
             let e2 = Arc::clone(&enforcer);
             let loaded = tokio::task::spawn_blocking(move || {
@@ -591,20 +638,20 @@ async fn dry_run(State(srv): State<Arc<EtcdServer>>, headers: HeaderMap, body: B
             match loaded {
                 Ok(Ok(l)) if l.hooks().validator => (l, prefixes_override.unwrap_or_default()),
                 Ok(Ok(_)) => {
-                    return error(
+                    return Err(fail(
                         StatusCode::BAD_REQUEST,
                         "the candidate does not export the validator hook: nothing to dry-run",
-                    );
+                    ));
                 }
-                Ok(Err(e)) => return error(StatusCode::BAD_REQUEST, e),
-                Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+                Ok(Err(e)) => return Err(fail(StatusCode::BAD_REQUEST, e)),
+                Err(e) => return Err(fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
             }
         }
         _ => {
-            return error(
+            return Err(fail(
                 StatusCode::BAD_REQUEST,
                 "give either `name` (a deployed plugin) or `wasm_base64` (a candidate)",
-            );
+            ));
         }
     };
     let opts = dryrun::Options {
@@ -614,9 +661,9 @@ async fn dry_run(State(srv): State<Arc<EtcdServer>>, headers: HeaderMap, body: B
         max_reported,
     };
     match tokio::task::spawn_blocking(move || dryrun::run(&store, &plugin, &opts)).await {
-        Ok(Ok(report)) => Json(report).into_response(),
-        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Ok(Ok(report)) => Ok(report),
+        Ok(Err(e)) => Err(fail(StatusCode::INTERNAL_SERVER_ERROR, e)),
+        Err(e) => Err(fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
     }
 }
 

@@ -313,6 +313,31 @@ fn fragments(resp: WatchResponse, limit: usize) -> Vec<WatchResponse> {
     parts
 }
 
+/// Watch streams open on this member (gRPC and gateway together), for the
+/// console's metrics page.
+static OPEN_STREAMS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// How many watch streams are open on this member now.
+pub fn open_streams() -> i64 {
+    OPEN_STREAMS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Counts one open stream for as long as its task lives (however it ends).
+struct OpenStream;
+
+impl OpenStream {
+    fn new() -> OpenStream {
+        OPEN_STREAMS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        OpenStream
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        OPEN_STREAMS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Serves one watch stream: `incoming` carries the client's requests, the
 /// returned stream the responses. Shared by gRPC and the JSON gateway.
 pub fn serve_stream<S>(
@@ -338,7 +363,9 @@ where
         next_id: 0,
     };
     // The stream runs in its own task; its state keeps who opened it.
+    let open = OpenStream::new();
     tokio::spawn(async move {
+        let _open = open;
         let mut leader_check = tokio::time::interval(election.max(Duration::from_millis(10)));
         let mut no_leader_since: Option<Instant> = None;
         loop {

@@ -103,6 +103,8 @@ struct Sample {
     db_size: i64,
     db_in_use: i64,
     watchers: i64,
+    /// Open watch streams (gRPC and gateway).
+    streams: i64,
 }
 
 fn sample(srv: &EtcdServer) -> Sample {
@@ -135,6 +137,7 @@ fn sample(srv: &EtcdServer) -> Sample {
         db_size: srv.db.disk_space() as i64,
         db_in_use: srv.db.state_machine_space() as i64,
         watchers: srv.hub.watcher_count() as i64,
+        streams: crate::api::watch::open_streams(),
     }
 }
 
@@ -356,13 +359,19 @@ pub async fn page(
         ],
     ));
     body.push_str(&chart(
-        "Watchers",
+        "Watchers and watch streams",
         "watchers",
         slots,
-        &[Series {
-            name: "watchers",
-            values: pairs.iter().map(|(_, b)| Some(b.watchers as f64)).collect(),
-        }],
+        &[
+            Series {
+                name: "watchers",
+                values: pairs.iter().map(|(_, b)| Some(b.watchers as f64)).collect(),
+            },
+            Series {
+                name: "streams",
+                values: pairs.iter().map(|(_, b)| Some(b.streams as f64)).collect(),
+            },
+        ],
     ));
     html::page_with_status(
         axum::http::StatusCode::OK,

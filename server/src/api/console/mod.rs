@@ -20,6 +20,7 @@ mod config;
 pub mod html;
 mod keys;
 mod metrics;
+mod multipart;
 mod plugins;
 pub mod session;
 mod sse;
@@ -77,6 +78,17 @@ pub fn routes(srv: Arc<EtcdServer>, reloader: Arc<Reloader>) -> axum::Router {
         .route("/ui/events/watch", get(watch::events))
         .route("/ui/metrics", get(metrics::page))
         .route("/ui/plugins", get(plugins::page))
+        .route("/ui/plugins/remove", post(plugins::remove))
+        .merge(
+            // The upload forms: as large as the admin API takes (the
+            // session layer bounds the body to the same).
+            axum::Router::new()
+                .route("/ui/plugins/dry-run", post(plugins::dry_run))
+                .route("/ui/plugins/deploy", post(plugins::deploy))
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    crate::api::plugins::MAX_BODY_BYTES,
+                )),
+        )
         .route("/ui/config", get(config::page))
         .route("/ui/assets/console.css", get(css))
         .route("/ui/assets/console.js", get(js))

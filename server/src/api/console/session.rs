@@ -37,6 +37,9 @@ const CSRF_TOKEN_BYTES: usize = 32;
 /// The largest form body the console reads: a value of
 /// `--max-request-bytes` (1.5 MiB by default) percent-encoded can triple.
 pub const MAX_FORM_BYTES: usize = 6 * 1024 * 1024;
+/// Where the plugin forms post (bounded by the admin API's body limit
+/// instead: they carry a plugin binary).
+pub const PLUGIN_FORMS: &str = "/ui/plugins/";
 
 /// What a console handler knows about the request's user.
 #[derive(Debug, Clone)]
@@ -157,20 +160,35 @@ pub async fn session_layer(State(c): State<Arc<Console>>, req: Request, next: Ne
                 "Refused: this form was not sent from this member's console (Origin mismatch).",
             );
         }
+        // The plugin forms carry a `.wasm`: they may be as large as the
+        // admin API takes.
+        let limit = if req.uri().path().starts_with(PLUGIN_FORMS) {
+            crate::api::plugins::MAX_BODY_BYTES
+        } else {
+            MAX_FORM_BYTES
+        };
+        let multipart = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(super::multipart::boundary);
         let (parts, body) = req.into_parts();
-        let bytes = match http_body_util::Limited::new(body, MAX_FORM_BYTES)
-            .collect()
-            .await
-        {
+        let bytes = match http_body_util::Limited::new(body, limit).collect().await {
             Ok(b) => b.to_bytes(),
             Err(_) => {
                 return refuse(
                     StatusCode::PAYLOAD_TOO_LARGE,
-                    &format!("Refused: the form is larger than {MAX_FORM_BYTES} bytes."),
+                    &format!("Refused: the form is larger than {limit} bytes."),
                 );
             }
         };
-        let sent = form_csrf(&bytes).unwrap_or_default();
+        let sent = match &multipart {
+            Some(b) => super::multipart::parse(&bytes, b)
+                .ok()
+                .and_then(|p| super::multipart::text(&p, "csrf")),
+            None => form_csrf(&bytes),
+        }
+        .unwrap_or_default();
         if fresh_csrf || !same_token(&sent, &csrf) {
             return refuse(
                 StatusCode::FORBIDDEN,
