@@ -952,3 +952,115 @@ fn console_plugin_forms_dry_run_deploy_and_remove_for_root_only() {
     assert_eq!(again.status, 404, "{}", again.body);
     assert!(again.body.contains("no plugin named"), "{}", again.body);
 }
+
+#[test]
+fn console_plugins_page_shows_every_members_load_status() {
+    if cairn_tests::target() == cairn_tests::Target::Etcd {
+        return;
+    }
+    // Member 2 fails to load the plugin (a test hook standing in for, say,
+    // a member short of memory); the deploy goes through member 0, whose
+    // candidate check passes.
+    let mut c = Cluster::start(Options {
+        config_toml: Some(String::new()),
+        member_env: vec![(2, "CAIRN_TEST_PLUGIN_LOAD_FAILURE".into(), "naming".into())],
+        ..Options::default()
+    });
+    c.wait_leader(WAIT);
+    let b = Browser::new(c.dir.path(), "b0", &c.members[0].client_url());
+    let mut deploy = Command::new(cairn_bin());
+    deploy
+        .args(["plugin", "deploy", "naming", &plugins_dist("key-naming")])
+        .args(["--deadline", "2s", "--prefix", "/apps/"])
+        .args([
+            "--config",
+            "prefixes=/apps/",
+            "--config",
+            "pattern=^/apps/[a-z0-9-]+$",
+        ])
+        .arg(format!("--endpoints={}", c.members[0].endpoint()))
+        .env_remove("ETCDCTL_ENDPOINTS")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let out = wait_output(deploy.spawn().expect("cairn plugin"), WAIT);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A denial on member 1, so its counts differ from member 0's.
+    let e1 = c.members[1].endpoint();
+    // (Until its component is compiled there, a call may fail instead.)
+    eventually(WAIT, || {
+        let out = etcdctl(&e1, &["put", "/apps/Bad_Name", "x"], None);
+        String::from_utf8_lossy(&out.stderr)
+            .contains("does not match the naming pattern")
+            .then_some(())
+    })
+    .expect("member 1 never denied a put");
+
+    // The page on member 0 lists every member's status of the plugin: its
+    // own and member 1's loaded, member 2's failed with member 2's error,
+    // and member 1's denial (reported by member 1's probe answers).
+    let names: Vec<String> = c.members.iter().map(|m| m.name.clone()).collect();
+    let row = |body: &str, i: usize| -> Option<String> {
+        let (_, rest) = body.split_once(r#"id="plugin-members""#)?;
+        let marker = format!("<th scope=\"row\">{}", names[i]);
+        let (_, rest) = rest.split_once(&marker)?;
+        Some(rest.split_once("</tr>")?.0.to_string())
+    };
+    let page = eventually(WAIT, || {
+        let p = b.get("/ui/plugins");
+        let rows: Option<Vec<String>> = (0..3).map(|i| row(&p.body, i)).collect();
+        let rows = rows?;
+        (rows[0].contains("loaded")
+            && rows[1].contains("loaded")
+            // Load status, calls, denials, errors, mean latency.
+            && rows[1].split("<td>").nth(3) == Some("1</td>")
+            && rows[2].contains("failed"))
+        .then_some(p)
+    })
+    .unwrap_or_else(|| panic!("not every member's status: {}", b.get("/ui/plugins").body));
+    let failed = row(&page.body, 2).unwrap();
+    assert!(
+        failed.contains("refused on this member by CAIRN_TEST_PLUGIN_LOAD_FAILURE"),
+        "{failed}"
+    );
+    assert!(row(&page.body, 0).unwrap().contains("(this member)"));
+    for m in &c.members {
+        assert!(
+            page.body.contains(&format!("<li>{}: ", m.name)),
+            "{}",
+            page.body
+        );
+    }
+
+    // The admin API answers the same, per plugin and member.
+    let api = b.get("/cairn/v1/plugins");
+    assert_eq!(api.status, 200, "{}", api.body);
+    let v: serde_json::Value = serde_json::from_str(&api.body).expect("JSON");
+    let members = v["plugins"][0]["members"].as_array().expect("members");
+    let state = |i: usize| {
+        members
+            .iter()
+            .find(|m| m["member"] == c.members[i].name.as_str())
+            .map(|m| m["state"].as_str().unwrap_or_default().to_string())
+    };
+    assert_eq!(state(0).as_deref(), Some("ready"), "{}", api.body);
+    assert_eq!(state(1).as_deref(), Some("ready"), "{}", api.body);
+    assert_eq!(state(2).as_deref(), Some("failed"), "{}", api.body);
+
+    // A member that stops answering shows as unreachable; the page still
+    // answers at once (it reads the last probes, it calls no peer).
+    c.stop(1);
+    eventually(WAIT, || {
+        let started = Instant::now();
+        let p = b.get("/ui/plugins");
+        assert!(started.elapsed() < Duration::from_secs(10), "slow page");
+        row(&p.body, 1)
+            .is_some_and(|r| r.contains("unreachable"))
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("member 1 not unreachable: {}", b.get("/ui/plugins").body));
+}

@@ -204,6 +204,7 @@ impl Peer for PeerService {
             is_learner: srv.is_learner(),
             etcd_version: super::ETCD_COMPAT_VERSION.to_string(),
             cairn_version: env!("CARGO_PKG_VERSION").to_string(),
+            plugins: Some(super::plugins::set_status(&srv.plugins.current())),
         };
         Ok(Response::new(crate::pb::cairnpb::ProbeResponse {
             unix_nanos,

@@ -17,7 +17,8 @@
 
 use crate::error::Error;
 use crate::etcdserver::EtcdServer;
-use crate::pb::cairnpb::PluginOrigin;
+use crate::pb::cairnpb::{PluginLoadStatus, PluginOrigin, PluginSetStatus};
+use crate::policy::LoadStatus;
 use crate::policy::config::load_declaration;
 use crate::policy::dryrun;
 use crate::policy::model::{self, Declaration, Mode, RecordExt, Source};
@@ -150,8 +151,121 @@ fn plugin_json(p: &crate::policy::ActivePlugin) -> Value {
     })
 }
 
+/// Longest load error a member reports to its peers' probes.
+const MAX_REPORTED_ERROR_BYTES: usize = 1024;
+
+/// This member's set and each plugin's load status and totals here: what
+/// it answers its peers' probes with (and what its own row shows).
+pub(crate) fn set_status(set: &ActiveSet) -> PluginSetStatus {
+    let totals = if set.plugins.is_empty() {
+        HashMap::new()
+    } else {
+        crate::policy::metrics::totals()
+    };
+    PluginSetStatus {
+        version: set.version,
+        plugins: set
+            .plugins
+            .iter()
+            .map(|p| {
+                let t = totals.get(&p.record.name).copied().unwrap_or_default();
+                let (state, error) = match p.load.status() {
+                    LoadStatus::Loading => ("loading", String::new()),
+                    LoadStatus::Ready => ("ready", String::new()),
+                    LoadStatus::Failed(e) => ("failed", cut(e, MAX_REPORTED_ERROR_BYTES)),
+                };
+                PluginLoadStatus {
+                    name: p.record.name.clone(),
+                    sha256: p.record.sha256.clone(),
+                    state: state.to_string(),
+                    error,
+                    calls: t.calls,
+                    denials: t.denials,
+                    errors: t.errors,
+                    mean_latency_seconds: t.mean_latency_seconds().unwrap_or(0.0),
+                }
+            })
+            .collect(),
+    }
+}
+
+/// `s` cut to at most `max` bytes, on a character boundary.
+fn cut(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+    s
+}
+
+/// Every member's view of each plugin of this member's set: for this
+/// member its own state, for a peer what the peer said in its last probe
+/// (`transport::prober`, every 2 s, 1 s timeout). Nothing here calls a
+/// peer, so a member that does not answer costs the page nothing: without
+/// a fresh probe it is `unreachable`.
+fn members_json(srv: &EtcdServer, set: &ActiveSet) -> HashMap<String, Vec<Value>> {
+    let mut out: HashMap<String, Vec<Value>> = HashMap::new();
+    for m in srv.membership.api_members() {
+        let id = format!("{:x}", m.id);
+        let name = if m.name.is_empty() {
+            id.clone()
+        } else {
+            m.name
+        };
+        let reported = if m.id == srv.member_id {
+            Ok(set_status(set))
+        } else {
+            match srv.transport.probes.get(m.id) {
+                Some(p) if p.is_fresh() => match p.status.and_then(|s| s.plugins) {
+                    Some(s) => Ok(s),
+                    None => Err((
+                        "unknown",
+                        "the member does not report plugin status (an older version)".to_string(),
+                    )),
+                },
+                _ => Err(("unreachable", "no answer to the last probes".to_string())),
+            }
+        };
+        for p in &set.plugins {
+            let row = match &reported {
+                Ok(s) => match s
+                    .plugins
+                    .iter()
+                    .find(|q| q.name == p.record.name && q.sha256 == p.record.sha256)
+                {
+                    Some(q) => json!({
+                        "state": q.state,
+                        "error": (!q.error.is_empty()).then_some(&q.error),
+                        "set_version": s.version,
+                        "calls": q.calls,
+                        "denials": q.denials,
+                        "errors": q.errors,
+                        "mean_latency_ms": (q.calls > 0).then_some(q.mean_latency_seconds * 1000.0),
+                    }),
+                    None => json!({
+                        "state": "absent",
+                        "error": format!("the member enforces set version {}, without this deploy of the plugin", s.version),
+                        "set_version": s.version,
+                    }),
+                },
+                Err((state, why)) => json!({ "state": state, "error": why }),
+            };
+            let mut row = row;
+            row["member"] = json!(name);
+            row["id"] = json!(id);
+            out.entry(p.record.name.clone()).or_default().push(row);
+        }
+    }
+    out
+}
+
 pub(crate) fn set_json(srv: &EtcdServer, set: &ActiveSet) -> Value {
     let declared = srv.plugins.declared();
+    let mut members = members_json(srv, set);
     json!({
         "member": srv.name,
         "version": set.version,
@@ -166,7 +280,11 @@ pub(crate) fn set_json(srv: &EtcdServer, set: &ActiveSet) -> Value {
             "error": declared.error,
             "trigger": declared.trigger,
         },
-        "plugins": set.plugins.iter().map(|p| plugin_json(p)).collect::<Vec<_>>(),
+        "plugins": set.plugins.iter().map(|p| {
+            let mut v = plugin_json(p);
+            v["members"] = json!(members.remove(&p.record.name).unwrap_or_default());
+            v
+        }).collect::<Vec<_>>(),
     })
 }
 

@@ -109,3 +109,62 @@ impl CallMetrics {
         self.latency.observe(took.as_secs_f64());
     }
 }
+
+/// One plugin's figures on this member since it started, all hooks (and
+/// modes and error kinds) together: what the console's plugins page shows
+/// per member.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PluginTotals {
+    pub calls: u64,
+    pub denials: u64,
+    pub errors: u64,
+    /// Observations and their sum in the latency histogram.
+    pub timed_calls: u64,
+    pub time_sum_seconds: f64,
+}
+
+impl PluginTotals {
+    /// The mean call time; `None` before the first call.
+    pub fn mean_latency_seconds(&self) -> Option<f64> {
+        (self.timed_calls > 0).then(|| self.time_sum_seconds / self.timed_calls as f64)
+    }
+}
+
+/// Adds one labelled series of a vector to a plugin's totals.
+type AddTo = fn(&mut PluginTotals, &prometheus::proto::Metric);
+
+/// Every plugin's totals, by name. Reads the metric vectors (a few
+/// hundred series at most: `MAX_PLUGINS` names times hooks and kinds), so
+/// it is for pages and probes, not for the data path.
+pub fn totals() -> std::collections::HashMap<String, PluginTotals> {
+    use prometheus::core::Collector;
+    let mut out: std::collections::HashMap<String, PluginTotals> = Default::default();
+    let m = &*PLUGIN_METRICS;
+    let vectors: [(&dyn Collector, AddTo); 4] = [
+        (&m.calls, |t, m| {
+            t.calls += m.get_counter().get_value() as u64
+        }),
+        (&m.denials, |t, m| {
+            t.denials += m.get_counter().get_value() as u64
+        }),
+        (&m.errors, |t, m| {
+            t.errors += m.get_counter().get_value() as u64
+        }),
+        (&m.latency, |t, m| {
+            let h = m.get_histogram();
+            t.timed_calls += h.get_sample_count();
+            t.time_sum_seconds += h.get_sample_sum();
+        }),
+    ];
+    for (c, add) in vectors {
+        for family in c.collect() {
+            for metric in family.get_metric() {
+                let Some(plugin) = metric.get_label().iter().find(|l| l.name() == "plugin") else {
+                    continue;
+                };
+                add(out.entry(plugin.value().to_string()).or_default(), metric);
+            }
+        }
+    }
+    out
+}

@@ -666,6 +666,11 @@ impl LazyMetrics {
     }
 }
 
+/// Test-only: the name of a plugin this member fails to load (the
+/// deploy's candidate check on the serving member still passes), so a test
+/// can show one member's load failure next to the others' success.
+pub const TEST_LOAD_FAILURE_ENV: &str = "CAIRN_TEST_PLUGIN_LOAD_FAILURE";
+
 /// Loads one component of the set on this member and checks that it has
 /// the hooks its record enables.
 fn load_component(
@@ -674,6 +679,11 @@ fn load_component(
     wasm: Bytes,
 ) -> Result<Arc<LoadedPlugin>, String> {
     let host = host.as_ref().map_err(Clone::clone)?;
+    if std::env::var_os(TEST_LOAD_FAILURE_ENV).is_some_and(|v| v == record.name.as_str()) {
+        return Err(format!(
+            "refused on this member by {TEST_LOAD_FAILURE_ENV} (a test's stand-in for a load failure)"
+        ));
+    }
     if wasm.is_empty() {
         return Err("its binary is missing on this member".into());
     }

@@ -1,8 +1,8 @@
 //! The policy plugins page: the set this member enforces (version, first
 //! revision), each plugin's hooks, prefixes, mode, failure policy, limits
-//! and load status here, and its calls, denials, errors and mean latency on
-//! this member since it started. Root only while auth is on, as the admin
-//! API is.
+//! and load status on every member, and its calls, denials, errors and
+//! mean latency on each member since that member started. Root only while
+//! auth is on, as the admin API is.
 //!
 //! For root, three forms: a dry run (upload a `.wasm`, see which existing
 //! keys it would reject), a deploy and a remove (with a confirmation
@@ -16,45 +16,15 @@ use super::html::{self, Nav, esc};
 use super::multipart::{self, Part};
 use super::session::Session;
 use crate::api::plugins::{ConfigPairs, DryRunBody, DryRunSpec, Failure, Spec};
-use crate::policy::metrics::PLUGIN_METRICS;
 use axum::Extension;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use base64::Engine as _;
 use bytes::Bytes;
-use prometheus::core::Collector;
 use serde_json::Value;
-use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
-
-/// A metric vector's values summed per `plugin` label: (count, sum) —
-/// counters give their value and 0; histograms their count and sum.
-fn per_plugin(c: &dyn Collector) -> HashMap<String, (f64, f64)> {
-    let mut out: HashMap<String, (f64, f64)> = HashMap::new();
-    for family in c.collect() {
-        for m in family.get_metric() {
-            let Some(plugin) = m
-                .get_label()
-                .iter()
-                .find(|l| l.name() == "plugin")
-                .map(|l| l.value().to_string())
-            else {
-                continue;
-            };
-            let e = out.entry(plugin).or_default();
-            let h = m.get_histogram();
-            if h.get_sample_count() > 0 {
-                e.0 += h.get_sample_count() as f64;
-                e.1 += h.get_sample_sum();
-            } else {
-                e.0 += m.get_counter().get_value();
-            }
-        }
-    }
-    out
-}
 
 fn text_list(v: &Value) -> String {
     v.as_array()
@@ -99,10 +69,6 @@ fn set_view(c: &Console, s: &Session) -> String {
 
 fn table(c: &Console, s: &Session) -> String {
     let set = crate::api::plugins::set_json(&c.srv, &c.srv.plugins.current());
-    let calls = per_plugin(&PLUGIN_METRICS.calls);
-    let denials = per_plugin(&PLUGIN_METRICS.denials);
-    let errors = per_plugin(&PLUGIN_METRICS.errors);
-    let latency = per_plugin(&PLUGIN_METRICS.latency);
     let mut body = String::new();
     let _ = write!(
         body,
@@ -121,21 +87,20 @@ fn table(c: &Console, s: &Session) -> String {
         return body;
     }
     body.push_str(
-        r#"<div class="scroll"><table id="plugins"><thead><tr><th scope="col">Name</th><th scope="col">Hooks</th><th scope="col">Prefixes</th><th scope="col">Mode</th><th scope="col">On failure</th><th scope="col">Limits</th><th scope="col">Status here</th><th scope="col">Calls</th><th scope="col">Denials</th><th scope="col">Errors</th><th scope="col">Mean latency</th><th scope="col">Remove</th></tr></thead><tbody>"#,
+        r#"<div class="scroll"><table id="plugins"><thead><tr><th scope="col">Name</th><th scope="col">Hooks</th><th scope="col">Prefixes</th><th scope="col">Mode</th><th scope="col">On failure</th><th scope="col">Limits</th><th scope="col">Load status per member</th><th scope="col">Remove</th></tr></thead><tbody>"#,
     );
     for p in &plugins {
         let name = p["name"].as_str().unwrap_or_default();
-        let count = |m: &HashMap<String, (f64, f64)>| m.get(name).map_or(0.0, |v| v.0);
-        let mean = latency
-            .get(name)
-            .filter(|(n, _)| *n > 0.0)
-            .map_or("—".to_string(), |(n, sum)| {
-                format!("{:.2} ms", sum / n * 1000.0)
-            });
-        let status = match &p["status"] {
-            Value::String(st) => esc(st),
-            other => esc(&other.to_string()),
-        };
+        let loads: String = members(p)
+            .iter()
+            .map(|m| {
+                format!(
+                    "<li>{}: {}</li>",
+                    esc(m["member"].as_str().unwrap_or_default()),
+                    state(m)
+                )
+            })
+            .collect();
         // Plugins declared in the config files are changed there.
         let remove = if p["origin"].as_str() == Some("api") {
             format!(
@@ -149,7 +114,7 @@ fn table(c: &Console, s: &Session) -> String {
         };
         let _ = write!(
             body,
-            "<tr><th scope=\"row\">{}</th><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} ms, {}</td><td>{status}</td><td>{}</td><td>{}</td><td>{}</td><td>{mean}</td><td>{remove}</td></tr>",
+            "<tr><th scope=\"row\">{}</th><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} ms, {}</td><td><ul class=\"loads\">{loads}</ul></td><td>{remove}</td></tr>",
             esc(name),
             text_list(&p["hooks"]),
             text_list(&p["prefixes"]),
@@ -157,15 +122,65 @@ fn table(c: &Console, s: &Session) -> String {
             esc(p["failure_policy"].as_str().unwrap_or_default()),
             p["deadline_ms"],
             html::size(p["memory_bytes"].as_i64().unwrap_or(0)),
-            count(&calls),
-            count(&denials),
-            count(&errors),
         );
     }
-    body.push_str(
-        "</tbody></table></div><p class=\"hint\">Counts are this member's since it started.</p>",
-    );
+    body.push_str("</tbody></table></div>");
+    body.push_str(&per_member(c, &plugins));
     body
+}
+
+fn members(p: &Value) -> Vec<Value> {
+    p["members"].as_array().cloned().unwrap_or_default()
+}
+
+/// One member's load status of a plugin, as words: loaded, compiling,
+/// failed (with the member's error), or why there is no answer.
+fn state(m: &Value) -> String {
+    let error = m["error"].as_str().unwrap_or_default();
+    match m["state"].as_str().unwrap_or_default() {
+        "ready" => r#"<span class="ok">loaded</span>"#.to_string(),
+        "loading" => "compiling".to_string(),
+        "failed" => format!(r#"<span class="bad">failed</span>: {}"#, esc(error)),
+        "unreachable" => r#"<span class="bad">unreachable</span>"#.to_string(),
+        other => format!("{} ({})", esc(other), esc(error)),
+    }
+}
+
+/// Calls, denials, errors and mean latency of each plugin on each member,
+/// since that member started (from its last probe answer for the others).
+fn per_member(c: &Console, plugins: &[Value]) -> String {
+    let mut out = String::from(
+        r#"<h2 id="on-each-member">On each member</h2><div class="scroll"><table id="plugin-members"><thead><tr><th scope="col">Plugin</th><th scope="col">Member</th><th scope="col">Load status</th><th scope="col">Calls</th><th scope="col">Denials</th><th scope="col">Errors</th><th scope="col">Mean latency</th></tr></thead><tbody>"#,
+    );
+    let this_id = format!("{:x}", c.srv.member_id);
+    for p in plugins {
+        let name = esc(p["name"].as_str().unwrap_or_default());
+        for m in members(p) {
+            let member = m["member"].as_str().unwrap_or_default();
+            let this = if m["id"].as_str() == Some(this_id.as_str()) {
+                r#" <span class="hint">(this member)</span>"#
+            } else {
+                ""
+            };
+            let count = |k: &str| m[k].as_u64().map_or("—".to_string(), |n| n.to_string());
+            let mean = m["mean_latency_ms"]
+                .as_f64()
+                .map_or("—".to_string(), |ms| format!("{ms:.2} ms"));
+            let _ = write!(
+                out,
+                "<tr><td>{name}</td><th scope=\"row\">{}{this}</th><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{mean}</td></tr>",
+                esc(member),
+                state(&m),
+                count("calls"),
+                count("denials"),
+                count("errors"),
+            );
+        }
+    }
+    out.push_str(
+        "</tbody></table></div><p class=\"hint\">Counts are each member's since it started. Other members' figures come from their answers to this member's probes (every 2 s); a member without an answer in the last 6 s shows as unreachable.</p>",
+    );
+    out
 }
 
 /// The dry-run and deploy forms (multipart: they upload the binary).
