@@ -56,15 +56,15 @@ pub struct PluginBenchArgs {
 
 /// One measured run.
 #[derive(Debug, Clone, Default)]
-struct Run {
-    qps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    max_ms: f64,
-    requests: u64,
-    errors: u64,
+pub(crate) struct Run {
+    pub(crate) qps: f64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    pub(crate) max_ms: f64,
+    pub(crate) requests: u64,
+    pub(crate) errors: u64,
     /// CPU time the three members used, per request (µs).
-    cpu_us_per_put: f64,
+    pub(crate) cpu_us_per_put: f64,
 }
 
 /// `cairn_plugin_call_duration_seconds` summed over the members.
@@ -225,7 +225,7 @@ pub fn run(args: PluginBenchArgs) -> Result<ExitCode> {
     })
 }
 
-fn median_of(values: &[f64]) -> f64 {
+pub(crate) fn median_of(values: &[f64]) -> f64 {
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
     let n = v.len();
@@ -236,7 +236,7 @@ fn median_of(values: &[f64]) -> f64 {
     }
 }
 
-fn median(runs: &[Run]) -> Run {
+pub(crate) fn median(runs: &[Run]) -> Run {
     let pick = |f: fn(&Run) -> f64| median_of(&runs.iter().map(f).collect::<Vec<_>>());
     Run {
         qps: pick(|r| r.qps),
@@ -381,10 +381,10 @@ fn wait_plugin_state(members: &[std::net::SocketAddr], deployed: bool) -> Result
 
 /// `/proc/<pid>/stat`'s utime and stime are in clock ticks of this rate
 /// (`USER_HZ`, 100 on every Linux architecture Cairn builds for).
-const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
+pub(crate) const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
 
 /// CPU time (user + system, all threads) the processes have used so far.
-fn cpu_ticks(pids: &[u32]) -> Result<u64> {
+pub(crate) fn cpu_ticks(pids: &[u32]) -> Result<u64> {
     let mut total = 0;
     for pid in pids {
         let path = format!("/proc/{pid}/stat");
@@ -409,7 +409,12 @@ fn cpu_ticks(pids: &[u32]) -> Result<u64> {
 }
 
 /// One `cairn-bench` put workload.
-fn run_bench(bench: &Path, endpoints: &str, extra: &[String], dir: &Path) -> Result<Run> {
+pub(crate) fn run_bench(
+    bench: &Path,
+    endpoints: &str,
+    extra: &[String],
+    dir: &Path,
+) -> Result<Run> {
     let mut cmd = Command::new(bench);
     cmd.args(extra)
         .args(["--workload", "put"])

@@ -23,6 +23,7 @@
 //! depend on anything that needs `protoc` (see `protoc.rs`).
 
 mod bench;
+mod bench_console;
 mod bench_plugins;
 mod bench_restore;
 mod bench_rolling;
@@ -138,6 +139,9 @@ enum BenchCommand {
     /// What a policy plugin costs: the put workload on fresh clusters with
     /// and without a plugin (default: the allow-all validator).
     Plugins(bench_plugins::PluginBenchArgs),
+    /// What an open web console costs: put throughput with and without
+    /// console viewers on every member (ABBA on the same cluster).
+    Console(bench_console::ConsoleBenchArgs),
     /// Bringing a large etcd snapshot into service: `etcdctl snapshot
     /// restore` against `cairn snapshot restore` and against starting
     /// cairn on the etcd data dir (import); print a markdown table.
@@ -193,6 +197,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => match args.compare {
             Some(BenchCommand::Compare(c)) => bench::compare(c),
             Some(BenchCommand::Plugins(p)) => bench_plugins::run(p),
+            Some(BenchCommand::Console(c)) => bench_console::run(c),
             Some(BenchCommand::Restore(r)) => bench_restore::run(r),
             Some(BenchCommand::RollingRestart(r)) => bench_rolling::run(r),
             None => bench::run(args.args),
