@@ -24,7 +24,17 @@ const CLUSTER_START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// `cargo build --release -p cairn-tests --bin cairn-bench`; returns the
 /// binary. cairn-tests depends on etcd-client, hence the protoc shim.
+/// `$CAIRN_BENCH_BIN` names a binary to use instead (e.g. the one
+/// `cargo build --release --workspace --bins` made: building it with `-p`
+/// resolves features differently and recompiles many dependencies).
 pub(crate) fn build_bench() -> Result<PathBuf> {
+    if let Some(bin) = std::env::var_os("CAIRN_BENCH_BIN").filter(|b| !b.is_empty()) {
+        let bin = std::path::absolute(PathBuf::from(bin))?;
+        if !bin.is_file() {
+            anyhow::bail!("$CAIRN_BENCH_BIN: {} is not a file", bin.display());
+        }
+        return Ok(bin);
+    }
     let mut cmd = cargo();
     cmd.args([
         "build",
