@@ -1213,9 +1213,11 @@ async fn expire_leases(server: Arc<EtcdServer>) {
             if due {
                 last_checkpoint = tokio::time::Instant::now();
             }
-            if !checkpoints.is_empty() {
+            if !checkpoints.items.is_empty() {
                 let srv = Arc::clone(&server);
                 tokio::spawn(async move {
+                    let term = checkpoints.term;
+                    let checkpoints = checkpoints.items;
                     let clears: Vec<i64> = checkpoints
                         .iter()
                         .filter(|(_, left)| *left == 0)
@@ -1230,7 +1232,7 @@ async fn expire_leases(server: Arc<EtcdServer>) {
                                 })
                                 .collect(),
                         };
-                    if let Err(e) = srv.propose_internal(request).await {
+                    if let Err(e) = srv.propose_as_leader_of(term, request).await {
                         // Renewed leases' records must still be cleared.
                         srv.lessor.requeue_clears(&clears);
                         tracing::warn!(error = %e, "proposing lease checkpoints failed; the next round retries");
@@ -1239,12 +1241,19 @@ async fn expire_leases(server: Arc<EtcdServer>) {
                 });
             }
         }
-        for id in server.lessor.expired(MAX_REVOKES_PER_SWEEP) {
+        let expired = server.lessor.expired(MAX_REVOKES_PER_SWEEP);
+        for id in expired.items {
             let srv = Arc::clone(&server);
+            let term = expired.term;
             tokio::spawn(async move {
-                let r = srv.propose_internal(LeaseRevokeRequest { id }).await;
+                let r = srv
+                    .propose_as_leader_of(term, LeaseRevokeRequest { id })
+                    .await;
+                // Not found: revoked meanwhile. Leader changed: no longer
+                // this member's to revoke.
                 if let Err(e) = r
                     && e != crate::error::Error::LeaseNotFound
+                    && e != crate::error::Error::LeaderChanged
                 {
                     tracing::warn!(lease = %format!("{id:016x}"), error = %e, "revoking an expired lease failed; will retry");
                 }

@@ -171,7 +171,8 @@ impl ApplyLoop {
                         // their clocks (etcd's "promote").
                         let checkpoints =
                             self.cfg.config.load().experimental_enable_lease_checkpoint;
-                        self.lessor.promote(self.election_timeout(), checkpoints);
+                        self.lessor
+                            .promote(self.election_timeout(), checkpoints, e.term);
                     }
                 }
                 EntryType::EntryConfChange => {
@@ -284,6 +285,15 @@ impl ApplyLoop {
         };
         let id = req.id;
         let wanted = id != 0 && self.waiters.is_registered(id);
+        if req.leader_term != 0 && req.leader_term != term {
+            // Decided by a leader of an earlier term and forwarded by raft to
+            // a later one: its view of leases is stale (see `LeaderWork`).
+            // The entry's term is replicated, so every member skips it.
+            if wanted {
+                results.push((id, Err(Error::LeaderChanged)));
+            }
+            return Ok(());
+        }
         if let Some(e) = req
             .request
             .as_ref()

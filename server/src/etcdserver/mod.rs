@@ -312,6 +312,21 @@ impl EtcdServer {
         proposal::expect::<P>(applied)
     }
 
+    /// A proposal only the leader of `term` may make (its lessor's revokes
+    /// and checkpoints): applied only if raft appends it in that term, and
+    /// answered [`Error::LeaderChanged`] everywhere otherwise.
+    pub async fn propose_as_leader_of<P: Proposal>(
+        &self,
+        term: u64,
+        p: P,
+    ) -> Result<P::Response, Error> {
+        assert!(term > 0, "a leader's term is at least 1");
+        let applied = self
+            .propose_counted(p.into_request(), None, None, term, self.deadline())
+            .await?;
+        proposal::expect::<P>(applied)
+    }
+
     /// The deadline of a request starting now. A client request gets one
     /// where it enters, in its [`RequestCtx`]: every stage after (judging,
     /// proposing, waiting) shares it, so no request waits longer than
@@ -339,8 +354,23 @@ impl EtcdServer {
         stamp: Option<crate::pb::cairnpb::PluginStamp>,
         deadline: tokio::time::Instant,
     ) -> Result<Applied, Error> {
+        self.propose_counted(request, auth, stamp, 0, deadline)
+            .await
+    }
+
+    /// [`Self::propose_inner`], counted in the proposal metrics.
+    async fn propose_counted(
+        &self,
+        request: Request,
+        auth: Option<crate::pb::cairnpb::RequestAuth>,
+        stamp: Option<crate::pb::cairnpb::PluginStamp>,
+        leader_term: u64,
+        deadline: tokio::time::Instant,
+    ) -> Result<Applied, Error> {
         crate::metrics::METRICS.proposals_pending.inc();
-        let result = self.propose_inner(request, auth, stamp, deadline).await;
+        let result = self
+            .propose_inner(request, auth, stamp, leader_term, deadline)
+            .await;
         crate::metrics::METRICS.proposals_pending.dec();
         // Failures of consensus, not requests refused by the state machine.
         if matches!(
@@ -361,6 +391,7 @@ impl EtcdServer {
         request: Request,
         auth: Option<crate::pb::cairnpb::RequestAuth>,
         plugin_stamp: Option<crate::pb::cairnpb::PluginStamp>,
+        leader_term: u64,
         deadline: tokio::time::Instant,
     ) -> Result<Applied, Error> {
         let commit = self.status.commit.load(Ordering::Acquire);
@@ -376,6 +407,7 @@ impl EtcdServer {
             request: Some(request),
             auth,
             plugin_stamp,
+            leader_term,
         }
         .encode_to_vec();
         if data.len() > limit {
