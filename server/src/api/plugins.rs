@@ -151,9 +151,9 @@ fn plugin_json(p: &crate::policy::ActivePlugin) -> Value {
 }
 
 pub(crate) fn set_json(srv: &EtcdServer, set: &ActiveSet) -> Value {
-    let declared = srv.plugins.declared();
+    let declared = srv.plugins().declared();
     json!({
-        "member": srv.name,
+        "member": srv.name(),
         "version": set.version,
         "raft_index": set.raft_index,
         "first_revision": set.first_revision,
@@ -185,7 +185,7 @@ async fn list(
     {
         return from_error(e);
     }
-    Json(set_json(&srv, &srv.plugins.current())).into_response()
+    Json(set_json(&srv, &srv.plugins().current())).into_response()
 }
 
 async fn show(
@@ -199,7 +199,7 @@ async fn show(
     if let Err(e) = srv.linearizable_read_notify().await {
         return from_error(e);
     }
-    let set = srv.plugins.current();
+    let set = srv.plugins().current();
     match set.get(&name) {
         Some(p) => Json(plugin_json(p)).into_response(),
         None => error(
@@ -365,7 +365,7 @@ pub(crate) async fn deploy_spec(
     spec: Spec,
 ) -> Result<Value, Failure> {
     let decl = declaration(&name, spec).map_err(|e| fail(StatusCode::BAD_REQUEST, e))?;
-    if let Some(p) = srv.plugins.current().get(&name)
+    if let Some(p) = srv.plugins().current().get(&name)
         && p.record.declared_in_config()
     {
         return Err(fail(
@@ -377,7 +377,7 @@ pub(crate) async fn deploy_spec(
     }
     // Compile and check it here first: a binary that does not load on this
     // member is refused before anything is proposed.
-    let enforcer = Arc::clone(&srv.plugins);
+    let enforcer = Arc::clone(srv.plugins());
     let loaded =
         tokio::task::spawn_blocking(move || load_declaration(&enforcer, &decl, PluginOrigin::Api))
             .await;
@@ -446,7 +446,7 @@ pub(crate) async fn remove_plugin(
     name: String,
 ) -> Result<Value, Failure> {
     srv.linearizable_read_notify().await.map_err(failure_of)?;
-    match srv.plugins.current().get(&name) {
+    match srv.plugins().current().get(&name) {
         None => {
             return Err(fail(
                 StatusCode::NOT_FOUND,
@@ -561,7 +561,7 @@ pub(crate) async fn dry_run_body(
     body: DryRunBody,
 ) -> Result<dryrun::Report, Failure> {
     srv.linearizable_read_notify().await.map_err(failure_of)?;
-    let current = srv.store.current_rev();
+    let current = srv.store().current_rev();
     let revision = body.revision.filter(|r| *r > 0).unwrap_or(current);
     if revision > current {
         return Err(fail(
@@ -569,12 +569,12 @@ pub(crate) async fn dry_run_body(
             format!("revision {revision} is in the future (current {current})"),
         ));
     }
-    if revision < srv.store.compact_rev() {
+    if revision < srv.store().compact_rev() {
         return Err(fail(
             StatusCode::BAD_REQUEST,
             format!(
                 "revision {revision} is compacted (compacted up to {})",
-                srv.store.compact_rev()
+                srv.store().compact_rev()
             ),
         ));
     }
@@ -591,8 +591,8 @@ pub(crate) async fn dry_run_body(
         .prefixes
         .clone()
         .map(|p| p.into_iter().map(Bytes::from).collect::<Vec<_>>());
-    let enforcer = Arc::clone(&srv.plugins);
-    let store = Arc::clone(&srv.store);
+    let enforcer = Arc::clone(srv.plugins());
+    let store = Arc::clone(srv.store());
     let (plugin, prefixes) = match (&body.name, &body.spec.wasm_base64) {
         (Some(name), None) => {
             let set = enforcer.current();
@@ -725,7 +725,7 @@ async fn check(State(srv): State<Arc<EtcdServer>>, headers: HeaderMap, body: Byt
             }
         };
         let decision = srv
-            .plugins
+            .plugins()
             .authenticate(credential, srv.auth_enabled())
             .await;
         let v = match decision {
@@ -755,7 +755,7 @@ async fn check(State(srv): State<Arc<EtcdServer>>, headers: HeaderMap, body: Byt
         // Without a principal, the one the authenticate question produced.
         let principal = q.principal.or(principal_from_auth);
         let r = srv
-            .plugins
+            .plugins()
             .authorize(
                 principal.clone(),
                 access,

@@ -589,7 +589,7 @@ impl Member {
             tracing::warn!("some client connections were still open at stop (long-lived streams)");
         }
         // Everything acknowledged is already durable; this flushes the rest.
-        if let Err(e) = self.server.db.sync() {
+        if let Err(e) = self.server.db().sync() {
             tracing::warn!(error = %e, "final flush failed");
         }
         self.sockets.lock().remove_all();
@@ -823,7 +823,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
         Arc::clone(&waiters),
         Arc::clone(&snapshots),
         NodeConfig {
-            config: Arc::clone(&server.config),
+            config: Arc::clone(server.config()),
             election_ticks,
             fast_forward_ticks: fast_forward,
             lessor: Arc::clone(&lessor),
@@ -851,7 +851,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
         applied_tx,
         snapshots: Arc::clone(&snapshots),
         cfg: ApplyConfig {
-            config: Arc::clone(&server.config),
+            config: Arc::clone(server.config()),
             snapshot_catchup_entries: SNAPSHOT_CATCHUP_ENTRIES,
         },
         applied,
@@ -1149,7 +1149,7 @@ fn client_router(
 /// "publish"), retrying until it is applied; then the member serves clients.
 async fn publish(server: Arc<EtcdServer>, name: String, client_urls: Vec<String>) {
     let attrs = MemberAttributes {
-        member_id: server.member_id,
+        member_id: server.member_id(),
         name: name.clone(),
         client_urls: client_urls.clone(),
     };
@@ -1166,7 +1166,7 @@ async fn publish(server: Arc<EtcdServer>, name: String, client_urls: Vec<String>
         "published local member to cluster through raft: {{Name:{} ClientURLs:[{}]}} to cluster {:x}",
         name,
         client_urls.join(" "),
-        server.cluster_id
+        server.cluster_id()
     );
     // Logged before clients are let in: scripts (and tests) that see the
     // member healthy may look for this line at once.
@@ -1202,14 +1202,14 @@ async fn expire_leases(server: Arc<EtcdServer>) {
     let in_flight = Arc::new(tokio::sync::Semaphore::new(1));
     loop {
         tick.tick().await;
-        if !server.status.is_leader() {
+        if !server.status().is_leader() {
             continue;
         }
-        if server.config.load().experimental_enable_lease_checkpoint
+        if server.config().load().experimental_enable_lease_checkpoint
             && let Ok(permit) = Arc::clone(&in_flight).try_acquire_owned()
         {
             let due = last_checkpoint.elapsed() >= interval;
-            let checkpoints = server.lessor.checkpoints(due, interval);
+            let checkpoints = server.lessor().checkpoints(due, interval);
             if due {
                 last_checkpoint = tokio::time::Instant::now();
             }
@@ -1234,14 +1234,14 @@ async fn expire_leases(server: Arc<EtcdServer>) {
                         };
                     if let Err(e) = srv.propose_as_leader_of(term, request).await {
                         // Renewed leases' records must still be cleared.
-                        srv.lessor.requeue_clears(&clears);
+                        srv.lessor().requeue_clears(&clears);
                         tracing::warn!(error = %e, "proposing lease checkpoints failed; the next round retries");
                     }
                     drop(permit);
                 });
             }
         }
-        let expired = server.lessor.expired(MAX_REVOKES_PER_SWEEP);
+        let expired = server.lessor().expired(MAX_REVOKES_PER_SWEEP);
         for id in expired.items {
             let srv = Arc::clone(&server);
             let term = expired.term;

@@ -152,31 +152,81 @@ impl RaftStatus {
 }
 
 pub struct EtcdServer {
-    pub member_id: u64,
-    pub cluster_id: u64,
-    pub name: String,
-    pub db: Db,
-    pub store: Arc<Store>,
-    pub membership: Arc<Membership>,
-    pub status: Arc<RaftStatus>,
-    pub snapshots: Arc<SnapshotRegistry>,
+    member_id: u64,
+    cluster_id: u64,
+    name: String,
+    db: Db,
+    store: Arc<Store>,
+    membership: Arc<Membership>,
+    status: Arc<RaftStatus>,
+    snapshots: Arc<SnapshotRegistry>,
     /// The live configuration: swapped whole by a reload, read per request.
-    pub config: Arc<arc_swap::ArcSwap<cairn_config::ServerConfig>>,
-    pub lessor: Arc<Lessor>,
-    pub hub: Arc<WatchHub>,
-    pub transport: Arc<Transport>,
+    config: Arc<arc_swap::ArcSwap<cairn_config::ServerConfig>>,
+    lessor: Arc<Lessor>,
+    hub: Arc<WatchHub>,
+    transport: Arc<Transport>,
     /// etcd's v2 keyspace, separate from v3 (written only by the apply loop).
-    pub v2: Arc<parking_lot::RwLock<crate::v2::V2Store>>,
+    v2: Arc<parking_lot::RwLock<crate::v2::V2Store>>,
     /// etcd's v3 auth: the replicated store and this member's tokens.
-    pub auth: Arc<auth::AuthState>,
+    auth: Arc<auth::AuthState>,
     /// Policy plugins: the replicated set and what judges writes with it.
-    pub plugins: Arc<crate::policy::Enforcer>,
+    plugins: Arc<crate::policy::Enforcer>,
     raft_tx: crossbeam_channel::Sender<node::RaftMsg>,
     waiters: Arc<Waiters<Applied>>,
     applied_rx: tokio_watch::Receiver<u64>,
     ids: RequestIdGenerator,
     /// Set once this member has published itself and serves clients.
     ready: tokio_watch::Sender<bool>,
+}
+
+/// Read access for the layers above (`api/`, `boot/`): the fields stay
+/// private so only this module decides how they change.
+impl EtcdServer {
+    pub(crate) fn member_id(&self) -> u64 {
+        self.member_id
+    }
+    pub(crate) fn cluster_id(&self) -> u64 {
+        self.cluster_id
+    }
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+    pub(crate) fn db(&self) -> &Db {
+        &self.db
+    }
+    pub(crate) fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+    pub(crate) fn membership(&self) -> &Arc<Membership> {
+        &self.membership
+    }
+    pub(crate) fn status(&self) -> &Arc<RaftStatus> {
+        &self.status
+    }
+    pub(crate) fn snapshots(&self) -> &Arc<SnapshotRegistry> {
+        &self.snapshots
+    }
+    pub(crate) fn config(&self) -> &Arc<arc_swap::ArcSwap<cairn_config::ServerConfig>> {
+        &self.config
+    }
+    pub(crate) fn lessor(&self) -> &Arc<Lessor> {
+        &self.lessor
+    }
+    pub(crate) fn hub(&self) -> &Arc<WatchHub> {
+        &self.hub
+    }
+    pub(crate) fn transport(&self) -> &Arc<Transport> {
+        &self.transport
+    }
+    pub(crate) fn v2(&self) -> &Arc<parking_lot::RwLock<crate::v2::V2Store>> {
+        &self.v2
+    }
+    pub(crate) fn auth(&self) -> &Arc<auth::AuthState> {
+        &self.auth
+    }
+    pub(crate) fn plugins(&self) -> &Arc<crate::policy::Enforcer> {
+        &self.plugins
+    }
 }
 
 /// What a server is built from: its shared parts and the ends of the

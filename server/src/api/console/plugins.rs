@@ -98,7 +98,7 @@ fn set_view(c: &Console, s: &Session) -> String {
 }
 
 fn table(c: &Console, s: &Session) -> String {
-    let set = crate::api::plugins::set_json(&c.srv, &c.srv.plugins.current());
+    let set = crate::api::plugins::set_json(&c.srv, &c.srv.plugins().current());
     let calls = per_plugin(&PLUGIN_METRICS.calls);
     let denials = per_plugin(&PLUGIN_METRICS.denials);
     let errors = per_plugin(&PLUGIN_METRICS.errors);
