@@ -12,11 +12,13 @@ pub mod cluster;
 pub mod compactor;
 pub mod corrupt;
 pub mod ctx;
+mod forward;
 pub mod node;
 pub mod policy;
 pub mod proposal;
 
 pub use ctx::RequestCtx;
+use forward::Leader;
 use proposal::Proposal;
 pub mod reload;
 pub mod wait;
@@ -564,46 +566,42 @@ impl EtcdServer {
     /// a follower). Returns the lease's TTL, or 0 if it does not exist.
     pub async fn lease_renew(&self, ctx: &RequestCtx, id: i64) -> Result<i64, Error> {
         let deadline = ctx.deadline();
-        let mut waited_for_apply = false;
-        loop {
-            if self.status.is_leader() && self.ensure_leadership(deadline).await {
-                match self.lessor.renew(id) {
-                    Renewal::Renewed(ttl) => return Ok(ttl),
-                    Renewal::NotFound if waited_for_apply => return Ok(0),
-                    Renewal::NotFound => {
-                        // The grant may be committed but not yet applied here.
-                        self.linearizable_read_until(deadline).await?;
-                        waited_for_apply = true;
-                        continue;
+        self.on_leader(deadline, |leader| async move {
+            match leader {
+                Leader::Me => {
+                    if !self.ensure_leadership(deadline).await {
+                        return None;
                     }
-                    // A new leader promotes once it applied its first entry.
-                    Renewal::NotPrimary => {}
-                }
-            } else if self.status.has_leader() {
-                let leader = self.status.leader();
-                if let Some(mut c) = self.transport.client(leader) {
-                    let req = self.transport.request_for(
-                        leader,
-                        LeaseRenewRequest { id },
-                        ctx.credential(),
-                    );
-                    if let Ok(resp) = c.lease_renew(req).await {
-                        let resp = resp.into_inner();
-                        if resp.leader {
-                            return Ok(resp.ttl.max(0));
+                    match self.lessor.renew(id) {
+                        Renewal::Renewed(ttl) => Some(Ok(ttl)),
+                        Renewal::NotFound => {
+                            // The grant may be committed but not yet applied
+                            // here: catch up, then look once more.
+                            if let Err(e) = self.linearizable_read_until(deadline).await {
+                                return Some(Err(e));
+                            }
+                            match self.lessor.renew(id) {
+                                Renewal::Renewed(ttl) => Some(Ok(ttl)),
+                                Renewal::NotFound => Some(Ok(0)),
+                                Renewal::NotPrimary => None,
+                            }
                         }
+                        // A new leader promotes once it applied its first entry.
+                        Renewal::NotPrimary => None,
+                    }
+                }
+                Leader::Peer(to, mut c) => {
+                    let req =
+                        self.transport
+                            .request_for(to, LeaseRenewRequest { id }, ctx.credential());
+                    match c.lease_renew(req).await {
+                        Ok(resp) if resp.get_ref().leader => Some(Ok(resp.into_inner().ttl.max(0))),
+                        _ => None,
                     }
                 }
             }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(if self.status.has_leader() {
-                    Error::Timeout
-                } else {
-                    Error::NoLeader
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 
     /// TimeToLive, answered by the leader (which alone knows expiry). TTL -1
@@ -614,47 +612,42 @@ impl EtcdServer {
         req: LeaseTimeToLiveRequest,
     ) -> Result<LeaseTimeToLiveResponse, Error> {
         let deadline = ctx.deadline();
-        loop {
-            if self.status.is_leader() && self.lessor.is_primary() {
-                self.linearizable_read_until(deadline).await?;
-                let info = self.lessor.time_to_live(req.id, req.keys);
-                return Ok(match info {
-                    Some(i) => LeaseTimeToLiveResponse {
-                        header: Some(self.header(self.store.current_rev())),
-                        id: req.id,
-                        ttl: i.remaining_secs,
-                        granted_ttl: i.granted_secs,
-                        keys: i.keys,
-                    },
-                    None => LeaseTimeToLiveResponse {
-                        header: Some(self.header(self.store.current_rev())),
-                        id: req.id,
-                        ttl: -1,
-                        ..Default::default()
-                    },
-                });
-            }
-            if !self.status.is_leader() && self.status.has_leader() {
-                let leader = self.status.leader();
-                if let Some(mut c) = self.transport.client(leader) {
-                    let r = self.transport.request_for(leader, req, ctx.credential());
-                    if let Ok(resp) = c.lease_time_to_live(r).await {
-                        let mut resp = resp.into_inner();
+        self.on_leader(deadline, |leader| {
+            async move {
+                match leader {
+                    Leader::Me if !self.lessor.is_primary() => None,
+                    Leader::Me => {
+                        if let Err(e) = self.linearizable_read_until(deadline).await {
+                            return Some(Err(e));
+                        }
+                        let header = Some(self.header(self.store.current_rev()));
+                        Some(Ok(match self.lessor.time_to_live(req.id, req.keys) {
+                            Some(i) => LeaseTimeToLiveResponse {
+                                header,
+                                id: req.id,
+                                ttl: i.remaining_secs,
+                                granted_ttl: i.granted_secs,
+                                keys: i.keys,
+                            },
+                            None => LeaseTimeToLiveResponse {
+                                header,
+                                id: req.id,
+                                ttl: -1,
+                                ..Default::default()
+                            },
+                        }))
+                    }
+                    Leader::Peer(to, mut c) => {
+                        let r = self.transport.request_for(to, req, ctx.credential());
+                        let mut resp = c.lease_time_to_live(r).await.ok()?.into_inner();
                         // The header speaks for the member the client asked.
                         resp.header = Some(self.header(self.store.current_rev()));
-                        return Ok(resp);
+                        Some(Ok(resp))
                     }
                 }
             }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(if self.status.has_leader() {
-                    Error::Timeout
-                } else {
-                    Error::NoLeader
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 
     // --- KV operations, shared by the KV service and the lock/election
