@@ -374,6 +374,101 @@ fn lease_does_not_expire_early_across_leader_failover() {
     });
 }
 
+/// A leader frozen (SIGSTOP, a long pause) past its leases' TTL wakes still
+/// believing it leads, with every lease "expired" by its clock, while its
+/// successor kept them alive. The revokes it proposes before it learns of
+/// the new term must never take effect: once it is a follower raft forwards
+/// them to the new leader, and before the fix the keys of kept-alive leases
+/// were deleted (robustness `stop_leader`, seed 18).
+#[test]
+fn a_frozen_leader_does_not_revoke_leases_its_successor_kept_alive() {
+    const LEASES: usize = 20;
+    const TTL_SECS: i64 = 3;
+    let cluster = Cluster::start(Options::default());
+    let old = cluster.wait_leader(WAIT);
+    let followers: Vec<String> = (0..3)
+        .filter(|i| *i != old)
+        .map(|i| cluster.members[i].endpoint())
+        .collect();
+    let pid = cluster.members[old].pid().to_string();
+    let signal = |sig: &str| {
+        assert!(
+            std::process::Command::new("kill")
+                .args([sig, &pid])
+                .status()
+                .unwrap()
+                .success()
+        )
+    };
+    let rt = runtime();
+    rt.block_on(async {
+        let mut c = client(&followers).await;
+        let mut ids = Vec::new();
+        for i in 0..LEASES {
+            let id = c.lease_grant(TTL_SECS, None).await.unwrap().id();
+            c.put(
+                format!("frozen/{i}"),
+                "v",
+                Some(PutOptions::new().with_lease(id)),
+            )
+            .await
+            .unwrap();
+            ids.push(id);
+        }
+        // Keep every lease alive through the followers, about twice per
+        // TTL each, for the whole test.
+        let keepers: Vec<_> = ids
+            .iter()
+            .map(|id| {
+                let (mut c, id) = (c.clone(), *id);
+                tokio::spawn(async move {
+                    loop {
+                        let _ = tokio::time::timeout(Duration::from_millis(1_000), async {
+                            let (mut k, mut s) = c.lease_keep_alive(id).await?;
+                            k.keep_alive().await?;
+                            s.message().await
+                        })
+                        .await;
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                    }
+                })
+            })
+            .collect();
+        signal("-STOP");
+        // Frozen past the TTL (and past an election) by its clock.
+        tokio::time::sleep(Duration::from_secs(TTL_SECS as u64 + 2)).await;
+        signal("-CONT");
+        // For two TTLs after it wakes, every kept-alive key stays.
+        let until = Instant::now() + Duration::from_secs(2 * TTL_SECS as u64);
+        while Instant::now() < until {
+            if let Ok(Ok(r)) = tokio::time::timeout(
+                Duration::from_millis(500),
+                c.get("frozen/", Some(GetOptions::new().with_prefix())),
+            )
+            .await
+            {
+                assert_eq!(
+                    r.kvs().len(),
+                    LEASES,
+                    "kept-alive leases' keys were deleted after the old leader woke: {:?}",
+                    r.kvs()
+                        .iter()
+                        .map(|kv| kv.key_str().unwrap_or("?"))
+                        .collect::<Vec<_>>()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        for k in keepers {
+            k.abort();
+        }
+        for id in ids {
+            let r = c.lease_time_to_live(id, None).await.unwrap();
+            assert!(r.ttl() > 0, "lease {id:x} gone: {r:?}");
+        }
+    });
+}
+
 /// `--experimental-enable-lease-checkpoint`: the leader records leases'
 /// remaining TTLs through raft, so a new leader continues a lease where the
 /// old one was instead of granting it its full TTL again; and a lease

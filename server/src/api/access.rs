@@ -40,7 +40,7 @@ pub async fn access_layer(
     // Decided before the handler runs: the configuration guard must not be
     // held across an await, and a reload mid-request must not mix settings.
     let allow_origin = {
-        let cfg = srv.config.load();
+        let cfg = srv.config().load();
         // `PeerIdentity` is attached to every request of a TLS connection.
         if req.extensions().get::<PeerIdentity>().is_none() {
             let host = hostname(request_host(&req));

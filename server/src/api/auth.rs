@@ -69,7 +69,7 @@ async fn caller_layer(
                 .filter(|cn| !cn.is_empty());
             let info = cn.clone().map(|cn| crate::auth::AuthInfo {
                 username: cn,
-                revision: srv.auth.store.read().revision(),
+                revision: srv.auth().store.read().revision(),
             });
             (info, cn.map(Credential::CommonName))
         }
@@ -118,7 +118,7 @@ impl AuthService {
     ) -> Result<ResponseHeader, Status> {
         let ctx = request_ctx(&self.srv, &req);
         self.srv.auth_write(&ctx, wrap(req.into_inner())).await?;
-        Ok(self.srv.header(self.srv.store.current_rev()))
+        Ok(self.srv.header(self.srv.store().current_rev()))
     }
 }
 
@@ -254,7 +254,7 @@ impl Auth for AuthService {
         check_leader(&self.srv, &req)?;
         let ctx = request_ctx(&self.srv, &req);
         let mut resp = self.srv.auth_read(&ctx, |s, _| Ok(s.status())).await?;
-        resp.header = Some(self.srv.header(self.srv.store.current_rev()));
+        resp.header = Some(self.srv.header(self.srv.store().current_rev()));
         Ok(Response::new(resp))
     }
 
@@ -282,7 +282,7 @@ impl Auth for AuthService {
                 s.user_get(&r)
             })
             .await?;
-        resp.header = Some(self.srv.header(self.srv.store.current_rev()));
+        resp.header = Some(self.srv.header(self.srv.store().current_rev()));
         Ok(Response::new(resp))
     }
 
@@ -300,7 +300,7 @@ impl Auth for AuthService {
                 Ok(s.user_list(&r))
             })
             .await?;
-        resp.header = Some(self.srv.header(self.srv.store.current_rev()));
+        resp.header = Some(self.srv.header(self.srv.store().current_rev()));
         Ok(Response::new(resp))
     }
 
@@ -318,7 +318,7 @@ impl Auth for AuthService {
                 s.role_get(&r)
             })
             .await?;
-        resp.header = Some(self.srv.header(self.srv.store.current_rev()));
+        resp.header = Some(self.srv.header(self.srv.store().current_rev()));
         Ok(Response::new(resp))
     }
 
@@ -336,7 +336,7 @@ impl Auth for AuthService {
                 Ok(s.role_list(&r))
             })
             .await?;
-        resp.header = Some(self.srv.header(self.srv.store.current_rev()));
+        resp.header = Some(self.srv.header(self.srv.store().current_rev()));
         Ok(Response::new(resp))
     }
 }

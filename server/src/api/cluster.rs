@@ -80,7 +80,7 @@ impl Cluster for ClusterService {
         header.revision = 0;
         Ok(Response::new(MemberListResponse {
             header: Some(header),
-            members: self.srv.membership.api_members(),
+            members: self.srv.membership().api_members(),
         }))
     }
 }

@@ -121,7 +121,7 @@ pub async fn wait_deleted(srv: &EtcdServer, key: Bytes, from: i64) -> Result<(),
     // One event is all this waits for; the byte bound only matters if the
     // watched key's value is large.
     let (tx, mut rx) = crate::etcdserver::watch::hub_channel(16, 1 << 20);
-    let handle = srv.hub.add(
+    let handle = srv.hub().add(
         WatchSpec {
             range: KeyRange::Single(key),
             start_rev: from,
@@ -138,7 +138,7 @@ pub async fn wait_deleted(srv: &EtcdServer, key: Bytes, from: i64) -> Result<(),
     struct Guard<'a>(&'a EtcdServer, u64);
     impl Drop for Guard<'_> {
         fn drop(&mut self) {
-            self.0.hub.remove(self.1);
+            self.0.hub().remove(self.1);
         }
     }
     let _guard = Guard(srv, handle);

@@ -204,7 +204,7 @@ impl Election for ElectionService {
                 };
                 // Only "something changed" matters; see wait_deleted.
                 let (tx, mut rx) = crate::etcdserver::watch::hub_channel(16, 1 << 20);
-                let handle = srv.hub.add(
+                let handle = srv.hub().add(
                     WatchSpec {
                         range,
                         start_rev: header.revision + 1,
@@ -220,7 +220,7 @@ impl Election for ElectionService {
                     m = rx.recv() => m.is_some(),
                     _ = out_tx.closed() => false,
                 };
-                srv.hub.remove(handle);
+                srv.hub().remove(handle);
                 if !changed {
                     return;
                 }
@@ -248,7 +248,7 @@ impl Election for ElectionService {
         let header = match as_leader(&self.srv, &ctx, &leader, del).await? {
             Some(h) => Some(h),
             // Not the leader (any more): nothing to give up, as etcd.
-            None => Some(self.srv.header(self.srv.store.current_rev())),
+            None => Some(self.srv.header(self.srv.store().current_rev())),
         };
         let mut header = header;
         self.srv.fill_header(&mut header);

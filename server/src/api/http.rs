@@ -52,8 +52,9 @@ async fn linearizable_ok(srv: &EtcdServer) -> Result<(), String> {
 /// with 503 when an alarm is raised, there is no leader, or a quorum read
 /// fails.
 async fn health(State(srv): State<Arc<EtcdServer>>) -> impl IntoResponse {
-    let healthy =
-        srv.db.alarms.is_empty() && srv.status.has_leader() && linearizable_ok(&srv).await.is_ok();
+    let healthy = srv.db().alarms.is_empty()
+        && srv.status().has_leader()
+        && linearizable_ok(&srv).await.is_ok();
     let (code, body) = if healthy {
         METRICS.health_success.inc();
         (StatusCode::OK, "true")
@@ -71,7 +72,7 @@ fn serializable_ok(srv: &EtcdServer) -> Result<(), String> {
         key: bytes::Bytes::from_static(b"health"),
         ..Default::default()
     };
-    srv.store
+    srv.store()
         .range(&probe)
         .map(|_| ())
         .map_err(|e| e.to_string())
@@ -148,8 +149,8 @@ async fn readyz(
     Query(p): Query<HashMap<String, String>>,
 ) -> impl IntoResponse {
     let learner = srv
-        .membership
-        .member(srv.member_id)
+        .membership()
+        .member(srv.member_id())
         .is_some_and(|m| m.is_learner);
     let checks = vec![
         Check {
@@ -186,14 +187,16 @@ async fn version(State(_srv): State<Arc<EtcdServer>>) -> impl IntoResponse {
 
 /// Prometheus text format; point-in-time gauges are refreshed here.
 async fn metrics(State(srv): State<Arc<EtcdServer>>) -> impl IntoResponse {
-    let size = srv.db.disk_space() as i64;
+    let size = srv.db().disk_space() as i64;
     METRICS.db_total_size.set(size);
     METRICS.debugging_db_total_size.set(size);
     METRICS.db_in_use_size.set(size);
-    METRICS.watcher_total.set(srv.hub.watcher_count() as i64);
-    METRICS.current_revision.set(srv.store.current_rev());
-    METRICS.compact_revision.set(srv.store.compact_rev().max(0));
-    METRICS.keys_total.set(srv.store.key_count() as i64);
+    METRICS.watcher_total.set(srv.hub().watcher_count() as i64);
+    METRICS.current_revision.set(srv.store().current_rev());
+    METRICS
+        .compact_revision
+        .set(srv.store().compact_rev().max(0));
+    METRICS.keys_total.set(srv.store().key_count() as i64);
     METRICS
         .quota_backend_bytes
         .set(srv.quota_backend_bytes() as i64);
@@ -204,7 +207,7 @@ async fn metrics(State(srv): State<Arc<EtcdServer>>) -> impl IntoResponse {
     METRICS.cluster_version.with_label_values(&["3.4"]).set(1);
     METRICS
         .server_id
-        .with_label_values(&[&format!("{:x}", srv.member_id)])
+        .with_label_values(&[&format!("{:x}", srv.member_id())])
         .set(1);
     (
         [(
@@ -219,7 +222,7 @@ async fn metrics(State(srv): State<Arc<EtcdServer>>) -> impl IntoResponse {
 /// header a joining member reads.
 async fn peer_members(State(srv): State<Arc<EtcdServer>>) -> impl IntoResponse {
     let members: Vec<serde_json::Value> = srv
-        .membership
+        .membership()
         .api_members()
         .into_iter()
         .map(|m| {
@@ -233,7 +236,7 @@ async fn peer_members(State(srv): State<Arc<EtcdServer>>) -> impl IntoResponse {
         })
         .collect();
     (
-        [("X-Etcd-Cluster-ID", format!("{:x}", srv.cluster_id))],
+        [("X-Etcd-Cluster-ID", format!("{:x}", srv.cluster_id()))],
         Json(members),
     )
 }

@@ -156,7 +156,7 @@ impl Kv for KvService {
         let r = req.into_inner();
         let physical = r.physical;
         let target = r.revision;
-        let mut done = self.srv.store.compaction_watch();
+        let mut done = self.srv.store().compaction_watch();
         let mut resp = self.srv.propose(&ctx, r).await?;
         if physical {
             let waited = tokio::time::timeout(

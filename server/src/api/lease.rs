@@ -42,7 +42,7 @@ where
             // other failure ends the stream with its error.
             let resp = match srv.lease_renew(&ctx.until(srv.deadline()), r.id).await {
                 Ok(ttl) => Ok(LeaseKeepAliveResponse {
-                    header: Some(srv.header(srv.store.current_rev())),
+                    header: Some(srv.header(srv.store().current_rev())),
                     id: r.id,
                     ttl,
                 }),
@@ -134,13 +134,13 @@ impl Lease for LeaseService {
         self.srv.linearizable_read_until(ctx.deadline()).await?;
         let leases = self
             .srv
-            .lessor
+            .lessor()
             .ids()
             .into_iter()
             .map(|id| LeaseStatus { id })
             .collect();
         Ok(Response::new(LeaseLeasesResponse {
-            header: Some(self.srv.header(self.srv.store.current_rev())),
+            header: Some(self.srv.header(self.srv.store().current_rev())),
             leases,
         }))
     }

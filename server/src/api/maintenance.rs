@@ -113,11 +113,11 @@ impl Maintenance for MaintenanceService {
     ) -> Result<Response<StatusResponse>, Status> {
         check_leader(&self.srv, &req)?;
         let srv = &self.srv;
-        let st = &srv.status;
-        let db_size = srv.db.disk_space() as i64;
+        let st = &srv.status();
+        let db_size = srv.db().disk_space() as i64;
         let is_learner = srv
-            .membership
-            .member(srv.member_id)
+            .membership()
+            .member(srv.member_id())
             .is_some_and(|m| m.is_learner);
         // etcd 3.4 lists a missing leader and every active alarm here.
         let mut errors = Vec::new();
@@ -125,14 +125,14 @@ impl Maintenance for MaintenanceService {
             errors.push(Error::NoLeader.to_string());
         }
         errors.extend(
-            srv.db
+            srv.db()
                 .alarms
                 .list(AlarmType::None as i32)
                 .iter()
                 .map(alarm::describe),
         );
         Ok(Response::new(StatusResponse {
-            header: Some(srv.header(srv.store.current_rev())),
+            header: Some(srv.header(srv.store().current_rev())),
             version: ETCD_COMPAT_VERSION.to_string(),
             db_size,
             leader: st.leader(),
@@ -142,7 +142,7 @@ impl Maintenance for MaintenanceService {
             errors,
             // The state machine alone (what the quota limits); `db_size`
             // also counts the raft log, which shares the database.
-            db_size_in_use: srv.db.state_machine_space() as i64,
+            db_size_in_use: srv.db().state_machine_space() as i64,
             is_learner,
             ..Default::default()
         }))
@@ -159,7 +159,7 @@ impl Maintenance for MaintenanceService {
         let alarms = match AlarmAction::try_from(r.action) {
             Ok(AlarmAction::Get) => {
                 srv.linearizable_read_until(ctx.deadline()).await?;
-                srv.db.alarms.list(r.alarm)
+                srv.db().alarms.list(r.alarm)
             }
             Ok(AlarmAction::Activate | AlarmAction::Deactivate) => {
                 let entry = AlarmEntry {
@@ -189,13 +189,13 @@ impl Maintenance for MaintenanceService {
         check_maintenance_admin(&self.srv, &ctx)?;
         let srv = &self.srv;
         let _one_at_a_time = DEFRAG.lock().await;
-        let before = srv.db.disk_space();
+        let before = srv.db().disk_space();
         tracing::info!(
             current_db_size_bytes = before,
             current_db_size = %human_bytes(before),
             "starting to defragment the storage backend"
         );
-        let db = srv.db.clone();
+        let db = srv.db().clone();
         let report = tokio::task::spawn_blocking(move || db.defragment())
             .await
             .map_err(join_error)?;
@@ -225,8 +225,8 @@ impl Maintenance for MaintenanceService {
         check_maintenance_admin(&self.srv, &ctx)?;
         let srv = &self.srv;
         let _slot = scan_slot(srv).await?;
-        let rev = srv.store.current_rev();
-        let db = srv.db.clone();
+        let rev = srv.store().current_rev();
+        let db = srv.db().clone();
         let hash = tokio::task::spawn_blocking(move || checksum::hash_state_machine(&db))
             .await
             .map_err(join_error)?
@@ -247,7 +247,7 @@ impl Maintenance for MaintenanceService {
         let srv = &self.srv;
         let rev = req.into_inner().revision;
         let _slot = scan_slot(srv).await?;
-        let store = Arc::clone(&srv.store);
+        let store = Arc::clone(srv.store());
         let h = tokio::task::spawn_blocking(move || store.hash_kv(rev))
             .await
             .map_err(join_error)?
@@ -280,11 +280,11 @@ impl Maintenance for MaintenanceService {
         .map_err(|_| Error::TooManyRequests)?
         .map_err(|_| Error::Stopped)?;
         let path = srv
-            .snapshots
+            .snapshots()
             .dir()
             .join(format!("client-{:016x}.tmp", srv.next_request_id()));
-        let rev = srv.store.current_rev();
-        let db = srv.db.clone();
+        let rev = srv.store().current_rev();
+        let db = srv.db().clone();
         let started = Instant::now();
         let written = tokio::task::spawn_blocking(move || {
             let view = db.db.snapshot();
@@ -374,10 +374,10 @@ pub async fn monitor_quota(srv: Arc<EtcdServer>) {
         tick.tick().await;
         let quota = srv.quota_backend_bytes();
         METRICS.quota_backend_bytes.set(quota as i64);
-        let used = srv.db.state_machine_space();
+        let used = srv.db().state_machine_space();
         if used <= quota
-            || srv.db.alarms.has(srv.member_id, AlarmType::Nospace)
-            || !srv.status.has_leader()
+            || srv.db().alarms.has(srv.member_id(), AlarmType::Nospace)
+            || !srv.status().has_leader()
             || last_attempt.is_some_and(|t| t.elapsed() < QUOTA_RETRY)
         {
             continue;
@@ -393,7 +393,7 @@ pub async fn monitor_quota(srv: Arc<EtcdServer>) {
         let entry = AlarmEntry {
             request: Some(AlarmRequest {
                 action: AlarmAction::Activate as i32,
-                member_id: srv.member_id,
+                member_id: srv.member_id(),
                 alarm: AlarmType::Nospace as i32,
             }),
             reply_token: 0,

@@ -62,7 +62,7 @@ pub fn check_leader<T>(srv: &EtcdServer, req: &Request<T>) -> Result<(), Status>
         .get("hasleader")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v == "true");
-    if wants && !srv.status.has_leader() {
+    if wants && !srv.status().has_leader() {
         return Err(Error::NoLeader.into());
     }
     Ok(())

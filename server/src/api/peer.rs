@@ -74,7 +74,7 @@ impl PeerService {
         let from = header_id(req, HDR_FROM)?;
         // Only current members (etcd's transport likewise refuses removed
         // ones): a removed member's messages must not disrupt the cluster.
-        if !self.srv.membership.contains(from) {
+        if !self.srv.membership().contains(from) {
             return Err(Status::permission_denied(format!(
                 "{from:x} is not a member of this cluster"
             )));
@@ -110,7 +110,7 @@ impl PeerService {
             }
             let info = AuthInfo {
                 username: cn.to_string(),
-                revision: self.srv.auth.store.read().revision(),
+                revision: self.srv.auth().store.read().revision(),
             };
             return Ok((Some(info), Some(Credential::CommonName(cn.to_string()))));
         }
@@ -138,7 +138,7 @@ impl PeerService {
 macro_rules! leader_only {
     ($self:ident, $req:ident, $method:ident) => {{
         $self.check(&$req)?;
-        if !$self.srv.status.is_leader() {
+        if !$self.srv.status().is_leader() {
             return Err(crate::error::Error::NotLeader.into());
         }
         let (info, credential) = $self.forwarded_caller(&$req).await?;
@@ -193,18 +193,18 @@ impl Peer for PeerService {
         self.check(&req)?;
         let unix_nanos = crate::transport::prober::reported_unix_nanos();
         let srv = &self.srv;
-        let st = &srv.status;
+        let st = &srv.status();
         let status = crate::pb::cairnpb::ProbeStatus {
             term: st.term(),
             leader: st.leader(),
             applied_index: st.applied.load(std::sync::atomic::Ordering::Acquire),
             raft_index: st.last_index.load(std::sync::atomic::Ordering::Acquire),
-            db_size: srv.db.disk_space() as i64,
-            db_size_in_use: srv.db.state_machine_space() as i64,
+            db_size: srv.db().disk_space() as i64,
+            db_size_in_use: srv.db().state_machine_space() as i64,
             is_learner: srv.is_learner(),
             etcd_version: super::ETCD_COMPAT_VERSION.to_string(),
             cairn_version: env!("CARGO_PKG_VERSION").to_string(),
-            plugins: Some(super::plugins::set_status(&srv.plugins.current())),
+            plugins: Some(super::plugins::set_status(&srv.plugins().current())),
         };
         Ok(Response::new(crate::pb::cairnpb::ProbeResponse {
             unix_nanos,
@@ -218,7 +218,7 @@ impl Peer for PeerService {
     ) -> Result<Response<crate::pb::etcdserverpb::HashKvResponse>, Status> {
         self.check(&req)?;
         let rev = req.into_inner().revision;
-        let store = Arc::clone(&self.srv.store);
+        let store = Arc::clone(self.srv.store());
         let h = tokio::task::spawn_blocking(move || store.hash_kv(rev))
             .await
             .map_err(|e| Status::internal(format!("hash task failed: {e}")))?
@@ -240,18 +240,18 @@ impl Peer for PeerService {
         let ctx = self.srv.request_ctx(info, credential);
         self.srv.check_authenticated(&ctx)?;
         let id = req.into_inner().id;
-        if !self.srv.status.is_leader() || !self.srv.ensure_leadership(ctx.deadline()).await {
+        if !self.srv.status().is_leader() || !self.srv.ensure_leadership(ctx.deadline()).await {
             return Ok(Response::new(LeaseRenewResponse {
                 ttl: -1,
                 leader: false,
             }));
         }
-        let ttl = match self.srv.lessor.renew(id) {
+        let ttl = match self.srv.lessor().renew(id) {
             Renewal::Renewed(ttl) => ttl,
             Renewal::NotFound => {
                 // The grant may be committed but not applied here yet.
                 self.srv.linearizable_read_until(ctx.deadline()).await?;
-                match self.srv.lessor.renew(id) {
+                match self.srv.lessor().renew(id) {
                     Renewal::Renewed(ttl) => ttl,
                     _ => -1,
                 }
@@ -272,7 +272,7 @@ impl Peer for PeerService {
         req: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
         self.check(&req)?;
-        if !(self.srv.status.is_leader() && self.srv.lessor.is_primary()) {
+        if !(self.srv.status().is_leader() && self.srv.lessor().is_primary()) {
             return Err(Status::failed_precondition("not the leader"));
         }
         let (info, credential) = self.forwarded_caller(&req).await?;
@@ -293,7 +293,7 @@ impl Peer for PeerService {
         let mut stream = req.into_inner();
         while let Some(batch) = stream.message().await? {
             // A member removed while its stream is open is cut off too.
-            if !self.srv.membership.contains(from) {
+            if !self.srv.membership().contains(from) {
                 return Err(Status::permission_denied(format!(
                     "{from:x} is no longer a member of this cluster"
                 )));
@@ -310,7 +310,7 @@ impl Peer for PeerService {
                     return Err(Status::invalid_argument("snapshot on the message stream"));
                 }
                 if m.get_msg_type() == MessageType::MsgAppend {
-                    self.srv.transport.stats.append_received();
+                    self.srv.transport().stats.append_received();
                 }
                 // Full inbox: drop, raft retransmits.
                 let _ = self.raft_tx.try_send(RaftMsg::Step(m));
@@ -343,18 +343,18 @@ impl Peer for PeerService {
         // Nothing touches the disk until the sender has shown it is the
         // leader this member follows, sending a snapshot this member can
         // use, of an announced size within bounds.
-        let leader = self.srv.status.leader();
+        let leader = self.srv.status().leader();
         if from != leader {
             return Err(Status::failed_precondition(format!(
                 "snapshot from {from:x}, but this member follows {leader:x}"
             )));
         }
-        if msg.term < self.srv.status.term() {
+        if msg.term < self.srv.status().term() {
             return Err(Status::failed_precondition("snapshot from an earlier term"));
         }
         let commit = self
             .srv
-            .status
+            .status()
             .commit
             .load(std::sync::atomic::Ordering::Acquire);
         if md.index <= commit {

@@ -209,17 +209,17 @@ fn cut(mut s: String, max: usize) -> String {
 /// a fresh probe it is `unreachable`.
 fn members_json(srv: &EtcdServer, set: &ActiveSet) -> HashMap<String, Vec<Value>> {
     let mut out: HashMap<String, Vec<Value>> = HashMap::new();
-    for m in srv.membership.api_members() {
+    for m in srv.membership().api_members() {
         let id = format!("{:x}", m.id);
         let name = if m.name.is_empty() {
             id.clone()
         } else {
             m.name
         };
-        let reported = if m.id == srv.member_id {
+        let reported = if m.id == srv.member_id() {
             Ok(set_status(set))
         } else {
-            match srv.transport.probes.get(m.id) {
+            match srv.transport().probes.get(m.id) {
                 Some(p) if p.is_fresh() => match p.status.and_then(|s| s.plugins) {
                     Some(s) => Ok(s),
                     None => Err((
@@ -264,10 +264,10 @@ fn members_json(srv: &EtcdServer, set: &ActiveSet) -> HashMap<String, Vec<Value>
 }
 
 pub(crate) fn set_json(srv: &EtcdServer, set: &ActiveSet) -> Value {
-    let declared = srv.plugins.declared();
+    let declared = srv.plugins().declared();
     let mut members = members_json(srv, set);
     json!({
-        "member": srv.name,
+        "member": srv.name(),
         "version": set.version,
         "raft_index": set.raft_index,
         "first_revision": set.first_revision,
@@ -303,7 +303,7 @@ async fn list(
     {
         return from_error(e);
     }
-    Json(set_json(&srv, &srv.plugins.current())).into_response()
+    Json(set_json(&srv, &srv.plugins().current())).into_response()
 }
 
 async fn show(
@@ -317,7 +317,7 @@ async fn show(
     if let Err(e) = srv.linearizable_read_notify().await {
         return from_error(e);
     }
-    let set = srv.plugins.current();
+    let set = srv.plugins().current();
     match set.get(&name) {
         Some(p) => Json(plugin_json(p)).into_response(),
         None => error(
@@ -483,7 +483,7 @@ pub(crate) async fn deploy_spec(
     spec: Spec,
 ) -> Result<Value, Failure> {
     let decl = declaration(&name, spec).map_err(|e| fail(StatusCode::BAD_REQUEST, e))?;
-    if let Some(p) = srv.plugins.current().get(&name)
+    if let Some(p) = srv.plugins().current().get(&name)
         && p.record.declared_in_config()
     {
         return Err(fail(
@@ -495,7 +495,7 @@ pub(crate) async fn deploy_spec(
     }
     // Compile and check it here first: a binary that does not load on this
     // member is refused before anything is proposed.
-    let enforcer = Arc::clone(&srv.plugins);
+    let enforcer = Arc::clone(srv.plugins());
     let loaded =
         tokio::task::spawn_blocking(move || load_declaration(&enforcer, &decl, PluginOrigin::Api))
             .await;
@@ -564,7 +564,7 @@ pub(crate) async fn remove_plugin(
     name: String,
 ) -> Result<Value, Failure> {
     srv.linearizable_read_notify().await.map_err(failure_of)?;
-    match srv.plugins.current().get(&name) {
+    match srv.plugins().current().get(&name) {
         None => {
             return Err(fail(
                 StatusCode::NOT_FOUND,
@@ -679,7 +679,7 @@ pub(crate) async fn dry_run_body(
     body: DryRunBody,
 ) -> Result<dryrun::Report, Failure> {
     srv.linearizable_read_notify().await.map_err(failure_of)?;
-    let current = srv.store.current_rev();
+    let current = srv.store().current_rev();
     let revision = body.revision.filter(|r| *r > 0).unwrap_or(current);
     if revision > current {
         return Err(fail(
@@ -687,12 +687,12 @@ pub(crate) async fn dry_run_body(
             format!("revision {revision} is in the future (current {current})"),
         ));
     }
-    if revision < srv.store.compact_rev() {
+    if revision < srv.store().compact_rev() {
         return Err(fail(
             StatusCode::BAD_REQUEST,
             format!(
                 "revision {revision} is compacted (compacted up to {})",
-                srv.store.compact_rev()
+                srv.store().compact_rev()
             ),
         ));
     }
@@ -709,8 +709,8 @@ pub(crate) async fn dry_run_body(
         .prefixes
         .clone()
         .map(|p| p.into_iter().map(Bytes::from).collect::<Vec<_>>());
-    let enforcer = Arc::clone(&srv.plugins);
-    let store = Arc::clone(&srv.store);
+    let enforcer = Arc::clone(srv.plugins());
+    let store = Arc::clone(srv.store());
     let (plugin, prefixes) = match (&body.name, &body.spec.wasm_base64) {
         (Some(name), None) => {
             let set = enforcer.current();
@@ -843,7 +843,7 @@ async fn check(State(srv): State<Arc<EtcdServer>>, headers: HeaderMap, body: Byt
             }
         };
         let decision = srv
-            .plugins
+            .plugins()
             .authenticate(credential, srv.auth_enabled())
             .await;
         let v = match decision {
@@ -873,7 +873,7 @@ async fn check(State(srv): State<Arc<EtcdServer>>, headers: HeaderMap, body: Byt
         // Without a principal, the one the authenticate question produced.
         let principal = q.principal.or(principal_from_auth);
         let r = srv
-            .plugins
+            .plugins()
             .authorize(
                 principal.clone(),
                 access,

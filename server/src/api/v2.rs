@@ -101,12 +101,12 @@ pub async fn run_ttl_sweeper(srv: Arc<EtcdServer>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if !srv.status.is_leader() {
+        if !srv.status().is_leader() {
             continue;
         }
         let now = unix_nanos();
         let due = {
-            let store = srv.v2.read();
+            let store = srv.v2().read();
             store.has_ttl_keys() && store.next_expiration().is_some_and(|t| t <= now)
         };
         if !due {
@@ -133,18 +133,18 @@ impl V2Backend for V2Api {
     }
 
     fn store(&self) -> &parking_lot::RwLock<V2Store> {
-        &self.srv.v2
+        self.srv.v2()
     }
 
     fn raft_index_term(&self) -> (u64, u64) {
         (
-            self.srv.status.commit.load(Ordering::Acquire),
-            self.srv.status.term(),
+            self.srv.status().commit.load(Ordering::Acquire),
+            self.srv.status().term(),
         )
     }
 
     fn cluster_id(&self) -> u64 {
-        self.srv.cluster_id
+        self.srv.cluster_id()
     }
 
     fn now_unix_nanos(&self) -> i64 {
@@ -153,7 +153,7 @@ impl V2Backend for V2Api {
 
     fn members(&self) -> Vec<V2Member> {
         self.srv
-            .membership
+            .membership()
             .api_members()
             .iter()
             .map(v2_member)
@@ -161,9 +161,9 @@ impl V2Backend for V2Api {
     }
 
     fn leader(&self) -> Option<V2Member> {
-        let leader = self.srv.status.leader();
+        let leader = self.srv.status().leader();
         self.srv
-            .membership
+            .membership()
             .api_members()
             .iter()
             .find(|m| m.id == leader && leader != 0)
@@ -214,7 +214,7 @@ impl V2Backend for V2Api {
     }
 
     fn self_stats(&self) -> V2SelfStats {
-        let st = &self.srv.status;
+        let st = &self.srv.status();
         let state = if st.is_leader() {
             "StateLeader"
         } else {
@@ -223,10 +223,10 @@ impl V2Backend for V2Api {
         let leader = st.leader();
         let since = self.srv.leader_since_unix_nanos();
         let uptime = Duration::from_nanos(unix_nanos().saturating_sub(since).max(0) as u64);
-        let counts = self.srv.transport.stats.append_counts();
+        let counts = self.srv.transport().stats.append_counts();
         V2SelfStats {
-            name: self.srv.name.clone(),
-            id: format!("{:x}", self.srv.member_id),
+            name: self.srv.name().to_string(),
+            id: format!("{:x}", self.srv.member_id()),
             state: state.to_string(),
             start_time: format_rfc3339_nanos(self.started_unix_nanos),
             leader_info: V2LeaderInfo {
@@ -252,15 +252,15 @@ impl V2Backend for V2Api {
     }
 
     fn leader_stats(&self) -> Option<V2LeaderStats> {
-        if !self.srv.status.is_leader() {
+        if !self.srv.status().is_leader() {
             return None;
         }
         let mut followers = BTreeMap::new();
-        for id in self.srv.membership.ids() {
-            if id == self.srv.member_id {
+        for id in self.srv.membership().ids() {
+            if id == self.srv.member_id() {
                 continue;
             }
-            let p = self.srv.transport.stats.peer(id);
+            let p = self.srv.transport().stats.peer(id);
             followers.insert(
                 format!("{id:x}"),
                 V2FollowerStats {
@@ -279,7 +279,7 @@ impl V2Backend for V2Api {
             );
         }
         Some(V2LeaderStats {
-            leader: format!("{:x}", self.srv.member_id),
+            leader: format!("{:x}", self.srv.member_id()),
             followers,
         })
     }
@@ -327,7 +327,7 @@ pub async fn auth_gate(
         // its keys are v3 keys, checked like any other v3 request's.
         let info = crate::auth::AuthInfo {
             username: user,
-            revision: srv.auth.store.read().revision(),
+            revision: srv.auth().store.read().revision(),
         };
         let mut req = req;
         req.extensions_mut()
@@ -349,7 +349,7 @@ pub async fn auth_gate(
 
 async fn root_password_ok(srv: &EtcdServer, user: &str, password: String) -> bool {
     let check = {
-        let store = srv.auth.store.read();
+        let store = srv.auth().store.read();
         if !store.has_role(user, crate::auth::ROOT_ROLE) {
             return false;
         }

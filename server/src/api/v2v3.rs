@@ -1033,7 +1033,7 @@ struct HubGuard {
 
 impl Drop for HubGuard {
     fn drop(&mut self) {
-        self.srv.hub.remove(self.handle);
+        self.srv.hub().remove(self.handle);
     }
 }
 
@@ -1105,8 +1105,8 @@ impl V2Keys for V3Keyspace {
         } else {
             key_of(&comps)
         };
-        let current = self.srv.store.current_rev();
-        let compacted = self.srv.store.compact_rev();
+        let current = self.srv.store().current_rev();
+        let compacted = self.srv.store().compact_rev();
         let start_rev = if wait_index == 0 {
             current + 1
         } else {
@@ -1125,7 +1125,7 @@ impl V2Keys for V3Keyspace {
         let (tx, rx) = hub_channel(WATCH_QUEUE_MESSAGES, WATCH_QUEUE_BYTES);
         let prefix = Bytes::from(self.layout.prefix.clone());
         let end = crate::state::prefix_end(&prefix);
-        let handle = self.srv.hub.add(
+        let handle = self.srv.hub().add(
             WatchSpec {
                 range: KeyRange::Range(prefix, end),
                 start_rev,
@@ -1163,7 +1163,7 @@ impl V2Keys for V3Keyspace {
     }
 
     fn index(&self) -> u64 {
-        v2_index(self.srv.store.current_rev())
+        v2_index(self.srv.store().current_rev())
     }
 }
 

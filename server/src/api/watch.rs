@@ -88,7 +88,7 @@ impl StreamState {
     }
 
     async fn create(&mut self, c: WatchCreateRequest) -> bool {
-        let current = self.srv.store.current_rev();
+        let current = self.srv.store().current_rev();
         let checked = match self.srv.check_read(&self.ctx, &c.key, &c.range_end) {
             Ok(()) => {
                 let ctx = self.ctx.until(self.srv.deadline());
@@ -177,7 +177,7 @@ impl StreamState {
             prev_kv: c.prev_kv,
             progress_notify: c.progress_notify,
         };
-        let handle = self.srv.hub.add(spec, id, self.hub_tx.clone());
+        let handle = self.srv.hub().add(spec, id, self.hub_tx.clone());
         self.watchers.insert(id, handle);
         if c.fragment {
             self.fragment.insert(id);
@@ -190,10 +190,10 @@ impl StreamState {
             // etcd says nothing about an unknown ID.
             return true;
         };
-        self.srv.hub.remove(handle);
+        self.srv.hub().remove(handle);
         self.fragment.remove(&id);
         self.send(WatchResponse {
-            header: self.header(self.srv.store.current_rev()),
+            header: self.header(self.srv.store().current_rev()),
             watch_id: id,
             canceled: true,
             ..Default::default()
@@ -203,7 +203,7 @@ impl StreamState {
 
     async fn progress(&self) -> bool {
         let handles: Vec<u64> = self.watchers.values().copied().collect();
-        let rev = self.srv.hub.progress_rev(&handles);
+        let rev = self.srv.hub().progress_rev(&handles);
         self.send(WatchResponse {
             header: self.header(rev),
             watch_id: -1,
@@ -251,7 +251,7 @@ impl StreamState {
                 let Some(handle) = self.watchers.remove(&watch_id) else {
                     return true;
                 };
-                self.srv.hub.remove(handle);
+                self.srv.hub().remove(handle);
                 self.send(WatchResponse {
                     // etcd leaves the revision out of this header.
                     header: self.header(0),
@@ -281,7 +281,7 @@ impl StreamState {
 
     fn close(&mut self) {
         for (_, handle) in self.watchers.drain() {
-            self.srv.hub.remove(handle);
+            self.srv.hub().remove(handle);
         }
     }
 }
@@ -395,7 +395,7 @@ where
                     }
                 }
                 _ = leader_check.tick(), if require_leader => {
-                    if state.srv.status.has_leader() {
+                    if state.srv.status().has_leader() {
                         no_leader_since = None;
                     } else {
                         let since = *no_leader_since.get_or_insert_with(Instant::now);

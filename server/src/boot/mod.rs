@@ -589,18 +589,75 @@ impl Member {
             tracing::warn!("some client connections were still open at stop (long-lived streams)");
         }
         // Everything acknowledged is already durable; this flushes the rest.
-        if let Err(e) = self.server.db.sync() {
+        if let Err(e) = self.server.db().sync() {
             tracing::warn!(error = %e, "final flush failed");
         }
         self.sockets.lock().remove_all();
     }
 }
 
+/// Starts a member, step by step: check the settings' files, open and
+/// recover its data (or bootstrap it), build the server with its raft node
+/// and apply loop, bind every listener (so a taken port fails before any
+/// thread runs), then run the loops, serve peers at once and clients once
+/// the member has joined, and start the background tasks.
 pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
+    log_settings(cfg);
+    // Every certificate, key and CA file is read and checked before any
+    // data is touched, so a bad file stops the member with a clear error.
+    let tls = crate::tls::Sides::load(cfg).map_err(BootError::Config)?;
+    prepare_dirs(cfg)?;
     let member_dir = cfg.data_dir.join("member");
+    let db = Db::open_with_wal(&member_dir, cfg.wal_dir.as_deref())?;
+    let snapshots = Arc::new(SnapshotRegistry::new(
+        member_dir.join("snap"),
+        cfg.max_snapshots as usize,
+    )?);
+    finish_interrupted_install(&db, &snapshots)?;
+    let identity = identify(&db, cfg, tls.peer.as_deref()).await?;
+    let state = recover(&db, &snapshots, cfg, &identity)?;
+    let parts = assemble(cfg, db, snapshots, &identity, state, &tls)?;
+    let server = Arc::clone(&parts.server);
+
+    // Bind everything before any thread runs, so a taken port fails fast.
+    let mut sockets = SocketFiles::default();
+    let listeners = Listeners::bind(cfg, &tls, &mut sockets).await?;
+
+    // Before raft runs or anyone is served: a member whose data differs
+    // from its peers' must not answer (or vote) at all.
+    if identity.restarting && cfg.experimental_initial_corrupt_check {
+        crate::etcdserver::corrupt::check_initial(&server)
+            .await
+            .map_err(BootError::Config)?;
+    }
+
+    let Assembled {
+        node,
+        apply,
+        raft_tx,
+        ..
+    } = parts;
+    crate::crash::spawn_thread("raft", move || node.run())
+        .map_err(|e| BootError::Config(format!("cannot start the raft thread: {e}")))?;
+    crate::crash::spawn_thread("apply", move || apply.run())
+        .map_err(|e| BootError::Config(format!("cannot start the apply thread: {e}")))?;
+
+    serve_peers(&server, raft_tx, listeners.peer);
+    server.transport().start();
+    tls.spawn_watchers();
+    let client_drain = serve_clients_once_ready(&server, cfg, listeners.client, listeners.metrics);
+    spawn_background_tasks(&server, cfg);
+    Ok(Member {
+        server,
+        client_drain,
+        sockets: parking_lot::Mutex::new(sockets),
+    })
+}
+
+fn log_settings(cfg: &ServerConfig) {
     tracing::info!("name = {}", cfg.name);
     tracing::info!("data dir = {}", cfg.data_dir.display());
-    tracing::info!("member dir = {}", member_dir.display());
+    tracing::info!("member dir = {}", cfg.data_dir.join("member").display());
     if let Some(w) = &cfg.wal_dir {
         tracing::info!("dedicated WAL dir = {}", w.display());
     }
@@ -611,110 +668,172 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
         "advertise client URLs = {}",
         url_strings(&cfg.advertise_client_urls).join(",")
     );
+}
 
-    // Every certificate, key and CA file is read and checked before any
-    // data is touched, so a bad file stops the member with a clear error.
-    let tls = crate::tls::Sides::load(cfg).map_err(BootError::Config)?;
-
+/// Takes over a stopped etcd member's data dir, creates the data (and WAL)
+/// dirs with etcd's permissions, and checks the raft log's layout.
+fn prepare_dirs(cfg: &ServerConfig) -> Result<(), BootError> {
     // A stopped etcd member's data dir becomes this member's data first.
     crate::etcd_datadir::import_if_etcd(cfg).map_err(|e| BootError::Config(e.to_string()))?;
-    match crate::files::prepare_data_dir(&cfg.data_dir) {
-        Ok(warnings) => warnings.iter().for_each(|w| tracing::warn!("{w}")),
-        Err(e) => {
-            return Err(BootError::Config(format!(
-                "cannot create data dir {}: {e}",
-                cfg.data_dir.display()
-            )));
-        }
-    }
-    if let Some(w) = &cfg.wal_dir {
-        match crate::files::prepare_data_dir(w) {
-            Ok(warnings) => warnings.iter().for_each(|m| tracing::warn!("{m}")),
+    let dirs =
+        std::iter::once(("data", &cfg.data_dir)).chain(cfg.wal_dir.iter().map(|w| ("wal", w)));
+    for (what, dir) in dirs {
+        match crate::files::prepare_data_dir(dir) {
+            Ok(warnings) => warnings.iter().for_each(|w| tracing::warn!("{w}")),
             Err(e) => {
                 return Err(BootError::Config(format!(
-                    "cannot create wal dir {}: {e}",
-                    w.display()
+                    "cannot create {what} dir {}: {e}",
+                    dir.display()
                 )));
             }
         }
     }
     // A member keeps the raft log layout it was created with.
-    crate::storage::wal::check_layout(&member_dir, cfg.wal_dir.as_deref())
-        .map_err(|e| BootError::Config(e.to_string()))?;
-    let db = Db::open_with_wal(&member_dir, cfg.wal_dir.as_deref())?;
-    let snapshots = Arc::new(SnapshotRegistry::new(
-        member_dir.join("snap"),
-        cfg.max_snapshots as usize,
-    )?);
-    finish_interrupted_install(&db, &snapshots)?;
+    crate::storage::wal::check_layout(&cfg.data_dir.join("member"), cfg.wal_dir.as_deref())
+        .map_err(|e| BootError::Config(e.to_string()))
+}
 
-    let identity = raftlog::identity(&db)?;
-    // etcd checks only members that had data: a new one has nothing to compare.
-    let restarting = identity.is_some();
-    let (member_id, cluster_id) = match identity {
-        Some(ids) => {
-            tracing::info!(
-                "restarting member {:x} in cluster {:x} from {}",
-                ids.0,
-                ids.1,
-                cfg.data_dir.display()
-            );
-            ids
-        }
-        None => {
-            if cfg.initial_cluster_state == ClusterState::Existing {
-                bootstrap_join(&db, cfg, tls.peer.as_deref()).await?
-            } else {
-                let (initial, token) = initial_members(cfg).await?;
-                let ids = bootstrap_new(&db, cfg, &initial, &token)?;
-                tracing::info!("starting member {:x} in cluster {:x}", ids.0, ids.1);
-                ids
-            }
-        }
+/// Who this member is.
+struct Identity {
+    member_id: u64,
+    cluster_id: u64,
+    /// It has data from an earlier run (etcd checks only such members
+    /// against their peers: a new one has nothing to compare).
+    restarting: bool,
+}
+
+/// This member's identity from its data, or a new one: bootstrapped from
+/// `--initial-cluster` (or discovery), or joined to an existing cluster.
+async fn identify(
+    db: &Db,
+    cfg: &ServerConfig,
+    peer_tls: Option<&crate::tls::ReloadableTlsConfig>,
+) -> Result<Identity, BootError> {
+    if let Some((member_id, cluster_id)) = raftlog::identity(db)? {
+        tracing::info!(
+            "restarting member {member_id:x} in cluster {cluster_id:x} from {}",
+            cfg.data_dir.display()
+        );
+        return Ok(Identity {
+            member_id,
+            cluster_id,
+            restarting: true,
+        });
+    }
+    let (member_id, cluster_id) = if cfg.initial_cluster_state == ClusterState::Existing {
+        bootstrap_join(db, cfg, peer_tls).await?
+    } else {
+        let (initial, token) = initial_members(cfg).await?;
+        let ids = bootstrap_new(db, cfg, &initial, &token)?;
+        tracing::info!("starting member {:x} in cluster {:x}", ids.0, ids.1);
+        ids
     };
+    Ok(Identity {
+        member_id,
+        cluster_id,
+        restarting: false,
+    })
+}
 
+/// The state machine and raft log as the data dir holds them.
+struct Recovered {
+    store: Arc<Store>,
+    lessor: Arc<Lessor>,
+    hub: Arc<WatchHub>,
+    membership: Arc<Membership>,
+    applied: AppliedState,
+    conf_state: ConfState,
+    log: RaftLog,
+}
+
+fn recover(
+    db: &Db,
+    snapshots: &Arc<SnapshotRegistry>,
+    cfg: &ServerConfig,
+    identity: &Identity,
+) -> Result<Recovered, BootError> {
     let (store, attachments) =
         Store::open(db.clone(), cfg.experimental_compaction_batch_limit as usize)
             .map_err(|e| BootError::Config(format!("opening the MVCC store: {e}")))?;
-    let election_timeout = Duration::from_millis(cfg.election_timeout_ms);
     let lessor = Arc::new(Lessor::default());
     lessor.restore(
-        meta::lease_records(&db)?
+        meta::lease_records(db)?
             .into_iter()
             .map(|r| (r.id, r.ttl, r.remaining_ttl))
             .collect(),
         attachments,
-        election_timeout,
+        Duration::from_millis(cfg.election_timeout_ms),
     );
     let hub = WatchHub::start(
         Arc::clone(&store),
         cfg.experimental_watch_progress_notify_interval,
     );
     let membership_pb =
-        meta::membership(&db)?.ok_or_else(|| storage::Error::corrupt("membership", "missing"))?;
+        meta::membership(db)?.ok_or_else(|| storage::Error::corrupt("membership", "missing"))?;
     let membership = Arc::new(Membership::new(membership_pb));
-    let applied = meta::applied(&db)?;
-    let conf_state = meta::conf_state(&db)?;
-    let mut log = RaftLog::open(db.clone(), Arc::clone(&snapshots))?;
+    let applied = meta::applied(db)?;
+    let conf_state = meta::conf_state(db)?;
+    let mut log = RaftLog::open(db.clone(), Arc::clone(snapshots))?;
     log.set_conf_state(conf_state.clone());
     if cfg.force_new_cluster {
-        if restarting {
-            force_new::force_new_cluster(&mut log, &membership, &conf_state, member_id)?;
+        if identity.restarting {
+            force_new::force_new_cluster(&mut log, &membership, &conf_state, identity.member_id)?;
         } else {
             // As etcd: a new member has no data to recover; it starts from
             // --initial-cluster as usual.
             tracing::warn!("--force-new-cluster has no effect on a member without data");
         }
     }
-    let hs = log.hard_state().clone();
-    let last_index = log.last_index_value();
+    Ok(Recovered {
+        store,
+        lessor,
+        hub,
+        membership,
+        applied,
+        conf_state,
+        log,
+    })
+}
 
-    let election_ticks = cfg.election_ticks().max(2);
-    let raft_cfg = raft::Config {
+fn load_v2(db: &Db) -> Result<Arc<parking_lot::RwLock<crate::v2::V2Store>>, BootError> {
+    let (records, index) = meta::v2_records(db)?;
+    let mut store = crate::v2::V2Store::new();
+    store
+        .load(records, index.index)
+        .map_err(|e| BootError::Config(format!("the v2 store on disk is corrupt: {e:?}")))?;
+    store.set_visible_index(index.visible);
+    Ok(Arc::new(parking_lot::RwLock::new(store)))
+}
+
+fn load_auth(
+    db: &Db,
+    cfg: &ServerConfig,
+) -> Result<Arc<crate::etcdserver::auth::AuthState>, BootError> {
+    let store = match meta::auth(db)? {
+        Some(blob) => crate::auth::AuthStore::load(&blob)
+            .map_err(|e| BootError::Config(format!("the auth store on disk is corrupt: {e}")))?,
+        None => crate::auth::AuthStore::new(),
+    };
+    let tokens = crate::auth::TokenProvider::from_option(
+        &cfg.auth_token,
+        Duration::from_secs(cfg.auth_token_ttl_secs),
+    )
+    .map_err(|e| BootError::Config(format!("--auth-token: {e}")))?;
+    Ok(Arc::new(crate::etcdserver::auth::AuthState {
+        store: parking_lot::RwLock::new(store),
+        tokens,
+        bcrypt_cost: cfg.bcrypt_cost,
+        verified: Default::default(),
+        bcrypt_slots: crate::etcdserver::auth::bcrypt_slots(),
+    }))
+}
+
+fn raft_config(cfg: &ServerConfig, member_id: u64, applied: u64) -> raft::Config {
+    raft::Config {
         id: member_id,
-        election_tick: election_ticks,
+        election_tick: cfg.election_ticks().max(2),
         heartbeat_tick: 1,
-        applied: applied.index,
+        applied,
         pre_vote: cfg.pre_vote,
         check_quorum: true,
         max_size_per_msg: 1024 * 1024,
@@ -723,7 +842,45 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
         max_committed_size_per_ready: 64 * 1024 * 1024,
         read_only_option: raft::ReadOnlyOption::Safe,
         ..Default::default()
-    };
+    }
+}
+
+/// The server and its two loops, wired to each other but not yet running.
+struct Assembled {
+    server: Arc<EtcdServer>,
+    node: Node,
+    apply: ApplyLoop,
+    raft_tx: crossbeam_channel::Sender<RaftMsg>,
+}
+
+/// The composition root's middle: every shared part made once and handed
+/// to the server, the raft node and the apply loop.
+fn assemble(
+    cfg: &ServerConfig,
+    db: Db,
+    snapshots: Arc<SnapshotRegistry>,
+    identity: &Identity,
+    state: Recovered,
+    tls: &crate::tls::Sides,
+) -> Result<Assembled, BootError> {
+    let Identity {
+        member_id,
+        cluster_id,
+        restarting,
+    } = *identity;
+    let Recovered {
+        store,
+        lessor,
+        hub,
+        membership,
+        applied,
+        conf_state,
+        log,
+    } = state;
+    let hs = log.hard_state().clone();
+    let last_index = log.last_index_value();
+    let raft_cfg = raft_config(cfg, member_id, applied.index);
+    let election_ticks = raft_cfg.election_tick;
     let raw = raft::RawNode::new(&raft_cfg, log, &crate::logging::raft_logger())?;
 
     let (raft_tx, raft_rx) = crossbeam_channel::bounded::<RaftMsg>(RAFT_INBOX);
@@ -752,35 +909,8 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
         transport.set_tls(Arc::clone(peer_tls));
     }
 
-    let v2 = {
-        let (records, index) = meta::v2_records(&db)?;
-        let mut store = crate::v2::V2Store::new();
-        store
-            .load(records, index.index)
-            .map_err(|e| BootError::Config(format!("the v2 store on disk is corrupt: {e:?}")))?;
-        store.set_visible_index(index.visible);
-        Arc::new(parking_lot::RwLock::new(store))
-    };
-    let auth = {
-        let store = match meta::auth(&db)? {
-            Some(blob) => crate::auth::AuthStore::load(&blob).map_err(|e| {
-                BootError::Config(format!("the auth store on disk is corrupt: {e}"))
-            })?,
-            None => crate::auth::AuthStore::new(),
-        };
-        let tokens = crate::auth::TokenProvider::from_option(
-            &cfg.auth_token,
-            Duration::from_secs(cfg.auth_token_ttl_secs),
-        )
-        .map_err(|e| BootError::Config(format!("--auth-token: {e}")))?;
-        Arc::new(crate::etcdserver::auth::AuthState {
-            store: parking_lot::RwLock::new(store),
-            tokens,
-            bcrypt_cost: cfg.bcrypt_cost,
-            verified: Default::default(),
-            bcrypt_slots: crate::etcdserver::auth::bcrypt_slots(),
-        })
-    };
+    let v2 = load_v2(&db)?;
+    let auth = load_auth(&db, cfg)?;
     // Policy plugins: a malformed [plugins] table stops the start.
     let plugins =
         crate::policy::Enforcer::open(&db, Arc::clone(&store), cfg).map_err(BootError::Config)?;
@@ -823,7 +953,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
         Arc::clone(&waiters),
         Arc::clone(&snapshots),
         NodeConfig {
-            config: Arc::clone(&server.config),
+            config: Arc::clone(server.config()),
             election_ticks,
             fast_forward_ticks: fast_forward,
             lessor: Arc::clone(&lessor),
@@ -831,7 +961,7 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
             // from a leader before it votes or campaigns (bounded): its
             // journal may have lost a tail it had acknowledged.
             hold_votes_for: if restarting && conf_state.voters.len() > 1 {
-                election_timeout * 2
+                Duration::from_millis(cfg.election_timeout_ms) * 2
             } else {
                 Duration::ZERO
             },
@@ -839,19 +969,19 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
         applied.index,
     );
     let apply = ApplyLoop {
-        db: db.clone(),
-        store: Arc::clone(&store),
-        membership: Arc::clone(&membership),
-        lessor: Arc::clone(&lessor),
-        hub: Arc::clone(&hub),
+        db,
+        store,
+        membership,
+        lessor,
+        hub,
         rx: apply_rx,
         ctl: ctl_tx,
-        waiters: Arc::clone(&waiters),
-        status: Arc::clone(&status),
+        waiters,
+        status,
         applied_tx,
-        snapshots: Arc::clone(&snapshots),
+        snapshots,
         cfg: ApplyConfig {
-            config: Arc::clone(&server.config),
+            config: Arc::clone(server.config()),
             snapshot_catchup_entries: SNAPSHOT_CATCHUP_ENTRIES,
         },
         applied,
@@ -863,51 +993,84 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
         auth,
         plugins,
     };
+    Ok(Assembled {
+        server,
+        node,
+        apply,
+        raft_tx,
+    })
+}
 
-    // Bind everything before any thread runs, so a taken port fails fast.
-    let mut sockets = SocketFiles::default();
-    let mut peer_listeners = Vec::new();
-    for url in &cfg.listen_peer_urls {
-        peer_listeners.push((
-            url_string(url),
-            bind(url, &mut sockets).await?,
-            crate::tls::for_url(url, &tls.peer),
-        ));
+/// A bound peer or metrics socket: its URL and TLS, if https.
+type UrlListener = (
+    String,
+    crate::net::listener::Listener,
+    Option<Arc<crate::tls::ReloadableTlsConfig>>,
+);
+
+/// Every socket this member listens on, bound before anything runs.
+struct Listeners {
+    peer: Vec<UrlListener>,
+    client: Vec<ClientListener>,
+    metrics: Vec<UrlListener>,
+}
+
+impl Listeners {
+    async fn bind(
+        cfg: &ServerConfig,
+        tls: &crate::tls::Sides,
+        sockets: &mut SocketFiles,
+    ) -> Result<Listeners, BootError> {
+        let mut peer = Vec::new();
+        for url in &cfg.listen_peer_urls {
+            peer.push((
+                url_string(url),
+                bind(url, sockets).await?,
+                crate::tls::for_url(url, &tls.peer),
+            ));
+        }
+        let client = bind_client_urls(&cfg.listen_client_urls, &tls.client, sockets).await?;
+        let mut metrics = Vec::new();
+        for url in &cfg.listen_metrics_urls {
+            // etcd serves https metrics URLs with the client certificate.
+            metrics.push((
+                url_string(url),
+                bind(url, sockets).await?,
+                crate::tls::for_url(url, &tls.client),
+            ));
+        }
+        Ok(Listeners {
+            peer,
+            client,
+            metrics,
+        })
     }
-    let client_listeners =
-        bind_client_urls(&cfg.listen_client_urls, &tls.client, &mut sockets).await?;
+}
 
-    // Before raft runs or anyone is served: a member whose data differs
-    // from its peers' must not answer (or vote) at all.
-    if restarting && cfg.experimental_initial_corrupt_check {
-        crate::etcdserver::corrupt::check_initial(&server)
-            .await
-            .map_err(BootError::Config)?;
-    }
-
-    crate::crash::spawn_thread("raft", move || node.run())
-        .map_err(|e| BootError::Config(format!("cannot start the raft thread: {e}")))?;
-    crate::crash::spawn_thread("apply", move || apply.run())
-        .map_err(|e| BootError::Config(format!("cannot start the apply thread: {e}")))?;
-
+/// Peers are served at once: raft needs them before this member can join.
+fn serve_peers(
+    server: &Arc<EtcdServer>,
+    raft_tx: crossbeam_channel::Sender<RaftMsg>,
+    listeners: Vec<UrlListener>,
+) {
     let peer_router = api::grpc_and_http(
         tonic::service::Routes::new(
             crate::pb::cairnpb::peer_server::PeerServer::new(api::peer::PeerService {
-                self_id: member_id,
-                cluster_id,
-                raft_tx: raft_tx.clone(),
-                snapshots: Arc::clone(&snapshots),
-                srv: Arc::clone(&server),
+                self_id: server.member_id(),
+                cluster_id: server.cluster_id(),
+                raft_tx,
+                snapshots: Arc::clone(server.snapshots()),
+                srv: Arc::clone(server),
                 receiving: tokio::sync::Mutex::new(()),
             })
             .max_decoding_message_size(PEER_MAX_MESSAGE_BYTES)
             .max_encoding_message_size(PEER_MAX_MESSAGE_BYTES),
         ),
-        api::http::peer_routes(Arc::clone(&server)),
+        api::http::peer_routes(Arc::clone(server)),
         api::grpc_methods::Surface::Peer,
         None,
     );
-    for (url, l, peer_tls) in peer_listeners {
+    for (url, l, peer_tls) in listeners {
         tracing::info!("listening for peers on {url}");
         crate::crash::spawn_task(
             "peer listener",
@@ -921,13 +1084,21 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
             ),
         );
     }
-    transport.start();
-    tls.spawn_watchers();
+}
 
-    let reloader = crate::etcdserver::reload::Reloader::new(Arc::clone(&server));
+/// Clients (and metrics) are served once this member has joined the
+/// cluster, as etcd does; until then their connections wait in the
+/// backlog. Returns what drains the client listeners at a graceful stop.
+fn serve_clients_once_ready(
+    server: &Arc<EtcdServer>,
+    cfg: &ServerConfig,
+    client_listeners: Vec<ClientListener>,
+    metrics_listeners: Vec<UrlListener>,
+) -> crate::net::listener::Drain {
+    let reloader = crate::etcdserver::reload::Reloader::new(Arc::clone(server));
     reloader.spawn_triggers();
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    let client_router = client_router(&server, cfg, Arc::clone(&reloader), health_service);
+    let client_router = client_router(server, cfg, Arc::clone(&reloader), health_service);
     let client_drain = crate::net::listener::Drain::default();
     let serve_opts = crate::net::listener::ServeOptions {
         max_concurrent_streams: cfg.max_concurrent_streams,
@@ -945,20 +1116,9 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
         // etcd's `--metrics=extensive`: gRPC latency histograms.
         crate::metrics::METRICS.enable_extensive();
     }
-    let mut metrics_listeners = Vec::new();
-    for url in &cfg.listen_metrics_urls {
-        // etcd serves https metrics URLs with the client certificate.
-        metrics_listeners.push((
-            url_string(url),
-            bind(url, &mut sockets).await?,
-            crate::tls::for_url(url, &tls.client),
-        ));
-    }
-    let metrics_router = api::http::metrics_routes(Arc::clone(&server));
+    let metrics_router = api::http::metrics_routes(Arc::clone(server));
     let mut ready = server.ready_watch();
     tokio::spawn(async move {
-        // Like etcd, accept client connections only once this member has
-        // joined the cluster; until then they wait in the backlog.
         if ready.wait_for(|r| *r).await.is_err() {
             return;
         }
@@ -1006,40 +1166,41 @@ pub async fn start(cfg: &ServerConfig) -> Result<Member, BootError> {
         }
         notify::ready();
     });
+    client_drain
+}
 
-    crate::crash::spawn_task("lease expiry", expire_leases(Arc::clone(&server)));
+/// The member's own chores: lease expiry, corruption checks, the v2 TTL
+/// and token sweepers, auto-compaction, publishing itself, and plugin
+/// reconciliation.
+fn spawn_background_tasks(server: &Arc<EtcdServer>, cfg: &ServerConfig) {
+    crate::crash::spawn_task("lease expiry", expire_leases(Arc::clone(server)));
     crate::crash::spawn_task(
         "corruption check",
         crate::etcdserver::corrupt::monitor(
-            Arc::clone(&server),
+            Arc::clone(server),
             cfg.experimental_corrupt_check_time,
         ),
     );
     crate::crash::spawn_task(
         "v2 TTL sweeper",
-        api::v2::run_ttl_sweeper(Arc::clone(&server)),
+        api::v2::run_ttl_sweeper(Arc::clone(server)),
     );
     crate::crash::spawn_task(
         "token sweeper",
-        crate::etcdserver::auth::sweep_tokens(Arc::clone(&server)),
+        crate::etcdserver::auth::sweep_tokens(Arc::clone(server)),
     );
     crate::crash::spawn_task(
         "auto-compaction",
-        crate::etcdserver::compactor::run(Arc::clone(&server)),
+        crate::etcdserver::compactor::run(Arc::clone(server)),
     );
     tokio::spawn(publish(
-        Arc::clone(&server),
+        Arc::clone(server),
         cfg.name.clone(),
         url_strings(&cfg.advertise_client_urls),
     ));
     tokio::spawn(crate::etcdserver::policy::reconcile_at_startup(Arc::clone(
-        &server,
-    )));
-    Ok(Member {
         server,
-        client_drain,
-        sockets: parking_lot::Mutex::new(sockets),
-    })
+    )));
 }
 
 fn client_router(
@@ -1149,7 +1310,7 @@ fn client_router(
 /// "publish"), retrying until it is applied; then the member serves clients.
 async fn publish(server: Arc<EtcdServer>, name: String, client_urls: Vec<String>) {
     let attrs = MemberAttributes {
-        member_id: server.member_id,
+        member_id: server.member_id(),
         name: name.clone(),
         client_urls: client_urls.clone(),
     };
@@ -1166,7 +1327,7 @@ async fn publish(server: Arc<EtcdServer>, name: String, client_urls: Vec<String>
         "published local member to cluster through raft: {{Name:{} ClientURLs:[{}]}} to cluster {:x}",
         name,
         client_urls.join(" "),
-        server.cluster_id
+        server.cluster_id()
     );
     // Logged before clients are let in: scripts (and tests) that see the
     // member healthy may look for this line at once.
@@ -1202,20 +1363,22 @@ async fn expire_leases(server: Arc<EtcdServer>) {
     let in_flight = Arc::new(tokio::sync::Semaphore::new(1));
     loop {
         tick.tick().await;
-        if !server.status.is_leader() {
+        if !server.status().is_leader() {
             continue;
         }
-        if server.config.load().experimental_enable_lease_checkpoint
+        if server.config().load().experimental_enable_lease_checkpoint
             && let Ok(permit) = Arc::clone(&in_flight).try_acquire_owned()
         {
             let due = last_checkpoint.elapsed() >= interval;
-            let checkpoints = server.lessor.checkpoints(due, interval);
+            let checkpoints = server.lessor().checkpoints(due, interval);
             if due {
                 last_checkpoint = tokio::time::Instant::now();
             }
-            if !checkpoints.is_empty() {
+            if !checkpoints.items.is_empty() {
                 let srv = Arc::clone(&server);
                 tokio::spawn(async move {
+                    let term = checkpoints.term;
+                    let checkpoints = checkpoints.items;
                     let clears: Vec<i64> = checkpoints
                         .iter()
                         .filter(|(_, left)| *left == 0)
@@ -1230,21 +1393,28 @@ async fn expire_leases(server: Arc<EtcdServer>) {
                                 })
                                 .collect(),
                         };
-                    if let Err(e) = srv.propose_internal(request).await {
+                    if let Err(e) = srv.propose_as_leader_of(term, request).await {
                         // Renewed leases' records must still be cleared.
-                        srv.lessor.requeue_clears(&clears);
+                        srv.lessor().requeue_clears(&clears);
                         tracing::warn!(error = %e, "proposing lease checkpoints failed; the next round retries");
                     }
                     drop(permit);
                 });
             }
         }
-        for id in server.lessor.expired(MAX_REVOKES_PER_SWEEP) {
+        let expired = server.lessor().expired(MAX_REVOKES_PER_SWEEP);
+        for id in expired.items {
             let srv = Arc::clone(&server);
+            let term = expired.term;
             tokio::spawn(async move {
-                let r = srv.propose_internal(LeaseRevokeRequest { id }).await;
+                let r = srv
+                    .propose_as_leader_of(term, LeaseRevokeRequest { id })
+                    .await;
+                // Not found: revoked meanwhile. Leader changed: no longer
+                // this member's to revoke.
                 if let Err(e) = r
                     && e != crate::error::Error::LeaseNotFound
+                    && e != crate::error::Error::LeaderChanged
                 {
                     tracing::warn!(lease = %format!("{id:016x}"), error = %e, "revoking an expired lease failed; will retry");
                 }

@@ -455,6 +455,8 @@ fn internal(request: Option<Cairn>, auth: Option<RequestAuth>) -> Vec<u8> {
             auth
         },
         plugin_stamp: None,
+        // etcd's log carries no such condition.
+        leader_term: 0,
     }
     .encode_to_vec()
 }

@@ -171,7 +171,8 @@ impl ApplyLoop {
                         // their clocks (etcd's "promote").
                         let checkpoints =
                             self.cfg.config.load().experimental_enable_lease_checkpoint;
-                        self.lessor.promote(self.election_timeout(), checkpoints);
+                        self.lessor
+                            .promote(self.election_timeout(), checkpoints, e.term);
                     }
                 }
                 EntryType::EntryConfChange => {
@@ -284,31 +285,7 @@ impl ApplyLoop {
         };
         let id = req.id;
         let wanted = id != 0 && self.waiters.is_registered(id);
-        if let Some(e) = req
-            .request
-            .as_ref()
-            .and_then(|r| refused_by_alarms(&self.db.alarms, r))
-        {
-            // Replicated state decides, so every member refuses alike.
-            if wanted {
-                results.push((id, Err(e)));
-            }
-            return Ok(());
-        }
-        // Client requests carry their caller; the auth state at this point
-        // of the log decides, so every member refuses alike.
-        if let (Some(a), Some(r)) = (req.auth.as_ref(), req.request.as_ref())
-            && let Err(e) = self.check_entry_auth(&super::auth::entry_caller(a), r)
-        {
-            if wanted {
-                results.push((id, Err(e.into())));
-            }
-            return Ok(());
-        }
-        // Writes judged by policy plugins carry the set version they were
-        // judged under; a stale one is refused alike on every member, and
-        // its proposer judges it again.
-        if let Some(e) = self.plugins.refuse_stale(&req, batch, &self.lessor) {
+        if let Some(e) = self.refusal(&req, term, batch) {
             if wanted {
                 results.push((id, Err(e)));
             }
@@ -328,64 +305,9 @@ impl ApplyLoop {
                 let compact_rev = batch.compact_rev();
                 with_write(batch, lessor, |b| txn::txn(b, &t, compact_rev)).map(Applied::Txn)
             }
-            Some(Request::LeaseGrant(g)) => {
-                if lessor.grant(g.id, g.ttl) {
-                    meta::put_lease(batch.raw(), &self.db, g.id, g.ttl);
-                    Ok(Applied::LeaseGrant(LeaseGrantResponse {
-                        header: Some(ResponseHeader {
-                            revision: batch.rev(),
-                            ..Default::default()
-                        }),
-                        id: g.id,
-                        ttl: g.ttl,
-                        error: String::new(),
-                    }))
-                } else {
-                    Err(Error::LeaseExists)
-                }
-            }
-            Some(Request::LeaseCheckpoint(c)) => {
-                for cp in c
-                    .checkpoints
-                    .iter()
-                    .take(crate::state::lease::MAX_CHECKPOINTS_PER_ENTRY)
-                {
-                    // A lease revoked since the leader looked is skipped.
-                    if let Some(ttl) = lessor.checkpoint(cp.id, cp.remaining_ttl) {
-                        meta::put_lease_record(
-                            batch.raw(),
-                            &self.db,
-                            &crate::pb::cairnpb::LeaseRecord {
-                                id: cp.id,
-                                ttl,
-                                remaining_ttl: cp.remaining_ttl.clamp(0, ttl),
-                            },
-                        );
-                    }
-                }
-                Ok(Applied::LeaseCheckpointed)
-            }
-            Some(Request::LeaseRevoke(r)) => match lessor.revoke(r.id) {
-                None => Err(Error::LeaseNotFound),
-                Some(keys) => {
-                    meta::delete_lease(batch.raw(), &self.db, r.id);
-                    // All of the lease's keys go in one revision.
-                    with_write(batch, lessor, |b| {
-                        for k in keys {
-                            txn::Backend::delete(b, &KeyRange::Single(k)).map_err(Error::from)?;
-                        }
-                        Ok(())
-                    })
-                    .map(|()| {
-                        Applied::LeaseRevoke(LeaseRevokeResponse {
-                            header: Some(ResponseHeader {
-                                revision: batch.rev(),
-                                ..Default::default()
-                            }),
-                        })
-                    })
-                }
-            },
+            Some(Request::LeaseGrant(g)) => self.apply_lease_grant(batch, &g),
+            Some(Request::LeaseCheckpoint(c)) => Ok(self.apply_lease_checkpoints(batch, &c)),
+            Some(Request::LeaseRevoke(r)) => self.apply_lease_revoke(batch, r.id),
             Some(Request::Compaction(c)) => match batch.compact(c.revision) {
                 Ok(()) => {
                     tracing::info!(revision = c.revision, "scheduled compaction");
@@ -400,21 +322,7 @@ impl ApplyLoop {
                 Err(e) => Err(e.into()),
             },
             Some(Request::V2(bytes)) => Ok(self.apply_v2(batch, &bytes, index, term)),
-            Some(Request::PluginSet(change)) => {
-                let next_revision = batch.rev() + 1;
-                let by_root = {
-                    let store = self.auth.store.read();
-                    store.is_enabled().then(|| {
-                        let admin = change.admin.as_ref().and_then(super::auth::entry_caller);
-                        store
-                            .authorize_request(admin.as_ref(), crate::auth::Access::Admin, b"", b"")
-                            .is_ok()
-                    })
-                };
-                self.plugins
-                    .apply_change(batch.raw(), &self.db, change, index, next_revision, by_root)
-                    .map(Applied::Plugins)
-            }
+            Some(Request::PluginSet(change)) => self.apply_plugin_set(batch, change, index),
             Some(Request::Authenticate(a)) => self.apply_authenticate(&a, index, wanted),
             Some(
                 r @ (Request::AuthEnable(_)
@@ -430,27 +338,7 @@ impl ApplyLoop {
                 | Request::RoleRevokePermission(_)),
             ) => self.apply_auth(batch, r, caller.as_ref()),
             Some(Request::MemberUpdate(record)) => {
-                let mut m = membership
-                    .take()
-                    .unwrap_or_else(|| self.membership.snapshot());
-                let r = match m.members.iter_mut().find(|x| x.id == record.id) {
-                    Some(x) => {
-                        tracing::info!(
-                            "updated member {:x} peer URLs to {:?}",
-                            x.id,
-                            record.peer_urls
-                        );
-                        x.peer_urls = record.peer_urls.clone();
-                        Ok(Applied::Member)
-                    }
-                    None => Err(Error::MemberNotFound),
-                };
-                meta::put_membership(batch.raw(), &self.db, &m);
-                *membership = Some(m);
-                if r.is_ok() {
-                    self.bump_v2_membership(batch, 1);
-                }
-                r
+                self.apply_member_update(batch, membership, &record)
             }
             Some(Request::Publish(attrs)) => {
                 // The first publish of a cluster's life stands in for etcd's
@@ -467,24 +355,7 @@ impl ApplyLoop {
                 }
                 m.map(|_| Applied::Published)
             }
-            Some(Request::Alarm(entry)) => {
-                let req = entry.request.unwrap_or_default();
-                let change = self.db.alarms.apply(&req);
-                if change.changed {
-                    meta::put_alarms(batch.raw(), &self.db, self.db.alarms.snapshot());
-                    let what = if req.action == AlarmAction::Activate as i32 {
-                        "raised"
-                    } else {
-                        "cleared"
-                    };
-                    tracing::warn!(
-                        "alarm {} {what} for member {:x}",
-                        alarm::type_name(req.alarm),
-                        req.member_id
-                    );
-                }
-                Ok(Applied::Alarms(change.alarms))
-            }
+            Some(Request::Alarm(entry)) => Ok(self.apply_alarm(batch, entry)),
         };
         if let Err(Error::Internal(msg)) = &result {
             // Storage failed mid-request: the member cannot continue safely.
@@ -494,6 +365,175 @@ impl ApplyLoop {
             results.push((id, result));
         }
         Ok(())
+    }
+
+    /// The gates every entry passes before it takes effect, each decided by
+    /// replicated state only (the entry's term, alarms, the auth store and
+    /// the plugin set at this point of the log), so every member refuses
+    /// alike.
+    fn refusal(&self, req: &InternalRequest, term: u64, batch: &mut ApplyBatch) -> Option<Error> {
+        if req.leader_term != 0 && req.leader_term != term {
+            // Decided by a leader of an earlier term and forwarded by raft to
+            // a later one: its view of leases is stale (see `LeaderWork`).
+            return Some(Error::LeaderChanged);
+        }
+        let request = req.request.as_ref()?;
+        if let Some(e) = refused_by_alarms(&self.db.alarms, request) {
+            return Some(e);
+        }
+        // Client requests carry their caller.
+        if let Some(a) = req.auth.as_ref()
+            && let Err(e) = self.check_entry_auth(&super::auth::entry_caller(a), request)
+        {
+            return Some(e.into());
+        }
+        // Writes judged by policy plugins carry the set version they were
+        // judged under; a stale one is refused, and its proposer judges it
+        // again.
+        self.plugins.refuse_stale(req, batch, &self.lessor)
+    }
+
+    fn apply_lease_grant(
+        &self,
+        batch: &mut ApplyBatch,
+        g: &crate::pb::etcdserverpb::LeaseGrantRequest,
+    ) -> Result<Applied, Error> {
+        if !self.lessor.grant(g.id, g.ttl) {
+            return Err(Error::LeaseExists);
+        }
+        meta::put_lease(batch.raw(), &self.db, g.id, g.ttl);
+        Ok(Applied::LeaseGrant(LeaseGrantResponse {
+            header: Some(ResponseHeader {
+                revision: batch.rev(),
+                ..Default::default()
+            }),
+            id: g.id,
+            ttl: g.ttl,
+            error: String::new(),
+        }))
+    }
+
+    fn apply_lease_checkpoints(
+        &self,
+        batch: &mut ApplyBatch,
+        c: &crate::pb::etcdserverpb::LeaseCheckpointRequest,
+    ) -> Applied {
+        for cp in c
+            .checkpoints
+            .iter()
+            .take(crate::state::lease::MAX_CHECKPOINTS_PER_ENTRY)
+        {
+            // A lease revoked since the leader looked is skipped.
+            if let Some(ttl) = self.lessor.checkpoint(cp.id, cp.remaining_ttl) {
+                meta::put_lease_record(
+                    batch.raw(),
+                    &self.db,
+                    &crate::pb::cairnpb::LeaseRecord {
+                        id: cp.id,
+                        ttl,
+                        remaining_ttl: cp.remaining_ttl.clamp(0, ttl),
+                    },
+                );
+            }
+        }
+        Applied::LeaseCheckpointed
+    }
+
+    fn apply_lease_revoke(&self, batch: &mut ApplyBatch, id: i64) -> Result<Applied, Error> {
+        let lessor = &*self.lessor;
+        let Some(keys) = lessor.revoke(id) else {
+            return Err(Error::LeaseNotFound);
+        };
+        meta::delete_lease(batch.raw(), &self.db, id);
+        // All of the lease's keys go in one revision.
+        with_write(batch, lessor, |b| {
+            for k in keys {
+                txn::Backend::delete(b, &KeyRange::Single(k)).map_err(Error::from)?;
+            }
+            Ok(())
+        })?;
+        Ok(Applied::LeaseRevoke(LeaseRevokeResponse {
+            header: Some(ResponseHeader {
+                revision: batch.rev(),
+                ..Default::default()
+            }),
+        }))
+    }
+
+    fn apply_plugin_set(
+        &self,
+        batch: &mut ApplyBatch,
+        change: crate::pb::cairnpb::PluginSetChange,
+        index: u64,
+    ) -> Result<Applied, Error> {
+        let next_revision = batch.rev() + 1;
+        // With auth on, only root may change the set (checked here, at this
+        // point of the log, like every auth decision).
+        let by_root = {
+            let store = self.auth.store.read();
+            store.is_enabled().then(|| {
+                let admin = change.admin.as_ref().and_then(super::auth::entry_caller);
+                store
+                    .authorize_request(admin.as_ref(), crate::auth::Access::Admin, b"", b"")
+                    .is_ok()
+            })
+        };
+        self.plugins
+            .apply_change(batch.raw(), &self.db, change, index, next_revision, by_root)
+            .map(Applied::Plugins)
+    }
+
+    /// New peer URLs for a member, into the membership this batch builds.
+    fn apply_member_update(
+        &mut self,
+        batch: &mut ApplyBatch,
+        membership: &mut Option<crate::pb::cairnpb::Membership>,
+        record: &crate::pb::cairnpb::MemberRecord,
+    ) -> Result<Applied, Error> {
+        let mut m = membership
+            .take()
+            .unwrap_or_else(|| self.membership.snapshot());
+        let r = match m.members.iter_mut().find(|x| x.id == record.id) {
+            Some(x) => {
+                tracing::info!(
+                    "updated member {:x} peer URLs to {:?}",
+                    x.id,
+                    record.peer_urls
+                );
+                x.peer_urls = record.peer_urls.clone();
+                Ok(Applied::Member)
+            }
+            None => Err(Error::MemberNotFound),
+        };
+        meta::put_membership(batch.raw(), &self.db, &m);
+        *membership = Some(m);
+        if r.is_ok() {
+            self.bump_v2_membership(batch, 1);
+        }
+        r
+    }
+
+    fn apply_alarm(
+        &self,
+        batch: &mut ApplyBatch,
+        entry: crate::pb::cairnpb::AlarmEntry,
+    ) -> Applied {
+        let req = entry.request.unwrap_or_default();
+        let change = self.db.alarms.apply(&req);
+        if change.changed {
+            meta::put_alarms(batch.raw(), &self.db, self.db.alarms.snapshot());
+            let what = if req.action == AlarmAction::Activate as i32 {
+                "raised"
+            } else {
+                "cleared"
+            };
+            tracing::warn!(
+                "alarm {} {what} for member {:x}",
+                alarm::type_name(req.alarm),
+                req.member_id
+            );
+        }
+        Applied::Alarms(change.alarms)
     }
 
     fn publish(

@@ -9,6 +9,7 @@
 //! member updates its member table and raft configuration at the same log
 //! index; a peer URL update is an ordinary entry.
 
+use super::forward::Leader;
 use super::{EtcdServer, MAX_APPLY_LAG, RequestCtx};
 use crate::error::Error;
 use crate::ids;
@@ -507,36 +508,31 @@ impl EtcdServer {
         let deadline = ctx.deadline();
         // The leader checks the caller again with what the caller presented.
         let credential = ctx.credential();
-        loop {
-            let leader = self.status.leader();
-            if leader != 0
-                && leader != self.member_id
-                && let Some(client) = self.transport.client(leader)
-            {
-                let r = self.transport.request_for(leader, req.clone(), credential);
-                match call(client, r).await {
-                    Ok(resp) => {
-                        // The leader applied the change; make sure this
-                        // member has too, so the caller's next read here
-                        // (etcdctl lists members right after adding one)
-                        // sees it.
-                        if sync_after {
-                            self.linearizable_read_until(deadline).await?;
-                        }
-                        return Ok(resp.into_inner());
+        let call = &call;
+        let resp = self
+            .on_leader(deadline, |leader| {
+                let req = req.clone();
+                async move {
+                    let Leader::Peer(to, client) = leader else {
+                        // Leadership came here after the caller checked:
+                        // its request was meant for another leader.
+                        return Some(Err(Error::LeaderChanged));
+                    };
+                    let r = self.transport.request_for(to, req, credential);
+                    match call(client, r).await {
+                        Ok(resp) => Some(Ok(resp.into_inner())),
+                        Err(s) if s.message() == Error::NotLeader.to_string() => None,
+                        Err(s) => Some(Err(Error::from_status(&s))),
                     }
-                    Err(s) if s.message() == Error::NotLeader.to_string() => {}
-                    Err(s) => return Err(Error::from_status(&s)),
                 }
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(if self.status.has_leader() {
-                    Error::Timeout
-                } else {
-                    Error::NoLeader
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            })
+            .await?;
+        // The leader applied the change; make sure this member has too, so
+        // the caller's next read here (etcdctl lists members right after
+        // adding one) sees it.
+        if sync_after {
+            self.linearizable_read_until(deadline).await?;
         }
+        Ok(resp)
     }
 }

@@ -12,11 +12,13 @@ pub mod cluster;
 pub mod compactor;
 pub mod corrupt;
 pub mod ctx;
+mod forward;
 pub mod node;
 pub mod policy;
 pub mod proposal;
 
 pub use ctx::RequestCtx;
+use forward::Leader;
 use proposal::Proposal;
 pub mod reload;
 pub mod wait;
@@ -152,31 +154,81 @@ impl RaftStatus {
 }
 
 pub struct EtcdServer {
-    pub member_id: u64,
-    pub cluster_id: u64,
-    pub name: String,
-    pub db: Db,
-    pub store: Arc<Store>,
-    pub membership: Arc<Membership>,
-    pub status: Arc<RaftStatus>,
-    pub snapshots: Arc<SnapshotRegistry>,
+    member_id: u64,
+    cluster_id: u64,
+    name: String,
+    db: Db,
+    store: Arc<Store>,
+    membership: Arc<Membership>,
+    status: Arc<RaftStatus>,
+    snapshots: Arc<SnapshotRegistry>,
     /// The live configuration: swapped whole by a reload, read per request.
-    pub config: Arc<arc_swap::ArcSwap<cairn_config::ServerConfig>>,
-    pub lessor: Arc<Lessor>,
-    pub hub: Arc<WatchHub>,
-    pub transport: Arc<Transport>,
+    config: Arc<arc_swap::ArcSwap<cairn_config::ServerConfig>>,
+    lessor: Arc<Lessor>,
+    hub: Arc<WatchHub>,
+    transport: Arc<Transport>,
     /// etcd's v2 keyspace, separate from v3 (written only by the apply loop).
-    pub v2: Arc<parking_lot::RwLock<crate::v2::V2Store>>,
+    v2: Arc<parking_lot::RwLock<crate::v2::V2Store>>,
     /// etcd's v3 auth: the replicated store and this member's tokens.
-    pub auth: Arc<auth::AuthState>,
+    auth: Arc<auth::AuthState>,
     /// Policy plugins: the replicated set and what judges writes with it.
-    pub plugins: Arc<crate::policy::Enforcer>,
+    plugins: Arc<crate::policy::Enforcer>,
     raft_tx: crossbeam_channel::Sender<node::RaftMsg>,
     waiters: Arc<Waiters<Applied>>,
     applied_rx: tokio_watch::Receiver<u64>,
     ids: RequestIdGenerator,
     /// Set once this member has published itself and serves clients.
     ready: tokio_watch::Sender<bool>,
+}
+
+/// Read access for the layers above (`api/`, `boot/`): the fields stay
+/// private so only this module decides how they change.
+impl EtcdServer {
+    pub(crate) fn member_id(&self) -> u64 {
+        self.member_id
+    }
+    pub(crate) fn cluster_id(&self) -> u64 {
+        self.cluster_id
+    }
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+    pub(crate) fn db(&self) -> &Db {
+        &self.db
+    }
+    pub(crate) fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+    pub(crate) fn membership(&self) -> &Arc<Membership> {
+        &self.membership
+    }
+    pub(crate) fn status(&self) -> &Arc<RaftStatus> {
+        &self.status
+    }
+    pub(crate) fn snapshots(&self) -> &Arc<SnapshotRegistry> {
+        &self.snapshots
+    }
+    pub(crate) fn config(&self) -> &Arc<arc_swap::ArcSwap<cairn_config::ServerConfig>> {
+        &self.config
+    }
+    pub(crate) fn lessor(&self) -> &Arc<Lessor> {
+        &self.lessor
+    }
+    pub(crate) fn hub(&self) -> &Arc<WatchHub> {
+        &self.hub
+    }
+    pub(crate) fn transport(&self) -> &Arc<Transport> {
+        &self.transport
+    }
+    pub(crate) fn v2(&self) -> &Arc<parking_lot::RwLock<crate::v2::V2Store>> {
+        &self.v2
+    }
+    pub(crate) fn auth(&self) -> &Arc<auth::AuthState> {
+        &self.auth
+    }
+    pub(crate) fn plugins(&self) -> &Arc<crate::policy::Enforcer> {
+        &self.plugins
+    }
 }
 
 /// What a server is built from: its shared parts and the ends of the
@@ -312,6 +364,21 @@ impl EtcdServer {
         proposal::expect::<P>(applied)
     }
 
+    /// A proposal only the leader of `term` may make (its lessor's revokes
+    /// and checkpoints): applied only if raft appends it in that term, and
+    /// answered [`Error::LeaderChanged`] everywhere otherwise.
+    pub async fn propose_as_leader_of<P: Proposal>(
+        &self,
+        term: u64,
+        p: P,
+    ) -> Result<P::Response, Error> {
+        assert!(term > 0, "a leader's term is at least 1");
+        let applied = self
+            .propose_counted(p.into_request(), None, None, term, self.deadline())
+            .await?;
+        proposal::expect::<P>(applied)
+    }
+
     /// The deadline of a request starting now. A client request gets one
     /// where it enters, in its [`RequestCtx`]: every stage after (judging,
     /// proposing, waiting) shares it, so no request waits longer than
@@ -339,8 +406,23 @@ impl EtcdServer {
         stamp: Option<crate::pb::cairnpb::PluginStamp>,
         deadline: tokio::time::Instant,
     ) -> Result<Applied, Error> {
+        self.propose_counted(request, auth, stamp, 0, deadline)
+            .await
+    }
+
+    /// [`Self::propose_inner`], counted in the proposal metrics.
+    async fn propose_counted(
+        &self,
+        request: Request,
+        auth: Option<crate::pb::cairnpb::RequestAuth>,
+        stamp: Option<crate::pb::cairnpb::PluginStamp>,
+        leader_term: u64,
+        deadline: tokio::time::Instant,
+    ) -> Result<Applied, Error> {
         crate::metrics::METRICS.proposals_pending.inc();
-        let result = self.propose_inner(request, auth, stamp, deadline).await;
+        let result = self
+            .propose_inner(request, auth, stamp, leader_term, deadline)
+            .await;
         crate::metrics::METRICS.proposals_pending.dec();
         // Failures of consensus, not requests refused by the state machine.
         if matches!(
@@ -361,6 +443,7 @@ impl EtcdServer {
         request: Request,
         auth: Option<crate::pb::cairnpb::RequestAuth>,
         plugin_stamp: Option<crate::pb::cairnpb::PluginStamp>,
+        leader_term: u64,
         deadline: tokio::time::Instant,
     ) -> Result<Applied, Error> {
         let commit = self.status.commit.load(Ordering::Acquire);
@@ -376,6 +459,7 @@ impl EtcdServer {
             request: Some(request),
             auth,
             plugin_stamp,
+            leader_term,
         }
         .encode_to_vec();
         if data.len() > limit {
@@ -482,46 +566,42 @@ impl EtcdServer {
     /// a follower). Returns the lease's TTL, or 0 if it does not exist.
     pub async fn lease_renew(&self, ctx: &RequestCtx, id: i64) -> Result<i64, Error> {
         let deadline = ctx.deadline();
-        let mut waited_for_apply = false;
-        loop {
-            if self.status.is_leader() && self.ensure_leadership(deadline).await {
-                match self.lessor.renew(id) {
-                    Renewal::Renewed(ttl) => return Ok(ttl),
-                    Renewal::NotFound if waited_for_apply => return Ok(0),
-                    Renewal::NotFound => {
-                        // The grant may be committed but not yet applied here.
-                        self.linearizable_read_until(deadline).await?;
-                        waited_for_apply = true;
-                        continue;
+        self.on_leader(deadline, |leader| async move {
+            match leader {
+                Leader::Me => {
+                    if !self.ensure_leadership(deadline).await {
+                        return None;
                     }
-                    // A new leader promotes once it applied its first entry.
-                    Renewal::NotPrimary => {}
-                }
-            } else if self.status.has_leader() {
-                let leader = self.status.leader();
-                if let Some(mut c) = self.transport.client(leader) {
-                    let req = self.transport.request_for(
-                        leader,
-                        LeaseRenewRequest { id },
-                        ctx.credential(),
-                    );
-                    if let Ok(resp) = c.lease_renew(req).await {
-                        let resp = resp.into_inner();
-                        if resp.leader {
-                            return Ok(resp.ttl.max(0));
+                    match self.lessor.renew(id) {
+                        Renewal::Renewed(ttl) => Some(Ok(ttl)),
+                        Renewal::NotFound => {
+                            // The grant may be committed but not yet applied
+                            // here: catch up, then look once more.
+                            if let Err(e) = self.linearizable_read_until(deadline).await {
+                                return Some(Err(e));
+                            }
+                            match self.lessor.renew(id) {
+                                Renewal::Renewed(ttl) => Some(Ok(ttl)),
+                                Renewal::NotFound => Some(Ok(0)),
+                                Renewal::NotPrimary => None,
+                            }
                         }
+                        // A new leader promotes once it applied its first entry.
+                        Renewal::NotPrimary => None,
+                    }
+                }
+                Leader::Peer(to, mut c) => {
+                    let req =
+                        self.transport
+                            .request_for(to, LeaseRenewRequest { id }, ctx.credential());
+                    match c.lease_renew(req).await {
+                        Ok(resp) if resp.get_ref().leader => Some(Ok(resp.into_inner().ttl.max(0))),
+                        _ => None,
                     }
                 }
             }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(if self.status.has_leader() {
-                    Error::Timeout
-                } else {
-                    Error::NoLeader
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 
     /// TimeToLive, answered by the leader (which alone knows expiry). TTL -1
@@ -532,47 +612,42 @@ impl EtcdServer {
         req: LeaseTimeToLiveRequest,
     ) -> Result<LeaseTimeToLiveResponse, Error> {
         let deadline = ctx.deadline();
-        loop {
-            if self.status.is_leader() && self.lessor.is_primary() {
-                self.linearizable_read_until(deadline).await?;
-                let info = self.lessor.time_to_live(req.id, req.keys);
-                return Ok(match info {
-                    Some(i) => LeaseTimeToLiveResponse {
-                        header: Some(self.header(self.store.current_rev())),
-                        id: req.id,
-                        ttl: i.remaining_secs,
-                        granted_ttl: i.granted_secs,
-                        keys: i.keys,
-                    },
-                    None => LeaseTimeToLiveResponse {
-                        header: Some(self.header(self.store.current_rev())),
-                        id: req.id,
-                        ttl: -1,
-                        ..Default::default()
-                    },
-                });
-            }
-            if !self.status.is_leader() && self.status.has_leader() {
-                let leader = self.status.leader();
-                if let Some(mut c) = self.transport.client(leader) {
-                    let r = self.transport.request_for(leader, req, ctx.credential());
-                    if let Ok(resp) = c.lease_time_to_live(r).await {
-                        let mut resp = resp.into_inner();
+        self.on_leader(deadline, |leader| {
+            async move {
+                match leader {
+                    Leader::Me if !self.lessor.is_primary() => None,
+                    Leader::Me => {
+                        if let Err(e) = self.linearizable_read_until(deadline).await {
+                            return Some(Err(e));
+                        }
+                        let header = Some(self.header(self.store.current_rev()));
+                        Some(Ok(match self.lessor.time_to_live(req.id, req.keys) {
+                            Some(i) => LeaseTimeToLiveResponse {
+                                header,
+                                id: req.id,
+                                ttl: i.remaining_secs,
+                                granted_ttl: i.granted_secs,
+                                keys: i.keys,
+                            },
+                            None => LeaseTimeToLiveResponse {
+                                header,
+                                id: req.id,
+                                ttl: -1,
+                                ..Default::default()
+                            },
+                        }))
+                    }
+                    Leader::Peer(to, mut c) => {
+                        let r = self.transport.request_for(to, req, ctx.credential());
+                        let mut resp = c.lease_time_to_live(r).await.ok()?.into_inner();
                         // The header speaks for the member the client asked.
                         resp.header = Some(self.header(self.store.current_rev()));
-                        return Ok(resp);
+                        Some(Ok(resp))
                     }
                 }
             }
-            if tokio::time::Instant::now() >= deadline {
-                return Err(if self.status.has_leader() {
-                    Error::Timeout
-                } else {
-                    Error::NoLeader
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 
     // --- KV operations, shared by the KV service and the lock/election

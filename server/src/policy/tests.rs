@@ -433,6 +433,7 @@ fn stale_stamps_and_changed_txn_branches_are_refused() {
         request: Some(request),
         auth: None,
         plugin_stamp: stamp,
+        leader_term: 0,
     };
     let stamp = |version, txn_path: Vec<bool>| Some(PluginStamp { version, txn_path });
     let check = |fx: &Fixture, req: &InternalRequest| {

@@ -49,7 +49,9 @@ struct State {
     leases: HashMap<i64, Lease>,
     /// key → lease, for keys that have one.
     key_lease: HashMap<Bytes, i64>,
-    primary: bool,
+    /// The raft term this member leads and tracks expiry in; 0 while it
+    /// is not the primary (leaders' terms start at 1).
+    primary_term: u64,
     /// Leader only: leases renewed while they carried a checkpoint, whose
     /// record must be cleared through raft.
     clear: BTreeSet<i64>,
@@ -89,7 +91,7 @@ impl Lessor {
         extend: Duration,
     ) {
         let mut st = self.state.lock();
-        let primary = st.primary;
+        let primary = st.primary_term != 0;
         let now = Instant::now();
         st.clear.clear();
         st.leases = leases
@@ -129,7 +131,7 @@ impl Lessor {
         if st.leases.contains_key(&id) {
             return false;
         }
-        let expiry = st.primary.then(|| Instant::now() + secs(ttl_secs));
+        let expiry = (st.primary_term != 0).then(|| Instant::now() + secs(ttl_secs));
         st.leases.insert(
             id,
             Lease {
@@ -188,15 +190,16 @@ impl Lessor {
 
     // --- leader half ------------------------------------------------------
 
-    /// This member became leader and has applied everything before its
-    /// term: start every lease's clock afresh, from its checkpointed
+    /// This member became leader of `term` and has applied everything
+    /// before it: start every lease's clock afresh, from its checkpointed
     /// remainder when `use_checkpoints` and it has one.
-    pub fn promote(&self, extend: Duration, use_checkpoints: bool) {
+    pub fn promote(&self, extend: Duration, use_checkpoints: bool, term: u64) {
+        assert!(term > 0, "raft leaders' terms start at 1");
         let mut st = self.state.lock();
-        if st.primary {
+        if st.primary_term != 0 {
             return;
         }
-        st.primary = true;
+        st.primary_term = term;
         st.clear.clear();
         let now = Instant::now();
         for l in st.leases.values_mut() {
@@ -212,7 +215,7 @@ impl Lessor {
 
     pub fn demote(&self) {
         let mut st = self.state.lock();
-        st.primary = false;
+        st.primary_term = 0;
         st.clear.clear();
         for l in st.leases.values_mut() {
             l.expiry = None;
@@ -221,13 +224,13 @@ impl Lessor {
     }
 
     pub fn is_primary(&self) -> bool {
-        self.state.lock().primary
+        self.state.lock().primary_term != 0
     }
 
     /// Keep-alive on the leader.
     pub fn renew(&self, id: i64) -> Renewal {
         let mut st = self.state.lock();
-        if !st.primary {
+        if st.primary_term == 0 {
             return Renewal::NotPrimary;
         }
         let Some(l) = st.leases.get_mut(&id) else {
@@ -248,7 +251,7 @@ impl Lessor {
     /// Clears that could not be proposed go back in line (leader only).
     pub fn requeue_clears(&self, ids: &[i64]) {
         let mut st = self.state.lock();
-        if !st.primary {
+        if st.primary_term == 0 {
             return;
         }
         for id in ids {
@@ -262,11 +265,13 @@ impl Lessor {
     /// `MAX_CHECKPOINTS_PER_ENTRY`: renewed leases' records to clear (0),
     /// and with `due`, the remaining TTL of every lease that outlives
     /// `interval` (shorter ones expire or are renewed before the next
-    /// round, as etcd skips them).
-    pub fn checkpoints(&self, due: bool, interval: Duration) -> Vec<(i64, i64)> {
+    /// round, as etcd skips them). They are valid only in the term they
+    /// were computed in (see [`LeaderWork`]).
+    pub fn checkpoints(&self, due: bool, interval: Duration) -> LeaderWork<(i64, i64)> {
         let mut st = self.state.lock();
-        if !st.primary {
-            return Vec::new();
+        let term = st.primary_term;
+        if term == 0 {
+            return LeaderWork::none();
         }
         let mut out: Vec<(i64, i64)> = Vec::new();
         let mut cleared = BTreeSet::new();
@@ -291,7 +296,7 @@ impl Lessor {
                 }
             }
         }
-        out
+        LeaderWork { term, items: out }
     }
 
     pub fn time_to_live(&self, id: i64, with_keys: bool) -> Option<LeaseInfo> {
@@ -316,11 +321,13 @@ impl Lessor {
     }
 
     /// Expired leases the leader should revoke now (each is handed out again
-    /// only if its revoke has not been applied within a few seconds).
-    pub fn expired(&self, max: usize) -> Vec<i64> {
+    /// only if its revoke has not been applied within a few seconds), valid
+    /// only in the term they were found in (see [`LeaderWork`]).
+    pub fn expired(&self, max: usize) -> LeaderWork<i64> {
         let mut st = self.state.lock();
-        if !st.primary {
-            return Vec::new();
+        let term = st.primary_term;
+        if term == 0 {
+            return LeaderWork::none();
         }
         let now = Instant::now();
         let mut out = Vec::new();
@@ -337,7 +344,29 @@ impl Lessor {
                 out.push(*id);
             }
         }
-        out
+        LeaderWork { term, items: out }
+    }
+}
+
+/// What the leader's half decided in `term`, to be proposed with that term
+/// attached (`InternalRequest.leader_term`). The apply loop drops such an
+/// entry unless raft appended it in the same term: a leader frozen past an
+/// election wakes still primary and may find leases "expired" that the new
+/// leader has renewed meanwhile; once it learns it is a follower, raft
+/// forwards its proposal to the new leader, which appends it in a later
+/// term, and every member then ignores it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct LeaderWork<T> {
+    pub term: u64,
+    pub items: Vec<T>,
+}
+
+impl<T> LeaderWork<T> {
+    fn none() -> Self {
+        LeaderWork {
+            term: 0,
+            items: Vec::new(),
+        }
     }
 }
 
@@ -371,15 +400,27 @@ mod tests {
     fn only_the_primary_expires_and_promotion_extends() {
         let l = Lessor::default();
         l.grant(7, 0);
-        assert!(l.expired(10).is_empty(), "followers never expire leases");
+        assert!(
+            l.expired(10).items.is_empty(),
+            "followers never expire leases"
+        );
         assert_eq!(l.renew(7), Renewal::NotPrimary);
-        l.promote(Duration::ZERO, false);
-        assert_eq!(l.expired(10), vec![7]);
+        l.promote(Duration::ZERO, false, 3);
+        assert_eq!(
+            l.expired(10),
+            LeaderWork {
+                term: 3,
+                items: vec![7]
+            }
+        );
         // Handed out once, not again right away.
-        assert!(l.expired(10).is_empty());
+        assert!(l.expired(10).items.is_empty());
         l.demote();
-        l.promote(Duration::from_secs(60), false);
-        assert!(l.expired(10).is_empty(), "promotion restarts the clock");
+        l.promote(Duration::from_secs(60), false, 5);
+        assert!(
+            l.expired(10).items.is_empty(),
+            "promotion restarts the clock"
+        );
         assert_eq!(l.renew(7), Renewal::Renewed(0));
         assert_eq!(l.renew(8), Renewal::NotFound);
     }
@@ -389,9 +430,11 @@ mod tests {
         let l = Lessor::default();
         l.grant(1, 600);
         l.grant(2, 5);
-        l.promote(Duration::ZERO, true);
+        l.promote(Duration::ZERO, true, 2);
         // Only leases outliving the interval are checkpointed.
         let cps = l.checkpoints(true, Duration::from_secs(60));
+        assert_eq!(cps.term, 2);
+        let cps = cps.items;
         assert_eq!(cps.len(), 1);
         assert_eq!(cps[0].0, 1);
         assert!((598..=600).contains(&cps[0].1), "{cps:?}");
@@ -400,16 +443,23 @@ mod tests {
         assert_eq!(l.checkpoint(9, 100), None);
         l.demote();
         assert_eq!(l.time_to_live(1, false).unwrap().remaining_secs, 100);
-        l.promote(Duration::ZERO, true);
+        l.promote(Duration::ZERO, true, 3);
         assert!(l.time_to_live(1, false).unwrap().remaining_secs <= 100);
         // A renewal restores the full TTL and asks to clear the record.
         assert_eq!(l.renew(1), Renewal::Renewed(600));
-        assert_eq!(l.checkpoints(false, Duration::from_secs(60)), vec![(1, 0)]);
-        assert!(l.checkpoints(false, Duration::from_secs(60)).is_empty());
+        assert_eq!(
+            l.checkpoints(false, Duration::from_secs(60)).items,
+            vec![(1, 0)]
+        );
+        assert!(
+            l.checkpoints(false, Duration::from_secs(60))
+                .items
+                .is_empty()
+        );
         // Without checkpoints in use, promotion ignores a stale record.
         l.checkpoint(1, 10);
         l.demote();
-        l.promote(Duration::ZERO, false);
+        l.promote(Duration::ZERO, false, 4);
         assert!(l.time_to_live(1, false).unwrap().remaining_secs >= 599);
     }
 }

@@ -120,13 +120,13 @@ enum Health {
 }
 
 fn rows(srv: &EtcdServer) -> Vec<Row> {
-    let alarms_raised = !srv.db.alarms.is_empty();
-    srv.membership
+    let alarms_raised = !srv.db().alarms.is_empty();
+    srv.membership()
         .api_members()
         .into_iter()
         .map(|m| {
-            let (status, probe, health) = if m.id == srv.member_id {
-                let st = &srv.status;
+            let (status, probe, health) = if m.id == srv.member_id() {
+                let st = &srv.status();
                 let health = if !st.has_leader() {
                     Health::NoLeader
                 } else {
@@ -136,8 +136,8 @@ fn rows(srv: &EtcdServer) -> Vec<Row> {
                     Some(Status {
                         term: st.term(),
                         applied: st.applied.load(Ordering::Acquire),
-                        db_size: srv.db.disk_space() as i64,
-                        db_in_use: srv.db.state_machine_space() as i64,
+                        db_size: srv.db().disk_space() as i64,
+                        db_in_use: srv.db().state_machine_space() as i64,
                         version: format!(
                             "{ETCD_COMPAT_VERSION} (cairn {})",
                             env!("CARGO_PKG_VERSION")
@@ -147,7 +147,7 @@ fn rows(srv: &EtcdServer) -> Vec<Row> {
                     health,
                 )
             } else {
-                match srv.transport.probes.get(m.id) {
+                match srv.transport().probes.get(m.id) {
                     Some(p) if p.is_fresh() => {
                         let health = match &p.status {
                             Some(s) if s.leader == 0 => Health::NoLeader,
@@ -191,9 +191,9 @@ fn rows(srv: &EtcdServer) -> Vec<Row> {
 /// The part of the page that changes: summary, members, alarms, leader
 /// changes. Every string from the membership or a peer is escaped.
 pub fn live_fragment(srv: &EtcdServer) -> String {
-    let leader = srv.status.leader();
+    let leader = srv.status().leader();
     let rows = rows(srv);
-    let alarms = srv.db.alarms.list(AlarmType::None as i32);
+    let alarms = srv.db().alarms.list(AlarmType::None as i32);
     let mut out = String::new();
     let leader_name = rows
         .iter()
@@ -210,10 +210,10 @@ pub fn live_fragment(srv: &EtcdServer) -> String {
 <div><dt>Served by</dt><dd>{}</dd></div>
 </dl>
 "#,
-        srv.cluster_id,
-        srv.store.current_rev(),
-        srv.store.compact_rev().max(0),
-        esc(&srv.name),
+        srv.cluster_id(),
+        srv.store().current_rev(),
+        srv.store().compact_rev().max(0),
+        esc(srv.name()),
     );
     for r in rows.iter().filter(|r| r.probe.is_some_and(|p| p.2)) {
         let diff_ms = r.probe.map_or(0, |p| p.1 / 1_000_000);
@@ -239,7 +239,7 @@ pub fn live_fragment(srv: &EtcdServer) -> String {
         } else {
             "voter"
         };
-        let this = if r.id == srv.member_id {
+        let this = if r.id == srv.member_id() {
             r#" <span class="hint">(this member)</span>"#
         } else {
             ""
@@ -267,7 +267,7 @@ pub fn live_fragment(srv: &EtcdServer) -> String {
                     format!("{:+} ms", diff / 1_000_000)
                 },
             ),
-            None if r.id == srv.member_id => ("—".into(), "—".into()),
+            None if r.id == srv.member_id() => ("—".into(), "—".into()),
             None => ("no answer".into(), "—".into()),
         };
         let _ = writeln!(
@@ -299,7 +299,7 @@ pub fn live_fragment(srv: &EtcdServer) -> String {
         out.push_str("</ul>");
     }
     out.push_str("\n<h2>Leader changes</h2>\n");
-    let history = srv.status.leader_history.lock().clone();
+    let history = srv.status().leader_history.lock().clone();
     if history.is_empty() {
         out.push_str("<p>None seen since this member started.</p>");
     } else {

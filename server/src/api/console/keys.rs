@@ -460,7 +460,7 @@ async fn history_html(
                 let _ = write!(
                     note,
                     "Older versions were compacted away (compaction at revision {}).",
-                    srv.store.compact_rev()
+                    srv.store().compact_rev()
                 );
                 break;
             }

@@ -134,9 +134,9 @@ fn sample(srv: &EtcdServer) -> Sample {
         leader_changes: METRICS.leader_changes.get(),
         fsync: Hist::of(&METRICS.wal_fsync),
         backend_commit: Hist::of(&METRICS.backend_commit),
-        db_size: srv.db.disk_space() as i64,
-        db_in_use: srv.db.state_machine_space() as i64,
-        watchers: srv.hub.watcher_count() as i64,
+        db_size: srv.db().disk_space() as i64,
+        db_in_use: srv.db().state_machine_space() as i64,
+        watchers: srv.hub().watcher_count() as i64,
         streams: crate::api::watch::open_streams(),
     }
 }
@@ -168,7 +168,7 @@ pub async fn run_sampler(srv: Arc<EtcdServer>, ring: Arc<Ring>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if srv.config.load().enable_ui {
+        if srv.config().load().enable_ui {
             ring.push(sample(&srv));
         }
     }

@@ -114,7 +114,7 @@ pub fn routes(srv: Arc<EtcdServer>, reloader: Arc<Reloader>) -> axum::Router {
 /// no framing), no sniffing, no referrer to other sites, no caching of
 /// pages.
 async fn gate(State(c): State<Arc<Console>>, req: Request, next: Next) -> Response {
-    if !c.srv.config.load().enable_ui {
+    if !c.srv.config().load().enable_ui {
         return (
             StatusCode::NOT_FOUND,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],

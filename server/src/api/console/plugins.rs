@@ -68,7 +68,7 @@ fn set_view(c: &Console, s: &Session) -> String {
 }
 
 fn table(c: &Console, s: &Session) -> String {
-    let set = crate::api::plugins::set_json(&c.srv, &c.srv.plugins.current());
+    let set = crate::api::plugins::set_json(&c.srv, &c.srv.plugins().current());
     let mut body = String::new();
     let _ = write!(
         body,
@@ -152,7 +152,7 @@ fn per_member(c: &Console, plugins: &[Value]) -> String {
     let mut out = String::from(
         r#"<h2 id="on-each-member">On each member</h2><div class="scroll"><table id="plugin-members"><thead><tr><th scope="col">Plugin</th><th scope="col">Member</th><th scope="col">Load status</th><th scope="col">Calls</th><th scope="col">Denials</th><th scope="col">Errors</th><th scope="col">Mean latency</th></tr></thead><tbody>"#,
     );
-    let this_id = format!("{:x}", c.srv.member_id);
+    let this_id = format!("{:x}", c.srv.member_id());
     for p in plugins {
         let name = esc(p["name"].as_str().unwrap_or_default());
         for m in members(p) {

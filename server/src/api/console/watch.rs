@@ -137,7 +137,7 @@ pub async fn events(
     let start = match q.start_rev() {
         Ok(asked) => resumed
             .or(asked)
-            .unwrap_or_else(|| srv.store.current_rev() + 1),
+            .unwrap_or_else(|| srv.store().current_rev() + 1),
         Err(e) => {
             end(&e);
             return resp;
@@ -161,14 +161,14 @@ pub async fn events(
         prev_kv: false,
         progress_notify: false,
     };
-    let handle = srv.hub.add(spec, 0, hub_tx);
+    let handle = srv.hub().add(spec, 0, hub_tx);
     let _ = stream.send("start", None, &format!("watching from revision {start}"));
     tokio::spawn(async move {
         // Removes the watcher however the stream ends.
         struct Unwatch(Arc<crate::etcdserver::EtcdServer>, u64);
         impl Drop for Unwatch {
             fn drop(&mut self) {
-                self.0.hub.remove(self.1);
+                self.0.hub().remove(self.1);
             }
         }
         let _unwatch = Unwatch(Arc::clone(&srv), handle);
