@@ -209,6 +209,12 @@ impl ApplyLoop {
         if last == self.applied {
             return Ok(());
         }
+        debug_assert!(
+            last.index > self.applied.index && last.term >= self.applied.term,
+            "applied position went backwards: {:?} after {:?}",
+            last,
+            self.applied
+        );
         meta::put_applied(batch.raw(), &self.db, last);
         let commit_started = Instant::now();
         batch.commit().map_err(|e| match e {

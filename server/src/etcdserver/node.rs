@@ -767,6 +767,15 @@ impl Node {
         committed.extend(light.take_committed_entries());
 
         if let Some(last) = committed.last() {
+            debug_assert!(
+                committed.windows(2).all(|w| w[1].index == w[0].index + 1)
+                    && committed
+                        .first()
+                        .is_some_and(|f| f.index <= self.sent_to_apply + 1),
+                "committed entries handed to the apply loop out of order or with a gap \
+                 (sent up to {})",
+                self.sent_to_apply
+            );
             self.sent_to_apply = last.index;
             // Capacity was checked above and only this thread sends.
             if self.apply_tx.send(ApplyMsg::Entries(committed)).is_err() {
