@@ -219,6 +219,20 @@ fn enable_grpc_gateway_false_turns_off_the_json_gateway_only() {
             .expect("curl");
         assert_eq!(ok(out), "404 page not found\n\n404", "{path}");
     }
+    // Go's http.NotFound, like any unknown path: plain text, no sniffing.
+    for path in ["/v3/kv/range", "/no-such-path"] {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-m", "10", "-o", "/dev/null", "-D", "-"])
+            .arg(format!("{ep}{path}"))
+            .output()
+            .expect("curl");
+        let headers = ok(out).to_ascii_lowercase();
+        assert!(
+            headers.contains("x-content-type-options: nosniff")
+                && headers.contains("content-type: text/plain; charset=utf-8"),
+            "{path}: {headers}"
+        );
+    }
     ok(c.etcdctl(&["put", "foo", "bar"]));
     assert_eq!(
         ok(c.etcdctl(&["get", "foo", "--print-value-only"])),

@@ -81,6 +81,21 @@ pub fn check_size<M: Message>(srv: &EtcdServer, m: &M) -> Result<(), Status> {
     Ok(())
 }
 
+/// Go's `http.NotFound`, which etcd's HTTP mux answers unknown paths with
+/// (clients and scripts see exactly this): plain text, no sniffing.
+pub(crate) fn go_not_found() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        ::http::StatusCode::NOT_FOUND,
+        [
+            (::http::header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        "404 page not found\n",
+    )
+        .into_response()
+}
+
 /// One router for a listener: requests that are gRPC calls to a method this
 /// listener serves (`grpc_methods::route`: HTTP/2, a gRPC content type, a
 /// registered path) go to the gRPC services; gRPC-shaped requests for any
@@ -103,13 +118,7 @@ pub fn grpc_and_http(
     use grpc_methods::Route;
     use tower::ServiceExt;
     let mut grpc = grpc.prepare().into_axum_router();
-    let mut http = http.fallback(|| async {
-        (
-            ::http::StatusCode::NOT_FOUND,
-            [(::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            "404 page not found\n",
-        )
-    });
+    let mut http = http.fallback(|| async { go_not_found() });
     if let Some(srv) = client {
         // Layers run outermost last-added: the caller is known before the
         // call is counted; the access checks come before anything else on

@@ -29,7 +29,7 @@ mod watch;
 use crate::etcdserver::EtcdServer;
 use crate::etcdserver::reload::Reloader;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -115,12 +115,7 @@ pub fn routes(srv: Arc<EtcdServer>, reloader: Arc<Reloader>) -> axum::Router {
 /// pages.
 async fn gate(State(c): State<Arc<Console>>, req: Request, next: Next) -> Response {
     if !c.srv.config().load().enable_ui {
-        return (
-            StatusCode::NOT_FOUND,
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            "404 page not found\n",
-        )
-            .into_response();
+        return crate::api::go_not_found();
     }
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
