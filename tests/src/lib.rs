@@ -216,6 +216,17 @@ impl Member {
         self.child.as_ref().map_or(0, Child::id)
     }
 
+    /// Sends `kill <sig>` (e.g. `-STOP`, `-CONT`) to the running member.
+    pub fn signal(&self, sig: &str) {
+        let pid = self.pid();
+        assert!(pid != 0, "member is not running");
+        let status = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {sig} {pid} failed");
+    }
+
     pub fn is_running(&mut self) -> bool {
         match &mut self.child {
             Some(c) => matches!(c.try_wait(), Ok(None)),

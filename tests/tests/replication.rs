@@ -367,16 +367,7 @@ fn write_taken_by_a_deposed_leader_is_answered_promptly() {
     cluster.wait_healthy(Duration::from_secs(30));
     let old = cluster.wait_leader(Duration::from_secs(10));
     let others: Vec<usize> = (0..3).filter(|i| *i != old).collect();
-    let pid = cluster.members[old].pid().to_string();
-    let signal = |sig: &str| {
-        assert!(
-            std::process::Command::new("kill")
-                .args([sig, &pid])
-                .status()
-                .unwrap()
-                .success()
-        )
-    };
+    let signal = |sig: &str| cluster.members[old].signal(sig);
     let rt = runtime();
     let (answer, took) = rt.block_on(async {
         let mut via_old = client(&[cluster.members[old].endpoint()]).await;

@@ -390,16 +390,7 @@ fn a_frozen_leader_does_not_revoke_leases_its_successor_kept_alive() {
         .filter(|i| *i != old)
         .map(|i| cluster.members[i].endpoint())
         .collect();
-    let pid = cluster.members[old].pid().to_string();
-    let signal = |sig: &str| {
-        assert!(
-            std::process::Command::new("kill")
-                .args([sig, &pid])
-                .status()
-                .unwrap()
-                .success()
-        )
-    };
+    let signal = |sig: &str| cluster.members[old].signal(sig);
     let rt = runtime();
     rt.block_on(async {
         let mut c = client(&followers).await;
