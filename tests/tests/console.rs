@@ -13,6 +13,7 @@
 //! - with auth on: sign-in through Authenticate, a user sees only what its
 //!   role may read, root-only pages refused to others, sign-out.
 
+use cairn_tests::curl::Reply;
 use cairn_tests::{Cluster, Options, cairn_bin, etcdctl, eventually, wait_output};
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -23,22 +24,6 @@ use std::time::{Duration, Instant};
 const WAIT: Duration = Duration::from_secs(30);
 
 /// What curl got back; header names in lower case.
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
 /// One browser: a cookie jar and the member it talks to.
 struct Browser {
     base: String,
@@ -63,7 +48,7 @@ impl Browser {
         if let Some(f) = form {
             cmd.args(["--data-raw", f]);
         }
-        run_curl(cmd, &format!("{}{path}", self.base))
+        cairn_tests::curl::run(cmd, &format!("{}{path}", self.base))
     }
 
     /// A `multipart/form-data` POST from the console's own page, as the
@@ -79,7 +64,7 @@ impl Browser {
         for (k, f) in files {
             cmd.arg("-F").arg(format!("{k}=@{f}"));
         }
-        run_curl(cmd, &format!("{}{path}", self.base))
+        cairn_tests::curl::run(cmd, &format!("{}{path}", self.base))
     }
 
     fn get(&self, path: &str) -> Reply {
@@ -121,40 +106,6 @@ impl Browser {
             let (_, rest) = login.body.split_once(marker).expect("a csrf field");
             rest.split_once('"').expect("quoted").0.to_string()
         })
-    }
-}
-
-/// Runs curl (`-i`) on `url` and splits what came back.
-fn run_curl(mut cmd: Command, url: &str) -> Reply {
-    let out = cmd
-        .arg(url)
-        .stdin(Stdio::null())
-        .output()
-        .expect("curl must be installed");
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    // curl shows a `100 Continue` before the answer to a large upload.
-    while text.starts_with("HTTP/1.1 100") {
-        text = text
-            .split_once("\r\n\r\n")
-            .map_or(String::new(), |(_, r)| r.to_string());
-    }
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no response from {url}: {text:?} {:?}", out.stderr));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    Reply {
-        status,
-        headers,
-        body: body.to_string(),
     }
 }
 

@@ -4,29 +4,14 @@
 //! origins are echoed, others get no CORS headers; preflights are answered
 //! directly; and an edit of the config file changes all of it live.
 
+use cairn_tests::curl::Reply;
 use cairn_tests::{Cluster, Options, client, eventually, runtime};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(15);
 
 /// What curl got back; header names in lower case.
-#[derive(Debug)]
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
 /// `curl -i` of `url` with `method`, extra `-H` headers (or curl options,
 /// those starting with `--`) and a body (and `-k` for the auto-TLS test's
 /// self-signed certificate).
@@ -43,30 +28,7 @@ fn curl(url: &str, method: &str, headers: &[&str], body: Option<&str>) -> Reply 
     if let Some(body) = body {
         cmd.args(["--data-raw", body]);
     }
-    let out = cmd
-        .arg(url)
-        .stdin(Stdio::null())
-        .output()
-        .expect("curl must be installed");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no response from {url}: {text:?} {:?}", out.stderr));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
-        .collect();
-    Reply {
-        status,
-        headers,
-        body: body.to_string(),
-    }
+    cairn_tests::curl::run(cmd, url)
 }
 
 fn get(c: &Cluster, path: &str, headers: &[&str]) -> Reply {
