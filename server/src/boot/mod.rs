@@ -9,6 +9,8 @@
 
 mod force_new;
 mod notify;
+#[cfg(test)]
+mod sim;
 
 use crate::api;
 use crate::etcdserver::apply::{ApplyConfig, ApplyLoop};
