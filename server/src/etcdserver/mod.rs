@@ -14,12 +14,12 @@ pub mod corrupt;
 pub mod ctx;
 mod forward;
 pub mod node;
+mod pipeline;
 pub mod policy;
 pub mod proposal;
 
 pub use ctx::RequestCtx;
 use forward::Leader;
-use proposal::Proposal;
 pub mod reload;
 pub mod wait;
 pub mod watch;
@@ -27,24 +27,20 @@ pub mod watch;
 use crate::error::Error;
 use crate::ids::RequestIdGenerator;
 use crate::pb::cairnpb::LeaseRenewRequest;
-use crate::pb::cairnpb::{InternalRequest, internal_request::Request};
 use crate::pb::etcdserverpb::{
-    CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, LeaseGrantResponse,
-    LeaseRevokeResponse, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, PutRequest, PutResponse,
-    RangeRequest, RangeResponse, ResponseHeader, TxnRequest, TxnResponse,
+    CompactionResponse, DeleteRangeResponse, LeaseGrantResponse, LeaseRevokeResponse,
+    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse, PutResponse, ResponseHeader, TxnResponse,
 };
 use crate::state::lease::{Lessor, Renewal};
 use crate::state::membership::Membership;
-use crate::state::txn;
 use crate::storage::Db;
 use crate::storage::mvcc::Store;
 use crate::storage::snapfile::SnapshotRegistry;
 use crate::transport::Transport;
-use prost::Message as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::sync::{oneshot, watch as tokio_watch};
+use tokio::sync::watch as tokio_watch;
 use wait::Waiters;
 use watch::WatchHub;
 
@@ -343,42 +339,6 @@ impl EtcdServer {
         self.ready.send_replace(true);
     }
 
-    /// Proposes a client's request through raft and waits until this member
-    /// applied it, returning the apply result. The entry carries the caller,
-    /// which the apply loop checks.
-    pub async fn propose<P: Proposal>(&self, ctx: &RequestCtx, p: P) -> Result<P::Response, Error> {
-        let auth = Some(ctx.request_auth());
-        let applied = self
-            .propose_as(p.into_request(), auth, None, ctx.deadline())
-            .await?;
-        proposal::expect::<P>(applied)
-    }
-
-    /// Proposes a request the server makes on its own behalf (lease expiry,
-    /// publishing itself, a login it verified): not subject to auth checks.
-    pub async fn propose_internal<P: Proposal>(&self, p: P) -> Result<P::Response, Error> {
-        let deadline = self.deadline();
-        let applied = self
-            .propose_as(p.into_request(), None, None, deadline)
-            .await?;
-        proposal::expect::<P>(applied)
-    }
-
-    /// A proposal only the leader of `term` may make (its lessor's revokes
-    /// and checkpoints): applied only if raft appends it in that term, and
-    /// answered [`Error::LeaderChanged`] everywhere otherwise.
-    pub async fn propose_as_leader_of<P: Proposal>(
-        &self,
-        term: u64,
-        p: P,
-    ) -> Result<P::Response, Error> {
-        assert!(term > 0, "a leader's term is at least 1");
-        let applied = self
-            .propose_counted(p.into_request(), None, None, term, self.deadline())
-            .await?;
-        proposal::expect::<P>(applied)
-    }
-
     /// The deadline of a request starting now. A client request gets one
     /// where it enters, in its [`RequestCtx`]: every stage after (judging,
     /// proposing, waiting) shares it, so no request waits longer than
@@ -394,148 +354,6 @@ impl EtcdServer {
         credential: Option<crate::auth::Credential>,
     ) -> RequestCtx {
         RequestCtx::new(caller, credential, self.deadline())
-    }
-
-    /// Proposes `request` with the caller `auth` (`None`: the server's
-    /// own) and the plugin `stamp` that judged it, waiting until
-    /// `deadline` at most.
-    pub(crate) async fn propose_as(
-        &self,
-        request: Request,
-        auth: Option<crate::pb::cairnpb::RequestAuth>,
-        stamp: Option<crate::pb::cairnpb::PluginStamp>,
-        deadline: tokio::time::Instant,
-    ) -> Result<Applied, Error> {
-        self.propose_counted(request, auth, stamp, 0, deadline)
-            .await
-    }
-
-    /// [`Self::propose_inner`], counted in the proposal metrics.
-    async fn propose_counted(
-        &self,
-        request: Request,
-        auth: Option<crate::pb::cairnpb::RequestAuth>,
-        stamp: Option<crate::pb::cairnpb::PluginStamp>,
-        leader_term: u64,
-        deadline: tokio::time::Instant,
-    ) -> Result<Applied, Error> {
-        crate::metrics::METRICS.proposals_pending.inc();
-        let result = self
-            .propose_inner(request, auth, stamp, leader_term, deadline)
-            .await;
-        crate::metrics::METRICS.proposals_pending.dec();
-        // Failures of consensus, not requests refused by the state machine.
-        if matches!(
-            result,
-            Err(Error::Timeout
-                | Error::TimeoutDueToLeaderFail
-                | Error::NoLeader
-                | Error::Stopped
-                | Error::TooManyRequests)
-        ) {
-            crate::metrics::METRICS.proposals_failed.inc();
-        }
-        result
-    }
-
-    async fn propose_inner(
-        &self,
-        request: Request,
-        auth: Option<crate::pb::cairnpb::RequestAuth>,
-        plugin_stamp: Option<crate::pb::cairnpb::PluginStamp>,
-        leader_term: u64,
-        deadline: tokio::time::Instant,
-    ) -> Result<Applied, Error> {
-        let commit = self.status.commit.load(Ordering::Acquire);
-        let applied = self.status.applied.load(Ordering::Acquire);
-        if commit.saturating_sub(applied) > MAX_APPLY_LAG {
-            return Err(Error::TooManyRequests);
-        }
-        let leader_changes_at_start = self.status.leader_changes.load(Ordering::Acquire);
-        let id = self.ids.next();
-        let limit = crate::policy::proposal_limit(&request, self.max_request_bytes());
-        let data = InternalRequest {
-            id,
-            request: Some(request),
-            auth,
-            plugin_stamp,
-            leader_term,
-        }
-        .encode_to_vec();
-        if data.len() > limit {
-            return Err(Error::RequestTooLarge);
-        }
-        // A proposal raft refuses outright (no leader yet, leadership in
-        // transfer) never entered the log, so it is safe to offer again
-        // until the deadline.
-        let mut backoff = Duration::from_millis(20);
-        loop {
-            let rx = self.waiters.register(id)?;
-            if self
-                .raft_tx
-                .try_send(node::RaftMsg::Propose {
-                    id,
-                    data: data.clone(),
-                })
-                .is_err()
-            {
-                self.waiters.cancel(id);
-                return Err(Error::TooManyRequests);
-            }
-            match tokio::time::timeout_at(deadline, rx).await {
-                Ok(Ok(Ok(applied))) => return Ok(applied),
-                Ok(Ok(Err(Error::NoLeader))) => {
-                    if tokio::time::Instant::now() + backoff >= deadline {
-                        return Err(Error::NoLeader);
-                    }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(200));
-                }
-                Ok(Ok(Err(e))) => return Err(e),
-                Ok(Err(_)) => return Err(Error::Stopped),
-                Err(_) => {
-                    self.waiters.cancel(id);
-                    // As etcd: say so when the leader failed meanwhile (the
-                    // write may or may not have been committed).
-                    let changed = self.status.leader_changes.load(Ordering::Acquire)
-                        != leader_changes_at_start;
-                    return Err(if changed || !self.status.has_leader() {
-                        Error::TimeoutDueToLeaderFail
-                    } else {
-                        Error::Timeout
-                    });
-                }
-            }
-        }
-    }
-
-    /// Waits until this member has applied everything committed when the
-    /// call started, confirmed by a quorum (raft ReadIndex). After it
-    /// returns, a local read is linearizable.
-    pub async fn linearizable_read_notify(&self) -> Result<(), Error> {
-        self.linearizable_read_until(self.deadline()).await
-    }
-
-    /// [`Self::linearizable_read_notify`] within a request's deadline.
-    pub async fn linearizable_read_until(
-        &self,
-        deadline: tokio::time::Instant,
-    ) -> Result<(), Error> {
-        let (tx, rx) = oneshot::channel();
-        if self.raft_tx.try_send(node::RaftMsg::ReadIndex(tx)).is_err() {
-            return Err(Error::TooManyRequests);
-        }
-        let index = match tokio::time::timeout_at(deadline, rx).await {
-            Ok(Ok(r)) => r?,
-            Ok(Err(_)) => return Err(Error::Stopped),
-            Err(_) => return Err(Error::Timeout),
-        };
-        let mut applied = self.applied_rx.clone();
-        match tokio::time::timeout_at(deadline, applied.wait_for(|a| *a >= index)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(_)) => Err(Error::Stopped),
-            Err(_) => Err(Error::Timeout),
-        }
     }
 
     /// A request ID unique across the cluster (see `ids`).
@@ -649,111 +467,4 @@ impl EtcdServer {
         })
         .await
     }
-
-    // --- KV operations, shared by the KV service and the lock/election
-    // services. Request checks run here, before anything is proposed.
-
-    pub async fn range(&self, ctx: &RequestCtx, r: RangeRequest) -> Result<RangeResponse, Error> {
-        txn::check_range(&r)?;
-        if !r.serializable && self.is_learner() {
-            return Err(Error::NotSupportedForLearner);
-        }
-        self.check_read(ctx, &r.key, &r.range_end)?;
-        self.plugin_check_read(ctx, &r.key, &r.range_end).await?;
-        if !r.serializable {
-            self.linearizable_read_until(ctx.deadline()).await?;
-        }
-        let (res, rev) = self.store.range(&r)?;
-        self.check_unchanged(ctx)?;
-        Ok(RangeResponse {
-            header: Some(self.header(rev)),
-            kvs: res.kvs,
-            more: res.more,
-            count: res.count,
-        })
-    }
-
-    /// etcd checks the quota before a request that can grow the store (the
-    /// quota monitor raises the NOSPACE alarm itself), so a burst of writes
-    /// does not overshoot it by more than what is in flight.
-    pub async fn check_quota(&self, cost_bytes: usize) -> Result<(), Error> {
-        let used = self.db.state_machine_space();
-        if used.saturating_add(cost_bytes as u64) <= self.quota_backend_bytes() {
-            return Ok(());
-        }
-        // Like etcd, raise the alarm before refusing, so `alarm list` shows
-        // why writes fail as soon as the first one does.
-        let ours = crate::pb::etcdserverpb::AlarmType::Nospace;
-        if !self.db.alarms.has(self.member_id, ours) {
-            let entry = crate::pb::cairnpb::AlarmEntry {
-                request: Some(crate::pb::etcdserverpb::AlarmRequest {
-                    action: crate::pb::etcdserverpb::alarm_request::AlarmAction::Activate as i32,
-                    member_id: self.member_id,
-                    alarm: ours as i32,
-                }),
-                reply_token: 0,
-            };
-            if let Err(e) = self.propose_internal(entry).await {
-                tracing::warn!(error = %e, "raising the NOSPACE alarm failed");
-            }
-        }
-        Err(Error::NoSpace)
-    }
-
-    pub async fn put(&self, ctx: &RequestCtx, r: PutRequest) -> Result<PutResponse, Error> {
-        txn::check_put(&r)?;
-        self.check_quota(r.key.len() + r.value.len()).await?;
-        let mut resp = self.propose_write(ctx, r).await?;
-        self.fill_header(&mut resp.header);
-        Ok(resp)
-    }
-
-    pub async fn delete_range(
-        &self,
-        ctx: &RequestCtx,
-        r: DeleteRangeRequest,
-    ) -> Result<DeleteRangeResponse, Error> {
-        txn::check_delete(&r)?;
-        let mut resp = self.propose_write(ctx, r).await?;
-        self.fill_header(&mut resp.header);
-        Ok(resp)
-    }
-
-    pub async fn txn(&self, ctx: &RequestCtx, r: TxnRequest) -> Result<TxnResponse, Error> {
-        txn::check_txn(&r, self.config.load().max_txn_ops as usize)?;
-        if txn::is_txn_read_only(&r) {
-            if !txn::is_txn_serializable(&r) {
-                self.linearizable_read_until(ctx.deadline()).await?;
-            }
-            self.auth.store.read().check_txn(ctx.caller(), &r)?;
-            self.plugin_check_txn_reads(ctx, &r).await?;
-            let mut backend = txn::ReadBackend {
-                store: &self.store,
-                rev: self.store.current_rev(),
-            };
-            let mut resp = txn::txn(&mut backend, &r, self.store.compact_rev())?;
-            self.check_unchanged(ctx)?;
-            self.fill_header(&mut resp.header);
-            return Ok(resp);
-        }
-        if txn_has_put(&r) {
-            self.check_quota(prost::Message::encoded_len(&r)).await?;
-        }
-        let mut resp = self.propose_write(ctx, r).await?;
-        self.fill_header(&mut resp.header);
-        Ok(resp)
-    }
-}
-
-/// Whether a txn may write a value (in either branch, at any depth).
-fn txn_has_put(t: &TxnRequest) -> bool {
-    use crate::pb::etcdserverpb::request_op::Request as Op;
-    t.success
-        .iter()
-        .chain(t.failure.iter())
-        .any(|op| match &op.request {
-            Some(Op::RequestPut(_)) => true,
-            Some(Op::RequestTxn(inner)) => txn_has_put(inner),
-            _ => false,
-        })
 }

@@ -1,11 +1,12 @@
-//! The server's side of policy plugins: writes judged, stamped, proposed
-//! and judged again when the set changed before they applied; reads asked
-//! of the authorizers; plugin-set changes proposed; this member's
+//! The server's side of policy plugins: v2 writes judged, stamped, proposed
+//! and judged again when the set changed before they applied (the v3 KV
+//! writes take the same steps in `pipeline.rs`); reads asked of the
+//! authorizers; plugin-set changes proposed; this member's
 //! `[plugins]` declaration reconciled with the cluster; plugin
 //! authenticators consulted for tokens and passwords. What the plugins
 //! decide lives in `crate::policy`, which knows nothing of the server.
 
-use super::proposal::{self, Proposal, V2Entry, V2Outcome};
+use super::proposal::{self, V2Entry, V2Outcome};
 use super::{EtcdServer, RequestCtx};
 use crate::error::Error;
 use crate::pb::cairnpb::internal_request::Request;
@@ -25,70 +26,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 impl EtcdServer {
-    /// Proposes a client write (Put, DeleteRange, Txn) after the plugins
-    /// allowed it, stamped with the set version that judged it; judges it
-    /// again if the apply loop refused the stamp as stale.
-    pub async fn propose_write<P: Proposal>(
-        &self,
-        ctx: &RequestCtx,
-        p: P,
-    ) -> Result<P::Response, Error> {
-        let request = p.into_request();
-        let deadline = ctx.deadline();
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let set = self.plugins.current();
-            // Judged with no set at all (version 0), a write can still go
-            // stale: the first set may be applied before it is, and apply
-            // then refuses it like any other. So the request is kept for a
-            // retry either way (a clone of its `Bytes` and op lists).
-            let judged = self
-                .plugins
-                .judge_request(&set, &request, ctx.principal(), deadline.into_std())
-                .await;
-            let stamp = match judged {
-                Err(e @ Error::PluginDenied { .. }) => {
-                    if attempts < MAX_JUDGEMENTS
-                        && self.denied_by_stale_set(set.version, deadline).await
-                    {
-                        continue;
-                    }
-                    return Err(e);
-                }
-                other => other?,
-            };
-            let auth = Some(ctx.request_auth());
-            match self
-                .propose_as(request.clone(), auth, stamp, deadline)
-                .await
-            {
-                Err(Error::PluginSetChanged)
-                    if attempts < MAX_JUDGEMENTS && tokio::time::Instant::now() < deadline =>
-                {
-                    PLUGIN_METRICS.rejudged.inc();
-                }
-                other => return proposal::expect::<P>(other?),
-            }
-        }
-    }
-
-    /// Whether a denial by set `version` came from a set the cluster has
-    /// already replaced. An allowed write is checked against the set in
-    /// force when it applies; a denied one never gets that far, so a denial
-    /// is confirmed against the cluster's current set: this member may not
-    /// have applied a change (say, the plugin's removal) that the client
-    /// just made through another member. Costs a ReadIndex, on denials only.
-    async fn denied_by_stale_set(&self, version: u64, deadline: tokio::time::Instant) -> bool {
-        let stale = version != 0
-            && self.linearizable_read_until(deadline).await.is_ok()
-            && self.plugins.version() != version;
-        if stale {
-            PLUGIN_METRICS.rejudged.inc();
-        }
-        stale
-    }
-
     /// [`Self::propose_write`] for the v2 API (keys are v2 paths, and
     /// `host.get` reads the v2 store).
     pub async fn propose_v2_write(
