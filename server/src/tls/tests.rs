@@ -5,84 +5,7 @@ use super::*;
 use cairn_config::{TlsIdentity, TlsSettings, TlsSide};
 use rustls::pki_types::{CertificateRevocationListDer, ServerName};
 
-/// A CA that issues server and client certificates.
-struct Ca {
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-    pem: String,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let key = rcgen::KeyPair::generate().expect("key");
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::CrlSign,
-        ];
-        let cert = params.self_signed(&key).expect("ca cert");
-        Ca {
-            pem: cert.pem(),
-            issuer: rcgen::Issuer::new(params, key),
-        }
-    }
-
-    /// (certificate PEM, key PEM) for `cn` with `sans`.
-    fn issue(&self, cn: &str, sans: &[&str]) -> (String, String) {
-        self.issue_inner(cn, sans, None)
-    }
-
-    /// A client certificate for `cn` with the given serial number.
-    fn issue_with_serial(&self, cn: &str, serial: &[u8]) -> (String, String) {
-        self.issue_inner(cn, &[], Some(serial))
-    }
-
-    /// A CRL (PEM) revoking `serials`.
-    fn crl(&self, serials: &[&[u8]]) -> String {
-        rcgen::CertificateRevocationListParams {
-            this_update: rcgen::date_time_ymd(2024, 1, 1),
-            next_update: rcgen::date_time_ymd(2060, 1, 1),
-            crl_number: rcgen::SerialNumber::from(1u64),
-            issuing_distribution_point: None,
-            revoked_certs: serials
-                .iter()
-                .map(|s| rcgen::RevokedCertParams {
-                    serial_number: rcgen::SerialNumber::from_slice(s),
-                    revocation_time: rcgen::date_time_ymd(2024, 1, 1),
-                    reason_code: None,
-                    invalidity_date: None,
-                })
-                .collect(),
-            key_identifier_method: rcgen::KeyIdMethod::Sha256,
-        }
-        .signed_by(&self.issuer)
-        .expect("crl")
-        .pem()
-        .expect("crl pem")
-    }
-
-    fn issue_inner(&self, cn: &str, sans: &[&str], serial: Option<&[u8]>) -> (String, String) {
-        let key = rcgen::KeyPair::generate().expect("key");
-        let mut params =
-            rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-                .expect("params");
-        params.serial_number = serial.map(rcgen::SerialNumber::from_slice);
-        params.distinguished_name = rcgen::DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, cn);
-        params.extended_key_usages = vec![
-            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let cert = params.signed_by(&key, &self.issuer).expect("sign");
-        (cert.pem(), key.serialize_pem())
-    }
-}
+use cairn_test_pki::{Ca, Issued};
 
 struct Fixture {
     dir: tempfile::TempDir,
@@ -110,7 +33,7 @@ impl Fixture {
     /// Server files from `self.ca` for CN `server-cn`, the CA as the
     /// trusted bundle, and the settings that use them.
     fn settings(&self, side: TlsSide, cn: &str, client_cert_auth: bool) -> TlsSettings {
-        let (cert, key) = self.ca.issue(cn, &["127.0.0.1", "localhost"]);
+        let Issued { cert, key } = self.ca.issue(cn, &["127.0.0.1", "localhost"]);
         TlsSettings {
             side,
             identity: TlsIdentity::Files {
@@ -138,14 +61,14 @@ fn roots_of(pems: &[&str]) -> rustls::RootCertStore {
 
 fn client_config(
     roots: rustls::RootCertStore,
-    identity: Option<(String, String)>,
+    identity: Option<Issued>,
 ) -> Arc<rustls::ClientConfig> {
     let builder = rustls::ClientConfig::builder_with_provider(Arc::new(provider(None)))
         .with_safe_default_protocol_versions()
         .expect("versions")
         .with_root_certificates(roots);
     let config = match identity {
-        Some((cert, key)) => builder
+        Some(Issued { cert, key }) => builder
             .with_client_auth_cert(
                 CertificateDer::pem_slice_iter(cert.as_bytes())
                     .collect::<Result<Vec<_>, _>>()
@@ -249,7 +172,10 @@ async fn certificates_and_ca_bundles_reload_and_bad_files_keep_the_old_ones() {
     assert!(!tls.reload("test"), "nothing changed");
 
     // A new server certificate from the same CA.
-    let (cert2, key2) = f.ca.issue("server-2", &["127.0.0.1"]);
+    let Issued {
+        cert: cert2,
+        key: key2,
+    } = f.ca.issue("server-2", &["127.0.0.1"]);
     f.write("server.key", &key2);
     f.write("server.crt", &cert2);
     assert!(tls.reload("test"));
@@ -288,7 +214,7 @@ async fn certificates_and_ca_bundles_reload_and_bad_files_keep_the_old_ones() {
     assert_eq!(failures(), before + 1);
 
     // A key that does not match the certificate is refused as well.
-    let (_, other_key) = f.ca.issue("x", &[]);
+    let other_key = f.ca.issue("x", &[]).key;
     f.write("server.crt", &cert2);
     f.write("server.key", &other_key);
     assert!(!tls.reload("test"));
@@ -328,7 +254,7 @@ fn startup_errors_name_the_flag_and_the_file() {
     );
 
     let settings = f.settings(TlsSide::Client, "server", false);
-    let (_, other_key) = f.ca.issue("x", &[]);
+    let other_key = f.ca.issue("x", &[]).key;
     f.write("server.key", &other_key);
     let e = load(&settings);
     assert_eq!(
@@ -566,15 +492,8 @@ async fn only_an_exact_anchor_passes_as_leaf_and_its_checks_still_apply() {
     // A CA certificate issued by the trusted CA is an intermediate, not an
     // anchor: still refused as a leaf.
     let sub_ca = {
-        let k = rcgen::KeyPair::generate().expect("key");
-        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        p.distinguished_name
-            .push(rcgen::DnType::CommonName, "sub CA");
-        (
-            p.signed_by(&k, &f.ca.issuer).expect("sub CA").pem(),
-            k.serialize_pem(),
-        )
+        let (_, issued) = f.ca.issue_ca("sub CA", None);
+        (issued.cert, issued.key)
     };
     let bundle = [&cert, &expired.0, &server_only.0, &any_usage.0, &f.ca.pem]
         .iter()
@@ -632,8 +551,8 @@ async fn revoked_serials_are_refused_and_the_list_reloads() {
     let mut settings = f.settings(TlsSide::Client, "server", true);
     let alice_serial: &[u8] = &[0x0c, 0xa1, 0x01];
     let bob_serial: &[u8] = &[0x00, 0x9b, 0x0b];
-    let alice = f.ca.issue_with_serial("alice", alice_serial);
-    let bob = f.ca.issue_with_serial("bob", bob_serial);
+    let alice = f.ca.issue_with_serial("alice", &[], alice_serial);
+    let bob = f.ca.issue_with_serial("bob", &[], bob_serial);
     settings.crl_file = Some(f.write("revoked.crl", &f.ca.crl(&[bob_serial])));
     let tls = ReloadableTlsConfig::load(&settings, None, f.dir.path(), &[]).expect("load");
     let roots = || roots_of(&[&f.ca.pem]);
@@ -679,20 +598,15 @@ async fn revoked_serials_are_refused_and_the_list_reloads() {
 async fn a_revoked_intermediate_refuses_its_leaves() {
     let f = Fixture::new();
     // root -> intermediate (serial 0x77) -> carol
-    let int_key = rcgen::KeyPair::generate().expect("key");
-    let mut int_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-    int_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    int_params.serial_number = Some(rcgen::SerialNumber::from_slice(&[0x77]));
-    int_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "intermediate");
-    let int_cert = int_params.signed_by(&int_key, &f.ca.issuer).expect("int");
-    let intermediate = Ca {
-        pem: int_cert.pem(),
-        issuer: rcgen::Issuer::new(int_params, int_key),
+    let (intermediate, _) = f.ca.issue_ca("intermediate", Some(&[0x77]));
+    let Issued {
+        cert: carol_cert,
+        key: carol_key,
+    } = intermediate.issue("carol", &[]);
+    let carol = Issued {
+        cert: format!("{carol_cert}{}", intermediate.pem),
+        key: carol_key,
     };
-    let (carol_cert, carol_key) = intermediate.issue("carol", &[]);
-    let carol = (format!("{carol_cert}{}", intermediate.pem), carol_key);
     let mut settings = f.settings(TlsSide::Client, "server", true);
     settings.crl_file = Some(f.write("revoked.crl", &f.ca.crl(&[])));
     let tls = ReloadableTlsConfig::load(&settings, None, f.dir.path(), &[]).expect("load");
@@ -756,7 +670,7 @@ async fn a_peer_checks_the_allowed_cn_of_the_members_it_dials_too() {
     let dialer = ours.client_config().expect("dialer");
     // A member whose certificate carries another CN (same CA).
     let other_dir = tempfile::tempdir().expect("dir");
-    let (cert, key) = f.ca.issue("intruder", &["127.0.0.1"]);
+    let Issued { cert, key } = f.ca.issue("intruder", &["127.0.0.1"]);
     std::fs::write(other_dir.path().join("p.crt"), cert).expect("write");
     std::fs::write(other_dir.path().join("p.key"), key).expect("write");
     let theirs = ReloadableTlsConfig::load(
