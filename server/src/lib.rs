@@ -10,6 +10,7 @@
 #![deny(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+#[cfg_attr(not(test), warn(clippy::expect_used, clippy::indexing_slicing))]
 pub mod api;
 pub mod auth;
 pub mod boot;
@@ -18,6 +19,7 @@ pub mod crash;
 pub mod discovery;
 pub mod error;
 pub mod etcd_datadir;
+#[cfg_attr(not(test), warn(clippy::expect_used, clippy::indexing_slicing))]
 pub mod etcdserver;
 pub mod files;
 #[doc(hidden)]
@@ -27,10 +29,13 @@ pub mod logging;
 pub mod metrics;
 pub mod net;
 pub mod pb;
+#[cfg_attr(not(test), warn(clippy::expect_used, clippy::indexing_slicing))]
 pub mod policy;
 pub mod raftwire;
+#[cfg_attr(not(test), warn(clippy::expect_used, clippy::indexing_slicing))]
 pub mod state;
 pub mod storage;
 pub mod tls;
 pub mod transport;
+#[cfg_attr(not(test), warn(clippy::expect_used, clippy::indexing_slicing))]
 pub mod v2;

@@ -255,8 +255,10 @@ fn members_json(srv: &EtcdServer, set: &ActiveSet) -> HashMap<String, Vec<Value>
                 Err((state, why)) => json!({ "state": state, "error": why }),
             };
             let mut row = row;
-            row["member"] = json!(name);
-            row["id"] = json!(id);
+            if let Some(fields) = row.as_object_mut() {
+                fields.insert("member".into(), json!(name));
+                fields.insert("id".into(), json!(id));
+            }
             out.entry(p.record.name.clone()).or_default().push(row);
         }
     }
@@ -282,7 +284,12 @@ pub(crate) fn set_json(srv: &EtcdServer, set: &ActiveSet) -> Value {
         },
         "plugins": set.plugins.iter().map(|p| {
             let mut v = plugin_json(p);
-            v["members"] = json!(members.remove(&p.record.name).unwrap_or_default());
+            if let Some(fields) = v.as_object_mut() {
+                fields.insert(
+                    "members".into(),
+                    json!(members.remove(&p.record.name).unwrap_or_default()),
+                );
+            }
             v
         }).collect::<Vec<_>>(),
     })

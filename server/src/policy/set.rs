@@ -165,11 +165,12 @@ impl ActivePlugin {
     }
 
     pub(crate) fn call_metrics(&self, hook: Hook) -> &super::metrics::CallMetrics {
-        &self.metrics[match hook {
-            Hook::Validator => 0,
-            Hook::Authenticator => 1,
-            Hook::Authorizer => 2,
-        }]
+        let [validator, authenticator, authorizer] = &self.metrics;
+        match hook {
+            Hook::Validator => validator,
+            Hook::Authenticator => authenticator,
+            Hook::Authorizer => authorizer,
+        }
     }
 
     /// Consulted on live traffic for `hook`, with etcd auth `auth_enabled`:

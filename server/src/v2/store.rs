@@ -335,6 +335,11 @@ fn key_of(comps: &[&str]) -> String {
     }
 }
 
+/// The key of the first `n` components (all of them if there are fewer).
+fn key_of_first(comps: &[&str], n: usize) -> String {
+    key_of(comps.get(..n).unwrap_or(comps))
+}
+
 /// The counters behind `/v2/stats/store`. Atomics, because reads count too
 /// and run under the store's read lock. Not replicated state: each member
 /// counts what it served and applied, as etcd's do.
@@ -639,11 +644,11 @@ impl V2Store {
         let mut cur = &self.root;
         for (i, c) in comps.iter().enumerate() {
             let Kind::Dir(children) = &cur.kind else {
-                return Err(V2Error::new(NOT_DIR, key_of(&comps[..i]), self.index));
+                return Err(V2Error::new(NOT_DIR, key_of_first(comps, i), self.index));
             };
-            cur = children
-                .get(*c)
-                .ok_or_else(|| V2Error::new(KEY_NOT_FOUND, key_of(&comps[..=i]), self.index))?;
+            cur = children.get(*c).ok_or_else(|| {
+                V2Error::new(KEY_NOT_FOUND, key_of_first(comps, i + 1), self.index)
+            })?;
         }
         Ok(cur)
     }
@@ -699,7 +704,7 @@ impl V2Store {
             };
             match children.get(*c) {
                 Some(n) if n.is_dir() => node = n,
-                Some(_) => return Err(V2Error::new(NOT_DIR, key_of(&comps[..=i]), cur)),
+                Some(_) => return Err(V2Error::new(NOT_DIR, key_of_first(comps, i + 1), cur)),
                 None => {
                     parents_exist = false;
                     break;
@@ -730,7 +735,7 @@ impl V2Store {
             for (i, c) in parents.iter().enumerate() {
                 if !children.contains_key(*c) {
                     let d = Node::new_dir(next, None);
-                    changes.push((key_of(&comps[..=i]), Some(d.record())));
+                    changes.push((key_of_first(comps, i + 1), Some(d.record())));
                     children.insert(c.to_string(), d);
                 }
                 children = match children.get_mut(*c).map(|n| &mut n.kind) {

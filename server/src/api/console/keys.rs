@@ -113,8 +113,10 @@ async fn list_page(
         let mut stepped_into_folder = false;
         for kv in &resp.kvs {
             let rel = kv.key.get(prefix.len()..).unwrap_or_default();
-            if let Some(i) = rel.iter().position(|b| *b == b'/') {
-                let folder = [prefix, &rel[..=i]].concat();
+            if let Some(i) = rel.iter().position(|b| *b == b'/')
+                && let Some(head) = rel.get(..=i)
+            {
+                let folder = [prefix, head].concat();
                 cursor = prefix_end(&folder).to_vec();
                 entries.push(Entry::Folder(folder));
                 stepped_into_folder = true;
@@ -170,7 +172,7 @@ pub async fn browse(
             for e in &entries {
                 match e {
                     Entry::Folder(f) => {
-                        let label = show_bytes(&f[prefix.len()..]);
+                        let label = show_bytes(f.strip_prefix(prefix.as_slice()).unwrap_or(f));
                         let _ = match std::str::from_utf8(f) {
                             Ok(t) => write!(
                                 body,
@@ -181,7 +183,7 @@ pub async fn browse(
                         };
                     }
                     Entry::Key(k) => {
-                        let rel = &k[prefix.len()..];
+                        let rel = k.strip_prefix(prefix.as_slice()).unwrap_or(k);
                         let label = if rel.is_empty() {
                             show_bytes(k)
                         } else {
@@ -352,7 +354,7 @@ pub async fn view(
 /// A value for reading: JSON pretty-printed, other text as is, anything
 /// else as a hex dump; at most `MAX_SHOWN_VALUE_BYTES` of it.
 fn value_html(v: &[u8]) -> String {
-    let shown = &v[..v.len().min(MAX_SHOWN_VALUE_BYTES)];
+    let shown = v.get(..MAX_SHOWN_VALUE_BYTES).unwrap_or(v);
     let cut = if shown.len() < v.len() {
         format!(
             r#"<p class="hint">Showing the first {} of {} bytes.</p>"#,
@@ -472,7 +474,7 @@ async fn history_html(
         let Some(old) = old else {
             break;
         };
-        let preview = &old.value[..old.value.len().min(PREVIEW_BYTES)];
+        let preview = old.value.get(..PREVIEW_BYTES).unwrap_or(&old.value);
         let more = if old.value.len() > PREVIEW_BYTES {
             "…"
         } else {

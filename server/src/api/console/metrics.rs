@@ -237,7 +237,7 @@ pub async fn page(
             r#"<meta http-equiv="refresh" content="30">"#,
         );
     }
-    let pairs: Vec<(&Sample, &Sample)> = samples.windows(2).map(|w| (&w[0], &w[1])).collect();
+    let pairs: Vec<(&Sample, &Sample)> = samples.iter().zip(samples.iter().skip(1)).collect();
     let slots = n - 1;
     let secs = |a: &Sample, b: &Sample| ((b.unix_secs - a.unix_secs).max(1)) as f64;
     let rate = |f: &dyn Fn(&Sample) -> f64| -> Vec<Option<f64>> {

@@ -221,15 +221,10 @@ pub async fn events(
 /// revision order).
 fn by_revision(events: &[Event]) -> Vec<(i64, &[Event])> {
     let rev = |e: &Event| e.kv.as_ref().map_or(0, |kv| kv.mod_revision);
-    let mut out = Vec::new();
-    let mut start = 0;
-    for i in 1..=events.len() {
-        if i == events.len() || rev(&events[i]) != rev(&events[start]) {
-            out.push((rev(&events[start]), &events[start..i]));
-            start = i;
-        }
-    }
-    out
+    events
+        .chunk_by(|a, b| rev(a) == rev(b))
+        .map(|run| (run.first().map_or(0, rev), run))
+        .collect()
 }
 
 /// One revision's events for the page: type, key, value (text or `0x`
@@ -249,7 +244,7 @@ fn events_json(events: &[Event]) -> String {
                 "PUT"
             };
             let cut = kv.value.len() > EVENT_VALUE_BYTES;
-            let shown = &kv.value[..kv.value.len().min(EVENT_VALUE_BYTES)];
+            let shown = kv.value.get(..EVENT_VALUE_BYTES).unwrap_or(&kv.value);
             Some(serde_json::json!({
                 "type": ty,
                 "key": text(&kv.key),
