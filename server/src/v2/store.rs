@@ -1048,35 +1048,7 @@ impl V2Store {
         let shown = format!("/{key}");
         let existing = self.internal.get(&key).cloned();
         if req.op == V2Op::QGet {
-            let Some(rec) = existing else {
-                return Err(V2Error::new(KEY_NOT_FOUND, shown, cur));
-            };
-            let mut node = internal_node(&shown, &rec);
-            if rec.dir {
-                node.nodes = self
-                    .internal_list(&key)
-                    .into_iter()
-                    .filter_map(|(name, _)| {
-                        let k = format!("{key}/{name}");
-                        self.internal
-                            .get(&k)
-                            .map(|r| internal_node(&format!("/{k}"), r))
-                    })
-                    .collect();
-            }
-            let event = V2Event {
-                action: V2Action::Get,
-                node: Some(node),
-                prev_node: None,
-                etcd_index: cur,
-                refresh: false,
-            };
-            return Ok(ApplyOutcome {
-                event: Some(event),
-                changes: Vec::new(),
-                index: cur,
-                expired: 0,
-            });
+            return self.internal_get(&key, &shown, existing);
         }
         let next = cur.wrapping_add(1);
         let record = |created: u64| NodeRecord {
@@ -1148,6 +1120,46 @@ impl V2Store {
             event: Some(event),
             changes,
             index: next,
+            expired: 0,
+        })
+    }
+
+    /// A quorum get on the internal keyspace: the node, and a directory's
+    /// children.
+    fn internal_get(
+        &self,
+        key: &str,
+        shown: &str,
+        existing: Option<NodeRecord>,
+    ) -> Result<ApplyOutcome, V2Error> {
+        let cur = self.index;
+        let Some(rec) = existing else {
+            return Err(V2Error::new(KEY_NOT_FOUND, shown, cur));
+        };
+        let mut node = internal_node(shown, &rec);
+        if rec.dir {
+            node.nodes = self
+                .internal_list(key)
+                .into_iter()
+                .filter_map(|(name, _)| {
+                    let k = format!("{key}/{name}");
+                    self.internal
+                        .get(&k)
+                        .map(|r| internal_node(&format!("/{k}"), r))
+                })
+                .collect();
+        }
+        let event = V2Event {
+            action: V2Action::Get,
+            node: Some(node),
+            prev_node: None,
+            etcd_index: cur,
+            refresh: false,
+        };
+        Ok(ApplyOutcome {
+            event: Some(event),
+            changes: Vec::new(),
+            index: cur,
             expired: 0,
         })
     }

@@ -243,6 +243,33 @@ pub struct ViewQuery {
     before: Option<String>,
 }
 
+/// A key's lease for the metadata list: its ID and remaining TTL.
+async fn lease_html(srv: &EtcdServer, ctx: &RequestCtx, lease: i64) -> String {
+    if lease == 0 {
+        return "none".to_string();
+    }
+    let ttl = srv
+        .lease_time_to_live(
+            ctx,
+            LeaseTimeToLiveRequest {
+                id: lease,
+                keys: false,
+            },
+        )
+        .await;
+    match ttl {
+        Ok(t) if t.ttl >= 0 => format!(
+            "<code>{lease:x}</code> (expires in {} s; granted {} s)",
+            t.ttl, t.granted_ttl
+        ),
+        Ok(_) => format!("<code>{lease:x}</code> (expired)"),
+        Err(e) => format!(
+            "<code>{lease:x}</code> (TTL unknown: {})",
+            esc(&e.to_string())
+        ),
+    }
+}
+
 /// `GET /ui/key?key=K`: value, metadata, history, actions.
 pub async fn view(
     State(c): State<Arc<Console>>,
@@ -289,31 +316,7 @@ pub async fn view(
         }
         return html::page_with_status(StatusCode::NOT_FOUND, &s, &title, Nav::Keys, &body, "");
     };
-    let lease = if kv.lease != 0 {
-        let ttl = srv
-            .lease_time_to_live(
-                &s.ctx,
-                LeaseTimeToLiveRequest {
-                    id: kv.lease,
-                    keys: false,
-                },
-            )
-            .await;
-        match ttl {
-            Ok(t) if t.ttl >= 0 => format!(
-                "<code>{:x}</code> (expires in {} s; granted {} s)",
-                kv.lease, t.ttl, t.granted_ttl
-            ),
-            Ok(_) => format!("<code>{:x}</code> (expired)", kv.lease),
-            Err(e) => format!(
-                "<code>{:x}</code> (TTL unknown: {})",
-                kv.lease,
-                esc(&e.to_string())
-            ),
-        }
-    } else {
-        "none".to_string()
-    };
+    let lease = lease_html(srv, &s.ctx, kv.lease).await;
     let _ = write!(
         body,
         r#"<dl class="summary" id="meta">

@@ -125,6 +125,7 @@ impl Scanner {
         }
     }
 
+    #[allow(clippy::too_many_lines)] // a state machine: one short arm per scanner state
     pub(super) fn step(&mut self, c: u8) -> Op {
         match self.state {
             State::BeginValueOrEmpty => {
