@@ -9,6 +9,8 @@
 
 mod force_new;
 mod notify;
+#[cfg(test)]
+mod sim;
 
 use crate::api;
 use crate::etcdserver::apply::{ApplyConfig, ApplyLoop};
@@ -864,142 +866,212 @@ fn assemble(
     state: Recovered,
     tls: &crate::tls::Sides,
 ) -> Result<Assembled, BootError> {
-    let Identity {
-        member_id,
-        cluster_id,
-        restarting,
-    } = *identity;
-    let Recovered {
-        store,
-        lessor,
-        hub,
-        membership,
-        applied,
-        conf_state,
-        log,
-    } = state;
-    let hs = log.hard_state().clone();
-    let last_index = log.last_index_value();
-    let raft_cfg = raft_config(cfg, member_id, applied.index);
-    let election_ticks = raft_cfg.election_tick;
-    let raw = raft::RawNode::new(&raft_cfg, log, &crate::logging::raft_logger())?;
-
-    let (raft_tx, raft_rx) = crossbeam_channel::bounded::<RaftMsg>(RAFT_INBOX);
-    let (ctl_tx, ctl_rx) = crossbeam_channel::unbounded();
-    let (apply_tx, apply_rx) = crossbeam_channel::bounded(APPLY_QUEUE);
-    let (applied_tx, applied_rx) = watch::channel(applied.index);
-    let status = Arc::new(RaftStatus::default());
-    status.term.store(hs.term, Ordering::Release);
-    status.commit.store(hs.commit, Ordering::Release);
-    status.applied.store(applied.index, Ordering::Release);
-    status.last_index.store(last_index, Ordering::Release);
-    let waiters = Arc::new(Waiters::new(crate::etcdserver::MAX_PENDING_PROPOSALS));
-
+    let raft_cfg = raft_config(cfg, identity.member_id, state.applied.index);
+    let config = Arc::new(arc_swap::ArcSwap::from_pointee(cfg.clone()));
+    let core = Core::new(cfg, config, db, snapshots, identity, state, raft_cfg)?;
     let transport = Transport::new(
-        member_id,
-        cluster_id,
-        Arc::clone(&membership),
-        Arc::clone(&snapshots),
+        identity.member_id,
+        identity.cluster_id,
+        Arc::clone(&core.membership),
+        Arc::clone(&core.snapshots),
         tokio::runtime::Handle::current(),
     );
-    let reports = raft_tx.clone();
+    let reports = core.raft_tx.clone();
     transport.attach(move |r| {
         let _ = reports.try_send(RaftMsg::Transport(r));
     });
     if let Some(peer_tls) = &tls.peer {
         transport.set_tls(Arc::clone(peer_tls));
     }
-
-    let v2 = load_v2(&db)?;
-    let auth = load_auth(&db, cfg)?;
-    // Policy plugins: a malformed [plugins] table stops the start.
-    let plugins =
-        crate::policy::Enforcer::open(&db, Arc::clone(&store), cfg).map_err(BootError::Config)?;
     let server = Arc::new(EtcdServer::new(ServerParts {
-        member_id,
-        cluster_id,
+        member_id: identity.member_id,
+        cluster_id: identity.cluster_id,
         name: cfg.name.clone(),
-        db: db.clone(),
-        store: Arc::clone(&store),
-        membership: Arc::clone(&membership),
-        status: Arc::clone(&status),
-        snapshots: Arc::clone(&snapshots),
-        lessor: Arc::clone(&lessor),
-        hub: Arc::clone(&hub),
+        db: core.db.clone(),
+        store: Arc::clone(&core.store),
+        membership: Arc::clone(&core.membership),
+        status: Arc::clone(&core.status),
+        snapshots: Arc::clone(&core.snapshots),
+        lessor: Arc::clone(&core.lessor),
+        hub: Arc::clone(&core.hub),
         transport: Arc::clone(&transport),
-        v2: Arc::clone(&v2),
-        auth: Arc::clone(&auth),
-        plugins: Arc::clone(&plugins),
-        config: Arc::new(arc_swap::ArcSwap::from_pointee(cfg.clone())),
-        raft_tx: raft_tx.clone(),
-        waiters: Arc::clone(&waiters),
-        applied_rx,
+        v2: Arc::clone(&core.v2),
+        auth: Arc::clone(&core.auth),
+        plugins: Arc::clone(&core.plugins),
+        config: Arc::clone(&core.config),
+        raft_tx: core.raft_tx.clone(),
+        waiters: Arc::clone(&core.waiters),
+        applied_rx: core.applied_rx.clone(),
     }));
-
-    // A lone voter needs no peers: skip most of the first election timeout,
-    // as etcd does with --initial-election-tick-advance.
-    let fast_forward = if cfg.initial_election_tick_advance && conf_state.voters.len() == 1 {
-        election_ticks.saturating_sub(1)
-    } else {
-        0
-    };
-    let node = Node::new(
-        raw,
-        member_id,
-        raft_rx,
-        ctl_rx,
-        apply_tx,
-        Arc::clone(&transport),
-        Arc::clone(&status),
-        Arc::clone(&waiters),
-        Arc::clone(&snapshots),
-        NodeConfig {
-            config: Arc::clone(server.config()),
-            election_ticks,
-            fast_forward_ticks: fast_forward,
-            lessor: Arc::clone(&lessor),
-            // A restarted member of a multi-voter cluster first hears
-            // from a leader before it votes or campaigns (bounded): its
-            // journal may have lost a tail it had acknowledged.
-            hold_votes_for: if restarting && conf_state.voters.len() > 1 {
-                Duration::from_millis(cfg.election_timeout_ms) * 2
-            } else {
-                Duration::ZERO
-            },
-        },
-        applied.index,
-    );
-    let apply = ApplyLoop {
-        db,
-        store,
-        membership,
-        lessor,
-        hub,
-        rx: apply_rx,
-        ctl: ctl_tx,
-        waiters,
-        status,
-        applied_tx,
-        snapshots,
-        cfg: ApplyConfig {
-            config: Arc::clone(server.config()),
-            snapshot_catchup_entries: SNAPSHOT_CATCHUP_ENTRIES,
-        },
-        applied,
-        conf_state,
-        last_log_compaction: applied.index,
-        member_id,
-        removed: false,
-        v2,
-        auth,
-        plugins,
-    };
+    let raft_tx = core.raft_tx.clone();
+    let (node, apply) = core.into_loops(Box::new(transport));
     Ok(Assembled {
         server,
         node,
         apply,
         raft_tx,
     })
+}
+
+/// A member's core: the raft node, the apply loop and what they share with
+/// each other and with the server (channels, status, waiters, the state
+/// machine's parts), before the network is attached. `assemble` adds the
+/// peer transport and the server; the core simulation (`sim.rs`) an
+/// in-memory network.
+struct Core {
+    member_id: u64,
+    restarting: bool,
+    voters: usize,
+    election_ticks: usize,
+    raw: raft::RawNode<RaftLog>,
+    config: Arc<arc_swap::ArcSwap<ServerConfig>>,
+    db: Db,
+    snapshots: Arc<SnapshotRegistry>,
+    store: Arc<Store>,
+    lessor: Arc<Lessor>,
+    hub: Arc<WatchHub>,
+    membership: Arc<Membership>,
+    applied: AppliedState,
+    conf_state: ConfState,
+    raft_tx: crossbeam_channel::Sender<RaftMsg>,
+    raft_rx: crossbeam_channel::Receiver<RaftMsg>,
+    status: Arc<RaftStatus>,
+    waiters: Arc<Waiters<crate::etcdserver::Applied>>,
+    applied_tx: watch::Sender<u64>,
+    applied_rx: watch::Receiver<u64>,
+    v2: Arc<parking_lot::RwLock<crate::v2::V2Store>>,
+    auth: Arc<crate::etcdserver::auth::AuthState>,
+    plugins: Arc<crate::policy::Enforcer>,
+}
+
+impl Core {
+    fn new(
+        cfg: &ServerConfig,
+        config: Arc<arc_swap::ArcSwap<ServerConfig>>,
+        db: Db,
+        snapshots: Arc<SnapshotRegistry>,
+        identity: &Identity,
+        state: Recovered,
+        raft_cfg: raft::Config,
+    ) -> Result<Core, BootError> {
+        let Recovered {
+            store,
+            lessor,
+            hub,
+            membership,
+            applied,
+            conf_state,
+            log,
+        } = state;
+        let hs = log.hard_state().clone();
+        let last_index = log.last_index_value();
+        let election_ticks = raft_cfg.election_tick;
+        let raw = raft::RawNode::new(&raft_cfg, log, &crate::logging::raft_logger())?;
+        let (raft_tx, raft_rx) = crossbeam_channel::bounded::<RaftMsg>(RAFT_INBOX);
+        let (applied_tx, applied_rx) = watch::channel(applied.index);
+        let status = Arc::new(RaftStatus::default());
+        status.term.store(hs.term, Ordering::Release);
+        status.commit.store(hs.commit, Ordering::Release);
+        status.applied.store(applied.index, Ordering::Release);
+        status.last_index.store(last_index, Ordering::Release);
+        let v2 = load_v2(&db)?;
+        let auth = load_auth(&db, cfg)?;
+        // Policy plugins: a malformed [plugins] table stops the start.
+        let plugins = crate::policy::Enforcer::open(&db, Arc::clone(&store), cfg)
+            .map_err(BootError::Config)?;
+        Ok(Core {
+            member_id: identity.member_id,
+            restarting: identity.restarting,
+            voters: conf_state.voters.len(),
+            election_ticks,
+            raw,
+            config,
+            db,
+            snapshots,
+            store,
+            lessor,
+            hub,
+            membership,
+            applied,
+            conf_state,
+            raft_tx,
+            raft_rx,
+            status,
+            waiters: Arc::new(Waiters::new(crate::etcdserver::MAX_PENDING_PROPOSALS)),
+            applied_tx,
+            applied_rx,
+            v2,
+            auth,
+            plugins,
+        })
+    }
+
+    /// The raft node and the apply loop, wired to each other; the node
+    /// sends its messages to `outbox`.
+    fn into_loops(self, outbox: Box<dyn crate::transport::Outbox>) -> (Node, ApplyLoop) {
+        let cfg = self.config.load();
+        let (ctl_tx, ctl_rx) = crossbeam_channel::unbounded();
+        let (apply_tx, apply_rx) = crossbeam_channel::bounded(APPLY_QUEUE);
+        // A lone voter needs no peers: skip most of the first election
+        // timeout, as etcd does with --initial-election-tick-advance.
+        let fast_forward = if cfg.initial_election_tick_advance && self.voters == 1 {
+            self.election_ticks.saturating_sub(1)
+        } else {
+            0
+        };
+        let node = Node::new(
+            self.raw,
+            self.member_id,
+            self.raft_rx,
+            ctl_rx,
+            apply_tx,
+            outbox,
+            Arc::clone(&self.status),
+            Arc::clone(&self.waiters),
+            Arc::clone(&self.snapshots),
+            NodeConfig {
+                config: Arc::clone(&self.config),
+                election_ticks: self.election_ticks,
+                fast_forward_ticks: fast_forward,
+                lessor: Arc::clone(&self.lessor),
+                // A restarted member of a multi-voter cluster first hears
+                // from a leader before it votes or campaigns (bounded): its
+                // journal may have lost a tail it had acknowledged.
+                hold_votes_for: if self.restarting && self.voters > 1 {
+                    Duration::from_millis(cfg.election_timeout_ms) * 2
+                } else {
+                    Duration::ZERO
+                },
+            },
+            self.applied.index,
+        );
+        let apply = ApplyLoop {
+            db: self.db,
+            store: self.store,
+            membership: self.membership,
+            lessor: self.lessor,
+            hub: self.hub,
+            rx: apply_rx,
+            ctl: ctl_tx,
+            waiters: self.waiters,
+            status: self.status,
+            applied_tx: self.applied_tx,
+            snapshots: self.snapshots,
+            cfg: ApplyConfig {
+                config: Arc::clone(&self.config),
+                snapshot_catchup_entries: SNAPSHOT_CATCHUP_ENTRIES,
+            },
+            last_log_compaction: self.applied.index,
+            applied: self.applied,
+            conf_state: self.conf_state,
+            member_id: self.member_id,
+            removed: false,
+            v2: self.v2,
+            auth: self.auth,
+            plugins: self.plugins,
+        };
+        (node, apply)
+    }
 }
 
 /// A bound peer or metrics socket: its URL and TLS, if https.

@@ -108,33 +108,7 @@ impl ApplyLoop {
                     Err(_) => break,
                 }
             }
-            let result = match queue.pop_front() {
-                Some(ApplyMsg::Entries(mut entries)) => {
-                    // Coalesce consecutive entry batches into one fjall batch.
-                    while entries.len() < MAX_APPLY_BATCH_ENTRIES {
-                        match queue.front() {
-                            Some(ApplyMsg::Entries(_)) => {
-                                if let Some(ApplyMsg::Entries(more)) = queue.pop_front() {
-                                    entries.extend(more);
-                                }
-                            }
-                            _ => break,
-                        }
-                    }
-                    self.apply_entries(entries)
-                }
-                Some(ApplyMsg::Snapshot {
-                    metadata,
-                    path,
-                    done,
-                }) => {
-                    let r = self.install_snapshot(metadata.index, &path);
-                    let _ = done.send(r.as_ref().map(|_| ()).map_err(|e| e.to_string()));
-                    r
-                }
-                None => Ok(()),
-            };
-            if let Err(e) = result {
+            if let Err(e) = self.apply_next(&mut queue) {
                 tracing::error!(error = %e, "applying committed entries failed; stopping this member");
                 std::process::exit(1);
             }
@@ -144,6 +118,43 @@ impl ApplyLoop {
             self.maybe_generate_snapshot();
         }
         tracing::info!("apply loop stopped");
+    }
+
+    /// Applies the message at the head of `queue`: a snapshot from the
+    /// leader, or entries, with the entry batches queued right behind them
+    /// coalesced into one fjall batch. An error means the member must stop.
+    pub fn apply_next(&mut self, queue: &mut VecDeque<ApplyMsg>) -> storage::Result<()> {
+        match queue.pop_front() {
+            Some(ApplyMsg::Entries(mut entries)) => {
+                while entries.len() < MAX_APPLY_BATCH_ENTRIES {
+                    match queue.front() {
+                        Some(ApplyMsg::Entries(_)) => {
+                            if let Some(ApplyMsg::Entries(more)) = queue.pop_front() {
+                                entries.extend(more);
+                            }
+                        }
+                        _ => break,
+                    }
+                }
+                self.apply_entries(entries)
+            }
+            Some(ApplyMsg::Snapshot {
+                metadata,
+                path,
+                done,
+            }) => {
+                let r = self.install_snapshot(metadata.index, &path);
+                let _ = done.send(r.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+                r
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Between batches: starts writing a snapshot file if raft asked for
+    /// one (the file is written on its own thread).
+    pub fn between_batches(&mut self) {
+        self.maybe_generate_snapshot();
     }
 
     fn election_timeout(&self) -> Duration {

@@ -17,11 +17,11 @@ use crate::metrics::METRICS;
 use crate::state::lease::Lessor;
 use crate::storage::raftlog::RaftLog;
 use crate::storage::snapfile::{self, SnapshotRegistry};
-use crate::transport::{Report, Transport};
+use crate::transport::{Outbox, Report};
 use crossbeam_channel::{Receiver, Sender};
 use raft::prelude::{ConfChangeV2, ConfState, Entry, Message, MessageType, SnapshotMetadata};
 use raft::{RawNode, SnapshotStatus, StateRole};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -140,16 +140,24 @@ pub struct Node {
     inbox: Receiver<RaftMsg>,
     ctl: Receiver<CtlMsg>,
     apply_tx: Sender<ApplyMsg>,
-    transport: Arc<Transport>,
+    outbox: Box<dyn Outbox>,
     status: Arc<RaftStatus>,
     waiters: Arc<Waiters<Applied>>,
     snapshots: Arc<SnapshotRegistry>,
     cfg: NodeConfig,
+    /// The time of the current turn: every decision in a turn sees the same
+    /// clock, and the core simulation drives it (see `turn`).
+    now: Instant,
+    /// When raft ticks next.
+    next_tick: Instant,
     /// Reads collected this turn, issued as one ReadIndex.
     new_reads: Vec<oneshot::Sender<Result<u64, Error>>>,
-    reads: HashMap<u64, PendingRead>,
+    /// Ordered maps, so the order reads are retried in (and with it the
+    /// messages a turn sends) depends only on what happened, which the core
+    /// simulation relies on to replay a seed.
+    reads: BTreeMap<u64, PendingRead>,
     /// Context → the key of its read in `reads`.
-    read_ctxs: HashMap<u64, u64>,
+    read_ctxs: BTreeMap<u64, u64>,
     next_read_ctx: u64,
     /// Highest index handed to the apply loop / reported applied by it.
     sent_to_apply: u64,
@@ -185,7 +193,7 @@ impl Node {
         inbox: Receiver<RaftMsg>,
         ctl: Receiver<CtlMsg>,
         apply_tx: Sender<ApplyMsg>,
-        transport: Arc<Transport>,
+        outbox: Box<dyn Outbox>,
         status: Arc<RaftStatus>,
         waiters: Arc<Waiters<Applied>>,
         snapshots: Arc<SnapshotRegistry>,
@@ -199,14 +207,16 @@ impl Node {
             inbox,
             ctl,
             apply_tx,
-            transport,
+            outbox,
             status,
             waiters,
             snapshots,
             cfg,
+            now,
+            next_tick: now,
             new_reads: Vec::new(),
-            reads: HashMap::new(),
-            read_ctxs: HashMap::new(),
+            reads: BTreeMap::new(),
+            read_ctxs: BTreeMap::new(),
             next_read_ctx: 1,
             sent_to_apply: applied,
             applied,
@@ -224,15 +234,9 @@ impl Node {
     /// fails, which stops the member: a raft node must not continue on a disk
     /// it cannot trust.
     pub fn run(mut self) {
-        for _ in 0..self.cfg.fast_forward_ticks {
-            self.raw.tick();
-        }
-        if !self.cfg.hold_votes_for.is_zero() {
-            self.hold_votes_until = Some(Instant::now() + self.cfg.hold_votes_for);
-        }
-        let mut next_tick = Instant::now() + self.tick_period();
+        self.start(Instant::now());
         loop {
-            let timeout = next_tick.saturating_duration_since(Instant::now());
+            let timeout = self.next_tick.saturating_duration_since(Instant::now());
             crossbeam_channel::select! {
                 recv(self.inbox) -> m => match m {
                     Ok(m) => self.handle(m),
@@ -245,61 +249,106 @@ impl Node {
                 },
                 default(timeout) => {},
             }
-            for _ in 0..MAX_DRAIN {
-                match self.inbox.try_recv() {
-                    Ok(m) => self.handle(m),
-                    Err(_) => break,
-                }
-            }
-            while let Ok(m) = self.ctl.try_recv() {
-                self.handle_ctl(m);
-            }
-            let now = Instant::now();
-            if self.hold_votes_until.is_some_and(|t| now >= t) {
-                tracing::info!(
-                    "heard from no leader since restarting; taking part in elections again"
-                );
-                self.hold_votes_until = None;
-            }
-            if now >= next_tick {
-                // Held out of elections: a follower's election clock does
-                // not run (leaders and candidates are never held).
-                if self.hold_votes_until.is_none() || self.raw.raft.state != StateRole::Follower {
-                    self.raw.tick();
-                }
-                self.on_tick(now);
-                let tick = self.tick_period();
-                next_tick += tick;
-                if next_tick < now {
-                    // We fell behind (a long fsync or snapshot install);
-                    // don't burst ticks, which would trigger elections.
-                    next_tick = now + tick;
-                }
-            }
-            if !self.held_proposals.is_empty() && !self.must_hold_proposals() {
-                for (at, mut msg) in std::mem::take(&mut self.held_proposals) {
-                    if now.duration_since(at) > MAX_HELD_PROPOSAL_AGE {
-                        continue;
-                    }
-                    // Passed on as ours: peers accept a message only from
-                    // the member whose stream carries it.
-                    msg.from = self.id;
-                    if let Err(e) = self.raw.step(msg) {
-                        tracing::debug!(error = %e, "dropped a held proposal");
-                    }
-                }
-            }
-            if !self.new_reads.is_empty() {
-                let reads = std::mem::take(&mut self.new_reads);
-                self.issue_read(reads, now);
-            }
-            if let Err(e) = self.process_ready() {
+            if let Err(e) = self.turn(Instant::now()) {
                 tracing::error!(error = %e, "raft storage failed; stopping this member");
                 std::process::exit(1);
             }
-            self.settle_suspects();
         }
         tracing::info!("raft loop stopped");
+    }
+
+    /// Sets the clock running at `now`: the first election may be brought
+    /// forward, and a restarted member may be held out of elections.
+    pub fn start(&mut self, now: Instant) {
+        self.now = now;
+        for _ in 0..self.cfg.fast_forward_ticks {
+            self.raw.tick();
+        }
+        if !self.cfg.hold_votes_for.is_zero() {
+            self.hold_votes_until = Some(now + self.cfg.hold_votes_for);
+        }
+        self.next_tick = now + self.tick_period();
+    }
+
+    /// When the node wants its next turn if no message arrives first.
+    pub fn next_tick(&self) -> Instant {
+        self.next_tick
+    }
+
+    /// One turn of the loop at time `now`: whatever the inbox and the apply
+    /// loop sent, a tick if one is due, then the Ready. `run` calls it after
+    /// waiting for a message or the tick; the core simulation calls its two
+    /// halves with its own clock. A storage error means the member must stop.
+    pub fn turn(&mut self, now: Instant) -> Result<(), crate::storage::Error> {
+        self.take_input(now);
+        self.make_progress()
+    }
+
+    /// The first half of a turn: messages, the apply loop's reports, a due
+    /// tick.
+    pub fn take_input(&mut self, now: Instant) {
+        self.now = now;
+        for _ in 0..MAX_DRAIN {
+            match self.inbox.try_recv() {
+                Ok(m) => self.handle(m),
+                Err(_) => break,
+            }
+        }
+        while let Ok(m) = self.ctl.try_recv() {
+            self.handle_ctl(m);
+        }
+        if self.hold_votes_until.is_some_and(|t| now >= t) {
+            tracing::info!("heard from no leader since restarting; taking part in elections again");
+            self.hold_votes_until = None;
+        }
+        if now >= self.next_tick {
+            // Held out of elections: a follower's election clock does
+            // not run (leaders and candidates are never held).
+            if self.hold_votes_until.is_none() || self.raw.raft.state != StateRole::Follower {
+                self.raw.tick();
+            }
+            self.on_tick(now);
+            let tick = self.tick_period();
+            self.next_tick += tick;
+            if self.next_tick < now {
+                // We fell behind (a long fsync or snapshot install);
+                // don't burst ticks, which would trigger elections.
+                self.next_tick = now + tick;
+            }
+        }
+    }
+
+    /// The second half of a turn: held proposals and new reads go to raft,
+    /// then the Ready is handled.
+    pub fn make_progress(&mut self) -> Result<(), crate::storage::Error> {
+        let now = self.now;
+        if !self.held_proposals.is_empty() && !self.must_hold_proposals() {
+            for (at, mut msg) in std::mem::take(&mut self.held_proposals) {
+                if now.duration_since(at) > MAX_HELD_PROPOSAL_AGE {
+                    continue;
+                }
+                // Passed on as ours: peers accept a message only from
+                // the member whose stream carries it.
+                msg.from = self.id;
+                if let Err(e) = self.raw.step(msg) {
+                    tracing::debug!(error = %e, "dropped a held proposal");
+                }
+            }
+        }
+        if !self.new_reads.is_empty() {
+            let reads = std::mem::take(&mut self.new_reads);
+            self.issue_read(reads, now);
+        }
+        self.process_ready()?;
+        self.settle_suspects();
+        Ok(())
+    }
+
+    /// Whether `make_progress` would install a snapshot from the leader,
+    /// which blocks until the apply loop has loaded it (the core simulation
+    /// runs such a turn beside the apply loop).
+    pub fn installs_snapshot_next(&self) -> bool {
+        self.raw.has_ready() && self.raw.snap().is_some_and(|s| s.get_metadata().index != 0)
     }
 
     /// raft-rs counts both timeouts in ticks fixed at creation (heartbeat =
@@ -334,7 +383,7 @@ impl Node {
                     && self.must_hold_proposals()
                     && self.held_proposals.len() < MAX_HELD_PROPOSALS =>
             {
-                self.held_proposals.push((Instant::now(), msg));
+                self.held_proposals.push((self.now, msg));
             }
             RaftMsg::Step(msg)
                 if self.hold_votes_until.is_some()
@@ -576,13 +625,13 @@ impl Node {
             {
                 self.last_no_leader_log = now;
                 let voters = self.raw.raft.prs().conf().voters().ids().len();
-                let reachable = self.transport.connected_peers();
+                let reachable = self.outbox.connected_count();
                 tracing::warn!(
                     "waiting for peers: no leader for {}s; {} of {} other voting members reachable ({}), a quorum of {} is needed to elect a leader",
                     now.duration_since(since).as_secs(),
-                    reachable.len(),
+                    reachable,
                     voters.saturating_sub(1),
-                    self.transport.describe_peers(),
+                    self.outbox.describe_peers(),
                     voters / 2 + 1,
                 );
             }
@@ -655,7 +704,7 @@ impl Node {
                     self.leader,
                     term
                 );
-                self.no_leader_since = Some(Instant::now());
+                self.no_leader_since = Some(self.now);
                 METRICS.has_leader.set(0);
             } else {
                 METRICS.has_leader.set(1);
@@ -727,7 +776,7 @@ impl Node {
         }
 
         // The leader may send before persisting (raft thesis 10.2.1).
-        self.transport.send(rd.take_messages());
+        self.outbox.send(rd.take_messages());
 
         if !rd.snapshot().is_empty() {
             let md = rd.snapshot().get_metadata().clone();
@@ -757,7 +806,7 @@ impl Node {
         self.resolve_reads(states);
 
         // Votes and append responses only after the fsync above.
-        self.transport.send(rd.take_persisted_messages());
+        self.outbox.send(rd.take_persisted_messages());
 
         let mut light = self.raw.advance_append(rd);
         if let Some(commit) = light.commit_index() {
@@ -765,7 +814,7 @@ impl Node {
             self.status.commit.store(commit, Ordering::Release);
             METRICS.proposals_committed.set(commit as i64);
         }
-        self.transport.send(light.take_messages());
+        self.outbox.send(light.take_messages());
         committed.extend(light.take_committed_entries());
 
         if let Some(last) = committed.last() {

@@ -136,6 +136,11 @@ impl SnapshotRegistry {
         true
     }
 
+    /// Whether a snapshot file is being written now.
+    pub fn is_generating(&self) -> bool {
+        self.generating.load(Ordering::Acquire)
+    }
+
     pub fn finish_generation(&self, result: Option<SnapshotInfo>) {
         if let Some(info) = result {
             *self.latest.lock() = Some(info);

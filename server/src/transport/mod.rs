@@ -55,6 +55,31 @@ pub enum Report {
     SnapshotSent { to: u64, ok: bool },
 }
 
+/// Where the raft node sends its messages: the peer transport in a member,
+/// an in-memory network in the core simulation (`boot/sim.rs`). Reports
+/// about deliveries come back on the node's inbox (`Report`).
+pub trait Outbox: Send + Sync {
+    /// Queues messages for their peers. Never blocks.
+    fn send(&self, msgs: Vec<Message>);
+    /// "name at url: connected|unreachable" for every other member, for the
+    /// node's no-leader warning.
+    fn describe_peers(&self) -> String;
+    /// How many other members are reachable now.
+    fn connected_count(&self) -> usize;
+}
+
+impl Outbox for Arc<Transport> {
+    fn send(&self, msgs: Vec<Message>) {
+        Transport::send(self, msgs);
+    }
+    fn describe_peers(&self) -> String {
+        Transport::describe_peers(self)
+    }
+    fn connected_count(&self) -> usize {
+        self.connected_peers().len()
+    }
+}
+
 /// A forwarded client request's token (see `auth::Credential`).
 pub const HDR_CALLER_TOKEN: &str = "x-cairn-caller-token";
 /// A forwarded client request's verified certificate common name; the
