@@ -857,7 +857,6 @@ struct Assembled {
 
 /// The composition root's middle: every shared part made once and handed
 /// to the server, the raft node and the apply loop.
-#[allow(clippy::too_many_lines)] // wiring in dependency order; pieces would only pass the parts around
 fn assemble(
     cfg: &ServerConfig,
     db: Db,
