@@ -72,6 +72,41 @@ enum Lexed {
     },
 }
 
+/// `--version[=bool]`: whether the version is asked for.
+fn version_wanted(value: Option<&str>) -> Result<bool, ConfigError> {
+    match value.map(parse_go_bool) {
+        None | Some(Some(true)) => Ok(true),
+        Some(Some(false)) => Ok(false),
+        Some(None) => Err(ConfigError::BadValue {
+            flag: "--version".into(),
+            origin: Source::Flag {
+                flag: "--version".into(),
+            },
+            value: value.unwrap_or_default().to_string(),
+            expected: "true or false".into(),
+        }),
+    }
+}
+
+/// A flag's value given as the next argument (`--name value`).
+fn separate_value(setting: &Setting, next: Option<&OsString>) -> Result<String, ConfigError> {
+    let Some(next) = next else {
+        return Err(ConfigError::MissingValue {
+            flag: setting.flag(),
+        });
+    };
+    next.to_str()
+        .map(str::to_string)
+        .ok_or_else(|| ConfigError::BadValue {
+            flag: setting.flag(),
+            origin: Source::Flag {
+                flag: setting.flag(),
+            },
+            value: next.to_string_lossy().into_owned(),
+            expected: "valid UTF-8 text".into(),
+        })
+}
+
 /// Go `flag` syntax → canonical `--flag=value` tokens.
 fn lex(args: &[OsString]) -> Lexed {
     let mut tokens = Vec::new();
@@ -128,21 +163,11 @@ fn lex(args: &[OsString]) -> Lexed {
         };
         match name {
             "h" | "help" => return Lexed::Help,
-            "version" => match value.map(parse_go_bool) {
-                None | Some(Some(true)) => return Lexed::Version,
-                Some(Some(false)) => continue,
-                Some(None) => {
-                    record(
-                        &mut tokens,
-                        Err(ConfigError::BadValue {
-                            flag: "--version".into(),
-                            origin: Source::Flag {
-                                flag: "--version".into(),
-                            },
-                            value: value.unwrap_or_default().to_string(),
-                            expected: "true or false".into(),
-                        }),
-                    );
+            "version" => match version_wanted(value) {
+                Ok(true) => return Lexed::Version,
+                Ok(false) => continue,
+                Err(e) => {
+                    record(&mut tokens, Err(e));
                     continue;
                 }
             },
@@ -163,37 +188,19 @@ fn lex(args: &[OsString]) -> Lexed {
         }
         let value = match value {
             Some(v) => v.to_string(),
-            None => match args.get(i) {
-                Some(next) => {
+            None => {
+                let next = args.get(i);
+                if next.is_some() {
                     i += 1;
-                    match next.to_str() {
-                        Some(v) => v.to_string(),
-                        None => {
-                            record(
-                                &mut tokens,
-                                Err(ConfigError::BadValue {
-                                    flag: setting.flag(),
-                                    origin: Source::Flag {
-                                        flag: setting.flag(),
-                                    },
-                                    value: next.to_string_lossy().into_owned(),
-                                    expected: "valid UTF-8 text".into(),
-                                }),
-                            );
-                            continue;
-                        }
+                }
+                match separate_value(setting, next) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        record(&mut tokens, Err(e));
+                        continue;
                     }
                 }
-                None => {
-                    record(
-                        &mut tokens,
-                        Err(ConfigError::MissingValue {
-                            flag: setting.flag(),
-                        }),
-                    );
-                    continue;
-                }
-            },
+            }
         };
         record(&mut tokens, Ok(format!("--{}={value}", setting.name)));
     }

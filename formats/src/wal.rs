@@ -286,21 +286,8 @@ impl RecordReader {
 
     fn read_one(&mut self) -> Result<Option<RawRecord>, WalError> {
         loop {
-            if self.cur.is_none() {
-                let Some(f) = self.files.get(self.next_file) else {
-                    return Ok(None);
-                };
-                let file = File::open(&f.path).map_err(|source| WalError::Io {
-                    path: f.path.clone(),
-                    source,
-                })?;
-                self.cur = Some(Segment {
-                    file: self.next_file,
-                    reader: BufReader::with_capacity(READ_BUFFER_BYTES, file),
-                    offset: 0,
-                    last: self.next_file + 1 == self.files.len(),
-                });
-                self.next_file += 1;
+            if self.cur.is_none() && !self.open_next_segment()? {
+                return Ok(None);
             }
             let Some(seg) = self.cur.as_mut() else {
                 continue;
@@ -339,12 +326,7 @@ impl RecordReader {
                 self.cur = None;
                 continue;
             }
-            let rec_len = word & 0x00FF_FFFF_FFFF_FFFF;
-            let pad = if word >> 63 == 1 {
-                (word >> 56) & 0x7
-            } else {
-                0
-            };
+            let (rec_len, pad) = frame_lengths(word);
             if rec_len + pad >= MAX_WAL_RECORD_BYTES {
                 return Err(WalError::TooLarge {
                     path: path(),
@@ -385,30 +367,8 @@ impl RecordReader {
                     return self.torn_or(torn, file, offset, e);
                 }
             };
-            if rec.record_type == record_type::CRC {
-                // A CRC record restates the running CRC (0 when the reader
-                // starts mid-log, where nothing can be checked).
-                if self.crc != 0 && rec.crc != self.crc {
-                    return Err(WalError::Crc {
-                        path: path(),
-                        offset,
-                        stored: rec.crc,
-                        computed: self.crc,
-                    });
-                }
-                self.crc = rec.crc;
-            } else {
-                let computed = crc32c_append(self.crc, &rec.data);
-                if rec.crc != computed {
-                    let e = WalError::Crc {
-                        path: path(),
-                        offset,
-                        stored: rec.crc,
-                        computed,
-                    };
-                    return self.torn_or(torn, file, offset, e);
-                }
-                self.crc = computed;
+            if let Err((e, tearable)) = self.check_crc(&rec, file, offset) {
+                return self.torn_or(torn && tearable, file, offset, e);
             }
             return Ok(Some(RawRecord {
                 file,
@@ -421,6 +381,63 @@ impl RecordReader {
     }
 
     /// Ends the log at `offset` if this is a torn tail, else fails with `e`.
+    /// Opens the next segment file; `false` when there is none.
+    fn open_next_segment(&mut self) -> Result<bool, WalError> {
+        let Some(f) = self.files.get(self.next_file) else {
+            return Ok(false);
+        };
+        let file = File::open(&f.path).map_err(|source| WalError::Io {
+            path: f.path.clone(),
+            source,
+        })?;
+        self.cur = Some(Segment {
+            file: self.next_file,
+            reader: BufReader::with_capacity(READ_BUFFER_BYTES, file),
+            offset: 0,
+            last: self.next_file + 1 == self.files.len(),
+        });
+        self.next_file += 1;
+        Ok(true)
+    }
+
+    /// Checks `rec` against the running CRC and moves the CRC on. With the
+    /// error, whether a torn tail may explain it: a data record's mismatch
+    /// may, a CRC record's (a restated CRC) may not.
+    fn check_crc(
+        &mut self,
+        rec: &Record,
+        file: usize,
+        offset: u64,
+    ) -> Result<(), (WalError, bool)> {
+        if rec.record_type == record_type::CRC {
+            // A CRC record restates the running CRC (0 when the reader
+            // starts mid-log, where nothing can be checked).
+            if self.crc != 0 && rec.crc != self.crc {
+                let e = WalError::Crc {
+                    path: self.path(file),
+                    offset,
+                    stored: rec.crc,
+                    computed: self.crc,
+                };
+                return Err((e, false));
+            }
+            self.crc = rec.crc;
+        } else {
+            let computed = crc32c_append(self.crc, &rec.data);
+            if rec.crc != computed {
+                let e = WalError::Crc {
+                    path: self.path(file),
+                    offset,
+                    stored: rec.crc,
+                    computed,
+                };
+                return Err((e, true));
+            }
+            self.crc = computed;
+        }
+        Ok(())
+    }
+
     fn torn_or(
         &mut self,
         torn: bool,
@@ -438,6 +455,18 @@ impl RecordReader {
         self.cur = None;
         Ok(None)
     }
+}
+
+/// A frame's length word: the record's length and its padding (set when
+/// the top bit is).
+fn frame_lengths(word: u64) -> (u64, u64) {
+    let rec_len = word & 0x00FF_FFFF_FFFF_FFFF;
+    let pad = if word >> 63 == 1 {
+        (word >> 56) & 0x7
+    } else {
+        0
+    };
+    (rec_len, pad)
 }
 
 /// Reads until `buf` is full or the file ends; returns the bytes read.

@@ -3,6 +3,10 @@
 //! (nextest runs them in the `cluster` group) and fails — does not skip —
 //! when `/usr/bin/etcd` is missing.
 
+// Scenario tests (write with one side, read with the other) read top to
+// bottom; their length is the scenario's.
+#![allow(clippy::too_many_lines)]
+
 mod common;
 
 use bytes::Bytes;

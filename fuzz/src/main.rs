@@ -153,34 +153,7 @@ fn real_main() -> Result<ExitCode> {
             }
             _ => {
                 found += 1;
-                let input = std::fs::read(&current).unwrap_or_default();
-                let dir = args.crashes.join(name);
-                std::fs::create_dir_all(&dir)?;
-                let path = dir.join(format!("crash-seed{}-{:016x}", args.seed, hash(&input)));
-                std::fs::write(&path, &input)?;
-                let tail: String = stderr
-                    .lines()
-                    .rev()
-                    .take(40)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect::<Vec<_>>()
-                    .join("\n");
-                let mut note = path.clone().into_os_string();
-                note.push(".txt");
-                std::fs::write(
-                    PathBuf::from(note),
-                    format!(
-                        "target: {name}\nkind: crash ({})\nseed: {}\n\n{tail}\n",
-                        out.status, args.seed
-                    ),
-                )?;
-                say(&format!(
-                    "{name}: the process died ({}); input saved as {}\n{tail}",
-                    out.status,
-                    path.display()
-                ));
+                save_crash(&args, name, &out, &current, &stderr)?;
             }
         }
         if let Ok(text) = std::fs::read_to_string(&report) {
@@ -204,6 +177,46 @@ fn real_main() -> Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// A worker that died: its current input goes to the crashes directory,
+/// with a note holding the end of its stderr.
+fn save_crash(
+    args: &Args,
+    name: &str,
+    out: &std::process::Output,
+    current: &std::path::Path,
+    stderr: &str,
+) -> Result<()> {
+    let input = std::fs::read(current).unwrap_or_default();
+    let dir = args.crashes.join(name);
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("crash-seed{}-{:016x}", args.seed, hash(&input)));
+    std::fs::write(&path, &input)?;
+    let tail: String = stderr
+        .lines()
+        .rev()
+        .take(40)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut note = path.clone().into_os_string();
+    note.push(".txt");
+    std::fs::write(
+        PathBuf::from(note),
+        format!(
+            "target: {name}\nkind: crash ({})\nseed: {}\n\n{tail}\n",
+            out.status, args.seed
+        ),
+    )?;
+    say(&format!(
+        "{name}: the process died ({}); input saved as {}\n{tail}",
+        out.status,
+        path.display()
+    ));
+    Ok(())
 }
 
 fn hash(b: &[u8]) -> u64 {

@@ -167,27 +167,7 @@ pub fn check_durability(h: &History) -> DurabilityReport {
     let final_state: BTreeMap<&str, &KeyValue> =
         kvs.iter().map(|kv| (kv.key.as_str(), kv)).collect();
     let acked = acked_writes(h);
-    let mut written: BTreeMap<(&str, &str), ()> = BTreeMap::new();
-    for op in &h.operations {
-        if matches!(op.outcome, Outcome::Failed { .. }) {
-            continue;
-        }
-        match &op.request {
-            Request::Put { key, value, .. } => {
-                written.insert((key, value), ());
-            }
-            Request::Txn {
-                success, failure, ..
-            } => {
-                for o in success.iter().chain(failure) {
-                    if let TxnOp::Put { key, value, .. } = o {
-                        written.insert((key, value), ());
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
+    let written = written_values(h);
 
     for (k, writes) in &acked {
         if !key_in_range(k, key, range_end.as_deref()) {
@@ -250,7 +230,38 @@ pub fn check_durability(h: &History) -> DurabilityReport {
         }
     }
 
-    // The members agree.
+    members_disagree(h, &mut report.violations);
+    report
+}
+
+/// Every (key, value) a put that may have applied wrote.
+fn written_values(h: &History) -> BTreeMap<(&str, &str), ()> {
+    let mut written: BTreeMap<(&str, &str), ()> = BTreeMap::new();
+    for op in &h.operations {
+        if matches!(op.outcome, Outcome::Failed { .. }) {
+            continue;
+        }
+        match &op.request {
+            Request::Put { key, value, .. } => {
+                written.insert((key, value), ());
+            }
+            Request::Txn {
+                success, failure, ..
+            } => {
+                for o in success.iter().chain(failure) {
+                    if let TxnOp::Put { key, value, .. } = o {
+                        written.insert((key, value), ());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    written
+}
+
+/// The members' final reads: they must agree.
+fn members_disagree(h: &History, out: &mut Vec<Finding>) {
     let member_reads: Vec<&Operation> = h.member_reads.iter().filter_map(|id| h.op(*id)).collect();
     let mut reference: Option<(&Operation, &Vec<KeyValue>)> = None;
     for op in member_reads {
@@ -277,12 +288,11 @@ pub fn check_durability(h: &History) -> DurabilityReport {
                     &[r, op],
                 );
                 f.lines = diff;
-                report.violations.push(f);
+                out.push(f);
             }
             Some(_) => {}
         }
     }
-    report
 }
 
 #[cfg(test)]

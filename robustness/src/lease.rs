@@ -190,7 +190,37 @@ fn first_seen_at_or_after(h: &History, rev: Rev) -> Option<&Operation> {
 }
 
 pub fn check_leases(h: &History) -> LeaseReport {
-    let mut facts: BTreeMap<LeaseId, LeaseFacts> = BTreeMap::new();
+    let facts = lease_facts(h);
+    let mut report = LeaseReport {
+        leases: facts.len(),
+        violations: vec![],
+    };
+    let reads = key_reads(h);
+    let shared_keys = keys_written_otherwise(h);
+    for (lease, f) in &facts {
+        // The lease checks stay off keys others write too.
+        let keys: Vec<&str> = f
+            .keys
+            .iter()
+            .copied()
+            .filter(|k| !shared_keys.contains(k))
+            .collect();
+        early_expiry(h, *lease, f, &keys, &reads, &mut report.violations);
+        after_end(h, *lease, f, &keys, &reads, &mut report.violations);
+        if f.revoked.len() > 1 {
+            report.violations.push(violation(
+                "revoked-twice",
+                format!("lease {lease:x} was revoked successfully twice"),
+                &f.revoked,
+            ));
+        }
+    }
+    report
+}
+
+/// What the history tells about each lease.
+fn lease_facts(h: &History) -> BTreeMap<LeaseId, LeaseFacts<'_>> {
+    let mut facts: BTreeMap<LeaseId, LeaseFacts<'_>> = BTreeMap::new();
     for op in &h.operations {
         match (&op.request, &op.outcome) {
             (Request::LeaseGrant { .. }, Outcome::Ok(Response::LeaseGrant { lease, ttl_s })) => {
@@ -224,14 +254,12 @@ pub fn check_leases(h: &History) -> LeaseReport {
             }
         }
     }
+    facts
+}
 
-    let mut report = LeaseReport {
-        leases: facts.len(),
-        violations: vec![],
-    };
-    let reads = key_reads(h);
-    // Keys anything other than a put with its lease writes: the lease checks
-    // stay off them (a delete or an unleased put would explain their absence).
+/// Keys anything other than a put with its lease writes: the lease checks
+/// stay off them (a delete or an unleased put would explain their absence).
+fn keys_written_otherwise(h: &History) -> BTreeSet<&str> {
     let mut shared_keys: BTreeSet<&str> = BTreeSet::new();
     for op in &h.operations {
         match &op.request {
@@ -253,142 +281,155 @@ pub fn check_leases(h: &History) -> LeaseReport {
             _ => {}
         }
     }
+    shared_keys
+}
 
-    for (lease, f) in &facts {
-        let asked = f.revoke_asked.unwrap_or(Nanos::MAX);
-        // The longest life proved by refreshes that certainly came before
-        // `t` (completed by then): a refresh after the lease was gone is a
-        // resurrection, reported below, not a proof.
-        let alive_until = |t: Nanos| -> Option<(Nanos, &Operation)> {
-            f.proofs
-                .iter()
-                .filter(|(_, p)| p.completed <= t)
-                .max_by_key(|(u, _)| *u)
-                .copied()
-        };
-        // Calls that found it gone too early.
-        for g in &f.gone {
-            if let Some((until, proof)) = alive_until(g.invoked)
-                && g.completed < until
-                && g.completed < asked
-            {
-                report.violations.push(violation(
-                    "early-expiry",
-                    format!(
-                        "lease {lease:x} was gone {:.3} s before it could expire",
-                        (until - g.completed) as f64 / 1e9
-                    ),
-                    &[proof, g],
-                ));
-            }
-        }
-        for key in f.keys.iter().filter(|k| !shared_keys.contains(**k)) {
-            let attached = f.attached_at[key];
-            // Reads that no longer saw a key of the lease.
-            for (present, r) in reads.get(key).into_iter().flatten() {
-                if let Some((until, proof)) = alive_until(r.invoked)
-                    && !present
-                    && r.invoked > attached
-                    && r.completed < until
-                    && r.completed < asked
-                {
-                    report.violations.push(violation(
-                        "early-expiry",
-                        format!(
-                            "{key} (lease {lease:x}) was gone {:.3} s before the lease could expire",
-                            (until - r.completed) as f64 / 1e9
-                        ),
-                        &[proof, r],
-                    ));
-                }
-            }
-            // Delete events of the key (each revision once, whichever
-            // watchers saw it): the deletion happened before any call that
-            // saw its revision completed.
-            let deletes: BTreeSet<Rev> = h
-                .watches
-                .iter()
-                .flat_map(|w| &w.events)
-                .filter(|e| {
-                    e.event.kv.key == **key && e.event.kind == crate::history::EventKind::Delete
-                })
-                .map(|e| e.event.revision())
-                .collect();
-            for rev in deletes {
-                if let Some(seen) = first_seen_at_or_after(h, rev)
-                    && let Some((until, proof)) = alive_until(seen.invoked)
-                    && seen.completed < until
-                    && seen.completed < asked
-                    && seen.invoked > attached
-                {
-                    report.violations.push(violation(
-                        "early-expiry",
-                        format!(
-                            "{key} (lease {lease:x}) was deleted at revision {rev}, seen by #{} {:.3} s before the lease could expire",
-                            seen.id,
-                            (until - seen.completed) as f64 / 1e9
-                        ),
-                        &[proof, seen],
-                    ));
-                }
-            }
-        }
-
-        // After the end: no key of the lease in a linearizable read.
-        let ended = f
-            .revoked
+/// Evidence that the lease was gone before its last proved refresh ran
+/// out (and before the client asked to revoke it).
+fn early_expiry<'a>(
+    h: &'a History,
+    lease: LeaseId,
+    f: &LeaseFacts<'a>,
+    keys: &[&'a str],
+    reads: &BTreeMap<&str, Vec<(bool, &'a Operation)>>,
+    out: &mut Vec<Finding>,
+) {
+    let asked = f.revoke_asked.unwrap_or(Nanos::MAX);
+    // The longest life proved by refreshes that certainly came before
+    // `t` (completed by then): a refresh after the lease was gone is a
+    // resurrection, reported below, not a proof.
+    let alive_until = |t: Nanos| -> Option<(Nanos, &Operation)> {
+        f.proofs
             .iter()
-            .chain(&f.gone)
-            .min_by_key(|o| o.completed)
-            .copied();
-        if let Some(end) = ended {
-            for key in f.keys.iter().filter(|k| !shared_keys.contains(**k)) {
-                for (present, r) in reads.get(key).into_iter().flatten() {
-                    if *present && r.invoked > end.completed {
-                        report.violations.push(violation(
-                            "key-outlived-lease",
-                            format!("{key} is still there after lease {lease:x} ended"),
-                            &[end, r],
-                        ));
-                    }
-                }
-                for r in final_reads(h) {
-                    if r.invoked > end.completed && shows(r, key) {
-                        report.violations.push(violation(
-                            "key-outlived-lease",
-                            format!("{key} is in the final state after lease {lease:x} ended"),
-                            &[end, r],
-                        ));
-                    }
-                }
-            }
-            // Refreshed after it was found gone.
-            for op in &h.operations {
-                if let (
-                    Request::LeaseKeepAlive { lease: l },
-                    Outcome::Ok(Response::LeaseKeepAlive { ttl_s }),
-                ) = (&op.request, &op.outcome)
-                    && l == lease
-                    && *ttl_s > 0
-                    && op.invoked > end.completed
-                {
-                    report.violations.push(violation(
-                        "lease-resurrected",
-                        format!("lease {lease:x} was kept alive after it ended"),
-                        &[end, op],
-                    ));
-                }
-            }
-        }
-        if f.revoked.len() > 1 {
-            report.violations.push(violation(
-                "revoked-twice",
-                format!("lease {lease:x} was revoked successfully twice"),
-                &f.revoked,
+            .filter(|(_, p)| p.completed <= t)
+            .max_by_key(|(u, _)| *u)
+            .copied()
+    };
+    // Calls that found it gone too early.
+    for g in &f.gone {
+        if let Some((until, proof)) = alive_until(g.invoked)
+            && g.completed < until
+            && g.completed < asked
+        {
+            out.push(violation(
+                "early-expiry",
+                format!(
+                    "lease {lease:x} was gone {:.3} s before it could expire",
+                    (until - g.completed) as f64 / 1e9
+                ),
+                &[proof, g],
             ));
         }
     }
-    report
+    for key in keys {
+        let attached = f.attached_at[key];
+        // Reads that no longer saw a key of the lease.
+        for (present, r) in reads.get(key).into_iter().flatten() {
+            if let Some((until, proof)) = alive_until(r.invoked)
+                && !present
+                && r.invoked > attached
+                && r.completed < until
+                && r.completed < asked
+            {
+                out.push(violation(
+                    "early-expiry",
+                    format!(
+                        "{key} (lease {lease:x}) was gone {:.3} s before the lease could expire",
+                        (until - r.completed) as f64 / 1e9
+                    ),
+                    &[proof, r],
+                ));
+            }
+        }
+        // Delete events of the key (each revision once, whichever
+        // watchers saw it): the deletion happened before any call that
+        // saw its revision completed.
+        let deletes: BTreeSet<Rev> = h
+            .watches
+            .iter()
+            .flat_map(|w| &w.events)
+            .filter(|e| {
+                e.event.kv.key == **key && e.event.kind == crate::history::EventKind::Delete
+            })
+            .map(|e| e.event.revision())
+            .collect();
+        for rev in deletes {
+            if let Some(seen) = first_seen_at_or_after(h, rev)
+                && let Some((until, proof)) = alive_until(seen.invoked)
+                && seen.completed < until
+                && seen.completed < asked
+                && seen.invoked > attached
+            {
+                out.push(violation(
+                    "early-expiry",
+                    format!(
+                        "{key} (lease {lease:x}) was deleted at revision {rev}, seen by #{} {:.3} s before the lease could expire",
+                        seen.id,
+                        (until - seen.completed) as f64 / 1e9
+                    ),
+                    &[proof, seen],
+                ));
+            }
+        }
+    }
+}
+
+/// After the lease ended (revoked, or found gone): none of its keys in a
+/// linearizable read, and no refresh.
+fn after_end<'a>(
+    h: &'a History,
+    lease: LeaseId,
+    f: &LeaseFacts<'a>,
+    keys: &[&'a str],
+    reads: &BTreeMap<&str, Vec<(bool, &'a Operation)>>,
+    out: &mut Vec<Finding>,
+) {
+    // After the end: no key of the lease in a linearizable read.
+    let ended = f
+        .revoked
+        .iter()
+        .chain(&f.gone)
+        .min_by_key(|o| o.completed)
+        .copied();
+    if let Some(end) = ended {
+        for key in keys {
+            for (present, r) in reads.get(key).into_iter().flatten() {
+                if *present && r.invoked > end.completed {
+                    out.push(violation(
+                        "key-outlived-lease",
+                        format!("{key} is still there after lease {lease:x} ended"),
+                        &[end, r],
+                    ));
+                }
+            }
+            for r in final_reads(h) {
+                if r.invoked > end.completed && shows(r, key) {
+                    out.push(violation(
+                        "key-outlived-lease",
+                        format!("{key} is in the final state after lease {lease:x} ended"),
+                        &[end, r],
+                    ));
+                }
+            }
+        }
+        // Refreshed after it was found gone.
+        for op in &h.operations {
+            if let (
+                Request::LeaseKeepAlive { lease: l },
+                Outcome::Ok(Response::LeaseKeepAlive { ttl_s }),
+            ) = (&op.request, &op.outcome)
+                && *l == lease
+                && *ttl_s > 0
+                && op.invoked > end.completed
+            {
+                out.push(violation(
+                    "lease-resurrected",
+                    format!("lease {lease:x} was kept alive after it ended"),
+                    &[end, op],
+                ));
+            }
+        }
+    }
 }
 
 fn final_reads(h: &History) -> Vec<&Operation> {

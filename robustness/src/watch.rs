@@ -154,86 +154,105 @@ pub fn check_watches(h: &History) -> WatchReport {
     };
     let expected = expected_from_kv(h);
     let by_rev = writes_by_revision(h);
-    let op_line = |id: u64| h.op(id).map(describe_op).unwrap_or_default();
-
-    // 1. Each watcher on its own: range, start, order, uniqueness, versions.
     for w in &h.watches {
-        let first = w.first_revision();
-        let mut prev: Option<&Event> = None;
-        let mut last_of_key: HashMap<&str, &Event> = HashMap::new();
-        for re in &w.events {
-            let e = &re.event;
-            let rev = e.revision();
-            if !w.covers_key(&e.kv.key) {
+        check_watcher(w, &mut report);
+    }
+    let reference = reference_events(h, &mut report.violations);
+    check_against_writes(h, &reference, &expected, &by_rev, &mut report.violations);
+    for w in &h.watches {
+        check_no_gaps(h, w, &reference, &expected, &mut report.violations);
+    }
+    check_against_reads(h, &reference, &mut report.violations);
+    report
+}
+
+/// Every event any watcher got, by (revision, key), with the watcher.
+type Reference<'a> = BTreeMap<(Rev, String), (&'a Event, u32)>;
+
+fn op_line(h: &History, id: u64) -> String {
+    h.op(id).map(describe_op).unwrap_or_default()
+}
+
+/// Step 1: each watcher on its own: range, start, order, uniqueness, versions.
+fn check_watcher(w: &Watch, report: &mut WatchReport) {
+    let first = w.first_revision();
+    let mut prev: Option<&Event> = None;
+    let mut last_of_key: HashMap<&str, &Event> = HashMap::new();
+    for re in &w.events {
+        let e = &re.event;
+        let rev = e.revision();
+        if !w.covers_key(&e.kv.key) {
+            report.violations.push(violation(
+                "outside-range",
+                format!("w{} got an event for a key outside its range", w.id),
+                vec![],
+                vec![describe_watch(w), describe_event(e)],
+            ));
+        }
+        if let Some(f) = first
+            && rev < f
+        {
+            report.violations.push(violation(
+                "before-start",
+                format!(
+                    "w{} asked for events from revision {f} but got one at {rev}",
+                    w.id
+                ),
+                vec![],
+                vec![describe_watch(w), describe_event(e)],
+            ));
+        }
+        if let Some(p) = prev {
+            let prev_rev = p.revision();
+            if rev < prev_rev {
                 report.violations.push(violation(
-                    "outside-range",
-                    format!("w{} got an event for a key outside its range", w.id),
+                    "out-of-order",
+                    format!("w{} got revision {rev} after {prev_rev}", w.id),
                     vec![],
-                    vec![describe_watch(w), describe_event(e)],
+                    vec![describe_watch(w), describe_event(p), describe_event(e)],
                 ));
             }
-            if let Some(f) = first
-                && rev < f
-            {
+        }
+        if let Some(p) = last_of_key.get(e.kv.key.as_str()) {
+            if p.revision() == rev {
                 report.violations.push(violation(
-                    "before-start",
+                    "duplicate-event",
                     format!(
-                        "w{} asked for events from revision {f} but got one at {rev}",
-                        w.id
+                        "w{} got the event of {} at revision {rev} twice",
+                        w.id, e.kv.key
                     ),
                     vec![],
-                    vec![describe_watch(w), describe_event(e)],
+                    vec![describe_watch(w), describe_event(p), describe_event(e)],
+                ));
+            } else if let Some(why) = chain_error(p, e) {
+                report.violations.push(violation(
+                    "bad-event",
+                    format!("w{}: {why}", w.id),
+                    vec![],
+                    vec![describe_watch(w), describe_event(p), describe_event(e)],
                 ));
             }
-            if let Some(p) = prev {
-                let prev_rev = p.revision();
-                if rev < prev_rev {
-                    report.violations.push(violation(
-                        "out-of-order",
-                        format!("w{} got revision {rev} after {prev_rev}", w.id),
-                        vec![],
-                        vec![describe_watch(w), describe_event(p), describe_event(e)],
-                    ));
-                }
-            }
-            if let Some(p) = last_of_key.get(e.kv.key.as_str()) {
-                if p.revision() == rev {
-                    report.violations.push(violation(
-                        "duplicate-event",
-                        format!(
-                            "w{} got the event of {} at revision {rev} twice",
-                            w.id, e.kv.key
-                        ),
-                        vec![],
-                        vec![describe_watch(w), describe_event(p), describe_event(e)],
-                    ));
-                } else if let Some(why) = chain_error(p, e) {
-                    report.violations.push(violation(
-                        "bad-event",
-                        format!("w{}: {why}", w.id),
-                        vec![],
-                        vec![describe_watch(w), describe_event(p), describe_event(e)],
-                    ));
-                }
-            }
-            last_of_key.insert(&e.kv.key, e);
-            prev = Some(e);
         }
-        if w.end.starts_with("stalled") {
-            report.violations.push(violation(
-                "stalled",
-                format!("w{} {}", w.id, w.end),
-                vec![],
-                vec![describe_watch(w)],
-            ));
-        } else if w.end.starts_with("canceled") {
-            report
-                .notes
-                .push(format!("w{} was cancelled by the server: {}", w.id, w.end));
-        }
+        last_of_key.insert(&e.kv.key, e);
+        prev = Some(e);
     }
+    if w.end.starts_with("stalled") {
+        report.violations.push(violation(
+            "stalled",
+            format!("w{} {}", w.id, w.end),
+            vec![],
+            vec![describe_watch(w)],
+        ));
+    } else if w.end.starts_with("canceled") {
+        report
+            .notes
+            .push(format!("w{} was cancelled by the server: {}", w.id, w.end));
+    }
+}
 
-    // 2. The reference: every event any watcher got, by (revision, key).
+/// Step 2: the reference: every event any watcher got, by (revision, key);
+/// watchers that got different events for one are reported.
+fn reference_events<'a>(h: &'a History, out: &mut Vec<Finding>) -> Reference<'a> {
     let mut reference: BTreeMap<(Rev, String), (&Event, u32)> = BTreeMap::new();
     for w in &h.watches {
         for re in &w.events {
@@ -244,7 +263,7 @@ pub fn check_watches(h: &History) -> WatchReport {
                     reference.insert(k, (e, w.id));
                 }
                 Some((other, ow)) if *other != e => {
-                    report.violations.push(violation(
+                    out.push(violation(
                         "watchers-disagree",
                         format!(
                             "w{ow} and w{} got different events for {} at revision {}",
@@ -261,18 +280,27 @@ pub fn check_watches(h: &History) -> WatchReport {
             }
         }
     }
+    reference
+}
 
-    // 3. Against the KV history: the event an acknowledged write made, and
-    // no event at its revision it did not make.
-    for ((rev, key), (e, wid)) in &reference {
+/// Step 3: against the KV history: the event an acknowledged write made, and
+/// no event at its revision it did not make.
+fn check_against_writes(
+    h: &History,
+    reference: &Reference<'_>,
+    expected: &BTreeMap<(Rev, String), Expected>,
+    by_rev: &HashMap<Rev, (u64, Vec<String>)>,
+    out: &mut Vec<Finding>,
+) {
+    for ((rev, key), (e, wid)) in reference {
         if let Some(x) = expected.get(&(*rev, key.clone()))
             && !matches_expected(e, x)
         {
-            report.violations.push(violation(
+            out.push(violation(
                 "event-mismatch",
                 format!("w{wid}'s event at revision {rev} is not what the write at {rev} wrote"),
                 vec![x.op],
-                vec![describe_event(e), op_line(x.op)],
+                vec![describe_event(e), op_line(h, x.op)],
             ));
         }
         if let Some((op, keys)) = by_rev.get(rev)
@@ -280,77 +308,85 @@ pub fn check_watches(h: &History) -> WatchReport {
             && let Some(o) = h.op(*op)
             && writes_exactly_known(o)
         {
-            report.violations.push(violation(
+            out.push(violation(
                 "event-mismatch",
                 format!("w{wid} got an event for {key} at revision {rev}, where #{op} wrote only {keys:?}"),
                 vec![*op],
-                vec![describe_event(e), op_line(*op)],
+                vec![describe_event(e), op_line(h, *op)],
             ));
         }
     }
+}
 
-    // 4. No gaps: every known event inside a watcher's span and range.
-    for w in &h.watches {
-        let (Some(first), Some(last)) = (w.first_revision(), w.last_revision()) else {
-            continue;
-        };
-        if last < first {
-            continue;
+/// Step 4: no gaps: every known event inside a watcher's span and range.
+fn check_no_gaps(
+    h: &History,
+    w: &Watch,
+    reference: &Reference<'_>,
+    expected: &BTreeMap<(Rev, String), Expected>,
+    out: &mut Vec<Finding>,
+) {
+    let (Some(first), Some(last)) = (w.first_revision(), w.last_revision()) else {
+        return;
+    };
+    if last < first {
+        return;
+    }
+    let got: std::collections::HashSet<(Rev, &str)> = w
+        .events
+        .iter()
+        .map(|e| (e.event.revision(), e.event.kv.key.as_str()))
+        .collect();
+    let mut missing: Vec<String> = Vec::new();
+    let mut ops = Vec::new();
+    for ((rev, key), (e, wid)) in reference.range((first, String::new())..) {
+        if *rev > last {
+            break;
         }
-        let got: std::collections::HashSet<(Rev, &str)> = w
-            .events
-            .iter()
-            .map(|e| (e.event.revision(), e.event.kv.key.as_str()))
-            .collect();
-        let mut missing: Vec<String> = Vec::new();
-        let mut ops = Vec::new();
-        for ((rev, key), (e, wid)) in reference.range((first, String::new())..) {
-            if *rev > last {
-                break;
-            }
-            if w.covers_key(key) && !got.contains(&(*rev, key.as_str())) {
-                missing.push(format!("(w{wid} got it) {}", describe_event(e)));
-            }
-        }
-        for ((rev, key), x) in expected.range((first, String::new())..) {
-            if *rev > last {
-                break;
-            }
-            if w.covers_key(key)
-                && !got.contains(&(*rev, key.as_str()))
-                && !reference.contains_key(&(*rev, key.clone()))
-            {
-                missing.push(format!(
-                    "(acknowledged, no watcher got it) {}",
-                    op_line(x.op)
-                ));
-                ops.push(x.op);
-            }
-        }
-        if !missing.is_empty() {
-            let mut lines = vec![describe_watch(w)];
-            let n = missing.len();
-            lines.extend(missing.into_iter().take(MAX_LINES));
-            if n > MAX_LINES {
-                lines.push(format!("... {} more", n - MAX_LINES));
-            }
-            report.violations.push(violation(
-                "missing-event",
-                format!("w{} skipped {n} event(s) inside the span it covered", w.id),
-                ops,
-                lines,
-            ));
+        if w.covers_key(key) && !got.contains(&(*rev, key.as_str())) {
+            missing.push(format!("(w{wid} got it) {}", describe_event(e)));
         }
     }
+    for ((rev, key), x) in expected.range((first, String::new())..) {
+        if *rev > last {
+            break;
+        }
+        if w.covers_key(key)
+            && !got.contains(&(*rev, key.as_str()))
+            && !reference.contains_key(&(*rev, key.clone()))
+        {
+            missing.push(format!(
+                "(acknowledged, no watcher got it) {}",
+                op_line(h, x.op)
+            ));
+            ops.push(x.op);
+        }
+    }
+    if !missing.is_empty() {
+        let mut lines = vec![describe_watch(w)];
+        let n = missing.len();
+        lines.extend(missing.into_iter().take(MAX_LINES));
+        if n > MAX_LINES {
+            lines.push(format!("... {} more", n - MAX_LINES));
+        }
+        out.push(violation(
+            "missing-event",
+            format!("w{} skipped {n} event(s) inside the span it covered", w.id),
+            ops,
+            lines,
+        ));
+    }
+}
 
-    // 5. Events against what reads saw: a kv a read returned is the put
-    // event at its mod revision.
+/// Step 5: events against what reads saw: a kv a read returned is the put event
+/// at its mod revision.
+fn check_against_reads(h: &History, reference: &Reference<'_>, out: &mut Vec<Finding>) {
     for op in &h.operations {
         for kv in read_kvs(op) {
             if let Some((e, wid)) = reference.get(&(kv.mod_revision, kv.key.clone()))
                 && (e.kind != EventKind::Put || e.kv != *kv)
             {
-                report.violations.push(violation(
+                out.push(violation(
                     "event-mismatch",
                     format!(
                         "#{} read {} but w{wid}'s event at that revision differs",
@@ -362,7 +398,6 @@ pub fn check_watches(h: &History) -> WatchReport {
             }
         }
     }
-    report
 }
 
 /// Most missing events listed per watcher.

@@ -9,7 +9,11 @@
 // may unwrap.
 #![deny(clippy::unwrap_used)]
 #![cfg_attr(test, allow(clippy::unwrap_used))]
+// Unit tests may be long scenarios; production code is still held to the
+// limit, as the non-test build of the crate is linted too.
+#![cfg_attr(test, allow(clippy::too_many_lines))]
 
+#[cfg_attr(not(test), warn(clippy::expect_used, clippy::indexing_slicing))]
 pub mod api;
 pub mod auth;
 pub mod boot;
@@ -18,6 +22,7 @@ pub mod crash;
 pub mod discovery;
 pub mod error;
 pub mod etcd_datadir;
+#[cfg_attr(not(test), warn(clippy::expect_used, clippy::indexing_slicing))]
 pub mod etcdserver;
 pub mod files;
 #[doc(hidden)]
@@ -27,10 +32,13 @@ pub mod logging;
 pub mod metrics;
 pub mod net;
 pub mod pb;
+#[cfg_attr(not(test), warn(clippy::expect_used, clippy::indexing_slicing))]
 pub mod policy;
 pub mod raftwire;
+#[cfg_attr(not(test), warn(clippy::expect_used, clippy::indexing_slicing))]
 pub mod state;
 pub mod storage;
 pub mod tls;
 pub mod transport;
+#[cfg_attr(not(test), warn(clippy::expect_used, clippy::indexing_slicing))]
 pub mod v2;

@@ -74,6 +74,7 @@ fn seconds_buckets(start: f64, factor: f64, count: usize) -> Vec<f64> {
 }
 
 impl Metrics {
+    #[allow(clippy::too_many_lines)] // a table: one registration per metric
     fn new() -> Metrics {
         let r = Registry::new();
         fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {

@@ -1,5 +1,5 @@
 //! Generated protobuf and gRPC code (see `build.rs` and `server/proto/`).
-#![allow(clippy::all, missing_docs, unreachable_pub)]
+#![allow(clippy::all, clippy::pedantic, missing_docs, unreachable_pub)]
 
 pub mod mvccpb {
     tonic::include_proto!("mvccpb");

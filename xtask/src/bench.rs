@@ -370,7 +370,8 @@ fn clear_stale(dir: &Path) -> Result<()> {
     )
 }
 
-fn render_table(cairn: &Side, etcd: Option<&Side>, layout: Layout, rounds: u32) -> String {
+/// What was measured and how: the lines above the table.
+fn preamble(cairn: &Side, etcd: Option<&Side>, layout: Layout, rounds: u32) -> String {
     let mut s = String::new();
     let settings = cairn
         .outcome
@@ -413,6 +414,11 @@ fn render_table(cairn: &Side, etcd: Option<&Side>, layout: Layout, rounds: u32) 
             "A single round: expect run-to-run noise; use --rounds 3 or more for numbers to publish."
         );
     }
+    s
+}
+
+fn render_table(cairn: &Side, etcd: Option<&Side>, layout: Layout, rounds: u32) -> String {
+    let mut s = preamble(cairn, etcd, layout, rounds);
     s.push('\n');
     s.push_str(
         "| Workload | Cairn QPS | etcd QPS | QPS Cairn/etcd | Cairn p50 ms | etcd p50 ms \

@@ -71,6 +71,7 @@ pub struct ConsoleBenchArgs {
     bench_args: Vec<String>,
 }
 
+#[allow(clippy::too_many_lines)] // a benchmark script: set up, measure each round, print the report
 pub fn run(args: ConsoleBenchArgs) -> Result<ExitCode> {
     let layout = Layout::from_flag(args.one_address);
     let base = std::path::absolute(args.dir.clone().unwrap_or_else(|| {

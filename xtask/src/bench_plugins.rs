@@ -99,6 +99,7 @@ impl Histogram {
     }
 }
 
+#[allow(clippy::too_many_lines)] // a benchmark script: set up, measure each round, print the report
 pub fn run(args: PluginBenchArgs) -> Result<ExitCode> {
     let layout = Layout::from_flag(args.one_address);
     let base = std::path::absolute(args.dir.clone().unwrap_or_else(|| {

@@ -50,6 +50,7 @@ pub struct RestoreBenchArgs {
     out: Option<PathBuf>,
 }
 
+#[allow(clippy::too_many_lines)] // a benchmark script: set up, measure each round, print the report
 pub fn run(a: RestoreBenchArgs) -> Result<ExitCode> {
     let etcdctl = match a.etcdctl_bin.clone() {
         Some(p) => p,

@@ -242,8 +242,21 @@ fn mean(v: &[f64]) -> Option<f64> {
 }
 
 fn summarize(reports: &BTreeMap<&str, Vec<PathBuf>>) -> Result<String> {
-    let mut per: BTreeMap<&str, BTreeMap<String, Totals>> = BTreeMap::new();
-    let mut overall: BTreeMap<&str, RunTotals> = BTreeMap::new();
+    let (per, overall) = tally(reports)?;
+    let targets: Vec<&str> = reports.keys().copied().collect();
+    Ok(render_summary(&targets, &per, &overall))
+}
+
+/// Per target: totals over its runs, and per fault kind.
+type Tallies<'a> = (
+    BTreeMap<&'a str, BTreeMap<String, Totals>>,
+    BTreeMap<&'a str, RunTotals>,
+);
+
+/// Adds up the runs in the report files of each target.
+fn tally<'a>(reports: &BTreeMap<&'a str, Vec<PathBuf>>) -> Result<Tallies<'a>> {
+    let mut per: BTreeMap<&'a str, BTreeMap<String, Totals>> = BTreeMap::new();
+    let mut overall: BTreeMap<&'a str, RunTotals> = BTreeMap::new();
     for (t, files) in reports {
         for f in files {
             let bytes = std::fs::read(f)?;
@@ -299,13 +312,21 @@ fn summarize(reports: &BTreeMap<&str, Vec<PathBuf>>) -> Result<String> {
             }
         }
     }
-    let targets: Vec<&str> = reports.keys().copied().collect();
+    Ok((per, overall))
+}
+
+/// The summary's two markdown tables: per target, and per fault kind.
+fn render_summary(
+    targets: &[&str],
+    per: &BTreeMap<&str, BTreeMap<String, Totals>>,
+    overall: &BTreeMap<&str, RunTotals>,
+) -> String {
     let mut s = String::from("\n## Robustness summary\n\n");
     s.push_str(
         "| target | runs | passed | failed | undecided | ops ok | failed | unknown | faults | violations | acked writes | lost | terms |\n",
     );
     s.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
-    for t in &targets {
+    for t in targets {
         let o = overall.get(t).copied().unwrap_or_default();
         let _ = writeln!(
             s,
@@ -326,7 +347,7 @@ fn summarize(reports: &BTreeMap<&str, Vec<PathBuf>>) -> Result<String> {
     }
     s.push_str("\nPer fault kind (means over the faults; availability = share of 100 ms slots with an acknowledged write; recovery = heal until a write succeeds through every member; ops invoked during the fault):\n\n");
     let _ = write!(s, "| fault |");
-    for t in &targets {
+    for t in targets {
         let _ = write!(
             s,
             " {t}: runs | faults | violations / lost writes | avail | recovery | ok/failed/unknown |"
@@ -334,14 +355,14 @@ fn summarize(reports: &BTreeMap<&str, Vec<PathBuf>>) -> Result<String> {
     }
     s.push('\n');
     let _ = write!(s, "|---|");
-    for _ in &targets {
+    for _ in targets {
         s.push_str("---|---|---|---|---|---|");
     }
     s.push('\n');
     let kinds: std::collections::BTreeSet<&String> = per.values().flat_map(|m| m.keys()).collect();
     for k in kinds {
         let _ = write!(s, "| {k} |");
-        for t in &targets {
+        for t in targets {
             match per.get(t).and_then(|m| m.get(k)) {
                 Some(x) if x.faults == 0 => {
                     let _ = write!(
@@ -378,5 +399,5 @@ fn summarize(reports: &BTreeMap<&str, Vec<PathBuf>>) -> Result<String> {
         }
         s.push('\n');
     }
-    Ok(s)
+    s
 }

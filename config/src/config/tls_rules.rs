@@ -102,14 +102,19 @@ pub(super) fn tls_settings(
     let allowed_hostname = Some(inputs.text(f.allowed_hostname)?).filter(|h| !h.is_empty());
     let crl_file = path(f.crl_file)?;
     if let (Some(cn), Some(hostname)) = (&allowed_cn, &allowed_hostname) {
-        // etcd's wording (pkg/transport), with the flags that caused it.
-        return Err(ConfigError::invalid(format!(
-            "--peer-cert-allowed-cn{} and --{}{} cannot both be set: AllowedCN and AllowedHostname are mutually exclusive (cn={cn:?}, hostname={hostname:?})",
-            inputs.at("peer-cert-allowed-cn"),
-            f.allowed_hostname,
-            inputs.at(f.allowed_hostname)
-        )));
+        return Err(cn_and_hostname(inputs, side, cn, hostname));
     }
+    // The flags that need a CA, and the checks made on the other end's
+    // certificate: reported when they have nothing to apply to.
+    let ca_and_auth = [
+        (trusted_ca_file.is_some(), f.trusted_ca_file),
+        (cert_auth_flag, f.client_cert_auth),
+    ];
+    let checks = [
+        (allowed_cn.is_some(), "peer-cert-allowed-cn"),
+        (allowed_hostname.is_some(), f.allowed_hostname),
+        (crl_file.is_some(), f.crl_file),
+    ];
     let identity = match (cert_file, key_file) {
         (Some(cert_file), Some(key_file)) => {
             if auto_tls {
@@ -126,77 +131,21 @@ pub(super) fn tls_settings(
                 key_file,
             }
         }
-        (Some(_), None) | (None, Some(_)) => {
-            let (given, missing) = if inputs.text(f.cert_file)?.is_empty() {
-                (f.key_file, f.cert_file)
-            } else {
-                (f.cert_file, f.key_file)
-            };
-            return Err(ConfigError::invalid(format!(
-                "--{given}{} is set but --{missing} is not: a TLS certificate needs both its certificate and its key file",
-                inputs.at(given)
-            )));
-        }
+        (Some(_), None) => return Err(half_identity(inputs, f.cert_file, f.key_file)),
+        (None, Some(_)) => return Err(half_identity(inputs, f.key_file, f.cert_file)),
         (None, None) if auto_tls => TlsIdentity::Auto,
         (None, None) => {
-            let stray: Vec<String> = [
-                (trusted_ca_file.is_some(), f.trusted_ca_file),
-                (cert_auth_flag, f.client_cert_auth),
-                (allowed_cn.is_some(), "peer-cert-allowed-cn"),
-                (allowed_hostname.is_some(), f.allowed_hostname),
-                (crl_file.is_some(), f.crl_file),
-            ]
-            .iter()
-            .filter(|(set, _)| *set)
-            .map(|(_, name)| format!("--{name}{}", inputs.at(name)))
-            .collect();
-            if !stray.is_empty() {
-                warnings.push(format!(
-                    "{} set without --{} and --{} (or --{}); ignored",
-                    stray.join(", "),
-                    f.cert_file,
-                    f.key_file,
-                    f.auto_tls
-                ));
-            }
+            warn_ignored_without_certificate(
+                inputs,
+                side,
+                ca_and_auth.iter().chain(&checks),
+                warnings,
+            );
             return Ok(None);
         }
     };
     if identity == TlsIdentity::Auto {
-        // etcd replaces the whole TLS setup of an auto-TLS side with the
-        // generated certificate, dropping client certificate checks.
-        let dropped: Vec<String> = [
-            (trusted_ca_file.is_some(), f.trusted_ca_file),
-            (cert_auth_flag, f.client_cert_auth),
-        ]
-        .iter()
-        .filter(|(set, _)| *set)
-        .map(|(_, name)| format!("--{name}{}", inputs.at(name)))
-        .collect();
-        if !dropped.is_empty() {
-            warnings.push(format!(
-                "{} ignored with --{}: a generated certificate is not checked against a CA, so client certificates are not required",
-                dropped.join(" and "),
-                f.auto_tls
-            ));
-        }
-        let unchecked: Vec<String> = [
-            (allowed_cn.is_some(), "peer-cert-allowed-cn"),
-            (allowed_hostname.is_some(), f.allowed_hostname),
-            (crl_file.is_some(), f.crl_file),
-        ]
-        .iter()
-        .filter(|(set, _)| *set)
-        .map(|(_, name)| format!("--{name}{}", inputs.at(name)))
-        .collect();
-        if !unchecked.is_empty() {
-            warnings.push(format!(
-                "{} ignored with --{}: {} certificates are not checked",
-                unchecked.join(" and "),
-                f.auto_tls,
-                side.as_str()
-            ));
-        }
+        warn_ignored_with_auto_tls(inputs, side, &ca_and_auth, &checks, warnings);
         return Ok(Some(TlsSettings {
             side,
             identity,
@@ -219,11 +168,7 @@ pub(super) fn tls_settings(
     let client_cert_auth = cert_auth_flag || trusted_ca_file.is_some();
     if !client_cert_auth {
         // Without client certificates there is nothing to check.
-        for (set, name) in [
-            (allowed_cn.is_some(), "peer-cert-allowed-cn"),
-            (allowed_hostname.is_some(), f.allowed_hostname),
-            (crl_file.is_some(), f.crl_file),
-        ] {
+        for (set, name) in checks {
             if set {
                 warnings.push(format!(
                     "--{name}{} has no effect without --{} and --{}",
@@ -243,6 +188,85 @@ pub(super) fn tls_settings(
         allowed_hostname: allowed_hostname.filter(|_| client_cert_auth),
         crl_file: crl_file.filter(|_| client_cert_auth),
     }))
+}
+
+/// etcd's error (pkg/transport's wording) for both name checks at once,
+/// with the flags that caused it.
+fn cn_and_hostname(inputs: &Inputs, side: TlsSide, cn: &str, hostname: &str) -> ConfigError {
+    let allowed_hostname = side.flags().allowed_hostname;
+    ConfigError::invalid(format!(
+        "--peer-cert-allowed-cn{} and --{allowed_hostname}{} cannot both be set: AllowedCN and AllowedHostname are mutually exclusive (cn={cn:?}, hostname={hostname:?})",
+        inputs.at("peer-cert-allowed-cn"),
+        inputs.at(allowed_hostname)
+    ))
+}
+
+/// A certificate file without its key file, or the other way round.
+fn half_identity(inputs: &Inputs, given: &str, missing: &str) -> ConfigError {
+    ConfigError::invalid(format!(
+        "--{given}{} is set but --{missing} is not: a TLS certificate needs both its certificate and its key file",
+        inputs.at(given)
+    ))
+}
+
+/// `--name` (and where it was set) for each flag that is set.
+fn given_flags<'a>(
+    inputs: &Inputs,
+    flags: impl Iterator<Item = &'a (bool, &'a str)>,
+) -> Vec<String> {
+    flags
+        .filter(|(set, _)| *set)
+        .map(|(_, name)| format!("--{name}{}", inputs.at(name)))
+        .collect()
+}
+
+/// A side without a certificate: its other TLS flags have nothing to
+/// apply to.
+fn warn_ignored_without_certificate<'a>(
+    inputs: &Inputs,
+    side: TlsSide,
+    flags: impl Iterator<Item = &'a (bool, &'a str)>,
+    warnings: &mut Vec<String>,
+) {
+    let f = side.flags();
+    let stray = given_flags(inputs, flags);
+    if !stray.is_empty() {
+        warnings.push(format!(
+            "{} set without --{} and --{} (or --{}); ignored",
+            stray.join(", "),
+            f.cert_file,
+            f.key_file,
+            f.auto_tls
+        ));
+    }
+}
+
+/// etcd replaces the whole TLS setup of an auto-TLS side with the
+/// generated certificate, dropping client certificate checks: the flags
+/// given for them are reported as ignored.
+fn warn_ignored_with_auto_tls(
+    inputs: &Inputs,
+    side: TlsSide,
+    ca_and_auth: &[(bool, &str)],
+    checks: &[(bool, &str)],
+    warnings: &mut Vec<String>,
+) {
+    let auto_tls = side.flags().auto_tls;
+    let dropped = given_flags(inputs, ca_and_auth.iter());
+    if !dropped.is_empty() {
+        warnings.push(format!(
+            "{} ignored with --{auto_tls}: a generated certificate is not checked against a CA, so client certificates are not required",
+            dropped.join(" and "),
+        ));
+    }
+    let unchecked = given_flags(inputs, checks.iter());
+    if !unchecked.is_empty() {
+        warnings.push(format!(
+            "{} ignored with --{auto_tls}: {} certificates are not checked",
+            unchecked.join(" and "),
+            side.as_str()
+        ));
+    }
 }
 
 /// An `https` listener needs a certificate (etcd's startup errors); TLS

@@ -152,16 +152,11 @@ impl fmt::Debug for LoadedPlugin {
     }
 }
 
-pub(crate) fn load(host: &Arc<HostInner>, spec: PluginSpec) -> Result<LoadedPlugin, PluginError> {
-    let PluginSpec {
-        name,
-        source,
-        limits,
-        config,
-    } = spec;
-    check_spec(host, &name, &limits, &config)?;
+/// The plugin's binary, within the host's size limit (a file's size is
+/// checked before it is read).
+fn read_wasm(host: &HostInner, name: &str, source: WasmSource) -> Result<Arc<[u8]>, PluginError> {
     let invalid = |detail: String| PluginError::InvalidSpec {
-        plugin: name.clone(),
+        plugin: name.to_owned(),
         detail,
     };
     let max = host.options.max_wasm_bytes;
@@ -169,7 +164,7 @@ pub(crate) fn load(host: &Arc<HostInner>, spec: PluginSpec) -> Result<LoadedPlug
         WasmSource::Bytes(bytes) => bytes,
         WasmSource::Path(path) => {
             let read = |source| PluginError::Read {
-                plugin: name.clone(),
+                plugin: name.to_owned(),
                 path: path.clone(),
                 source,
             };
@@ -189,6 +184,18 @@ pub(crate) fn load(host: &Arc<HostInner>, spec: PluginSpec) -> Result<LoadedPlug
             bytes.len()
         )));
     }
+    Ok(bytes)
+}
+
+pub(crate) fn load(host: &Arc<HostInner>, spec: PluginSpec) -> Result<LoadedPlugin, PluginError> {
+    let PluginSpec {
+        name,
+        source,
+        limits,
+        config,
+    } = spec;
+    check_spec(host, &name, &limits, &config)?;
+    let bytes = read_wasm(host, &name, source)?;
 
     let digest: [u8; 32] = Sha256::digest(&bytes).into();
     let component =

@@ -113,9 +113,23 @@ pub(crate) fn minimize(
         _ => (vec![], None),
     };
 
-    // Context for the slice's reads: the relaxed writes of the values they
-    // saw, and for each key read, the last relaxed write at or below the
-    // read's revision (the one it should have seen).
+    let context = read_context(p, &hard);
+
+    Minimized {
+        original: p.clone(),
+        hard: (0..n).filter(|&i| hard[i]).collect(),
+        context,
+        deepest,
+        stuck,
+        complete,
+    }
+}
+
+/// Context for the slice's reads: the relaxed writes of the values they
+/// saw, and for each key read, the last relaxed write at or below the
+/// read's revision (the one it should have seen). Sorted.
+fn read_context(p: &Partition, hard: &[bool]) -> Vec<usize> {
+    let n = p.ops.len();
     let mut seen: Vec<(u16, u32)> = Vec::new();
     let mut should_see: Vec<(u16, Rev)> = Vec::new();
     for (i, op) in p.ops.iter().enumerate() {
@@ -179,15 +193,7 @@ pub(crate) fn minimize(
         }
     }
     context.sort_unstable();
-
-    Minimized {
-        original: p.clone(),
-        hard: (0..n).filter(|&i| hard[i]).collect(),
-        context,
-        deepest,
-        stuck,
-        complete,
-    }
+    context
 }
 
 /// Delta debugging over the ops `eligible` selects: relaxes chunks of

@@ -75,13 +75,18 @@ impl<B> FrameLimit<B> {
             if self.payload_left > 0 {
                 let n = self.payload_left.min(data.len());
                 self.payload_left -= n;
-                data = &data[n..];
+                data = data.get(n..).unwrap_or_default();
                 continue;
             }
+            // `n` fits both the header's free part and `data`.
             let n = (HEADER_LEN - self.have).min(data.len());
-            self.header[self.have..self.have + n].copy_from_slice(&data[..n]);
+            if let (Some(free), Some(head)) =
+                (self.header.get_mut(self.have..self.have + n), data.get(..n))
+            {
+                free.copy_from_slice(head);
+            }
             self.have += n;
-            data = &data[n..];
+            data = data.get(n..).unwrap_or_default();
             if self.have == HEADER_LEN {
                 self.have = 0;
                 let [_, a, b, c, d] = self.header;

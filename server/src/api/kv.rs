@@ -29,7 +29,7 @@ fn log_request<T>(
     let Some(key) = key else {
         return;
     };
-    let shown = &key[..key.len().min(LOGGED_KEY_BYTES)];
+    let shown = key.get(..LOGGED_KEY_BYTES).unwrap_or(&key);
     let key = format!(
         "{}{}",
         String::from_utf8_lossy(shown).escape_debug(),

@@ -74,7 +74,8 @@ pub fn human_bytes(n: u64) -> String {
     }
     let e = ((n as f64).ln() / 1000f64.ln()).floor().min(6.0);
     let val = ((n as f64) / 1000f64.powf(e) * 10.0 + 0.5).floor() / 10.0;
-    let unit = UNITS[e as usize];
+    // `e` is in 0..=6 (n >= 10, capped above); EB is the cap's unit.
+    let unit = UNITS.get(e as usize).copied().unwrap_or("EB");
     if val < 10.0 {
         format!("{val:.1} {unit}")
     } else {

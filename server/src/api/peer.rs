@@ -149,6 +149,9 @@ macro_rules! leader_only {
     }};
 }
 
+// async_trait turns the impl into one item, measured whole; each method
+// is short.
+#[allow(clippy::too_many_lines)]
 #[tonic::async_trait]
 impl Peer for PeerService {
     async fn member_add(

@@ -255,8 +255,10 @@ fn members_json(srv: &EtcdServer, set: &ActiveSet) -> HashMap<String, Vec<Value>
                 Err((state, why)) => json!({ "state": state, "error": why }),
             };
             let mut row = row;
-            row["member"] = json!(name);
-            row["id"] = json!(id);
+            if let Some(fields) = row.as_object_mut() {
+                fields.insert("member".into(), json!(name));
+                fields.insert("id".into(), json!(id));
+            }
             out.entry(p.record.name.clone()).or_default().push(row);
         }
     }
@@ -282,7 +284,12 @@ pub(crate) fn set_json(srv: &EtcdServer, set: &ActiveSet) -> Value {
         },
         "plugins": set.plugins.iter().map(|p| {
             let mut v = plugin_json(p);
-            v["members"] = json!(members.remove(&p.record.name).unwrap_or_default());
+            if let Some(fields) = v.as_object_mut() {
+                fields.insert(
+                    "members".into(),
+                    json!(members.remove(&p.record.name).unwrap_or_default()),
+                );
+            }
             v
         }).collect::<Vec<_>>(),
     })
@@ -613,6 +620,78 @@ pub(crate) async fn remove_plugin(
     }
 }
 
+/// The plugin a dry run evaluates and the prefixes it reads: a deployed
+/// validator (once loaded on this member) or a candidate compiled here.
+async fn dry_run_plugin(
+    enforcer: &Arc<crate::policy::Enforcer>,
+    name: Option<&str>,
+    spec: DryRunSpec,
+    prefixes_override: Option<Vec<Bytes>>,
+) -> Result<(Arc<cairn_plugin_host::LoadedPlugin>, Vec<Bytes>), Failure> {
+    let chosen = match (name, &spec.wasm_base64) {
+        (Some(name), None) => {
+            let set = enforcer.current();
+            let Some(p) = set.get(name) else {
+                return Err(fail(
+                    StatusCode::NOT_FOUND,
+                    format!("no plugin named {name:?} is deployed"),
+                ));
+            };
+            if !p.record.validator {
+                return Err(fail(
+                    StatusCode::BAD_REQUEST,
+                    format!("plugin {name:?} is not deployed as a validator"),
+                ));
+            }
+            let cell = Arc::clone(&p.load);
+            let prefixes = prefixes_override.unwrap_or_else(|| p.record.prefixes.clone());
+            match tokio::task::spawn_blocking(move || cell.wait(LOAD_WAIT)).await {
+                Ok(Ok(l)) => (l, prefixes),
+                Ok(Err(e)) => {
+                    return Err(fail(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("plugin {name:?} is not loaded on this member: {e}"),
+                    ));
+                }
+                Err(e) => return Err(fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+            }
+        }
+        (None, Some(_)) => {
+            let name = "candidate".to_owned();
+            let decl = match declaration(&name, candidate_spec(spec)) {
+                Ok(d) => d,
+                Err(e) => return Err(fail(StatusCode::BAD_REQUEST, e)),
+            };
+            let Source::Bytes(wasm) = decl.source.clone() else {
+                return Err(fail(StatusCode::BAD_REQUEST, "no binary"));
+            };
+            let e2 = Arc::clone(enforcer);
+            let loaded = tokio::task::spawn_blocking(move || {
+                e2.load_candidate(&decl.name, wasm, decl.limits(), decl.config.clone())
+            })
+            .await;
+            match loaded {
+                Ok(Ok(l)) if l.hooks().validator => (l, prefixes_override.unwrap_or_default()),
+                Ok(Ok(_)) => {
+                    return Err(fail(
+                        StatusCode::BAD_REQUEST,
+                        "the candidate does not export the validator hook: nothing to dry-run",
+                    ));
+                }
+                Ok(Err(e)) => return Err(fail(StatusCode::BAD_REQUEST, e)),
+                Err(e) => return Err(fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+            }
+        }
+        _ => {
+            return Err(fail(
+                StatusCode::BAD_REQUEST,
+                "give either `name` (a deployed plugin) or `wasm_base64` (a candidate)",
+            ));
+        }
+    };
+    Ok(chosen)
+}
+
 // (No `deny_unknown_fields`: serde does not support it with `flatten`.)
 #[derive(Deserialize, Default)]
 pub(crate) struct DryRunBody {
@@ -709,69 +788,14 @@ pub(crate) async fn dry_run_body(
         .prefixes
         .clone()
         .map(|p| p.into_iter().map(Bytes::from).collect::<Vec<_>>());
-    let enforcer = Arc::clone(srv.plugins());
     let store = Arc::clone(srv.store());
-    let (plugin, prefixes) = match (&body.name, &body.spec.wasm_base64) {
-        (Some(name), None) => {
-            let set = enforcer.current();
-            let Some(p) = set.get(name) else {
-                return Err(fail(
-                    StatusCode::NOT_FOUND,
-                    format!("no plugin named {name:?} is deployed"),
-                ));
-            };
-            if !p.record.validator {
-                return Err(fail(
-                    StatusCode::BAD_REQUEST,
-                    format!("plugin {name:?} is not deployed as a validator"),
-                ));
-            }
-            let cell = Arc::clone(&p.load);
-            let prefixes = prefixes_override.unwrap_or_else(|| p.record.prefixes.clone());
-            match tokio::task::spawn_blocking(move || cell.wait(LOAD_WAIT)).await {
-                Ok(Ok(l)) => (l, prefixes),
-                Ok(Err(e)) => {
-                    return Err(fail(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        format!("plugin {name:?} is not loaded on this member: {e}"),
-                    ));
-                }
-                Err(e) => return Err(fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
-            }
-        }
-        (None, Some(_)) => {
-            let name = "candidate".to_owned();
-            let decl = match declaration(&name, candidate_spec(body.spec)) {
-                Ok(d) => d,
-                Err(e) => return Err(fail(StatusCode::BAD_REQUEST, e)),
-            };
-            let Source::Bytes(wasm) = decl.source.clone() else {
-                return Err(fail(StatusCode::BAD_REQUEST, "no binary"));
-            };
-            let e2 = Arc::clone(&enforcer);
-            let loaded = tokio::task::spawn_blocking(move || {
-                e2.load_candidate(&decl.name, wasm, decl.limits(), decl.config.clone())
-            })
-            .await;
-            match loaded {
-                Ok(Ok(l)) if l.hooks().validator => (l, prefixes_override.unwrap_or_default()),
-                Ok(Ok(_)) => {
-                    return Err(fail(
-                        StatusCode::BAD_REQUEST,
-                        "the candidate does not export the validator hook: nothing to dry-run",
-                    ));
-                }
-                Ok(Err(e)) => return Err(fail(StatusCode::BAD_REQUEST, e)),
-                Err(e) => return Err(fail(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
-            }
-        }
-        _ => {
-            return Err(fail(
-                StatusCode::BAD_REQUEST,
-                "give either `name` (a deployed plugin) or `wasm_base64` (a candidate)",
-            ));
-        }
-    };
+    let (plugin, prefixes) = dry_run_plugin(
+        srv.plugins(),
+        body.name.as_deref(),
+        body.spec,
+        prefixes_override,
+    )
+    .await?;
     let opts = dryrun::Options {
         prefixes,
         revision,

@@ -107,6 +107,11 @@ fn key_of(comps: &[String]) -> String {
     s
 }
 
+/// The key of the first `n` components (all of them if there are fewer).
+fn key_of_first(comps: &[String], n: usize) -> String {
+    key_of(comps.get(..n).unwrap_or(comps))
+}
+
 fn store_path(comps: &[String]) -> String {
     format!("/1{}", key_of(comps))
 }
@@ -138,7 +143,7 @@ impl PathRead {
         let mut found = Found::Root;
         for (i, (file, dir)) in self.levels.iter().enumerate() {
             if let Found::File(_) = found {
-                return Err(V2Error::new(NOT_DIR, key_of(&comps[..i]), self.index()));
+                return Err(V2Error::new(NOT_DIR, key_of_first(comps, i), self.index()));
             }
             found = match (dir, file) {
                 (Some(d), _) => Found::Dir(d.clone()),
@@ -146,7 +151,7 @@ impl PathRead {
                 (None, None) => {
                     return Err(V2Error::new(
                         KEY_NOT_FOUND,
-                        key_of(&comps[..=i]),
+                        key_of_first(comps, i + 1),
                         self.index(),
                     ));
                 }
@@ -164,7 +169,11 @@ impl PathRead {
             match (dir, file) {
                 (Some(_), _) => {}
                 (None, Some(_)) => {
-                    return Err(V2Error::new(NOT_DIR, key_of(&comps[..=i]), self.index()));
+                    return Err(V2Error::new(
+                        NOT_DIR,
+                        key_of_first(comps, i + 1),
+                        self.index(),
+                    ));
                 }
                 (None, None) => missing.push(i),
             }
@@ -319,12 +328,13 @@ impl Layout {
     fn decode(&self, key: &[u8]) -> Option<(Vec<String>, bool)> {
         let rest = key.strip_prefix(self.prefix.as_bytes())?;
         // "/NNN/k/"
-        let rest = rest.get(7..).filter(|_| {
-            rest.len() >= 7
-                && rest[0] == b'/'
-                && rest[1..4].iter().all(u8::is_ascii_digit)
-                && &rest[4..7] == b"/k/"
-        })?;
+        let (head, rest) = rest.split_at_checked(7)?;
+        let [b'/', d1, d2, d3, b'/', b'k', b'/'] = head else {
+            return None;
+        };
+        if ![d1, d2, d3].iter().all(|d| d.is_ascii_digit()) {
+            return None;
+        }
         let path = std::str::from_utf8(rest).ok()?;
         let path = path.strip_prefix("/1/")?;
         let dir = path.ends_with('/');
@@ -440,9 +450,9 @@ impl V3Keyspace {
 
     async fn read_path(&self, ctx: &RequestCtx, comps: &[String]) -> Result<PathRead, V2Error> {
         let mut keys = Vec::with_capacity(comps.len() * 2);
-        for i in 1..=comps.len() {
-            keys.push(Bytes::from(self.layout.file_key(&comps[..i])));
-            keys.push(Bytes::from(self.layout.dir_key(&comps[..i])));
+        for path in (1..=comps.len()).filter_map(|n| comps.get(..n)) {
+            keys.push(Bytes::from(self.layout.file_key(path)));
+            keys.push(Bytes::from(self.layout.dir_key(path)));
         }
         let (reads, rev) = self.read(ctx, keys).await?;
         let levels = reads
@@ -625,7 +635,8 @@ impl V3Keyspace {
                     let (c, _) = self.layout.decode(&kv.key)?;
                     // Hidden below the listed directory: left out with
                     // their subtrees.
-                    if c[comps.len()..].iter().any(|p| p.starts_with('_')) {
+                    let below = c.get(comps.len()..).unwrap_or_default();
+                    if below.iter().any(|p| p.starts_with('_')) {
                         return None;
                     }
                     self.layout.node_of(kv)
@@ -650,8 +661,8 @@ impl V3Keyspace {
                 let parent = child.key.rsplit_once('/').map_or("", |(p, _)| p);
                 // A key whose parent directory is missing (written by a v3
                 // client) is not shown, as the v2 tree could not hold it.
-                if let Some(&i) = at.get(parent) {
-                    parents[i].nodes.push(child);
+                if let Some(p) = at.get(parent).and_then(|&i| parents.get_mut(i)) {
+                    p.nodes.push(child);
                 }
             }
         }
@@ -672,7 +683,8 @@ impl V3Keyspace {
             }
             let mut ops: Vec<RequestOp> = missing
                 .iter()
-                .map(|&i| put(self.layout.dir_key(&comps[..=i]), ""))
+                .filter_map(|&i| comps.get(..=i))
+                .map(|path| put(self.layout.dir_key(path), ""))
                 .collect();
             let prev = file.and_then(|f| self.layout.node_of(f));
             let mut node = V2Node {
@@ -755,7 +767,8 @@ impl V3Keyspace {
                 }
                 let mut ops: Vec<RequestOp> = missing
                     .iter()
-                    .map(|&i| put(self.layout.dir_key(&comps[..=i]), ""))
+                    .filter_map(|&i| comps.get(..=i))
+                    .map(|path| put(self.layout.dir_key(path), ""))
                     .collect();
                 let node = if req.dir {
                     ops.push(put(self.layout.dir_key(&comps), ""));

@@ -275,6 +275,24 @@ fn list(args: &[String]) -> Result<(), Failure> {
         println!("{v}");
         return Ok(());
     }
+    print_set_summary(&v);
+    let plugins = v["plugins"].as_array().cloned().unwrap_or_default();
+    if plugins.is_empty() {
+        println!("no plugins");
+        return Ok(());
+    }
+    let rows: Vec<[String; 8]> = plugins.iter().map(plugin_row).collect();
+    print_table(
+        [
+            "NAME", "HOOKS", "MODE", "FAILURE", "PREFIXES", "ORIGIN", "SHA256", "STATUS",
+        ],
+        &rows,
+    );
+    Ok(())
+}
+
+/// The set's version and cause, and whether this member's config agrees.
+fn print_set_summary(v: &Value) {
     println!(
         "plugin set version {} (raft index {}), judging writes from revision {}{}",
         v["version"],
@@ -305,51 +323,46 @@ fn list(args: &[String]) -> Result<(), Failure> {
             None => format!(" (declares {})", declared.join(", ")),
         }
     );
-    let plugins = v["plugins"].as_array().cloned().unwrap_or_default();
-    if plugins.is_empty() {
-        println!("no plugins");
-        return Ok(());
-    }
-    let rows: Vec<[String; 8]> = plugins
-        .iter()
-        .map(|p| {
-            let list = |k: &str| {
-                p[k].as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(Value::as_str)
-                            .collect::<Vec<_>>()
-                            .join(",")
-                    })
-                    .unwrap_or_default()
-            };
-            let status = match p["status"]["state"].as_str() {
-                Some("failed") => {
-                    format!("failed: {}", p["status"]["error"].as_str().unwrap_or(""))
-                }
-                Some(s) => s.to_owned(),
-                None => "?".into(),
-            };
-            [
-                p["name"].as_str().unwrap_or("").to_owned(),
-                list("hooks"),
-                p["mode"].as_str().unwrap_or("").to_owned(),
-                p["failure_policy"].as_str().unwrap_or("").to_owned(),
-                match list("prefixes") {
-                    s if s.is_empty() => "(all keys)".into(),
-                    s => s,
-                },
-                p["origin"].as_str().unwrap_or("").to_owned(),
-                short(p["sha256"].as_str().unwrap_or("")).to_owned(),
-                status,
-            ]
-        })
-        .collect();
-    let header = [
-        "NAME", "HOOKS", "MODE", "FAILURE", "PREFIXES", "ORIGIN", "SHA256", "STATUS",
-    ];
+}
+
+/// One plugin's row of the `list` table.
+fn plugin_row(p: &Value) -> [String; 8] {
+    let list = |k: &str| {
+        p[k].as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
+            .unwrap_or_default()
+    };
+    let status = match p["status"]["state"].as_str() {
+        Some("failed") => {
+            format!("failed: {}", p["status"]["error"].as_str().unwrap_or(""))
+        }
+        Some(s) => s.to_owned(),
+        None => "?".into(),
+    };
+    [
+        p["name"].as_str().unwrap_or("").to_owned(),
+        list("hooks"),
+        p["mode"].as_str().unwrap_or("").to_owned(),
+        p["failure_policy"].as_str().unwrap_or("").to_owned(),
+        match list("prefixes") {
+            s if s.is_empty() => "(all keys)".into(),
+            s => s,
+        },
+        p["origin"].as_str().unwrap_or("").to_owned(),
+        short(p["sha256"].as_str().unwrap_or("")).to_owned(),
+        status,
+    ]
+}
+
+/// Columns padded to their widest cell; the last one unpadded.
+fn print_table<const N: usize>(header: [&str; N], rows: &[[String; N]]) {
     let mut widths = header.map(str::len);
-    for r in &rows {
+    for r in rows {
         for (w, c) in widths.iter_mut().zip(r) {
             *w = (*w).max(c.chars().count());
         }
@@ -366,10 +379,9 @@ fn list(args: &[String]) -> Result<(), Failure> {
         println!("{}", s.trim_end());
     };
     line(header.to_vec());
-    for r in &rows {
+    for r in rows {
         line(r.iter().map(String::as_str).collect());
     }
-    Ok(())
 }
 
 fn remove(args: &[String]) -> Result<(), Failure> {

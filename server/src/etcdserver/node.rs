@@ -666,6 +666,7 @@ impl Node {
         *self.status.progress.lock() = out;
     }
 
+    #[allow(clippy::indexing_slicing)] // request_ctx.len() == 16 is checked before the slices
     fn resolve_reads(&mut self, states: Vec<raft::ReadState>) {
         for rs in states {
             if rs.request_ctx.len() != 16 || rs.request_ctx[..8] != self.id.to_be_bytes() {
@@ -749,6 +750,7 @@ impl Node {
         }
     }
 
+    #[allow(clippy::indexing_slicing)] // only `w[0]`/`w[1]` of `windows(2)`, in a debug_assert
     fn process_ready(&mut self) -> Result<(), crate::storage::Error> {
         if !self.raw.has_ready() {
             return Ok(());

@@ -12,7 +12,8 @@ use crate::error::Error;
 use crate::pb::cairnpb::internal_request::Request;
 use crate::pb::cairnpb::{PluginBlob, PluginRecord, PluginSetChange, PluginStamp};
 use crate::policy::config::{
-    DeclaredState, RECONCILE_PATIENCE, Trigger, load_declared, now_unix, remember, remembered,
+    DeclaredState, Loaded, RECONCILE_PATIENCE, Trigger, load_declared, now_unix, remember,
+    remembered,
 };
 use crate::policy::gate::{MAX_CHANGE_ATTEMPTS, MAX_JUDGEMENTS, collect_txn_reads};
 use crate::policy::judge::{self, V2Reader};
@@ -422,10 +423,39 @@ pub async fn reconcile(srv: Arc<EtcdServer>, trigger: Trigger) {
         enforcer.set_declared(state);
         return;
     }
+    let cause = format!("[plugins] of member {} ({})", srv.name, trigger.as_str());
+    let outcome = push_declared(&srv, &loaded, cause, started).await;
+    match outcome {
+        Ok(o) => {
+            remember(&enforcer, &hash_hex);
+            tracing::info!(
+                version = o.version,
+                first_revision = o.first_revision,
+                changed = o.changed,
+                "plugins: pushed this member's [plugins] declaration"
+            );
+        }
+        Err(err) => {
+            tracing::error!(error = %err, "plugins: pushing this member's [plugins] declaration failed");
+            state.error = Some(format!("pushing the declaration failed: {err}"));
+        }
+    }
+    enforcer.set_declared(state);
+}
+
+/// Proposes this member's declaration: the config-declared plugins
+/// replaced by it, API-deployed ones kept unless it names them. Retries
+/// while the cluster has no leader or is busy, until `RECONCILE_PATIENCE`
+/// after `started`.
+async fn push_declared(
+    srv: &EtcdServer,
+    loaded: &Loaded,
+    cause: String,
+    started: Instant,
+) -> Result<SetOutcome, Error> {
     let names: Vec<String> = loaded.records.iter().map(|r| r.name.clone()).collect();
     let records = loaded.records.clone();
     let hash = loaded.hash.clone();
-    let cause = format!("[plugins] of member {} ({})", srv.name, trigger.as_str());
     let mut outcome = Err(crate::error::Error::NoLeader);
     while started.elapsed() <= RECONCILE_PATIENCE {
         outcome = srv
@@ -465,20 +495,5 @@ pub async fn reconcile(srv: Arc<EtcdServer>, trigger: Trigger) {
             _ => break,
         }
     }
-    match outcome {
-        Ok(o) => {
-            remember(&enforcer, &hash_hex);
-            tracing::info!(
-                version = o.version,
-                first_revision = o.first_revision,
-                changed = o.changed,
-                "plugins: pushed this member's [plugins] declaration"
-            );
-        }
-        Err(err) => {
-            tracing::error!(error = %err, "plugins: pushing this member's [plugins] declaration failed");
-            state.error = Some(format!("pushing the declaration failed: {err}"));
-        }
-    }
-    enforcer.set_declared(state);
+    outcome
 }

@@ -30,6 +30,7 @@ impl<T> Waiters<T> {
         }
     }
 
+    #[allow(clippy::indexing_slicing)] // `% SHARDS` keeps it inside the fixed-size array
     fn shard(&self, id: u64) -> &Shard<T> {
         // IDs share their high bits per member; mix the low bits.
         &self.shards[(id as usize ^ (id >> 17) as usize) % SHARDS]

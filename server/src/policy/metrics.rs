@@ -38,6 +38,10 @@ fn reg<T: prometheus::core::Collector + Clone + 'static>(c: T) -> T {
     c
 }
 
+// Constructing a metric fails only on an invalid name, label or bucket
+// list, all constants here: a programming error every test touching the
+// metrics would hit at once, never a request's doing.
+#[allow(clippy::expect_used)]
 pub static PLUGIN_METRICS: LazyLock<PluginMetrics> = LazyLock::new(|| {
     let latency_buckets = prometheus::exponential_buckets(0.000_01, 2.0, 18).unwrap_or_default();
     PluginMetrics {

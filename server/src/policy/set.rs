@@ -7,7 +7,7 @@ use super::metrics::PLUGIN_METRICS;
 use super::model::{self, RecordExt};
 use crate::error::Error;
 use crate::pb::cairnpb::internal_request::Request;
-use crate::pb::cairnpb::{InternalRequest, PluginRecord, PluginSet, PluginSetChange};
+use crate::pb::cairnpb::{InternalRequest, PluginBlob, PluginRecord, PluginSet, PluginSetChange};
 use crate::state::lease::Lessor;
 use crate::state::txn::{self, WriteBackend};
 use crate::storage::mvcc::{ApplyBatch, Store};
@@ -165,11 +165,12 @@ impl ActivePlugin {
     }
 
     pub(crate) fn call_metrics(&self, hook: Hook) -> &super::metrics::CallMetrics {
-        &self.metrics[match hook {
-            Hook::Validator => 0,
-            Hook::Authenticator => 1,
-            Hook::Authorizer => 2,
-        }]
+        let [validator, authenticator, authorizer] = &self.metrics;
+        match hook {
+            Hook::Validator => validator,
+            Hook::Authenticator => authenticator,
+            Hook::Authorizer => authorizer,
+        }
     }
 
     /// Consulted on live traffic for `hook`, with etcd auth `auth_enabled`:
@@ -270,6 +271,60 @@ fn same_component(a: &PluginRecord, b: &PluginRecord) -> bool {
         && a.deadline_us == b.deadline_us
         && a.memory_bytes == b.memory_bytes
         && a.config == b.config
+}
+
+/// The binaries a change sends, each checked against its digest.
+fn provided_blobs(blobs: Vec<PluginBlob>) -> Result<HashMap<Bytes, Bytes>, Error> {
+    let mut provided = HashMap::new();
+    for b in blobs {
+        if b.wasm.len() > model::MAX_PLUGIN_BYTES
+            || Sha256::digest(&b.wasm).as_slice() != b.sha256.as_ref()
+        {
+            return Err(rejected("a plugin binary does not match its digest"));
+        }
+        provided.insert(b.sha256, b.wasm);
+    }
+    Ok(provided)
+}
+
+/// Sorts a change's records into their order and checks them (each valid,
+/// names unique); returns each one's binary, sent with the change or
+/// already stored, in that order, all within `MAX_SET_BYTES`.
+fn binaries_of(
+    records: &mut [PluginRecord],
+    provided: &HashMap<Bytes, Bytes>,
+    cur: &ActiveSet,
+) -> Result<Vec<Bytes>, Error> {
+    let mut names = std::collections::HashSet::new();
+    let mut total = 0usize;
+    let mut with_wasm = Vec::with_capacity(records.len());
+    records.sort_by(|a, b| (a.order, &a.name).cmp(&(b.order, &b.name)));
+    for r in records.iter() {
+        model::check_record(r).map_err(rejected)?;
+        if !names.insert(r.name.clone()) {
+            return Err(rejected(format!("plugin {:?} is listed twice", r.name)));
+        }
+        let wasm = provided
+            .get(&r.sha256)
+            .cloned()
+            .or_else(|| cur.blob(&r.sha256))
+            .ok_or_else(|| {
+                rejected(format!(
+                    "the binary of plugin {:?} (sha256 {}) is not stored in the cluster; send its bytes",
+                    r.name,
+                    hex::encode(&r.sha256)
+                ))
+            })?;
+        total += wasm.len();
+        with_wasm.push(wasm);
+    }
+    if total > model::MAX_SET_BYTES {
+        return Err(rejected(format!(
+            "the plugin binaries total {total} bytes, over the limit of {}",
+            model::MAX_SET_BYTES
+        )));
+    }
+    Ok(with_wasm)
 }
 
 fn rejected(msg: impl Into<String>) -> Error {
@@ -462,45 +517,9 @@ impl Enforcer {
                 model::MAX_PLUGINS
             )));
         }
-        let mut provided: HashMap<Bytes, Bytes> = HashMap::new();
-        for b in change.blobs {
-            if b.wasm.len() > model::MAX_PLUGIN_BYTES
-                || Sha256::digest(&b.wasm).as_slice() != b.sha256.as_ref()
-            {
-                return Err(rejected("a plugin binary does not match its digest"));
-            }
-            provided.insert(b.sha256, b.wasm);
-        }
+        let provided = provided_blobs(change.blobs)?;
         let mut records = change.plugins;
-        let mut names = std::collections::HashSet::new();
-        let mut total = 0usize;
-        let mut with_wasm = Vec::with_capacity(records.len());
-        records.sort_by(|a, b| (a.order, &a.name).cmp(&(b.order, &b.name)));
-        for r in &mut records {
-            model::check_record(r).map_err(rejected)?;
-            if !names.insert(r.name.clone()) {
-                return Err(rejected(format!("plugin {:?} is listed twice", r.name)));
-            }
-            let wasm = provided
-                .get(&r.sha256)
-                .cloned()
-                .or_else(|| cur.blob(&r.sha256))
-                .ok_or_else(|| {
-                    rejected(format!(
-                        "the binary of plugin {:?} (sha256 {}) is not stored in the cluster; send its bytes",
-                        r.name,
-                        hex::encode(&r.sha256)
-                    ))
-                })?;
-            total += wasm.len();
-            with_wasm.push(wasm);
-        }
-        if total > model::MAX_SET_BYTES {
-            return Err(rejected(format!(
-                "the plugin binaries total {total} bytes, over the limit of {}",
-                model::MAX_SET_BYTES
-            )));
-        }
+        let with_wasm = binaries_of(&mut records, &provided, &cur)?;
         let config_hash = if change.config_declared {
             change.config_hash
         } else {

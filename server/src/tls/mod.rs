@@ -736,42 +736,10 @@ fn build(
             let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
                 .with_protocol_versions(versions)
                 .map_err(|e| format!("TLS settings: {e}"))?;
-            let builder = if settings.is_auto() {
-                // Peers' auto-TLS certificates are self-signed: nothing to
-                // verify them against (etcd skips verification too).
-                builder
-                    .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCert {
-                        provider: Arc::clone(&provider),
-                    }))
-            } else {
-                let roots = match roots {
-                    Some(r) => r,
-                    None => system_roots(),
-                };
-                let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
-                    roots.store,
-                    Arc::clone(&provider),
-                )
-                .build()
-                .map_err(|e| {
-                    format!(
-                        "{}: {e}",
-                        files
-                            .ca
-                            .as_ref()
-                            .map_or("system CA bundle", |c| c.1.as_str())
-                    )
-                })?;
-                // No revocation list here: etcd checks it on its listener
-                // only.
-                builder
-                    .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(verify::ServerVerifier {
-                        inner,
-                        checks: Arc::new(verify::Checks::new(roots.certs, allowed, None)),
-                    }))
-            };
+            let verifier = peer_verifier(settings, files, &provider, roots, allowed)?;
+            let builder = builder
+                .dangerous()
+                .with_custom_certificate_verifier(verifier);
             let mut client = builder.with_client_auth_cert(chain, key).map_err(|e| {
                 format!(
                     "{}={}: {}",
@@ -788,6 +756,46 @@ fn build(
         server: Arc::new(server),
         client,
     })
+}
+
+/// How a peer checks the certificate of the peer it connects to.
+fn peer_verifier(
+    settings: &TlsSettings,
+    files: &Files,
+    provider: &Arc<rustls::crypto::CryptoProvider>,
+    roots: Option<Roots>,
+    allowed: Option<verify::AllowedName>,
+) -> Result<Arc<dyn rustls::client::danger::ServerCertVerifier>, String> {
+    if settings.is_auto() {
+        // Peers' auto-TLS certificates are self-signed: nothing to
+        // verify them against (etcd skips verification too).
+        return Ok(Arc::new(AcceptAnyServerCert {
+            provider: Arc::clone(provider),
+        }));
+    }
+    let roots = match roots {
+        Some(r) => r,
+        None => system_roots(),
+    };
+    let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        roots.store,
+        Arc::clone(provider),
+    )
+    .build()
+    .map_err(|e| {
+        format!(
+            "{}: {e}",
+            files
+                .ca
+                .as_ref()
+                .map_or("system CA bundle", |c| c.1.as_str())
+        )
+    })?;
+    // No revocation list here: etcd checks it on its listener only.
+    Ok(Arc::new(verify::ServerVerifier {
+        inner,
+        checks: Arc::new(verify::Checks::new(roots.certs, allowed, None)),
+    }))
 }
 
 /// A client configuration for https peer URLs when no peer TLS is

@@ -335,6 +335,11 @@ fn key_of(comps: &[&str]) -> String {
     }
 }
 
+/// The key of the first `n` components (all of them if there are fewer).
+fn key_of_first(comps: &[&str], n: usize) -> String {
+    key_of(comps.get(..n).unwrap_or(comps))
+}
+
 /// The counters behind `/v2/stats/store`. Atomics, because reads count too
 /// and run under the store's read lock. Not replicated state: each member
 /// counts what it served and applied, as etcd's do.
@@ -639,11 +644,11 @@ impl V2Store {
         let mut cur = &self.root;
         for (i, c) in comps.iter().enumerate() {
             let Kind::Dir(children) = &cur.kind else {
-                return Err(V2Error::new(NOT_DIR, key_of(&comps[..i]), self.index));
+                return Err(V2Error::new(NOT_DIR, key_of_first(comps, i), self.index));
             };
-            cur = children
-                .get(*c)
-                .ok_or_else(|| V2Error::new(KEY_NOT_FOUND, key_of(&comps[..=i]), self.index))?;
+            cur = children.get(*c).ok_or_else(|| {
+                V2Error::new(KEY_NOT_FOUND, key_of_first(comps, i + 1), self.index)
+            })?;
         }
         Ok(cur)
     }
@@ -699,7 +704,7 @@ impl V2Store {
             };
             match children.get(*c) {
                 Some(n) if n.is_dir() => node = n,
-                Some(_) => return Err(V2Error::new(NOT_DIR, key_of(&comps[..=i]), cur)),
+                Some(_) => return Err(V2Error::new(NOT_DIR, key_of_first(comps, i + 1), cur)),
                 None => {
                     parents_exist = false;
                     break;
@@ -730,7 +735,7 @@ impl V2Store {
             for (i, c) in parents.iter().enumerate() {
                 if !children.contains_key(*c) {
                     let d = Node::new_dir(next, None);
-                    changes.push((key_of(&comps[..=i]), Some(d.record())));
+                    changes.push((key_of_first(comps, i + 1), Some(d.record())));
                     children.insert(c.to_string(), d);
                 }
                 children = match children.get_mut(*c).map(|n| &mut n.kind) {
@@ -1043,35 +1048,7 @@ impl V2Store {
         let shown = format!("/{key}");
         let existing = self.internal.get(&key).cloned();
         if req.op == V2Op::QGet {
-            let Some(rec) = existing else {
-                return Err(V2Error::new(KEY_NOT_FOUND, shown, cur));
-            };
-            let mut node = internal_node(&shown, &rec);
-            if rec.dir {
-                node.nodes = self
-                    .internal_list(&key)
-                    .into_iter()
-                    .filter_map(|(name, _)| {
-                        let k = format!("{key}/{name}");
-                        self.internal
-                            .get(&k)
-                            .map(|r| internal_node(&format!("/{k}"), r))
-                    })
-                    .collect();
-            }
-            let event = V2Event {
-                action: V2Action::Get,
-                node: Some(node),
-                prev_node: None,
-                etcd_index: cur,
-                refresh: false,
-            };
-            return Ok(ApplyOutcome {
-                event: Some(event),
-                changes: Vec::new(),
-                index: cur,
-                expired: 0,
-            });
+            return self.internal_get(&key, &shown, existing);
         }
         let next = cur.wrapping_add(1);
         let record = |created: u64| NodeRecord {
@@ -1143,6 +1120,46 @@ impl V2Store {
             event: Some(event),
             changes,
             index: next,
+            expired: 0,
+        })
+    }
+
+    /// A quorum get on the internal keyspace: the node, and a directory's
+    /// children.
+    fn internal_get(
+        &self,
+        key: &str,
+        shown: &str,
+        existing: Option<NodeRecord>,
+    ) -> Result<ApplyOutcome, V2Error> {
+        let cur = self.index;
+        let Some(rec) = existing else {
+            return Err(V2Error::new(KEY_NOT_FOUND, shown, cur));
+        };
+        let mut node = internal_node(shown, &rec);
+        if rec.dir {
+            node.nodes = self
+                .internal_list(key)
+                .into_iter()
+                .filter_map(|(name, _)| {
+                    let k = format!("{key}/{name}");
+                    self.internal
+                        .get(&k)
+                        .map(|r| internal_node(&format!("/{k}"), r))
+                })
+                .collect();
+        }
+        let event = V2Event {
+            action: V2Action::Get,
+            node: Some(node),
+            prev_node: None,
+            etcd_index: cur,
+            refresh: false,
+        };
+        Ok(ApplyOutcome {
+            event: Some(event),
+            changes: Vec::new(),
+            index: cur,
             expired: 0,
         })
     }

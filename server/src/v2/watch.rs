@@ -292,7 +292,8 @@ fn is_under(key: &str, dir: &str) -> bool {
     if dir == "/" || dir.is_empty() {
         return key.len() > 1;
     }
-    key.len() > dir.len() && key.starts_with(dir) && key.as_bytes()[dir.len()] == b'/'
+    key.strip_prefix(dir)
+        .is_some_and(|below| below.starts_with('/'))
 }
 
 /// "/a/b" → "/", "/a", "/a/b".

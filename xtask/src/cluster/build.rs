@@ -23,6 +23,26 @@ const TICK: Duration = Duration::from_secs(1);
 /// Lines of cargo output kept for the failure report.
 const KEEP_LINES: usize = 400;
 
+/// The one line about a build that succeeded.
+fn say_built(took: f64, compiled: usize, warnings: usize) {
+    let warned = if warnings > 0 {
+        format!(
+            ", {} (run the cargo command above to see them)",
+            plural(warnings, "warning")
+        )
+    } else {
+        String::new()
+    };
+    if compiled == 0 {
+        eprintln!("xtask: cairn is up to date ({took:.1}s{warned})");
+    } else {
+        eprintln!(
+            "xtask: built cairn in {took:.1}s: {} compiled{warned}",
+            plural(compiled, "crate")
+        );
+    }
+}
+
 pub fn build_cairn_release() -> Result<PathBuf> {
     let mut cmd = cargo();
     cmd.args(["build", "--release", "-p", "cairn", "--color", "never"])
@@ -113,23 +133,7 @@ pub fn build_cairn_release() -> Result<PathBuf> {
         eprintln!("-----");
         bail!("`{}` failed ({})", display_cmd(&cmd), describe(status));
     }
-    let took = started.elapsed().as_secs_f64();
-    let warned = if warnings > 0 {
-        format!(
-            ", {} (run the cargo command above to see them)",
-            plural(warnings, "warning")
-        )
-    } else {
-        String::new()
-    };
-    if compiled == 0 {
-        eprintln!("xtask: cairn is up to date ({took:.1}s{warned})");
-    } else {
-        eprintln!(
-            "xtask: built cairn in {took:.1}s: {} compiled{warned}",
-            plural(compiled, "crate")
-        );
-    }
+    say_built(started.elapsed().as_secs_f64(), compiled, warnings);
     let path = target_dir().join("release").join("cairn");
     if !path.is_file() {
         bail!("cargo built cairn but {} is missing", path.display());

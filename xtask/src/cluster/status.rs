@@ -69,8 +69,39 @@ pub fn status(args: DirArgs) -> Result<ExitCode> {
         (healths, raft, members, note)
     });
 
-    // Member IDs to names: what each member said about itself, then the
-    // cluster's member list (which also knows stopped members).
+    let (names, rows_raft) = member_ids(&spec, &raft, members.as_deref());
+    print_table(&member_table(&spec, &rows_raft, &alive, &healths, &names));
+    print_leader(&rows_raft, &names, running.is_empty());
+    if let Some(list) = &members {
+        print_strangers(&spec, list);
+    }
+    if let Some(note) = note {
+        println!("Note: {note}");
+    }
+    println!(
+        "Folder: {} (per member: etcd.conf, data/, log)",
+        spec.dir.display()
+    );
+
+    let all_good = alive.iter().all(|a| *a)
+        && healths
+            .iter()
+            .all(|h| matches!(h, Health::Healthy | Health::NoHealthEndpoint(_)));
+    Ok(if all_good {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Member IDs to names, and each member's raft details: what each member
+/// said about itself, then the cluster's member list (which also knows
+/// stopped members).
+fn member_ids(
+    spec: &ClusterSpec,
+    raft: &[(String, Raft)],
+    members: Option<&[ApiMember]>,
+) -> (HashMap<u64, String>, Vec<Raft>) {
     let mut names: HashMap<u64, String> = HashMap::new();
     let mut rows_raft: Vec<Raft> = vec![Raft::default(); spec.members.len()];
     for (m, r) in spec.members.iter().zip(rows_raft.iter_mut()) {
@@ -82,7 +113,7 @@ pub fn status(args: DirArgs) -> Result<ExitCode> {
         }
         if r.id.is_none()
             && let Some(api) = members
-                .iter()
+                .into_iter()
                 .flatten()
                 .find(|a| a.peer_urls.contains(&m.peer_url()))
         {
@@ -92,12 +123,22 @@ pub fn status(args: DirArgs) -> Result<ExitCode> {
             names.insert(id, m.name.clone());
         }
     }
-    for a in members.iter().flatten() {
+    for a in members.into_iter().flatten() {
         if !a.name.is_empty() {
             names.entry(a.id).or_insert_with(|| a.name.clone());
         }
     }
+    (names, rows_raft)
+}
 
+/// One row per member: process, ID, URLs, raft view, health.
+fn member_table(
+    spec: &ClusterSpec,
+    rows_raft: &[Raft],
+    alive: &[bool],
+    healths: &[Health],
+    names: &HashMap<u64, String>,
+) -> Vec<Vec<String>> {
     let mut table = vec![
         [
             "MEMBER",
@@ -136,9 +177,11 @@ pub fn status(args: DirArgs) -> Result<ExitCode> {
             healths[i].to_string(),
         ]);
     }
-    print_table(&table);
+    table
+}
 
-    // The leader most members agree on, with the highest term seen.
+/// The leader most members agree on, with the highest term seen.
+fn print_leader(rows_raft: &[Raft], names: &HashMap<u64, String>, no_member_running: bool) {
     let leaders: Vec<u64> = rows_raft
         .iter()
         .filter_map(|r| r.leader)
@@ -157,49 +200,34 @@ pub fn status(args: DirArgs) -> Result<ExitCode> {
             );
         }
         Some(_) => println!("Leader: members disagree (an election is under way?)"),
-        None if running.is_empty() => println!("Leader: - (no member is running)"),
+        None if no_member_running => println!("Leader: - (no member is running)"),
         None => println!("Leader: none known"),
     }
-    if let Some(list) = &members {
-        let strangers: Vec<&ApiMember> = list
-            .iter()
-            .filter(|a| {
-                !spec
-                    .members
-                    .iter()
-                    .any(|m| a.peer_urls.contains(&m.peer_url()))
-            })
-            .collect();
-        for a in strangers {
-            println!(
-                "Also in the cluster, not run by xtask: {} ({:x}, peer {})",
-                if a.name.is_empty() {
-                    "(not started)"
-                } else {
-                    &a.name
-                },
-                a.id,
-                a.peer_urls.join(",")
-            );
-        }
-    }
-    if let Some(note) = note {
-        println!("Note: {note}");
-    }
-    println!(
-        "Folder: {} (per member: etcd.conf, data/, log)",
-        spec.dir.display()
-    );
+}
 
-    let all_good = alive.iter().all(|a| *a)
-        && healths
-            .iter()
-            .all(|h| matches!(h, Health::Healthy | Health::NoHealthEndpoint(_)));
-    Ok(if all_good {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+/// Members of the cluster that xtask did not start.
+fn print_strangers(spec: &ClusterSpec, list: &[ApiMember]) {
+    let strangers: Vec<&ApiMember> = list
+        .iter()
+        .filter(|a| {
+            !spec
+                .members
+                .iter()
+                .any(|m| a.peer_urls.contains(&m.peer_url()))
+        })
+        .collect();
+    for a in strangers {
+        println!(
+            "Also in the cluster, not run by xtask: {} ({:x}, peer {})",
+            if a.name.is_empty() {
+                "(not started)"
+            } else {
+                &a.name
+            },
+            a.id,
+            a.peer_urls.join(",")
+        );
+    }
 }
 
 type View = (Vec<(String, Raft)>, Option<Vec<ApiMember>>, Option<String>);

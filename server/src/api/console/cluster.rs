@@ -193,8 +193,16 @@ fn rows(srv: &EtcdServer) -> Vec<Row> {
 pub fn live_fragment(srv: &EtcdServer) -> String {
     let leader = srv.status().leader();
     let rows = rows(srv);
-    let alarms = srv.db().alarms.list(AlarmType::None as i32);
     let mut out = String::new();
+    write_summary(&mut out, srv, &rows, leader);
+    write_members(&mut out, srv, &rows, leader);
+    write_alarms(&mut out, srv);
+    write_leader_changes(&mut out, srv, &rows);
+    out
+}
+
+/// The summary list, then a banner per member whose clock drifts.
+fn write_summary(out: &mut String, srv: &EtcdServer, rows: &[Row], leader: u64) {
     let leader_name = rows
         .iter()
         .find(|r| r.id == leader)
@@ -224,6 +232,10 @@ pub fn live_fragment(srv: &EtcdServer) -> String {
             diff_ms
         );
     }
+}
+
+/// The members table, one row each.
+fn write_members(out: &mut String, srv: &EtcdServer, rows: &[Row], leader: u64) {
     out.push_str(
         r#"<h2>Members</h2>
 <div class="scroll"><table id="members">
@@ -231,102 +243,112 @@ pub fn live_fragment(srv: &EtcdServer) -> String {
 <tbody>
 "#,
     );
-    for r in &rows {
-        let role = if r.id == leader {
-            r#"<span class="badge leader">leader</span>"#
-        } else if r.learner {
-            r#"<span class="badge">learner</span>"#
-        } else {
-            "voter"
-        };
-        let this = if r.id == srv.member_id() {
-            r#" <span class="hint">(this member)</span>"#
-        } else {
-            ""
-        };
-        let (term, applied, db, version) = match &r.status {
-            Some(s) => (
-                s.term.to_string(),
-                s.applied.to_string(),
-                format!("{} / {}", size(s.db_size), size(s.db_in_use)),
-                esc(&s.version),
-            ),
-            None => ("—".into(), "—".into(), "—".into(), "—".into()),
-        };
-        let health = match r.health {
-            Health::Healthy => r#"<span class="ok">healthy</span>"#,
-            Health::NoLeader => r#"<span class="bad">unhealthy</span>"#,
-            Health::Unreachable => r#"<span class="bad">unreachable</span>"#,
-        };
-        let (rtt, clock) = match r.probe {
-            Some((rtt, diff, drift)) => (
-                format!("{:.1} ms", rtt.as_secs_f64() * 1000.0),
-                if drift {
-                    format!(r#"<span class="bad">⚠ {:+} ms</span>"#, diff / 1_000_000)
-                } else {
-                    format!("{:+} ms", diff / 1_000_000)
-                },
-            ),
-            None if r.id == srv.member_id() => ("—".into(), "—".into()),
-            None => ("no answer".into(), "—".into()),
-        };
-        let _ = writeln!(
-            out,
-            "<tr><th scope=\"row\">{}{this}</th><td><code>{:x}</code></td><td>{role}</td><td>{}</td><td>{}</td><td>{term}</td><td>{applied}</td><td>{db}</td><td>{version}</td><td>{health}</td><td>{rtt}</td><td>{clock}</td></tr>",
-            if r.name.is_empty() {
-                "<em>(not started)</em>".to_string()
-            } else {
-                esc(&r.name)
-            },
-            r.id,
-            urls(&r.peer_urls),
-            urls(&r.client_urls),
-        );
+    for r in rows {
+        write_member_row(out, r, leader, srv.member_id());
     }
-    out.push_str("</tbody></table></div>\n<h2>Alarms</h2>\n");
+    out.push_str("</tbody></table></div>\n");
+}
+
+fn write_member_row(out: &mut String, r: &Row, leader: u64, this_id: u64) {
+    let role = if r.id == leader {
+        r#"<span class="badge leader">leader</span>"#
+    } else if r.learner {
+        r#"<span class="badge">learner</span>"#
+    } else {
+        "voter"
+    };
+    let this = if r.id == this_id {
+        r#" <span class="hint">(this member)</span>"#
+    } else {
+        ""
+    };
+    let (term, applied, db, version) = match &r.status {
+        Some(s) => (
+            s.term.to_string(),
+            s.applied.to_string(),
+            format!("{} / {}", size(s.db_size), size(s.db_in_use)),
+            esc(&s.version),
+        ),
+        None => ("—".into(), "—".into(), "—".into(), "—".into()),
+    };
+    let health = match r.health {
+        Health::Healthy => r#"<span class="ok">healthy</span>"#,
+        Health::NoLeader => r#"<span class="bad">unhealthy</span>"#,
+        Health::Unreachable => r#"<span class="bad">unreachable</span>"#,
+    };
+    let (rtt, clock) = match r.probe {
+        Some((rtt, diff, drift)) => (
+            format!("{:.1} ms", rtt.as_secs_f64() * 1000.0),
+            if drift {
+                format!(r#"<span class="bad">⚠ {:+} ms</span>"#, diff / 1_000_000)
+            } else {
+                format!("{:+} ms", diff / 1_000_000)
+            },
+        ),
+        None if r.id == this_id => ("—".into(), "—".into()),
+        None => ("no answer".into(), "—".into()),
+    };
+    let _ = writeln!(
+        out,
+        "<tr><th scope=\"row\">{}{this}</th><td><code>{:x}</code></td><td>{role}</td><td>{}</td><td>{}</td><td>{term}</td><td>{applied}</td><td>{db}</td><td>{version}</td><td>{health}</td><td>{rtt}</td><td>{clock}</td></tr>",
+        if r.name.is_empty() {
+            "<em>(not started)</em>".to_string()
+        } else {
+            esc(&r.name)
+        },
+        r.id,
+        urls(&r.peer_urls),
+        urls(&r.client_urls),
+    );
+}
+
+fn write_alarms(out: &mut String, srv: &EtcdServer) {
+    let alarms = srv.db().alarms.list(AlarmType::None as i32);
+    out.push_str("<h2>Alarms</h2>\n");
     if alarms.is_empty() {
         out.push_str(r#"<p id="alarms">No alarms.</p>"#);
-    } else {
-        out.push_str(r#"<ul id="alarms" class="bad">"#);
-        for a in &alarms {
-            let _ = write!(
-                out,
-                "<li>{} on member <code>{:x}</code></li>",
-                esc(&crate::storage::alarm::type_name(a.alarm)),
-                a.member_id
-            );
-        }
-        out.push_str("</ul>");
+        return;
     }
+    out.push_str(r#"<ul id="alarms" class="bad">"#);
+    for a in &alarms {
+        let _ = write!(
+            out,
+            "<li>{} on member <code>{:x}</code></li>",
+            esc(&crate::storage::alarm::type_name(a.alarm)),
+            a.member_id
+        );
+    }
+    out.push_str("</ul>");
+}
+
+/// Leader changes this member saw, newest first.
+fn write_leader_changes(out: &mut String, srv: &EtcdServer, rows: &[Row]) {
     out.push_str("\n<h2>Leader changes</h2>\n");
     let history = srv.status().leader_history.lock().clone();
     if history.is_empty() {
         out.push_str("<p>None seen since this member started.</p>");
-    } else {
-        out.push_str(
-            r#"<table id="leader-changes"><thead><tr><th scope="col">When</th><th scope="col">Term</th><th scope="col">New leader</th></tr></thead><tbody>"#,
-        );
-        let names: Vec<(u64, String)> = rows.iter().map(|r| (r.id, r.name.clone())).collect();
-        for ch in history.iter().rev() {
-            let who = if ch.leader == 0 {
-                "<em>leader lost</em>".to_string()
-            } else {
-                names
-                    .iter()
-                    .find(|(id, _)| *id == ch.leader)
-                    .map(|(_, n)| esc(n))
-                    .unwrap_or_else(|| format!("<code>{:x}</code>", ch.leader))
-            };
-            let _ = write!(
-                out,
-                "<tr><td>{}</td><td>{}</td><td>{who}</td></tr>",
-                html::utc(ch.unix_nanos),
-                ch.term
-            );
-        }
-        out.push_str("</tbody></table>");
+        return;
     }
-    out
+    out.push_str(
+        r#"<table id="leader-changes"><thead><tr><th scope="col">When</th><th scope="col">Term</th><th scope="col">New leader</th></tr></thead><tbody>"#,
+    );
+    for ch in history.iter().rev() {
+        let who = if ch.leader == 0 {
+            "<em>leader lost</em>".to_string()
+        } else {
+            rows.iter()
+                .find(|r| r.id == ch.leader)
+                .map(|r| esc(&r.name))
+                .unwrap_or_else(|| format!("<code>{:x}</code>", ch.leader))
+        };
+        let _ = write!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{who}</td></tr>",
+            html::utc(ch.unix_nanos),
+            ch.term
+        );
+    }
+    out.push_str("</tbody></table>");
 }
 
 fn urls(list: &[String]) -> String {

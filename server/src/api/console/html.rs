@@ -61,17 +61,19 @@ pub fn utc(unix_nanos: i64) -> String {
 
 /// A byte count for people: `1.5 MiB`.
 pub fn size(bytes: i64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
     let mut v = bytes as f64;
-    let mut unit = 0;
-    while v.abs() >= 1024.0 && unit < UNITS.len() - 1 {
+    let mut unit = None;
+    for next in UNITS {
+        if v.abs() < 1024.0 {
+            break;
+        }
         v /= 1024.0;
-        unit += 1;
+        unit = Some(next);
     }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
+    match unit {
+        None => format!("{bytes} B"),
+        Some(unit) => format!("{v:.1} {unit}"),
     }
 }
 

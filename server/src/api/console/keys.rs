@@ -113,8 +113,10 @@ async fn list_page(
         let mut stepped_into_folder = false;
         for kv in &resp.kvs {
             let rel = kv.key.get(prefix.len()..).unwrap_or_default();
-            if let Some(i) = rel.iter().position(|b| *b == b'/') {
-                let folder = [prefix, &rel[..=i]].concat();
+            if let Some(i) = rel.iter().position(|b| *b == b'/')
+                && let Some(head) = rel.get(..=i)
+            {
+                let folder = [prefix, head].concat();
                 cursor = prefix_end(&folder).to_vec();
                 entries.push(Entry::Folder(folder));
                 stepped_into_folder = true;
@@ -170,7 +172,7 @@ pub async fn browse(
             for e in &entries {
                 match e {
                     Entry::Folder(f) => {
-                        let label = show_bytes(&f[prefix.len()..]);
+                        let label = show_bytes(f.strip_prefix(prefix.as_slice()).unwrap_or(f));
                         let _ = match std::str::from_utf8(f) {
                             Ok(t) => write!(
                                 body,
@@ -181,7 +183,7 @@ pub async fn browse(
                         };
                     }
                     Entry::Key(k) => {
-                        let rel = &k[prefix.len()..];
+                        let rel = k.strip_prefix(prefix.as_slice()).unwrap_or(k);
                         let label = if rel.is_empty() {
                             show_bytes(k)
                         } else {
@@ -241,6 +243,33 @@ pub struct ViewQuery {
     before: Option<String>,
 }
 
+/// A key's lease for the metadata list: its ID and remaining TTL.
+async fn lease_html(srv: &EtcdServer, ctx: &RequestCtx, lease: i64) -> String {
+    if lease == 0 {
+        return "none".to_string();
+    }
+    let ttl = srv
+        .lease_time_to_live(
+            ctx,
+            LeaseTimeToLiveRequest {
+                id: lease,
+                keys: false,
+            },
+        )
+        .await;
+    match ttl {
+        Ok(t) if t.ttl >= 0 => format!(
+            "<code>{lease:x}</code> (expires in {} s; granted {} s)",
+            t.ttl, t.granted_ttl
+        ),
+        Ok(_) => format!("<code>{lease:x}</code> (expired)"),
+        Err(e) => format!(
+            "<code>{lease:x}</code> (TTL unknown: {})",
+            esc(&e.to_string())
+        ),
+    }
+}
+
 /// `GET /ui/key?key=K`: value, metadata, history, actions.
 pub async fn view(
     State(c): State<Arc<Console>>,
@@ -287,31 +316,7 @@ pub async fn view(
         }
         return html::page_with_status(StatusCode::NOT_FOUND, &s, &title, Nav::Keys, &body, "");
     };
-    let lease = if kv.lease != 0 {
-        let ttl = srv
-            .lease_time_to_live(
-                &s.ctx,
-                LeaseTimeToLiveRequest {
-                    id: kv.lease,
-                    keys: false,
-                },
-            )
-            .await;
-        match ttl {
-            Ok(t) if t.ttl >= 0 => format!(
-                "<code>{:x}</code> (expires in {} s; granted {} s)",
-                kv.lease, t.ttl, t.granted_ttl
-            ),
-            Ok(_) => format!("<code>{:x}</code> (expired)", kv.lease),
-            Err(e) => format!(
-                "<code>{:x}</code> (TTL unknown: {})",
-                kv.lease,
-                esc(&e.to_string())
-            ),
-        }
-    } else {
-        "none".to_string()
-    };
+    let lease = lease_html(srv, &s.ctx, kv.lease).await;
     let _ = write!(
         body,
         r#"<dl class="summary" id="meta">
@@ -352,7 +357,7 @@ pub async fn view(
 /// A value for reading: JSON pretty-printed, other text as is, anything
 /// else as a hex dump; at most `MAX_SHOWN_VALUE_BYTES` of it.
 fn value_html(v: &[u8]) -> String {
-    let shown = &v[..v.len().min(MAX_SHOWN_VALUE_BYTES)];
+    let shown = v.get(..MAX_SHOWN_VALUE_BYTES).unwrap_or(v);
     let cut = if shown.len() < v.len() {
         format!(
             r#"<p class="hint">Showing the first {} of {} bytes.</p>"#,
@@ -472,7 +477,7 @@ async fn history_html(
         let Some(old) = old else {
             break;
         };
-        let preview = &old.value[..old.value.len().min(PREVIEW_BYTES)];
+        let preview = old.value.get(..PREVIEW_BYTES).unwrap_or(&old.value);
         let more = if old.value.len() > PREVIEW_BYTES {
             "…"
         } else {

@@ -237,21 +237,51 @@ pub async fn page(
             r#"<meta http-equiv="refresh" content="30">"#,
         );
     }
-    let pairs: Vec<(&Sample, &Sample)> = samples.windows(2).map(|w| (&w[0], &w[1])).collect();
+    let pairs: Vec<Interval<'_>> = samples.iter().zip(samples.iter().skip(1)).collect();
     let slots = n - 1;
-    let secs = |a: &Sample, b: &Sample| ((b.unix_secs - a.unix_secs).max(1)) as f64;
-    let rate = |f: &dyn Fn(&Sample) -> f64| -> Vec<Option<f64>> {
-        pairs
-            .iter()
-            .map(|(a, b)| Some(((f(b) - f(a)) / secs(a, b)).max(0.0)))
-            .collect()
-    };
-    let quant = |f: &dyn Fn(&Sample) -> &Hist, q: f64, scale: f64| -> Vec<Option<f64>> {
-        pairs
-            .iter()
-            .map(|(a, b)| f(b).quantile_since(f(a), q).map(|v| v * scale))
-            .collect()
-    };
+    body.push_str(&request_charts(&pairs, &samples, slots));
+    body.push_str(&raft_and_backend_charts(&pairs, slots));
+    html::page_with_status(
+        axum::http::StatusCode::OK,
+        &s,
+        "Metrics",
+        Nav::Metrics,
+        &body,
+        r#"<meta http-equiv="refresh" content="30">"#,
+    )
+}
+
+/// Two consecutive samples: one interval of a chart.
+type Interval<'a> = (&'a Sample, &'a Sample);
+
+fn interval_secs(a: &Sample, b: &Sample) -> f64 {
+    ((b.unix_secs - a.unix_secs).max(1)) as f64
+}
+
+/// A counter's rate per second in each interval.
+fn rate(pairs: &[Interval<'_>], f: &dyn Fn(&Sample) -> f64) -> Vec<Option<f64>> {
+    pairs
+        .iter()
+        .map(|(a, b)| Some(((f(b) - f(a)) / interval_secs(a, b)).max(0.0)))
+        .collect()
+}
+
+/// A histogram's quantile `q` over each interval, times `scale`.
+fn quant(
+    pairs: &[Interval<'_>],
+    f: &dyn Fn(&Sample) -> &Hist,
+    q: f64,
+    scale: f64,
+) -> Vec<Option<f64>> {
+    pairs
+        .iter()
+        .map(|(a, b)| f(b).quantile_since(f(a), q).map(|v| v * scale))
+        .collect()
+}
+
+/// Requests: calls per second, the per-method table, latency.
+fn request_charts(pairs: &[Interval<'_>], samples: &[Sample], slots: usize) -> String {
+    let mut body = String::new();
     let total = |s: &Sample| s.by_method.values().sum::<u64>() as f64;
     body.push_str(&chart(
         "Requests",
@@ -259,10 +289,10 @@ pub async fn page(
         slots,
         &[Series {
             name: "gRPC calls handled",
-            values: rate(&total),
+            values: rate(pairs, &total),
         }],
     ));
-    body.push_str(&method_table(&samples));
+    body.push_str(&method_table(samples));
     if METRICS.extensive() {
         body.push_str(&chart(
             "Request latency",
@@ -271,17 +301,24 @@ pub async fn page(
             &[
                 Series {
                     name: "p50",
-                    values: quant(&|s| &s.grpc_latency, 0.5, 1000.0),
+                    values: quant(pairs, &|s| &s.grpc_latency, 0.5, 1000.0),
                 },
                 Series {
                     name: "p99",
-                    values: quant(&|s| &s.grpc_latency, 0.99, 1000.0),
+                    values: quant(pairs, &|s| &s.grpc_latency, 0.99, 1000.0),
                 },
             ],
         ));
     } else {
         body.push_str("<h2>Request latency</h2><p class=\"hint\">Latency by request needs <code>--metrics=extensive</code> (as in etcd, the histogram is kept only then).</p>");
     }
+    body
+}
+
+/// Raft and the backend: proposals, fsync and commit latency, leader
+/// changes, database size, watchers.
+fn raft_and_backend_charts(pairs: &[Interval<'_>], slots: usize) -> String {
+    let mut body = String::new();
     body.push_str(&chart(
         "Proposals",
         "per s",
@@ -289,15 +326,15 @@ pub async fn page(
         &[
             Series {
                 name: "committed",
-                values: rate(&|s| s.proposals_committed as f64),
+                values: rate(pairs, &|s| s.proposals_committed as f64),
             },
             Series {
                 name: "applied",
-                values: rate(&|s| s.proposals_applied as f64),
+                values: rate(pairs, &|s| s.proposals_applied as f64),
             },
             Series {
                 name: "failed",
-                values: rate(&|s| s.proposals_failed as f64),
+                values: rate(pairs, &|s| s.proposals_failed as f64),
             },
         ],
     ));
@@ -315,11 +352,11 @@ pub async fn page(
             &[
                 Series {
                     name: "p50",
-                    values: quant(&pick, 0.5, 1000.0),
+                    values: quant(pairs, &pick, 0.5, 1000.0),
                 },
                 Series {
                     name: "p99",
-                    values: quant(&pick, 0.99, 1000.0),
+                    values: quant(pairs, &pick, 0.99, 1000.0),
                 },
             ],
         ));
@@ -373,14 +410,7 @@ pub async fn page(
             },
         ],
     ));
-    html::page_with_status(
-        axum::http::StatusCode::OK,
-        &s,
-        "Metrics",
-        Nav::Metrics,
-        &body,
-        r#"<meta http-equiv="refresh" content="30">"#,
-    )
+    body
 }
 
 /// Calls per second by method over the last minute, busiest first.

@@ -33,10 +33,7 @@ pub fn boundary(content_type: &str) -> Option<String> {
 }
 
 fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
-    if from > hay.len() {
-        return None;
-    }
-    hay[from..]
+    hay.get(from..)?
         .windows(needle.len())
         .position(|w| w == needle)
         .map(|i| i + from)
@@ -67,16 +64,19 @@ pub fn parse(body: &Bytes, boundary: &str) -> Result<Vec<Part>, String> {
     let mut parts = Vec::new();
     loop {
         pos += delim.len();
-        if body[pos..].starts_with(b"--") {
+        let rest = body.get(pos..).unwrap_or_default();
+        if rest.starts_with(b"--") {
             return Ok(parts);
         }
-        if !body[pos..].starts_with(b"\r\n") {
+        if !rest.starts_with(b"\r\n") {
             return Err("the form body is malformed (no line break after a boundary)".into());
         }
         pos += 2;
         let head_end = find(body, b"\r\n\r\n", pos).ok_or("a form part has no end of headers")?;
-        let head = std::str::from_utf8(&body[pos..head_end])
-            .map_err(|_| "a form part's headers are not UTF-8")?;
+        let head = body
+            .get(pos..head_end)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .ok_or("a form part's headers are not UTF-8")?;
         let disposition = head
             .split("\r\n")
             .find_map(|l| {

@@ -67,6 +67,7 @@ fn set_view(c: &Console, s: &Session) -> String {
     body
 }
 
+#[allow(clippy::indexing_slicing)] // serde_json::Value's `v["k"]` reads Null when absent, never panics
 fn table(c: &Console, s: &Session) -> String {
     let set = crate::api::plugins::set_json(&c.srv, &c.srv.plugins().current());
     let mut body = String::new();
@@ -148,6 +149,7 @@ fn state(m: &Value) -> String {
 
 /// Calls, denials, errors and mean latency of each plugin on each member,
 /// since that member started (from its last probe answer for the others).
+#[allow(clippy::indexing_slicing)] // serde_json::Value's `v["k"]` reads Null when absent, never panics
 fn per_member(c: &Console, plugins: &[Value]) -> String {
     let mut out = String::from(
         r#"<h2 id="on-each-member">On each member</h2><div class="scroll"><table id="plugin-members"><thead><tr><th scope="col">Plugin</th><th scope="col">Member</th><th scope="col">Load status</th><th scope="col">Calls</th><th scope="col">Denials</th><th scope="col">Errors</th><th scope="col">Mean latency</th></tr></thead><tbody>"#,
@@ -367,6 +369,7 @@ pub async fn dry_run(
 }
 
 /// `POST /ui/plugins/deploy`.
+#[allow(clippy::indexing_slicing)] // serde_json::Value's `v["k"]` reads Null when absent, never panics
 pub async fn deploy(
     State(c): State<Arc<Console>>,
     Extension(s): Extension<Session>,
@@ -428,6 +431,7 @@ pub struct RemoveForm {
 
 /// `POST /ui/plugins/remove`: the confirmation page first, then the
 /// removal.
+#[allow(clippy::indexing_slicing)] // serde_json::Value's `v["k"]` reads Null when absent, never panics
 pub async fn remove(
     State(c): State<Arc<Console>>,
     Extension(s): Extension<Session>,

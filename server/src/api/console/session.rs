@@ -140,6 +140,53 @@ fn form_csrf(body: &[u8]) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
+/// A POST's checks: same origin, a bounded body, and the form's CSRF
+/// token matching the cookie's. The body read here is handed on.
+async fn checked_post(req: Request, csrf: &str, fresh_csrf: bool) -> Result<Request, Response> {
+    if !same_origin(&req) {
+        return Err(refuse(
+            StatusCode::FORBIDDEN,
+            "Refused: this form was not sent from this member's console (Origin mismatch).",
+        ));
+    }
+    // The plugin forms carry a `.wasm`: they may be as large as the
+    // admin API takes.
+    let limit = if req.uri().path().starts_with(PLUGIN_FORMS) {
+        crate::api::plugins::MAX_BODY_BYTES
+    } else {
+        MAX_FORM_BYTES
+    };
+    let multipart = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(super::multipart::boundary);
+    let (parts, body) = req.into_parts();
+    let bytes = match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return Err(refuse(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &format!("Refused: the form is larger than {limit} bytes."),
+            ));
+        }
+    };
+    let sent = match &multipart {
+        Some(b) => super::multipart::parse(&bytes, b)
+            .ok()
+            .and_then(|p| super::multipart::text(&p, "csrf")),
+        None => form_csrf(&bytes),
+    }
+    .unwrap_or_default();
+    if fresh_csrf || !same_token(&sent, csrf) {
+        return Err(refuse(
+            StatusCode::FORBIDDEN,
+            "Refused: the form's CSRF token is missing or does not match this browser's. Reload the page and try again.",
+        ));
+    }
+    Ok(Request::from_parts(parts, Body::from(bytes)))
+}
+
 /// The layer in front of every console route (see the module docs): the
 /// CSRF check on POSTs, the session's user, the login requirement.
 pub async fn session_layer(State(c): State<Arc<Console>>, req: Request, next: Next) -> Response {
@@ -154,48 +201,10 @@ pub async fn session_layer(State(c): State<Arc<Console>>, req: Request, next: Ne
     // State-changing requests: same origin, and the form's token matches
     // the cookie. The body is read here (bounded) and handed on.
     let req = if req.method() == Method::POST {
-        if !same_origin(&req) {
-            return refuse(
-                StatusCode::FORBIDDEN,
-                "Refused: this form was not sent from this member's console (Origin mismatch).",
-            );
+        match checked_post(req, &csrf, fresh_csrf).await {
+            Ok(req) => req,
+            Err(refused) => return refused,
         }
-        // The plugin forms carry a `.wasm`: they may be as large as the
-        // admin API takes.
-        let limit = if req.uri().path().starts_with(PLUGIN_FORMS) {
-            crate::api::plugins::MAX_BODY_BYTES
-        } else {
-            MAX_FORM_BYTES
-        };
-        let multipart = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(super::multipart::boundary);
-        let (parts, body) = req.into_parts();
-        let bytes = match http_body_util::Limited::new(body, limit).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(_) => {
-                return refuse(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    &format!("Refused: the form is larger than {limit} bytes."),
-                );
-            }
-        };
-        let sent = match &multipart {
-            Some(b) => super::multipart::parse(&bytes, b)
-                .ok()
-                .and_then(|p| super::multipart::text(&p, "csrf")),
-            None => form_csrf(&bytes),
-        }
-        .unwrap_or_default();
-        if fresh_csrf || !same_token(&sent, &csrf) {
-            return refuse(
-                StatusCode::FORBIDDEN,
-                "Refused: the form's CSRF token is missing or does not match this browser's. Reload the page and try again.",
-            );
-        }
-        Request::from_parts(parts, Body::from(bytes))
     } else if req.method() == Method::GET || req.method() == Method::HEAD {
         req
     } else {

@@ -15,7 +15,8 @@ use super::html::{self, Nav, esc, url_enc};
 use super::session::Session;
 use super::sse::{self, Sent};
 use crate::api::watch::watch_range;
-use crate::etcdserver::watch::{HubMsg, WatchSpec, hub_channel};
+use crate::etcdserver::EtcdServer;
+use crate::etcdserver::watch::{HubMsg, HubReceiver, WatchSpec, hub_channel};
 use crate::pb::mvccpb::{Event, event::EventType};
 use crate::state::prefix_end;
 use axum::Extension;
@@ -152,7 +153,7 @@ pub async fn events(
         end(&format!("refused: {e}"));
         return resp;
     }
-    let (hub_tx, mut hub_rx) = hub_channel(HUB_QUEUE_MESSAGES, HUB_QUEUE_BYTES);
+    let (hub_tx, hub_rx) = hub_channel(HUB_QUEUE_MESSAGES, HUB_QUEUE_BYTES);
     let spec = WatchSpec {
         range: watch_range(&key, &range_end),
         start_rev: start,
@@ -163,73 +164,78 @@ pub async fn events(
     };
     let handle = srv.hub().add(spec, 0, hub_tx);
     let _ = stream.send("start", None, &format!("watching from revision {start}"));
-    tokio::spawn(async move {
-        // Removes the watcher however the stream ends.
-        struct Unwatch(Arc<crate::etcdserver::EtcdServer>, u64);
-        impl Drop for Unwatch {
-            fn drop(&mut self) {
-                self.0.hub().remove(self.1);
-            }
+    tokio::spawn(forward(srv, handle, stream, hub_rx, start));
+    resp
+}
+
+/// Sends the watcher's events to the browser, one SSE event per revision,
+/// until the stream closes, its lifetime ends or the watch is compacted.
+async fn forward(
+    srv: Arc<EtcdServer>,
+    handle: u64,
+    stream: sse::Stream,
+    mut hub_rx: HubReceiver,
+    start: i64,
+) {
+    // Removes the watcher however the stream ends.
+    struct Unwatch(Arc<EtcdServer>, u64);
+    impl Drop for Unwatch {
+        fn drop(&mut self) {
+            self.0.hub().remove(self.1);
         }
-        let _unwatch = Unwatch(Arc::clone(&srv), handle);
-        let deadline = tokio::time::Instant::now() + sse::MAX_LIFETIME;
-        let mut keepalive = tokio::time::interval(sse::KEEPALIVE);
-        keepalive.tick().await;
-        loop {
-            let msg = tokio::select! {
-                m = hub_rx.recv() => m,
-                _ = stream.closed() => return,
-                _ = tokio::time::sleep_until(deadline) => return,
-                _ = keepalive.tick() => {
-                    if stream.keepalive() != Sent::Queued {
-                        return;
-                    }
-                    continue;
-                }
-            };
-            let Some((msg, _held)) = msg else {
-                return;
-            };
-            match msg {
-                HubMsg::Events { events, .. } => {
-                    for (rev, group) in by_revision(&events) {
-                        if stream.send("kv", Some(rev), &events_json(group)) != Sent::Queued {
-                            return;
-                        }
-                    }
-                }
-                HubMsg::Compacted {
-                    compact_revision, ..
-                } => {
-                    let _ = stream.send(
-                        "end",
-                        None,
-                        &format!(
-                            "revision {start} and later ones up to {compact_revision} were compacted away; watch from a newer revision"
-                        ),
-                    );
+    }
+    let _unwatch = Unwatch(Arc::clone(&srv), handle);
+    let deadline = tokio::time::Instant::now() + sse::MAX_LIFETIME;
+    let mut keepalive = tokio::time::interval(sse::KEEPALIVE);
+    keepalive.tick().await;
+    loop {
+        let msg = tokio::select! {
+            m = hub_rx.recv() => m,
+            _ = stream.closed() => return,
+            _ = tokio::time::sleep_until(deadline) => return,
+            _ = keepalive.tick() => {
+                if stream.keepalive() != Sent::Queued {
                     return;
                 }
-                HubMsg::Progress { .. } => {}
+                continue;
             }
+        };
+        let Some((msg, _held)) = msg else {
+            return;
+        };
+        match msg {
+            HubMsg::Events { events, .. } => {
+                for (rev, group) in by_revision(&events) {
+                    if stream.send("kv", Some(rev), &events_json(group)) != Sent::Queued {
+                        return;
+                    }
+                }
+            }
+            HubMsg::Compacted {
+                compact_revision, ..
+            } => {
+                let _ = stream.send(
+                    "end",
+                    None,
+                    &format!(
+                        "revision {start} and later ones up to {compact_revision} were compacted away; watch from a newer revision"
+                    ),
+                );
+                return;
+            }
+            HubMsg::Progress { .. } => {}
         }
-    });
-    resp
+    }
 }
 
 /// Events split into runs of one revision each (the hub sends them in
 /// revision order).
 fn by_revision(events: &[Event]) -> Vec<(i64, &[Event])> {
     let rev = |e: &Event| e.kv.as_ref().map_or(0, |kv| kv.mod_revision);
-    let mut out = Vec::new();
-    let mut start = 0;
-    for i in 1..=events.len() {
-        if i == events.len() || rev(&events[i]) != rev(&events[start]) {
-            out.push((rev(&events[start]), &events[start..i]));
-            start = i;
-        }
-    }
-    out
+    events
+        .chunk_by(|a, b| rev(a) == rev(b))
+        .map(|run| (run.first().map_or(0, rev), run))
+        .collect()
 }
 
 /// One revision's events for the page: type, key, value (text or `0x`
@@ -249,7 +255,7 @@ fn events_json(events: &[Event]) -> String {
                 "PUT"
             };
             let cut = kv.value.len() > EVENT_VALUE_BYTES;
-            let shown = &kv.value[..kv.value.len().min(EVENT_VALUE_BYTES)];
+            let shown = kv.value.get(..EVENT_VALUE_BYTES).unwrap_or(&kv.value);
             Some(serde_json::json!({
                 "type": ty,
                 "key": text(&kv.key),

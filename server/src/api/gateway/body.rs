@@ -70,8 +70,7 @@ impl BodyReader {
         self.pos = 0;
         self.scanner = Scanner::default();
         loop {
-            while self.pos < self.buf.len() {
-                let c = self.buf[self.pos];
+            while let Some(&c) = self.buf.get(self.pos) {
                 match self.scanner.step(c) {
                     Op::Continue => {
                         self.pos += 1;
@@ -125,7 +124,10 @@ impl BodyReader {
         if self.pos - self.start > self.limit {
             return Err(self.too_large());
         }
-        Ok(Some(self.buf[self.start..self.pos].to_vec()))
+        // `start <= pos <= buf.len()` always holds: the scan only moves
+        // `pos` over bytes in `buf`, and `start` never passes `pos`.
+        let value = self.buf.get(self.start..self.pos).unwrap_or_default();
+        Ok(Some(value.to_vec()))
     }
 
     fn too_large(&self) -> ReadError {

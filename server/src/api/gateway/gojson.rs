@@ -125,6 +125,7 @@ impl Scanner {
         }
     }
 
+    #[allow(clippy::too_many_lines)] // a state machine: one short arm per scanner state
     pub(super) fn step(&mut self, c: u8) -> Op {
         match self.state {
             State::BeginValueOrEmpty => {
@@ -238,7 +239,11 @@ impl Scanner {
                 }
             }
             State::Literal { word, at } => {
-                let want = word.as_bytes()[at];
+                // `at` stays inside `word` (the state ends with it), so
+                // the else is never taken; were it, the literal is over.
+                let Some(&want) = word.as_bytes().get(at) else {
+                    return self.end_value(c);
+                };
                 if c != want {
                     let context = format!("in literal {word} (expecting {})", quote_char(want));
                     return self.fail(c, &context);
@@ -481,8 +486,7 @@ pub(super) fn unquote(lit: &[u8]) -> String {
     let inner = lit.get(1..lit.len().saturating_sub(1)).unwrap_or_default();
     let mut out = String::with_capacity(inner.len());
     let mut i = 0;
-    while i < inner.len() {
-        let c = inner[i];
+    while let Some(&c) = inner.get(i) {
         if c == b'\\' {
             let Some(&e) = inner.get(i + 1) else { break };
             i += 2;
@@ -522,17 +526,15 @@ pub(super) fn unquote(lit: &[u8]) -> String {
             continue;
         }
         // Copy the run up to the next escape, repairing invalid UTF-8.
-        let end = inner[i..]
-            .iter()
-            .position(|&b| b == b'\\')
-            .map_or(inner.len(), |p| i + p);
-        for chunk in inner[i..end].utf8_chunks() {
+        let rest = inner.get(i..).unwrap_or_default();
+        let run = rest.split(|&b| b == b'\\').next().unwrap_or_default();
+        for chunk in run.utf8_chunks() {
             out.push_str(chunk.valid());
             for _ in chunk.invalid() {
                 out.push('\u{fffd}');
             }
         }
-        i = end;
+        i += run.len();
     }
     out
 }
@@ -559,7 +561,7 @@ pub(super) fn base64_decode(src: &[u8]) -> Result<Vec<u8>, String> {
     }
     let corrupt = |at: usize| Err(format!("illegal base64 data at input byte {at}"));
     let skip_newlines = |mut i: usize| {
-        while i < src.len() && (src[i] == b'\n' || src[i] == b'\r') {
+        while let Some(b'\n' | b'\r') = src.get(i) {
             i += 1;
         }
         i
@@ -573,17 +575,18 @@ pub(super) fn base64_decode(src: &[u8]) -> Result<Vec<u8>, String> {
         let mut j = 0;
         let mut done = false;
         while j < 4 {
-            if si == src.len() {
+            let Some(&c) = src.get(si) else {
                 if j == 0 {
                     return Ok(out);
                 }
                 // Input ends inside a quantum: padding was required.
                 return corrupt(si - j);
-            }
-            let c = src[si];
+            };
             si += 1;
-            if let Some(v) = value(c) {
-                sym[j] = v;
+            if let Some(v) = value(c)
+                && let Some(slot) = sym.get_mut(j)
+            {
+                *slot = v;
                 j += 1;
                 continue;
             }
@@ -598,13 +601,11 @@ pub(super) fn base64_decode(src: &[u8]) -> Result<Vec<u8>, String> {
                 0 | 1 => return corrupt(si - 1),
                 2 => {
                     si = skip_newlines(si);
-                    if si == src.len() {
-                        return corrupt(src.len());
+                    match src.get(si) {
+                        None => return corrupt(src.len()),
+                        Some(b'=') => si += 1,
+                        Some(_) => return corrupt(si - 1),
                     }
-                    if src[si] != b'=' {
-                        return corrupt(si - 1);
-                    }
-                    si += 1;
                 }
                 _ => {}
             }
@@ -619,7 +620,8 @@ pub(super) fn base64_decode(src: &[u8]) -> Result<Vec<u8>, String> {
         }
         let v = (sym[0] << 18) | (sym[1] << 12) | (sym[2] << 6) | sym[3];
         let bytes = [(v >> 16) as u8, (v >> 8) as u8, v as u8];
-        out.extend_from_slice(&bytes[..len - 1]);
+        // `len` is 2, 3 or 4 symbols: 1, 2 or 3 bytes.
+        out.extend_from_slice(bytes.get(..len - 1).unwrap_or_default());
         if done {
             return Ok(out);
         }
@@ -646,11 +648,12 @@ impl serde_json::ser::Formatter for GoFormatter {
                 '\u{2029}' => "\\u2029",
                 _ => continue,
             };
-            w.write_all(&fragment.as_bytes()[start..i])?;
+            // `start` and `i` are char boundaries of `fragment`.
+            w.write_all(fragment.get(start..i).unwrap_or_default().as_bytes())?;
             w.write_all(esc.as_bytes())?;
             start = i + ch.len_utf8();
         }
-        w.write_all(&fragment.as_bytes()[start..])
+        w.write_all(fragment.get(start..).unwrap_or_default().as_bytes())
     }
 
     fn write_char_escape<W>(
@@ -671,18 +674,7 @@ impl serde_json::ser::Formatter for GoFormatter {
             CharEscape::LineFeed => b"\\n",
             CharEscape::CarriageReturn => b"\\r",
             CharEscape::Tab => b"\\t",
-            CharEscape::AsciiControl(c) => {
-                const HEX: &[u8; 16] = b"0123456789abcdef";
-                let buf = [
-                    b'\\',
-                    b'u',
-                    b'0',
-                    b'0',
-                    HEX[usize::from(c >> 4)],
-                    HEX[usize::from(c & 0xf)],
-                ];
-                return w.write_all(&buf);
-            }
+            CharEscape::AsciiControl(c) => return write!(w, "\\u{:04x}", c),
         };
         w.write_all(s)
     }

@@ -116,12 +116,12 @@ fn write_message(out: &mut Vec<u8>, schema: usize, v: Raw<'_>, depth: usize) -> 
     let mut by_json: Vec<Option<Raw<'_>>> = vec![None; msg.fields.len()];
     for member in v.members() {
         let (key, value) = member.ok_or_else(malformed)?;
-        for (i, f) in msg.fields.iter().enumerate() {
+        for ((f, named), jsoned) in msg.fields.iter().zip(&mut by_name).zip(&mut by_json) {
             if key == f.name {
-                by_name[i] = Some(value);
+                *named = Some(value);
             }
             if key == f.json {
-                by_json[i] = Some(value);
+                *jsoned = Some(value);
             }
         }
     }
@@ -141,7 +141,8 @@ fn write_message(out: &mut Vec<u8>, schema: usize, v: Raw<'_>, depth: usize) -> 
     // and the others are only checked.
     let mut oneof_set = false;
     for (i, f) in order {
-        let Some(value) = by_json[i].or(by_name[i]) else {
+        let given = by_json.get(i).copied().flatten();
+        let Some(value) = given.or_else(|| by_name.get(i).copied().flatten()) else {
             continue;
         };
         if f.oneof && oneof_set {
@@ -415,7 +416,7 @@ impl RawKind {
 }
 
 fn skip_ws(b: &[u8], mut i: usize) -> usize {
-    while i < b.len() && matches!(b[i], b' ' | b'\t' | b'\r' | b'\n') {
+    while let Some(b' ' | b'\t' | b'\r' | b'\n') = b.get(i) {
         i += 1;
     }
     i
@@ -450,12 +451,9 @@ fn value_end(b: &[u8], start: usize) -> Option<usize> {
         _ => {
             // A number or a literal runs to the next delimiter.
             let mut j = start;
-            while j < b.len()
-                && !matches!(
-                    b[j],
-                    b',' | b'}' | b']' | b':' | b' ' | b'\t' | b'\r' | b'\n'
-                )
-            {
+            while b.get(j).is_some_and(|c| {
+                !matches!(c, b',' | b'}' | b']' | b':' | b' ' | b'\t' | b'\r' | b'\n')
+            }) {
                 j += 1;
             }
             Some(j)
@@ -481,7 +479,7 @@ impl<'a> Raw<'a> {
         let start = skip_ws(text, 0);
         let end = value_end(text, start)?;
         Some(Raw {
-            text: &text[start..end],
+            text: text.get(start..end)?,
         })
     }
 
@@ -517,7 +515,7 @@ impl<'a> Raw<'a> {
             }
             let item = (|| {
                 let key_end = value_end(b, i)?;
-                let key = gojson::unquote(&b[i..key_end]);
+                let key = gojson::unquote(b.get(i..key_end)?);
                 let colon = skip_ws(b, key_end);
                 if b.get(colon) != Some(&b':') {
                     return None;
@@ -528,7 +526,7 @@ impl<'a> Raw<'a> {
                 Some((
                     key,
                     Raw {
-                        text: &b[vstart..vend],
+                        text: b.get(vstart..vend)?,
                     },
                 ))
             })();
@@ -557,10 +555,12 @@ impl<'a> Raw<'a> {
                 Some(b',') => i = skip_ws(b, i + 1),
                 _ => {}
             }
-            let item = value_end(b, i).map(|end| {
-                let r = Raw { text: &b[i..end] };
+            let item = value_end(b, i).and_then(|end| {
+                let r = Raw {
+                    text: b.get(i..end)?,
+                };
                 i = end;
-                r
+                Some(r)
             });
             if item.is_none() {
                 done = true;

@@ -213,8 +213,7 @@ fn without_sampler(frames: Vec<Frame>) -> Vec<Frame> {
             .any(|p| f.name.starts_with(p))
             || f.name == "__restore_rt"
     };
-    let top = frames.len().min(SAMPLER_FRAMES_MAX);
-    match frames[..top].iter().rposition(is_sampler) {
+    match frames.iter().take(SAMPLER_FRAMES_MAX).rposition(is_sampler) {
         Some(last) => frames.into_iter().skip(last + 1).collect(),
         None => frames,
     }

@@ -522,10 +522,10 @@ async fn resource(st: Arc<V2State>, req: Request, kind: Kind) -> Response {
             Kind::Roles => list_roles(&st.auth, &cluster).await,
         };
     }
-    if pieces.len() != 3 {
+    let [_, _, name] = pieces.as_slice() else {
         return failure_response(auth_err_plain(400, "Invalid path").into(), &cluster);
-    }
-    let name = pieces[2].to_string();
+    };
+    let name = name.to_string();
     if let Some(resp) = allow(
         &method,
         &[Method::GET, Method::PUT, Method::DELETE],
