@@ -161,7 +161,9 @@ impl ApplyLoop {
         Duration::from_millis(self.cfg.config.load().election_timeout_ms)
     }
 
-    #[allow(clippy::too_many_lines)] // to split along its jobs (issue 17; lead's restructuring)
+    /// Applies a run of committed entries in one fjall batch (with the
+    /// applied index), then answers their clients and publishes the new
+    /// position.
     fn apply_entries(&mut self, entries: Vec<Entry>) -> storage::Result<()> {
         let started = Instant::now();
         let mut batch = self.store.begin_batch();
@@ -169,50 +171,11 @@ impl ApplyLoop {
         let mut membership = None;
         let mut last = self.applied;
         for e in &entries {
+            // Raft may hand over entries this member applied before a crash.
             if e.index <= last.index {
                 continue;
             }
-            match e.get_entry_type() {
-                EntryType::EntryNormal => {
-                    if !e.data.is_empty() {
-                        let at = (e.index, e.term);
-                        self.apply_normal(&mut batch, &e.data, at, &mut results, &mut membership)?;
-                    } else if self.status.is_leader() {
-                        // A new leader's first entry: everything before it is
-                        // applied, so this member knows every lease; start
-                        // their clocks (etcd's "promote").
-                        let checkpoints =
-                            self.cfg.config.load().experimental_enable_lease_checkpoint;
-                        self.lessor
-                            .promote(self.election_timeout(), checkpoints, e.term);
-                    }
-                }
-                EntryType::EntryConfChange => {
-                    let mut cc = ConfChange::default();
-                    cc.merge_from_bytes(&e.data).map_err(storage_err)?;
-                    let cc = raft_proto::ConfChangeI::into_v2(cc);
-                    self.apply_conf_change(
-                        &mut batch,
-                        cc,
-                        &e.context,
-                        &mut results,
-                        &mut membership,
-                    )?;
-                }
-                EntryType::EntryConfChangeV2 => {
-                    // Auto-leave entries of joint consensus carry no data:
-                    // they still must be applied (empty ConfChangeV2).
-                    let mut cc = ConfChangeV2::default();
-                    cc.merge_from_bytes(&e.data).map_err(storage_err)?;
-                    self.apply_conf_change(
-                        &mut batch,
-                        cc,
-                        &e.context,
-                        &mut results,
-                        &mut membership,
-                    )?;
-                }
-            }
+            self.apply_entry(&mut batch, e, &mut results, &mut membership)?;
             last = AppliedState {
                 index: e.index,
                 term: e.term,
@@ -258,17 +221,7 @@ impl ApplyLoop {
             });
             return Ok(());
         }
-        // The applied index only moves forward (a snapshot install, the
-        // other writer, never runs concurrently with this loop).
-        debug_assert!(
-            last.index >= self.status.applied.load(Ordering::Acquire),
-            "applied index went back to {}",
-            last.index
-        );
-        self.status.applied.store(last.index, Ordering::Release);
-        self.applied_tx.send_replace(last.index);
-        let _ = self.ctl.send(CtlMsg::Applied(last.index));
-
+        self.publish_applied(last.index);
         let took = started.elapsed();
         let warn_after = self.cfg.config.load().experimental_warning_apply_duration;
         if took > warn_after {
@@ -282,6 +235,60 @@ impl ApplyLoop {
         }
         self.maybe_compact_log();
         Ok(())
+    }
+
+    /// One committed entry into `batch`: a request, a new leader's empty
+    /// entry, or a configuration change.
+    fn apply_entry(
+        &mut self,
+        batch: &mut ApplyBatch,
+        e: &Entry,
+        results: &mut Vec<(u64, Result<Applied, Error>)>,
+        membership: &mut Option<crate::pb::cairnpb::Membership>,
+    ) -> storage::Result<()> {
+        match e.get_entry_type() {
+            EntryType::EntryNormal if !e.data.is_empty() => {
+                self.apply_normal(batch, &e.data, (e.index, e.term), results, membership)
+            }
+            EntryType::EntryNormal => {
+                if self.status.is_leader() {
+                    // A new leader's first entry: everything before it is
+                    // applied, so this member knows every lease; start
+                    // their clocks (etcd's "promote").
+                    let checkpoints = self.cfg.config.load().experimental_enable_lease_checkpoint;
+                    self.lessor
+                        .promote(self.election_timeout(), checkpoints, e.term);
+                }
+                Ok(())
+            }
+            EntryType::EntryConfChange => {
+                let mut cc = ConfChange::default();
+                cc.merge_from_bytes(&e.data).map_err(storage_err)?;
+                let cc = raft_proto::ConfChangeI::into_v2(cc);
+                self.apply_conf_change(batch, cc, &e.context, results, membership)
+            }
+            EntryType::EntryConfChangeV2 => {
+                // Auto-leave entries of joint consensus carry no data:
+                // they still must be applied (empty ConfChangeV2).
+                let mut cc = ConfChangeV2::default();
+                cc.merge_from_bytes(&e.data).map_err(storage_err)?;
+                self.apply_conf_change(batch, cc, &e.context, results, membership)
+            }
+        }
+    }
+
+    /// Tells readers (status, ReadIndex waits) and the raft loop how far the
+    /// state machine is, once the batch up to `index` is committed.
+    fn publish_applied(&self, index: u64) {
+        // The applied index only moves forward (a snapshot install, the
+        // other writer, never runs concurrently with this loop).
+        debug_assert!(
+            index >= self.status.applied.load(Ordering::Acquire),
+            "applied index went back to {index}"
+        );
+        self.status.applied.store(index, Ordering::Release);
+        self.applied_tx.send_replace(index);
+        let _ = self.ctl.send(CtlMsg::Applied(index));
     }
 
     fn apply_normal(

@@ -666,15 +666,20 @@ impl Node {
         *self.status.progress.lock() = out;
     }
 
-    #[allow(clippy::indexing_slicing)] // request_ctx.len() == 16 is checked before the slices
     fn resolve_reads(&mut self, states: Vec<raft::ReadState>) {
         for rs in states {
-            if rs.request_ctx.len() != 16 || rs.request_ctx[..8] != self.id.to_be_bytes() {
+            // Ours: this member's ID, then the context (see `read_ctx`).
+            let Ok(ctx): Result<[u8; 16], _> = rs.request_ctx.as_slice().try_into() else {
+                continue;
+            };
+            let (member, ctx) = ctx.split_at(8);
+            if member != self.id.to_be_bytes() {
                 continue;
             }
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&rs.request_ctx[8..]);
-            let ctx = u64::from_be_bytes(b);
+            let Ok(ctx) = <[u8; 8]>::try_from(ctx) else {
+                continue;
+            };
+            let ctx = u64::from_be_bytes(ctx);
             let Some(&key) = self.read_ctxs.get(&ctx) else {
                 continue;
             };
@@ -750,7 +755,6 @@ impl Node {
         }
     }
 
-    #[allow(clippy::indexing_slicing)] // only `w[0]`/`w[1]` of `windows(2)`, in a debug_assert
     fn process_ready(&mut self) -> Result<(), crate::storage::Error> {
         if !self.raw.has_ready() {
             return Ok(());
@@ -819,7 +823,10 @@ impl Node {
 
         if let Some(last) = committed.last() {
             debug_assert!(
-                committed.windows(2).all(|w| w[1].index == w[0].index + 1)
+                committed
+                    .iter()
+                    .zip(committed.iter().skip(1))
+                    .all(|(a, b)| b.index == a.index + 1)
                     && committed
                         .first()
                         .is_some_and(|f| f.index <= self.sent_to_apply + 1),
