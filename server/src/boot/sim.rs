@@ -264,6 +264,37 @@ impl Member {
             .load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// Proposes a put as `EtcdServer` does: a waiter under `id`, the entry
+    /// into the node's inbox. `None`: refused at once (inbox or waiters
+    /// full).
+    fn propose_put(
+        &self,
+        id: u64,
+        key: u64,
+        value: String,
+    ) -> Option<oneshot::Receiver<Result<Applied, Error>>> {
+        let data = InternalRequest {
+            id,
+            request: Some(Request::Put(PutRequest {
+                key: key_bytes(key).into(),
+                value: value.into_bytes().into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        let rx = self.apply.waiters.register(id).ok()?;
+        if self
+            .raft_tx
+            .try_send(RaftMsg::Propose { id, data })
+            .is_err()
+        {
+            self.apply.waiters.cancel(id);
+            return None;
+        }
+        Some(rx)
+    }
+
     /// One turn of the raft node, then everything the apply loop was sent.
     fn step(&mut self, now: Instant) -> Result<Stepped, String> {
         self.node.take_input(now);
@@ -682,27 +713,12 @@ impl Sim {
         };
         let sent = match kind {
             Kind::Put { value } => {
-                let data = InternalRequest {
-                    id,
-                    request: Some(Request::Put(PutRequest {
-                        key: key_bytes(key).into(),
-                        value: value.into_bytes().into(),
-                        ..Default::default()
-                    })),
-                    ..Default::default()
+                let rx = m.propose_put(id, key, value);
+                let sent = rx.is_some();
+                if let Some(rx) = rx {
+                    self.waiting.push(Waiting::Put { op, rx, id });
                 }
-                .encode_to_vec();
-                match m.apply.waiters.register(id) {
-                    Ok(rx) if m.raft_tx.try_send(RaftMsg::Propose { id, data }).is_ok() => {
-                        self.waiting.push(Waiting::Put { op, rx, id });
-                        true
-                    }
-                    Ok(_) => {
-                        m.apply.waiters.cancel(id);
-                        false
-                    }
-                    Err(_) => false,
-                }
+                sent
             }
             Kind::Read => {
                 let (tx, rx) = oneshot::channel();
@@ -946,18 +962,7 @@ impl Sim {
         let Some(m) = self.members[member].as_ref() else {
             return;
         };
-        let data = InternalRequest {
-            id,
-            request: Some(Request::Put(PutRequest {
-                key: key_bytes(0).into(),
-                value: format!("v{op}").into_bytes().into(),
-                ..Default::default()
-            })),
-            ..Default::default()
-        }
-        .encode_to_vec();
-        if let Ok(rx) = m.apply.waiters.register(id) {
-            let _ = m.raft_tx.try_send(RaftMsg::Propose { id, data });
+        if let Some(rx) = m.propose_put(id, 0, format!("v{op}")) {
             self.waiting.push(Waiting::Put { op, rx, id });
         }
     }
