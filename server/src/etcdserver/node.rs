@@ -239,7 +239,12 @@ impl Node {
             let timeout = self.next_tick.saturating_duration_since(Instant::now());
             crossbeam_channel::select! {
                 recv(self.inbox) -> m => match m {
-                    Ok(m) => self.handle(m),
+                    Ok(m) => {
+                        // What `handle` stamps (held proposals, the time
+                        // the leader was lost) is stamped now.
+                        self.now = Instant::now();
+                        self.handle(m);
+                    }
                     Err(_) => break,
                 },
                 recv(self.ctl) -> m => {
