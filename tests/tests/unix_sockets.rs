@@ -382,6 +382,17 @@ fn unix_socket_cluster_serves_etcdctl_and_http() {
         "{status}"
     );
 
+    // The admin CLI takes unix endpoints as etcdctl does.
+    if target() == Target::Cairn {
+        let out = cairn_config_status(&c, 1, &[]);
+        assert!(
+            stdout(&out).contains("last_reload"),
+            "{}{}",
+            stdout(&out),
+            cairn_tests::stderr(&out)
+        );
+    }
+
     // The HTTP surfaces on the same socket: /health, /metrics, /version,
     // the v3 JSON gateway and the v2 API.
     let sock = c.socket(&c.members[0].client);
@@ -505,6 +516,43 @@ fn unixs_peers_with_client_certificates() {
     }
     let c = UnixCluster::start(3, Security::Pki);
     check_unixs_cluster(&c);
+
+    // The admin CLI over unixs: TLS to the socket, the server verified as
+    // the URL's host, with etcdctl's certificate flags.
+    let pki = c.pki.as_ref().expect("PKI");
+    let flags = [
+        format!("--cacert={}", path(&pki.ca_file())),
+        format!("--cert={}", path(&pki.client_cert())),
+        format!("--key={}", path(&pki.client_key())),
+    ];
+    let out = cairn_config_status(&c, 0, &flags);
+    assert!(
+        stdout(&out).contains("last_reload"),
+        "{}{}",
+        stdout(&out),
+        cairn_tests::stderr(&out)
+    );
+    // Without the CA the server is not trusted.
+    let out = cairn_config_status(&c, 0, &flags[1..]);
+    assert!(
+        cairn_tests::stderr(&out).contains("cannot reach any endpoint"),
+        "{}{}",
+        stdout(&out),
+        cairn_tests::stderr(&out)
+    );
+}
+
+/// `cairn config status` against member `i`'s client URL, run where the
+/// socket files are (a unix URL's `host:port` names a file there).
+fn cairn_config_status(c: &UnixCluster, i: usize, flags: &[String]) -> Output {
+    let mut cmd = Command::new(cairn_tests::cairn_bin());
+    cmd.current_dir(c.dir.path())
+        .args(["config", "status"])
+        .arg(format!("--endpoints={}", c.client_url(i)))
+        .args(flags)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    wait_output(cmd.spawn().expect("cairn"), Duration::from_secs(30))
 }
 
 fn check_unixs_cluster(c: &UnixCluster) {

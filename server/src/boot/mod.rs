@@ -309,6 +309,32 @@ fn bootstrap_new(
     Ok((self_id, cluster_id))
 }
 
+/// A member's whole answer to `/members` must arrive within this; the join
+/// asks again (or another member) until `JOIN_DISCOVERY_TIMEOUT`.
+const MEMBERS_TIMEOUT: Duration = Duration::from_secs(3);
+/// The most of a `/members` answer read: a member list is small.
+const MAX_MEMBERS_BYTES: usize = 4 << 20;
+
+/// GET `/members` from the member at peer URL `base`; `https` and `unixs`
+/// URLs are dialed with the peer TLS client configuration (system roots
+/// and no client certificate without one).
+async fn get_members(
+    base: &str,
+    peer_tls: Option<&crate::tls::ReloadableTlsConfig>,
+) -> Result<crate::net::http_client::Response, String> {
+    use crate::net::http_client::{Client, Request};
+    let url = url::Url::parse(&format!("{}/members", base.trim_end_matches('/')))
+        .map_err(|e| format!("bad URL: {e}"))?;
+    let mut client = Client::new(MEMBERS_TIMEOUT, MAX_MEMBERS_BYTES);
+    if matches!(url.scheme(), "https" | "unixs") {
+        client = client.tls(crate::tls::connect::peer_client_config(peer_tls)?);
+    }
+    client
+        .send(Request::new(http::Method::GET, &url), MEMBERS_TIMEOUT)
+        .await
+        .map_err(|e| e.to_string())
+}
+
 /// A new member joining a running cluster (`--initial-cluster-state
 /// existing`, after `etcdctl member add`): learns the member table and the
 /// cluster ID from the running members' peer endpoints, finds itself in it
@@ -336,13 +362,13 @@ async fn bootstrap_join(
         let mut last_err = String::new();
         let mut found = None;
         for url in &others {
-            match crate::net::http_client::get_tls(url, "/members", peer_tls).await {
-                Ok((headers, body)) => {
-                    let cid = headers
-                        .iter()
-                        .find(|(k, _)| k.eq_ignore_ascii_case("x-etcd-cluster-id"))
-                        .and_then(|(_, v)| u64::from_str_radix(v.trim(), 16).ok());
-                    let list: Result<Vec<serde_json::Value>, _> = serde_json::from_str(&body);
+            match get_members(url, peer_tls).await {
+                Ok(resp) if resp.status == http::StatusCode::OK => {
+                    let cid = resp
+                        .header("x-etcd-cluster-id")
+                        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok());
+                    let list: Result<Vec<serde_json::Value>, _> =
+                        serde_json::from_slice(&resp.body);
                     match (cid, list) {
                         (Some(cid), Ok(list)) => {
                             found = Some((cid, list));
@@ -351,6 +377,7 @@ async fn bootstrap_join(
                         _ => last_err = format!("{url}: unexpected answer"),
                     }
                 }
+                Ok(resp) => last_err = format!("{url}: HTTP {}", resp.status),
                 Err(e) => last_err = format!("{url}: {e}"),
             }
         }

@@ -3,19 +3,22 @@
 //! (`ETCDCTL_ENDPOINTS`), `--cacert`/`--cert`/`--key` (`ETCDCTL_CACERT`,
 //! `ETCDCTL_CERT`, `ETCDCTL_KEY`), `--user NAME[:PASSWORD]` with
 //! `--password` (`ETCDCTL_USER`, `ETCDCTL_PASSWORD`), plus `--auth-token`
-//! for a token already in hand. Requests are bounded HTTP/1.1 exchanges over
-//! TCP or TLS, tried on each endpoint in turn until one answers. As in
+//! for a token already in hand. Requests go through the server's HTTP
+//! client (`net::http_client`, bounded), tried on each endpoint in turn
+//! until one answers. As in
 //! etcdctl, `unix://host:port` and `unixs://host:port` endpoints reach the
 //! socket file `host:port` in the working directory (with TLS for `unixs`).
 
-use std::io::{Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::sync::{Arc, OnceLock};
+use crate::net::http_client::{self, Request};
+use std::sync::OnceLock;
 use std::time::Duration;
+use url::Url;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// A login's whole exchange.
+const AUTH_TIMEOUT: Duration = Duration::from_secs(9);
 /// Largest response read.
-const MAX_RESPONSE_BYTES: u64 = 64 << 20;
+const MAX_RESPONSE_BYTES: usize = 64 << 20;
 const DEFAULT_ENDPOINT: &str = "127.0.0.1:2379";
 
 /// The connection flags, as read from argv (`None`: not given).
@@ -31,8 +34,9 @@ pub struct ConnFlags {
 }
 
 pub struct Conn {
-    endpoints: Vec<String>,
-    tls: Option<Arc<rustls::ClientConfig>>,
+    endpoints: Vec<Url>,
+    http: http_client::Client,
+    runtime: OnceLock<tokio::runtime::Runtime>,
     user: Option<(String, String)>,
     /// The token sent as `Authorization`: `--auth-token`, or the one
     /// `--user` got from the first endpoint that answered.
@@ -90,14 +94,17 @@ impl Conn {
             ));
         }
         let secure = |e: &str| matches!(scheme(e).as_deref(), Some("https" | "unixs"));
-        let tls = if wants_tls || endpoints.iter().any(|e| secure(e)) {
-            Some(crate::tls::cli_client_config(
+        let mut http = http_client::Client::new(CONNECT_TIMEOUT, MAX_RESPONSE_BYTES);
+        if wants_tls || endpoints.iter().any(|e| secure(e)) {
+            http = http.tls(crate::tls::cli_client_config(
                 cacert.as_deref().map(std::path::Path::new),
                 cert_key,
-            )?)
-        } else {
-            None
-        };
+            )?);
+        }
+        let endpoints = endpoints
+            .iter()
+            .map(|e| Url::parse(e).map_err(|err| format!("endpoint {e}: {err}")))
+            .collect::<Result<Vec<_>, _>>()?;
         let user = match f.user.or_else(|| env("ETCDCTL_USER")) {
             None => None,
             Some(u) => {
@@ -124,39 +131,60 @@ impl Conn {
         }
         Ok(Conn {
             endpoints,
-            tls,
+            http,
+            runtime: OnceLock::new(),
             user,
             token,
         })
     }
 
     /// One request, on the first endpoint that answers: (status, body).
+    /// `timeout` bounds each endpoint's whole exchange.
     pub fn request(
         &self,
         method: &str,
         path: &str,
         body: Option<&str>,
-        read_timeout: Duration,
+        timeout: Duration,
     ) -> Result<(u16, String), String> {
-        let mut last = String::from("no endpoints");
-        for ep in &self.endpoints {
-            let token = match self.token_via(ep) {
-                Ok(t) => t,
-                Err(e) => {
-                    last = format!("{ep}: {e}");
-                    continue;
+        let method = http::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
+        self.runtime()?.block_on(async {
+            let mut last = String::from("no endpoints");
+            for ep in &self.endpoints {
+                let token = match self.token_via(ep).await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        last = format!("{}: {e}", shown(ep));
+                        continue;
+                    }
+                };
+                match self
+                    .exchange(ep, method.clone(), path, body, token.as_deref(), timeout)
+                    .await
+                {
+                    Ok(answer) => return Ok(answer),
+                    Err(e) => last = format!("{}: {e}", shown(ep)),
                 }
-            };
-            match self.exchange(ep, method, path, body, token.as_deref(), read_timeout) {
-                Ok(answer) => return Ok(answer),
-                Err(e) => last = format!("{ep}: {e}"),
             }
+            Err(format!("cannot reach any endpoint ({last})"))
+        })
+    }
+
+    /// The admin tools are synchronous; their requests run on a small
+    /// current-thread runtime made at the first one.
+    fn runtime(&self) -> Result<&tokio::runtime::Runtime, String> {
+        if let Some(rt) = self.runtime.get() {
+            return Ok(rt);
         }
-        Err(format!("cannot reach any endpoint ({last})"))
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("cannot start the I/O runtime: {e}"))?;
+        Ok(self.runtime.get_or_init(|| rt))
     }
 
     /// The token to send: `--user`'s is fetched once, from `ep`.
-    fn token_via(&self, ep: &str) -> Result<Option<String>, String> {
+    async fn token_via(&self, ep: &Url) -> Result<Option<String>, String> {
         if let Some(t) = self.token.get() {
             return Ok(t.clone());
         }
@@ -167,13 +195,13 @@ impl Conn {
         let (status, text) = self
             .exchange(
                 ep,
-                "POST",
+                http::Method::POST,
                 "/v3/auth/authenticate",
                 Some(&body),
                 None,
-                CONNECT_TIMEOUT * 3,
+                AUTH_TIMEOUT,
             )
-            .map_err(|e| e.to_string())?;
+            .await?;
         let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
         if status != 200 {
             let msg = v["error"]
@@ -190,149 +218,42 @@ impl Conn {
         Ok(self.token.get().cloned().flatten())
     }
 
-    fn exchange(
+    async fn exchange(
         &self,
-        endpoint: &str,
-        method: &str,
+        endpoint: &Url,
+        method: http::Method,
         path: &str,
         body: Option<&str>,
         token: Option<&str>,
-        read_timeout: Duration,
-    ) -> std::io::Result<(u16, String)> {
-        let url = url::Url::parse(endpoint)
-            .map_err(|e| std::io::Error::other(format!("bad endpoint: {e}")))?;
-        let host = url
-            .host_str()
-            .ok_or_else(|| std::io::Error::other("endpoint has no host"))?
-            .to_owned();
-        let port = url.port_or_known_default().unwrap_or(2379);
-        let hostport = match url.port() {
-            Some(p) => format!("{host}:{p}"),
-            None => host.clone(),
-        };
-        let stream: Box<dyn ReadWrite> = if matches!(url.scheme(), "unix" | "unixs") {
-            // etcd names the socket file by the URL's host:port.
-            let s = std::os::unix::net::UnixStream::connect(&hostport)?;
-            s.set_read_timeout(Some(read_timeout))?;
-            s.set_write_timeout(Some(read_timeout))?;
-            Box::new(s)
-        } else {
-            let addr = (host.trim_start_matches('[').trim_end_matches(']'), port)
-                .to_socket_addrs()?
-                .next()
-                .ok_or_else(|| std::io::Error::other("no address"))?;
-            let tcp = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
-            tcp.set_read_timeout(Some(read_timeout))?;
-            tcp.set_write_timeout(Some(read_timeout))?;
-            Box::new(tcp)
-        };
-        let body = body.unwrap_or("");
-        let mut head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        );
+        timeout: Duration,
+    ) -> Result<(u16, String), String> {
+        let url = endpoint
+            .join(path)
+            .map_err(|e| format!("bad path {path:?}: {e}"))?;
+        let mut req = Request::new(method, &url);
+        if let Some(b) = body {
+            req = req.body("application/json", b.to_owned());
+        }
         if let Some(t) = token {
-            head.push_str(&format!("Authorization: {t}\r\n"));
+            req = req.header(http::header::AUTHORIZATION, t);
         }
-        head.push_str("\r\n");
-        let raw = if matches!(url.scheme(), "https" | "unixs") {
-            let config = self
-                .tls
-                .clone()
-                .ok_or_else(|| std::io::Error::other("no TLS settings"))?;
-            let name = rustls::pki_types::ServerName::try_from(
-                host.trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_owned(),
-            )
-            .map_err(|e| std::io::Error::other(format!("{host:?}: {e}")))?;
-            let conn = rustls::ClientConnection::new(config, name)
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
-            let mut tls = rustls::StreamOwned::new(conn, stream);
-            send_and_read(&mut tls, &head, body)?
-        } else {
-            let mut stream = stream;
-            send_and_read(&mut stream, &head, body)?
-        };
-        parse_response(&raw)
+        let resp = self
+            .http
+            .send(req, timeout)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((resp.status.as_u16(), resp.text()))
     }
 }
 
-/// A connection of either kind (TCP, unix socket).
-trait ReadWrite: Read + Write {}
-impl<T: Read + Write> ReadWrite for T {}
-
-fn send_and_read<S: Read + Write>(s: &mut S, head: &str, body: &str) -> std::io::Result<Vec<u8>> {
-    s.write_all(head.as_bytes())?;
-    s.write_all(body.as_bytes())?;
-    s.flush()?;
-    let mut buf = Vec::new();
-    // A TLS server may close without close_notify; what arrived counts.
-    if let Err(e) = s.take(MAX_RESPONSE_BYTES).read_to_end(&mut buf)
-        && (buf.is_empty() || e.kind() != std::io::ErrorKind::UnexpectedEof)
-    {
-        return Err(e);
-    }
-    Ok(buf)
-}
-
-fn parse_response(buf: &[u8]) -> std::io::Result<(u16, String)> {
-    let split = buf
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other("malformed HTTP response"))?;
-    let head = String::from_utf8_lossy(&buf[..split]).into_owned();
-    let mut payload = buf[split + 4..].to_vec();
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::other("malformed HTTP status line"))?;
-    if head.lines().any(|l| {
-        let l = l.to_ascii_lowercase();
-        l.starts_with("transfer-encoding:") && l.contains("chunked")
-    }) {
-        payload = dechunk(&payload)?;
-    }
-    Ok((status, String::from_utf8_lossy(&payload).into_owned()))
-}
-
-fn dechunk(mut data: &[u8]) -> std::io::Result<Vec<u8>> {
-    let bad = || std::io::Error::other("malformed chunked body");
-    let mut out = Vec::new();
-    loop {
-        let line_end = data.windows(2).position(|w| w == b"\r\n").ok_or_else(bad)?;
-        let size_text = String::from_utf8_lossy(&data[..line_end]);
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
-            .map_err(|_| bad())?;
-        data = &data[line_end + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        if data.len() < size + 2 {
-            return Err(bad());
-        }
-        out.extend_from_slice(&data[..size]);
-        data = &data[size + 2..];
-    }
+/// An endpoint as the user wrote it (no `/` added by URL parsing).
+fn shown(endpoint: &Url) -> &str {
+    endpoint.as_str().trim_end_matches('/')
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn chunked_and_plain_responses() {
-        let plain = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-        assert_eq!(parse_response(plain).unwrap(), (200, "ok".into()));
-        let chunked =
-            b"HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n";
-        assert_eq!(parse_response(chunked).unwrap(), (404, "abcde".into()));
-        assert!(
-            parse_response(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n").is_err()
-        );
-        assert!(parse_response(b"garbage").is_err());
-    }
 
     #[test]
     fn bare_endpoints_take_the_scheme_the_flags_imply() {
@@ -341,7 +262,8 @@ mod tests {
             ..ConnFlags::default()
         })
         .unwrap();
-        assert_eq!(c.endpoints, ["http://127.0.0.1:1", "http://127.0.0.2:2"]);
+        let shown: Vec<&str> = c.endpoints.iter().map(shown).collect();
+        assert_eq!(shown, ["http://127.0.0.1:1", "http://127.0.0.2:2"]);
         assert!(
             Conn::new(ConnFlags {
                 endpoints: Some("tcp://x:1".into()),

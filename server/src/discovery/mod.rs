@@ -7,7 +7,6 @@
 //! still match.
 
 mod dns;
-mod http;
 pub mod srv;
 pub mod v2;
 

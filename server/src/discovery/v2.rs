@@ -19,13 +19,17 @@
 //! registrations by creation index).
 
 use super::DiscoveryError;
-use super::http::{Response, TransportError, request};
+use crate::net::http_client::{self, HttpClientError, Request, Response};
 use std::time::Duration;
 use tokio::time::Instant;
 use url::Url;
 
-/// etcd's client request timeout (`client.DefaultRequestTimeout`).
+/// etcd's client request timeout (`client.DefaultRequestTimeout`); also
+/// the bound on dialing the service (or the proxy, and its tunnel).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// The largest discovery response read: a discovery directory lists a
+/// handful of members; anything near this is not a discovery service.
+const MAX_RESPONSE_BYTES: usize = 4 << 20;
 /// One long poll of the directory; then it is read again and re-watched.
 const WATCH_POLL: Duration = Duration::from_secs(60);
 /// How long a member waits for the others to register (etcd: forever).
@@ -86,12 +90,16 @@ enum KeysError {
     InvalidJson,
 }
 
-impl From<TransportError> for KeysError {
-    fn from(e: TransportError) -> Self {
-        if e.timed_out {
-            KeysError::TimedOut(e.message)
+impl KeysError {
+    /// No response from `url`: always worth a retry (etcd's
+    /// `ClusterError`), unless only the deadline passed (a long poll that
+    /// saw nothing ends so).
+    fn transport(url: &Url, e: &HttpClientError) -> Self {
+        let message = format!("{url}: {e}");
+        if matches!(e, HttpClientError::TimedOut(_)) {
+            KeysError::TimedOut(message)
         } else {
-            KeysError::Transient(e.message)
+            KeysError::Transient(message)
         }
     }
 }
@@ -107,7 +115,10 @@ struct Client {
     base: Url,
     /// The directory's URL path, e.g. `/v2/keys/_etcd/registry/<token>`.
     cluster: String,
-    proxy: Option<Url>,
+    /// `https` services are verified against the system's CAs
+    /// (`$SSL_CERT_FILE` when set, as Go), with no client certificate, as
+    /// etcd; `--discovery-proxy` is used as Go's transport uses a proxy.
+    http: http_client::Client,
     self_id: u64,
     retries: u32,
     backoff_unit: Duration,
@@ -158,10 +169,18 @@ impl Client {
                 })?),
                 None => None,
             };
+        let mut http = http_client::Client::new(REQUEST_TIMEOUT, MAX_RESPONSE_BYTES);
+        if base.scheme() == "https" {
+            // System roots, no client certificate: etcd's `TLSInfo{}`.
+            http = http.tls(crate::tls::fallback_client_config().map_err(DiscoveryError::Other)?);
+        }
+        if let Some(p) = proxy {
+            http = http.proxy(p);
+        }
         Ok(Client {
             base,
             cluster,
-            proxy,
+            http,
             self_id,
             retries: 0,
             backoff_unit,
@@ -191,7 +210,15 @@ impl Client {
         timeout: Duration,
     ) -> Result<Answer, KeysError> {
         let url = self.url(path, query);
-        let resp = request(method, &url, form, self.proxy.as_ref(), timeout).await?;
+        let mut req = Request::new(method, &url);
+        if let Some(f) = form {
+            req = req.body("application/x-www-form-urlencoded", f);
+        }
+        let resp = self
+            .http
+            .send(req, timeout)
+            .await
+            .map_err(|e| KeysError::transport(&url, &e))?;
         answer(&url, resp)
     }
 
@@ -394,15 +421,15 @@ fn unavailable(error: &str) -> DiscoveryError {
 /// Reads a keys answer as etcd's v2 client does: 5xx is a failed endpoint,
 /// 200/201 must be JSON, anything else is a v2 error document.
 fn answer(url: &Url, resp: Response) -> Result<Answer, KeysError> {
-    if resp.status / 100 == 5 {
+    let status = resp.status.as_u16();
+    if status / 100 == 5 {
         return Err(KeysError::Transient(format!(
-            "{url}: server error {}",
-            resp.status
+            "{url}: server error {status}"
         )));
     }
     let json: serde_json::Value =
         serde_json::from_slice(&resp.body).map_err(|_| KeysError::InvalidJson)?;
-    if resp.status == 200 || resp.status == 201 {
+    if status == 200 || status == 201 {
         let index = resp
             .header("x-etcd-index")
             .and_then(|v| v.trim().parse().ok())
@@ -473,6 +500,9 @@ pub mod fuzzing {
     /// cluster. A description of the outcome; `Err` for a broken invariant.
     pub fn keys_answer(status: u16, body: &[u8]) -> Result<String, String> {
         let url = url::Url::parse("http://fuzz:2379/v2/keys/d").map_err(|e| e.to_string())?;
+        let Ok(status) = http::StatusCode::from_u16(status) else {
+            return Ok(format!("status {status} is no HTTP status"));
+        };
         let resp = super::Response {
             status,
             headers: http::HeaderMap::new(),
@@ -699,7 +729,7 @@ mod tests {
     fn answers_are_read_as_etcds_client_reads_them() {
         let url = Url::parse("http://h:1/x").unwrap();
         let resp = |status: u16, body: &str| Response {
-            status,
+            status: http::StatusCode::from_u16(status).unwrap(),
             headers: http::HeaderMap::new(),
             body: bytes::Bytes::from(body.to_string()),
         };

@@ -1,6 +1,6 @@
 //! The client side: connections to other members' `https`, `unix` and
 //! `unixs` peer URLs, for the gRPC peer transport (as a tonic connector)
-//! and for the plain HTTP/1.1 requests of `http_client`.
+//! and for the HTTP/1.1 requests of `net::http_client`.
 //!
 //! A unix peer URL names a socket file by its `host:port`, relative to the
 //! working directory, as etcd 3.4 dials it (Go's `http.Transport` with a
@@ -35,6 +35,29 @@ pub fn peer_client_config(
     }
 }
 
+/// Completes a TLS handshake on `stream` (TCP, a unix socket, a proxy's
+/// tunnel), verifying the server as `host` (an IP address or a DNS name,
+/// brackets allowed). Unbounded: callers put their own deadline on it.
+pub async fn handshake<S>(
+    config: Arc<rustls::ClientConfig>,
+    host: &str,
+    stream: S,
+) -> std::io::Result<TlsStream<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let name = ServerName::try_from(host.to_string()).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{host:?} is not a valid TLS server name: {e}"),
+        )
+    })?;
+    tokio_rustls::TlsConnector::from(config)
+        .connect(name, stream)
+        .await
+}
+
 /// Opens a TCP connection to `host:port` and completes a TLS handshake,
 /// verifying the server as `host` (an IP address or a DNS name), within
 /// [`HANDSHAKE_TIMEOUT`].
@@ -44,18 +67,10 @@ pub async fn connect(
     port: u16,
 ) -> std::io::Result<TlsStream<TcpStream>> {
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let name = ServerName::try_from(host.to_string()).map_err(|e| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("{host:?} is not a valid TLS server name: {e}"),
-        )
-    })?;
     let work = async {
         let tcp = TcpStream::connect((host, port)).await?;
         let _ = tcp.set_nodelay(true);
-        tokio_rustls::TlsConnector::from(config)
-            .connect(name, tcp)
-            .await
+        handshake(config, host, tcp).await
     };
     tokio::time::timeout(HANDSHAKE_TIMEOUT, work)
         .await
@@ -79,16 +94,7 @@ pub async fn connect_unix(
             Some((h, _)) => h,
             None => authority,
         };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        let name = ServerName::try_from(host.to_string()).map_err(|e| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("{host:?} is not a valid TLS server name: {e}"),
-            )
-        })?;
-        let tls = tokio_rustls::TlsConnector::from(config)
-            .connect(name, stream)
-            .await?;
+        let tls = handshake(config, host, stream).await?;
         Ok(Box::new(tls) as Box<dyn PeerIo>)
     };
     tokio::time::timeout(HANDSHAKE_TIMEOUT, work)
