@@ -14,10 +14,10 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
-use crate::CompareArgs;
 use crate::cluster::{self, ClusterSpec, Layout, RunningCluster};
 use crate::protoc::add_protoc_to_path;
 use crate::util::{cargo, describe, display_cmd, find_on_path, run_captured, run_streamed};
+use crate::{BenchClient, CompareArgs};
 
 /// Startup of a fresh cluster is a few seconds; allow for a slow machine.
 const CLUSTER_START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -127,7 +127,10 @@ pub fn compare(args: CompareArgs) -> Result<ExitCode> {
     // Cheap checks first, long builds after.
     let etcd_bin = find_etcd(args.etcd_bin.as_deref())?;
     let cairn_bin = cluster::cairn_binary()?;
-    let bench = build_bench()?;
+    let (bench, client) = match args.client {
+        BenchClient::Rust => (build_bench()?, "cairn-bench (Rust etcd-client)"),
+        BenchClient::Go => (crate::gobench::build()?, "gobench (Go clientv3 3.4)"),
+    };
 
     let mut sides = vec![Side {
         label: "Cairn".into(),
@@ -197,7 +200,7 @@ pub fn compare(args: CompareArgs) -> Result<ExitCode> {
         let _ = fs::remove_dir(&base);
     }
 
-    let table = render_table(&sides[0], sides.get(1), layout, args.rounds);
+    let table = render_table(&sides[0], sides.get(1), layout, args.rounds, client);
     println!("{table}");
     if let Some(out) = &args.out {
         if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
@@ -371,7 +374,13 @@ fn clear_stale(dir: &Path) -> Result<()> {
 }
 
 /// What was measured and how: the lines above the table.
-fn preamble(cairn: &Side, etcd: Option<&Side>, layout: Layout, rounds: u32) -> String {
+fn preamble(
+    cairn: &Side,
+    etcd: Option<&Side>,
+    layout: Layout,
+    rounds: u32,
+    client: &str,
+) -> String {
     let mut s = String::new();
     let settings = cairn
         .outcome
@@ -397,7 +406,7 @@ fn preamble(cairn: &Side, etcd: Option<&Side>, layout: Layout, rounds: u32) -> S
         };
         let _ = writeln!(
             s,
-            "cairn-bench: {} clients over {} connections, {amount}, {}-byte keys \
+            "{client}: {} clients over {} connections, {amount}, {}-byte keys \
              (key space {}), {}-byte values.",
             st.clients, st.conns, st.key_size, st.key_space, st.val_size
         );
@@ -417,8 +426,14 @@ fn preamble(cairn: &Side, etcd: Option<&Side>, layout: Layout, rounds: u32) -> S
     s
 }
 
-fn render_table(cairn: &Side, etcd: Option<&Side>, layout: Layout, rounds: u32) -> String {
-    let mut s = preamble(cairn, etcd, layout, rounds);
+fn render_table(
+    cairn: &Side,
+    etcd: Option<&Side>,
+    layout: Layout,
+    rounds: u32,
+    client: &str,
+) -> String {
+    let mut s = preamble(cairn, etcd, layout, rounds, client);
     s.push('\n');
     s.push_str(
         "| Workload | Cairn QPS | etcd QPS | QPS Cairn/etcd | Cairn p50 ms | etcd p50 ms \

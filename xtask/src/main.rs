@@ -30,6 +30,7 @@ mod bench_rolling;
 mod cluster;
 mod deny;
 mod fuzz;
+mod gobench;
 mod health;
 mod layers;
 mod plugins;
@@ -173,9 +174,21 @@ pub struct CompareArgs {
     /// Also write the markdown table to this file.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// The load generator: `rust` (cairn-bench, on the etcd-client crate)
+    /// or `go` (xtask/gobench, on etcd's clientv3; needs Debian's
+    /// golang-go and golang-etcd-server-dev). Both take the same flags.
+    #[arg(long, value_enum, default_value_t = BenchClient::Rust)]
+    client: BenchClient,
     /// Extra arguments for cairn-bench, e.g. `--clients 16 --total 5000`.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     bench_args: Vec<String>,
+}
+
+/// Which load generator `bench compare` drives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchClient {
+    Rust,
+    Go,
 }
 
 fn main() -> ExitCode {
