@@ -24,15 +24,18 @@ use super::node;
 use super::proposal::{self, Proposal};
 use super::{Applied, EtcdServer, MAX_APPLY_LAG, RequestCtx};
 use crate::error::Error;
-use crate::pb::cairnpb::{InternalRequest, internal_request::Request};
+use crate::pb::cairnpb::{InternalRequest, PluginStamp, RequestAuth, internal_request::Request};
 use crate::pb::etcdserverpb::{
     DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
     TxnRequest, TxnResponse,
 };
+use crate::policy::ActiveSet;
 use crate::policy::gate::MAX_JUDGEMENTS;
 use crate::policy::metrics::PLUGIN_METRICS;
 use crate::state::txn;
 use prost::Message as _;
+use std::future::Future;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::oneshot;
@@ -144,22 +147,50 @@ impl EtcdServer {
     ) -> Result<P::Response, Error> {
         let request = p.into_request();
         let deadline = ctx.deadline();
+        let verdict = |set: Arc<ActiveSet>| {
+            let request = &request;
+            async move {
+                self.plugins
+                    .judge_request(&set, request, ctx.principal(), deadline.into_std())
+                    .await
+            }
+        };
+        let auth = Some(ctx.request_auth());
+        let applied = self
+            .propose_judged(&request, auth, deadline, verdict)
+            .await?;
+        proposal::expect::<P>(applied)
+    }
+
+    /// Steps 3 to 6 for any judged write (the v3 KV writes above, v2
+    /// writes in `policy.rs`): `judge` asks the plugin set it is given for
+    /// a verdict and the stamp to carry; the write is proposed with it and
+    /// judged again if the apply loop refused the stamp as stale, or if a
+    /// denial came from a set the cluster has already replaced.
+    pub(super) async fn propose_judged<J, F>(
+        &self,
+        request: &Request,
+        auth: Option<RequestAuth>,
+        deadline: tokio::time::Instant,
+        mut judge: J,
+    ) -> Result<Applied, Error>
+    where
+        J: FnMut(Arc<ActiveSet>) -> F,
+        F: Future<Output = Result<Option<PluginStamp>, Error>>,
+    {
         let mut attempts = 0;
         loop {
             attempts += 1;
             let set = self.plugins.current();
+            let version = set.version;
             // Judged with no set at all (version 0), a write can still go
             // stale: the first set may be applied before it is, and apply
             // then refuses it like any other. So the request is kept for a
             // retry either way (a clone of its `Bytes` and op lists).
-            let judged = self
-                .plugins
-                .judge_request(&set, &request, ctx.principal(), deadline.into_std())
-                .await;
-            let stamp = match judged {
+            let stamp = match judge(set).await {
                 Err(e @ Error::PluginDenied { .. }) => {
                     if attempts < MAX_JUDGEMENTS
-                        && self.denied_by_stale_set(set.version, deadline).await
+                        && self.denied_by_stale_set(version, deadline).await
                     {
                         continue;
                     }
@@ -167,9 +198,8 @@ impl EtcdServer {
                 }
                 other => other?,
             };
-            let auth = Some(ctx.request_auth());
             match self
-                .propose_as(request.clone(), auth, stamp, deadline)
+                .propose_as(request.clone(), auth.clone(), stamp, deadline)
                 .await
             {
                 Err(Error::PluginSetChanged)
@@ -177,7 +207,7 @@ impl EtcdServer {
                 {
                     PLUGIN_METRICS.rejudged.inc();
                 }
-                other => return proposal::expect::<P>(other?),
+                other => return other,
             }
         }
     }
@@ -188,11 +218,7 @@ impl EtcdServer {
     /// is confirmed against the cluster's current set: this member may not
     /// have applied a change (say, the plugin's removal) that the client
     /// just made through another member. Costs a ReadIndex, on denials only.
-    pub(super) async fn denied_by_stale_set(
-        &self,
-        version: u64,
-        deadline: tokio::time::Instant,
-    ) -> bool {
+    async fn denied_by_stale_set(&self, version: u64, deadline: tokio::time::Instant) -> bool {
         let stale = version != 0
             && self.linearizable_read_until(deadline).await.is_ok()
             && self.plugins.version() != version;

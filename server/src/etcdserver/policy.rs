@@ -43,56 +43,36 @@ impl EtcdServer {
                 .await?;
             return proposal::expect::<V2Entry>(applied);
         };
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let set = self.plugins.current();
-            let stamp = if set.version == 0 {
-                None
-            } else {
+        let verdict = |set: Arc<ActiveSet>| {
+            let plan = plan.clone();
+            async move {
+                if set.version == 0 {
+                    return Ok(None);
+                }
                 let reader: Arc<dyn KeyReader> = Arc::new(V2Reader {
                     v2: Arc::clone(&self.v2),
                 });
                 let index = self.v2.read().index();
-                let judged = self
-                    .plugins
+                self.plugins
                     .run_plan(
                         &set,
-                        plan.clone(),
+                        plan,
                         reader,
                         index as i64 + 1,
                         None,
                         deadline.into_std(),
                     )
-                    .await;
-                match judged {
-                    Err(e @ Error::PluginDenied { .. }) => {
-                        if attempts < MAX_JUDGEMENTS
-                            && self.denied_by_stale_set(set.version, deadline).await
-                        {
-                            continue;
-                        }
-                        return Err(e);
-                    }
-                    other => other?,
-                }
-                Some(PluginStamp {
+                    .await?;
+                Ok(Some(PluginStamp {
                     version: set.version,
                     txn_path: Vec::new(),
-                })
-            };
-            match self
-                .propose_as(Request::V2(data.clone()), None, stamp, deadline)
-                .await
-            {
-                Err(Error::PluginSetChanged)
-                    if attempts < MAX_JUDGEMENTS && tokio::time::Instant::now() < deadline =>
-                {
-                    PLUGIN_METRICS.rejudged.inc();
-                }
-                other => return proposal::expect::<V2Entry>(other?),
+                }))
             }
-        }
+        };
+        let applied = self
+            .propose_judged(&Request::V2(data), None, deadline, verdict)
+            .await?;
+        proposal::expect::<V2Entry>(applied)
     }
 
     /// Replaces the plugin set with what `next` computes from the current
