@@ -228,19 +228,12 @@ pub async fn page(
     );
     if samples.len() < 2 {
         body.push_str("<p>Not enough samples yet: come back in a few seconds.</p>");
-        return html::page_with_status(
-            axum::http::StatusCode::OK,
-            &s,
-            "Metrics",
-            Nav::Metrics,
-            &body,
-            r#"<meta http-equiv="refresh" content="30">"#,
-        );
+    } else {
+        let pairs: Vec<Interval<'_>> = samples.iter().zip(samples.iter().skip(1)).collect();
+        let slots = n - 1;
+        body.push_str(&request_charts(&pairs, &samples, slots));
+        body.push_str(&raft_and_backend_charts(&pairs, slots));
     }
-    let pairs: Vec<Interval<'_>> = samples.iter().zip(samples.iter().skip(1)).collect();
-    let slots = n - 1;
-    body.push_str(&request_charts(&pairs, &samples, slots));
-    body.push_str(&raft_and_backend_charts(&pairs, slots));
     html::page_with_status(
         axum::http::StatusCode::OK,
         &s,
