@@ -17,9 +17,9 @@
 
 mod build;
 mod conf;
-mod etcdctl;
+pub mod etcdctl;
 mod logs;
-mod members;
+pub mod members;
 mod status;
 
 use std::fs::{self, OpenOptions};
@@ -784,12 +784,7 @@ impl RunningCluster {
     /// period), start it again from its data and config, and wait (bounded)
     /// until it is healthy. Returns how long it took to exit after SIGTERM.
     pub fn restart_member(&mut self, i: usize, timeout: Duration) -> Result<Duration> {
-        let pos = self
-            .children
-            .iter()
-            .position(|(j, _)| *j == i)
-            .with_context(|| format!("member {i} was not started here"))?;
-        let (_, mut child) = self.children.remove(pos);
+        let mut child = self.take_child(i)?;
         let stopping = Instant::now();
         signal(child.id(), Signal::SIGTERM);
         if !matches!(wait_timeout(&mut child, STOP_GRACE), Ok(Some(_))) {
@@ -802,14 +797,46 @@ impl RunningCluster {
             let _ = wait_timeout(&mut child, KILL_WAIT);
         }
         let stop_took = stopping.elapsed();
-        self.spec.members[i].pid = None;
-        wait_ports_released(&[&self.spec.members[i]]);
+        self.stopped(i);
+        self.spawn_stopped(i)?;
+        wait_members_healthy(self, &[i], timeout)?;
+        Ok(stop_took)
+    }
+
+    /// A crash: SIGKILL member `i`, then wait (bounded) until it is gone
+    /// and its ports can be bound again.
+    pub fn crash_member(&mut self, i: usize) -> Result<()> {
+        let mut child = self.take_child(i)?;
+        let _ = child.kill();
+        if !matches!(wait_timeout(&mut child, KILL_WAIT), Ok(Some(_))) {
+            bail!("{} survived SIGKILL", self.spec.members[i].name);
+        }
+        self.stopped(i);
+        Ok(())
+    }
+
+    /// Starts member `i`, which is not running, from its data and config
+    /// file (a new member's must be written first), as our child. Does not
+    /// wait for it.
+    pub fn spawn_stopped(&mut self, i: usize) -> Result<()> {
         let child = spawn_member(&self.spec, &self.spec.members[i], false)?;
         self.spec.members[i].pid = Some(child.id());
         self.children.push((i, child));
-        self.spec.save()?;
-        wait_members_healthy(self, &[i], timeout)?;
-        Ok(stop_took)
+        self.spec.save()
+    }
+
+    fn take_child(&mut self, i: usize) -> Result<Child> {
+        let pos = self
+            .children
+            .iter()
+            .position(|(j, _)| *j == i)
+            .with_context(|| format!("member {i} was not started here"))?;
+        Ok(self.children.remove(pos).1)
+    }
+
+    fn stopped(&mut self, i: usize) {
+        self.spec.members[i].pid = None;
+        wait_ports_released(&[&self.spec.members[i]]);
     }
 
     /// Stop tracking the members: they keep running after xtask exits.

@@ -70,11 +70,26 @@ pub fn probe(addr: SocketAddr) -> Health {
 /// (`/metrics`, `/version`): the status code and the body, de-chunked.
 /// Bounded like [`probe`].
 pub fn get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    request(addr, &format!("GET {path} HTTP/1.1\r\n"), "")
+}
+
+/// `POST http://<addr><path>` with a JSON body (the `/v3/` gateway), like
+/// [`get`].
+pub fn post_json(addr: SocketAddr, path: &str, body: &str) -> std::io::Result<(u16, String)> {
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    request(addr, &head, body)
+}
+
+/// Sends the request line and headers in `head`, ours, then `body`; reads
+/// the status code and the de-chunked body.
+fn request(addr: SocketAddr, head: &str, body: &str) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: */*\r\nConnection: close\r\n\r\n");
+    let request = format!("{head}Host: {addr}\r\nAccept: */*\r\nConnection: close\r\n\r\n{body}");
     stream.write_all(request.as_bytes())?;
     let mut reply = Vec::new();
     let read = stream.take(MAX_BODY).read_to_end(&mut reply);

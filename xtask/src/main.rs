@@ -27,6 +27,7 @@ mod bench_console;
 mod bench_plugins;
 mod bench_restore;
 mod bench_rolling;
+mod bench_scale;
 mod cluster;
 mod deny;
 mod fuzz;
@@ -151,6 +152,11 @@ enum BenchCommand {
     /// fresh Cairn and etcd 3.4 clusters under steady writes: failed writes
     /// and the worst latency.
     RollingRestart(bench_rolling::RollingArgs),
+    /// What a large keyspace costs (default a million keys plus as many
+    /// overwrites), Cairn and etcd 3.4 side by side: load throughput and
+    /// CPU, RSS, data dir size, a paged full scan, restart after kill -9,
+    /// and a new member's catch-up; print a markdown table.
+    Scale(bench_scale::ScaleArgs),
 }
 
 #[derive(Args)]
@@ -213,6 +219,7 @@ fn main() -> ExitCode {
             Some(BenchCommand::Console(c)) => bench_console::run(c),
             Some(BenchCommand::Restore(r)) => bench_restore::run(r),
             Some(BenchCommand::RollingRestart(r)) => bench_rolling::run(r),
+            Some(BenchCommand::Scale(s)) => bench_scale::run(s),
             None => bench::run(args.args),
         },
         Command::Plugins { action } => plugins::run(action),

@@ -115,6 +115,10 @@ struct Args {
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
     watchers_per_stream: u64,
 
+    /// Keys per page of the `scan` workload.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(i64).range(1..=100_000))]
+    page_size: i64,
+
     /// Member the watchers connect to (default: the first endpoint).
     #[arg(long)]
     watch_endpoint: Option<String>,
@@ -142,6 +146,14 @@ enum Workload {
     Txn,
     /// 80% linearizable gets, 20% puts.
     Mixed,
+    /// Every key of the key space put exactly once, in order across the
+    /// clients (a bulk load; ignores --total, --duration and --warmup).
+    Fill,
+    /// One client reads the whole keyspace, keys only, in linearizable
+    /// pages of --page-size keys, each page starting after the last key of
+    /// the one before (how a client lists a large keyspace). A "request" is
+    /// one page; ignores --clients, --total, --duration and --warmup.
+    Scan,
 }
 
 impl Workload {
@@ -152,7 +164,14 @@ impl Workload {
             Workload::RangeSerializable => "range-serializable",
             Workload::Txn => "txn",
             Workload::Mixed => "mixed",
+            Workload::Fill => "fill",
+            Workload::Scan => "scan",
         }
+    }
+
+    /// Workloads that run once over the key space rather than for a budget.
+    fn once_over_keys(self) -> bool {
+        matches!(self, Workload::Fill | Workload::Scan)
     }
 
     /// Reads want every key to exist, or they would measure misses.
@@ -247,6 +266,9 @@ struct WorkloadReport {
     p99_ms: f64,
     p999_ms: f64,
     max_ms: f64,
+    /// Keys read (the `scan` workload).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    keys: Option<u64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     error_messages: Vec<String>,
 }
@@ -330,16 +352,27 @@ async fn run(args: Args) -> Result<ExitCode> {
             populate(&setup).await?;
             populated = true;
         }
-        if args.warmup > 0 {
+        if args.warmup > 0 && !workload.once_over_keys() {
             run_phase(&setup, workload, Budget::Requests(args.warmup)).await;
         }
-        let budget = match args.duration {
-            Some(d) => Budget::Until(Instant::now() + d),
-            None => Budget::Requests(args.total),
+        let budget = match (workload, args.duration) {
+            (Workload::Fill, _) => Budget::Requests(args.key_space),
+            (_, Some(d)) => Budget::Until(Instant::now() + d),
+            (_, None) => Budget::Requests(args.total),
         };
         let started = Instant::now();
-        let tally = run_phase(&setup, workload, budget).await;
-        let report = summarize(workload, tally, started.elapsed());
+        let report = if workload == Workload::Scan {
+            let (tally, keys) = scan(&setup, args.page_size).await;
+            let mut report = summarize(workload, tally, started.elapsed());
+            report.keys = Some(keys);
+            report
+        } else {
+            summarize(
+                workload,
+                run_phase(&setup, workload, budget).await,
+                started.elapsed(),
+            )
+        };
         eprintln!(
             "cairn-bench: {}: {} requests, {} errors, {:.2}s, {:.0} QPS, p99 {:.2} ms",
             report.workload,
@@ -638,14 +671,23 @@ async fn run_phase(setup: &Setup, workload: Workload, budget: Budget) -> Tally {
             let mut rng = StdRng::from_entropy();
             let mut tally = Tally::default();
             loop {
-                let go = match budget {
-                    Budget::Requests(n) => issued.fetch_add(1, Ordering::Relaxed) < n,
-                    Budget::Until(deadline) => Instant::now() < deadline,
+                // A request budget hands out numbered tickets; `fill` puts
+                // the key of its ticket, so every key exactly once.
+                let ticket = match budget {
+                    Budget::Requests(n) => {
+                        let ticket = issued.fetch_add(1, Ordering::Relaxed);
+                        (ticket < n).then_some(ticket)
+                    }
+                    Budget::Until(deadline) => (Instant::now() < deadline).then_some(0),
                 };
-                if !go {
+                let Some(ticket) = ticket else {
                     return tally;
-                }
-                let key = keys.pick(&mut rng);
+                };
+                let key = if workload == Workload::Fill {
+                    keys.nth(ticket)
+                } else {
+                    keys.pick(&mut rng)
+                };
                 let started = Instant::now();
                 let outcome = tokio::time::timeout(
                     timeout,
@@ -691,7 +733,10 @@ struct KeyPicker {
 
 impl KeyPicker {
     fn pick(&self, rng: &mut StdRng) -> Vec<u8> {
-        let index = rng.gen_range(0..self.key_space);
+        self.nth(rng.gen_range(0..self.key_space))
+    }
+
+    fn nth(&self, index: u64) -> Vec<u8> {
         format!("{index:0width$}", width = self.key_size).into_bytes()
     }
 }
@@ -716,7 +761,9 @@ async fn one_request(
     rng: &mut StdRng,
 ) -> Result<(), etcd_client::Error> {
     match workload {
-        Workload::Put => kv.put(key, value, None).await.map(drop),
+        Workload::Put | Workload::Fill => kv.put(key, value, None).await.map(drop),
+        // Runs in `scan`, never per request.
+        Workload::Scan => Ok(()),
         Workload::RangeLinearizable => kv.get(key, None).await.map(drop),
         Workload::RangeSerializable => kv
             .get(key, Some(GetOptions::new().with_serializable()))
@@ -737,6 +784,50 @@ async fn one_request(
             } else {
                 kv.put(key, value, None).await.map(drop)
             }
+        }
+    }
+}
+
+/// The `scan` workload: pages through every key from the first, keys only,
+/// each page a linearizable range of at most `page_size` keys from just
+/// after the last key of the page before. Stops at the first failed page
+/// (a client cannot go on without its last key). Returns the pages as
+/// requests, and how many keys were read.
+async fn scan(setup: &Setup, page_size: i64) -> (Tally, u64) {
+    let mut kv = setup.kv[0].clone();
+    let mut tally = Tally::default();
+    let mut keys = 0u64;
+    // "\0" with the from-key range end: every key there is.
+    let mut from = vec![0u8];
+    loop {
+        let options = GetOptions::new()
+            .with_from_key()
+            .with_keys_only()
+            .with_limit(page_size);
+        let started = Instant::now();
+        let outcome =
+            tokio::time::timeout(setup.timeout, kv.get(from.clone(), Some(options))).await;
+        tally.requests += 1;
+        let page = match outcome {
+            Ok(Ok(page)) => page,
+            other => {
+                tally.errors += 1;
+                if let Err(message) = flatten(other, setup.timeout) {
+                    tally.messages.insert(message);
+                }
+                return (tally, keys);
+            }
+        };
+        tally
+            .latencies_us
+            .push(u32::try_from(started.elapsed().as_micros()).unwrap_or(u32::MAX));
+        keys += page.kvs().len() as u64;
+        match page.kvs().last() {
+            Some(last) if page.more() => {
+                from = last.key().to_vec();
+                from.push(0);
+            }
+            _ => return (tally, keys),
         }
     }
 }
@@ -775,6 +866,7 @@ fn summarize(workload: Workload, mut tally: Tally, elapsed: Duration) -> Workloa
         p99_ms: pct(0.99),
         p999_ms: pct(0.999),
         max_ms: lat.last().map_or(0.0, |&us| ms(us)),
+        keys: None,
         error_messages: tally.messages.into_iter().collect(),
     }
 }

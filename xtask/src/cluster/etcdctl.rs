@@ -77,6 +77,8 @@ struct StatusJson {
 struct HeaderJson {
     #[serde(default)]
     member_id: u64,
+    #[serde(default)]
+    revision: i64,
 }
 
 /// What one member says about itself.
@@ -88,6 +90,8 @@ pub struct EndpointStatus {
     pub leader: u64,
     pub raft_term: u64,
     pub raft_index: u64,
+    /// The store revision the member has applied.
+    pub revision: i64,
 }
 
 pub fn available() -> bool {
@@ -178,6 +182,7 @@ pub fn endpoint_status(endpoints: &str) -> Result<Vec<EndpointStatus>> {
             leader: e.status.leader,
             raft_term: e.status.raft_term,
             raft_index: e.status.raft_index,
+            revision: e.status.header.revision,
         })
         .collect())
 }

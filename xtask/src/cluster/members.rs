@@ -264,43 +264,8 @@ pub fn add(args: AddArgs) -> Result<ExitCode> {
     spec.binary = super::binary_for(&spec)?;
     spec.config_via = config_via_for(&spec.binary);
 
-    let log_name = spec
-        .members
-        .first()
-        .and_then(|m| m.log.file_name())
-        .map_or_else(|| "cairn.log".into(), |n| n.to_string_lossy().into_owned());
-    let new = Member::new(&dir, &args.name, &log_name, free_slot(&spec)?);
-    if has_data(&new) {
-        bail!(
-            "{} already holds data (from an earlier member called {}?): a new member must \
-             start empty. Delete it or pick another name",
-            new.data_dir.display(),
-            args.name
-        );
-    }
-    check_ports(&[&new])?;
-
     let timeout = Duration::from_secs(args.timeout);
-    let endpoints = spec.endpoints();
-    eprintln!(
-        "xtask: adding {} (peer {}, client {}): etcdctl member add",
-        new.name,
-        new.peer_url(),
-        new.client_url()
-    );
-    let reply = member_add(&endpoints, &new, Instant::now() + timeout)?;
-    let initial_cluster = initial_cluster(&spec, &new, &reply);
-    eprintln!(
-        "xtask: {} is member {:x}; it joins with ETCD_INITIAL_CLUSTER_STATE=\"existing\"",
-        new.name, reply.member.id
-    );
-    let text = conf::render(&spec, &new, &initial_cluster, conf::State::Existing);
-    conf::write(&new.config_path(), &text)?;
-    spec.members.push(new);
-    // Recorded before it starts: the cluster knows the member now, so must
-    // `status` and `remove`, whatever happens next.
-    spec.save()?;
-    let i = spec.members.len() - 1;
+    let i = register(&mut spec, &args.name, Instant::now() + timeout)?;
 
     let mut running = start(spec, &[i], true)?;
     if let Err(err) = wait_members_healthy(&mut running, &[i], timeout) {
@@ -326,6 +291,46 @@ pub fn add(args: AddArgs) -> Result<ExitCode> {
         m.config_path().display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Makes `name` a member of the running cluster: a free address, `etcdctl
+/// member add` (retried until `deadline` while the cluster refuses for a
+/// passing reason), and its config file to join with. Records it in
+/// `spec` (saved: the cluster knows the member now, so must `status` and
+/// `remove`, whatever happens next) and returns its index. The caller
+/// starts it.
+pub fn register(spec: &mut ClusterSpec, name: &str, deadline: Instant) -> Result<usize> {
+    let log_name = spec
+        .members
+        .first()
+        .and_then(|m| m.log.file_name())
+        .map_or_else(|| "cairn.log".into(), |n| n.to_string_lossy().into_owned());
+    let new = Member::new(&spec.dir, name, &log_name, free_slot(spec)?);
+    if has_data(&new) {
+        bail!(
+            "{} already holds data (from an earlier member called {name}?): a new member must \
+             start empty. Delete it or pick another name",
+            new.data_dir.display(),
+        );
+    }
+    check_ports(&[&new])?;
+    eprintln!(
+        "xtask: adding {} (peer {}, client {}): etcdctl member add",
+        new.name,
+        new.peer_url(),
+        new.client_url()
+    );
+    let reply = member_add(&spec.endpoints(), &new, deadline)?;
+    let initial_cluster = initial_cluster(spec, &new, &reply);
+    eprintln!(
+        "xtask: {} is member {:x}; it joins with ETCD_INITIAL_CLUSTER_STATE=\"existing\"",
+        new.name, reply.member.id
+    );
+    let text = conf::render(spec, &new, &initial_cluster, conf::State::Existing);
+    conf::write(&new.config_path(), &text)?;
+    spec.members.push(new);
+    spec.save()?;
+    Ok(spec.members.len() - 1)
 }
 
 /// `etcdctl member add`, retried while the cluster refuses for a passing
