@@ -385,6 +385,7 @@ impl Peer for PeerService {
         ));
         let internal = |e: std::io::Error| Status::internal(format!("writing snapshot: {e}"));
         let mut file = tokio::fs::File::create(&tmp_path).await.map_err(internal)?;
+        let started = std::time::Instant::now();
         let mut total: u64 = 0;
         let received = async {
             while let Some(chunk) = stream.message().await? {
@@ -415,6 +416,7 @@ impl Peer for PeerService {
             return Err(e);
         }
         drop(file);
+        let receive_ms = started.elapsed().as_millis();
         // Verify before raft sees it: raft will replace the state machine
         // with this file.
         let verify_path = tmp_path.clone();
@@ -444,6 +446,8 @@ impl Peer for PeerService {
             from = %format!("{from:x}"),
             index = md.index,
             size_bytes = total,
+            receive_ms,
+            verify_ms = started.elapsed().as_millis() - receive_ms,
             "received snapshot from peer"
         );
         // The transfer was expensive: wait for room in the inbox rather than drop.

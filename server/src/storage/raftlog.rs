@@ -503,26 +503,12 @@ impl raft::Storage for RaftLog {
 
     fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
         let need = request_index.max(self.truncated.0);
-        // A snapshot taken before `to` joined does not list it in its
-        // configuration, and raft on `to` would ignore it forever: only a
-        // newer one will do.
-        let knows_peer = |info: &super::snapfile::SnapshotInfo| {
-            let cs = &info.conf_state;
-            cs.voters.contains(&to)
-                || cs.learners.contains(&to)
-                || cs.voters_outgoing.contains(&to)
-                || cs.learners_next.contains(&to)
-        };
-        match self
-            .snapshots
-            .latest_at_least(need)
-            .filter(|info| to == 0 || knows_peer(info))
-        {
+        match self.snapshots.latest_serving(need, to) {
             Some(info) => Ok(info.to_raft_snapshot()),
             None => {
                 // Building one takes a while; raft asks again on its next
                 // attempt to replicate to that follower.
-                self.snapshots.request_generation();
+                self.snapshots.request_generation(need, to);
                 Err(raft::Error::Store(
                     RaftStorageError::SnapshotTemporarilyUnavailable,
                 ))

@@ -57,7 +57,33 @@ impl SnapshotInfo {
         s.data = bytes::Bytes::from_static(b"cairn-snapfile-v1");
         s
     }
+
+    /// Whether raft can send this snapshot where it needs one of at least
+    /// `index` for member `to` (0: any member). A snapshot taken before `to`
+    /// joined does not list it in its configuration, and raft on `to`
+    /// would ignore it forever: only a newer one will do.
+    pub fn serves(&self, index: u64, to: u64) -> bool {
+        let cs = &self.conf_state;
+        self.index >= index
+            && self.index > 0
+            && (to == 0
+                || cs.voters.contains(&to)
+                || cs.learners.contains(&to)
+                || cs.voters_outgoing.contains(&to)
+                || cs.learners_next.contains(&to))
+    }
 }
+
+/// What raft asked a snapshot for: at least `index`, for member `to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Want {
+    index: u64,
+    to: u64,
+}
+
+/// Distinct members with an outstanding snapshot request; past it, the
+/// requests merge into one for any member.
+const MAX_WANTS: usize = 64;
 
 pub fn file_name(term: u64, index: u64) -> String {
     format!("{term:016x}-{index:016x}.snap")
@@ -68,7 +94,11 @@ pub fn file_name(term: u64, index: u64) -> String {
 pub struct SnapshotRegistry {
     dir: PathBuf,
     latest: Mutex<Option<SnapshotInfo>>,
-    requested: AtomicBool,
+    /// Requests not yet served. Raft repeats its request on every attempt
+    /// to reach a follower, also while a snapshot is being written; one
+    /// that the file being written will serve must not start another
+    /// (which, at a million keys, doubled a new member's wait).
+    wanted: Mutex<Vec<Want>>,
     generating: AtomicBool,
     /// Snapshot files kept after a new one is written (`--max-snapshots`,
     /// live: a reload stores the new value); 0 keeps all, as in etcd.
@@ -90,7 +120,7 @@ impl SnapshotRegistry {
         Ok(SnapshotRegistry {
             dir,
             latest: Mutex::new(None),
-            requested: AtomicBool::new(false),
+            wanted: Mutex::new(Vec::new()),
             generating: AtomicBool::new(false),
             max_files: AtomicUsize::new(max_files),
         })
@@ -111,28 +141,44 @@ impl SnapshotRegistry {
         self.latest.lock().clone()
     }
 
-    /// The newest snapshot if it covers at least `index`.
-    pub fn latest_at_least(&self, index: u64) -> Option<SnapshotInfo> {
+    /// The newest snapshot if it [serves](SnapshotInfo::serves) `index`
+    /// and `to`.
+    pub fn latest_serving(&self, index: u64, to: u64) -> Option<SnapshotInfo> {
         self.latest
             .lock()
             .as_ref()
-            .filter(|s| s.index >= index && s.index > 0)
+            .filter(|s| s.serves(index, to))
             .cloned()
     }
 
-    pub fn request_generation(&self) {
-        self.requested.store(true, Ordering::Release);
+    /// Asks for a snapshot of at least `index` that member `to` (0: any)
+    /// can use.
+    pub fn request_generation(&self, index: u64, to: u64) {
+        let mut wanted = self.wanted.lock();
+        if let Some(w) = wanted.iter_mut().find(|w| w.to == to) {
+            w.index = w.index.max(index);
+        } else if wanted.len() < MAX_WANTS {
+            wanted.push(Want { index, to });
+        } else {
+            // Any newer snapshot lists every current member.
+            let index = wanted.iter().map(|w| w.index).max().unwrap_or(0).max(index);
+            *wanted = vec![Want { index, to: 0 }];
+        }
     }
 
-    /// Claims a pending request; at most one generation runs at a time.
+    /// Claims the pending requests if the newest snapshot does not already
+    /// serve them all; at most one generation runs at a time.
     pub fn take_request(&self) -> bool {
-        if !self.requested.load(Ordering::Acquire) {
+        let mut wanted = self.wanted.lock();
+        if let Some(latest) = self.latest.lock().as_ref() {
+            // Asked while `latest` was being written: raft finds it on its
+            // next attempt.
+            wanted.retain(|w| !latest.serves(w.index, w.to));
+        }
+        if wanted.is_empty() || self.generating.swap(true, Ordering::AcqRel) {
             return false;
         }
-        if self.generating.swap(true, Ordering::AcqRel) {
-            return false;
-        }
-        self.requested.store(false, Ordering::Release);
+        wanted.clear();
         true
     }
 
@@ -554,7 +600,7 @@ mod tests {
     fn generate(reg: &SnapshotRegistry, index: u64) {
         let path = reg.dir().join(file_name(1, index));
         std::fs::write(&path, b"x").unwrap();
-        reg.request_generation();
+        reg.request_generation(index, 0);
         assert!(reg.take_request());
         reg.finish_generation(Some(SnapshotInfo {
             index,
@@ -563,6 +609,38 @@ mod tests {
             path,
             size_bytes: 1,
         }));
+    }
+
+    #[test]
+    fn a_request_repeated_while_writing_is_served_by_that_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = SnapshotRegistry::new(dir.path().to_path_buf(), 0).unwrap();
+        reg.request_generation(5, 7);
+        assert!(reg.take_request(), "a first request starts a snapshot");
+        // Raft retries on every attempt to reach member 7 meanwhile.
+        reg.request_generation(5, 7);
+        assert!(!reg.take_request(), "one generation at a time");
+        let mut conf_state = ConfState::default();
+        conf_state.voters = vec![1, 7];
+        reg.finish_generation(Some(SnapshotInfo {
+            index: 10,
+            term: 1,
+            conf_state,
+            path: dir.path().join(file_name(1, 10)),
+            size_bytes: 1,
+        }));
+        assert!(
+            !reg.take_request(),
+            "the snapshot just written serves the retries"
+        );
+        assert!(reg.latest_serving(5, 7).is_some());
+        // A member it does not list, or a later index, needs a new one.
+        reg.request_generation(5, 9);
+        assert!(reg.latest_serving(5, 9).is_none());
+        assert!(reg.take_request());
+        reg.finish_generation(None);
+        reg.request_generation(11, 7);
+        assert!(reg.take_request());
     }
 
     fn snap_files(reg: &SnapshotRegistry) -> usize {
