@@ -53,6 +53,11 @@ const INITIAL_INDEX: u64 = 5;
 /// How long a joining member keeps asking the existing members who they are.
 const JOIN_DISCOVERY_TIMEOUT: Duration = Duration::from_secs(30);
 const APPLY_QUEUE: usize = 64;
+/// HTTP/2 receive windows of the peer listener: a snapshot streams at
+/// several chunks per round trip, and only members (authenticated by the
+/// peer TLS settings where set) can make us buffer this much.
+const PEER_H2_STREAM_WINDOW_BYTES: u32 = 8 << 20;
+const PEER_H2_CONN_WINDOW_BYTES: u32 = 16 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BootError {
@@ -1178,6 +1183,7 @@ fn serve_peers(
                 peer_router.clone(),
                 crate::net::listener::ServeOptions {
                     tls: peer_tls,
+                    h2_window_bytes: Some((PEER_H2_STREAM_WINDOW_BYTES, PEER_H2_CONN_WINDOW_BYTES)),
                     ..Default::default()
                 },
             ),
@@ -1210,6 +1216,7 @@ fn serve_clients_once_ready(
         tls: None,
         drain: Some(client_drain.receiver()),
         plain_too: false,
+        h2_window_bytes: None,
     };
     if cfg.metrics == cairn_config::MetricsLevel::Extensive {
         // etcd's `--metrics=extensive`: gRPC latency histograms.

@@ -42,6 +42,12 @@ pub struct ServeOptions {
     /// With `tls`: also serve plain connections, told apart by their first
     /// byte (the address has both an `http` and an `https` URL).
     pub plain_too: bool,
+    /// HTTP/2 receive windows (stream, connection) in bytes; `None` keeps
+    /// hyper's 1 MiB. What a sender may have in flight before it waits for
+    /// the receiver to read: the peer listener takes snapshots of hundreds
+    /// of megabytes in 1 MiB chunks, which a 1 MiB window turns into one
+    /// round trip per chunk. Also what one connection can make us buffer.
+    pub h2_window_bytes: Option<(u32, u32)>,
 }
 
 /// A graceful stop of the listeners given its receivers: no new
@@ -92,6 +98,7 @@ impl Default for ServeOptions {
             tls: None,
             drain: None,
             plain_too: false,
+            h2_window_bytes: None,
         }
     }
 }
@@ -319,6 +326,12 @@ async fn serve_connection<IO>(
         .keep_alive_interval(opts.keepalive_interval)
         .keep_alive_timeout(opts.keepalive_timeout)
         .timer(hyper_util::rt::TokioTimer::new());
+    if let Some((stream_bytes, connection_bytes)) = opts.h2_window_bytes {
+        builder
+            .http2()
+            .initial_stream_window_size(stream_bytes)
+            .initial_connection_window_size(connection_bytes);
+    }
     builder.http1().timer(hyper_util::rt::TokioTimer::new());
     // etcdctl dials members' advertised URLs with the whole URL as
     // the HTTP/2 authority; h2 would reset those streams.

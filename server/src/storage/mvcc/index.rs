@@ -63,15 +63,37 @@ pub struct Visible {
     pub version: i64,
 }
 
+/// One key's history. A million of these is most of a member's memory, and
+/// most keys have one generation of one or two revisions, so capacities
+/// grow from one ([`push_small`]) where `Vec` starts at four: four
+/// generations are 192 bytes reserved for the one a key needs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeyIndex {
     generations: Vec<Generation>,
 }
 
+/// Pushes with capacity doubling from one (Vec's own growth starts at
+/// four), so a short list reserves little and a long one still grows in
+/// amortized O(1).
+fn push_small<T>(v: &mut Vec<T>, item: T) {
+    if v.len() == v.capacity() {
+        v.reserve_exact(v.capacity().max(1));
+    }
+    v.push(item);
+}
+
+/// Gives memory back once a list is down to a quarter of its capacity
+/// (after a compaction dropped history).
+fn shrink_small<T>(v: &mut Vec<T>) {
+    if v.capacity() > 4 * v.len().max(1) {
+        v.shrink_to(2 * v.len());
+    }
+}
+
 impl KeyIndex {
     fn current(&mut self) -> &mut Generation {
         if self.generations.is_empty() {
-            self.generations.push(Generation::default());
+            push_small(&mut self.generations, Generation::default());
         }
         let last = self.generations.len() - 1;
         &mut self.generations[last]
@@ -88,7 +110,7 @@ impl KeyIndex {
             g.created = restored.map_or(rev, |(c, _)| c);
             g.ver = 0;
         }
-        g.revs.push(rev);
+        push_small(&mut g.revs, rev);
         g.ver = restored.map_or(g.ver + 1, |(_, v)| v);
     }
 
@@ -98,9 +120,9 @@ impl KeyIndex {
         if g.revs.is_empty() {
             return false;
         }
-        g.revs.push(rev);
+        push_small(&mut g.revs, rev);
         g.ver += 1;
-        self.generations.push(Generation::default());
+        push_small(&mut self.generations, Generation::default());
         true
     }
 
@@ -147,11 +169,13 @@ impl KeyIndex {
             }
         }
         self.generations.drain(..first);
+        shrink_small(&mut self.generations);
         if let Some(g) = self.generations.first_mut()
             && let Some(n) = g.revs.iter().rposition(|r| r.main <= at)
         {
             keep.insert(g.revs[n]);
             g.revs.drain(..n);
+            shrink_small(&mut g.revs);
         }
     }
 }
@@ -225,16 +249,26 @@ impl KeyRange {
 
 impl TreeIndex {
     pub fn put(&mut self, key: &bytes::Bytes, rev: Rev) {
-        self.keys.entry(key.clone()).or_default().put(rev, None);
+        self.put_restored(key, rev, None);
     }
 
     /// Rebuild path: a put read back from disk with its stored create
     /// revision and version.
     pub fn restore_put(&mut self, key: &bytes::Bytes, rev: Rev, created: Rev, version: i64) {
-        self.keys
-            .entry(key.clone())
-            .or_default()
-            .put(rev, Some((created, version)));
+        self.put_restored(key, rev, Some((created, version)));
+    }
+
+    /// A new key is stored as a copy: the caller's `Bytes` is often a slice
+    /// of a whole decoded request, which the index would keep alive.
+    fn put_restored(&mut self, key: &bytes::Bytes, rev: Rev, restored: Option<(Rev, i64)>) {
+        match self.keys.get_mut(key.as_ref()) {
+            Some(ki) => ki.put(rev, restored),
+            None => {
+                let mut ki = KeyIndex::default();
+                ki.put(rev, restored);
+                self.keys.insert(bytes::Bytes::copy_from_slice(key), ki);
+            }
+        }
     }
 
     pub fn tombstone(&mut self, key: &[u8], rev: Rev) -> bool {
@@ -307,6 +341,36 @@ mod tests {
 
     fn r(main: i64) -> Rev {
         Rev::new(main, 0)
+    }
+
+    #[test]
+    fn a_key_reserves_what_it_holds() {
+        let mut t = TreeIndex::default();
+        // A slice of a larger buffer, as a decoded request's key is.
+        let request = Bytes::from(vec![b'k'; 4096]);
+        let k = request.slice(..16);
+        t.put(&k, r(2));
+        let (stored, ki) = t.keys.iter().next().unwrap();
+        assert_eq!(stored.as_ref(), k.as_ref());
+        assert_ne!(stored.as_ptr(), k.as_ptr(), "the index keeps a copy");
+        assert_eq!(ki.generations.capacity(), 1);
+        assert_eq!(ki.generations[0].revs.capacity(), 1);
+        for main in 3..=100 {
+            t.put(&k, r(main));
+        }
+        let revs = &t.keys[k.as_ref()].generations[0].revs;
+        assert_eq!(
+            (revs.len(), revs.capacity()),
+            (99, 128),
+            "doubling from one"
+        );
+        // Compaction gives the history back.
+        let keep = t.compact(100);
+        assert_eq!(keep, HashSet::from([r(100)]));
+        let revs = &t.keys[k.as_ref()].generations[0].revs;
+        assert_eq!(revs.as_slice(), &[r(100)]);
+        assert!(revs.capacity() <= 2, "{}", revs.capacity());
+        assert_eq!(t.get(&k, 100).unwrap().version, 99);
     }
 
     #[test]
