@@ -73,6 +73,14 @@ pub struct ScaleArgs {
     /// Also write the table to this file.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Measure Cairn only (while working on it; published figures are
+    /// side by side).
+    #[arg(long)]
+    cairn_only: bool,
+    /// Keep each cluster's folder (data and logs) after its round; the
+    /// next round of the same side replaces it.
+    #[arg(long)]
+    keep: bool,
 }
 
 /// One side's figures from one round.
@@ -136,7 +144,12 @@ pub fn run(args: ScaleArgs) -> Result<ExitCode> {
         slot: 1,
         outcomes: Vec::new(),
     }];
-    if let Some((binary, version)) = crate::bench::find_etcd(args.etcd_bin.as_deref())? {
+    let etcd = if args.cairn_only {
+        None
+    } else {
+        crate::bench::find_etcd(args.etcd_bin.as_deref())?
+    };
+    if let Some((binary, version)) = etcd {
         sides.push(Side {
             label: format!("etcd {version}"),
             kind: "etcd",
@@ -165,7 +178,7 @@ pub fn run(args: ScaleArgs) -> Result<ExitCode> {
             side.outcomes.push(outcome);
         }
     }
-    if args.dir.is_none() {
+    if args.dir.is_none() && !args.keep {
         let _ = std::fs::remove_dir(&base);
     }
     let table = render(&sides, &args);
@@ -275,7 +288,7 @@ fn one_round(
         .context("the new member has no pid")?;
     out.join_rss_mb = rss_mb(joiner_pid)?;
 
-    running.remove_dir_on_drop = true;
+    running.remove_dir_on_drop = !args.keep;
     Ok(out)
 }
 
