@@ -984,6 +984,7 @@ impl ApplyLoop {
                 format!("file holds index {}, raft expected {index}", header.index),
             ));
         }
+        let load_ms = started.elapsed().as_millis() as u64;
         let attachments = self.store.reload().map_err(storage_err)?;
         self.lessor.restore(
             meta::lease_records(&self.db)?
@@ -1008,6 +1009,7 @@ impl ApplyLoop {
         tracing::info!(
             index,
             revision = self.store.current_rev(),
+            load_ms,
             took_ms = started.elapsed().as_millis() as u64,
             "loaded snapshot into the state machine"
         );
