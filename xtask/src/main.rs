@@ -24,6 +24,7 @@
 
 mod bench;
 mod bench_console;
+mod bench_net;
 mod bench_plugins;
 mod bench_restore;
 mod bench_rolling;
@@ -157,6 +158,10 @@ enum BenchCommand {
     /// CPU, RSS, data dir size, a paged full scan, restart after kill -9,
     /// and a new member's catch-up; print a markdown table.
     Scale(bench_scale::ScaleArgs),
+    /// Members a network apart (default 1 ms and 10 ms round trips, through
+    /// the robustness peer proxy): put and linearizable-read throughput and
+    /// latency, Cairn and etcd 3.4 side by side; print a markdown table.
+    Net(bench_net::NetArgs),
 }
 
 #[derive(Args)]
@@ -220,6 +225,7 @@ fn main() -> ExitCode {
             Some(BenchCommand::Restore(r)) => bench_restore::run(r),
             Some(BenchCommand::RollingRestart(r)) => bench_rolling::run(r),
             Some(BenchCommand::Scale(s)) => bench_scale::run(s),
+            Some(BenchCommand::Net(n)) => bench_net::run(n),
             None => bench::run(args.args),
         },
         Command::Plugins { action } => plugins::run(action),

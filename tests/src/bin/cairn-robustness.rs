@@ -52,6 +52,17 @@ enum Cmd {
         #[arg(long)]
         snapshot_count: Option<u64>,
     },
+    /// Starts a three-member cluster of the target whose peer traffic goes
+    /// through the proxy with every link delayed `--one-way-ms` each way
+    /// (a round trip of twice that between members; clients connect
+    /// directly), prints the client endpoints as one line on stdout, and
+    /// serves until stdin closes. `cargo xtask bench net` drives it.
+    Serve {
+        /// Delay of each direction of every member pair, in milliseconds
+        /// (0: the proxy only).
+        #[arg(long, default_value_t = 0.0)]
+        one_way_ms: f64,
+    },
     /// Re-checks a saved history and prints the violations.
     Check {
         history: PathBuf,
@@ -77,8 +88,39 @@ fn main() -> ExitCode {
     }
 }
 
+/// `serve`: see its help.
+fn serve(one_way_ms: f64) -> Result<ExitCode> {
+    use cairn_robustness::proxy::Link;
+    if !(0.0..=1000.0).contains(&one_way_ms) {
+        anyhow::bail!("--one-way-ms must be between 0 and 1000");
+    }
+    let (cluster, proxy) = cairn_tests::robustness::proxied_cluster(
+        cairn_tests::Options {
+            token: "netbench".into(),
+            ..cairn_tests::Options::default()
+        },
+        1,
+    )?;
+    if one_way_ms > 0.0 {
+        proxy.set_all(Link::Delay {
+            base: Duration::from_secs_f64(one_way_ms / 1e3),
+            jitter: Duration::ZERO,
+        });
+    }
+    cluster.wait_healthy(Duration::from_secs(60));
+    println!("{}", cluster.endpoints());
+    // Our driver closes stdin when it is done; then the cluster and the
+    // proxy stop with us (their Drop).
+    let mut sink = Vec::new();
+    std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink)?;
+    drop(proxy);
+    drop(cluster);
+    Ok(ExitCode::SUCCESS)
+}
+
 fn real_main() -> Result<ExitCode> {
     match Cli::parse().cmd {
+        Cmd::Serve { one_way_ms } => serve(one_way_ms),
         Cmd::Check {
             history,
             check_seconds,
