@@ -652,8 +652,10 @@ mod tests {
         // Raft retries on every attempt to reach member 7 meanwhile.
         reg.request_generation(5, 7);
         assert!(!reg.take_request(), "one generation at a time");
-        let mut conf_state = ConfState::default();
-        conf_state.voters = vec![1, 7];
+        let conf_state = ConfState {
+            voters: vec![1, 7],
+            ..Default::default()
+        };
         reg.finish_generation(Some(SnapshotInfo {
             index: 10,
             term: 1,

@@ -126,6 +126,18 @@ impl KeyIndex {
         true
     }
 
+    /// Rebuild path: a put read back from disk with its stored create
+    /// revision and version.
+    pub fn restore_put(&mut self, rev: Rev, created: Rev, version: i64) {
+        self.put(rev, Some((created, version)));
+    }
+
+    /// Rebuild path: a tombstone read back from disk (ignored if the key
+    /// has no live generation, as when compaction removed its puts).
+    pub fn tombstone_at(&mut self, rev: Rev) -> bool {
+        self.tombstone(rev)
+    }
+
     /// The revision visible at `at`, if the key exists then.
     pub fn get(&self, at: i64) -> Option<Visible> {
         // Generations are in revision order; find the last one created at or
@@ -248,26 +260,23 @@ impl KeyRange {
 }
 
 impl TreeIndex {
-    pub fn put(&mut self, key: &bytes::Bytes, rev: Rev) {
-        self.put_restored(key, rev, None);
-    }
-
-    /// Rebuild path: a put read back from disk with its stored create
-    /// revision and version.
-    pub fn restore_put(&mut self, key: &bytes::Bytes, rev: Rev, created: Rev, version: i64) {
-        self.put_restored(key, rev, Some((created, version)));
-    }
-
     /// A new key is stored as a copy: the caller's `Bytes` is often a slice
-    /// of a whole decoded request, which the index would keep alive.
-    fn put_restored(&mut self, key: &bytes::Bytes, rev: Rev, restored: Option<(Rev, i64)>) {
-        match self.keys.get_mut(key.as_ref()) {
-            Some(ki) => ki.put(rev, restored),
-            None => {
-                let mut ki = KeyIndex::default();
-                ki.put(rev, restored);
-                self.keys.insert(bytes::Bytes::copy_from_slice(key), ki);
-            }
+    /// of a whole decoded request, which the index would keep alive. (The
+    /// copy costs an allocation per put; a second lookup for new keys
+    /// would cost more.)
+    pub fn put(&mut self, key: &bytes::Bytes, rev: Rev) {
+        self.keys
+            .entry(bytes::Bytes::copy_from_slice(key))
+            .or_default()
+            .put(rev, None);
+    }
+
+    /// The index of keys given in ascending order, each once, with their
+    /// histories (the rebuild at startup). Built in one pass, with full
+    /// B-tree nodes.
+    pub fn from_sorted(keys: impl Iterator<Item = (bytes::Bytes, KeyIndex)>) -> TreeIndex {
+        TreeIndex {
+            keys: keys.collect(),
         }
     }
 
