@@ -333,28 +333,46 @@ fn bench_against(
     // later occurrence override an earlier one).
     cmd.args(extra)
         .arg("--endpoints")
-        .arg(running.spec.endpoints())
-        .args(["--format", "json"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    eprintln!("$ {}", display_cmd(&cmd));
-    let out = cmd
-        .output()
-        .with_context(|| format!("cannot run {}", bench.display()))?;
-    if !out.status.success() {
-        bail!(
-            "cairn-bench against {kind} failed ({}); the members' logs are kept in {}",
-            describe(out.status),
+        .arg(running.spec.endpoints());
+    let report: BenchReport = run_json(&mut cmd).with_context(|| {
+        format!(
+            "cairn-bench against {kind}; the members' logs are kept in {}",
             dir.display()
-        );
-    }
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let report: BenchReport = serde_json::from_str(&stdout)
-        .with_context(|| format!("cairn-bench printed no JSON report: {:?}", stdout.trim()))?;
+        )
+    })?;
     running.remove_dir_on_drop = true;
     drop(running);
     Ok(report)
+}
+
+/// Runs a load generator (cairn-bench or gobench) with `--format json` and
+/// returns its parsed report; its progress goes to our stderr.
+pub(crate) fn run_json<T: serde::de::DeserializeOwned>(cmd: &mut Command) -> Result<T> {
+    cmd.args(["--format", "json"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    eprintln!("$ {}", display_cmd(cmd));
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("cannot run {}", display_cmd(cmd)))?;
+    report_of(child)
+}
+
+/// Waits for a load generator started with its stdout piped and parses the
+/// JSON report it printed there.
+pub(crate) fn report_of<T: serde::de::DeserializeOwned>(child: std::process::Child) -> Result<T> {
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("the load generator failed ({})", describe(out.status));
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(&stdout).with_context(|| {
+        format!(
+            "the load generator printed no JSON report: {:?}",
+            stdout.trim()
+        )
+    })
 }
 
 /// A folder left by an interrupted earlier run is ours to delete if it has

@@ -12,7 +12,7 @@
 //! `CAIRN_BIN` / `CAIRN_BENCH_BIN` / `CAIRN_ROBUSTNESS_BIN` use prebuilt
 //! binaries instead of release builds.
 
-use std::io::{BufRead as _, BufReader, Read as _};
+use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
@@ -195,24 +195,8 @@ fn one_round(
         cmd.args(["--endpoints", &endpoints])
             .args(["--workload", "put,range-linearizable"])
             .args(["--duration", "10s", "--clients", "64"])
-            .args(extra)
-            .args(["--format", "json"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        eprintln!("$ {}", display_cmd(&cmd));
-        let mut child = cmd.spawn().context("cannot run cairn-bench")?;
-        let mut stdout = String::new();
-        child
-            .stdout
-            .take()
-            .context("no stdout")?
-            .read_to_string(&mut stdout)?;
-        let status = child.wait()?;
-        if !status.success() {
-            bail!("cairn-bench failed ({status})");
-        }
-        let report: Report = serde_json::from_str(&stdout)
-            .with_context(|| format!("cairn-bench printed no JSON report: {stdout:?}"))?;
+            .args(extra);
+        let report: Report = crate::bench::run_json(&mut cmd)?;
         if let Some(w) = report.results.iter().find(|w| w.errors > 0) {
             eprintln!("xtask: warning: {} had {} errors", w.workload, w.errors);
         }

@@ -10,13 +10,12 @@
 //! answer) and p99. `CAIRN_BIN` / `CAIRN_BENCH_BIN` use prebuilt binaries
 //! instead of release builds.
 
-use std::io::Read as _;
 use std::path::PathBuf;
 use std::process::{Command, ExitCode, Stdio};
 use std::thread;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use clap::Args;
 use serde::Deserialize;
 
@@ -189,21 +188,11 @@ fn one_round(
     }
     // Closing stdin tells cairn-bench to stop and report.
     drop(child.stdin.take());
-    let mut stdout = String::new();
-    child
-        .stdout
-        .take()
-        .context("no stdout")?
-        .read_to_string(&mut stdout)?;
-    let status = child.wait()?;
+    let report: Result<Report> = crate::bench::report_of(child);
     if let Some(e) = restart_error {
         return Err(e);
     }
-    if !status.success() {
-        bail!("cairn-bench failed; logs kept in {}", dir.display());
-    }
-    let report: Report = serde_json::from_str(&stdout)
-        .with_context(|| format!("cairn-bench printed no JSON report: {stdout:?}"))?;
+    let report = report.with_context(|| format!("logs kept in {}", dir.display()))?;
     let r = report.results.first().context("empty report")?;
     running.remove_dir_on_drop = true;
     Ok(Round {

@@ -20,10 +20,9 @@
 //! Times run from the process start. `CAIRN_BIN` / `CAIRN_BENCH_BIN` use
 //! prebuilt binaries instead of release builds.
 
-use std::io::Read as _;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -34,7 +33,6 @@ use serde::Deserialize;
 use crate::bench_plugins::{CLOCK_TICKS_PER_SECOND, cpu_ticks, median_of};
 use crate::cluster::{self, ClusterSpec, Layout, RunningCluster, etcdctl, members};
 use crate::health;
-use crate::util::display_cmd;
 
 const CLUSTER_START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Restart and join must be ready within this; a million keys take seconds.
@@ -310,25 +308,8 @@ fn cairn_bench(
         .arg(args.val_size.to_string())
         .arg("--clients")
         .arg(args.clients.to_string())
-        .args(extra)
-        .args(["--format", "json"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    eprintln!("$ {}", display_cmd(&cmd));
-    let mut child = cmd.spawn().context("cannot run cairn-bench")?;
-    let mut stdout = String::new();
-    child
-        .stdout
-        .take()
-        .context("no stdout")?
-        .read_to_string(&mut stdout)?;
-    let status = child.wait()?;
-    if !status.success() {
-        bail!("cairn-bench failed ({status})");
-    }
-    let report: BenchReport = serde_json::from_str(&stdout)
-        .with_context(|| format!("cairn-bench printed no JSON report: {stdout:?}"))?;
+        .args(extra);
+    let report: BenchReport = crate::bench::run_json(&mut cmd)?;
     report.results.into_iter().next().context("empty report")
 }
 

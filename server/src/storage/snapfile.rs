@@ -677,6 +677,29 @@ mod tests {
         assert!(reg.take_request());
     }
 
+    /// A snapshot file made by hand in `dir`: at `index` (term 2), an empty
+    /// conf state, `records` as (tag, key, value), the end tag and the
+    /// body's SHA-256, so only what the records break is wrong with it.
+    fn crafted(dir: &Path, index: u64, records: &[(u8, &[u8], &[u8])]) -> PathBuf {
+        let mut f = MAGIC.to_vec();
+        f.extend_from_slice(&index.to_be_bytes());
+        f.extend_from_slice(&2u64.to_be_bytes());
+        f.extend_from_slice(&0u32.to_be_bytes());
+        for (tag, key, value) in records {
+            f.push(*tag);
+            f.extend_from_slice(&(key.len() as u32).to_be_bytes());
+            f.extend_from_slice(key);
+            f.extend_from_slice(&(value.len() as u32).to_be_bytes());
+            f.extend_from_slice(value);
+        }
+        f.push(TAG_END);
+        let digest = Sha256::digest(&f);
+        f.extend_from_slice(&digest);
+        let path = dir.join(format!("crafted-{index}.snap"));
+        std::fs::write(&path, &f).unwrap();
+        path
+    }
+
     fn snap_files(reg: &SnapshotRegistry) -> usize {
         std::fs::read_dir(reg.dir())
             .unwrap()
@@ -728,21 +751,9 @@ mod tests {
     #[test]
     fn empty_and_oversized_keys_are_refused_before_anything_is_written() {
         for key_len in [0usize, 65_536] {
-            let mut f = MAGIC.to_vec();
-            f.extend_from_slice(&5u64.to_be_bytes());
-            f.extend_from_slice(&2u64.to_be_bytes());
-            f.extend_from_slice(&0u32.to_be_bytes());
-            f.push(TAG_META);
-            f.extend_from_slice(&(key_len as u32).to_be_bytes());
-            f.extend(std::iter::repeat_n(b'k', key_len));
-            f.extend_from_slice(&1u32.to_be_bytes());
-            f.push(b'v');
-            f.push(TAG_END);
-            let digest = Sha256::digest(&f);
-            f.extend_from_slice(&digest);
             let dir = tempfile::tempdir().unwrap();
-            let path = dir.path().join("k.snap");
-            std::fs::write(&path, &f).unwrap();
+            let key = vec![b'k'; key_len];
+            let path = crafted(dir.path(), 5, &[(TAG_META, &key, b"v")]);
             let err = verify(&path).unwrap_err().to_string();
             assert!(err.contains(&format!("a key of {key_len} bytes")), "{err}");
             // A restore refuses it too, leaving nothing behind (fjall used
@@ -817,23 +828,8 @@ mod tests {
     fn records_out_of_key_order_are_refused_not_a_panic() {
         // A well-formed, correctly checksummed file whose state machine
         // records go backwards: fjall's ingestion would assert.
-        let mut f = MAGIC.to_vec();
-        f.extend_from_slice(&7u64.to_be_bytes());
-        f.extend_from_slice(&1u64.to_be_bytes());
-        f.extend_from_slice(&0u32.to_be_bytes());
-        for key in [b"b", b"a"] {
-            f.push(1);
-            f.extend_from_slice(&1u32.to_be_bytes());
-            f.extend_from_slice(key);
-            f.extend_from_slice(&1u32.to_be_bytes());
-            f.push(b'v');
-        }
-        f.push(TAG_END);
-        let digest = Sha256::digest(&f);
-        f.extend_from_slice(&digest);
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("backwards.snap");
-        std::fs::write(&path, &f).unwrap();
+        let path = crafted(dir.path(), 7, &[(TAG_KV, b"b", b"v"), (TAG_KV, b"a", b"v")]);
         assert_eq!(verify(&path).unwrap().index, 7, "the file itself is valid");
         let db = Db::open(&dir.path().join("m")).unwrap();
         let err = load(&db, &path).unwrap_err().to_string();
