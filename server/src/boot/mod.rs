@@ -54,8 +54,10 @@ const INITIAL_INDEX: u64 = 5;
 const JOIN_DISCOVERY_TIMEOUT: Duration = Duration::from_secs(30);
 const APPLY_QUEUE: usize = 64;
 /// HTTP/2 receive windows of the peer listener: a snapshot streams at
-/// several chunks per round trip, and only members (authenticated by the
-/// peer TLS settings where set) can make us buffer this much.
+/// several 1 MiB chunks per round trip. The cost: a connection to the peer
+/// port can make us buffer up to 16 MiB before we read it. That port is for
+/// members (with `--peer-client-cert-auth`, only they can connect); client
+/// listeners keep hyper's 1 MiB.
 const PEER_H2_STREAM_WINDOW_BYTES: u32 = 8 << 20;
 const PEER_H2_CONN_WINDOW_BYTES: u32 = 16 << 20;
 
