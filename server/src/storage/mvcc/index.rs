@@ -114,8 +114,9 @@ impl KeyIndex {
         g.ver = restored.map_or(g.ver + 1, |(_, v)| v);
     }
 
-    /// Records a delete at `rev`; false if the key is not live.
-    fn tombstone(&mut self, rev: Rev) -> bool {
+    /// Records a delete at `rev`; false if the key is not live (as when
+    /// compaction removed its puts, on the rebuild path).
+    pub(super) fn tombstone(&mut self, rev: Rev) -> bool {
         let g = self.current();
         if g.revs.is_empty() {
             return false;
@@ -130,12 +131,6 @@ impl KeyIndex {
     /// revision and version.
     pub fn restore_put(&mut self, rev: Rev, created: Rev, version: i64) {
         self.put(rev, Some((created, version)));
-    }
-
-    /// Rebuild path: a tombstone read back from disk (ignored if the key
-    /// has no live generation, as when compaction removed its puts).
-    pub fn tombstone_at(&mut self, rev: Rev) -> bool {
-        self.tombstone(rev)
     }
 
     /// The revision visible at `at`, if the key exists then.
@@ -261,14 +256,19 @@ impl KeyRange {
 
 impl TreeIndex {
     /// A new key is stored as a copy: the caller's `Bytes` is often a slice
-    /// of a whole decoded request, which the index would keep alive. (The
-    /// copy costs an allocation per put; a second lookup for new keys
-    /// would cost more.)
+    /// of a whole decoded request, which the index would keep alive. An
+    /// existing key (most writes) costs one lookup and no allocation; a new
+    /// one a second descent, along the nodes the first just brought into
+    /// cache.
     pub fn put(&mut self, key: &bytes::Bytes, rev: Rev) {
+        if let Some(history) = self.keys.get_mut(key.as_ref()) {
+            history.put(rev, None);
+            return;
+        }
+        let mut history = KeyIndex::default();
+        history.put(rev, None);
         self.keys
-            .entry(bytes::Bytes::copy_from_slice(key))
-            .or_default()
-            .put(rev, None);
+            .insert(bytes::Bytes::copy_from_slice(key), history);
     }
 
     /// The index of keys given in ascending order, each once, with their

@@ -413,7 +413,7 @@ impl Store {
                     match c.put {
                         Some(p) => history.restore_put(c.rev, p.created, p.version),
                         None => {
-                            history.tombstone_at(c.rev);
+                            history.tombstone(c.rev);
                         }
                     }
                     last_put = c.put;
