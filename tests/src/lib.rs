@@ -12,6 +12,7 @@
 pub mod curl;
 pub mod dns;
 pub mod golden;
+pub mod proc_cpu;
 pub mod robustness;
 pub mod steady;
 pub mod tls;

@@ -20,6 +20,7 @@ import (
 	"math/rand"
 	"os"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -68,18 +69,21 @@ type settings struct {
 }
 
 type result struct {
-	Workload      string   `json:"workload"`
-	Requests      uint64   `json:"requests"`
-	Errors        uint64   `json:"errors"`
-	ElapsedSecs   float64  `json:"elapsed_secs"`
-	QPS           float64  `json:"qps"`
-	MeanMs        float64  `json:"mean_ms"`
-	P50Ms         float64  `json:"p50_ms"`
-	P90Ms         float64  `json:"p90_ms"`
-	P99Ms         float64  `json:"p99_ms"`
-	P999Ms        float64  `json:"p999_ms"`
-	MaxMs         float64  `json:"max_ms"`
-	ErrorMessages []string `json:"error_messages,omitempty"`
+	Workload    string  `json:"workload"`
+	Requests    uint64  `json:"requests"`
+	Errors      uint64  `json:"errors"`
+	ElapsedSecs float64 `json:"elapsed_secs"`
+	QPS         float64 `json:"qps"`
+	MeanMs      float64 `json:"mean_ms"`
+	P50Ms       float64 `json:"p50_ms"`
+	P90Ms       float64 `json:"p90_ms"`
+	P99Ms       float64 `json:"p99_ms"`
+	P999Ms      float64 `json:"p999_ms"`
+	MaxMs       float64 `json:"max_ms"`
+	// With --cpu-of: those processes' CPU time during the measured phase,
+	// per completed request (µs).
+	MembersCPUUsPerRequest *float64 `json:"members_cpu_us_per_request,omitempty"`
+	ErrorMessages          []string `json:"error_messages,omitempty"`
 }
 
 type report struct {
@@ -234,6 +238,38 @@ func (b *bench) populate() error {
 	return nil
 }
 
+// clockTicksPerSecond is the unit of utime and stime in /proc/<pid>/stat
+// (USER_HZ, 100 on every Linux architecture).
+const clockTicksPerSecond = 100.0
+
+// cpuTicks is the CPU time (user + system, all threads) the processes have
+// used so far, in clock ticks. The command name (field 2) may hold spaces
+// and parentheses; the fields after its last ')' start with the state
+// (field 3); utime and stime are fields 14 and 15.
+func cpuTicks(pids []int) (uint64, error) {
+	var total uint64
+	for _, pid := range pids {
+		path := fmt.Sprintf("/proc/%d/stat", pid)
+		raw, err := os.ReadFile(path)
+		if err != nil {
+			return 0, err
+		}
+		stat := string(raw)
+		fields := strings.Fields(stat[strings.LastIndexByte(stat, ')')+1:])
+		if len(fields) < 15-2 {
+			return 0, fmt.Errorf("%s has no utime/stime fields", path)
+		}
+		for _, f := range fields[14-3 : 15-2] {
+			n, err := strconv.ParseUint(f, 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("%s: %v", path, err)
+			}
+			total += n
+		}
+	}
+	return total, nil
+}
+
 func summarize(workload string, t *tally, elapsed time.Duration) result {
 	lat := t.latenciesUs
 	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
@@ -292,7 +328,27 @@ func main() {
 	warmup := flag.Uint64("warmup", 500, "unmeasured warm-up requests per workload")
 	timeout := flag.Duration("timeout", 10*time.Second, "per-request timeout")
 	format := flag.String("format", "text", "report format: text or json")
+	cpuOf := flag.String("cpu-of", "", "comma-separated pids (the members) whose CPU time per request to report for each workload")
 	flag.Parse()
+	var cpuPids []int
+	if *cpuOf != "" {
+		for _, p := range strings.Split(*cpuOf, ",") {
+			pid, err := strconv.Atoi(p)
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "gobench: --cpu-of: %q is not a pid\n", p)
+				os.Exit(2)
+			}
+			cpuPids = append(cpuPids, pid)
+		}
+	}
+	readCPU := func() uint64 {
+		ticks, err := cpuTicks(cpuPids)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "gobench: --cpu-of: %v\n", err)
+			os.Exit(1)
+		}
+		return ticks
+	}
 	if *clients < 1 || *conns < 1 || *keySpace < 1 || *total < 1 {
 		fmt.Fprintln(os.Stderr, "gobench: --clients, --conns, --key-space and --total must be at least 1")
 		os.Exit(2)
@@ -340,6 +396,10 @@ func main() {
 		if *warmup > 0 {
 			b.phase(w, *warmup, time.Time{})
 		}
+		var cpuBefore uint64
+		if cpuPids != nil {
+			cpuBefore = readCPU()
+		}
 		started := time.Now()
 		var t *tally
 		if *duration > 0 {
@@ -348,6 +408,14 @@ func main() {
 			t = b.phase(w, *total, time.Time{})
 		}
 		r := summarize(w, t, time.Since(started))
+		if cpuPids != nil {
+			used := readCPU() - cpuBefore
+			perRequest := 0.0
+			if r.Requests > 0 {
+				perRequest = float64(used) * 1e6 / clockTicksPerSecond / float64(r.Requests)
+			}
+			r.MembersCPUUsPerRequest = &perRequest
+		}
 		fmt.Fprintf(os.Stderr, "gobench: %s: %d requests, %d errors, %.2fs, %.0f QPS, p99 %.2f ms\n",
 			r.Workload, r.Requests, r.Errors, r.ElapsedSecs, r.QPS, r.P99Ms)
 		for _, m := range r.ErrorMessages {

@@ -97,6 +97,10 @@ struct WorkloadResult {
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
+    /// The three members' CPU time per request during the measured phase
+    /// (the load generator reads it, given `--cpu-of`).
+    #[serde(default)]
+    members_cpu_us_per_request: Option<f64>,
 }
 
 /// One side of the comparison.
@@ -233,15 +237,17 @@ fn combine(mut rounds: Vec<BenchReport>) -> Option<BenchReport> {
             .iter()
             .filter_map(|r| r.results.iter().find(|w| w.workload == first.workload))
             .collect();
-        let median = |f: fn(&WorkloadResult) -> f64| {
-            let mut v: Vec<f64> = same.iter().map(|w| f(w)).collect();
+        let median_of = |mut v: Vec<f64>| {
             v.sort_by(f64::total_cmp);
             let n = v.len();
-            if n % 2 == 1 {
-                v[n / 2]
-            } else {
-                (v[n / 2 - 1] + v[n / 2]) / 2.0
+            match n {
+                0 => None,
+                _ if n % 2 == 1 => Some(v[n / 2]),
+                _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
             }
+        };
+        let median = |f: fn(&WorkloadResult) -> f64| {
+            median_of(same.iter().map(|w| f(w)).collect()).unwrap_or(0.0)
         };
         results.push(WorkloadResult {
             workload: first.workload.clone(),
@@ -251,6 +257,11 @@ fn combine(mut rounds: Vec<BenchReport>) -> Option<BenchReport> {
             p50_ms: median(|w| w.p50_ms),
             p99_ms: median(|w| w.p99_ms),
             max_ms: same.iter().map(|w| w.max_ms).fold(0.0, f64::max),
+            members_cpu_us_per_request: median_of(
+                same.iter()
+                    .filter_map(|w| w.members_cpu_us_per_request)
+                    .collect(),
+            ),
         });
     }
     let settings = rounds.swap_remove(0).settings;
@@ -328,12 +339,15 @@ fn bench_against(
     let mut running: RunningCluster = cluster::start(spec, &[0, 1, 2], false)?;
     cluster::wait_healthy(&mut running, CLUSTER_START_TIMEOUT)?;
 
+    let cpu_of: Vec<String> = running.member_pids()?.iter().map(u32::to_string).collect();
     let mut cmd = Command::new(bench);
     // The user's flags first; ours last, so they win (cairn-bench lets a
     // later occurrence override an earlier one).
     cmd.args(extra)
         .arg("--endpoints")
-        .arg(running.spec.endpoints());
+        .arg(running.spec.endpoints())
+        .arg("--cpu-of")
+        .arg(cpu_of.join(","));
     let report: BenchReport = run_json(&mut cmd).with_context(|| {
         format!(
             "cairn-bench against {kind}; the members' logs are kept in {}",
@@ -441,6 +455,11 @@ fn preamble(
             "A single round: expect run-to-run noise; use --rounds 3 or more for numbers to publish."
         );
     }
+    let _ = writeln!(
+        s,
+        "CPU µs/op: the three members' CPU time (user + system, from /proc) during a \
+         workload's measured phase, per request."
+    );
     s
 }
 
@@ -455,9 +474,10 @@ fn render_table(
     s.push('\n');
     s.push_str(
         "| Workload | Cairn QPS | etcd QPS | QPS Cairn/etcd | Cairn p50 ms | etcd p50 ms \
-         | Cairn p99 ms | etcd p99 ms | p99 Cairn/etcd | Cairn max ms | etcd max ms |\n",
+         | Cairn p99 ms | etcd p99 ms | p99 Cairn/etcd | Cairn max ms | etcd max ms \
+         | Cairn CPU µs/op | etcd CPU µs/op | CPU Cairn/etcd |\n",
     );
-    s.push_str("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
+    s.push_str("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|\n");
 
     let cairn_rows = cairn.outcome.as_ref().map(|r| &r.results);
     let etcd_rows = etcd.and_then(|e| e.outcome.as_ref()).map(|r| &r.results);
@@ -483,7 +503,7 @@ fn render_table(
         let e = find_row(etcd_rows, name);
         let _ = writeln!(
             s,
-            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {name} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             num(c.map(|r| r.qps), 0),
             num(e.map(|r| r.qps), 0),
             ratio(c.map(|r| r.qps), e.map(|r| r.qps)),
@@ -494,6 +514,12 @@ fn render_table(
             ratio(c.map(|r| r.p99_ms), e.map(|r| r.p99_ms)),
             num(c.map(|r| r.max_ms), 2),
             num(e.map(|r| r.max_ms), 2),
+            num(c.and_then(|r| r.members_cpu_us_per_request), 0),
+            num(e.and_then(|r| r.members_cpu_us_per_request), 0),
+            ratio(
+                c.and_then(|r| r.members_cpu_us_per_request),
+                e.and_then(|r| r.members_cpu_us_per_request)
+            ),
         );
         for (side, r) in [("Cairn", c), ("etcd", e)] {
             if let Some(r) = r.filter(|r| r.errors > 0) {

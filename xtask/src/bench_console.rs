@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use crate::bench_plugins::{CLOCK_TICKS_PER_SECOND, Run, cpu_ticks, median, median_of, run_bench};
+use crate::bench_plugins::{Run, median, median_of, run_bench};
 use crate::cluster::{self, ClusterSpec, Layout, RunningCluster};
 
 const CLUSTER_START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -225,10 +225,7 @@ fn measure_round(
         .iter()
         .map(|m| m.client_addr())
         .collect();
-    let pids: Vec<u32> = running.spec.members.iter().filter_map(|m| m.pid).collect();
-    if pids.len() != members.len() {
-        bail!("a member of the benchmark cluster has no pid");
-    }
+    let pids = running.member_pids()?;
     let mut runs = Vec::with_capacity(order.len());
     let mut pages = 0;
     for &viewed in order {
@@ -241,11 +238,7 @@ fn measure_round(
             }
         );
         let viewers = viewed.then(|| Viewers::start(&members, reload));
-        let cpu_before = cpu_ticks(&pids)?;
-        let mut run = run_bench(bench, &running.spec.endpoints(), extra, &dir)?;
-        let cpu_used = cpu_ticks(&pids)?.saturating_sub(cpu_before);
-        run.cpu_us_per_put =
-            cpu_used as f64 * 1e6 / CLOCK_TICKS_PER_SECOND / run.requests.max(1) as f64;
+        let run = run_bench(bench, &running.spec.endpoints(), &pids, extra, &dir)?;
         if let Some(v) = viewers {
             pages += v.stop()?;
         }

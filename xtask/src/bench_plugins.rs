@@ -289,10 +289,7 @@ fn measure_round(
         .iter()
         .map(|m| m.client_addr())
         .collect();
-    let pids: Vec<u32> = running.spec.members.iter().filter_map(|m| m.pid).collect();
-    if pids.len() != members.len() {
-        bail!("a member of the benchmark cluster has no pid");
-    }
+    let pids = running.member_pids()?;
 
     let mut deployed = false;
     let mut runs = Vec::with_capacity(order.len());
@@ -327,12 +324,13 @@ fn measure_round(
                 "without plugins"
             }
         );
-        let cpu_before = cpu_ticks(&pids)?;
-        let mut run = run_bench(bench, &running.spec.endpoints(), extra, &dir)?;
-        let cpu_ticks_used = cpu_ticks(&pids)?.saturating_sub(cpu_before);
-        run.cpu_us_per_put =
-            cpu_ticks_used as f64 * 1e6 / CLOCK_TICKS_PER_SECOND / run.requests.max(1) as f64;
-        runs.push(run);
+        runs.push(run_bench(
+            bench,
+            &running.spec.endpoints(),
+            &pids,
+            extra,
+            &dir,
+        )?);
     }
 
     let mut h = Histogram::default();
@@ -380,45 +378,21 @@ fn wait_plugin_state(members: &[std::net::SocketAddr], deployed: bool) -> Result
     Ok(())
 }
 
-/// `/proc/<pid>/stat`'s utime and stime are in clock ticks of this rate
-/// (`USER_HZ`, 100 on every Linux architecture Cairn builds for).
-pub(crate) const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
-
-/// CPU time (user + system, all threads) the processes have used so far.
-pub(crate) fn cpu_ticks(pids: &[u32]) -> Result<u64> {
-    let mut total = 0;
-    for pid in pids {
-        let path = format!("/proc/{pid}/stat");
-        let stat = std::fs::read_to_string(&path).with_context(|| format!("cannot read {path}"))?;
-        // The command name (field 2) may contain spaces; fields after its
-        // closing parenthesis are space-separated: state is field 3, utime
-        // and stime are fields 14 and 15.
-        let rest = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest)
-            .with_context(|| format!("unexpected {path}"))?;
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let field = |n: usize| -> Result<u64> {
-            fields
-                .get(n - 3)
-                .and_then(|f| f.parse().ok())
-                .with_context(|| format!("unexpected {path}: no field {n}"))
-        };
-        total += field(14)? + field(15)?;
-    }
-    Ok(total)
-}
-
-/// One `cairn-bench` put workload.
+/// One `cairn-bench` put workload; the members' CPU time is read for
+/// `member_pids`.
 pub(crate) fn run_bench(
     bench: &Path,
     endpoints: &str,
+    member_pids: &[u32],
     extra: &[String],
     dir: &Path,
 ) -> Result<Run> {
+    let cpu_of: Vec<String> = member_pids.iter().map(u32::to_string).collect();
     let mut cmd = Command::new(bench);
     cmd.args(extra)
         .args(["--workload", "put"])
+        .arg("--cpu-of")
+        .arg(cpu_of.join(","))
         .arg("--endpoints")
         .arg(endpoints)
         .args(["--format", "json"])
@@ -447,7 +421,9 @@ pub(crate) fn run_bench(
         max_ms: w["max_ms"].as_f64().unwrap_or(0.0),
         requests: w["requests"].as_u64().unwrap_or(0),
         errors: w["errors"].as_u64().unwrap_or(0),
-        cpu_us_per_put: 0.0,
+        cpu_us_per_put: w["members_cpu_us_per_request"]
+            .as_f64()
+            .context("cairn-bench reported no CPU time")?,
     })
 }
 
@@ -490,24 +466,6 @@ fn parse_histogram(text: &str) -> Histogram {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cpu_ticks_reads_this_process_and_grows_with_work() {
-        let me = [std::process::id()];
-        let before = cpu_ticks(&me).expect("own /proc stat parses");
-        let started = Instant::now();
-        let mut x = 0u64;
-        while cpu_ticks(&me).expect("parses") < before + 5 {
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "10 s of spinning never showed as 50 ms of CPU"
-            );
-            for i in 0..100_000u64 {
-                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
-            }
-        }
-        assert!(cpu_ticks(&[u32::MAX]).is_err(), "no such process");
-    }
 
     #[test]
     fn histogram_from_metrics_text() {

@@ -30,7 +30,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde::Deserialize;
 
-use crate::bench_plugins::{CLOCK_TICKS_PER_SECOND, cpu_ticks, median_of};
+use crate::bench_plugins::median_of;
 use crate::cluster::{self, ClusterSpec, Layout, RunningCluster, etcdctl, members};
 use crate::health;
 
@@ -111,6 +111,9 @@ struct BenchResult {
     elapsed_secs: f64,
     #[serde(default)]
     keys: Option<u64>,
+    /// With `--cpu-of`.
+    #[serde(default)]
+    members_cpu_us_per_request: Option<f64>,
     #[serde(default)]
     error_messages: Vec<String>,
 }
@@ -209,12 +212,20 @@ fn one_round(
     let mut running = cluster::start(spec, &[0, 1, 2], false)?;
     cluster::wait_healthy(&mut running, CLUSTER_START_TIMEOUT)?;
     let endpoints = running.spec.endpoints();
-    let pids = member_pids(&running)?;
+    let pids = running.member_pids()?;
+    let cpu_of = pids
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
     let mut out = Outcome::default();
 
-    let cpu_before = cpu_ticks(&pids)?;
-    let load = cairn_bench(bench, &endpoints, args, &["--workload", "fill"])?;
-    let cpu_ticks_used = cpu_ticks(&pids)?.saturating_sub(cpu_before);
+    let load = cairn_bench(
+        bench,
+        &endpoints,
+        args,
+        &["--workload", "fill", "--cpu-of", &cpu_of],
+    )?;
     if load.errors > 0 {
         bail!(
             "{} of {} puts of the load failed: {:?}",
@@ -225,8 +236,9 @@ fn one_round(
     }
     out.load_qps = load.qps;
     out.load_p99_ms = load.p99_ms;
-    out.load_cpu_us_per_put =
-        cpu_ticks_used as f64 / CLOCK_TICKS_PER_SECOND * 1e6 / load.requests.max(1) as f64;
+    out.load_cpu_us_per_put = load
+        .members_cpu_us_per_request
+        .context("cairn-bench reported no CPU time for the load")?;
     if args.overwrites > 0 {
         let total = args.overwrites.to_string();
         let history = cairn_bench(
@@ -311,15 +323,6 @@ fn cairn_bench(
         .args(extra);
     let report: BenchReport = crate::bench::run_json(&mut cmd)?;
     report.results.into_iter().next().context("empty report")
-}
-
-fn member_pids(running: &RunningCluster) -> Result<Vec<u32>> {
-    running
-        .spec
-        .members
-        .iter()
-        .map(|m| m.pid.with_context(|| format!("{} has no pid", m.name)))
-        .collect()
 }
 
 /// Resident memory of a process, from /proc.

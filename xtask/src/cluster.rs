@@ -780,6 +780,16 @@ pub struct RunningCluster {
 }
 
 impl RunningCluster {
+    /// The members' process ids, in member order (for CPU and memory
+    /// readings from /proc).
+    pub fn member_pids(&self) -> Result<Vec<u32>> {
+        self.spec
+            .members
+            .iter()
+            .map(|m| m.pid.with_context(|| format!("{} has no pid", m.name)))
+            .collect()
+    }
+
     /// A rolling-restart step: SIGTERM member `i` (SIGKILL past the grace
     /// period), start it again from its data and config, and wait (bounded)
     /// until it is healthy. Returns how long it took to exit after SIGTERM.

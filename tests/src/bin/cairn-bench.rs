@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+use cairn_tests::proc_cpu;
 use clap::{Parser, ValueEnum};
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, KvClient, Txn, TxnOp};
 use rand::rngs::StdRng;
@@ -118,6 +119,12 @@ struct Args {
     /// Keys per page of the `scan` workload.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(i64).range(1..=100_000))]
     page_size: i64,
+
+    /// Report the CPU time (user + system) these processes, the members,
+    /// used during each measured workload, per request
+    /// (`members_cpu_us_per_request`; read from /proc, so Linux only).
+    #[arg(long, value_delimiter = ',')]
+    cpu_of: Vec<u32>,
 
     /// Member the watchers connect to (default: the first endpoint).
     #[arg(long)]
@@ -269,6 +276,10 @@ struct WorkloadReport {
     /// Keys read (the `scan` workload).
     #[serde(skip_serializing_if = "Option::is_none")]
     keys: Option<u64>,
+    /// With --cpu-of: those processes' CPU time during this workload's
+    /// measured phase, per completed request (µs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    members_cpu_us_per_request: Option<f64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     error_messages: Vec<String>,
 }
@@ -360,8 +371,9 @@ async fn run(args: Args) -> Result<ExitCode> {
             (_, Some(d)) => Budget::Until(Instant::now() + d),
             (_, None) => Budget::Requests(args.total),
         };
+        let cpu_before = members_cpu(&args.cpu_of)?;
         let started = Instant::now();
-        let report = if workload == Workload::Scan {
+        let mut report = if workload == Workload::Scan {
             let (tally, keys) = scan(&setup, args.page_size).await;
             let mut report = summarize(workload, tally, started.elapsed());
             report.keys = Some(keys);
@@ -373,6 +385,12 @@ async fn run(args: Args) -> Result<ExitCode> {
                 started.elapsed(),
             )
         };
+        if let Some(before) = cpu_before {
+            let after = members_cpu(&args.cpu_of)?.unwrap_or(before);
+            let used = after.saturating_sub(before);
+            report.members_cpu_us_per_request =
+                Some(proc_cpu::us_per_request(used, report.requests));
+        }
         eprintln!(
             "cairn-bench: {}: {} requests, {} errors, {:.2}s, {:.0} QPS, p99 {:.2} ms",
             report.workload,
@@ -832,6 +850,14 @@ async fn scan(setup: &Setup, page_size: i64) -> (Tally, u64) {
     }
 }
 
+/// The `--cpu-of` processes' CPU ticks so far (`None` without the flag).
+fn members_cpu(pids: &[u32]) -> Result<Option<u64>> {
+    if pids.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(proc_cpu::cpu_ticks(pids).context("--cpu-of")?))
+}
+
 fn summarize(workload: Workload, mut tally: Tally, elapsed: Duration) -> WorkloadReport {
     tally.latencies_us.sort_unstable();
     let lat = &tally.latencies_us;
@@ -867,6 +893,7 @@ fn summarize(workload: Workload, mut tally: Tally, elapsed: Duration) -> Workloa
         p999_ms: pct(0.999),
         max_ms: lat.last().map_or(0.0, |&us| ms(us)),
         keys: None,
+        members_cpu_us_per_request: None,
         error_messages: tally.messages.into_iter().collect(),
     }
 }
