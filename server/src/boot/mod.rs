@@ -473,7 +473,8 @@ fn finish_interrupted_install(db: &Db, snapshots: &SnapshotRegistry) -> Result<(
         return Ok(());
     };
     tracing::warn!(path = %path.display(), "redoing a snapshot install interrupted by a crash");
-    let header = snapfile::load(db, &path)?;
+    // The store's index is built after this, from the keyspace.
+    let header = snapfile::load(db, &path, |_, _| Ok(()))?;
     let mut log = RaftLog::open(
         db.clone(),
         Arc::new(SnapshotRegistry::new(snapshots.dir().to_path_buf(), 1)?),

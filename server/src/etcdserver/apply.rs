@@ -977,7 +977,12 @@ impl ApplyLoop {
 
     fn install_snapshot(&mut self, index: u64, path: &std::path::Path) -> storage::Result<()> {
         let started = Instant::now();
-        let header = snapfile::load(&self.db, path)?;
+        let mut records = storage::mvcc::IndexRecords::default();
+        let header = snapfile::load(&self.db, path, |k, v| {
+            records
+                .add(k, v)
+                .map_err(|e| storage::Error::corrupt("snapshot record", e))
+        })?;
         if header.index != index {
             return Err(storage::Error::corrupt(
                 "snapshot",
@@ -985,7 +990,7 @@ impl ApplyLoop {
             ));
         }
         let load_ms = started.elapsed().as_millis() as u64;
-        let attachments = self.store.reload().map_err(storage_err)?;
+        let attachments = self.store.reload(records).map_err(storage_err)?;
         self.lessor.restore(
             meta::lease_records(&self.db)?
                 .into_iter()

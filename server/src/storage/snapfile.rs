@@ -311,11 +311,13 @@ pub fn write(
         term,
         conf_state,
     )?;
-    let file = inner.into_inner().map_err(|e| io(e.into_error()))?;
-    file.sync_all().map_err(io)?;
-    drop(file);
+    // No fsync: a file written here only serves this process, from the
+    // page cache (the registry starts empty at every start, and only a
+    // file *received* from a leader, which the receiver syncs, is ever
+    // read after a restart). Syncing hundreds of megabytes held a new
+    // member up for as long as the disk took.
+    drop(inner.into_inner().map_err(|e| io(e.into_error()))?);
     std::fs::rename(&tmp_path, &final_path).map_err(|e| Error::io(&final_path, e))?;
-    sync_dir(dir)?;
     Ok(SnapshotInfo {
         index,
         term,
@@ -535,6 +537,86 @@ pub fn verify(path: &Path) -> Result<Header> {
     scan(path, false, |_, _, _| Ok(()))
 }
 
+/// Bytes of the header's fixed part: magic, index, term.
+const FIXED_HEADER_BYTES: usize = MAGIC.len() + 8 + 8;
+/// Bytes of the SHA-256 that ends the raft form.
+const DIGEST_BYTES: usize = 32;
+
+/// Checks a raft-form snapshot as its bytes arrive from the leader, so the
+/// receiving member needs no second read of the file before raft sees it:
+/// the SHA-256 of everything but the last 32 bytes against those 32 bytes,
+/// and the header's index and term. The records' structure is checked
+/// where they are read, by [`load`], before it changes anything.
+pub struct Arriving {
+    hasher: Sha256,
+    /// The last (at most 32) bytes so far: the digest once the stream ends.
+    tail: Vec<u8>,
+    /// The first bytes, until the fixed part of the header is complete.
+    head: Vec<u8>,
+}
+
+impl Default for Arriving {
+    fn default() -> Self {
+        Arriving {
+            hasher: Sha256::new(),
+            tail: Vec::with_capacity(2 * DIGEST_BYTES),
+            head: Vec::with_capacity(FIXED_HEADER_BYTES),
+        }
+    }
+}
+
+impl Arriving {
+    /// The next bytes of the stream, in order.
+    pub fn update(&mut self, chunk: &[u8]) {
+        if self.head.len() < FIXED_HEADER_BYTES {
+            let take = (FIXED_HEADER_BYTES - self.head.len()).min(chunk.len());
+            self.head.extend_from_slice(&chunk[..take]);
+        }
+        // Everything but the last 32 bytes of the stream so far is hashed;
+        // those stay in `tail` until more arrive behind them.
+        if chunk.len() >= DIGEST_BYTES {
+            let (body, last) = chunk.split_at(chunk.len() - DIGEST_BYTES);
+            self.hasher.update(&self.tail);
+            self.hasher.update(body);
+            self.tail.clear();
+            self.tail.extend_from_slice(last);
+        } else {
+            self.tail.extend_from_slice(chunk);
+            let extra = self.tail.len().saturating_sub(DIGEST_BYTES);
+            self.hasher.update(&self.tail[..extra]);
+            self.tail.drain(..extra);
+        }
+    }
+
+    /// The stream ended: its digest must match and its header must name
+    /// `index` and `term` (the raft message it came with).
+    pub fn finish(self, index: u64, term: u64) -> Result<()> {
+        let bad = |why: String| Error::corrupt("snapshot file", why);
+        if self.head.len() < FIXED_HEADER_BYTES || self.tail.len() < DIGEST_BYTES {
+            return Err(bad("shorter than a snapshot header".into()));
+        }
+        if self.hasher.finalize().as_slice() != self.tail {
+            return Err(bad("checksum mismatch".into()));
+        }
+        let (magic, rest) = self.head.split_at(MAGIC.len());
+        if magic != MAGIC {
+            return Err(bad("not a cairn snapshot".into()));
+        }
+        let (i, t) = rest.split_at(8);
+        let (got_index, got_term) = (
+            u64::from_be_bytes(i.try_into().unwrap_or_default()),
+            u64::from_be_bytes(t.try_into().unwrap_or_default()),
+        );
+        if (got_index, got_term) != (index, term) {
+            return Err(bad(format!(
+                "the file holds index {got_index} term {got_term}; its message \
+                 named index {index} term {term}"
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Reads every record of a snapshot file in either form (see `scan`): tag
 /// 1 for the `kv` keyspace, 2 for `meta`.
 pub fn read_records(
@@ -565,9 +647,21 @@ pub const TAG_META: u8 = 2;
 /// tombstones instead (journaled; older than the ingested tables, which
 /// win), which costs nothing on a new member and little next to the
 /// transfer on a lagging one.
-pub fn load(db: &Db, path: &Path) -> Result<Header> {
-    remove_all(db, &db.kv)?;
-    db.meta.clear()?;
+///
+/// Nothing the member holds changes until the whole file has been read and
+/// checked (structure and checksum): the ingested tables stay invisible
+/// until `finish`, and the tombstones are written just before it. fjall
+/// gives the ingested tables a sequence number at `finish`, after flushing
+/// the memtable that holds the tombstones, so the tables are newer.
+///
+/// `on_kv` sees every `kv` record (key, value) before it is ingested: the
+/// caller builds its in-memory index from them instead of reading the
+/// keyspace back.
+pub fn load(
+    db: &Db,
+    path: &Path,
+    mut on_kv: impl FnMut(&[u8], &[u8]) -> Result<()>,
+) -> Result<Header> {
     let mut ingestion = db.kv.start_ingestion()?;
     let mut last_key: Option<Vec<u8>> = None;
     let mut meta_records = Vec::new();
@@ -586,10 +680,13 @@ pub fn load(db: &Db, path: &Path) -> Result<Header> {
                 "state machine records out of key order",
             ));
         }
+        on_kv(&k, &v)?;
         ingestion.write(k.clone(), v)?;
         last_key = Some(k);
         Ok(())
     })?;
+    remove_all(db, &db.kv)?;
+    db.meta.clear()?;
     ingestion.finish()?;
     let mut batch = db.db.batch();
     for (k, v) in meta_records {
@@ -817,7 +914,15 @@ mod tests {
 
         let other = Db::open(&dir.path().join("b")).unwrap();
         other.kv.insert(b"stale".to_vec(), b"x".to_vec()).unwrap();
-        load(&other, &info.path).unwrap();
+        // The caller sees exactly the kv records, in order (it builds the
+        // in-memory index from them).
+        let mut seen = Vec::new();
+        load(&other, &info.path, |k, v| {
+            seen.push((k.to_vec(), v.len()));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, vec![(b"k1".to_vec(), 2), (b"k2".to_vec(), 100_000)]);
         assert!(other.kv.get(b"stale").unwrap().is_none());
         assert_eq!(&*other.kv.get(b"k1").unwrap().unwrap(), b"v1");
         assert_eq!(other.kv.get(b"k2").unwrap().unwrap().len(), 100_000);
@@ -832,8 +937,54 @@ mod tests {
         let path = crafted(dir.path(), 7, &[(TAG_KV, b"b", b"v"), (TAG_KV, b"a", b"v")]);
         assert_eq!(verify(&path).unwrap().index, 7, "the file itself is valid");
         let db = Db::open(&dir.path().join("m")).unwrap();
-        let err = load(&db, &path).unwrap_err().to_string();
+        let err = load(&db, &path, |_, _| Ok(())).unwrap_err().to_string();
         assert!(err.contains("out of key order"), "{err}");
+    }
+
+    /// A file that fails its checks part-way (records out of order, a
+    /// damaged byte caught by the checksum at the end) leaves the member's
+    /// state machine as it was; a good file then installs as usual.
+    #[test]
+    fn a_file_refused_part_way_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join("m")).unwrap();
+        db.kv.insert(b"old".to_vec(), b"1".to_vec()).unwrap();
+        db.meta.insert(b"meta".to_vec(), b"x".to_vec()).unwrap();
+        let unchanged = |db: &Db| {
+            assert_eq!(db.kv.get(b"old").unwrap().as_deref(), Some(&b"1"[..]));
+            assert_eq!(db.meta.get(b"meta").unwrap().as_deref(), Some(&b"x"[..]));
+            assert!(db.kv.get(b"a").unwrap().is_none());
+        };
+        let disordered = crafted(dir.path(), 7, &[(TAG_KV, b"b", b"v"), (TAG_KV, b"a", b"v")]);
+        assert!(load(&db, &disordered, |_, _| Ok(())).is_err());
+        unchanged(&db);
+
+        let good = crafted(
+            dir.path(),
+            8,
+            &[
+                (TAG_KV, b"a", b"new"),
+                (TAG_KV, b"b", b"v"),
+                (TAG_META, b"n", b"y"),
+            ],
+        );
+        let mut damaged = std::fs::read(&good).unwrap();
+        // A byte of a value: only the checksum at the end can tell.
+        let at = damaged.windows(3).position(|w| w == b"new").unwrap();
+        damaged[at] ^= 0x01;
+        let damaged_path = dir.path().join("damaged.snap");
+        std::fs::write(&damaged_path, &damaged).unwrap();
+        let err = load(&db, &damaged_path, |_, _| Ok(()))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("checksum"), "{err}");
+        unchanged(&db);
+
+        load(&db, &good, |_, _| Ok(())).unwrap();
+        assert!(db.kv.get(b"old").unwrap().is_none());
+        assert!(db.meta.get(b"meta").unwrap().is_none());
+        assert_eq!(db.kv.get(b"a").unwrap().as_deref(), Some(&b"new"[..]));
+        assert_eq!(db.meta.get(b"n").unwrap().as_deref(), Some(&b"y"[..]));
     }
 
     /// The install must hold across a restart: fjall replays its journal
@@ -874,8 +1025,8 @@ mod tests {
             // (a lagging member), each on top of the one before.
             let db = Db::open(&member).unwrap();
             db.kv.insert(b"stale".to_vec(), b"x".to_vec()).unwrap();
-            load(&db, &first.path).unwrap();
-            load(&db, &second.path).unwrap();
+            load(&db, &first.path, |_, _| Ok(())).unwrap();
+            load(&db, &second.path, |_, _| Ok(())).unwrap();
             db.sync().unwrap();
         }
         let db = Db::open(&member).unwrap();
@@ -943,6 +1094,59 @@ mod tests {
         // A truncated download neither.
         std::fs::write(&path, &bytes[..bytes.len() - 40]).unwrap();
         assert!(verify(&path).is_err());
+    }
+
+    /// Feeds `bytes` to an [`Arriving`] in chunks of `chunk` bytes.
+    fn arrive(bytes: &[u8], chunk: usize) -> Arriving {
+        let mut a = Arriving::default();
+        for c in bytes.chunks(chunk) {
+            a.update(c);
+        }
+        a
+    }
+
+    #[test]
+    fn a_snapshot_is_checked_as_it_arrives_in_any_chunking() {
+        let dir = tempfile::tempdir().unwrap();
+        let value = vec![9u8; 3000];
+        let path = crafted(
+            dir.path(),
+            7,
+            &[
+                (TAG_KV, b"a", &value),
+                (TAG_KV, b"b", b"x"),
+                (TAG_META, b"m", b"y"),
+            ],
+        );
+        let bytes = std::fs::read(&path).unwrap();
+        for chunk in [1, 5, 31, 32, 33, 64, 1000, bytes.len()] {
+            arrive(&bytes, chunk)
+                .finish(7, 2)
+                .unwrap_or_else(|e| panic!("chunks of {chunk}: {e}"));
+        }
+        let err = arrive(&bytes, 100).finish(8, 2).unwrap_err().to_string();
+        assert!(err.contains("index 7 term 2"), "{err}");
+
+        // One flipped bit anywhere (header, record, digest), a cut, or an
+        // extra byte: refused.
+        for at in [
+            3,
+            12,
+            40,
+            bytes.len() / 2,
+            bytes.len() - 40,
+            bytes.len() - 1,
+        ] {
+            let mut bad = bytes.clone();
+            bad[at] ^= 0x10;
+            assert!(arrive(&bad, 33).finish(7, 2).is_err(), "flip at {at}");
+        }
+        assert!(arrive(&bytes[..bytes.len() - 1], 33).finish(7, 2).is_err());
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(arrive(&longer, 33).finish(7, 2).is_err());
+        assert!(arrive(&bytes[..20], 7).finish(7, 2).is_err());
+        assert!(Arriving::default().finish(7, 2).is_err());
     }
 
     #[test]

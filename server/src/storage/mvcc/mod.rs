@@ -242,6 +242,48 @@ struct PutFields {
     lease: i64,
 }
 
+/// The index's view of the revision keyspace, collected one record at a
+/// time: read back from disk at start, or handed over by a snapshot
+/// install as it ingests the records (so the install does not read back
+/// what it just wrote).
+#[derive(Default)]
+pub struct IndexRecords {
+    changes: Vec<DiskChange>,
+    /// The highest main revision seen.
+    last: i64,
+}
+
+impl IndexRecords {
+    /// Every record of the revision keyspace on disk.
+    fn read(db: &Db) -> Result<IndexRecords> {
+        let mut records = IndexRecords::default();
+        for guard in db.kv.iter() {
+            let (k, v) = guard.into_inner()?;
+            records.add(&k, &v)?;
+        }
+        Ok(records)
+    }
+
+    /// One record of the revision keyspace: its key (the revision) and
+    /// value (the encoded key-value or tombstone).
+    pub fn add(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        let rev = Rev::from_key(key)
+            .ok_or_else(|| StorageError::corrupt("mvcc revision key", hex::encode(key)))?;
+        let (kind, kv) = decode_index_fields(value)?;
+        self.changes.push(DiskChange {
+            rev,
+            put: (kind == KIND_PUT).then(|| PutFields {
+                created: Rev::new(kv.create_revision, 0),
+                version: kv.version,
+                lease: kv.lease,
+            }),
+            key: kv.key,
+        });
+        self.last = self.last.max(rev.main);
+        Ok(())
+    }
+}
+
 struct Rebuilt {
     index: TreeIndex,
     current: i64,
@@ -318,7 +360,7 @@ impl Store {
     /// physical compaction a crash interrupted.
     /// Also returns the lease of every live key that has one, for the lessor.
     pub fn open(db: Db, compaction_batch_limit: usize) -> Result<(Arc<Store>, LeaseAttachments)> {
-        let r = Self::rebuild(&db)?;
+        let r = Self::rebuild(&db, IndexRecords::read(&db)?)?;
         let (done_tx, _) = tokio::sync::watch::channel(r.finished);
         let store = Arc::new(Store {
             db,
@@ -335,12 +377,13 @@ impl Store {
         Ok((store, r.leases))
     }
 
-    /// Re-reads everything from disk after the state machine was replaced
-    /// (a snapshot from the leader was installed).
+    /// Rebuilds everything in memory after the state machine was replaced
+    /// (a snapshot from the leader was installed), from `records`: every
+    /// record of the new revision keyspace, as the install ingested them.
     /// Returns the lease attachments like `open`.
-    pub fn reload(&self) -> Result<LeaseAttachments> {
+    pub fn reload(&self, records: IndexRecords) -> Result<LeaseAttachments> {
         let mut index = self.index.write();
-        let r = Self::rebuild(&self.db)?;
+        let r = Self::rebuild(&self.db, records)?;
         *index = r.index;
         self.current.store(r.current, Ordering::Release);
         self.compacted.store(r.compacted, Ordering::Release);
@@ -380,25 +423,8 @@ impl Store {
     /// restart's time). So they are collected, grouped by key with a
     /// stable sort (keeping each key's revision order), and the index is
     /// built from the sorted keys in one pass.
-    fn rebuild(db: &Db) -> Result<Rebuilt> {
-        let mut changes: Vec<DiskChange> = Vec::new();
-        let mut last = 0i64;
-        for guard in db.kv.iter() {
-            let (k, v) = guard.into_inner()?;
-            let rev = Rev::from_key(&k)
-                .ok_or_else(|| StorageError::corrupt("mvcc revision key", hex::encode(&k)))?;
-            let (kind, kv) = decode_index_fields(&v)?;
-            changes.push(DiskChange {
-                rev,
-                put: (kind == KIND_PUT).then(|| PutFields {
-                    created: Rev::new(kv.create_revision, 0),
-                    version: kv.version,
-                    lease: kv.lease,
-                }),
-                key: kv.key,
-            });
-            last = last.max(rev.main);
-        }
+    fn rebuild(db: &Db, records: IndexRecords) -> Result<Rebuilt> {
+        let IndexRecords { mut changes, last } = records;
         changes.sort_by(|a, b| a.key.cmp(&b.key));
         let mut leases = Vec::new();
         let mut changes = changes.into_iter().peekable();
