@@ -120,9 +120,33 @@ impl Browser {
         }
     }
 
+    /// Clicks `css`, which loads a new page (every click in this test
+    /// does), and waits until that page has loaded. chromedriver's click
+    /// can return before a form submission's navigation has begun; the
+    /// next lookup then ran against a page being torn down and found
+    /// nothing (seen once in a full run).
     fn click(&self, css: &str) {
         let e = self.must_find(css);
+        self.script("window.cairnPageBeforeClick = true;");
         self.send("POST", &format!("/element/{e}/click"), Some(json!({})));
+        let deadline = Instant::now() + WAIT;
+        loop {
+            // While the navigation runs the script may fail (no document):
+            // anything but `true` means "not yet".
+            let loaded = self.script(
+                "return window.cairnPageBeforeClick === undefined \
+                 && document.readyState === 'complete';",
+            );
+            if loaded == Value::Bool(true) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "clicking {css} loaded no new page; page:\n{}",
+                self.source()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     fn type_into(&self, css: &str, text: &str) {
