@@ -14,6 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
+use crate::bench_plugins::median_of;
 use crate::cluster::{self, ClusterSpec, Layout, RunningCluster};
 use crate::protoc::add_protoc_to_path;
 use crate::util::{cargo, describe, display_cmd, find_on_path, run_captured, run_streamed};
@@ -237,18 +238,14 @@ fn combine(mut rounds: Vec<BenchReport>) -> Option<BenchReport> {
             .iter()
             .filter_map(|r| r.results.iter().find(|w| w.workload == first.workload))
             .collect();
-        let median_of = |mut v: Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            let n = v.len();
-            match n {
-                0 => None,
-                _ if n % 2 == 1 => Some(v[n / 2]),
-                _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
-            }
-        };
         let median = |f: fn(&WorkloadResult) -> f64| {
-            median_of(same.iter().map(|w| f(w)).collect()).unwrap_or(0.0)
+            median_of(&same.iter().map(|w| f(w)).collect::<Vec<_>>())
         };
+        // Only rounds that reported it (a generator without --cpu-of).
+        let cpu: Vec<f64> = same
+            .iter()
+            .filter_map(|w| w.members_cpu_us_per_request)
+            .collect();
         results.push(WorkloadResult {
             workload: first.workload.clone(),
             requests: same.iter().map(|w| w.requests).sum(),
@@ -257,11 +254,7 @@ fn combine(mut rounds: Vec<BenchReport>) -> Option<BenchReport> {
             p50_ms: median(|w| w.p50_ms),
             p99_ms: median(|w| w.p99_ms),
             max_ms: same.iter().map(|w| w.max_ms).fold(0.0, f64::max),
-            members_cpu_us_per_request: median_of(
-                same.iter()
-                    .filter_map(|w| w.members_cpu_us_per_request)
-                    .collect(),
-            ),
+            members_cpu_us_per_request: (!cpu.is_empty()).then(|| median_of(&cpu)),
         });
     }
     let settings = rounds.swap_remove(0).settings;
