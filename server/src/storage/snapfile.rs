@@ -314,8 +314,8 @@ pub fn write(
     // No fsync: a file written here only serves this process, from the
     // page cache (the registry starts empty at every start, and only a
     // file *received* from a leader, which the receiver syncs, is ever
-    // read after a restart). Syncing hundreds of megabytes held a new
-    // member up for as long as the disk took.
+    // read after a restart). Syncing hundreds of megabytes only delayed
+    // the member waiting for the file.
     drop(inner.into_inner().map_err(|e| io(e.into_error()))?);
     std::fs::rename(&tmp_path, &final_path).map_err(|e| Error::io(&final_path, e))?;
     Ok(SnapshotInfo {
