@@ -332,7 +332,7 @@ fn bench_against(
     let mut running: RunningCluster = cluster::start(spec, &[0, 1, 2], false)?;
     cluster::wait_healthy(&mut running, CLUSTER_START_TIMEOUT)?;
 
-    let cpu_of: Vec<String> = running.member_pids()?.iter().map(u32::to_string).collect();
+    let cpu_of = running.cpu_of_arg()?;
     let mut cmd = Command::new(bench);
     // The user's flags first; ours last, so they win (cairn-bench lets a
     // later occurrence override an earlier one).
@@ -340,7 +340,7 @@ fn bench_against(
         .arg("--endpoints")
         .arg(running.spec.endpoints())
         .arg("--cpu-of")
-        .arg(cpu_of.join(","));
+        .arg(cpu_of);
     let report: BenchReport = run_json(&mut cmd).with_context(|| {
         format!(
             "cairn-bench against {kind}; the members' logs are kept in {}",

@@ -225,7 +225,7 @@ fn measure_round(
         .iter()
         .map(|m| m.client_addr())
         .collect();
-    let pids = running.member_pids()?;
+    let cpu_of = running.cpu_of_arg()?;
     let mut runs = Vec::with_capacity(order.len());
     let mut pages = 0;
     for &viewed in order {
@@ -238,7 +238,7 @@ fn measure_round(
             }
         );
         let viewers = viewed.then(|| Viewers::start(&members, reload));
-        let run = run_bench(bench, &running.spec.endpoints(), &pids, extra, &dir)?;
+        let run = run_bench(bench, &running.spec.endpoints(), &cpu_of, extra, &dir)?;
         if let Some(v) = viewers {
             pages += v.stop()?;
         }

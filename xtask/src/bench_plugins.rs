@@ -289,7 +289,7 @@ fn measure_round(
         .iter()
         .map(|m| m.client_addr())
         .collect();
-    let pids = running.member_pids()?;
+    let cpu_of = running.cpu_of_arg()?;
 
     let mut deployed = false;
     let mut runs = Vec::with_capacity(order.len());
@@ -327,7 +327,7 @@ fn measure_round(
         runs.push(run_bench(
             bench,
             &running.spec.endpoints(),
-            &pids,
+            &cpu_of,
             extra,
             &dir,
         )?);
@@ -379,20 +379,19 @@ fn wait_plugin_state(members: &[std::net::SocketAddr], deployed: bool) -> Result
 }
 
 /// One `cairn-bench` put workload; the members' CPU time is read for
-/// `member_pids`.
+/// `cpu_of` (see `RunningCluster::cpu_of_arg`).
 pub(crate) fn run_bench(
     bench: &Path,
     endpoints: &str,
-    member_pids: &[u32],
+    cpu_of: &str,
     extra: &[String],
     dir: &Path,
 ) -> Result<Run> {
-    let cpu_of: Vec<String> = member_pids.iter().map(u32::to_string).collect();
     let mut cmd = Command::new(bench);
     cmd.args(extra)
         .args(["--workload", "put"])
         .arg("--cpu-of")
-        .arg(cpu_of.join(","))
+        .arg(cpu_of)
         .arg("--endpoints")
         .arg(endpoints)
         .args(["--format", "json"])

@@ -213,11 +213,7 @@ fn one_round(
     cluster::wait_healthy(&mut running, CLUSTER_START_TIMEOUT)?;
     let endpoints = running.spec.endpoints();
     let pids = running.member_pids()?;
-    let cpu_of = pids
-        .iter()
-        .map(u32::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
+    let cpu_of = running.cpu_of_arg()?;
     let mut out = Outcome::default();
 
     let load = cairn_bench(

@@ -790,6 +790,13 @@ impl RunningCluster {
             .collect()
     }
 
+    /// The members' process ids as the load generators' `--cpu-of` takes
+    /// them (comma-separated).
+    pub fn cpu_of_arg(&self) -> Result<String> {
+        let pids: Vec<String> = self.member_pids()?.iter().map(u32::to_string).collect();
+        Ok(pids.join(","))
+    }
+
     /// A rolling-restart step: SIGTERM member `i` (SIGKILL past the grace
     /// period), start it again from its data and config, and wait (bounded)
     /// until it is healthy. Returns how long it took to exit after SIGTERM.
