@@ -20,6 +20,7 @@ pub mod alarm;
 pub mod checksum;
 pub mod etcd_import;
 pub mod etcd_snapshot;
+pub mod journal_check;
 pub mod meta;
 pub mod mvcc;
 pub mod raftlog;
@@ -108,6 +109,8 @@ pub struct DefragReport {
 /// reported as the corruption it is, without a panic message, rather than
 /// crashing the process at start.
 fn open_recovering(dir: &Path, cache_bytes: u64) -> Result<Database> {
+    // Before fjall replays the journal: what its recovery lets through.
+    journal_check::check(dir)?;
     use std::sync::{Arc, Mutex};
     let me = std::thread::current().id();
     let message: Arc<Mutex<Option<String>>> = Arc::default();
