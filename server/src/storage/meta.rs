@@ -17,6 +17,7 @@ const MEMBERSHIP: &[u8] = b"membership";
 const COMPACT_SCHEDULED: &[u8] = b"compact_scheduled";
 const COMPACT_FINISHED: &[u8] = b"compact_finished";
 const ALARMS: &[u8] = b"alarms";
+const KV_REVISION: &[u8] = b"kv_revision";
 
 /// Records that say which cluster the state machine belongs to and where it
 /// stands in that cluster's raft log, rather than what it holds: a snapshot
@@ -29,8 +30,12 @@ pub fn is_cluster_record(key: &[u8]) -> bool {
 /// applied entries (how far the raft log is applied, how far background
 /// compaction got); left out of the state-machine hash so that members at
 /// the same revision agree.
+///
+/// The revision keyspace's own record is deterministic, but members written
+/// by an older build lack it until their next apply: left out too, so a
+/// mixed cluster's hashes still agree.
 pub fn is_member_local(key: &[u8]) -> bool {
-    [APPLIED, COMPACT_FINISHED].contains(&key)
+    [APPLIED, COMPACT_FINISHED, KV_REVISION].contains(&key)
 }
 
 /// The raft position the state machine reflects.
@@ -126,6 +131,23 @@ pub fn membership(db: &Db) -> Result<Option<Membership>> {
 
 pub fn put_membership(batch: &mut OwnedWriteBatch, db: &Db, m: &Membership) {
     batch.insert(&db.meta, MEMBERSHIP, m.encode_to_vec());
+}
+
+/// The highest main revision assigned by the apply batches, written in each
+/// batch with the revisions it assigned. fjall flushes each keyspace's
+/// memtable on its own, so after a damaged journal tail `kv` and `meta` can
+/// come back at different points of the write order; this record, kept in
+/// `meta` with the applied index, says where `kv` must stand (see
+/// `mvcc::Store::open`). `None` in data written before the record existed.
+pub fn kv_revision(db: &Db) -> Result<Option<i64>> {
+    db.meta
+        .get(KV_REVISION)?
+        .map(|v| read_i64(&v, "revision keyspace position"))
+        .transpose()
+}
+
+pub fn put_kv_revision(batch: &mut OwnedWriteBatch, db: &Db, rev: i64) {
+    batch.insert(&db.meta, KV_REVISION, rev.to_be_bytes().to_vec());
 }
 
 /// (scheduled, finished) compaction revisions; 0 when never compacted.

@@ -107,6 +107,35 @@ impl RaftLog {
         if hard_state.commit < applied.index {
             hard_state.commit = applied.index;
         }
+        let mut truncated = truncated;
+        let mut last_index = last_index;
+        // The log lost entries the state machine applied: its journal's tail
+        // was cut on recovery after `meta` had been flushed past the cut
+        // (keyspaces flush on their own). Applied entries are committed, so
+        // the log restarts just after them, as after a snapshot install;
+        // raft would otherwise stop at a commit index beyond its last entry.
+        // (A snapshot install a crash interrupted looks the same until it is
+        // redone; that is left to the redo.)
+        if applied.index > last_index && db.raft.get(INSTALLING)?.is_none() {
+            tracing::warn!(
+                applied = applied.index,
+                last_index,
+                "the raft log ends before the applied index (the journal's tail was cut on \
+                 recovery); the log restarts after the applied entry"
+            );
+            if hard_state.term < applied.term {
+                hard_state.term = applied.term;
+            }
+            let mut batch = db.raft_batch();
+            for idx in truncated.0 + 1..=last_index {
+                batch.remove(&db.raft, entry_key(idx));
+            }
+            batch.insert(&db.raft, TRUNCATED, pair(applied.index, applied.term));
+            batch.insert(&db.raft, HARD_STATE, encode(&hard_state, "hard state")?);
+            batch.durability(Some(PersistMode::SyncData)).commit()?;
+            truncated = (applied.index, applied.term);
+            last_index = applied.index;
+        }
         Ok(RaftLog {
             db,
             hard_state,

@@ -279,3 +279,33 @@ fn a_bootstrapped_position_and_identity_read_back() {
     assert_eq!(log.hard_state().commit, 3);
     assert_eq!(identity(&log.db).unwrap(), Some((0xaa, 0xbb)));
 }
+
+/// The journal's tail was cut on recovery after `meta` had been flushed
+/// past the cut: the state machine applied entries the log lost. The log
+/// restarts after the applied entry (raft would stop at a commit index
+/// beyond its last entry), and stays so across another restart.
+#[test]
+fn a_log_that_lost_applied_entries_restarts_after_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let mut log = open(dir.path());
+        log.persist(&entries(1, 5, |_| 1), Some(&hard_state(1, 1, 5)), true)
+            .unwrap();
+        let mut batch = log.db.db.batch();
+        meta::put_applied(&mut batch, &log.db, AppliedState { index: 8, term: 2 });
+        batch.commit().unwrap();
+    }
+    for _ in 0..2 {
+        let log = open(dir.path());
+        assert_eq!(
+            (log.first_index().unwrap(), log.last_index().unwrap()),
+            (9, 8)
+        );
+        assert_eq!(log.term(8).unwrap(), 2);
+        assert!(is_compacted(log.term(5)));
+        let hs = log.hard_state();
+        assert_eq!((hs.term, hs.commit), (2, 8));
+        let state = log.initial_state().unwrap();
+        assert_eq!(state.hard_state.commit, 8);
+    }
+}

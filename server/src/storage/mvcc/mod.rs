@@ -284,6 +284,90 @@ impl IndexRecords {
     }
 }
 
+/// Most revision records removed per batch when `reconcile_with_meta`
+/// rolls the revision keyspace back.
+const ROLLBACK_BATCH_RECORDS: usize = 10_000;
+
+/// Brings the revision keyspace to the position `meta` records for it
+/// before anything reads it, or refuses to start.
+///
+/// Every apply batch writes its revisions and the metadata that covers them
+/// (applied index, leases, `kv_revision`) atomically, into one journal. But
+/// fjall flushes each keyspace's memtable to tables on its own: if the
+/// journal's tail is later lost (a torn or damaged tail, which fjall cuts
+/// off on recovery), a keyspace that was flushed past the cut keeps those
+/// batches while one that was not loses them.
+/// - `kv` ahead of `meta`: the revisions past the record belong to entries
+///   the applied index does not count, which raft hands over again; left in
+///   place, applying them again would assign them new revisions, and this
+///   member's history would part from the others'. They are removed.
+/// - `kv` behind `meta`: revisions the applied index counts are gone and
+///   nothing would bring them back; the member refuses to start, naming the
+///   way out (replace the member), rather than serve a history with holes.
+fn reconcile_with_meta(db: &Db) -> Result<()> {
+    let Some(recorded) = meta::kv_revision(db)? else {
+        // Written before the record existed: nothing to compare with.
+        return Ok(());
+    };
+    let last = match db.kv.last_key_value() {
+        None => 0,
+        Some(guard) => {
+            let key = guard.key()?;
+            Rev::from_key(&key)
+                .ok_or_else(|| StorageError::corrupt("mvcc revision key", hex::encode(&key)))?
+                .main
+        }
+    };
+    if last > recorded {
+        let from = Rev::new(recorded + 1, 0).to_key();
+        let mut removed = 0usize;
+        loop {
+            let keys = db
+                .kv
+                .range(from..)
+                .take(ROLLBACK_BATCH_RECORDS)
+                .map(|g| g.key())
+                .collect::<Result<Vec<_>, _>>()?;
+            if keys.is_empty() {
+                break;
+            }
+            let mut batch = db.db.batch();
+            for k in &keys {
+                batch.remove(&db.kv, k.clone());
+            }
+            batch.durability(Some(PersistMode::SyncData)).commit()?;
+            removed += keys.len();
+        }
+        tracing::warn!(
+            recorded,
+            found = last,
+            removed,
+            "the revision keyspace was ahead of the applied index (the journal's tail was \
+             cut on recovery); revisions past {recorded} were removed and their entries will be \
+             applied again"
+        );
+    }
+    let (scheduled, _) = meta::compaction(db)?;
+    // The record's own revision is on disk unless compaction removed it
+    // (a tombstone at or below the compaction point).
+    if recorded > scheduled.max(1) {
+        let at = Rev::new(recorded, 0).to_key()..Rev::new(recorded + 1, 0).to_key();
+        if db.kv.range(at).next().is_none() {
+            return Err(StorageError::corrupt(
+                "revision keyspace",
+                format!(
+                    "the applied index covers revision {recorded}, but the revision keyspace ends \
+                     at {last}: the journal lost writes the state machine had applied. This \
+                     member's data cannot be trusted; remove it from the cluster and add it back \
+                     with an empty data dir"
+                ),
+            )
+            .into());
+        }
+    }
+    Ok(())
+}
+
 struct Rebuilt {
     index: TreeIndex,
     current: i64,
@@ -360,6 +444,7 @@ impl Store {
     /// physical compaction a crash interrupted.
     /// Also returns the lease of every live key that has one, for the lessor.
     pub fn open(db: Db, compaction_batch_limit: usize) -> Result<(Arc<Store>, LeaseAttachments)> {
+        reconcile_with_meta(&db)?;
         let r = Self::rebuild(&db, IndexRecords::read(&db)?)?;
         let (done_tx, _) = tokio::sync::watch::channel(r.finished);
         let store = Arc::new(Store {
@@ -960,6 +1045,8 @@ impl ApplyBatch {
             compaction,
             ..
         } = self;
+        let mut batch = batch;
+        meta::put_kv_revision(&mut batch, &store.db, rev);
         batch.durability(Some(PersistMode::Buffer)).commit()?;
         store.current.store(rev, Ordering::Release);
         if let Some((crev, keep)) = compaction {
@@ -1329,5 +1416,121 @@ mod tests {
         let (res, _) = s.range(&r).unwrap();
         assert!(res.kvs.is_empty());
         assert_eq!(res.count, 4);
+    }
+
+    /// Commits one put of `key` in its own apply batch; returns the revision.
+    fn put_one(s: &Arc<Store>, key: &str, value: &str) -> i64 {
+        let mut b = s.begin_batch();
+        let mut w = b.begin_write();
+        b.put(
+            &mut w,
+            Bytes::copy_from_slice(key.as_bytes()),
+            Bytes::copy_from_slice(value.as_bytes()),
+            0,
+        )
+        .unwrap();
+        b.end_write(w);
+        b.commit().unwrap()
+    }
+
+    /// The member's journal files (fjall keeps them under the database).
+    fn journals(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let mut out = Vec::new();
+        let mut todo = vec![dir.to_path_buf()];
+        while let Some(d) = todo.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    todo.push(p);
+                } else if p.extension().is_some_and(|x| x == "jnl") {
+                    out.push(p);
+                }
+            }
+        }
+        out
+    }
+
+    /// Where each journal's data ends (fjall preallocates with zeros).
+    fn journal_ends(dir: &std::path::Path) -> Vec<(std::path::PathBuf, usize)> {
+        journals(dir)
+            .into_iter()
+            .map(|p| {
+                let bytes = std::fs::read(&p).unwrap();
+                let end = bytes.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+                (p, end)
+            })
+            .collect()
+    }
+
+    /// Writes `a` (revision 2), then `b` (revision 3); flushes `flushed`'s
+    /// memtable to a table; then cuts every journal back to where it ended
+    /// after `a`, as a torn or damaged tail cut off on recovery would.
+    fn cut_after_first_put(dir: &std::path::Path, flushed: fn(&Db) -> &fjall::Keyspace) {
+        let cut = {
+            let db = Db::open(dir).unwrap();
+            let (s, _) = Store::open(db.clone(), 1000).unwrap();
+            assert_eq!(put_one(&s, "a", "1"), 2);
+            db.sync().unwrap();
+            let cut = journal_ends(dir);
+            assert_eq!(put_one(&s, "b", "2"), 3);
+            db.sync().unwrap();
+            flushed(&db).rotate_memtable_and_wait().unwrap();
+            cut
+        };
+        let mut cut_any = false;
+        for (path, end) in cut {
+            let mut bytes = std::fs::read(&path).unwrap();
+            if bytes[end..].iter().any(|b| *b != 0) {
+                bytes[end..].fill(0);
+                std::fs::write(&path, &bytes).unwrap();
+                cut_any = true;
+            }
+        }
+        assert!(cut_any, "the second put reached no journal");
+    }
+
+    /// `kv` flushed past the cut, `meta` not: the store comes back at the
+    /// revision `meta` records, so raft's re-delivered entry gets the same
+    /// revision again rather than a new one.
+    #[test]
+    fn a_revision_keyspace_ahead_of_the_applied_state_is_rolled_back() {
+        let dir = tempfile::tempdir().unwrap();
+        cut_after_first_put(dir.path(), |db| &db.kv);
+        let db = Db::open(dir.path()).unwrap();
+        assert_eq!(meta::kv_revision(&db).unwrap(), Some(2));
+        assert!(
+            db.kv.range(Rev::new(3, 0).to_key()..).next().is_some(),
+            "the flushed table kept revision 3 (else this test shows nothing)"
+        );
+        let (s, _) = Store::open(db.clone(), 1000).unwrap();
+        assert_eq!(s.current_rev(), 2);
+        assert!(db.kv.range(Rev::new(3, 0).to_key()..).next().is_none());
+        let (got, _) = s
+            .range(&RangeRequest {
+                key: b"b".to_vec().into(),
+                ..Default::default()
+            })
+            .unwrap();
+        assert!(got.kvs.is_empty(), "{got:?}");
+        assert_eq!(put_one(&s, "b", "2"), 3);
+        drop((s, db));
+        let (s, _) = Store::open(Db::open(dir.path()).unwrap(), 1000).unwrap();
+        assert_eq!(s.current_rev(), 3);
+    }
+
+    /// `meta` flushed past the cut, `kv` not: revisions the applied index
+    /// counts are gone, and the store refuses to open.
+    #[test]
+    fn a_revision_keyspace_behind_the_applied_state_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        cut_after_first_put(dir.path(), |db| &db.meta);
+        let db = Db::open(dir.path()).unwrap();
+        assert_eq!(meta::kv_revision(&db).unwrap(), Some(3));
+        let err = Store::open(db, 1000).err().expect("refused");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("covers revision 3") && msg.contains("ends at 2"),
+            "{msg}"
+        );
     }
 }
