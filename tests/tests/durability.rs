@@ -164,7 +164,7 @@ fn a_journal_that_lost_acknowledged_entries_is_refused() {
     eprintln!("refused as expected:\n{}", cairn_tests::tail(&log, 3));
     assert!(
         log.contains("entries it had persisted and acknowledged are gone")
-            || log.contains("JournalRecovery")
+            || log.contains("the journal is damaged")
             || log.contains("cannot be recovered"),
         "no clear refusal:\n{tail}"
     );

@@ -141,7 +141,20 @@ fn open_recovering(dir: &Path, cache_bytes: u64) -> Result<Database> {
     let _ = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| previous(info)));
     match opened {
-        Ok(r) => Ok(r?),
+        Ok(Ok(db)) => Ok(db),
+        // A batch inside the journal (not a torn tail, which fjall cuts)
+        // fails its checks: said as such, with the way out, rather than as
+        // fjall's enum.
+        Ok(Err(fjall::Error::JournalRecovery(why))) => Err(Error::corrupt(
+            "journal",
+            format!(
+                "{}: a batch fails fjall's recovery checks ({why:?}): the journal is damaged. \
+                 This member's data cannot be trusted; remove it from the cluster and add it \
+                 back with an empty data dir",
+                dir.display()
+            ),
+        )),
+        Ok(Err(e)) => Err(e.into()),
         Err(_) => {
             let detail = message
                 .lock()
