@@ -460,3 +460,57 @@ fn linearizable_read_over_a_slow_link_is_answered() {
     );
     assert!(took < Duration::from_secs(4), "took {took:?}");
 }
+
+/// A follower that has not heard of a new leader yet forwards a write to
+/// the old one, which, a follower itself now, passes it on. raft-rs keeps
+/// the original sender on a relayed proposal, and a member refuses a peer
+/// message whose sender is not the member whose stream carries it: the
+/// write was lost, and its client waited the request timeout (seen once in
+/// a rolling restart under load, where the stopping leader hands over). A
+/// relayed proposal must leave under the relay's name.
+#[test]
+fn a_write_relayed_by_a_former_leader_is_committed() {
+    use cairn_robustness::proxy::Link;
+    let (cluster, proxy) = cairn_tests::robustness::proxied_cluster(Options::default(), 7).unwrap();
+    cluster.wait_healthy(Duration::from_secs(30));
+    let old = cluster.wait_leader(Duration::from_secs(10));
+    let new = (old + 1) % 3;
+    let writer = (old + 2) % 3;
+    let rt = runtime();
+    let (answer, after_heal) = rt.block_on(async {
+        let mut via_old = client(&[cluster.members[old].endpoint()]).await;
+        let mut via_writer = client(&[cluster.members[writer].endpoint()]).await;
+        via_writer.put("warm-up", "1", None).await.unwrap();
+        let list = via_old.member_list().await.unwrap();
+        let new_name = format!("m{}", new + 1);
+        let new_id = list
+            .members()
+            .iter()
+            .find(|m| m.name() == new_name)
+            .map(|m| m.id())
+            .expect("the new leader's member id");
+        // Nothing from the new leader reaches the writer's member, so it
+        // keeps forwarding to the old one.
+        proxy.set_link(new, writer, Link::Blackhole);
+        via_old.move_leader(new_id).await.unwrap();
+        let put = tokio::spawn(async move { via_writer.put("relayed", "1", None).await });
+        // Well inside the writer's election timeout: it still follows the
+        // old leader, which relays the write.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Then the writer hears from the new leader and applies the write.
+        proxy.reset(new, writer);
+        proxy.heal();
+        let healed = Instant::now();
+        let answer = tokio::time::timeout(Duration::from_secs(20), put)
+            .await
+            .expect("no answer at all")
+            .expect("put task");
+        (answer, healed.elapsed())
+    });
+    assert!(
+        answer.is_ok() && after_heal < Duration::from_secs(3),
+        "the relayed write was answered {after_heal:?} after the links healed: {answer:?}\n{}",
+        cluster.logs_tail(20)
+    );
+    assert_eq!(cluster.leader(), Some(new));
+}

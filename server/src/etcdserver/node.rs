@@ -401,7 +401,16 @@ impl Node {
                 // asks again or wins without this member.
                 tracing::debug!(from = %format!("{:x}", msg.from), "restarted member does not vote before it hears from a leader");
             }
-            RaftMsg::Step(msg) => {
+            RaftMsg::Step(mut msg) => {
+                if msg.get_msg_type() == MessageType::MsgPropose {
+                    // A follower passes a proposal on to its leader as
+                    // raft-rs received it, under the original sender's ID;
+                    // peers accept a message only from the member whose
+                    // stream carries it, so the leader would drop it (a
+                    // write forwarded to a former leader was lost that way).
+                    // Relayed, it is ours.
+                    msg.from = self.id;
+                }
                 if msg.get_msg_type() == MessageType::MsgHeartbeat {
                     self.check_heartbeat(&msg);
                 }
