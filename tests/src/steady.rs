@@ -56,7 +56,10 @@ impl Outcome {
 pub fn never_sent(e: &etcd_client::Error) -> bool {
     let text = match e {
         etcd_client::Error::GRpcStatus(s)
-            if matches!(s.code(), tonic::Code::Unavailable | tonic::Code::Cancelled) =>
+            if matches!(
+                s.code(),
+                tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Internal
+            ) =>
         {
             format!("{} {:?}", s.message(), s)
         }
@@ -70,6 +73,11 @@ pub fn never_sent(e: &etcd_client::Error) -> bool {
         // closed (the server's GOAWAY): they were never written to it.
         // grpc-go retries these transparently too.
         || (text.contains("Canceled") && text.contains("connection closed"))
+        // A stream the client opened after the server's graceful GOAWAY
+        // (its ID above the frame's last stream ID): h2 fails it with the
+        // GOAWAY's reason, and the server never processed it (RFC 9113,
+        // 6.8). grpc-go retries these transparently too.
+        || (text.contains("GoAway(") && text.contains("NO_ERROR") && text.contains("Remote"))
 }
 
 async fn connect(endpoint: &str) -> Option<Client> {
