@@ -417,6 +417,58 @@ fn write_taken_by_a_deposed_leader_is_answered_promptly() {
     }
 }
 
+/// A follower forwards a write to its leader; the message is lost, and then
+/// the leader is cut off (a crash or a partition right after a forward).
+/// Nobody will ever apply the write, and nothing tells the follower so: its
+/// client used to wait the full request timeout. Once a new leader has
+/// committed past everything the old one could have, the follower answers
+/// at once, "outcome unknown" as etcd words it. (etcd 3.4 waits its request
+/// timeout here; Cairn is deliberately better, so the test is Cairn's.)
+#[test]
+fn a_write_lost_with_its_leader_is_answered_promptly() {
+    use cairn_robustness::proxy::Link;
+    if cairn_tests::target() == cairn_tests::Target::Etcd {
+        return;
+    }
+    let opts = Options::default();
+    let request_timeout = Duration::from_millis(5_000 + 2 * opts.election_ms);
+    let (cluster, proxy) = cairn_tests::robustness::proxied_cluster(opts, 8).unwrap();
+    cluster.wait_healthy(Duration::from_secs(30));
+    let old = cluster.wait_leader(Duration::from_secs(10));
+    let follower = (old + 1) % 3;
+    let rt = runtime();
+    let (answer, took) = rt.block_on(async {
+        let mut via_follower = client(&[cluster.members[follower].endpoint()]).await;
+        via_follower.put("warm-up", "1", None).await.unwrap();
+        // The follower still hears the leader, so it keeps forwarding to it,
+        // and the forward is lost.
+        proxy.set_link(follower, old, Link::Blackhole);
+        let started = Instant::now();
+        let put = tokio::spawn(async move { via_follower.put("lost", "1", None).await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Then the leader is gone for the others too; they elect.
+        proxy.isolate(old);
+        let answer = tokio::time::timeout(request_timeout * 2, put)
+            .await
+            .expect("no answer at all")
+            .expect("put task");
+        (answer, started.elapsed())
+    });
+    proxy.heal();
+    eprintln!("answer after {took:?}: {answer:?}");
+    let e = answer.expect_err("nothing re-sends a lost forward, so the write cannot succeed");
+    assert!(
+        e.to_string()
+            .contains("request timed out, possibly due to previous leader failure"),
+        "{e}"
+    );
+    assert!(
+        took + Duration::from_secs(2) < request_timeout,
+        "answered only after {took:?} (request timeout {request_timeout:?})\n{}",
+        cluster.logs_tail(20)
+    );
+}
+
 /// A linearizable read on a follower whose link from the leader is slower
 /// than the follower's ReadIndex retry period (3 ticks): it used to retry
 /// under a new context and drop the old one, so every answer arrived for a

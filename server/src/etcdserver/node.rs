@@ -97,7 +97,10 @@ pub enum ApplyMsg {
 ///   as a log entry, or was never committed;
 /// - it stepped down as leader: entries it appended in its term may have
 ///   been overwritten by the new leader (a leader frozen by a GC pause or
-///   SIGSTOP takes proposals before it hears of the new term).
+///   SIGSTOP takes proposals before it hears of the new term);
+/// - a new leader took over from one that had gone silent: a proposal
+///   forwarded to the old one was lost with it, or is in the new leader's
+///   log (see `old_leader_was_lost`).
 ///
 /// A ReadIndex issued afterwards tells which index the current leader had
 /// committed by then (it has committed an entry of its own term, so every
@@ -178,9 +181,16 @@ pub struct Node {
     /// instead (see `check_heartbeat`). Bounded, so a cluster restarted
     /// whole still elects.
     hold_votes_until: Option<Instant>,
+    /// When a message from `leader` was last stepped: how long the old
+    /// leader had been silent when a new one appears (see `on_soft_state`).
+    leader_heard_at: Instant,
+    /// The highest term of an election this member saw called by a
+    /// leadership transfer (a vote request with raft-rs's transfer context,
+    /// or our own `MsgTimeoutNow`).
+    transfer_term: u64,
     /// Proposals handed to raft whose waiters may still be registered
-    /// (pruned every tick): the only ones a snapshot or a step-down can
-    /// strand. Proposals still queued in the inbox are proposed afterwards
+    /// (pruned every tick): the only ones a snapshot, a step-down or a
+    /// lost leader can strand. Proposals still queued in the inbox are proposed afterwards
     /// and answered normally.
     in_flight: Vec<u64>,
 }
@@ -227,6 +237,8 @@ impl Node {
             suspects: None,
             in_flight: Vec::new(),
             hold_votes_until: None,
+            leader_heard_at: now,
+            transfer_term: 0,
         }
     }
 
@@ -413,6 +425,18 @@ impl Node {
                 }
                 if msg.get_msg_type() == MessageType::MsgHeartbeat {
                     self.check_heartbeat(&msg);
+                }
+                if self.leader != raft::INVALID_ID && msg.from == self.leader {
+                    self.leader_heard_at = self.now;
+                }
+                match msg.get_msg_type() {
+                    MessageType::MsgRequestVote if msg.context == raft::CAMPAIGN_TRANSFER => {
+                        self.transfer_term = self.transfer_term.max(msg.term);
+                    }
+                    MessageType::MsgTimeoutNow => {
+                        self.transfer_term = self.transfer_term.max(self.raw.raft.term + 1);
+                    }
+                    _ => {}
                 }
                 let from_leader = matches!(
                     msg.get_msg_type(),
@@ -736,6 +760,11 @@ impl Node {
                 );
                 self.no_leader_since = None;
                 self.status.leader_changes.fetch_add(1, Ordering::Relaxed);
+                // (A deposed leader's own suspects are taken below.)
+                if self.leader != self.id && self.old_leader_was_lost(term) {
+                    self.suspect_waiters();
+                }
+                self.leader_heard_at = self.now;
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.as_nanos() as i64)
@@ -767,6 +796,28 @@ impl Node {
             // has applied its first entry (see the apply loop).
             self.cfg.lessor.demote();
         }
+    }
+
+    /// Whether a new leader (of `term`) took over from one that had gone
+    /// silent: killed, frozen or cut off. Proposals this member forwarded to
+    /// it may have been lost with it, and nobody would ever answer them (a
+    /// client would wait the full request timeout). So they become suspects:
+    /// answered "outcome unknown" once this member has applied what the new
+    /// leader had committed, unless applied by then.
+    ///
+    /// Not after a leadership transfer, nor while the old leader was still
+    /// heard recently: it is alive then and passes the proposals it holds
+    /// (see `held_proposals`) to the new leader, maybe after the barrier
+    /// read, and they are committed. Under a vote with check-quorum and
+    /// pre-vote, a member followed a new leader only after hearing nothing
+    /// from the old one for about an election timeout; half of it tells
+    /// the two cases apart.
+    fn old_leader_was_lost(&self, term: u64) -> bool {
+        if self.transfer_term >= term {
+            return false;
+        }
+        let election = Duration::from_millis(self.cfg.config.load().election_timeout_ms);
+        self.now.saturating_duration_since(self.leader_heard_at) >= election / 2
     }
 
     fn process_ready(&mut self) -> Result<(), crate::storage::Error> {
