@@ -47,10 +47,15 @@ pub enum FaultKind {
     /// Membership under load: remove a follower, wipe its data dir, add it
     /// back as a learner, promote it once it caught up.
     ReplaceMember,
+    /// A membership change (replace a follower, or move the leader) while
+    /// another fault is on: the leader cut off, frozen, killed, or behind a
+    /// one-way loss, or every link delayed. The change starts a moment
+    /// after the other fault and may need it healed to finish.
+    MemberChangeUnderFault,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 14] = [
+    pub const ALL: [FaultKind; 15] = [
         FaultKind::IsolateLeader,
         FaultKind::IsolateFollower,
         FaultKind::OneWayFromLeader,
@@ -65,6 +70,7 @@ impl FaultKind {
         FaultKind::CorruptTail,
         FaultKind::MoveLeader,
         FaultKind::ReplaceMember,
+        FaultKind::MemberChangeUnderFault,
     ];
 
     pub fn name(self) -> &'static str {
@@ -83,6 +89,7 @@ impl FaultKind {
             FaultKind::CorruptTail => "corrupt-tail",
             FaultKind::MoveLeader => "move-leader",
             FaultKind::ReplaceMember => "replace-member",
+            FaultKind::MemberChangeUnderFault => "member-change-under-fault",
         }
     }
 

@@ -147,6 +147,11 @@ fn replace_member() {
 }
 
 #[test]
+fn member_change_under_fault() {
+    short(FaultKind::MemberChangeUnderFault, 25);
+}
+
+#[test]
 fn clock_skew() {
     short(FaultKind::ClockSkew, 21);
 }

@@ -232,11 +232,15 @@ impl Nemesis {
                 detail: String::new(),
                 skipped: None,
             };
-            let undo = self.start(f.kind, &mut rec);
-            let end = rec.start_ms + f.duration_ms;
-            self.sleep_until(end, stop);
-            if let Some(undo) = undo {
-                undo(self);
+            if f.kind == FaultKind::MemberChangeUnderFault {
+                self.member_change_under_fault(f.duration_ms, &mut rec, stop);
+            } else {
+                let undo = self.start(f.kind, &mut rec);
+                let end = rec.start_ms + f.duration_ms;
+                self.sleep_until(end, stop);
+                if let Some(undo) = undo {
+                    undo(self);
+                }
             }
             rec.end_ms = self.ms();
             self.check_members(&format!("after {}", f.kind));
@@ -434,38 +438,111 @@ impl Nemesis {
                 let followers: Vec<usize> = (0..n).filter(|i| *i != l).collect();
                 let to = *self.rng.pick(&followers);
                 rec.targets = vec![l, to];
-                let mut c = self.clients[l].clone();
-                let id = self.ids[to];
-                let r = self.rt.block_on(async {
-                    tokio::time::timeout(Duration::from_secs(5), c.move_leader(id)).await
-                });
-                rec.detail = match r {
-                    Ok(Ok(_)) => format!("leadership moved from m{} to m{}", l + 1, to + 1),
-                    Ok(Err(e)) => format!("moving leadership m{} → m{} failed: {e}", l + 1, to + 1),
-                    Err(_) => format!("moving leadership m{} → m{} timed out", l + 1, to + 1),
-                };
+                rec.detail = self.membership().move_leader(l, to, self.ids[to]);
                 None
             }
             FaultKind::ReplaceMember => {
                 let (m, why) = self.pick_follower();
                 rec.targets = vec![m];
-                match self.replace_member(m) {
-                    Ok(d) => {
-                        rec.detail = format!(
-                            "m{} ({why}) removed, data dir wiped, added back as a learner, promoted: {d}",
-                            m + 1
-                        )
-                    }
-                    Err(e) => {
-                        rec.detail = format!("replacing m{} ({why}) failed: {e}", m + 1);
-                        self.errors
-                            .lock()
-                            .expect("errors lock")
-                            .push(rec.detail.clone());
-                    }
-                }
+                let r = self.membership().replace(m, self.ids[m]);
+                rec.detail = self.replaced(m, &why, r);
                 None
             }
+            FaultKind::MemberChangeUnderFault => {
+                unreachable!("carried out by member_change_under_fault")
+            }
+        }
+    }
+
+    /// What the membership steps need, to run beside the nemesis.
+    fn membership(&self) -> Membership {
+        Membership {
+            cluster: self.cluster.clone(),
+            clients: self.clients.clone(),
+            rt: self.rt.clone(),
+        }
+    }
+
+    /// Records a replacement's outcome (a failure is a harness error) and
+    /// says what happened.
+    fn replaced(&mut self, m: usize, why: &str, r: Result<(String, u64), String>) -> String {
+        match r {
+            Ok((d, new_id)) => {
+                self.ids[m] = new_id;
+                format!(
+                    "m{} ({why}) removed, data dir wiped, added back as a learner, promoted: {d}",
+                    m + 1
+                )
+            }
+            Err(e) => {
+                let detail = format!("replacing m{} ({why}) failed: {e}", m + 1);
+                self.errors
+                    .lock()
+                    .expect("errors lock")
+                    .push(detail.clone());
+                detail
+            }
+        }
+    }
+
+    /// A membership change while another fault is on. The other fault is
+    /// one that hits the leader or every link (a follower fault could hit
+    /// the member being replaced); the change starts 0-1 s into it, on its
+    /// own thread, because finishing may need the other fault healed (a
+    /// two-voter configuration with its leader cut off has no quorum). The
+    /// other fault ends at its planned time; the fault ends when both have.
+    fn member_change_under_fault(
+        &mut self,
+        duration_ms: u64,
+        rec: &mut FaultRecord,
+        stop: &AtomicBool,
+    ) {
+        const COMPANIONS: [FaultKind; 6] = [
+            FaultKind::IsolateLeader,
+            FaultKind::OneWayFromLeader,
+            FaultKind::OneWayToLeader,
+            FaultKind::StopLeader,
+            FaultKind::KillLeader,
+            FaultKind::Delay,
+        ];
+        let companion = *self.rng.pick(&COMPANIONS);
+        let replace = self.rng.chance(0.5);
+        let delay = Duration::from_millis(self.rng.range(0, 1_000));
+        // Chosen before the other fault moves the leadership: the follower
+        // replaced, or the one leadership is moved to.
+        let (m, why) = self.pick_follower();
+        let mut sub = FaultRecord {
+            kind: companion,
+            ..rec.clone()
+        };
+        let undo = self.start(companion, &mut sub);
+        let membership = self.membership();
+        let old_id = self.ids[m];
+        let change = std::thread::spawn(move || {
+            std::thread::sleep(delay);
+            if replace {
+                Change::Replaced(membership.replace(m, old_id))
+            } else {
+                Change::Moved(membership.move_leader_anywhere(m, old_id))
+            }
+        });
+        self.sleep_until(rec.start_ms + duration_ms, stop);
+        if let Some(undo) = undo {
+            undo(self);
+        }
+        let change = change
+            .join()
+            .unwrap_or_else(|_| Change::Replaced(Err("the membership thread panicked".into())));
+        let change = match change {
+            Change::Replaced(r) => self.replaced(m, &why, r),
+            Change::Moved(d) => d,
+        };
+        rec.targets = sub.targets;
+        rec.targets.push(m);
+        rec.detail = format!("{companion}: {}; {delay:?} into it: {change}", sub.detail);
+        if let Some(why) = sub.skipped {
+            rec.detail
+                .push_str(&format!(" ({companion} not done: {why})"));
         }
     }
 
@@ -570,66 +647,6 @@ impl Nemesis {
 
     /// Removes member `m`, wipes its data dir, adds it back as a learner on
     /// the same URLs and promotes it once it caught up. Updates `ids`.
-    fn replace_member(&mut self, m: usize) -> Result<String, String> {
-        let n = self.ids.len();
-        let via = (m + 1) % n;
-        let c = self.clients[via].clone();
-        let old_id = self.ids[m];
-        let started = Instant::now();
-        retry(&self.rt, REPLACE_STEP_TIMEOUT, || {
-            let mut c = c.clone();
-            async move { c.member_remove(old_id).await.map(|_| ()) }
-        })
-        .map_err(|e| format!("member remove: {e}"))?;
-        let (data_dir, peer_url) = {
-            let mut cl = self.cluster.lock().expect("cluster lock");
-            cl.kill(m);
-            (cl.members[m].data_dir.clone(), cl.members[m].peer_url())
-        };
-        std::fs::remove_dir_all(&data_dir)
-            .map_err(|e| format!("wiping {}: {e}", data_dir.display()))?;
-        let url = peer_url.clone();
-        let new_id = retry(&self.rt, REPLACE_STEP_TIMEOUT, || {
-            let mut c = c.clone();
-            let url = url.clone();
-            async move {
-                let r = c
-                    .member_add(
-                        [url],
-                        Some(etcd_client::MemberAddOptions::new().with_is_learner()),
-                    )
-                    .await?;
-                Ok(r.member().map_or(0, |mb| mb.id()))
-            }
-        })
-        .map_err(|e| format!("member add --learner: {e}"))?;
-        {
-            let mut cl = self.cluster.lock().expect("cluster lock");
-            let initial: Vec<String> = cl
-                .members
-                .iter()
-                .map(|mb| format!("{}={}", mb.name, mb.peer_url()))
-                .collect();
-            cl.join(m, &initial.join(","));
-        }
-        self.ids[m] = new_id;
-        // Promotion is refused until the learner is in sync with the leader.
-        retry(&self.rt, REPLACE_STEP_TIMEOUT * 2, || {
-            let mut c = c.clone();
-            async move { c.member_promote(new_id).await.map(|_| ()) }
-        })
-        .map_err(|e| format!("member promote: {e}"))?;
-        if !self.wait_member_healthy(m, RESTART_HEALTH_TIMEOUT) {
-            return Err(format!(
-                "not healthy {RESTART_HEALTH_TIMEOUT:?} after promotion"
-            ));
-        }
-        Ok(format!(
-            "new ID {new_id:x}, voter again after {:?}",
-            started.elapsed()
-        ))
-    }
-
     /// How many clock-drift warnings each member has logged so far.
     fn drift_warnings(&self) -> Vec<usize> {
         let c = self.cluster.lock().expect("cluster lock");
@@ -673,14 +690,7 @@ impl Nemesis {
 
     pub fn wait_member_healthy(&self, m: usize, timeout: Duration) -> bool {
         let addr = self.cluster.lock().expect("cluster lock").members[m].client_addr();
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if crate::health(&addr) == Some(true) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        false
+        wait_healthy(&addr, timeout)
     }
 
     /// Restarts any member that exited by itself, recording it.
@@ -726,25 +736,203 @@ impl Nemesis {
     }
 }
 
-/// Calls `f` until it succeeds or `timeout` passed (each call bounded too).
-fn retry<T, F, Fut>(rt: &tokio::runtime::Handle, timeout: Duration, mut f: F) -> Result<T, String>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        let r = rt.block_on(async { tokio::time::timeout(Duration::from_secs(3), f()).await });
-        let e = match r {
-            Ok(Ok(v)) => return Ok(v),
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => "timed out".to_string(),
+/// How a membership change ended (see `member_change_under_fault`).
+enum Change {
+    Replaced(Result<(String, u64), String>),
+    Moved(String),
+}
+
+/// Membership steps through the members' clients, runnable on a thread of
+/// their own. Each step is retried through every member but the one being
+/// replaced, and a step whose call failed is checked against the member
+/// list: under faults a call can time out and still take effect, and its
+/// retry would then be refused ("member not found", "Peer URLs already
+/// exists").
+struct Membership {
+    cluster: Arc<Mutex<Cluster>>,
+    clients: Vec<etcd_client::Client>,
+    rt: tokio::runtime::Handle,
+}
+
+impl Membership {
+    /// Removes member `m` (raft ID `old_id`), wipes its data dir, adds it
+    /// back as a learner on the same URL, starts it, promotes it once it
+    /// caught up, and waits until it is healthy. Returns what happened and
+    /// its new ID.
+    fn replace(&self, m: usize, old_id: u64) -> Result<(String, u64), String> {
+        let via: Vec<usize> = (0..self.clients.len()).filter(|i| *i != m).collect();
+        let started = Instant::now();
+        self.step(
+            &via,
+            REPLACE_STEP_TIMEOUT,
+            |mut c| async move { c.member_remove(old_id).await.map(|_| ()) },
+            |list| (!list.iter().any(|mb| mb.id() == old_id)).then_some(()),
+        )
+        .map_err(|e| format!("member remove: {e}"))?;
+        let (data_dir, peer_url) = {
+            let mut cl = self.cluster.lock().expect("cluster lock");
+            cl.kill(m);
+            (cl.members[m].data_dir.clone(), cl.members[m].peer_url())
         };
-        if Instant::now() >= deadline {
-            return Err(e);
+        std::fs::remove_dir_all(&data_dir)
+            .map_err(|e| format!("wiping {}: {e}", data_dir.display()))?;
+        let url = peer_url.clone();
+        let new_id = self
+            .step(
+                &via,
+                REPLACE_STEP_TIMEOUT,
+                |mut c| {
+                    let url = url.clone();
+                    async move {
+                        let r = c
+                            .member_add(
+                                [url],
+                                Some(etcd_client::MemberAddOptions::new().with_is_learner()),
+                            )
+                            .await?;
+                        Ok(r.member().map_or(0, |mb| mb.id()))
+                    }
+                },
+                |list| {
+                    list.iter()
+                        .find(|mb| mb.peer_urls().contains(&peer_url))
+                        .map(|mb| mb.id())
+                },
+            )
+            .map_err(|e| format!("member add --learner: {e}"))?;
+        {
+            let mut cl = self.cluster.lock().expect("cluster lock");
+            let initial: Vec<String> = cl
+                .members
+                .iter()
+                .map(|mb| format!("{}={}", mb.name, mb.peer_url()))
+                .collect();
+            cl.join(m, &initial.join(","));
         }
-        std::thread::sleep(Duration::from_millis(300));
+        // Promotion is refused until the learner is in sync with the leader.
+        self.step(
+            &via,
+            REPLACE_STEP_TIMEOUT * 2,
+            |mut c| async move { c.member_promote(new_id).await.map(|_| ()) },
+            |list| {
+                list.iter()
+                    .any(|mb| mb.id() == new_id && !mb.is_learner())
+                    .then_some(())
+            },
+        )
+        .map_err(|e| format!("member promote: {e}"))?;
+        let addr = self.cluster.lock().expect("cluster lock").members[m].client_addr();
+        if !wait_healthy(&addr, RESTART_HEALTH_TIMEOUT) {
+            return Err(format!(
+                "not healthy {RESTART_HEALTH_TIMEOUT:?} after promotion"
+            ));
+        }
+        Ok((
+            format!(
+                "new ID {new_id:x}, voter again after {:?}",
+                started.elapsed()
+            ),
+            new_id,
+        ))
     }
+
+    /// MoveLeader from `from` (the leader) to `to`, once; says how it went.
+    fn move_leader(&self, from: usize, to: usize, to_id: u64) -> String {
+        let mut c = self.clients[from].clone();
+        let r = self.rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(5), c.move_leader(to_id)).await
+        });
+        match r {
+            Ok(Ok(_)) => format!("leadership moved from m{} to m{}", from + 1, to + 1),
+            Ok(Err(e)) => format!("moving leadership m{} → m{} failed: {e}", from + 1, to + 1),
+            Err(_) => format!("moving leadership m{} → m{} timed out", from + 1, to + 1),
+        }
+    }
+
+    /// MoveLeader to `to` through whichever member leads (only the leader
+    /// takes it), retried for a while: under a fault the leader may be
+    /// gone, or about to be replaced by an election. A move that cannot
+    /// be done is said, not an error (an operator would see it refused).
+    fn move_leader_anywhere(&self, to: usize, to_id: u64) -> String {
+        let deadline = Instant::now() + REPLACE_STEP_TIMEOUT;
+        let mut last = String::from("no attempt");
+        while Instant::now() < deadline {
+            for (from, c) in self.clients.iter().enumerate() {
+                let mut c = c.clone();
+                let leader = self.rt.block_on(async {
+                    tokio::time::timeout(Duration::from_secs(1), c.status()).await
+                });
+                if !matches!(&leader, Ok(Ok(st)) if st.leader() != 0 && st.leader() == st.header().map_or(0, |h| h.member_id()))
+                {
+                    continue;
+                }
+                if from == to {
+                    return format!("m{} already leads; nothing moved", to + 1);
+                }
+                last = self.move_leader(from, to, to_id);
+                if last.starts_with("leadership moved") {
+                    return last;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        format!("gave up after {REPLACE_STEP_TIMEOUT:?}: {last}")
+    }
+
+    /// Calls `op` through the members `via` in turn until it succeeds or
+    /// `timeout` passed (each call bounded). After a failed call, `done`
+    /// reads the member list: `Some` means the step took effect anyway.
+    fn step<T, F, Fut>(
+        &self,
+        via: &[usize],
+        timeout: Duration,
+        mut op: F,
+        done: impl Fn(&[etcd_client::Member]) -> Option<T>,
+    ) -> Result<T, String>
+    where
+        F: FnMut(etcd_client::Client) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let deadline = Instant::now() + timeout;
+        let mut turn = 0usize;
+        loop {
+            let c = self.clients[via[turn % via.len()]].clone();
+            turn += 1;
+            let r = self.rt.block_on(async {
+                tokio::time::timeout(Duration::from_secs(3), op(c.clone())).await
+            });
+            let e = match r {
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "timed out".to_string(),
+            };
+            let mut c = c;
+            let list = self.rt.block_on(async {
+                tokio::time::timeout(Duration::from_secs(3), c.member_list()).await
+            });
+            if let Ok(Ok(list)) = list
+                && let Some(v) = done(list.members())
+            {
+                return Ok(v);
+            }
+            if Instant::now() >= deadline {
+                return Err(e);
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+}
+
+/// Polls a member's /health until it says healthy or `timeout` passed.
+fn wait_healthy(addr: &std::net::SocketAddr, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if crate::health(addr) == Some(true) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
 }
 
 /// The file with extension `ext` under `dir` (recursively) whose name sorts
