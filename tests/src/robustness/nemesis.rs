@@ -793,9 +793,15 @@ impl Membership {
                         Ok(r.member().map_or(0, |mb| mb.id()))
                     }
                 },
+                // Not the removed member, which has the same URL: a member
+                // that has not applied the removal yet still lists it.
                 |list| {
                     list.iter()
-                        .find(|mb| mb.peer_urls().contains(&peer_url))
+                        .find(|mb| {
+                            mb.id() != old_id
+                                && mb.is_learner()
+                                && mb.peer_urls().contains(&peer_url)
+                        })
                         .map(|mb| mb.id())
                 },
             )
