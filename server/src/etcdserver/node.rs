@@ -190,8 +190,8 @@ pub struct Node {
     transfer_term: u64,
     /// Proposals handed to raft whose waiters may still be registered
     /// (pruned every tick): the only ones a snapshot, a step-down or a
-    /// lost leader can strand. Proposals still queued in the inbox are proposed afterwards
-    /// and answered normally.
+    /// lost leader can strand. Proposals still queued in the inbox are
+    /// proposed afterwards and answered normally.
     in_flight: Vec<u64>,
 }
 
