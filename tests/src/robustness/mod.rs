@@ -12,7 +12,7 @@ pub mod workload;
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -252,6 +252,35 @@ impl RunReport {
     }
 }
 
+/// Copies the members' logs next to the history (`logs-<target>-<seed>/`),
+/// with the wall-clock time of the history's zero (`start.txt`, Unix
+/// seconds), so a run's timeline can be read against what each member logged.
+fn keep_member_logs(
+    cluster: &Cluster,
+    dir: &Path,
+    target: Target,
+    seed: u64,
+    base: std::time::SystemTime,
+) -> std::io::Result<()> {
+    let out = dir.join(format!("logs-{}-{seed}", target_name(target)));
+    std::fs::create_dir_all(&out)?;
+    let since_epoch = base
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    std::fs::write(
+        out.join("start.txt"),
+        format!(
+            "{}.{:09}\n",
+            since_epoch.as_secs(),
+            since_epoch.subsec_nanos()
+        ),
+    )?;
+    for m in &cluster.members {
+        std::fs::write(out.join(format!("{}.log", m.name)), m.log())?;
+    }
+    Ok(())
+}
+
 /// Write availability over `[from_ms, to_ms)`: the fraction of slots in
 /// which some write was acknowledged.
 fn availability(write_slots: &HashSet<u64>, from_ms: u64, to_ms: u64) -> Option<f64> {
@@ -441,6 +470,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunReport> {
 
     // The workload.
     let base = Instant::now();
+    let base_unix = std::time::SystemTime::now();
     let rec = Recorder::new(base);
     let stop = Arc::new(AtomicBool::new(false));
     let ctx = Ctx {
@@ -716,6 +746,15 @@ pub fn run(cfg: &RunConfig) -> Result<RunReport> {
     let stats = proxy.stats();
     drop(nemesis);
     drop(proxy);
+    if let Some(dir) = &cfg.history_dir {
+        keep_member_logs(
+            &cluster.lock().expect("cluster lock"),
+            dir,
+            target,
+            cfg.seed,
+            base_unix,
+        )?;
+    }
     // Stop the members before the long check: it needs the CPU.
     drop(cluster);
 
