@@ -47,6 +47,10 @@ pub struct Metrics {
     // etcd_network_*
     pub peer_rtt: HistogramVec,
     pub peer_sent_failures: IntCounterVec,
+    /// 1 while the stream to a peer is up (etcd counts its streams; Cairn
+    /// has one per peer).
+    pub active_peers: IntGaugeVec,
+    pub disconnected_peers: IntCounterVec,
     pub peer_sent_bytes: IntCounterVec,
     pub peer_received_bytes: IntCounterVec,
     pub client_grpc_sent_bytes: IntCounter,
@@ -290,6 +294,28 @@ impl Metrics {
                         "The total number of send failures from peers.",
                     ),
                     &["To"],
+                )
+                .expect("metric"),
+            ),
+            active_peers: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "etcd_network_active_peers",
+                        "The current number of active peer connections.",
+                    ),
+                    &["Local", "Remote"],
+                )
+                .expect("metric"),
+            ),
+            disconnected_peers: reg(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "etcd_network_disconnected_peers_total",
+                        "The total number of disconnected peers.",
+                    ),
+                    &["Local", "Remote"],
                 )
                 .expect("metric"),
             ),

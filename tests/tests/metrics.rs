@@ -316,3 +316,71 @@ fn grpc_latency_histogram_only_when_extensive() {
     assert!(get(&m, "etcd_network_client_grpc_received_bytes_total") > 0.0);
     assert!(get(&m, "etcd_network_client_grpc_sent_bytes_total") > 0.0);
 }
+
+/// This member's ID as its peers label it (hex), from `endpoint status`.
+fn member_id_hex(c: &Cluster, i: usize) -> String {
+    let out = etcdctl(
+        &c.members[i].endpoint(),
+        &["endpoint", "status", "-w", "json"],
+        None,
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+    let id = v[0]["Status"]["header"]["member_id"]
+        .as_u64()
+        .expect("member_id");
+    format!("{id:x}")
+}
+
+/// `etcd_network_active_peers` and `etcd_network_disconnected_peers_total`
+/// follow a follower's restart as another follower sees it. That one sends
+/// nothing to its fellow follower until an election, so it must notice the
+/// dead stream and reconnect on its own: Cairn used to find the stream dead
+/// only when its next message, a vote request, was lost on it, and that
+/// election then took a whole extra timeout.
+#[test]
+fn peer_links_follow_a_restart_and_idle_followers_reconnect() {
+    let mut c = Cluster::start(Options::default());
+    c.wait_healthy(Duration::from_secs(30));
+    let leader = c.wait_leader(Duration::from_secs(10));
+    let (restarted, watcher) = ((leader + 1) % 3, (leader + 2) % 3);
+    let series = |name: &str| {
+        format!(
+            "{name}{{Local=\"{}\",Remote=\"{}\"}}",
+            member_id_hex(&c, watcher),
+            member_id_hex(&c, restarted)
+        )
+    };
+    let active = series("etcd_network_active_peers");
+    let disconnected = series("etcd_network_disconnected_peers_total");
+    let value = |c: &Cluster, s: &str| scrape(c, watcher).get(s).copied();
+    eventually(Duration::from_secs(10), || {
+        (value(&c, &active) == Some(1.0)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("{active} never 1: {:?}", value(&c, &active)));
+    let before = value(&c, &disconnected).unwrap_or(0.0);
+
+    c.kill(restarted);
+    eventually(Duration::from_secs(10), || {
+        (value(&c, &active) == Some(0.0)).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the killed peer still counts as active: {active}"));
+    assert!(
+        value(&c, &disconnected).unwrap_or(0.0) > before,
+        "{disconnected} did not count the loss"
+    );
+
+    // Nothing is written: the watcher has no reason to send to the
+    // restarted member, and must reconnect anyway.
+    c.restart(restarted);
+    c.wait_healthy(Duration::from_secs(30));
+    eventually(Duration::from_secs(10), || {
+        (value(&c, &active) == Some(1.0)).then_some(())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the watcher never reconnected to the restarted member: {active} = {:?}",
+            value(&c, &active)
+        )
+    });
+}

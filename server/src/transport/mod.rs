@@ -12,6 +12,7 @@
 pub mod prober;
 pub mod stats;
 
+use crate::metrics::METRICS;
 use crate::pb::cairnpb::peer_client::PeerClient;
 use crate::pb::cairnpb::{RaftBatch, SnapshotChunk, snapshot_chunk::Chunk};
 use crate::state::membership::Membership;
@@ -38,6 +39,10 @@ pub const PEER_MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
+/// A stream that ended sooner than this after it opened (the peer refused
+/// it, or something accepted the connection and closed it) is retried after
+/// a growing backoff rather than at once.
+const STREAM_STABLE: Duration = Duration::from_secs(1);
 /// Deadline of one forwarded request (lease keep-alive, TTL).
 const RPC_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -99,17 +104,35 @@ struct Peer {
 struct Link {
     connected: Arc<AtomicBool>,
     active_since: Arc<Mutex<Option<Instant>>>,
+    /// etcd's labels for the peer metrics: this member's and the peer's ID.
+    local: String,
+    remote: String,
 }
 
 impl Link {
     fn set(&self, up: bool) {
         self.connected.store(up, Ordering::Release);
         let mut since = self.active_since.lock();
+        let labels = [self.local.as_str(), self.remote.as_str()];
         match (up, since.is_some()) {
-            (true, false) => *since = Some(Instant::now()),
-            (false, _) => *since = None,
-            (true, true) => {}
+            (true, false) => {
+                *since = Some(Instant::now());
+                METRICS.active_peers.with_label_values(&labels).set(1);
+            }
+            (false, true) => {
+                *since = None;
+                METRICS.active_peers.with_label_values(&labels).set(0);
+                METRICS.disconnected_peers.with_label_values(&labels).inc();
+            }
+            (false, false) | (true, true) => {}
         }
+    }
+
+    /// The peer was removed from the cluster: its series go.
+    fn forget(&self) {
+        let _ = METRICS
+            .active_peers
+            .remove_label_values(&[self.local.as_str(), self.remote.as_str()]);
     }
 }
 
@@ -196,6 +219,8 @@ impl Transport {
             let link = Link {
                 connected: Arc::clone(&connected),
                 active_since: Arc::clone(&active_since),
+                local: format!("{:x}", self.self_id),
+                remote: format!("{id:x}"),
             };
             crate::crash::spawn_task_on(&self.rt, "peer sender", async move {
                 this.run_sender(id, rx, link).await
@@ -386,6 +411,7 @@ impl Transport {
                 tracing::info!(peer = %format!("{id:x}"), "stopped the sender of a removed member");
                 self.peers.lock().remove(&id);
                 self.stats.forget(id);
+                link.forget();
                 self.rpc_channels.lock().remove(&id);
                 return;
             }
@@ -409,19 +435,32 @@ impl Transport {
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             };
-            backoff = Duration::from_millis(50);
             let (tx, rx) = mpsc::channel::<RaftBatch>(8);
             let req = self.request(id, tokio_stream::wrappers::ReceiverStream::new(rx));
-            let call = tokio::spawn(async move { client.stream(req).await });
+            let mut call = tokio::spawn(async move { client.stream(req).await });
+            let opened = Instant::now();
             link.set(true);
             if !was_connected {
                 tracing::info!(peer = %format!("{id:x}"), "established a stream to peer");
                 was_connected = true;
             }
             loop {
-                let Some(first) = queue.recv().await else {
-                    call.abort();
-                    return; // transport shut down
+                let first = tokio::select! {
+                    biased;
+                    // The stream ended while idle: the peer restarted or
+                    // the link broke. Reconnect now. A follower sends
+                    // nothing to another follower until an election, and
+                    // its vote request must not be the message that finds
+                    // the stream dead (lost, it costs the election a full
+                    // timeout).
+                    _ = &mut call => break,
+                    m = queue.recv() => match m {
+                        Some(m) => m,
+                        None => {
+                            call.abort();
+                            return; // transport shut down
+                        }
+                    },
                 };
                 let mut batch = RaftBatch::default();
                 let mut bytes = 0usize;
@@ -441,7 +480,7 @@ impl Transport {
                     self.report(Report::Unreachable(id));
                     break;
                 }
-                crate::metrics::METRICS
+                METRICS
                     .peer_sent_bytes
                     .with_label_values(&[&format!("{id:x}")])
                     .inc_by(bytes as u64);
@@ -449,6 +488,12 @@ impl Transport {
             call.abort();
             link.set(false);
             attempt += 1;
+            if opened.elapsed() < STREAM_STABLE {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            } else {
+                backoff = Duration::from_millis(50);
+            }
         }
     }
 
@@ -529,7 +574,7 @@ impl Transport {
 /// not be handed to a peer's stream (queue full, peer unreachable, stream
 /// broken). The "members down" alert watches it.
 fn sent_failure(to: u64, messages: u64) {
-    crate::metrics::METRICS
+    METRICS
         .peer_sent_failures
         .with_label_values(&[&format!("{to:x}")])
         .inc_by(messages);
