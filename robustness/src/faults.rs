@@ -31,8 +31,8 @@ pub enum FaultKind {
     StopLeader,
     /// SIGTERM a member, wait for it to exit, start it again.
     Restart,
-    /// Fill the file system under one member's data dir (needs a tmpfs,
-    /// hence root); free it at the end of the fault.
+    /// Fill the file system under one member's data dir (needs a file
+    /// system of its own, hence root); free it at the end of the fault.
     DiskFull,
     /// Restart a member with its wall clock shifted (only where the binary
     /// has a hook for it: Cairn's `CAIRN_TEST_CLOCK_OFFSET_MS`).
@@ -52,10 +52,14 @@ pub enum FaultKind {
     /// one-way loss, or every link delayed. The change starts a moment
     /// after the other fault and may need it healed to finish.
     MemberChangeUnderFault,
+    /// Throttle one member's writes to its disk (the leader half the
+    /// time), so its fsyncs take tens to hundreds of milliseconds. Needs
+    /// its data dir on a block device and a cgroup to limit it with.
+    SlowDisk,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 15] = [
+    pub const ALL: [FaultKind; 16] = [
         FaultKind::IsolateLeader,
         FaultKind::IsolateFollower,
         FaultKind::OneWayFromLeader,
@@ -71,6 +75,7 @@ impl FaultKind {
         FaultKind::MoveLeader,
         FaultKind::ReplaceMember,
         FaultKind::MemberChangeUnderFault,
+        FaultKind::SlowDisk,
     ];
 
     pub fn name(self) -> &'static str {
@@ -90,6 +95,7 @@ impl FaultKind {
             FaultKind::MoveLeader => "move-leader",
             FaultKind::ReplaceMember => "replace-member",
             FaultKind::MemberChangeUnderFault => "member-change-under-fault",
+            FaultKind::SlowDisk => "slow-disk",
         }
     }
 

@@ -152,6 +152,11 @@ fn member_change_under_fault() {
 }
 
 #[test]
+fn slow_disk() {
+    short(FaultKind::SlowDisk, 26);
+}
+
+#[test]
 fn clock_skew() {
     short(FaultKind::ClockSkew, 21);
 }

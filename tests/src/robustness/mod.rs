@@ -27,7 +27,7 @@ use cairn_robustness::rng::Rng;
 use serde::Serialize;
 
 use crate::{Cluster, Options, Target};
-use nemesis::{Disks, FaultRecord, Nemesis};
+use nemesis::{DiskKind, Disks, FaultRecord, Nemesis};
 use record::{Recorder, call, get_response};
 use workload::{Ctx, FENCE_KEY, OpenLeases, PREFIX, WatcherState};
 
@@ -426,13 +426,19 @@ pub fn run(cfg: &RunConfig) -> Result<RunReport> {
     let notes: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
 
     // Disks first: data dirs must be on them before the members start.
-    let (disks, disks_unavailable) = if cfg.faults.contains(&FaultKind::DiskFull) {
-        match Disks::mount(MEMBERS) {
-            Ok(d) => (Some(Arc::new(d)), None),
-            Err(e) => (None, Some(e)),
-        }
+    // A slow disk needs a block device to throttle; a full one only needs
+    // a small file system, and a tmpfs keeps fsync out of the picture.
+    let disk_kind = if cfg.faults.contains(&FaultKind::SlowDisk) {
+        Some(DiskKind::Loop)
+    } else if cfg.faults.contains(&FaultKind::DiskFull) {
+        Some(DiskKind::Tmpfs)
     } else {
-        (None, None)
+        None
+    };
+    let (disks, disks_unavailable) = match disk_kind.map(|k| Disks::mount(MEMBERS, k)) {
+        Some(Ok(d)) => (Some(Arc::new(d)), None),
+        Some(Err(e)) => (None, Some(e)),
+        None => (None, None),
     };
 
     let opts = Options {

@@ -1,8 +1,9 @@
 //! Carrying out a fault schedule against a running cluster: network faults
-//! through the peer proxy, process faults with signals, a full disk on a
-//! tmpfs, a wall-clock offset where the binary supports one.
+//! through the peer proxy, process faults with signals, a full or slow disk
+//! on a file system of the member's own, a wall-clock offset where the
+//! binary supports one.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,9 +18,13 @@ use crate::{Cluster, Target};
 
 /// Cairn's test hook that shifts the wall clock a member reports to peers.
 const CLOCK_OFFSET_ENV: &str = "CAIRN_TEST_CLOCK_OFFSET_MS";
-/// Size of each member's tmpfs when disk faults are on. etcd preallocates
+/// Size of each member's disk when disk faults are on. etcd preallocates
 /// 64 MiB WAL segments, so less would not even start it.
-const TMPFS_MIB: u64 = 256;
+const DISK_MIB: u64 = 256;
+/// Write operations per second a slow disk allows (blkio throttling); an
+/// fsync costs one or more, so these make fsyncs take tens to hundreds of
+/// milliseconds.
+const SLOW_DISK_IOPS: [u64; 3] = [10, 25, 50];
 /// How long a restarted member may take to answer /health again before the
 /// nemesis moves on (the run records it).
 const RESTART_HEALTH_TIMEOUT: Duration = Duration::from_secs(20);
@@ -46,15 +51,51 @@ pub struct FaultRecord {
     pub skipped: Option<String>,
 }
 
-/// One small tmpfs per member for its data dir, so that a member's disk can
-/// be filled without touching anyone else's. Needs root.
+/// What each member's data dir is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskKind {
+    /// A tmpfs: fills up, but has no block device to slow down, and makes
+    /// fsync free.
+    Tmpfs,
+    /// An ext4 file system on a loop device (an image file on the real
+    /// disk): fills up, and its writes can be throttled per process.
+    Loop,
+}
+
+/// One small file system per member for its data dir, so that a member's
+/// disk can be filled or slowed without touching anyone else's. Needs root.
 pub struct Disks {
     pub dir: tempfile::TempDir,
     pub mounts: Vec<PathBuf>,
+    /// The loop device under each mount (`DiskKind::Loop` only).
+    pub devices: Vec<PathBuf>,
+}
+
+/// An administration tool by name, also where a non-root PATH misses it.
+fn tool(name: &str) -> Command {
+    let path = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+        .iter()
+        .map(|d| Path::new(d).join(name))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from(name));
+    Command::new(path)
+}
+
+fn run(cmd: &mut Command, what: &str) -> Result<String, String> {
+    let out = cmd
+        .output()
+        .map_err(|e| format!("cannot run {what}: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{what} failed (it needs root): {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 impl Disks {
-    pub fn mount(members: usize) -> Result<Disks, String> {
+    pub fn mount(members: usize, kind: DiskKind) -> Result<Disks, String> {
         let dir = tempfile::Builder::new()
             .prefix("cairn-rb-disk-")
             .tempdir()
@@ -62,20 +103,34 @@ impl Disks {
         let mut disks = Disks {
             dir,
             mounts: Vec::new(),
+            devices: Vec::new(),
         };
         for i in 0..members {
             let m = disks.dir.path().join(format!("m{}", i + 1));
             std::fs::create_dir_all(&m).map_err(|e| e.to_string())?;
-            let out = Command::new("mount")
-                .args(["-t", "tmpfs", "-o", &format!("size={TMPFS_MIB}m"), "tmpfs"])
-                .arg(&m)
-                .output()
-                .map_err(|e| format!("cannot run mount: {e}"))?;
-            if !out.status.success() {
-                return Err(format!(
-                    "mounting a tmpfs needs root: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ));
+            match kind {
+                DiskKind::Tmpfs => {
+                    run(
+                        Command::new("mount")
+                            .args(["-t", "tmpfs", "-o", &format!("size={DISK_MIB}m"), "tmpfs"])
+                            .arg(&m),
+                        "mount -t tmpfs",
+                    )?;
+                }
+                DiskKind::Loop => {
+                    let image = disks.dir.path().join(format!("m{}.img", i + 1));
+                    std::fs::File::create(&image)
+                        .and_then(|f| f.set_len(DISK_MIB << 20))
+                        .map_err(|e| format!("disk image: {e}"))?;
+                    let dev = run(
+                        tool("losetup").args(["--find", "--show"]).arg(&image),
+                        "losetup",
+                    )?;
+                    disks.devices.push(PathBuf::from(&dev));
+                    // No blocks reserved for root: "full" means full.
+                    run(tool("mkfs.ext4").args(["-q", "-m", "0", &dev]), "mkfs.ext4")?;
+                    run(tool("mount").arg(&dev).arg(&m), "mount")?;
+                }
             }
             disks.mounts.push(m);
         }
@@ -96,8 +151,8 @@ impl Disks {
         let mut f = std::fs::File::create(self.filler(i))?;
         let chunk = vec![0u8; 1 << 20];
         let mut written = 0u64;
-        // Bounded by the tmpfs size (plus a margin for rounding).
-        while written <= (TMPFS_MIB + 1) << 20 {
+        // Bounded by the disk's size (plus a margin for rounding).
+        while written <= (DISK_MIB + 1) << 20 {
             match f.write(&chunk) {
                 Ok(0) => break,
                 Ok(n) => written += n as u64,
@@ -105,11 +160,24 @@ impl Disks {
                 Err(e) => return Err(e),
             }
         }
+        // No sync: ext4 reserves the blocks of delayed writes when they are
+        // written, so the ENOSPC above is already the member's.
         Ok(written)
     }
 
     pub fn free(&self, i: usize) {
         let _ = std::fs::remove_file(self.filler(i));
+    }
+
+    /// The block device (major, minor) under member `i`'s data dir, if it
+    /// is on one.
+    pub fn block_device(&self, i: usize) -> Option<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt;
+        let rdev = std::fs::metadata(self.devices.get(i)?).ok()?.rdev();
+        // glibc's gnu_dev_major / gnu_dev_minor.
+        let major = ((rdev >> 32) & 0xffff_f000) | ((rdev >> 8) & 0xfff);
+        let minor = ((rdev >> 12) & 0xffff_ff00) | (rdev & 0xff);
+        Some((major, minor))
     }
 }
 
@@ -125,6 +193,66 @@ impl Drop for Disks {
                 let _ = Command::new("umount").arg("-l").arg(m).output();
             }
         }
+        for d in &self.devices {
+            // After a lazy unmount the kernel frees it once unused.
+            let _ = tool("losetup").arg("-d").arg(d).output();
+        }
+    }
+}
+
+/// A process's writes to one block device limited to `iops` per second,
+/// through a cgroup of its own (v1 `blkio` or v2 `io`): a slow disk for one
+/// member, whatever binary it is. Undone on drop (the process goes back to
+/// the root cgroup, which is where the harness started it).
+pub struct SlowDisk {
+    cgroup: PathBuf,
+    root: PathBuf,
+    pid: u32,
+}
+
+impl SlowDisk {
+    pub fn start(pid: u32, (major, minor): (u64, u64), iops: u64) -> Result<SlowDisk, String> {
+        let v1 = Path::new("/sys/fs/cgroup/blkio");
+        let v2 = Path::new("/sys/fs/cgroup");
+        let name = format!("cairn-rb-slow-{pid}");
+        let write = |p: PathBuf, v: String| {
+            std::fs::write(&p, &v).map_err(|e| format!("writing {v:?} to {}: {e}", p.display()))
+        };
+        let (root, limit_file, limit) = if v1.join("blkio.throttle.write_iops_device").exists() {
+            (
+                v1.to_path_buf(),
+                "blkio.throttle.write_iops_device",
+                format!("{major}:{minor} {iops}"),
+            )
+        } else if std::fs::read_to_string(v2.join("cgroup.controllers"))
+            .is_ok_and(|c| c.split_whitespace().any(|x| x == "io"))
+        {
+            write(v2.join("cgroup.subtree_control"), "+io".into())?;
+            (
+                v2.to_path_buf(),
+                "io.max",
+                format!("{major}:{minor} wiops={iops}"),
+            )
+        } else {
+            return Err(
+                "no cgroup blkio (v1) or io (v2) controller to throttle a disk with".into(),
+            );
+        };
+        let cgroup = root.join(name);
+        std::fs::create_dir_all(&cgroup)
+            .map_err(|e| format!("creating cgroup {}: {e}", cgroup.display()))?;
+        let slow = SlowDisk { cgroup, root, pid };
+        write(slow.cgroup.join(limit_file), limit)?;
+        write(slow.cgroup.join("cgroup.procs"), pid.to_string())?;
+        Ok(slow)
+    }
+}
+
+impl Drop for SlowDisk {
+    fn drop(&mut self) {
+        // The process may have exited meanwhile: then the cgroup is empty.
+        let _ = std::fs::write(self.root.join("cgroup.procs"), self.pid.to_string());
+        let _ = std::fs::remove_dir(&self.cgroup);
     }
 }
 
@@ -375,6 +503,41 @@ impl Nemesis {
                         s.restart(m);
                     }
                 }))
+            }
+            FaultKind::SlowDisk => {
+                let Some(disks) = self.disks.clone() else {
+                    rec.skipped = Some(
+                        self.disks_unavailable
+                            .clone()
+                            .unwrap_or_else(|| "no disks of their own in this run".into()),
+                    );
+                    return None;
+                };
+                let (m, role) = if self.rng.chance(0.5) {
+                    self.pick_leader()
+                } else {
+                    self.pick_follower()
+                };
+                rec.targets = vec![m];
+                let Some(dev) = disks.block_device(m) else {
+                    rec.skipped = Some("the data dirs are not on block devices".into());
+                    return None;
+                };
+                let iops = *self.rng.pick(&SLOW_DISK_IOPS);
+                let pid = self.cluster.lock().expect("cluster lock").members[m].pid();
+                match SlowDisk::start(pid, dev, iops) {
+                    Ok(slow) => {
+                        rec.detail = format!(
+                            "m{} ({role}): writes to its disk limited to {iops} per second",
+                            m + 1
+                        );
+                        Some(Box::new(move |_: &Nemesis| drop(slow)))
+                    }
+                    Err(e) => {
+                        rec.skipped = Some(e);
+                        None
+                    }
+                }
             }
             FaultKind::ClockSkew => {
                 if self.target != Target::Cairn {
