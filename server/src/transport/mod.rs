@@ -1,9 +1,14 @@
 //! Peer transport: raft messages between members over the peer URLs.
 //!
-//! Sending: one long-lived gRPC client stream per peer, fed from a bounded
-//! queue. The raft loop never blocks on the network: a full queue drops the
-//! message (raft retransmits) and reports the peer unreachable. Snapshots go
-//! on their own stream so they never delay heartbeats.
+//! Sending: two long-lived gRPC client streams per peer, each on its own
+//! connection and fed from its own bounded queue: one for log appends, one
+//! for everything else (heartbeats, votes, ReadIndex, responses). TCP
+//! delivers a connection's bytes in order, so on a slow, lossy or jittery
+//! link a heartbeat queued behind megabytes of appends would arrive late
+//! and could cost an election; etcd splits its streams the same way. Raft
+//! tolerates the reordering between the two. The raft loop never blocks on
+//! the network: a full queue drops the message (raft retransmits) and
+//! reports the peer unreachable. Snapshots go on a stream of their own.
 //!
 //! Receiving: `service::PeerService` (in the peer listener) checks the
 //! cluster ID and destination of every stream, decodes the messages and
@@ -92,8 +97,28 @@ pub const HDR_CALLER_TOKEN: &str = "x-cairn-caller-token";
 /// certificate itself.
 pub const HDR_CALLER_CN: &str = "x-cairn-caller-cn";
 
+/// Which of a peer's two streams a message goes on (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lane {
+    Append,
+    Message,
+}
+
+impl Lane {
+    fn of(m: &Message) -> Lane {
+        if m.get_msg_type() == MessageType::MsgAppend {
+            Lane::Append
+        } else {
+            Lane::Message
+        }
+    }
+}
+
 struct Peer {
-    queue: mpsc::Sender<Message>,
+    appends: mpsc::Sender<Message>,
+    messages: mpsc::Sender<Message>,
+    /// The message stream's state: it carries heartbeats and votes, so it
+    /// is what says the peer is reachable.
     connected: Arc<AtomicBool>,
     /// When the current stream to the peer was established; `None` while
     /// disconnected. Membership changes use it to judge cluster health.
@@ -212,21 +237,27 @@ impl Transport {
     fn with_peer(self: &Arc<Self>, id: u64, f: impl FnOnce(&Peer)) {
         let mut peers = self.peers.lock();
         let peer = peers.entry(id).or_insert_with(|| {
-            let (tx, rx) = mpsc::channel(PEER_QUEUE_MESSAGES);
+            let (appends, appends_rx) = mpsc::channel(PEER_QUEUE_MESSAGES);
+            let (messages, messages_rx) = mpsc::channel(PEER_QUEUE_MESSAGES);
             let connected = Arc::new(AtomicBool::new(false));
             let active_since = Arc::new(Mutex::new(None));
-            let this = Arc::clone(self);
             let link = Link {
                 connected: Arc::clone(&connected),
                 active_since: Arc::clone(&active_since),
                 local: format!("{:x}", self.self_id),
                 remote: format!("{id:x}"),
             };
+            let this = Arc::clone(self);
             crate::crash::spawn_task_on(&self.rt, "peer sender", async move {
-                this.run_sender(id, rx, link).await
+                this.run_sender(id, messages_rx, Some(link)).await
+            });
+            let this = Arc::clone(self);
+            crate::crash::spawn_task_on(&self.rt, "peer append sender", async move {
+                this.run_sender(id, appends_rx, None).await
             });
             Peer {
-                queue: tx,
+                appends,
+                messages,
                 connected,
                 active_since,
             }
@@ -250,7 +281,13 @@ impl Transport {
                 self.stats.append_sent();
             }
             let mut dropped = false;
-            self.with_peer(to, |p| dropped = p.queue.try_send(m).is_err());
+            self.with_peer(to, |p| {
+                let queue = match Lane::of(&m) {
+                    Lane::Append => &p.appends,
+                    Lane::Message => &p.messages,
+                };
+                dropped = queue.try_send(m).is_err();
+            });
             self.stats.delivery(to, !dropped);
             if dropped {
                 sent_failure(to, 1);
@@ -401,26 +438,42 @@ impl Transport {
         req
     }
 
-    async fn run_sender(self: Arc<Self>, id: u64, mut queue: mpsc::Receiver<Message>, link: Link) {
+    /// Feeds one of a peer's streams from its queue, reconnecting as
+    /// needed. `link` is the message lane's: it alone reports the peer's
+    /// state (logs, `connected`, metrics).
+    async fn run_sender(
+        self: Arc<Self>,
+        id: u64,
+        mut queue: mpsc::Receiver<Message>,
+        link: Option<Link>,
+    ) {
         let mut attempt = 0usize;
         let mut backoff = Duration::from_millis(50);
         let mut was_connected = false;
+        let set_link = |up: bool| {
+            if let Some(l) = &link {
+                l.set(up);
+            }
+        };
         loop {
             if self.membership.member(id).is_none() {
                 // Removed from the cluster: nothing will be sent to it again.
-                tracing::info!(peer = %format!("{id:x}"), "stopped the sender of a removed member");
+                if let Some(l) = &link {
+                    tracing::info!(peer = %format!("{id:x}"), "stopped the sender of a removed member");
+                    l.forget();
+                }
+                // (Dropping the entry ends the other lane's sender too.)
                 self.peers.lock().remove(&id);
                 self.stats.forget(id);
-                link.forget();
                 self.rpc_channels.lock().remove(&id);
                 return;
             }
             let Some(mut client) = self.connect(id, attempt).await else {
-                if was_connected {
+                if was_connected && link.is_some() {
                     tracing::warn!(peer = %format!("{id:x}"), "lost the connection to peer");
-                    was_connected = false;
                 }
-                link.set(false);
+                was_connected = false;
+                set_link(false);
                 attempt += 1;
                 // Drop what piled up for an unreachable peer; raft resends.
                 let mut dropped = 0u64;
@@ -439,11 +492,11 @@ impl Transport {
             let req = self.request(id, tokio_stream::wrappers::ReceiverStream::new(rx));
             let mut call = tokio::spawn(async move { client.stream(req).await });
             let opened = Instant::now();
-            link.set(true);
-            if !was_connected {
+            set_link(true);
+            if !was_connected && link.is_some() {
                 tracing::info!(peer = %format!("{id:x}"), "established a stream to peer");
-                was_connected = true;
             }
+            was_connected = true;
             loop {
                 let first = tokio::select! {
                     biased;
@@ -457,8 +510,15 @@ impl Transport {
                     m = queue.recv() => match m {
                         Some(m) => m,
                         None => {
+                            // Transport shut down, or the peer was removed
+                            // (the other lane's sender dropped the entry).
                             call.abort();
-                            return; // transport shut down
+                            if let Some(l) = &link
+                                && self.membership.member(id).is_none()
+                            {
+                                l.forget();
+                            }
+                            return;
                         }
                     },
                 };
@@ -486,7 +546,7 @@ impl Transport {
                     .inc_by(bytes as u64);
             }
             call.abort();
-            link.set(false);
+            set_link(false);
             attempt += 1;
             if opened.elapsed() < STREAM_STABLE {
                 tokio::time::sleep(backoff).await;
