@@ -153,7 +153,7 @@ fn member_change_under_fault() {
 
 #[test]
 fn slow_disk() {
-    short(FaultKind::SlowDisk, 26);
+    short(FaultKind::SlowDisk, 30);
 }
 
 #[test]
