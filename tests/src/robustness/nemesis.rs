@@ -310,6 +310,19 @@ impl Nemesis {
         None
     }
 
+    /// The members' own disks, or `None` with the fault marked skipped
+    /// (and why) when this run has none.
+    fn disks_or_skip(&self, rec: &mut FaultRecord) -> Option<Arc<Disks>> {
+        if self.disks.is_none() {
+            rec.skipped = Some(
+                self.disks_unavailable
+                    .clone()
+                    .unwrap_or_else(|| "no disks of their own in this run".into()),
+            );
+        }
+        self.disks.clone()
+    }
+
     fn pick_leader(&mut self) -> (usize, String) {
         match self.leader() {
             Some(l) => (l, "leader".into()),
@@ -466,14 +479,7 @@ impl Nemesis {
                 None
             }
             FaultKind::DiskFull => {
-                let Some(disks) = self.disks.clone() else {
-                    rec.skipped = Some(
-                        self.disks_unavailable
-                            .clone()
-                            .unwrap_or_else(|| "no tmpfs data dirs in this run".into()),
-                    );
-                    return None;
-                };
+                let disks = self.disks_or_skip(rec)?;
                 let m = self.rng.below(n as u64) as usize;
                 rec.targets = vec![m];
                 match disks.fill(m) {
@@ -505,14 +511,7 @@ impl Nemesis {
                 }))
             }
             FaultKind::SlowDisk => {
-                let Some(disks) = self.disks.clone() else {
-                    rec.skipped = Some(
-                        self.disks_unavailable
-                            .clone()
-                            .unwrap_or_else(|| "no disks of their own in this run".into()),
-                    );
-                    return None;
-                };
+                let disks = self.disks_or_skip(rec)?;
                 let (m, role) = if self.rng.chance(0.5) {
                     self.pick_leader()
                 } else {
