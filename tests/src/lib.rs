@@ -613,6 +613,23 @@ impl Cluster {
         etcdctl(&self.endpoints(), args, None)
     }
 
+    /// Member `i`'s ID in hex, as etcd writes it in member lists and
+    /// metric labels (from `endpoint status`).
+    pub fn member_id_hex(&self, i: usize) -> String {
+        let out = self.etcdctl_at(
+            &self.members[i].endpoint(),
+            &["endpoint", "status", "-w", "json"],
+        );
+        assert!(out.status.success(), "endpoint status: {}", stderr(&out));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+        format!(
+            "{:x}",
+            v[0]["Status"]["header"]["member_id"]
+                .as_u64()
+                .expect("member_id")
+        )
+    }
+
     /// The index of the current leader, asked of every running member.
     pub fn leader(&self) -> Option<usize> {
         for m in &self.members {

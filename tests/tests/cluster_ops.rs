@@ -4,21 +4,6 @@
 use cairn_tests::{Cluster, Options, eventually, http_get, stderr, stdout};
 use std::time::Duration;
 
-fn member_id_hex(c: &Cluster, i: usize) -> String {
-    let out = c.etcdctl_at(
-        &c.members[i].endpoint(),
-        &["endpoint", "status", "-w", "json"],
-    );
-    assert!(out.status.success(), "endpoint status: {}", stderr(&out));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
-    format!(
-        "{:x}",
-        v[0]["Status"]["header"]["member_id"]
-            .as_u64()
-            .expect("member_id")
-    )
-}
-
 /// The value of `metric{To="<peer>"}` in a member's /metrics.
 fn peer_gauge(c: &Cluster, i: usize, metric: &str, peer: &str) -> Option<f64> {
     let (status, body) = http_get(&c.members[i].client_addr(), "/metrics").ok()?;
@@ -40,7 +25,7 @@ fn clock_drift_is_reported_by_peers() {
         ..Options::default()
     });
     let t = Duration::from_secs(20);
-    let ids: Vec<String> = (0..3).map(|i| member_id_hex(&c, i)).collect();
+    let ids: Vec<String> = (0..3).map(|i| c.member_id_hex(i)).collect();
     for i in 0..2 {
         let warned = eventually(t, || {
             let log = c.members[i].log();

@@ -96,22 +96,6 @@ fn members(endpoints: &str) -> BTreeMap<String, (String, Vec<String>, bool)> {
     map
 }
 
-/// The hex member ID of member `i`, from `endpoint status`.
-fn member_id(c: &Cluster, i: usize) -> String {
-    let out = c.etcdctl_at(
-        &c.members[i].endpoint(),
-        &["endpoint", "status", "-w", "json"],
-    );
-    assert!(out.status.success(), "endpoint status: {}", stderr(&out));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
-    format!(
-        "{:x}",
-        v[0]["Status"]["header"]["member_id"]
-            .as_u64()
-            .expect("member_id")
-    )
-}
-
 fn wait_started(endpoints: &str, id: &str, timeout: Duration) {
     let ok = eventually(timeout, || {
         let m = members(endpoints);
@@ -329,7 +313,7 @@ fn learner_add_promote_update_and_remove_the_leader() {
     // Remove the leader: it leaves and exits; the other three elect a new
     // one and keep the data.
     let leader = c.wait_leader(t);
-    let leader_id = member_id(&c, leader);
+    let leader_id = c.member_id_hex(leader);
     let out = retry_unhealthy(t, || etcdctl(&eps, &["member", "remove", &leader_id], None));
     assert!(
         stdout(&out).contains(&format!("Member {leader_id:>16} removed from cluster")),
@@ -430,7 +414,7 @@ fn strict_reconfiguration_checks() {
     // cluster without a spare.
     let leader = c.wait_leader(t);
     let victim = (leader + 1) % 3;
-    let victim_id = member_id(&c, victim);
+    let victim_id = c.member_id_hex(victim);
     c.kill(victim);
     let out = etcdctl(
         &c.members[leader].endpoint(),
@@ -566,8 +550,8 @@ fn move_leader() {
     let t = Duration::from_secs(20);
     let leader = c.wait_leader(t);
     let target = (leader + 1) % 3;
-    let target_id = member_id(&c, target);
-    let leader_id = member_id(&c, leader);
+    let target_id = c.member_id_hex(target);
+    let leader_id = c.member_id_hex(leader);
     // etcdctl finds the leader among the endpoints it is given.
     let out = c.etcdctl(&["move-leader", &target_id]);
     assert!(

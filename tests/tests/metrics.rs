@@ -317,21 +317,6 @@ fn grpc_latency_histogram_only_when_extensive() {
     assert!(get(&m, "etcd_network_client_grpc_sent_bytes_total") > 0.0);
 }
 
-/// This member's ID as its peers label it (hex), from `endpoint status`.
-fn member_id_hex(c: &Cluster, i: usize) -> String {
-    let out = etcdctl(
-        &c.members[i].endpoint(),
-        &["endpoint", "status", "-w", "json"],
-        None,
-    );
-    assert!(out.status.success(), "{}", stderr(&out));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
-    let id = v[0]["Status"]["header"]["member_id"]
-        .as_u64()
-        .expect("member_id");
-    format!("{id:x}")
-}
-
 /// `etcd_network_active_peers` and `etcd_network_disconnected_peers_total`
 /// follow a follower's restart as another follower sees it. That one sends
 /// nothing to its fellow follower until an election, so it must notice the
@@ -347,8 +332,8 @@ fn peer_links_follow_a_restart_and_idle_followers_reconnect() {
     let series = |name: &str| {
         format!(
             "{name}{{Local=\"{}\",Remote=\"{}\"}}",
-            member_id_hex(&c, watcher),
-            member_id_hex(&c, restarted)
+            c.member_id_hex(watcher),
+            c.member_id_hex(restarted)
         )
     };
     let active = series("etcd_network_active_peers");
