@@ -47,8 +47,9 @@ pub struct Metrics {
     // etcd_network_*
     pub peer_rtt: HistogramVec,
     pub peer_sent_failures: IntCounterVec,
-    /// 1 while the stream to a peer is up (etcd counts its streams; Cairn
-    /// has one per peer).
+    /// 1 while a peer is reachable: Cairn's message stream to it is up
+    /// (the one carrying heartbeats and votes; the append stream is not
+    /// counted).
     pub active_peers: IntGaugeVec,
     pub disconnected_peers: IntCounterVec,
     pub peer_sent_bytes: IntCounterVec,

@@ -111,7 +111,7 @@ impl Disks {
             match kind {
                 DiskKind::Tmpfs => {
                     run(
-                        Command::new("mount")
+                        tool("mount")
                             .args(["-t", "tmpfs", "-o", &format!("size={DISK_MIB}m"), "tmpfs"])
                             .arg(&m),
                         "mount -t tmpfs",
@@ -184,13 +184,13 @@ impl Disks {
 impl Drop for Disks {
     fn drop(&mut self) {
         for m in &self.mounts {
-            let ok = Command::new("umount")
+            let ok = tool("umount")
                 .arg(m)
                 .output()
                 .is_ok_and(|o| o.status.success());
             if !ok {
                 // Busy (a member still exiting): detach now, freed later.
-                let _ = Command::new("umount").arg("-l").arg(m).output();
+                let _ = tool("umount").arg("-l").arg(m).output();
             }
         }
         for d in &self.devices {
@@ -202,11 +202,15 @@ impl Drop for Disks {
 
 /// A process's writes to one block device limited to `iops` per second,
 /// through a cgroup of its own (v1 `blkio` or v2 `io`): a slow disk for one
-/// member, whatever binary it is. Undone on drop (the process goes back to
-/// the root cgroup, which is where the harness started it).
+/// member, whatever binary it is. Undone on drop: the limit is lifted, then
+/// the process goes back to the cgroup it came from.
 pub struct SlowDisk {
     cgroup: PathBuf,
-    root: PathBuf,
+    /// Where the process was, to put it back.
+    home: PathBuf,
+    limit_file: &'static str,
+    /// What `limit_file` takes to lift the limit.
+    unlimited: String,
     pid: u32,
 }
 
@@ -214,34 +218,60 @@ impl SlowDisk {
     pub fn start(pid: u32, (major, minor): (u64, u64), iops: u64) -> Result<SlowDisk, String> {
         let v1 = Path::new("/sys/fs/cgroup/blkio");
         let v2 = Path::new("/sys/fs/cgroup");
-        let name = format!("cairn-rb-slow-{pid}");
         let write = |p: PathBuf, v: String| {
             std::fs::write(&p, &v).map_err(|e| format!("writing {v:?} to {}: {e}", p.display()))
         };
-        let (root, limit_file, limit) = if v1.join("blkio.throttle.write_iops_device").exists() {
-            (
-                v1.to_path_buf(),
-                "blkio.throttle.write_iops_device",
-                format!("{major}:{minor} {iops}"),
-            )
-        } else if std::fs::read_to_string(v2.join("cgroup.controllers"))
-            .is_ok_and(|c| c.split_whitespace().any(|x| x == "io"))
-        {
-            write(v2.join("cgroup.subtree_control"), "+io".into())?;
-            (
-                v2.to_path_buf(),
-                "io.max",
-                format!("{major}:{minor} wiops={iops}"),
-            )
-        } else {
-            return Err(
-                "no cgroup blkio (v1) or io (v2) controller to throttle a disk with".into(),
-            );
+        // `/proc/<pid>/cgroup` lines: `id:controllers:path` (v2: `0::path`).
+        let home_in = |root: &Path, v2: bool| {
+            let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                .map_err(|e| format!("reading the cgroup of {pid}: {e}"))?;
+            own.lines()
+                .filter_map(|l| l.splitn(3, ':').collect::<Vec<_>>().try_into().ok())
+                .find(|[_, ctl, _]: &[&str; 3]| {
+                    if v2 {
+                        ctl.is_empty()
+                    } else {
+                        ctl.split(',').any(|c| c == "blkio")
+                    }
+                })
+                .map(|[_, _, path]| root.join(path.trim_start_matches('/')))
+                .ok_or_else(|| format!("process {pid} is in no cgroup of that hierarchy"))
         };
-        let cgroup = root.join(name);
+        let (root, home, limit_file, limit, unlimited) =
+            if v1.join("blkio.throttle.write_iops_device").exists() {
+                (
+                    v1,
+                    home_in(v1, false)?,
+                    "blkio.throttle.write_iops_device",
+                    format!("{major}:{minor} {iops}"),
+                    format!("{major}:{minor} 0"),
+                )
+            } else if std::fs::read_to_string(v2.join("cgroup.controllers"))
+                .is_ok_and(|c| c.split_whitespace().any(|x| x == "io"))
+            {
+                write(v2.join("cgroup.subtree_control"), "+io".into())?;
+                (
+                    v2,
+                    home_in(v2, true)?,
+                    "io.max",
+                    format!("{major}:{minor} wiops={iops}"),
+                    format!("{major}:{minor} wiops=max"),
+                )
+            } else {
+                return Err(
+                    "no cgroup blkio (v1) or io (v2) controller to throttle a disk with".into(),
+                );
+            };
+        let cgroup = root.join(format!("cairn-rb-slow-{pid}"));
         std::fs::create_dir_all(&cgroup)
             .map_err(|e| format!("creating cgroup {}: {e}", cgroup.display()))?;
-        let slow = SlowDisk { cgroup, root, pid };
+        let slow = SlowDisk {
+            cgroup,
+            home,
+            limit_file,
+            unlimited,
+            pid,
+        };
         write(slow.cgroup.join(limit_file), limit)?;
         write(slow.cgroup.join("cgroup.procs"), pid.to_string())?;
         Ok(slow)
@@ -250,8 +280,10 @@ impl SlowDisk {
 
 impl Drop for SlowDisk {
     fn drop(&mut self) {
-        // The process may have exited meanwhile: then the cgroup is empty.
-        let _ = std::fs::write(self.root.join("cgroup.procs"), self.pid.to_string());
+        // Lift the limit first: should the move fail, the member is at
+        // least no longer slow. (It may have exited meanwhile.)
+        let _ = std::fs::write(self.cgroup.join(self.limit_file), &self.unlimited);
+        let _ = std::fs::write(self.home.join("cgroup.procs"), self.pid.to_string());
         let _ = std::fs::remove_dir(&self.cgroup);
     }
 }
