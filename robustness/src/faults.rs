@@ -34,8 +34,9 @@ pub enum FaultKind {
     /// Fill the file system under one member's data dir (needs a file
     /// system of its own, hence root); free it at the end of the fault.
     DiskFull,
-    /// Restart a member with its wall clock shifted (only where the binary
-    /// has a hook for it: Cairn's `CAIRN_TEST_CLOCK_OFFSET_MS`).
+    /// Jump one running member's wall clock 2-10 s forward or back, and
+    /// back at the end (libfaketime, preloaded: programs that read the
+    /// clock through libc only, so Cairn and not etcd).
     ClockSkew,
     /// SIGKILL a member, damage the tail of its newest journal file (zero
     /// or flip bits in its last bytes), start it again. It must recover

@@ -9,6 +9,7 @@
 //! `CAIRN_TEST_TARGET=etcd` runs the same clusters with the real etcd binary
 //! instead (used to record what etcd prints: see `golden`).
 
+pub mod clocks;
 pub mod curl;
 pub mod dns;
 pub mod golden;

@@ -194,7 +194,7 @@ impl Peer for PeerService {
         req: Request<crate::pb::cairnpb::ProbeRequest>,
     ) -> Result<Response<crate::pb::cairnpb::ProbeResponse>, Status> {
         self.check(&req)?;
-        let unix_nanos = crate::transport::prober::reported_unix_nanos();
+        let unix_nanos = crate::transport::prober::unix_nanos();
         let srv = &self.srv;
         let st = &srv.status();
         let status = crate::pb::cairnpb::ProbeStatus {

@@ -25,10 +25,6 @@ pub const MAX_CLOCK_DIFFERENCE: Duration = Duration::from_secs(1);
 /// The same peer is warned about at most this often.
 const WARN_EVERY: Duration = Duration::from_secs(30);
 
-/// Test-only: shifts the wall clock this member reports to its peers, so a
-/// test can show that drift is detected without touching the host clock.
-pub const TEST_CLOCK_OFFSET_ENV: &str = "CAIRN_TEST_CLOCK_OFFSET_MS";
-
 /// What the last successful probe of a peer measured and what the peer
 /// said about itself (the operator console's member table reads it).
 #[derive(Debug, Clone)]
@@ -73,19 +69,8 @@ impl ProbeTable {
     }
 }
 
-/// This member's wall clock as it reports it to peers, Unix nanoseconds.
-pub fn reported_unix_nanos() -> i64 {
-    static OFFSET_MS: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
-    let offset_ms = *OFFSET_MS.get_or_init(|| {
-        std::env::var(TEST_CLOCK_OFFSET_ENV)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    });
-    unix_nanos().saturating_add(offset_ms.saturating_mul(1_000_000))
-}
-
-fn unix_nanos() -> i64 {
+/// This member's wall clock, Unix nanoseconds: what it reports to peers.
+pub fn unix_nanos() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as i64)
@@ -123,7 +108,7 @@ pub async fn run(transport: Arc<Transport>) {
             let req = transport.request(id, ProbeRequest {});
             // This member's clock as it reports it (the test offset shifts
             // both what it tells peers and what it compares them with).
-            let sent = reported_unix_nanos();
+            let sent = unix_nanos();
             let started = Instant::now();
             let answer = tokio::time::timeout(PROBE_TIMEOUT, client.probe(req)).await;
             let rtt = started.elapsed();

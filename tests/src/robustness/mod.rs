@@ -26,6 +26,7 @@ use cairn_robustness::proxy::{PeerProxy, ProcIdentify, Route};
 use cairn_robustness::rng::Rng;
 use serde::Serialize;
 
+use crate::clocks::Clocks;
 use crate::{Cluster, Options, Target};
 use nemesis::{DiskKind, Disks, FaultRecord, Nemesis};
 use record::{Recorder, call, get_response};
@@ -441,11 +442,22 @@ pub fn run(cfg: &RunConfig) -> Result<RunReport> {
         None => (None, None),
     };
 
+    // Clock faults: a wall clock of its own per member, and the workload
+    // logged in, so that the tokens it uses meet the jumps too.
+    let clock_faults = cfg.faults.contains(&FaultKind::ClockSkew);
+    let (clocks, clocks_unavailable) = match clock_faults.then(|| Clocks::new(MEMBERS, target)) {
+        Some(Ok(c)) => (Some(Arc::new(c)), None),
+        Some(Err(e)) => (None, Some(e)),
+        None => (None, None),
+    };
+    let auth = clock_faults;
+
     let opts = Options {
         data_dirs: disks
             .as_ref()
             .map(|d| nemesis::data_dirs(d, MEMBERS))
             .unwrap_or_default(),
+        member_env: clocks.as_ref().map(|c| c.member_env()).unwrap_or_default(),
         snapshot_count: cfg.snapshot_count,
         token: format!("rb-{}", cfg.seed),
         ..Options::default()
@@ -457,9 +469,12 @@ pub fn run(cfg: &RunConfig) -> Result<RunReport> {
     let cluster = Arc::new(Mutex::new(cluster));
 
     let clients: Vec<etcd_client::Client> = rt.block_on(async {
+        if auth {
+            workload::enable_auth(&workload::connect(&endpoints[0], false).await?).await?;
+        }
         let mut v = Vec::new();
         for e in &endpoints {
-            v.push(workload::connect(e).await?);
+            v.push(workload::connect(e, auth).await?);
         }
         Ok::<_, etcd_client::Error>(v)
     })?;
@@ -532,6 +547,9 @@ pub fn run(cfg: &RunConfig) -> Result<RunReport> {
         proxy: Arc::clone(&proxy),
         disks,
         disks_unavailable,
+        clocks,
+        clocks_unavailable,
+        auth,
         rt: rt.handle().clone(),
         clients: clients.clone(),
         ids,

@@ -14,10 +14,9 @@ use cairn_robustness::proxy::{Link, PeerProxy};
 use cairn_robustness::rng::Rng;
 use serde::Serialize;
 
+use crate::clocks::Clocks;
 use crate::{Cluster, Target};
 
-/// Cairn's test hook that shifts the wall clock a member reports to peers.
-const CLOCK_OFFSET_ENV: &str = "CAIRN_TEST_CLOCK_OFFSET_MS";
 /// Size of each member's disk when disk faults are on. etcd preallocates
 /// 64 MiB WAL segments, so less would not even start it.
 const DISK_MIB: u64 = 256;
@@ -31,8 +30,11 @@ const RESTART_HEALTH_TIMEOUT: Duration = Duration::from_secs(20);
 /// What Cairn's prober logs when a peer's clock is off by more than 1 s.
 const DRIFT_WARNING: &str = "the clock difference against peer";
 /// How long past a clock fault's planned end the nemesis waits for that
-/// warning (probes run every 2 s; the skewed member restarted first).
+/// warning (the jump lands within 2 s; probes run every 2 s).
 const DRIFT_WARNING_TIMEOUT: Duration = Duration::from_secs(8);
+/// How long the token check retries calls that fail for reasons other than
+/// the token (no leader yet, a member restarting under another fault).
+const TOKEN_CHECK_TIMEOUT: Duration = Duration::from_secs(6);
 /// How long each step of replacing a member (remove, add, promote) is
 /// retried while the cluster settles.
 const REPLACE_STEP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -288,6 +290,62 @@ impl Drop for SlowDisk {
     }
 }
 
+/// A JSON-gateway call with curl: the reply's body, or why there was none.
+fn gateway(
+    addr: std::net::SocketAddr,
+    path: &str,
+    body: &str,
+    token: Option<&str>,
+) -> Result<serde_json::Value, String> {
+    let mut cmd = Command::new("curl");
+    cmd.args(["-s", "--max-time", "3", "-X", "POST", "-d", body]);
+    if let Some(t) = token {
+        cmd.args(["-H", &format!("Authorization: {t}")]);
+    }
+    let out = cmd
+        .arg(format!("http://{addr}{path}"))
+        .output()
+        .map_err(|e| format!("cannot run curl: {e}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|_| {
+        format!(
+            "{path}: no JSON answer (curl exit {:?}): {text}",
+            out.status.code()
+        )
+    })?;
+    match v.get("error").or_else(|| v.get("message")) {
+        Some(e) if v.get("header").is_none() => Err(format!("{path}: {e}")),
+        _ => Ok(v),
+    }
+}
+
+/// Logs in as the workload's user at `addr`: the token.
+fn gateway_login(addr: std::net::SocketAddr) -> Result<String, String> {
+    let (name, password) = super::workload::USER;
+    let v = gateway(
+        addr,
+        "/v3/auth/authenticate",
+        &serde_json::json!({ "name": name, "password": password }).to_string(),
+        None,
+    )?;
+    v["token"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| format!("no token in {v}"))
+}
+
+/// A linearizable read at `addr` with `token`.
+fn gateway_read(addr: std::net::SocketAddr, token: &str) -> Result<(), String> {
+    // "L3JiL2ZlbmNl" is base64 of /rb/fence.
+    gateway(
+        addr,
+        "/v3/kv/range",
+        r#"{"key":"L3JiL2ZlbmNl"}"#,
+        Some(token),
+    )
+    .map(drop)
+}
+
 fn signal(pid: u32, sig: &str) {
     if pid != 0 {
         let _ = Command::new("kill")
@@ -305,6 +363,12 @@ pub struct Nemesis {
     pub disks: Option<Arc<Disks>>,
     /// Why disk faults are unavailable, if they are.
     pub disks_unavailable: Option<String>,
+    /// Each member's wall clock, when clock faults are on and possible.
+    pub clocks: Option<Arc<Clocks>>,
+    /// Why clock faults are unavailable, if they are.
+    pub clocks_unavailable: Option<String>,
+    /// The workload runs logged in (runs with clock faults).
+    pub auth: bool,
     pub rt: tokio::runtime::Handle,
     pub clients: Vec<etcd_client::Client>,
     /// Raft member ID of each member, by index.
@@ -571,24 +635,27 @@ impl Nemesis {
                 }
             }
             FaultKind::ClockSkew => {
-                if self.target != Target::Cairn {
+                let Some(clocks) = self.clocks.clone() else {
                     rec.skipped = Some(
-                        "etcd has no hook to shift a member's clock; a real clock jump would hit \
-                         the whole machine"
-                            .into(),
+                        self.clocks_unavailable
+                            .clone()
+                            .unwrap_or_else(|| "members have no clocks of their own".into()),
                     );
                     return None;
-                }
+                };
                 let m = self.rng.below(n as u64) as usize;
-                let offset_ms = self.rng.range(2_000, 10_000) as i64
-                    * if self.rng.chance(0.5) { 1 } else { -1 };
+                let offset_s =
+                    self.rng.range(2, 10) as i64 * if self.rng.chance(0.5) { 1 } else { -1 };
                 rec.targets = vec![m];
                 rec.detail = format!(
-                    "m{} restarted with its wall clock {offset_ms} ms off (what it reports to peers)",
+                    "m{}'s wall clock jumped {offset_s:+} s while it ran, and back at the end",
                     m + 1
                 );
                 let before = self.drift_warnings();
-                self.set_clock_offset(m, Some(offset_ms));
+                if let Err(e) = clocks.set(m, offset_s) {
+                    rec.skipped = Some(format!("cannot write m{}'s clock offset: {e}", m + 1));
+                    return None;
+                }
                 Some(Box::new(move |s: &Nemesis| {
                     // The peers' probers must notice (one probe per 2 s).
                     let deadline = Instant::now() + DRIFT_WARNING_TIMEOUT;
@@ -605,17 +672,28 @@ impl Nemesis {
                     };
                     if warned.is_empty() {
                         s.errors.lock().expect("errors lock").push(format!(
-                            "m{} ran {offset_ms} ms off and no member logged a clock-drift warning",
+                            "m{}'s clock ran {offset_s:+} s off and no member logged a \
+                             clock-drift warning",
                             m + 1
                         ));
                     } else {
                         s.notes.lock().expect("notes lock").push(format!(
-                            "m{} ran {offset_ms} ms off: clock-drift warning logged by {}",
+                            "m{}'s clock ran {offset_s:+} s off: clock-drift warning logged by {}",
                             m + 1,
                             warned.join(", ")
                         ));
                     }
-                    s.set_clock_offset(m, None)
+                    // Simple tokens expire on the monotonic clock: a jump
+                    // must not make any member reject a fresh one.
+                    if s.auth {
+                        s.check_tokens(&format!("m{} {offset_s:+} s", m + 1));
+                    }
+                    if let Err(e) = clocks.set(m, 0) {
+                        s.errors
+                            .lock()
+                            .expect("errors lock")
+                            .push(format!("cannot set m{}'s clock back: {e}", m + 1));
+                    }
                 }))
             }
             FaultKind::CorruptTail => {
@@ -839,8 +917,6 @@ impl Nemesis {
         format!("{before}; {outcome}; original restored ({restored:?}) and restarted")
     }
 
-    /// Removes member `m`, wipes its data dir, adds it back as a learner on
-    /// the same URLs and promotes it once it caught up. Updates `ids`.
     /// How many clock-drift warnings each member has logged so far.
     fn drift_warnings(&self) -> Vec<usize> {
         let c = self.cluster.lock().expect("cluster lock");
@@ -850,18 +926,78 @@ impl Nemesis {
             .collect()
     }
 
-    fn set_clock_offset(&self, m: usize, offset_ms: Option<i64>) {
-        let mut c = self.cluster.lock().expect("cluster lock");
-        c.opts
-            .member_env
-            .retain(|(i, k, _)| !(*i == m && k == CLOCK_OFFSET_ENV));
-        if let Some(o) = offset_ms {
-            c.opts
-                .member_env
-                .push((m, CLOCK_OFFSET_ENV.into(), o.to_string()));
+    /// Logs in at every running member and presents each token to every
+    /// running member, over the JSON gateway as a script would. A fresh
+    /// token refused as invalid is an error (one retry with a newer token:
+    /// a member that restarted in between rightly forgot the first);
+    /// failures for other reasons (no leader, a member down under another
+    /// fault) are retried, then noted.
+    fn check_tokens(&self, when: &str) {
+        let addrs: Vec<(usize, std::net::SocketAddr)> = {
+            let mut c = self.cluster.lock().expect("cluster lock");
+            c.members
+                .iter_mut()
+                .enumerate()
+                .filter_map(|(i, m)| m.is_running().then(|| (i, m.client_addr())))
+                .collect()
+        };
+        let mut pending: Vec<(usize, usize, u32)> = addrs
+            .iter()
+            .flat_map(|(a, _)| addrs.iter().map(move |(b, _)| (*a, *b, 0)))
+            .collect();
+        let addr = |m: usize| addrs.iter().find(|(i, _)| *i == m).map(|(_, a)| *a);
+        // A check that cannot fail proves nothing: a made-up token must be
+        // refused the way a bad real one would be.
+        if let Some((m, a)) = addrs.first() {
+            match gateway_read(*a, "made-up.token") {
+                Err(e) if e.contains("invalid auth token") => {}
+                other => self.errors.lock().expect("errors lock").push(format!(
+                    "{when}: m{} answered a made-up token with {other:?}, not \
+                     \"invalid auth token\"",
+                    m + 1
+                )),
+            }
         }
-        c.stop(m);
-        c.restart(m);
+        let deadline = Instant::now() + TOKEN_CHECK_TIMEOUT;
+        let mut checked = 0;
+        let mut last_error = String::new();
+        while !pending.is_empty() {
+            let mut still = Vec::new();
+            for (issuer, user, refused) in pending {
+                let used = gateway_login(addr(issuer).expect("running member"))
+                    .and_then(|token| gateway_read(addr(user).expect("running member"), &token));
+                match used {
+                    Ok(()) => checked += 1,
+                    Err(e) if e.contains("invalid auth token") && refused > 0 => {
+                        self.errors.lock().expect("errors lock").push(format!(
+                            "{when}: fresh tokens m{} issued were refused by m{} twice: {e}",
+                            issuer + 1,
+                            user + 1
+                        ));
+                    }
+                    Err(e) => {
+                        let refused = refused + u32::from(e.contains("invalid auth token"));
+                        last_error = format!("m{} -> m{}: {e}", issuer + 1, user + 1);
+                        still.push((issuer, user, refused));
+                    }
+                }
+            }
+            pending = still;
+            if pending.is_empty() || Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        let mut notes = self.notes.lock().expect("notes lock");
+        notes.push(format!(
+            "{when}: {checked} token(s) issued and used across members"
+        ));
+        if !pending.is_empty() {
+            notes.push(format!(
+                "{when}: {} token check(s) undecided after {TOKEN_CHECK_TIMEOUT:?}; last: {last_error}",
+                pending.len()
+            ));
+        }
     }
 
     /// Starts member `m` again and waits (bounded) until it is healthy.

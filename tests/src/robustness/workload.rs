@@ -46,15 +46,37 @@ impl Ctx {
     }
 }
 
-pub async fn connect(endpoint: &str) -> Result<etcd_client::Client, etcd_client::Error> {
-    let opts = etcd_client::ConnectOptions::new()
+/// The user the workload runs as when a run turns auth on.
+pub const USER: (&str, &str) = ("root", "rb-root-password");
+
+/// A client of one member; with `auth`, logged in as [`USER`], and logging
+/// in again when a member no longer knows its token (simple tokens live in
+/// a member's memory, so a restarted member forgets them), as etcd's own
+/// clients do.
+pub async fn connect(
+    endpoint: &str,
+    auth: bool,
+) -> Result<etcd_client::Client, etcd_client::Error> {
+    let mut opts = etcd_client::ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(2))
         .with_timeout(super::record::OP_TIMEOUT)
         // Find a dead or stopped member's connections without waiting for
         // TCP: watch streams would otherwise hang on them forever.
         .with_keep_alive(Duration::from_secs(1), Duration::from_secs(2))
         .with_keep_alive_while_idle(true);
+    if auth {
+        opts = opts.with_user(USER.0, USER.1).with_auto_token_refresh(true);
+    }
     etcd_client::Client::connect([endpoint], Some(opts)).await
+}
+
+/// Adds [`USER`] with the root role and turns auth on, through `c`.
+pub async fn enable_auth(c: &etcd_client::Client) -> Result<(), etcd_client::Error> {
+    let mut c = c.clone();
+    c.user_add(USER.0, USER.1, None).await?;
+    c.user_grant_role(USER.0, "root").await?;
+    c.auth_enable().await?;
+    Ok(())
 }
 
 /// One KV client bound to one member until stopped.
