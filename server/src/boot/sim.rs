@@ -127,6 +127,8 @@ struct Net {
     sent: u64,
     lost: u64,
     snapshots: u64,
+    /// Messages a member sent under another member's ID (none may be).
+    misaddressed: Vec<String>,
 }
 
 impl Net {
@@ -136,6 +138,16 @@ impl Net {
             return;
         }
         self.sent += 1;
+        // The peer transport's rule: a message travels only under the ID of
+        // the member that sends it (a peer ends the stream otherwise).
+        if m.from != from {
+            self.misaddressed.push(format!(
+                "{:?} from {from:x} under {:x}'s ID",
+                m.get_msg_type(),
+                m.from
+            ));
+            return;
+        }
         let snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
         // Down or cut off: what the peer transport tells raft when its
         // stream to the peer fails.
@@ -492,6 +504,7 @@ impl Sim {
             sent: 0,
             lost: 0,
             snapshots: 0,
+            misaddressed: Vec::new(),
         };
         let mut sim = Sim {
             seed,
@@ -986,6 +999,15 @@ impl Sim {
         if members.len() != MEMBERS {
             self.fail("a member is not running at the end");
         }
+        let misaddressed = self.net.lock().misaddressed.clone();
+        if !misaddressed.is_empty() {
+            self.fail(&format!(
+                "{} message(s) sent under another member's ID, which peers refuse \
+                 (first: {})",
+                misaddressed.len(),
+                misaddressed[0]
+            ));
+        }
         let mut hashes = BTreeSet::new();
         for m in &members {
             match m.apply.store.hash_kv(0) {
@@ -1261,6 +1283,39 @@ fn a_crash_inside_a_snapshot_install_is_redone_on_restart() {
         sim.fail("the isolated member never crashed inside a snapshot install");
     }
     sim.run_for(Duration::from_secs(2), true);
+    sim.settle();
+    sim.check();
+}
+
+/// A follower that gets a peer's read request (the peer still took it for
+/// the leader: it had been frozen, say) must not pass it on to its leader
+/// under the peer's ID: peers end the stream that carries such a message,
+/// and every message queued behind it is lost (Finding 11). `check` fails
+/// on any message sent under another member's ID.
+#[test]
+fn a_read_request_sent_to_a_follower_is_not_relayed_under_the_askers_id() {
+    let mut sim = Sim::new(11);
+    sim.run_for(Duration::from_secs(3), true);
+    let Some(leader) = sim.leader() else {
+        sim.fail("no leader after 3 s");
+    };
+    let (follower, asker) = ((leader + 1) % MEMBERS, (leader + 2) % MEMBERS);
+    let id = |i: usize| sim.members[i].as_ref().map_or(0, |m| m.id);
+    let (to, from) = (id(follower), id(asker));
+    let mut read = Message::default();
+    read.set_msg_type(MessageType::MsgReadIndex);
+    read.from = from;
+    read.to = to;
+    read.entries = vec![raft::prelude::Entry {
+        data: [from.to_be_bytes(), 1u64.to_be_bytes()].concat().into(),
+        ..Default::default()
+    }]
+    .into();
+    sim.note(format!(
+        "m{asker}'s read request delivered to follower m{follower}"
+    ));
+    sim.net.lock().schedule(to, Delivery::Step(read));
+    sim.run_for(Duration::from_secs(1), true);
     sim.settle();
     sim.check();
 }

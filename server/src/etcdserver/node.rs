@@ -845,7 +845,7 @@ impl Node {
         }
 
         // The leader may send before persisting (raft thesis 10.2.1).
-        self.outbox.send(rd.take_messages());
+        self.send_out(rd.take_messages());
 
         if !rd.snapshot().is_empty() {
             let md = rd.snapshot().get_metadata().clone();
@@ -875,7 +875,7 @@ impl Node {
         self.resolve_reads(states);
 
         // Votes and append responses only after the fsync above.
-        self.outbox.send(rd.take_persisted_messages());
+        self.send_out(rd.take_persisted_messages());
 
         let mut light = self.raw.advance_append(rd);
         if let Some(commit) = light.commit_index() {
@@ -883,7 +883,7 @@ impl Node {
             self.status.commit.store(commit, Ordering::Release);
             METRICS.proposals_committed.set(commit as i64);
         }
-        self.outbox.send(light.take_messages());
+        self.send_out(light.take_messages());
         committed.extend(light.take_committed_entries());
 
         if let Some(last) = committed.last() {
@@ -906,6 +906,31 @@ impl Node {
             }
         }
         Ok(())
+    }
+
+    /// Hands raft's messages to the outbox, minus those no peer would take.
+    /// A member that is not the leader relays a ReadIndex or a leadership
+    /// transfer it received to its leader under the asker's ID. Peers accept
+    /// a message only from the member whose stream carries it, and end the
+    /// stream on one that is not, losing every message behind it: a leader
+    /// frozen while followers asked it to read lost its own barrier read
+    /// that way after it resumed, and its clients waited 200 ms more
+    /// (Finding 11). The asker does not need the relay: it asks its leader
+    /// again after three ticks, or at once when it learns of a new leader.
+    fn send_out(&self, mut msgs: Vec<Message>) {
+        msgs.retain(|m| {
+            let ours = m.from == self.id;
+            if !ours {
+                tracing::debug!(
+                    kind = ?m.get_msg_type(),
+                    from = %format!("{:x}", m.from),
+                    to = %format!("{:x}", m.to),
+                    "not relaying another member's message"
+                );
+            }
+            ours
+        });
+        self.outbox.send(msgs);
     }
 
     fn install_snapshot(&mut self, md: SnapshotMetadata) -> Result<(), crate::storage::Error> {
