@@ -178,10 +178,25 @@ impl Error {
             NotSupportedForLearner,
             Corrupt,
         ];
-        known
-            .into_iter()
+        if let Some(e) = known.into_iter().find(|e| e.to_string() == s.message()) {
+            return e;
+        }
+        // The leader's verdicts on a forwarded caller: kept as auth errors,
+        // so the client gets etcd's code with them (its library logs in
+        // again on `Unauthenticated` + "invalid auth token").
+        use crate::auth::AuthError as A;
+        let auth = [
+            A::UserEmpty,
+            A::AuthFailed,
+            A::PermissionDenied,
+            A::InvalidAuthToken,
+            A::InvalidAuthMgmt,
+            A::AuthOldRevision,
+            A::AuthNotEnabled,
+        ];
+        auth.into_iter()
             .find(|e| e.to_string() == s.message())
-            .unwrap_or_else(|| Internal(s.message().to_string()))
+            .map_or_else(|| Internal(s.message().to_string()), Auth)
     }
 }
 
@@ -227,5 +242,22 @@ mod tests {
         assert_eq!(s.message(), "etcdserver: no leader");
         let s: Status = Error::DuplicateKey.into();
         assert_eq!(s.code(), Code::InvalidArgument);
+    }
+
+    /// An answer forwarded from the leader keeps etcd's code and text.
+    #[test]
+    fn forwarded_answers_keep_their_code() {
+        for e in [
+            Error::LeaseNotFound,
+            Error::NotLeader,
+            Error::Auth(crate::auth::AuthError::InvalidAuthToken),
+            Error::Auth(crate::auth::AuthError::PermissionDenied),
+        ] {
+            let s: Status = e.into();
+            let back: Status = Error::from_status(&s).into();
+            assert_eq!((back.code(), back.message()), (s.code(), s.message()));
+        }
+        let s: Status = Error::Auth(crate::auth::AuthError::InvalidAuthToken).into();
+        assert_eq!(s.code(), Code::Unauthenticated);
     }
 }

@@ -263,6 +263,66 @@ fn expired_simple_token_is_refused_and_the_client_reauthenticates() {
     });
 }
 
+/// A leader that restarted has forgotten every simple token issued before
+/// (they live in memory, in etcd too). A follower that still knows its
+/// client's token forwards lease calls to that leader: the client must get
+/// an answer — here, after logging in again on "invalid auth token" as
+/// etcd's clients do — not a call held to the request timeout. (The
+/// robustness runs with auth on found lease TTLs timing out for good.)
+#[test]
+fn lease_calls_through_a_follower_survive_a_leader_that_forgot_the_token() {
+    let mut c = Cluster::start(Options::default());
+    let ids: Vec<String> = (0..3).map(|i| c.member_id_hex(i)).collect();
+    enable_auth(&c.members[0].endpoint());
+    let leader = c.wait_leader(WAIT);
+    let follower = (leader + 1) % 3;
+    let rt = runtime();
+    let opts = etcd_client::ConnectOptions::new()
+        .with_user("root", "rootpw")
+        .with_auto_token_refresh(true)
+        .with_timeout(Duration::from_secs(15));
+    let mut client = rt
+        .block_on(etcd_client::Client::connect(
+            [c.members[follower].endpoint()],
+            Some(opts),
+        ))
+        .expect("connect");
+    let lease = rt
+        .block_on(client.lease_grant(60, None))
+        .expect("grant")
+        .id();
+
+    // The leader restarts (forgetting the token) and leads again.
+    c.stop(leader);
+    c.restart(leader);
+    c.wait_healthy(WAIT);
+    let now = c.wait_leader(WAIT);
+    if now != leader {
+        let out = etcdctl(
+            &c.members[now].endpoint(),
+            &["--user=root:rootpw", "move-leader", &ids[leader]],
+            None,
+        );
+        assert!(out.status.success(), "move-leader: {}", stderr(&out));
+    }
+    assert_eq!(c.wait_leader(WAIT), leader);
+
+    let ttl = rt
+        .block_on(client.lease_time_to_live(lease, None))
+        .expect("TimeToLive through the follower");
+    assert!(ttl.ttl() > 0, "ttl {}", ttl.ttl());
+    // (The call itself sends one renewal and reads its answer.)
+    let (mut keeper, mut stream) = rt
+        .block_on(client.lease_keep_alive(lease))
+        .expect("keep-alive through the follower");
+    rt.block_on(keeper.keep_alive()).expect("second renewal");
+    let renewed = rt
+        .block_on(stream.message())
+        .expect("keep-alive answer")
+        .expect("a response");
+    assert!(renewed.ttl() > 0, "ttl {}", renewed.ttl());
+}
+
 /// As a user with access to `app/` only, every surface that could read or
 /// write other keys refuses: gRPC (KV, txn, watch, lease, cluster,
 /// maintenance, auth), the JSON gateway and the v2 API.

@@ -56,6 +56,30 @@ impl EtcdServer {
         }
     }
 
+    /// What a forwarded call's failure means for `on_leader`: `None`, ask
+    /// again (not the leader after all, or it could not be reached);
+    /// otherwise the leader's own answer, final. Its verdict on the caller
+    /// is final too: a leader that restarted has forgotten every simple
+    /// token issued before (they live in memory, in etcd as well), and
+    /// retrying its "invalid auth token" held the call to the deadline,
+    /// where the client, told, logs in again and goes on.
+    pub(crate) fn forwarded_failure(s: &tonic::Status) -> Option<Error> {
+        use tonic::Code;
+        if s.message() == Error::NotLeader.to_string() {
+            return None;
+        }
+        match s.code() {
+            // Unreachable, cut off mid-call, or "not the leader" from the
+            // peer service (it answers a follower's forward that way).
+            Code::Unavailable
+            | Code::Unknown
+            | Code::Cancelled
+            | Code::DeadlineExceeded
+            | Code::FailedPrecondition => None,
+            _ => Some(Error::from_status(s)),
+        }
+    }
+
     fn current_leader(&self) -> Option<Leader> {
         if self.status.is_leader() {
             return Some(Leader::Me);

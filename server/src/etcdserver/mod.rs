@@ -414,7 +414,8 @@ impl EtcdServer {
                             .request_for(to, LeaseRenewRequest { id }, ctx.credential());
                     match c.lease_renew(req).await {
                         Ok(resp) if resp.get_ref().leader => Some(Ok(resp.into_inner().ttl.max(0))),
-                        _ => None,
+                        Ok(_) => None,
+                        Err(s) => Self::forwarded_failure(&s).map(Err),
                     }
                 }
             }
@@ -457,7 +458,10 @@ impl EtcdServer {
                     }
                     Leader::Peer(to, mut c) => {
                         let r = self.transport.request_for(to, req, ctx.credential());
-                        let mut resp = c.lease_time_to_live(r).await.ok()?.into_inner();
+                        let mut resp = match c.lease_time_to_live(r).await {
+                            Ok(resp) => resp.into_inner(),
+                            Err(s) => return Self::forwarded_failure(&s).map(Err),
+                        };
                         // The header speaks for the member the client asked.
                         resp.header = Some(self.header(self.store.current_rev()));
                         Some(Ok(resp))
