@@ -193,6 +193,12 @@ pub struct Node {
     /// lost leader can strand. Proposals still queued in the inbox are
     /// proposed afterwards and answered normally.
     in_flight: Vec<u64>,
+    /// Entries this member appended as leader for its own waiters: index →
+    /// (term, waiter). When a new leader's log overwrites one, that
+    /// proposal can never commit, and its waiter is answered at once
+    /// rather than after catching up (see `answer_overwritten`). Pruned as
+    /// entries apply, so it holds at most the uncommitted tail.
+    own_entries: BTreeMap<u64, (u64, u64)>,
 }
 
 impl Node {
@@ -236,6 +242,7 @@ impl Node {
             held_proposals: Vec::new(),
             suspects: None,
             in_flight: Vec::new(),
+            own_entries: BTreeMap::new(),
             hold_votes_until: None,
             leader_heard_at: now,
             transfer_term: 0,
@@ -384,16 +391,7 @@ impl Node {
 
     fn handle(&mut self, m: RaftMsg) {
         match m {
-            RaftMsg::Propose { id, data } => match self.raw.propose(vec![], data) {
-                Ok(()) => self.in_flight.push(id),
-                Err(raft::Error::ProposalDropped) => {
-                    self.waiters.complete(id, Err(Error::NoLeader))
-                }
-                Err(e) => self.waiters.complete(
-                    id,
-                    Err(Error::Internal(format!("raft refused proposal: {e}"))),
-                ),
-            },
+            RaftMsg::Propose { id, data } => self.propose(id, data),
             RaftMsg::ReadIndex(tx) => self.new_reads.push(tx),
             RaftMsg::Step(msg)
                 if msg.get_msg_type() == raft::prelude::MessageType::MsgPropose
@@ -491,6 +489,25 @@ impl Node {
         }
     }
 
+    fn propose(&mut self, id: u64, data: Vec<u8>) {
+        match self.raw.propose(vec![], data) {
+            Ok(()) => {
+                self.in_flight.push(id);
+                // A leader appends at once: the entry is its last.
+                if self.raw.raft.state == StateRole::Leader {
+                    let r = &self.raw.raft;
+                    self.own_entries
+                        .insert(r.raft_log.last_index(), (r.term, id));
+                }
+            }
+            Err(raft::Error::ProposalDropped) => self.waiters.complete(id, Err(Error::NoLeader)),
+            Err(e) => self.waiters.complete(
+                id,
+                Err(Error::Internal(format!("raft refused proposal: {e}"))),
+            ),
+        }
+    }
+
     /// Whether raft would drop a forwarded proposal now (see
     /// `MAX_HELD_PROPOSALS`).
     fn must_hold_proposals(&self) -> bool {
@@ -567,6 +584,7 @@ impl Node {
                 if idx > self.applied {
                     self.applied = idx;
                     self.raw.advance_apply_to(idx);
+                    self.own_entries = self.own_entries.split_off(&(idx + 1));
                 }
             }
             CtlMsg::CompactLog(idx) => {
@@ -859,6 +877,9 @@ impl Node {
                 .raft_ready_entries
                 .observe(rd.entries().len() as f64);
         }
+        if let Some(first) = rd.entries().first() {
+            self.answer_overwritten(first.index, rd.entries());
+        }
         self.raw
             .mut_store()
             .persist(rd.entries(), rd.hs(), rd.must_sync())?;
@@ -906,6 +927,43 @@ impl Node {
             }
         }
         Ok(())
+    }
+
+    /// `entries`, from index `first` on, replace this member's log from
+    /// there (raft truncates at a conflict): its own entries at those
+    /// indices under another term, or past the new end, are gone and can
+    /// never commit. Their waiters are answered now. A deposed leader's
+    /// clients used to wait until it had caught up with everything the new
+    /// leader committed meanwhile (the suspects' barrier), 20-150 ms after
+    /// a freeze, before they could try again. The answer is etcd's "outcome
+    /// unknown" all the same: the client cannot tell this case apart.
+    fn answer_overwritten(&mut self, first: u64, entries: &[Entry]) {
+        let gone: Vec<u64> = self
+            .own_entries
+            .range(first..)
+            .filter(|(index, (term, _))| {
+                entries
+                    .get((**index - first) as usize)
+                    .is_none_or(|e| e.term != *term)
+            })
+            .map(|(index, _)| *index)
+            .collect();
+        let mut answered = 0usize;
+        for index in gone {
+            if let Some((_, id)) = self.own_entries.remove(&index)
+                && self.waiters.is_registered(id)
+            {
+                self.waiters
+                    .complete(id, Err(Error::TimeoutDueToLeaderFail));
+                answered += 1;
+            }
+        }
+        if answered > 0 {
+            tracing::info!(
+                proposals = answered,
+                "answered proposals whose entries a new leader overwrote: outcome unknown"
+            );
+        }
     }
 
     /// Hands raft's messages to the outbox, minus those no peer would take.
@@ -963,6 +1021,8 @@ impl Node {
         }
         self.raw.mut_store().apply_snapshot(&md)?;
         self.applied = md.index;
+        // Entries the snapshot covers: their waiters are suspects now.
+        self.own_entries = self.own_entries.split_off(&(md.index + 1));
         self.sent_to_apply = md.index;
         self.status.applied.store(md.index, Ordering::Release);
         if let Ok(meta) = std::fs::metadata(&path) {
