@@ -948,11 +948,20 @@ impl Node {
             })
             .map(|(index, _)| *index)
             .collect();
+        let ids: Vec<u64> = gone
+            .into_iter()
+            .filter_map(|index| self.own_entries.remove(&index).map(|(_, id)| id))
+            .collect();
+        self.answer_unknown(ids, "whose entries a new leader overwrote");
+    }
+
+    /// Answers the proposals among `ids` still waiting with "outcome
+    /// unknown" (etcd's `request timed out, possibly due to previous leader
+    /// failure`), and says how many and `why` in one line.
+    fn answer_unknown(&self, ids: Vec<u64>, why: &str) {
         let mut answered = 0usize;
-        for index in gone {
-            if let Some((_, id)) = self.own_entries.remove(&index)
-                && self.waiters.is_registered(id)
-            {
+        for id in ids {
+            if self.waiters.is_registered(id) {
                 self.waiters
                     .complete(id, Err(Error::TimeoutDueToLeaderFail));
                 answered += 1;
@@ -961,7 +970,7 @@ impl Node {
         if answered > 0 {
             tracing::info!(
                 proposals = answered,
-                "answered proposals whose entries a new leader overwrote: outcome unknown"
+                "answered proposals {why}: outcome unknown"
             );
         }
     }
@@ -1084,20 +1093,7 @@ impl Node {
             let Some(s) = self.suspects.take() else {
                 return;
             };
-            let mut answered = 0usize;
-            for id in s.ids {
-                if self.waiters.is_registered(id) {
-                    self.waiters
-                        .complete(id, Err(Error::TimeoutDueToLeaderFail));
-                    answered += 1;
-                }
-            }
-            if answered > 0 {
-                tracing::info!(
-                    proposals = answered,
-                    "answered proposals a snapshot or a new leader may have overtaken: outcome unknown"
-                );
-            }
+            self.answer_unknown(s.ids, "a snapshot or a new leader may have overtaken");
         }
     }
 }
