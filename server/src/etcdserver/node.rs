@@ -201,6 +201,38 @@ pub struct Node {
     own_entries: BTreeMap<u64, (u64, u64)>,
 }
 
+/// Drops each append that a later one to the same peer in `msgs` repeats:
+/// same position (`index`, `log_term`) and at least as many entries (the
+/// later one also carries the newer commit index). raft-rs resends its whole probe for every heartbeat
+/// response while a follower is in probe state; a leader frozen and woken
+/// answers the heartbeats queued for it in one burst (hundreds after a few
+/// seconds, most of them ReadIndex rounds), and the new leader answered
+/// each with the same append, tens of kilobytes apiece, megabytes that the
+/// append which catches the member up then waited behind (about 100 ms in
+/// the stop-leader runs, Finding 14). One copy says everything the others
+/// do.
+fn drop_superseded_appends(msgs: &mut Vec<Message>) {
+    let mut latest: BTreeMap<u64, (u64, u64, usize)> = BTreeMap::new();
+    // Newest first, so each append meets the ones after it.
+    let mut kept: Vec<Message> = Vec::with_capacity(msgs.len());
+    for m in msgs.drain(..).rev() {
+        if m.get_msg_type() == MessageType::MsgAppend {
+            let here = (m.index, m.log_term, m.entries.len());
+            match latest.get(&m.to) {
+                Some(&(index, term, n)) if (index, term) == (here.0, here.1) && n >= here.2 => {
+                    continue;
+                }
+                _ => {
+                    latest.insert(m.to, here);
+                }
+            }
+        }
+        kept.push(m);
+    }
+    kept.reverse();
+    *msgs = kept;
+}
+
 impl Node {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -997,6 +1029,7 @@ impl Node {
             }
             ours
         });
+        drop_superseded_appends(&mut msgs);
         self.outbox.send(msgs);
     }
 
@@ -1095,5 +1128,70 @@ impl Node {
             };
             self.answer_unknown(s.ids, "a snapshot or a new leader may have overtaken");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft::prelude::Entry;
+
+    fn append(to: u64, index: u64, entries: usize, commit: u64) -> Message {
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgAppend);
+        m.to = to;
+        m.index = index;
+        m.log_term = 3;
+        m.commit = commit;
+        m.entries = (0..entries)
+            .map(|i| Entry {
+                index: index + 1 + i as u64,
+                term: 3,
+                ..Default::default()
+            })
+            .collect::<Vec<_>>()
+            .into();
+        m
+    }
+
+    fn heartbeat(to: u64) -> Message {
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgHeartbeat);
+        m.to = to;
+        m
+    }
+
+    /// A probe resent for every heartbeat response in one turn goes out
+    /// once, in its newest form; anything that differs still goes.
+    #[test]
+    fn repeated_probes_go_out_once() {
+        let mut msgs = vec![
+            append(2, 10, 5, 20),
+            heartbeat(2),
+            append(2, 10, 5, 21),
+            append(3, 10, 5, 21),
+            append(2, 10, 6, 22),
+        ];
+        drop_superseded_appends(&mut msgs);
+        let left: Vec<(MessageType, u64, u64)> = msgs
+            .iter()
+            .map(|m| (m.get_msg_type(), m.to, m.commit))
+            .collect();
+        assert_eq!(
+            left,
+            vec![
+                (MessageType::MsgHeartbeat, 2, 0),
+                (MessageType::MsgAppend, 3, 21),
+                (MessageType::MsgAppend, 2, 22),
+            ]
+        );
+
+        // Another position, or fewer entries later on: both go.
+        let mut msgs = vec![append(2, 10, 5, 20), append(2, 15, 5, 21)];
+        drop_superseded_appends(&mut msgs);
+        assert_eq!(msgs.len(), 2);
+        let mut msgs = vec![append(2, 10, 5, 20), append(2, 10, 4, 21)];
+        drop_superseded_appends(&mut msgs);
+        assert_eq!(msgs.len(), 2);
     }
 }
