@@ -203,15 +203,24 @@ pub struct Node {
 
 /// Drops each append that a later one to the same peer in `msgs` repeats:
 /// same position (`index`, `log_term`) and at least as many entries (the
-/// later one also carries the newer commit index). raft-rs resends its whole probe for every heartbeat
-/// response while a follower is in probe state; a leader frozen and woken
-/// answers the heartbeats queued for it in one burst (hundreds after a few
-/// seconds, most of them ReadIndex rounds), and the new leader answered
-/// each with the same append, tens of kilobytes apiece, megabytes that the
-/// append which catches the member up then waited behind (about 100 ms in
-/// the stop-leader runs, Finding 14). One copy says everything the others
-/// do.
+/// later one also carries the newer commit index). raft-rs resends its
+/// whole probe for every heartbeat response while a follower is in probe
+/// state; a leader frozen and woken answers the heartbeats queued for it
+/// in one burst (hundreds after a few seconds, most of them ReadIndex
+/// rounds), and the new leader answered each with the same append, tens of
+/// kilobytes apiece: megabytes that the append which catches the member up
+/// then waited behind (about 100 ms in the stop-leader runs, Finding 14).
+/// One copy says everything the others do.
 fn drop_superseded_appends(msgs: &mut Vec<Message>) {
+    // A follower's Ready holds no appends, a single-peer one at most one:
+    // nothing to compare, so nothing is allocated.
+    let appends = msgs
+        .iter()
+        .filter(|m| m.get_msg_type() == MessageType::MsgAppend)
+        .count();
+    if appends < 2 {
+        return;
+    }
     let mut latest: BTreeMap<u64, (u64, u64, usize)> = BTreeMap::new();
     // Newest first, so each append meets the ones after it.
     let mut kept: Vec<Message> = Vec::with_capacity(msgs.len());
