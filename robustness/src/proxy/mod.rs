@@ -33,6 +33,10 @@
 //! - **Delay** (`Link::Delay`): each chunk is delivered `base ± jitter` after
 //!   it was read, never before an earlier chunk (order is kept: TCP does not
 //!   reorder, and a later chunk cannot overtake).
+//! - **Throttle** (`Link::Throttle`): bytes from A to B, over all their
+//!   connections together, are delivered no faster than a set rate, like a
+//!   thin link; chunks keep their order. A snapshot sent over it takes
+//!   seconds, long enough to change the leader in the middle of it.
 //! - **Reset** ([`PeerProxy::reset`]): open connections between two members
 //!   are closed with RST.
 //! - **Not modelled**: duplicating or reordering packets, and partial loss.
@@ -104,6 +108,11 @@ pub enum Link {
         base: Duration,
         jitter: Duration,
     },
+    /// At most this many bytes per second, over every connection of the
+    /// ordered pair together.
+    Throttle {
+        bytes_per_s: u64,
+    },
 }
 
 /// Counters, for reports and tests.
@@ -141,6 +150,10 @@ struct Shared {
     identified: AtomicU64,
     refused: AtomicU64,
     bytes: AtomicU64,
+    /// Bytes delivered per ordered pair, `from * (members + 1) + to`.
+    link_bytes: Vec<AtomicU64>,
+    /// When a throttled pair's link is next free, same indexing.
+    link_free_at: Mutex<Vec<Instant>>,
     resets: AtomicU64,
     rng: Mutex<Rng>,
 }
@@ -148,6 +161,25 @@ struct Shared {
 impl Shared {
     fn link(&self, from: usize, to: usize) -> Link {
         self.links.lock().expect("links lock")[from][to]
+    }
+
+    fn pair(&self, from: usize, to: usize) -> usize {
+        from * (self.members + 1) + to
+    }
+
+    /// When a chunk of `len` bytes from `from` to `to` has gone through a
+    /// throttled link, taking its turn after the chunks before it; `None`
+    /// when the link is not throttled.
+    fn paced(&self, from: usize, to: usize, len: usize) -> Option<Instant> {
+        let Link::Throttle { bytes_per_s } = self.link(from, to) else {
+            return None;
+        };
+        let took = Duration::from_secs_f64(len as f64 / bytes_per_s.max(1) as f64);
+        let mut free_at = self.link_free_at.lock().expect("pacing lock");
+        let slot = &mut free_at[self.pair(from, to)];
+        let done = (*slot).max(Instant::now()) + took;
+        *slot = done;
+        Some(done)
     }
 
     fn jittered(&self, base: Duration, jitter: Duration) -> Duration {
@@ -192,6 +224,10 @@ impl PeerProxy {
             identified: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             bytes: AtomicU64::new(0),
+            link_bytes: (0..(members + 1) * (members + 1))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            link_free_at: Mutex::new(vec![Instant::now(); (members + 1) * (members + 1)]),
             resets: AtomicU64::new(0),
             rng: Mutex::new(Rng::new(seed)),
         });
@@ -276,6 +312,21 @@ impl PeerProxy {
         });
     }
 
+    /// Every link passes again except the one from `from` to `to`, which
+    /// keeps what it is.
+    pub fn heal_all_but(&self, from: usize, to: usize) {
+        let n = self.shared.members;
+        self.update(|l| {
+            for (a, row) in l.iter_mut().enumerate().take(n + 1) {
+                for (b, cell) in row.iter_mut().enumerate() {
+                    if (a, b) != (from, to) {
+                        *cell = Link::Pass;
+                    }
+                }
+            }
+        });
+    }
+
     /// Every link passes again.
     pub fn heal(&self) {
         self.set_all(Link::Pass);
@@ -323,6 +374,12 @@ impl PeerProxy {
             .collect();
         v.sort_by_key(|c| c.id);
         v
+    }
+
+    /// Bytes delivered so far from member `from` to member `to`, over all
+    /// their connections.
+    pub fn link_bytes(&self, from: usize, to: usize) -> u64 {
+        self.shared.link_bytes[self.shared.pair(from, to)].load(Ordering::Relaxed)
     }
 
     pub fn stats(&self) -> ProxyStats {
@@ -500,11 +557,15 @@ async fn pump(
         while let Some((buf, due)) = rx.recv().await {
             tokio::time::sleep_until(due).await;
             wait_passable(&shared, from, to).await;
+            if let Some(through) = shared.paced(from, to, buf.len()) {
+                tokio::time::sleep_until(through).await;
+            }
             if w.write_all(&buf).await.is_err() {
                 return;
             }
             writer_budget.add_permits(buf.len());
             shared.bytes.fetch_add(buf.len() as u64, Ordering::Relaxed);
+            shared.link_bytes[shared.pair(from, to)].fetch_add(buf.len() as u64, Ordering::Relaxed);
         }
         // Pass the half-close on.
         let _ = w.shutdown().await;

@@ -295,3 +295,40 @@ async fn identifies_caller_processes_through_proc() {
     assert_eq!(callers, vec![Some(2), Some(1)]);
     assert_eq!(proxy.stats().identified, 2);
 }
+
+#[tokio::test]
+async fn throttle_paces_one_direction_and_counts_bytes() {
+    let s = setup().await;
+    const RATE: u64 = 200_000;
+    const SENT: usize = 300_000;
+    s.proxy.set_link(1, 0, Link::Throttle { bytes_per_s: RATE });
+    let mut c = BufReader::new(dial(&s, Some(1)).await);
+    assert_eq!(
+        read_line_within(&mut c, SOON).await.as_deref(),
+        Some("hello\n")
+    );
+    let t = Instant::now();
+    let (mut r, mut w) = c.into_inner().into_split();
+    let writer = tokio::spawn(async move {
+        w.write_all(&vec![b'x'; SENT]).await.unwrap();
+        w
+    });
+    let mut got = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    while got < SENT {
+        let n = tokio::time::timeout(Duration::from_secs(10), r.read(&mut buf))
+            .await
+            .expect("echo within 10 s")
+            .unwrap();
+        assert!(n > 0, "closed after {got} bytes");
+        got += n;
+    }
+    let _w = writer.await.unwrap();
+    // The throttled way cannot have carried SENT bytes faster than RATE
+    // (less one chunk, which may go at once).
+    let floor = Duration::from_secs_f64((SENT - CHUNK_BYTES) as f64 / RATE as f64);
+    assert!(t.elapsed() >= floor, "{:?} < {floor:?}", t.elapsed());
+    assert_eq!(s.proxy.link_bytes(1, 0), SENT as u64);
+    assert_eq!(s.proxy.link_bytes(0, 1), SENT as u64 + 6);
+    assert_eq!(s.proxy.link_bytes(2, 0), 0);
+}
