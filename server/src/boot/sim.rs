@@ -1287,6 +1287,45 @@ fn a_crash_inside_a_snapshot_install_is_redone_on_restart() {
     sim.check();
 }
 
+/// A follower that installs a snapshot and then hears nothing more (its
+/// leader was moved, frozen or killed in the middle of catching it up)
+/// times out and starts an election. raft-rs must count the snapshot as
+/// applied by then: its own applied index used to reach the snapshot only
+/// with the next applied entry, and the election read the compacted
+/// entries after the old one and panicked (found by the robustness runs'
+/// `snapshot-leader-change`).
+#[test]
+fn a_member_that_installed_a_snapshot_can_campaign_at_once() {
+    let mut sim = Sim::new(5);
+    sim.run_for(Duration::from_secs(3), true);
+    let Some(leader) = sim.leader() else {
+        sim.fail("no leader after 3 s");
+    };
+    let victim = (leader + 1) % MEMBERS;
+    let cut = sim.isolation(victim);
+    sim.net.lock().faults.cut = cut.clone();
+    sim.note(format!("isolate m{victim}"));
+    // Far more entries than `SNAPSHOT_COUNT`: the leader's log moves on.
+    sim.run_for(Duration::from_secs(3), true);
+    sim.heal(None);
+    let sent = sim.net.lock().snapshots;
+    let end = sim.elapsed() + Duration::from_secs(10);
+    while sim.net.lock().snapshots == sent && sim.elapsed() < end {
+        sim.step();
+    }
+    if sim.net.lock().snapshots == sent {
+        sim.fail("the isolated member was never sent a snapshot");
+    }
+    // The snapshot is on its way; nothing after it will be.
+    sim.net.lock().faults.cut = cut;
+    sim.note(format!("isolate m{victim} again once its snapshot is sent"));
+    sim.run_for(Duration::from_secs(3), true);
+    sim.heal(None);
+    sim.run_for(Duration::from_secs(2), true);
+    sim.settle();
+    sim.check();
+}
+
 /// A follower that gets a peer's read request (the peer still took it for
 /// the leader: it had been frozen, say) must not pass it on to its leader
 /// under the peer's ID: peers end the stream that carries such a message,

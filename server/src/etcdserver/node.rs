@@ -906,8 +906,10 @@ impl Node {
         // The leader may send before persisting (raft thesis 10.2.1).
         self.send_out(rd.take_messages());
 
+        let mut installed = None;
         if !rd.snapshot().is_empty() {
             let md = rd.snapshot().get_metadata().clone();
+            installed = Some(md.index);
             self.install_snapshot(md)?;
         }
 
@@ -940,6 +942,16 @@ impl Node {
         self.send_out(rd.take_persisted_messages());
 
         let mut light = self.raw.advance_append(rd);
+        // raft-rs's own applied index must reach an installed snapshot now,
+        // not with the next applied entry: until then it points below the
+        // snapshot, and an election started in between (this member's
+        // timeout, or a leadership transfer to it) reads the entries after
+        // it, which the snapshot compacted away, and raft-rs panics. Only
+        // after `advance_append`: raft-rs accepts an applied index up to
+        // what is persisted, and that counts the snapshot only from there.
+        if let Some(index) = installed {
+            self.raw.advance_apply_to(index);
+        }
         if let Some(commit) = light.commit_index() {
             self.raw.mut_store().set_commit(commit)?;
             self.status.commit.store(commit, Ordering::Release);
