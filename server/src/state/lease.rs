@@ -193,10 +193,18 @@ impl Lessor {
     /// This member became leader of `term` and has applied everything
     /// before it: start every lease's clock afresh, from its checkpointed
     /// remainder when `use_checkpoints` and it has one.
+    ///
+    /// Called for every leader's empty entry the member applies while it
+    /// leads, and that can be an earlier term's: a leader that never
+    /// committed its own entry (it lost its quorum first) and is elected
+    /// again commits the old and the new one together. The later term wins.
+    /// Staying primary in the earlier term would stamp every revoke with
+    /// it, and the apply loop refuses those for good (a lease would never
+    /// expire).
     pub fn promote(&self, extend: Duration, use_checkpoints: bool, term: u64) {
         assert!(term > 0, "raft leaders' terms start at 1");
         let mut st = self.state.lock();
-        if st.primary_term != 0 {
+        if st.primary_term >= term {
             return;
         }
         st.primary_term = term;
@@ -423,6 +431,20 @@ mod tests {
         );
         assert_eq!(l.renew(7), Renewal::Renewed(0));
         assert_eq!(l.renew(8), Renewal::NotFound);
+    }
+
+    #[test]
+    fn a_later_terms_promotion_takes_over_from_an_earlier_one() {
+        let l = Lessor::default();
+        l.grant(7, 0);
+        // Re-elected: the entries of the term it lost and of the new one
+        // are applied one after the other while it leads.
+        l.promote(Duration::ZERO, false, 10);
+        l.promote(Duration::ZERO, false, 11);
+        assert_eq!(l.expired(10).term, 11, "revokes carry the current term");
+        // Not back: an earlier term's entry applied later changes nothing.
+        l.promote(Duration::ZERO, false, 10);
+        assert_eq!(l.checkpoints(false, Duration::ZERO).term, 11);
     }
 
     #[test]
