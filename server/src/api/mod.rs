@@ -21,6 +21,7 @@ pub mod maintenance;
 pub mod peer;
 pub mod plugins;
 pub mod pprof;
+pub mod snapshot_slot;
 pub mod v2;
 pub mod v2v3;
 pub mod watch;

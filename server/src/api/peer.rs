@@ -1,5 +1,6 @@
 //! The receiving side of the peer transport, served on the peer URLs.
 
+use crate::api::snapshot_slot::SnapshotSlot;
 use crate::auth::{AuthInfo, Credential};
 use crate::etcdserver::EtcdServer;
 use crate::etcdserver::node::RaftMsg;
@@ -26,6 +27,9 @@ use tonic::{Request, Response, Status, Streaming};
 /// twice their backend quota (a snapshot holds the state machine, which the
 /// quota bounds, plus what is in flight).
 const MIN_SNAPSHOT_LIMIT_BYTES: u64 = 4 * 1024 * 1024 * 1024;
+/// Longest a snapshot stream may go without a chunk before the receive is
+/// abandoned (a sender that died or froze without closing it).
+const SNAPSHOT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct PeerService {
     pub self_id: u64,
@@ -33,8 +37,9 @@ pub struct PeerService {
     pub raft_tx: crossbeam_channel::Sender<RaftMsg>,
     pub snapshots: Arc<SnapshotRegistry>,
     pub srv: Arc<EtcdServer>,
-    /// Held while a snapshot is being received.
-    pub receiving: tokio::sync::Mutex<()>,
+    /// Which snapshot is being received (one at a time; a newer leader's
+    /// supersedes an older one's).
+    pub receiving: Arc<SnapshotSlot>,
 }
 
 /// The snapshot's size in bytes, which the sender announces up front.
@@ -373,8 +378,9 @@ impl Peer for PeerService {
                 "snapshot of {announced} bytes is over this member's limit of {limit} bytes"
             )));
         }
-        // One at a time: two streams would need twice the disk.
-        let Ok(_receiving) = self.receiving.try_lock() else {
+        // One at a time: two streams would need twice the disk. A stream
+        // from a member that no longer leads gives way.
+        let Ok(mut claim) = self.receiving.claim(from, msg.term) else {
             return Err(Status::unavailable("already receiving a snapshot"));
         };
         let dir = self.snapshots.dir().to_path_buf();
@@ -391,7 +397,23 @@ impl Peer for PeerService {
         // raft sees it (raft will replace the state machine with it).
         let mut check = snapfile::Arriving::default();
         let received = async {
-            while let Some(chunk) = stream.message().await? {
+            loop {
+                let next = tokio::select! {
+                    next = tokio::time::timeout(SNAPSHOT_IDLE_TIMEOUT, stream.message()) => next,
+                    _ = claim.superseded.wait_for(|s| *s) => {
+                        return Err(Status::aborted(
+                            "snapshot superseded by one from the current leader",
+                        ));
+                    }
+                };
+                let Ok(next) = next else {
+                    return Err(Status::deadline_exceeded(format!(
+                        "no snapshot data for {SNAPSHOT_IDLE_TIMEOUT:?}"
+                    )));
+                };
+                let Some(chunk) = next? else {
+                    break;
+                };
                 match chunk.chunk {
                     Some(Chunk::Data(d)) => {
                         total += d.len() as u64;

@@ -1168,7 +1168,7 @@ fn serve_peers(
                 raft_tx,
                 snapshots: Arc::clone(server.snapshots()),
                 srv: Arc::clone(server),
-                receiving: tokio::sync::Mutex::new(()),
+                receiving: Default::default(),
             })
             .max_decoding_message_size(PEER_MAX_MESSAGE_BYTES)
             .max_encoding_message_size(PEER_MAX_MESSAGE_BYTES),
