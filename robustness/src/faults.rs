@@ -57,10 +57,17 @@ pub enum FaultKind {
     /// time), so its fsyncs take tens to hundreds of milliseconds. Needs
     /// its data dir on a block device and a cgroup to limit it with.
     SlowDisk,
+    /// Leadership changes while the leader is sending a follower a
+    /// snapshot: the follower is cut off while a burst of writes takes the
+    /// leader's log past it, then comes back over a thin link (the
+    /// snapshot takes seconds), and part-way through the transfer the
+    /// leader hands over, freezes or is killed. Needs a small
+    /// `--snapshot-count` (runs drawing it set one).
+    SnapshotLeaderChange,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 16] = [
+    pub const ALL: [FaultKind; 17] = [
         FaultKind::IsolateLeader,
         FaultKind::IsolateFollower,
         FaultKind::OneWayFromLeader,
@@ -77,6 +84,7 @@ impl FaultKind {
         FaultKind::ReplaceMember,
         FaultKind::MemberChangeUnderFault,
         FaultKind::SlowDisk,
+        FaultKind::SnapshotLeaderChange,
     ];
 
     pub fn name(self) -> &'static str {
@@ -97,6 +105,7 @@ impl FaultKind {
             FaultKind::ReplaceMember => "replace-member",
             FaultKind::MemberChangeUnderFault => "member-change-under-fault",
             FaultKind::SlowDisk => "slow-disk",
+            FaultKind::SnapshotLeaderChange => "snapshot-leader-change",
         }
     }
 

@@ -458,7 +458,11 @@ pub fn run(cfg: &RunConfig) -> Result<RunReport> {
             .map(|d| nemesis::data_dirs(d, MEMBERS))
             .unwrap_or_default(),
         member_env: clocks.as_ref().map(|c| c.member_env()).unwrap_or_default(),
-        snapshot_count: cfg.snapshot_count,
+        // A snapshot sent mid-run needs the leader to compact its log.
+        snapshot_count: cfg.snapshot_count.or(cfg
+            .faults
+            .contains(&FaultKind::SnapshotLeaderChange)
+            .then_some(nemesis::SNAPSHOT_FAULT_SNAPSHOT_COUNT)),
         token: format!("rb-{}", cfg.seed),
         ..Options::default()
     };

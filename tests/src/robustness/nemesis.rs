@@ -39,6 +39,34 @@ const TOKEN_CHECK_TIMEOUT: Duration = Duration::from_secs(6);
 /// retried while the cluster settles.
 const REPLACE_STEP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// `--snapshot-count` of runs that may draw `snapshot-leader-change`.
+pub const SNAPSHOT_FAULT_SNAPSHOT_COUNT: u64 = 500;
+/// Writes made while the follower is cut off: past what a leader keeps for
+/// followers only a little behind (etcd: 5,000 entries after each
+/// snapshot; Cairn: at most that) plus a snapshot interval, so that only a
+/// snapshot can catch the follower up.
+const SNAPSHOT_BURST_WRITES: u64 = 6_500;
+/// Value size of those writes (a few MiB of state to send).
+const SNAPSHOT_BURST_VALUE_BYTES: usize = 512;
+/// Burst writes in flight at once, and the longest the burst may take.
+const SNAPSHOT_BURST_CONCURRENCY: usize = 64;
+const SNAPSHOT_BURST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Keys of the burst: outside the workload's prefix, so that its checkers
+/// and watchers never see them.
+const SNAPSHOT_BURST_PREFIX: &str = "/rb-burst/";
+/// The thin link's rate from the leader to the follower: a few MiB of
+/// snapshot take seconds.
+const SNAPSHOT_LINK_BYTES_PER_S: u64 = 1 << 20;
+/// Bytes over the thin link that show the snapshot is under way (appends
+/// and heartbeats to a follower that needs a snapshot are far fewer), and
+/// the longest wait for them.
+const SNAPSHOT_IN_FLIGHT_BYTES: u64 = 256 << 10;
+const SNAPSHOT_IN_FLIGHT_TIMEOUT: Duration = Duration::from_secs(10);
+/// After the leader change: how long the follower may take to catch up
+/// before the fault ends anyway, and the least time the fault holds.
+const SNAPSHOT_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(8);
+const SNAPSHOT_MIN_HOLD: Duration = Duration::from_secs(1);
+
 /// A fault as it was carried out.
 #[derive(Debug, Clone, Serialize)]
 pub struct FaultRecord {
@@ -720,9 +748,167 @@ impl Nemesis {
                 rec.detail = self.replaced(m, &why, r);
                 None
             }
+            FaultKind::SnapshotLeaderChange => self.snapshot_leader_change(rec),
             FaultKind::MemberChangeUnderFault => {
                 unreachable!("carried out by member_change_under_fault")
             }
+        }
+    }
+
+    /// Gets the leader sending a follower a snapshot over a thin link,
+    /// then changes the leader part-way through: MoveLeader to the other
+    /// follower, SIGSTOP, or SIGKILL (one drawn). Holds until the follower
+    /// has caught up (bounded); the undo heals the link and resumes or
+    /// restarts the old leader.
+    fn snapshot_leader_change(&mut self, rec: &mut FaultRecord) -> Option<Undo> {
+        let n = self.ids.len();
+        let Some(l) = self.leader() else {
+            rec.detail = "no leader found; nothing done".into();
+            return None;
+        };
+        let followers: Vec<usize> = (0..n).filter(|i| *i != l).collect();
+        let f = *self.rng.pick(&followers);
+        let g = *followers.iter().find(|i| **i != f).unwrap_or(&f);
+        let how = self.rng.below(3);
+        rec.targets = vec![l, f];
+
+        self.proxy.isolate(f);
+        let (ok, failed) = self.burst(l);
+        let mut detail = format!(
+            "m{} (follower) cut off while {ok} writes went through m{} (leader; {failed} failed); \
+             then m{}→m{} thinned to {} KiB/s",
+            f + 1,
+            l + 1,
+            l + 1,
+            f + 1,
+            SNAPSHOT_LINK_BYTES_PER_S >> 10
+        );
+        let before = self.proxy.link_bytes(l, f);
+        self.proxy.set_link(
+            l,
+            f,
+            Link::Throttle {
+                bytes_per_s: SNAPSHOT_LINK_BYTES_PER_S,
+            },
+        );
+        self.proxy.heal_all_but(l, f);
+        let waited = Instant::now();
+        let moved = loop {
+            let moved = self.proxy.link_bytes(l, f) - before;
+            if moved >= SNAPSHOT_IN_FLIGHT_BYTES || waited.elapsed() >= SNAPSHOT_IN_FLIGHT_TIMEOUT {
+                break moved;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        if moved < SNAPSHOT_IN_FLIGHT_BYTES {
+            detail.push_str(&format!(
+                "; no snapshot seen on it ({} KiB in {:?})",
+                moved >> 10,
+                SNAPSHOT_IN_FLIGHT_TIMEOUT
+            ));
+        } else {
+            detail.push_str(&format!(
+                "; {} KiB through it after {} ms",
+                moved >> 10,
+                waited.elapsed().as_millis()
+            ));
+        }
+        // Where the follower must get to: the leader's log now.
+        let target_index = self.raft_index(l).unwrap_or(0);
+        let changed = Instant::now();
+        let pid = self.cluster.lock().expect("cluster lock").members[l].pid();
+        let undo: Undo = match how {
+            0 => {
+                let said = self.membership().move_leader(l, g, self.ids[g]);
+                detail.push_str(&format!("; {said}"));
+                rec.targets.push(g);
+                Box::new(|s: &Nemesis| s.proxy.heal())
+            }
+            1 => {
+                signal(pid, "STOP");
+                detail.push_str(&format!("; m{} SIGSTOPped (SIGCONT at the end)", l + 1));
+                Box::new(move |s: &Nemesis| {
+                    s.proxy.heal();
+                    signal(pid, "CONT");
+                })
+            }
+            _ => {
+                self.cluster.lock().expect("cluster lock").kill(l);
+                detail.push_str(&format!("; m{} SIGKILLed (restarted at the end)", l + 1));
+                Box::new(move |s: &Nemesis| {
+                    s.proxy.heal();
+                    s.restart(l);
+                })
+            }
+        };
+        let caught_up = loop {
+            let at = self.raft_index(f).unwrap_or(0);
+            if (target_index > 0 && at >= target_index)
+                || changed.elapsed() >= SNAPSHOT_CATCH_UP_TIMEOUT
+            {
+                break (target_index > 0 && at >= target_index).then(|| changed.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        match caught_up {
+            Some(t) => detail.push_str(&format!(
+                "; m{} caught up {} ms after the change",
+                f + 1,
+                t.as_millis()
+            )),
+            None => detail.push_str(&format!(
+                "; m{} not caught up {SNAPSHOT_CATCH_UP_TIMEOUT:?} after it",
+                f + 1
+            )),
+        }
+        std::thread::sleep(SNAPSHOT_MIN_HOLD.saturating_sub(changed.elapsed()));
+        rec.detail = detail;
+        Some(undo)
+    }
+
+    /// Writes the snapshot fault's burst through member `via`; returns how
+    /// many writes succeeded and failed.
+    fn burst(&self, via: usize) -> (u64, u64) {
+        use futures::StreamExt;
+        let c = self.clients[via].clone();
+        let value = vec![b'b'; SNAPSHOT_BURST_VALUE_BYTES];
+        self.rt.block_on(async move {
+            let puts = futures::stream::iter(0..SNAPSHOT_BURST_WRITES)
+                .map(|i| {
+                    let mut c = c.clone();
+                    let value = value.clone();
+                    async move {
+                        let key = format!("{SNAPSHOT_BURST_PREFIX}{i}");
+                        matches!(
+                            tokio::time::timeout(Duration::from_secs(2), c.put(key, value, None))
+                                .await,
+                            Ok(Ok(_))
+                        )
+                    }
+                })
+                .buffer_unordered(SNAPSHOT_BURST_CONCURRENCY)
+                .fold((0u64, 0u64), |(ok, failed), done| async move {
+                    if done {
+                        (ok + 1, failed)
+                    } else {
+                        (ok, failed + 1)
+                    }
+                });
+            tokio::time::timeout(SNAPSHOT_BURST_TIMEOUT, puts)
+                .await
+                .unwrap_or((0, SNAPSHOT_BURST_WRITES))
+        })
+    }
+
+    /// Member `m`'s raft index (bounded; `None` if it did not answer).
+    fn raft_index(&self, m: usize) -> Option<u64> {
+        let mut c = self.clients[m].clone();
+        let st = self
+            .rt
+            .block_on(async { tokio::time::timeout(Duration::from_secs(1), c.status()).await });
+        match st {
+            Ok(Ok(st)) => Some(st.raft_index()),
+            _ => None,
         }
     }
 
