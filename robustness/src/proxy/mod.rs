@@ -312,16 +312,14 @@ impl PeerProxy {
         });
     }
 
-    /// Every link passes again except the one from `from` to `to`, which
-    /// keeps what it is.
-    pub fn heal_all_but(&self, from: usize, to: usize) {
+    /// Every link passes again, except those into member `m` (from every
+    /// other member and from unidentified callers), which become `into`.
+    pub fn heal_except_into(&self, m: usize, into: Link) {
         let n = self.shared.members;
         self.update(|l| {
             for (a, row) in l.iter_mut().enumerate().take(n + 1) {
                 for (b, cell) in row.iter_mut().enumerate() {
-                    if (a, b) != (from, to) {
-                        *cell = Link::Pass;
-                    }
+                    *cell = if b == m && a != m { into } else { Link::Pass };
                 }
             }
         });

@@ -755,11 +755,11 @@ impl Nemesis {
         }
     }
 
-    /// Gets the leader sending a follower a snapshot over a thin link,
-    /// then changes the leader part-way through: MoveLeader to the other
-    /// follower, SIGSTOP, or SIGKILL (one drawn). Holds until the follower
-    /// has caught up (bounded); the undo heals the link and resumes or
-    /// restarts the old leader.
+    /// Gets a follower sent a snapshot over a thin link, then takes the
+    /// leadership from the member sending it, part-way through: MoveLeader
+    /// to the third member, SIGSTOP, or SIGKILL (one drawn). Holds until the
+    /// follower has caught up (bounded); the undo heals the link and
+    /// resumes or restarts the old leader.
     fn snapshot_leader_change(&mut self, rec: &mut FaultRecord) -> Option<Undo> {
         let n = self.ids.len();
         let Some(l) = self.leader() else {
@@ -768,7 +768,6 @@ impl Nemesis {
         };
         let followers: Vec<usize> = (0..n).filter(|i| *i != l).collect();
         let f = *self.rng.pick(&followers);
-        let g = *followers.iter().find(|i| **i != f).unwrap_or(&f);
         let how = self.rng.below(3);
         rec.targets = vec![l, f];
 
@@ -776,77 +775,89 @@ impl Nemesis {
         let (ok, failed) = self.burst(l);
         let mut detail = format!(
             "m{} (follower) cut off while {ok} writes went through m{} (leader; {failed} failed); \
-             then m{}→m{} thinned to {} KiB/s",
+             back over links thinned to {} KiB/s",
             f + 1,
             l + 1,
-            l + 1,
-            f + 1,
             SNAPSHOT_LINK_BYTES_PER_S >> 10
         );
-        let before = self.proxy.link_bytes(l, f);
-        self.proxy.set_link(
-            l,
+        // Every link into the follower is thin, since the leader may change
+        // on its return (etcd without pre-vote: its raised term deposes the
+        // leader); the one the snapshot comes over shows who sends it.
+        let before: Vec<u64> = (0..n).map(|a| self.proxy.link_bytes(a, f)).collect();
+        self.proxy.heal_except_into(
             f,
             Link::Throttle {
                 bytes_per_s: SNAPSHOT_LINK_BYTES_PER_S,
             },
         );
-        self.proxy.heal_all_but(l, f);
         let waited = Instant::now();
-        let moved = loop {
-            let moved = self.proxy.link_bytes(l, f) - before;
-            if moved >= SNAPSHOT_IN_FLIGHT_BYTES || waited.elapsed() >= SNAPSHOT_IN_FLIGHT_TIMEOUT {
-                break moved;
+        let sender = loop {
+            let moved: Vec<u64> = (0..n)
+                .map(|a| self.proxy.link_bytes(a, f) - before[a])
+                .collect();
+            if let Some(a) = (0..n).find(|a| moved[*a] >= SNAPSHOT_IN_FLIGHT_BYTES) {
+                break Some(a);
+            }
+            if waited.elapsed() >= SNAPSHOT_IN_FLIGHT_TIMEOUT {
+                break None;
             }
             std::thread::sleep(Duration::from_millis(10));
         };
-        if moved < SNAPSHOT_IN_FLIGHT_BYTES {
+        let Some(s) = sender else {
             detail.push_str(&format!(
-                "; no snapshot seen on it ({} KiB in {:?})",
-                moved >> 10,
-                SNAPSHOT_IN_FLIGHT_TIMEOUT
+                "; no snapshot seen on them in {SNAPSHOT_IN_FLIGHT_TIMEOUT:?}; nothing changed"
             ));
-        } else {
-            detail.push_str(&format!(
-                "; {} KiB through it after {} ms",
-                moved >> 10,
-                waited.elapsed().as_millis()
-            ));
+            rec.detail = detail;
+            return Some(Box::new(|s: &Nemesis| s.proxy.heal()));
+        };
+        detail.push_str(&format!(
+            "; the snapshot from m{} under way after {} ms",
+            s + 1,
+            waited.elapsed().as_millis()
+        ));
+        if !rec.targets.contains(&s) {
+            rec.targets.push(s);
         }
-        // Where the follower must get to: the leader's log now.
-        let target_index = self.raft_index(l).unwrap_or(0);
+        // Where the follower must get to: the sender's log now.
+        let target_index = self.raft_index(s).unwrap_or(0);
         let changed = Instant::now();
-        let pid = self.cluster.lock().expect("cluster lock").members[l].pid();
+        let pid = self.cluster.lock().expect("cluster lock").members[s].pid();
         let undo: Undo = match how {
             0 => {
-                let said = self.membership().move_leader(l, g, self.ids[g]);
-                detail.push_str(&format!("; {said}"));
-                rec.targets.push(g);
+                let to = (0..n).find(|i| *i != s && *i != f).unwrap_or(s);
+                let said = self.membership().move_leader_anywhere(to, self.ids[to]);
+                detail.push_str(&format!("; to m{}: {said}", to + 1));
                 Box::new(|s: &Nemesis| s.proxy.heal())
             }
             1 => {
                 signal(pid, "STOP");
-                detail.push_str(&format!("; m{} SIGSTOPped (SIGCONT at the end)", l + 1));
+                detail.push_str(&format!("; m{} SIGSTOPped (SIGCONT at the end)", s + 1));
                 Box::new(move |s: &Nemesis| {
                     s.proxy.heal();
                     signal(pid, "CONT");
                 })
             }
             _ => {
-                self.cluster.lock().expect("cluster lock").kill(l);
-                detail.push_str(&format!("; m{} SIGKILLed (restarted at the end)", l + 1));
-                Box::new(move |s: &Nemesis| {
-                    s.proxy.heal();
-                    s.restart(l);
+                self.cluster.lock().expect("cluster lock").kill(s);
+                detail.push_str(&format!("; m{} SIGKILLed (restarted at the end)", s + 1));
+                Box::new(move |nem: &Nemesis| {
+                    nem.proxy.heal();
+                    nem.restart(s);
                 })
             }
         };
+        // The new leader's snapshot goes at full speed; the old sender's
+        // link stays thin until the end.
+        for a in (0..n).filter(|a| *a != s && *a != f) {
+            self.proxy.set_link(a, f, Link::Pass);
+        }
         let caught_up = loop {
             let at = self.raft_index(f).unwrap_or(0);
-            if (target_index > 0 && at >= target_index)
-                || changed.elapsed() >= SNAPSHOT_CATCH_UP_TIMEOUT
-            {
-                break (target_index > 0 && at >= target_index).then(|| changed.elapsed());
+            if target_index > 0 && at >= target_index {
+                break Some(changed.elapsed());
+            }
+            if changed.elapsed() >= SNAPSHOT_CATCH_UP_TIMEOUT {
+                break None;
             }
             std::thread::sleep(Duration::from_millis(20));
         };
