@@ -8,12 +8,16 @@
 
 use cairn_robustness::check::Outcome;
 use cairn_robustness::faults::{FaultKind, ScheduleShape};
-use cairn_tests::robustness::{RunConfig, run};
+use cairn_tests::robustness::{RunConfig, RunReport, run};
 
 /// Workload length: room for two faults of 3-4 s with healed gaps.
 const SECONDS: u64 = 16;
 
 fn short(kind: FaultKind, seed: u64) {
+    short_with(kind, seed, |_| {});
+}
+
+fn short_with(kind: FaultKind, seed: u64, tune: impl FnOnce(&mut RunConfig)) -> RunReport {
     let seed = std::env::var("CAIRN_ROBUSTNESS_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -27,6 +31,7 @@ fn short(kind: FaultKind, seed: u64) {
         min_gap_ms: 2_000,
         max_gap_ms: 3_000,
     };
+    tune(&mut cfg);
     println!("robustness: {kind} seed={seed}");
     let report = run(&cfg).expect("robustness run");
     println!("{}", report.render());
@@ -68,6 +73,7 @@ fn short(kind: FaultKind, seed: u64) {
     // The workload really ran and was checked.
     assert!(report.ops_ok > 100, "{}", report.render());
     assert!(report.watch_events > 50, "{}", report.render());
+    report
 }
 
 #[test]
@@ -173,7 +179,19 @@ fn snapshot_leader_change() {
 
 #[test]
 fn clock_skew() {
-    short(FaultKind::ClockSkew, 21);
+    short_with(FaultKind::ClockSkew, 21, |c| c.jwt = Some(false));
+}
+
+/// The same with JWT tokens, whose expiry each member checks against its
+/// own (jumped) wall clock.
+#[test]
+fn clock_skew_with_jwt_tokens() {
+    let report = short_with(FaultKind::ClockSkew, 26, |c| c.jwt = Some(true));
+    assert!(
+        report.notes.iter().any(|n| n.contains("JWT")),
+        "the run did not use JWT tokens: {:?}",
+        report.notes
+    );
 }
 
 /// The checkers on a real recorded history: it passes as recorded, and each

@@ -60,6 +60,9 @@ pub struct RunConfig {
     /// Where to keep the history (JSON), for re-checking.
     pub history_dir: Option<PathBuf>,
     pub snapshot_count: Option<u64>,
+    /// In runs with auth (those with clock faults): JWT tokens (`true`) or
+    /// simple ones (`false`); `None` draws it from the seed.
+    pub jwt: Option<bool>,
 }
 
 impl RunConfig {
@@ -74,6 +77,7 @@ impl RunConfig {
             check: KvCheckOptions::default(),
             history_dir: None,
             snapshot_count: None,
+            jwt: None,
         }
     }
 }
@@ -451,6 +455,20 @@ pub fn run(cfg: &RunConfig) -> Result<RunReport> {
         None => (None, None),
     };
     let auth = clock_faults;
+    // Half of those runs (by seed) sign their tokens as JWTs, whose expiry
+    // every member checks against its own wall clock: a jumped clock meets
+    // them too. The other half keep etcd's default simple tokens.
+    let by_seed = Rng::new(cfg.seed ^ 0x0a17).chance(0.5);
+    let jwt = match auth && cfg.jwt.unwrap_or(by_seed) {
+        true => Some(JwtKeys::make()?),
+        false => None,
+    };
+    if let Some(k) = &jwt {
+        notes
+            .lock()
+            .expect("notes lock")
+            .push(format!("auth tokens: {}", k.describe()));
+    }
 
     let opts = Options {
         data_dirs: disks
@@ -459,6 +477,7 @@ pub fn run(cfg: &RunConfig) -> Result<RunReport> {
             .unwrap_or_default(),
         member_env: clocks.as_ref().map(|c| c.member_env()).unwrap_or_default(),
         // A snapshot sent mid-run needs the leader to compact its log.
+        extra_args: jwt.iter().map(JwtKeys::flag).collect(),
         snapshot_count: cfg.snapshot_count.or(cfg
             .faults
             .contains(&FaultKind::SnapshotLeaderChange)
@@ -854,6 +873,64 @@ pub fn recheck(path: &std::path::Path, opts: &KvCheckOptions) -> Result<check::R
         bail!("{} holds no operations", path.display());
     }
     Ok(check::check(&h, opts))
+}
+
+/// Token TTL of runs with JWT tokens: well past the largest clock jump
+/// (10 s), so a token is never refused for a skewed clock alone, and short
+/// enough that clients renew theirs during a run.
+const JWT_TTL: &str = "1m";
+
+/// An RSA key pair for `--auth-token jwt,...`, made with openssl in a
+/// directory that lives as long as the run.
+struct JwtKeys {
+    dir: tempfile::TempDir,
+}
+
+impl JwtKeys {
+    fn make() -> Result<JwtKeys> {
+        let dir = tempfile::Builder::new().prefix("cairn-rb-jwt-").tempdir()?;
+        let (key, public) = (dir.path().join("jwt.key"), dir.path().join("jwt.pub"));
+        let run = |args: &[&std::ffi::OsStr]| -> Result<()> {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .stdin(std::process::Stdio::null())
+                .output()
+                .map_err(|e| anyhow::anyhow!("openssl (for JWT keys): {e}"))?;
+            anyhow::ensure!(
+                out.status.success(),
+                "openssl: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            Ok(())
+        };
+        run(&[
+            "genrsa".as_ref(),
+            "-out".as_ref(),
+            key.as_os_str(),
+            "2048".as_ref(),
+        ])?;
+        run(&[
+            "rsa".as_ref(),
+            "-in".as_ref(),
+            key.as_os_str(),
+            "-pubout".as_ref(),
+            "-out".as_ref(),
+            public.as_os_str(),
+        ])?;
+        Ok(JwtKeys { dir })
+    }
+
+    fn flag(&self) -> String {
+        format!(
+            "--auth-token=jwt,pub-key={},priv-key={},sign-method=RS256,ttl={JWT_TTL}",
+            self.dir.path().join("jwt.pub").display(),
+            self.dir.path().join("jwt.key").display()
+        )
+    }
+
+    fn describe(&self) -> String {
+        format!("JWT (RS256, ttl {JWT_TTL})")
+    }
 }
 
 #[cfg(test)]

@@ -711,8 +711,9 @@ impl Nemesis {
                             warned.join(", ")
                         ));
                     }
-                    // Simple tokens expire on the monotonic clock: a jump
-                    // must not make any member reject a fresh one.
+                    // Simple tokens expire on the monotonic clock, JWTs on
+                    // the wall clock with a TTL well past any jump: either
+                    // way no member may reject a fresh one.
                     if s.auth {
                         s.check_tokens(&format!("m{} {offset_s:+} s", m + 1));
                     }
