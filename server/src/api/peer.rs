@@ -37,8 +37,8 @@ pub struct PeerService {
     pub raft_tx: crossbeam_channel::Sender<RaftMsg>,
     pub snapshots: Arc<SnapshotRegistry>,
     pub srv: Arc<EtcdServer>,
-    /// Which snapshot is being received (one at a time; a newer leader's
-    /// supersedes an older one's).
+    /// Which snapshot is being received (one at a time; a newer stream
+    /// supersedes an older one).
     pub receiving: Arc<SnapshotSlot>,
 }
 
@@ -378,15 +378,17 @@ impl Peer for PeerService {
                 "snapshot of {announced} bytes is over this member's limit of {limit} bytes"
             )));
         }
-        // One at a time: two streams would need twice the disk. A stream
-        // from a member that no longer leads gives way.
-        let Ok(mut claim) = self.receiving.claim(from, msg.term) else {
-            return Err(Status::unavailable("already receiving a snapshot"));
-        };
+        // One at a time, the newest: a stream still running from a member
+        // that no longer leads, or an earlier attempt of this one, stops
+        // (and removes its partial file).
+        let mut claim = self.receiving.claim(from, msg.term);
         let dir = self.snapshots.dir().to_path_buf();
         let final_path = dir.join(snapfile::file_name(md.term, md.index));
+        // Named per stream: a superseded stream may still be winding down,
+        // and the new leader's snapshot can have the same term and index.
         let tmp_path = dir.join(format!(
-            "recv-{}.tmp",
+            "recv-{}-{}.tmp",
+            claim.id(),
             snapfile::file_name(md.term, md.index)
         ));
         let internal = |e: std::io::Error| Status::internal(format!("writing snapshot: {e}"));
@@ -402,7 +404,7 @@ impl Peer for PeerService {
                     next = tokio::time::timeout(SNAPSHOT_IDLE_TIMEOUT, stream.message()) => next,
                     _ = claim.superseded.wait_for(|s| *s) => {
                         return Err(Status::aborted(
-                            "snapshot superseded by one from the current leader",
+                            "snapshot superseded by a newer one from the leader",
                         ));
                     }
                 };
