@@ -1252,13 +1252,11 @@ fn a_seed_replays_exactly() {
     );
 }
 
-/// The reopen path for an interrupted snapshot install, every time: a
-/// follower cut off while the log is compacted past it gets a snapshot on
-/// its return, crashes after raft marked the install and before the state
-/// machine loaded it, and restarts on the same directory.
-#[test]
-fn a_crash_inside_a_snapshot_install_is_redone_on_restart() {
-    let mut sim = Sim::new(7);
+/// Lets a cluster elect, cuts a follower off (after `prepare` on it; `why`
+/// says what that does), and runs on until the leader's log has moved far
+/// past it: on its return only a snapshot can catch it up. Returns the
+/// follower, still cut off.
+fn left_behind(sim: &mut Sim, why: &str, prepare: impl FnOnce(&mut Member)) -> usize {
     sim.run_for(Duration::from_secs(3), true);
     let Some(leader) = sim.leader() else {
         sim.fail("no leader after 3 s");
@@ -1267,13 +1265,27 @@ fn a_crash_inside_a_snapshot_install_is_redone_on_restart() {
     let cut = sim.isolation(victim);
     sim.net.lock().faults.cut = cut;
     if let Some(m) = sim.members[victim].as_mut() {
-        m.crash_in_install = true;
+        prepare(m);
     }
-    sim.note(format!(
-        "isolate m{victim}; it crashes in its next snapshot install"
-    ));
+    sim.note(match why {
+        "" => format!("isolate m{victim}"),
+        why => format!("isolate m{victim}; {why}"),
+    });
     // Far more entries than `SNAPSHOT_COUNT`: the leader's log moves on.
     sim.run_for(Duration::from_secs(3), true);
+    victim
+}
+
+/// The reopen path for an interrupted snapshot install, every time: a
+/// follower cut off while the log is compacted past it gets a snapshot on
+/// its return, crashes after raft marked the install and before the state
+/// machine loaded it, and restarts on the same directory.
+#[test]
+fn a_crash_inside_a_snapshot_install_is_redone_on_restart() {
+    let mut sim = Sim::new(7);
+    left_behind(&mut sim, "it crashes in its next snapshot install", |m| {
+        m.crash_in_install = true
+    });
     sim.heal(None);
     let end = sim.elapsed() + Duration::from_secs(10);
     while sim.install_crashes == 0 && sim.elapsed() < end {
@@ -1297,16 +1309,7 @@ fn a_crash_inside_a_snapshot_install_is_redone_on_restart() {
 #[test]
 fn a_member_that_installed_a_snapshot_can_campaign_at_once() {
     let mut sim = Sim::new(5);
-    sim.run_for(Duration::from_secs(3), true);
-    let Some(leader) = sim.leader() else {
-        sim.fail("no leader after 3 s");
-    };
-    let victim = (leader + 1) % MEMBERS;
-    let cut = sim.isolation(victim);
-    sim.net.lock().faults.cut = cut.clone();
-    sim.note(format!("isolate m{victim}"));
-    // Far more entries than `SNAPSHOT_COUNT`: the leader's log moves on.
-    sim.run_for(Duration::from_secs(3), true);
+    let victim = left_behind(&mut sim, "", |_| {});
     sim.heal(None);
     let sent = sim.net.lock().snapshots;
     let end = sim.elapsed() + Duration::from_secs(10);
@@ -1317,6 +1320,7 @@ fn a_member_that_installed_a_snapshot_can_campaign_at_once() {
         sim.fail("the isolated member was never sent a snapshot");
     }
     // The snapshot is on its way; nothing after it will be.
+    let cut = sim.isolation(victim);
     sim.net.lock().faults.cut = cut;
     sim.note(format!("isolate m{victim} again once its snapshot is sent"));
     sim.run_for(Duration::from_secs(3), true);
