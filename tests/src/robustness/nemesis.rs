@@ -944,6 +944,18 @@ impl Nemesis {
                     m + 1
                 )
             }
+            // etcd's strict reconfiguration check (Cairn's too): removing
+            // a member is refused while the rest would have no quorum, as
+            // with the leader killed. Nothing changed; an operator would
+            // see the same answer.
+            Err(e)
+                if e.starts_with("member remove:")
+                    && e.contains("etcdserver: unhealthy cluster") =>
+            {
+                let detail = format!("replacing m{} ({why}) refused, nothing changed: {e}", m + 1);
+                self.notes.lock().expect("notes lock").push(detail.clone());
+                detail
+            }
             Err(e) => {
                 let detail = format!("replacing m{} ({why}) failed: {e}", m + 1);
                 self.errors
