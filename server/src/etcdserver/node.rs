@@ -212,13 +212,18 @@ pub struct Node {
 /// then waited behind (about 100 ms in the stop-leader runs, Finding 14).
 /// One copy says everything the others do.
 fn drop_superseded_appends(msgs: &mut Vec<Message>) {
-    // A follower's Ready holds no appends, a single-peer one at most one:
-    // nothing to compare, so nothing is allocated.
-    let appends = msgs
-        .iter()
-        .filter(|m| m.get_msg_type() == MessageType::MsgAppend)
-        .count();
-    if appends < 2 {
+    // Almost every Ready holds at most one append per peer (a follower's
+    // none): then nothing is rebuilt or allocated. The scan stops at the
+    // first repeat, so it stays short when there are many.
+    let is_append = |m: &Message| m.get_msg_type() == MessageType::MsgAppend;
+    let repeated = msgs.iter().enumerate().any(|(i, m)| {
+        is_append(m)
+            && msgs
+                .iter()
+                .skip(i + 1)
+                .any(|l| is_append(l) && l.to == m.to)
+    });
+    if !repeated {
         return;
     }
     let mut latest: BTreeMap<u64, (u64, u64, usize)> = BTreeMap::new();
